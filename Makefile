@@ -1,0 +1,37 @@
+# edgeq: `make demo` and `make test` are all the set-up a fresh machine needs.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.edgeq-installed
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+export TF_CPP_MIN_LOG_LEVEL := 2
+
+.PHONY: venv demo test test-fast bench lint clean
+
+$(STAMP): pyproject.toml device/pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e './device[litert]' -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m edgeq.demo --out out/demo
+
+test: $(STAMP)
+	bash tests/setup_system.sh
+	$(PY) -m pytest -q -m "not arm64" $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow and not ssh and not arm64" $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(PY) benchmarks/run.py
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check edgeq device tests benchmarks
+	$(VENV)/bin/mypy
+
+clean:
+	rm -rf out .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,341 @@
+"""A reader for the ``.tflite`` flatbuffer that needs only the ``flatbuffers`` package.
+
+It reads what ``edgeq-device info``, the edgeq metadata and the host's model
+analysis need: operator codes, subgraphs with their tensors (shape, shape
+signature, dtype, quantization, buffer) and operators in execution order,
+buffer sizes, metadata entries and signature definitions. Field numbers follow
+TFLite's ``schema.fbs``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Union
+
+import flatbuffers
+from flatbuffers.table import Table
+
+from ._opnames import BUILTIN_OPS, TENSOR_TYPES
+from .errors import ModelFileError
+
+__all__ = [
+    "FlatModel",
+    "Operator",
+    "Quantization",
+    "Subgraph",
+    "Tensor",
+    "load_model_bytes",
+    "read_flat_model",
+]
+
+ModelSource = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview]
+
+_U8 = flatbuffers.number_types.Uint8Flags
+_I8 = flatbuffers.number_types.Int8Flags
+_I32 = flatbuffers.number_types.Int32Flags
+_U32 = flatbuffers.number_types.Uint32Flags
+_I64 = flatbuffers.number_types.Int64Flags
+_U64 = flatbuffers.number_types.Uint64Flags
+_F32 = flatbuffers.number_types.Float32Flags
+_BOOL = flatbuffers.number_types.BoolFlags
+
+# Bytes per element of each tensor type (sub-byte types are rounded up by callers).
+DTYPE_BITS: dict[str, int] = {
+    "FLOAT32": 32, "FLOAT16": 16, "INT32": 32, "UINT8": 8, "INT64": 64, "STRING": 8,
+    "BOOL": 8, "INT16": 16, "COMPLEX64": 64, "INT8": 8, "FLOAT64": 64, "COMPLEX128": 128,
+    "UINT64": 64, "UINT32": 32, "UINT16": 16, "INT4": 4, "BFLOAT16": 16, "INT2": 2,
+    "UINT4": 4, "FLOAT8_E4M3FN": 8, "FLOAT8_E5M2": 8,
+}
+
+
+class _T:
+    """A thin wrapper over a flatbuffers Table with field-number access."""
+
+    __slots__ = ("t",)
+
+    def __init__(self, buf: bytearray, pos: int) -> None:
+        self.t = Table(buf, pos)
+
+    def _off(self, field_no: int) -> int:
+        return int(self.t.Offset(4 + 2 * field_no))
+
+    def scalar(self, field_no: int, flags: type, default: int | float | bool = 0) -> int | float | bool:
+        o = self._off(field_no)
+        return self.t.Get(flags, o + self.t.Pos) if o else default
+
+    def string(self, field_no: int) -> str | None:
+        o = self._off(field_no)
+        return self.t.String(o + self.t.Pos).decode("utf-8", "replace") if o else None
+
+    def table(self, field_no: int) -> _T | None:
+        o = self._off(field_no)
+        if not o:
+            return None
+        return _T(self.t.Bytes, self.t.Indirect(o + self.t.Pos))
+
+    def vec_len(self, field_no: int) -> int:
+        o = self._off(field_no)
+        return int(self.t.VectorLen(o)) if o else 0
+
+    def vec_tables(self, field_no: int) -> list[_T]:
+        o = self._off(field_no)
+        if not o:
+            return []
+        start = self.t.Vector(o)
+        n = self.t.VectorLen(o)
+        return [_T(self.t.Bytes, self.t.Indirect(start + 4 * i)) for i in range(n)]
+
+    def vec_scalars(self, field_no: int, flags: type) -> list[int | float]:
+        o = self._off(field_no)
+        if not o:
+            return []
+        start = self.t.Vector(o)
+        n = self.t.VectorLen(o)
+        size = flags.bytewidth
+        return [self.t.Get(flags, start + size * i) for i in range(n)]
+
+    def vec_bytes(self, field_no: int) -> tuple[int, int]:
+        """(start, length) of a ubyte vector inside the buffer."""
+        o = self._off(field_no)
+        if not o:
+            return (0, 0)
+        return (int(self.t.Vector(o)), int(self.t.VectorLen(o)))
+
+
+@dataclass(frozen=True)
+class Quantization:
+    """Per-tensor or per-axis affine quantization: ``real = scale * (q - zero_point)``."""
+
+    scale: tuple[float, ...] = ()
+    zero_point: tuple[int, ...] = ()
+    quantized_dimension: int = 0
+
+    @property
+    def is_quantized(self) -> bool:
+        return len(self.scale) > 0
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """One tensor of a subgraph."""
+
+    index: int
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    shape_signature: tuple[int, ...]
+    buffer: int
+    buffer_size: int
+    quantization: Quantization
+    is_variable: bool = False
+
+    @property
+    def is_constant(self) -> bool:
+        """True where the tensor's data is stored in the model (weights, biases, constants)."""
+        return self.buffer_size > 0
+
+    @property
+    def is_dynamic(self) -> bool:
+        """True where some dimension is only known at run time (-1 in the shape signature)."""
+        return any(d < 0 for d in self.shape_signature)
+
+    @property
+    def num_elements(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= max(int(d), 1)
+        return n
+
+    @property
+    def nbytes(self) -> int:
+        return (self.num_elements * DTYPE_BITS.get(self.dtype, 8) + 7) // 8
+
+
+@dataclass(frozen=True)
+class Operator:
+    """One operator, in the order the interpreter runs them."""
+
+    index: int
+    opcode: str
+    custom_code: str | None
+    version: int
+    inputs: tuple[int, ...]
+    outputs: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Subgraph:
+    """A subgraph: its tensors, inputs, outputs and operators."""
+
+    name: str
+    tensors: tuple[Tensor, ...]
+    inputs: tuple[int, ...]
+    outputs: tuple[int, ...]
+    operators: tuple[Operator, ...]
+
+
+@dataclass(frozen=True)
+class FlatModel:
+    """What a ``.tflite`` file holds, read without any TFLite runtime."""
+
+    version: int
+    description: str
+    subgraphs: tuple[Subgraph, ...]
+    metadata: dict[str, bytes] = field(default_factory=dict)
+    signatures: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
+    size: int = 0
+
+    @property
+    def main(self) -> Subgraph:
+        """The primary subgraph (index 0), the one the interpreter runs."""
+        return self.subgraphs[0]
+
+    def op_counts(self) -> dict[str, int]:
+        """Operator counts by type over the primary subgraph."""
+        counts: dict[str, int] = {}
+        for op in self.main.operators:
+            counts[op.opcode] = counts.get(op.opcode, 0) + 1
+        return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def load_model_bytes(model: ModelSource, argument: str = "model") -> bytes:
+    """Return the bytes of a ``.tflite`` given as a path or bytes, with clear errors."""
+    if isinstance(model, (bytes, bytearray, memoryview)):
+        return bytes(model)
+    path = Path(os.fspath(model))
+    if not path.exists():
+        raise ModelFileError(
+            "model file not found", argument=argument, received=str(path),
+            fix="give the path of an existing .tflite file",
+        )
+    if path.is_dir():
+        raise ModelFileError(
+            "expected a .tflite file, got a folder", argument=argument, received=str(path),
+            fix="give the path of a .tflite file",
+        )
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ModelFileError(
+            f"cannot read model file: {exc.strerror}", argument=argument, received=str(path),
+            fix="check the file's permissions",
+        ) from exc
+
+
+def read_flat_model(model: ModelSource, argument: str = "model") -> FlatModel:
+    """Parse a ``.tflite`` flatbuffer (path or bytes) into a :class:`FlatModel`.
+
+    Raises:
+        ModelFileError: the file is missing, not a TFLite flatbuffer, or truncated.
+    """
+    data = load_model_bytes(model, argument)
+    where = str(model) if not isinstance(model, (bytes, bytearray, memoryview)) else f"<{len(data)} bytes>"
+    if len(data) < 8 or data[4:8] != b"TFL3":
+        raise ModelFileError(
+            "not a TFLite model (no 'TFL3' file identifier)", argument=argument, received=where,
+            fix="give a .tflite file written by a TFLite converter",
+        )
+    try:
+        return _parse(bytearray(data))
+    except (IndexError, ValueError, UnicodeDecodeError, TypeError) as exc:
+        raise ModelFileError(
+            "the TFLite flatbuffer is truncated or corrupt", argument=argument, received=where,
+            fix="convert or copy the model again",
+        ) from exc
+
+
+def _parse(buf: bytearray) -> FlatModel:
+    size = len(buf)
+    root = _T(buf, flatbuffers.encode.Get(flatbuffers.packer.uoffset, buf, 0))
+    if root.t.Pos >= size:
+        raise ValueError("root table out of range")
+
+    buffers: list[tuple[int, int, int]] = []  # (data_start, data_len, external_size)
+    for b in root.vec_tables(4):
+        start, length = b.vec_bytes(0)
+        if start + length > size:
+            raise ValueError("buffer out of range")
+        ext = int(b.scalar(2, _U64, 0))
+        buffers.append((start, length, ext))
+
+    opcodes: list[tuple[str, str | None, int]] = []
+    for oc in root.vec_tables(1):
+        code = max(int(oc.scalar(0, _I8, 0)), int(oc.scalar(3, _I32, 0)))
+        custom = oc.string(1)
+        name = "CUSTOM" if code == 32 else BUILTIN_OPS.get(code, f"BUILTIN_{code}")
+        opcodes.append((name, custom, int(oc.scalar(2, _I32, 1))))
+
+    subgraphs = []
+    for sg in root.vec_tables(2):
+        tensors = []
+        for i, t in enumerate(sg.vec_tables(0)):
+            shape = tuple(int(d) for d in t.vec_scalars(0, _I32))
+            sig = tuple(int(d) for d in t.vec_scalars(7, _I32)) or shape
+            bidx = int(t.scalar(2, _U32, 0))
+            bsize = 0
+            if 0 < bidx < len(buffers):
+                _, length, ext = buffers[bidx]
+                bsize = length or ext
+            q = t.table(4)
+            quant = Quantization()
+            if q is not None:
+                quant = Quantization(
+                    scale=tuple(float(s) for s in q.vec_scalars(2, _F32)),
+                    zero_point=tuple(int(z) for z in q.vec_scalars(3, _I64)),
+                    quantized_dimension=int(q.scalar(6, _I32, 0)),
+                )
+            tensors.append(Tensor(
+                index=i,
+                name=t.string(3) or f"tensor_{i}",
+                dtype=TENSOR_TYPES.get(int(t.scalar(1, _I8, 0)), "UNKNOWN"),
+                shape=shape,
+                shape_signature=sig,
+                buffer=bidx,
+                buffer_size=bsize,
+                quantization=quant,
+                is_variable=bool(t.scalar(5, _BOOL, False)),
+            ))
+        ops = []
+        for j, op in enumerate(sg.vec_tables(3)):
+            name, custom, version = opcodes[int(op.scalar(0, _U32, 0))]
+            ops.append(Operator(
+                index=j, opcode=name, custom_code=custom, version=version,
+                inputs=tuple(int(x) for x in op.vec_scalars(1, _I32)),
+                outputs=tuple(int(x) for x in op.vec_scalars(2, _I32)),
+            ))
+        subgraphs.append(Subgraph(
+            name=sg.string(4) or "",
+            tensors=tuple(tensors),
+            inputs=tuple(int(x) for x in sg.vec_scalars(1, _I32)),
+            outputs=tuple(int(x) for x in sg.vec_scalars(2, _I32)),
+            operators=tuple(ops),
+        ))
+    if not subgraphs:
+        raise ValueError("model has no subgraph")
+
+    metadata: dict[str, bytes] = {}
+    for m in root.vec_tables(6):
+        name = m.string(0) or ""
+        bidx = int(m.scalar(1, _U32, 0))
+        if bidx < len(buffers):
+            start, length, _ = buffers[bidx]
+            metadata[name] = bytes(buf[start:start + length])
+
+    signatures: dict[str, dict[str, dict[str, int]]] = {}
+    for sd in root.vec_tables(7):
+        key = sd.string(2) or ""
+        signatures[key] = {
+            "inputs": {(tm.string(0) or ""): int(tm.scalar(1, _U32, 0)) for tm in sd.vec_tables(0)},
+            "outputs": {(tm.string(0) or ""): int(tm.scalar(1, _U32, 0)) for tm in sd.vec_tables(1)},
+        }
+
+    return FlatModel(
+        version=int(root.scalar(0, _U32, 0)),
+        description=root.string(3) or "",
+        subgraphs=tuple(subgraphs),
+        metadata=metadata,
+        signatures=signatures,
+        size=size,
+    )

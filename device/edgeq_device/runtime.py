@@ -1,0 +1,284 @@
+"""Find a TFLite interpreter and run models with it.
+
+Resolution order, first found wins (override with ``runtime=``/``--runtime``):
+
+1. ``litert``: ``ai_edge_litert.interpreter`` (maintained, numpy 2, aarch64 wheels)
+2. ``tflite-runtime``: ``tflite_runtime.interpreter`` (last release 2.14, needs ``numpy<2``)
+3. ``tensorflow``: ``tensorflow.lite`` (host only)
+
+:class:`ModelRunner` is the one place that feeds a model: it quantizes float
+inputs with the input tensor's own scale and zero point, invokes, and
+dequantizes outputs with the output tensor's parameters.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import platform
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence, Union
+
+import numpy as np
+
+from .errors import DataError, DelegateError, InvalidArgumentError, RuntimeNotFoundError
+from .flatbuffer import ModelSource, load_model_bytes, read_flat_model
+
+__all__ = [
+    "RUNTIME_NAMES",
+    "ModelRunner",
+    "Runtime",
+    "dequantize",
+    "edgetpu_library_name",
+    "quantize",
+    "resolve_runtime",
+]
+
+RUNTIME_NAMES = ("litert", "tflite-runtime", "tensorflow")
+_MODULES = {
+    "litert": ("ai_edge_litert.interpreter", "ai_edge_litert"),
+    "tflite-runtime": ("tflite_runtime.interpreter", "tflite_runtime"),
+    "tensorflow": ("tensorflow.lite", "tensorflow"),
+}
+_INSTALL_HINT = "pip install 'edgeq-device[litert]' (or 'edgeq-device[tflite-runtime]' on numpy<2)"
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """A TFLite interpreter implementation that could be imported."""
+
+    name: str
+    version: str
+    module: Any
+
+    @property
+    def Interpreter(self) -> Any:  # noqa: N802 - mirrors the runtime's own class name
+        return self.module.Interpreter
+
+    def load_delegate(self, library: str, options: Mapping[str, str] | None = None) -> Any:
+        """Load an external delegate (``libedgetpu.so.1``, a path, ...) or raise DelegateError."""
+        loader = getattr(self.module, "load_delegate", None)
+        if loader is None and self.name == "tensorflow":
+            loader = self.module.experimental.load_delegate
+        try:
+            return loader(library, dict(options or {}))
+        except (ValueError, OSError, RuntimeError) as exc:
+            fix = ("install the Edge TPU runtime (Debian package libedgetpu1-std) and plug in the "
+                   "accelerator" if "edgetpu" in library else "check the delegate library's path")
+            raise DelegateError(f"cannot load delegate: {exc}", argument="delegate",
+                                received=library, fix=fix) from exc
+
+
+def _import_runtime(name: str) -> Runtime:
+    mod_name, top_name = _MODULES[name]
+    mod = importlib.import_module(mod_name)
+    top = importlib.import_module(top_name)
+    version = str(getattr(top, "__version__", "") or getattr(mod, "__version__", "") or "unknown")
+    if name == "tensorflow":
+        return Runtime(name, version, mod)
+    return Runtime(name, version, mod)
+
+
+def resolve_runtime(name: str | None = None) -> Runtime:
+    """Import the requested runtime, or the first available one.
+
+    Args:
+        name: ``"litert"``, ``"tflite-runtime"``, ``"tensorflow"`` or None (first found,
+            also settable with the ``EDGEQ_RUNTIME`` environment variable).
+
+    Raises:
+        InvalidArgumentError: ``name`` is not a known runtime.
+        RuntimeNotFoundError: the runtime (or none at all) can be imported.
+    """
+    name = name or os.environ.get("EDGEQ_RUNTIME") or None
+    if name is not None:
+        name = name.lower().replace("_", "-")
+        if name == "tflite":
+            name = "tflite-runtime"
+        if name not in _MODULES:
+            raise InvalidArgumentError("unknown runtime", argument="runtime", received=name,
+                                       fix=f"use one of: {', '.join(RUNTIME_NAMES)}")
+        try:
+            return _import_runtime(name)
+        except ImportError as exc:
+            raise RuntimeNotFoundError(f"runtime cannot be imported: {exc}", argument="runtime",
+                                       received=name, fix=_INSTALL_HINT) from exc
+    errors = []
+    for candidate in RUNTIME_NAMES:
+        try:
+            return _import_runtime(candidate)
+        except ImportError as exc:
+            errors.append(f"{candidate}: {exc}")
+    raise RuntimeNotFoundError("no TFLite runtime found (" + "; ".join(errors) + ")",
+                               fix=_INSTALL_HINT)
+
+
+def edgetpu_library_name() -> str:
+    """The Edge TPU runtime library's name on this platform."""
+    return {"Linux": "libedgetpu.so.1", "Darwin": "libedgetpu.1.dylib",
+            "Windows": "edgetpu.dll"}.get(platform.system(), "libedgetpu.so.1")
+
+
+def quantize(x: np.ndarray, dtype: np.dtype, scale: float, zero_point: int) -> np.ndarray:
+    """Float to integer with the tensor's affine parameters, rounded and clipped."""
+    info = np.iinfo(dtype)
+    q = np.round(np.asarray(x, np.float64) / scale + zero_point)
+    return np.clip(q, info.min, info.max).astype(dtype)
+
+
+def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    """Integer to float32 with the tensor's affine parameters."""
+    return ((q.astype(np.float64) - zero_point) * scale).astype(np.float32)
+
+
+InputsLike = Union[np.ndarray, Sequence[np.ndarray], Mapping[str, np.ndarray]]
+
+
+class ModelRunner:
+    """Runs one ``.tflite`` model: float in, float out, whatever the model's I/O types.
+
+    Args:
+        model: path or bytes of a ``.tflite`` file.
+        runtime: a :class:`Runtime`, a runtime name, or None for the first found.
+        threads: interpreter threads (None: the runtime's default).
+        xnnpack: False disables the default delegates (XNNPACK) where the runtime allows it.
+        delegate: ``"edgetpu"``, a delegate library path, or None.
+        delegate_options: options passed to the delegate (e.g. ``{"device": "usb:0"}``).
+    """
+
+    def __init__(
+        self,
+        model: ModelSource,
+        *,
+        runtime: Runtime | str | None = None,
+        threads: int | None = None,
+        xnnpack: bool = True,
+        delegate: str | None = None,
+        delegate_options: Mapping[str, str] | None = None,
+    ) -> None:
+        self.model_bytes = load_model_bytes(model)
+        self.flat = read_flat_model(self.model_bytes)
+        self.runtime = runtime if isinstance(runtime, Runtime) else resolve_runtime(runtime)
+        if threads is not None and (not isinstance(threads, int) or threads < 1):
+            raise InvalidArgumentError("must be a positive integer", argument="threads",
+                                       received=threads, fix="give e.g. 1 or 4")
+        self.threads = threads
+        self.xnnpack = xnnpack
+        self.delegate_name = delegate
+        uses_edgetpu_op = any(op.custom_code == "edgetpu-custom-op" for sg in self.flat.subgraphs
+                              for op in sg.operators)
+        delegates = []
+        if delegate:
+            lib = edgetpu_library_name() if delegate == "edgetpu" else delegate
+            if delegate == "edgetpu" or "edgetpu" in lib:
+                dynamic = [t.name for i in self.flat.main.inputs
+                           for t in [self.flat.main.tensors[i]] if t.is_dynamic]
+                if dynamic:
+                    raise DelegateError(
+                        f"the Edge TPU needs static shapes; inputs {dynamic} are dynamic",
+                        argument="model", fix="convert with --batch-size 1 (edgeq convert --target edgetpu)")
+            delegates.append(self.runtime.load_delegate(lib, delegate_options))
+        elif uses_edgetpu_op:
+            raise DelegateError(
+                "model is compiled for the Edge TPU (it holds edgetpu-custom-op) but no Edge TPU "
+                "delegate was given", argument="delegate",
+                fix="run with --delegate edgetpu on a machine with a Coral Edge TPU, or use the "
+                    "model from before edgetpu_compiler")
+        kwargs: dict[str, Any] = {"model_content": self.model_bytes}
+        if threads is not None:
+            kwargs["num_threads"] = threads
+        if delegates:
+            kwargs["experimental_delegates"] = delegates
+        if not xnnpack:
+            resolver = getattr(self.runtime.module, "OpResolverType", None)
+            if resolver is None and self.runtime.name == "tensorflow":
+                resolver = self.runtime.module.experimental.OpResolverType
+            if resolver is not None:
+                kwargs["experimental_op_resolver_type"] = resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        try:
+            self.interpreter = self.runtime.Interpreter(**kwargs)
+            self.interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            raise DelegateError(f"the interpreter could not prepare the model: {exc}",
+                                argument="model", fix="check the runtime supports every op "
+                                "(edgeq-device info lists them)") from exc
+        self.input_details = self.interpreter.get_input_details()
+        self.output_details = self.interpreter.get_output_details()
+        self._batch = 1
+
+    @property
+    def input_names(self) -> list[str]:
+        return [d["name"] for d in self.input_details]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [d["name"] for d in self.output_details]
+
+    def _ordered(self, inputs: InputsLike) -> list[np.ndarray]:
+        if isinstance(inputs, np.ndarray):
+            arrays = [inputs]
+        elif isinstance(inputs, Mapping):
+            arrays = []
+            for d in self.input_details:
+                key = d["name"]
+                if key not in inputs:
+                    # signature inputs are often named "serving_default_<name>:0"
+                    matches = [k for k in inputs if key.startswith(f"serving_default_{k}:")
+                               or key == f"{k}:0" or key.split(":")[0].endswith(k)]
+                    if len(matches) != 1:
+                        raise DataError(f"no input named {key!r}", argument="inputs",
+                                        received=sorted(inputs), fix=f"use keys {self.input_names}")
+                    key = matches[0]
+                arrays.append(np.asarray(inputs[key]))
+        else:
+            arrays = [np.asarray(a) for a in inputs]
+        if len(arrays) != len(self.input_details):
+            raise DataError(f"model takes {len(self.input_details)} inputs, got {len(arrays)}",
+                            argument="inputs", fix=f"give one array per input: {self.input_names}")
+        return arrays
+
+    def set_inputs(self, inputs: InputsLike) -> None:
+        """Set float (or already integer) inputs; batch dimension included."""
+        arrays = self._ordered(inputs)
+        batch = int(arrays[0].shape[0]) if arrays[0].ndim else 1
+        if batch != self._batch:
+            for d, a in zip(self.input_details, arrays):
+                self.interpreter.resize_tensor_input(d["index"], list(a.shape), strict=True)
+            self.interpreter.allocate_tensors()
+            self.input_details = self.interpreter.get_input_details()
+            self.output_details = self.interpreter.get_output_details()
+            self._batch = batch
+        for d, a in zip(self.input_details, arrays):
+            want = tuple(int(x) for x in d["shape"])
+            if tuple(a.shape) != want:
+                raise DataError(f"input {d['name']!r} has shape {tuple(a.shape)}, the model takes {want}",
+                                argument="inputs", fix="preprocess to the model's input size and channels")
+            dtype = np.dtype(d["dtype"])
+            scale, zp = d["quantization"]
+            if dtype.kind in "iu" and a.dtype.kind == "f":
+                if not scale:
+                    raise DataError(f"integer input {d['name']!r} has no quantization parameters",
+                                    argument="inputs", fix="give integer arrays")
+                a = quantize(a, dtype, scale, zp)
+            self.interpreter.set_tensor(d["index"], a.astype(dtype, copy=False))
+
+    def invoke(self) -> None:
+        """Run the model once on the inputs set last."""
+        self.interpreter.invoke()
+
+    def get_outputs(self, dequantize_outputs: bool = True) -> list[np.ndarray]:
+        """Outputs in the model's order, dequantized to float32 unless asked otherwise."""
+        outs = []
+        for d in self.output_details:
+            o = self.interpreter.get_tensor(d["index"])
+            scale, zp = d["quantization"]
+            if dequantize_outputs and o.dtype.kind in "iu" and scale:
+                o = dequantize(o, scale, zp)
+            outs.append(np.array(o, copy=True))
+        return outs
+
+    def run(self, inputs: InputsLike, dequantize_outputs: bool = True) -> list[np.ndarray]:
+        """Set inputs, invoke, return outputs."""
+        self.set_inputs(inputs)
+        self.invoke()
+        return self.get_outputs(dequantize_outputs)
