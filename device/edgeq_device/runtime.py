@@ -14,6 +14,7 @@ dequantizes outputs with the output tensor's parameters.
 from __future__ import annotations
 
 import importlib
+import re
 import os
 import platform
 from dataclasses import dataclass
@@ -131,6 +132,10 @@ def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
     return ((q.astype(np.float64) - zero_point) * scale).astype(np.float32)
 
 
+def _natural_key(name: str) -> list[Any]:
+    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name)]
+
+
 InputsLike = Union[np.ndarray, Sequence[np.ndarray], Mapping[str, np.ndarray]]
 
 
@@ -202,9 +207,23 @@ class ModelRunner:
             raise DelegateError(f"the interpreter could not prepare the model: {exc}",
                                 argument="model", fix="check the runtime supports every op "
                                 "(edgeq-device info lists them)") from exc
-        self.input_details = self.interpreter.get_input_details()
-        self.output_details = self.interpreter.get_output_details()
         self._batch = 1
+        self._refresh_details()
+
+    def _refresh_details(self) -> None:
+        self.input_details = self.interpreter.get_input_details()
+        outputs = self.interpreter.get_output_details()
+        # Order outputs as the model declared them: edgeq writes signature outputs output_0..N.
+        if len(self.flat.signatures) == 1:
+            sig = next(iter(self.flat.signatures.values()))
+            names = {idx: name for name, idx in sig["outputs"].items()}
+            if all(d["index"] in names for d in outputs):
+                outputs = sorted(outputs, key=lambda d: _natural_key(names[d["index"]]))
+            in_names = {idx: name for name, idx in sig["inputs"].items()}
+            self.input_keys = [in_names.get(d["index"], d["name"]) for d in self.input_details]
+        else:
+            self.input_keys = [d["name"] for d in self.input_details]
+        self.output_details = outputs
 
     @property
     def input_names(self) -> list[str]:
@@ -219,16 +238,12 @@ class ModelRunner:
             arrays = [inputs]
         elif isinstance(inputs, Mapping):
             arrays = []
-            for d in self.input_details:
-                key = d["name"]
+            for d, key in zip(self.input_details, self.input_keys):
                 if key not in inputs:
-                    # signature inputs are often named "serving_default_<name>:0"
-                    matches = [k for k in inputs if key.startswith(f"serving_default_{k}:")
-                               or key == f"{k}:0" or key.split(":")[0].endswith(k)]
-                    if len(matches) != 1:
-                        raise DataError(f"no input named {key!r}", argument="inputs",
-                                        received=sorted(inputs), fix=f"use keys {self.input_names}")
-                    key = matches[0]
+                    key = d["name"]
+                if key not in inputs:
+                    raise DataError(f"no input named {key!r}", argument="inputs",
+                                    received=sorted(inputs), fix=f"use keys {self.input_keys}")
                 arrays.append(np.asarray(inputs[key]))
         else:
             arrays = [np.asarray(a) for a in inputs]
@@ -245,8 +260,7 @@ class ModelRunner:
             for d, a in zip(self.input_details, arrays):
                 self.interpreter.resize_tensor_input(d["index"], list(a.shape), strict=True)
             self.interpreter.allocate_tensors()
-            self.input_details = self.interpreter.get_input_details()
-            self.output_details = self.interpreter.get_output_details()
+            self._refresh_details()
             self._batch = batch
         for d, a in zip(self.input_details, arrays):
             want = tuple(int(x) for x in d["shape"])
