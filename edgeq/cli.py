@@ -6,16 +6,268 @@ standard error and exit status 2 (see ``edgeq_device.clikit``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import click
 from edgeq_device.clikit import ErrorBoundaryGroup
+from edgeq_device.fileio import atomic_write_text
+from edgeq_device.preprocess import Preprocess
 
 from . import __version__
+from .errors import InvalidArgumentError, OutputExistsError
 
 
 @click.group(cls=ErrorBoundaryGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="edgeq")
 def cli() -> None:
     """edgeq: take a trained Keras model to a measured .tflite on a single-board computer."""
+
+def _parse_size(value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    try:
+        w, h = (int(v) for v in value.lower().split("x"))
+        return (w, h)
+    except ValueError:
+        raise InvalidArgumentError("expected WIDTHxHEIGHT", argument="--size", received=value,
+                                   fix="give e.g. --size 224x224") from None
+
+
+def preprocess_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """The image preprocessing flags shared by commands that read image folders."""
+    f = click.option("--size", help="Resize images to WIDTHxHEIGHT (default: the model's input size).")(f)
+    f = click.option("--color", type=click.Choice(["rgb", "l"]), help="Color mode (default: from channels).")(f)
+    f = click.option("--mean", type=float, default=None, help="Float input = (pixel - MEAN) / STD [0].")(f)
+    f = click.option("--std", type=float, default=None, help="See --mean [255].")(f)
+    return f
+
+
+def build_preprocess(size: str | None, color: str | None, mean: float | None,
+                     std: float | None) -> Preprocess | None:
+    """A Preprocess from CLI flags, or None to let edgeq derive it from the model."""
+    if size is None and color is None and mean is None and std is None:
+        return None
+    kw: dict[str, Any] = {"size": _parse_size(size)}
+    if color is not None:
+        kw["color"] = color
+    kw["mean"] = 0.0 if mean is None else mean
+    kw["std"] = 255.0 if std is None else std
+    return Preprocess(**kw)
+
+
+def _fill_from_model(pre: Preprocess | None, model: Any) -> Preprocess | None:
+    """Complete CLI preprocessing with what the model's input shape says (size, channels)."""
+    if pre is None:
+        return None
+    from .convert import default_preprocess
+    from .models import load_model
+
+    derived = default_preprocess(load_model(model).inputs[0])
+    if derived is None:
+        return pre
+    size = pre.size or derived.size
+    color = pre.color if pre.color != derived.color and pre.size is not None else derived.color
+    return Preprocess(size=size, color=color, resize=pre.resize, crop=pre.crop, mean=pre.mean, std=pre.std)
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"
+
+
+@cli.command("convert")
+@click.argument("model", type=click.Path())
+@click.option("--mode", "-m", default="int8", show_default=True,
+              help="float32, dynamic, float16, int8, int16x8 or all.")
+@click.option("--calib", "calib", type=click.Path(), default=None,
+              help="Calibration data: image folder, .npy or .npz (int8, int16x8).")
+@click.option("--samples", type=int, default=200, show_default=True, help="Calibration samples (seeded).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the calibration sample.")
+@click.option("--io", default="float", show_default=True, help="Input/output type: float, int8, uint8, int16.")
+@click.option("--batch-size", type=int, default=None, help="Fix a dynamic batch dimension (e.g. 1).")
+@click.option("--allow-float", is_flag=True, help="Let ops that cannot be integer-quantized stay float.")
+@click.option("--output", "-o", type=click.Path(), default="out", show_default=True,
+              help="Output folder (or file name for one mode).")
+@click.option("--force", is_flag=True, help="Overwrite existing output files.")
+@click.option("--json", "json_out", type=click.Path(), default=None, help="Also write a JSON summary (- for stdout).")
+@preprocess_options
+def convert_cmd(model: str, mode: str, calib: str | None, samples: int, seed: int, io: str,
+                batch_size: int | None, allow_float: bool, output: str, force: bool, json_out: str | None,
+                size: str | None, color: str | None, mean: float | None, std: float | None) -> None:
+    """Convert MODEL (.keras, .h5 or SavedModel folder) to .tflite and print what was written."""
+    import json
+    from pathlib import Path
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from .convert import convert
+
+    pre = _fill_from_model(build_preprocess(size, color, mean, std), model)
+    out = Path(output)
+    results = convert(model, mode, calibration=calib, samples=samples, seed=seed, io=io,
+                      batch_size=batch_size, preprocess=pre, allow_float_fallback=allow_float)
+    results = results if isinstance(results, list) else [results]
+    # Check every target before writing any, so a refusal leaves nothing half done.
+    single_file = len(results) == 1 and out.suffix == ".tflite"
+    targets = [out if single_file else out / r.default_filename for r in results]
+    for t in targets:
+        if t.exists() and not force:
+            raise OutputExistsError("output file exists", argument="--output", received=str(t),
+                                    fix="choose another --output or pass --force to overwrite")
+    written = [r.save(t, overwrite=force) for r, t in zip(results, targets)]
+    base = next((r for r in results if r.mode.value == "float32"), None)
+    table = Table(title=f"edgeq convert {Path(model).name}")
+    for col in ("mode", "io", "size", "vs float32", "time", "float ops", "file"):
+        table.add_column(col, justify="right" if col in ("size", "vs float32", "time") else "left")
+    for r, path in zip(results, written):
+        ratio = f"{base.size_bytes / r.size_bytes:.2f}x" if base else "-"
+        table.add_row(r.mode.value, r.io.value, _human(r.size_bytes), ratio, f"{r.conversion_seconds:.1f}s",
+                      str(len(r.float_ops)), str(path))
+    Console(stderr=json_out == "-").print(table)
+    if json_out:
+        payload = json.dumps({"schema": "edgeq/convert/1",
+                              "results": [dict(r.to_dict(), path=str(p)) for r, p in zip(results, written)]},
+                             indent=2)
+        if json_out == "-":
+            click.echo(payload)
+        else:
+            atomic_write_text(json_out, payload + "\n", overwrite=force, argument="--json")
+
+
+# --- results store: `edgeq store import`, `edgeq history` ------------------------------------------
+
+_db_option = click.option(
+    "--db", "db", metavar="PATH", envvar="EDGEQ_DB", default=None, show_envvar=True,
+    help="Results database (default: $EDGEQ_DB, else ~/.edgeq/results.db).")
+
+
+@cli.group("store")
+def store_group() -> None:
+    """Record measurements in the results store (an SQLite file)."""
+
+
+@store_group.command("import")
+@click.argument("files", nargs=-1, required=True, metavar="FILE.json...")
+@click.option("--device", metavar="LABEL", default=None,
+              help="Device label to record (default: taken from the file's sysinfo).")
+@_db_option
+def store_import(files: tuple[str, ...], device: str | None, db: str | None) -> None:
+    """Record JSON files written by `edgeq-device bench --json` or `edgeq-device eval --json`.
+
+    Every file is checked before any is recorded; a file already in the store is not
+    recorded twice.
+    """
+    from .store import ResultsStore
+
+    measurements = [ResultsStore.read_device_json(f, device=device) for f in files]
+    with ResultsStore(db) as store:
+        for f, m in zip(files, measurements):
+            row_id, new = store.record(m)
+            what = "recorded as" if new else "already recorded as"
+            click.echo(f"{f}: {what} run #{row_id} ({m.kind}, {m.label}, {m.mode}, {m.device}, "
+                       f"{m.runtime}, {m.threads or 'default'} threads)")
+
+
+def _parse_fraction(text: str, option: str) -> float:
+    """'10%' -> 0.10; '0.1' -> 0.1."""
+    from edgeq_device.errors import InvalidArgumentError
+
+    raw = text.strip()
+    try:
+        value = float(raw[:-1]) / 100.0 if raw.endswith("%") else float(raw)
+    except ValueError:
+        raise InvalidArgumentError("not a percentage or fraction", argument=option, received=text,
+                                   fix="give e.g. 10% or 0.10") from None
+    if value < 0:
+        raise InvalidArgumentError("cannot be negative", argument=option, received=text, fix="give e.g. 10%")
+    return value
+
+
+def _fmt(value: float | None, scale: float = 1.0, digits: int = 3) -> str:
+    return "-" if value is None else f"{value * scale:.{digits}f}"
+
+
+@cli.command("history")
+@click.option("--model", metavar="NAME_OR_HASH", default=None,
+              help="Only this model: its name or a prefix (6+ hex digits) of its sha256.")
+@click.option("--device", metavar="LABEL", default=None, help="Only this device (host, a board label).")
+@click.option("--mode", metavar="M", default=None, help="Only this quantization mode (int8, float32, ...).")
+@click.option("--limit", type=click.IntRange(min=1), default=None, metavar="N", help="At most N runs.")
+@click.option("--json", "json_out", metavar="PATH", default=None,
+              help="Write the runs (or, with --diff, the regressions) as JSON; '-' for standard output.")
+@click.option("--force", is_flag=True, help="Overwrite the --json file if it exists.")
+@click.option("--diff", is_flag=True,
+              help="Compare each model/mode/device/runtime/threads' latest run with the one before; "
+                   "exit 1 on a regression.")
+@click.option("--threshold-latency", default="10%", show_default=True, metavar="PCT",
+              help="With --diff: flag p50 latency up by more than this (10% or 0.10).")
+@click.option("--threshold-accuracy", type=float, default=0.5, show_default=True, metavar="POINTS",
+              help="With --diff: flag top-1 accuracy down by more than this many percentage points.")
+@_db_option
+def history(model: str | None, device: str | None, mode: str | None, limit: int | None,
+            json_out: str | None, force: bool, diff: bool, threshold_latency: str,
+            threshold_accuracy: float, db: str | None) -> None:
+    """List recorded runs, newest first, or (--diff) find regressions against the previous run.
+
+    With --diff the exit status is 1 when a regression is found, so a CI script can fail on it.
+    """
+    import json as _json
+
+    from edgeq_device.fileio import atomic_write_text
+    from rich.console import Console
+    from rich.table import Table
+
+    from .store import ResultsStore
+
+    console = Console()
+    lat = _parse_fraction(threshold_latency, "--threshold-latency")
+    with ResultsStore(db, create=False) as store:
+        if diff:
+            regressions = store.diff(model=model, device=device, mode=mode, latency_threshold=lat,
+                                     accuracy_threshold=threshold_accuracy)
+            if json_out is not None:
+                text = _json.dumps([r.to_dict() for r in regressions], indent=2) + "\n"
+                if json_out == "-":
+                    click.echo(text, nl=False)
+                else:
+                    atomic_write_text(json_out, text, overwrite=force, argument="--json")
+            if json_out != "-":
+                if not regressions:
+                    console.print(f"no regressions (p50 latency within +{lat * 100:g}%, "
+                                  f"top-1 within -{threshold_accuracy:g} points)")
+                for r in regressions:
+                    console.print(f"[bold red]regression[/]: {r.describe()}", highlight=False)
+            if regressions:
+                raise SystemExit(1)
+            return
+        runs = store.runs(model=model, device=device, mode=mode, limit=limit)
+    if json_out is not None:
+        text = _json.dumps([m.to_dict() for m in runs], indent=2) + "\n"
+        if json_out == "-":
+            click.echo(text, nl=False)
+            return
+        atomic_write_text(json_out, text, overwrite=force, argument="--json")
+    if not runs:
+        console.print("no runs recorded" + (" that match" if model or device or mode else ""))
+        return
+    table = Table(title=f"{len(runs)} run(s), newest first", title_justify="left")
+    for name in ("#", "UTC", "model", "sha256", "mode", "device", "runtime", "thr", "kind", "KiB",
+                 "p50 ms", "p90 ms", "top-1 %", "agree %", "SQNR dB"):
+        right = name in ("#", "thr", "KiB", "p50 ms", "p90 ms", "top-1 %", "agree %", "SQNR dB")
+        table.add_column(name, justify="right" if right else "left", overflow="fold")
+    for m in runs:
+        table.add_row(
+            str(m.id), m.created[:19].replace("T", " "), m.label, m.model_sha256[:8], m.mode, m.device,
+            m.runtime, str(m.threads or "-"), m.kind,
+            "-" if m.size_bytes is None else f"{m.size_bytes / 1024:.1f}",
+            _fmt(m.latency_p50_us, 1e-3), _fmt(m.latency_p90_us, 1e-3), _fmt(m.accuracy_top1, 100, 2),
+            _fmt(m.agreement, 100, 2), _fmt(m.sqnr_db, 1.0, 1))
+    console.print(table)
 
 
 def main() -> None:

@@ -1,0 +1,494 @@
+"""Convert a Keras model to ``.tflite`` in every quantization mode.
+
+``convert(model, mode, calibration=...)`` wraps ``tf.lite.TFLiteConverter``:
+
+========  ==============================  ===========  =========================
+mode      what it is                      calibration  I/O (``io=``)
+========  ==============================  ===========  =========================
+float32   baseline                        no           float
+dynamic   int8 weights, float activations no           float
+float16   float16 weights                 no           float
+int8      full integer                    yes          float, int8 or uint8
+int16x8   int16 activations, int8 weights yes          float or int16
+========  ==============================  ===========  =========================
+
+The steps are public so they can be called one by one: :func:`edgeq.models.load_model`,
+:func:`representative_dataset`, :func:`configure_converter`, then
+:func:`embed_metadata` on the bytes.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import re
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any, Literal, overload
+
+import numpy as np
+from edgeq_device.fileio import atomic_write_bytes
+from edgeq_device.flatbuffer import FlatModel, read_flat_model
+from edgeq_device.metadata import METADATA_NAME, EdgeqMetadata
+from edgeq_device.preprocess import ColorMode, Preprocess
+
+from . import __version__
+from .data import DataSource, Sample, as_source
+from .errors import (
+    CalibrationError,
+    ConversionError,
+    InvalidArgumentError,
+    QuantizationError,
+)
+from .models import InputSpec, LoadedModel, load_model
+from .progress import task_progress
+
+__all__ = [
+    "MODES",
+    "ConversionResult",
+    "IOType",
+    "Mode",
+    "TensorDetail",
+    "configure_converter",
+    "convert",
+    "default_preprocess",
+    "embed_metadata",
+    "representative_dataset",
+]
+
+
+class Mode(str, Enum):
+    """Quantization mode of a conversion."""
+
+    FLOAT32 = "float32"
+    DYNAMIC = "dynamic"
+    FLOAT16 = "float16"
+    INT8 = "int8"
+    INT16X8 = "int16x8"
+
+    @property
+    def needs_calibration(self) -> bool:
+        """True for the modes that quantize activations (int8, int16x8)."""
+        return self in (Mode.INT8, Mode.INT16X8)
+
+
+MODES: tuple[Mode, ...] = tuple(Mode)
+
+
+class IOType(str, Enum):
+    """The type of the converted model's inputs and outputs."""
+
+    FLOAT = "float"
+    INT8 = "int8"
+    UINT8 = "uint8"
+    INT16 = "int16"
+
+
+_VALID_IO = {
+    Mode.FLOAT32: {IOType.FLOAT}, Mode.DYNAMIC: {IOType.FLOAT}, Mode.FLOAT16: {IOType.FLOAT},
+    Mode.INT8: {IOType.FLOAT, IOType.INT8, IOType.UINT8}, Mode.INT16X8: {IOType.FLOAT, IOType.INT16},
+}
+
+
+@dataclass(frozen=True)
+class TensorDetail:
+    """An input or output of the converted model."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    scale: tuple[float, ...] = ()
+    zero_point: tuple[int, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype,
+                "scale": list(self.scale), "zero_point": list(self.zero_point)}
+
+
+@dataclass(frozen=True)
+class ConversionResult:
+    """One converted model: its bytes and what is known about it.
+
+    ``float_ops`` lists the ops of a quantized model that still compute in float
+    (a fallback, or what a mixed-precision choice kept in float).
+    """
+
+    mode: Mode
+    io: IOType
+    model_bytes: bytes = field(repr=False)
+    source_name: str
+    inputs: tuple[TensorDetail, ...]
+    outputs: tuple[TensorDetail, ...]
+    conversion_seconds: float
+    calibration_samples: int
+    float_ops: tuple[str, ...]
+    op_counts: dict[str, int]
+    metadata: EdgeqMetadata
+
+    @property
+    def size_bytes(self) -> int:
+        """Size of the ``.tflite`` file in bytes."""
+        return len(self.model_bytes)
+
+    @property
+    def default_filename(self) -> str:
+        """``<model name>_<mode>[_<io>].tflite``."""
+        suffix = "" if self.io is IOType.FLOAT else f"_{self.io.value}io"
+        return f"{self.source_name}_{self.mode.value}{suffix}.tflite"
+
+    def save(self, path: str | Path, overwrite: bool = False) -> Path:
+        """Write the model atomically; a folder ``path`` gets :attr:`default_filename` inside.
+
+        Raises:
+            OutputExistsError: the file exists and ``overwrite`` is False.
+        """
+        p = Path(path)
+        if p.is_dir() or (not p.suffix and not p.exists()):
+            p = p / self.default_filename
+        return atomic_write_bytes(p, self.model_bytes, overwrite=overwrite, argument="path")
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready summary (without the bytes)."""
+        return {
+            "mode": self.mode.value, "io": self.io.value, "source": self.source_name,
+            "size_bytes": self.size_bytes, "conversion_seconds": round(self.conversion_seconds, 4),
+            "calibration_samples": self.calibration_samples, "float_ops": list(self.float_ops),
+            "op_counts": self.op_counts, "inputs": [t.to_dict() for t in self.inputs],
+            "outputs": [t.to_dict() for t in self.outputs],
+        }
+
+
+def _enum_arg(cls: type[Enum], value: Any, argument: str, allowed: Sequence[str] | None = None) -> Any:
+    try:
+        return value if isinstance(value, cls) else cls(str(value).lower())
+    except ValueError:
+        choices = allowed or [m.value for m in cls]  # type: ignore[attr-defined]
+        raise InvalidArgumentError("unknown value", argument=argument, received=value,
+                                   fix=f"use one of: {', '.join(choices)}") from None
+
+
+def default_preprocess(spec: InputSpec) -> Preprocess | None:
+    """Preprocessing for image inputs derived from the input shape: size, channels, pixels to [0, 1]."""
+    shape = spec.sample_shape
+    if len(shape) != 3 or shape[-1] not in (1, 3) or shape[0] is None or shape[1] is None:
+        return None
+    h, w, c = shape
+    return Preprocess(size=(int(w), int(h)), color=ColorMode.L if c == 1 else ColorMode.RGB)  # type: ignore[arg-type]
+
+
+def _fit(arr: np.ndarray, spec: InputSpec, batch_size: int | None, source: str) -> list[np.ndarray]:
+    """Give a sample (or a batch) the model's rank and check its shape; returns batches of 1."""
+    want = spec.sample_shape
+    arr = np.asarray(arr)
+    if arr.ndim == len(want) + 1:  # already batched: split
+        return [x for a in arr for x in _fit(a, spec, batch_size, source)]
+    if arr.ndim == len(want) - 1 and len(want) >= 1 and want[-1] == 1:  # HxW for a HxWx1 input
+        arr = arr[..., None]
+    ok = arr.ndim == len(want) and all(w is None or w == a for w, a in zip(want, arr.shape))
+    if not ok:
+        detail = ""
+        if arr.ndim == len(want) and arr.ndim >= 3 and arr.shape[-1] != want[-1]:
+            detail = f" ({arr.shape[-1]} channels where the model takes {want[-1]})"
+        raise CalibrationError(
+            f"sample shape {tuple(arr.shape)} does not match input {spec.name!r} shape "
+            f"{tuple('?' if d is None else d for d in want)}{detail}",
+            argument="calibration", received=source,
+            fix="preprocess to the model's input size and channels (Preprocess(size=..., color=...), "
+                "--size/--color)")
+    return [arr[None].astype(np.float32, copy=False)]
+
+
+def representative_dataset(
+    source: DataSource, inputs: Sequence[InputSpec], samples: int, seed: int = 0,
+    batch_size: int | None = None, show_progress: bool | None = None,
+) -> Callable[[], Iterator[dict[str, np.ndarray]]]:
+    """The ``representative_dataset`` callable for the converter: dicts keyed by input name.
+
+    Samples are read one at a time (memory stays flat) and checked against the
+    model's input shapes; the first mismatch raises :class:`CalibrationError`.
+    """
+    names = [s.name for s in inputs]
+
+    def gen() -> Iterator[dict[str, np.ndarray]]:
+        count = 0
+        with task_progress("calibrating", samples, show_progress) as tick:
+            for sample in source.samples(limit=samples, seed=seed):
+                per_input = _per_input(sample, inputs, source.description)
+                fitted = [_fit(a, s, batch_size, source.description) for a, s in zip(per_input, inputs)]
+                for group in zip(*fitted):
+                    yield dict(zip(names, group))
+                    count += 1
+                    tick()
+                    if count >= samples:
+                        return
+        if count == 0:
+            raise CalibrationError("the calibration source gave no sample", argument="calibration",
+                                   received=source.description, fix="give a source with at least one sample")
+
+    return gen
+
+
+def _per_input(sample: Sample, inputs: Sequence[InputSpec], where: str) -> list[np.ndarray]:
+    x = sample.inputs
+    if isinstance(x, dict):
+        missing = [s.name for s in inputs if s.name not in x]
+        if missing:
+            raise CalibrationError(f"samples lack inputs {missing}", argument="calibration",
+                                   received=sorted(x), fix=f"key samples by the model's input names {[s.name for s in inputs]}")
+        return [x[s.name] for s in inputs]
+    if isinstance(x, list):
+        if len(x) != len(inputs):
+            raise CalibrationError(f"samples have {len(x)} arrays, the model takes {len(inputs)} inputs",
+                                   argument="calibration", received=where,
+                                   fix=f"give one array per input: {[s.name for s in inputs]}")
+        return list(x)
+    if len(inputs) != 1:
+        raise CalibrationError(f"the model takes {len(inputs)} inputs, samples have one array",
+                               argument="calibration", received=where,
+                               fix=f"give a dict keyed by input name: {[s.name for s in inputs]}")
+    return [x]
+
+
+def configure_converter(converter: Any, mode: Mode, io: IOType,
+                        representative: Callable[[], Iterator[Any]] | None,
+                        allow_float_fallback: bool = False) -> Any:
+    """Set a ``TFLiteConverter``'s options for ``mode`` and ``io``; returns the converter."""
+    import tensorflow as tf
+
+    ops = tf.lite.OpsSet
+    if mode is Mode.FLOAT32:
+        return converter
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if mode is Mode.FLOAT16:
+        converter.target_spec.supported_types = [tf.float16]
+    elif mode is Mode.INT8:
+        converter.representative_dataset = representative
+        converter.target_spec.supported_ops = (
+            [ops.TFLITE_BUILTINS_INT8, ops.TFLITE_BUILTINS] if allow_float_fallback else [ops.TFLITE_BUILTINS_INT8])
+        if io is not IOType.FLOAT:
+            converter.inference_input_type = tf.int8 if io is IOType.INT8 else tf.uint8
+            converter.inference_output_type = converter.inference_input_type
+    elif mode is Mode.INT16X8:
+        converter.representative_dataset = representative
+        int16 = ops.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
+        converter.target_spec.supported_ops = [int16, ops.TFLITE_BUILTINS] if allow_float_fallback else [int16]
+        if io is IOType.INT16:
+            converter.inference_input_type = tf.int16
+            converter.inference_output_type = tf.int16
+    return converter
+
+
+def embed_metadata(model_bytes: bytes, metadata: EdgeqMetadata) -> bytes:
+    """Return the model with ``metadata`` stored as the flatbuffer metadata entry ``"edgeq"``.
+
+    An existing ``"edgeq"`` entry is replaced. Uses TFLite's schema object API.
+    """
+    import flatbuffers
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(bytearray(model_bytes), 0)
+    payload = np.frombuffer(metadata.to_json().encode("utf-8"), dtype=np.uint8)
+    buf = schema.BufferT()
+    buf.data = payload
+    model.buffers.append(buf)
+    entry = schema.MetadataT()
+    entry.name = METADATA_NAME
+    entry.buffer = len(model.buffers) - 1
+    model.metadata = [m for m in (model.metadata or []) if m.name not in (METADATA_NAME, METADATA_NAME.encode())]
+    model.metadata.append(entry)
+    builder = flatbuffers.Builder(len(model_bytes) + 1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+_FLOAT_TYPES = {"FLOAT32", "FLOAT16"}
+_LAYOUT_OPS = {"QUANTIZE", "DEQUANTIZE", "RESHAPE", "SHAPE", "SQUEEZE", "EXPAND_DIMS"}
+
+
+def float_ops(flat: FlatModel, mode: Mode) -> tuple[str, ...]:
+    """Ops of a quantized model that compute in float (excluding I/O (de)quantization)."""
+    if not mode.needs_calibration:
+        return ()
+    sg = flat.main
+    found = []
+    for op in sg.operators:
+        if op.opcode in _LAYOUT_OPS:
+            continue
+        outs = [sg.tensors[i] for i in op.outputs if i >= 0]
+        if any(t.dtype in _FLOAT_TYPES for t in outs):
+            found.append(f"{op.opcode}#{op.index}")
+    return tuple(found)
+
+
+def _details(flat: FlatModel, which: str) -> tuple[TensorDetail, ...]:
+    sg = flat.main
+    idx = sg.inputs if which == "inputs" else sg.outputs
+    if len(flat.signatures) == 1:
+        sig = next(iter(flat.signatures.values()))[which]
+        names = {v: k for k, v in sig.items()}
+        idx = tuple(sorted(idx, key=lambda i: [int(p) if p.isdigit() else p
+                                                for p in re.split(r"(\d+)", names.get(i, ""))]))
+    out = []
+    for i in idx:
+        t = sg.tensors[i]
+        out.append(TensorDetail(t.name, t.shape_signature, t.dtype.lower(),
+                                t.quantization.scale, t.quantization.zero_point))
+    return tuple(out)
+
+
+_UNSUPPORTED_OP = re.compile(r"'(tfl|tf)\.([A-Za-z0-9_]+)'")
+
+
+def _conversion_error(exc: Exception, mode: Mode, allow_float_fallback: bool) -> Exception:
+    text = str(exc)
+    first = next((ln.strip() for ln in text.splitlines() if "error" in ln.lower()), text.strip()[:300])
+    if mode.needs_calibration and not allow_float_fallback and (
+            "quantiz" in text.lower() or "not supported" in text.lower() or "failed to legalize" in text.lower()):
+        m = _UNSUPPORTED_OP.search(text)
+        op = f"{m.group(1)}.{m.group(2)}" if m else "an op"
+        return QuantizationError(
+            f"{op} cannot be integer-quantized, and integer-only ({mode.value}) was asked", argument="mode",
+            received=mode.value,
+            fix="allow float fallback for it (allow_float_fallback=True, --allow-float), use int16x8 or "
+                f"float16, or replace the layer; converter said: {first[:200]}")
+    return ConversionError(f"the TFLite converter failed: {first[:400]}", argument="model",
+                           fix="check the model runs in TensorFlow; run with another mode to narrow it down")
+
+
+@overload
+def convert(model: Any, mode: Literal["all"], **kwargs: Any) -> list[ConversionResult]: ...
+@overload
+def convert(model: Any, mode: str | Mode = ..., **kwargs: Any) -> ConversionResult: ...
+
+
+def convert(
+    model: Any,
+    mode: str | Mode = "float32",
+    *,
+    calibration: Any = None,
+    samples: int = 200,
+    seed: int = 0,
+    io: str | IOType = "float",
+    batch_size: int | None = None,
+    preprocess: Preprocess | None = None,
+    labels: Sequence[str] | None = None,
+    allow_float_fallback: bool = False,
+    show_progress: bool | None = None,
+) -> ConversionResult | list[ConversionResult]:
+    """Convert a Keras model to TFLite in one mode, or every mode with ``mode="all"``.
+
+    Args:
+        model: a Keras 3 or tf_keras model, a ``.keras``/``.h5`` file or a SavedModel folder.
+        mode: ``float32``, ``dynamic``, ``float16``, ``int8``, ``int16x8`` or ``all``.
+        calibration: data for int8/int16x8: an image folder, arrays, ``.npy``/``.npz``, a
+            ``tf.data.Dataset``, an iterable or a :class:`~edgeq.data.DataSource`.
+        samples: how many calibration samples to use (a seeded random subset).
+        seed: seed of that subset.
+        io: ``float``; ``int8`` or ``uint8`` (int8 mode); ``int16`` (int16x8 mode). With
+            ``mode="all"`` it applies to int8 and other modes keep float I/O.
+        batch_size: fix a dynamic batch dimension (1 for targets that need static shapes).
+        preprocess: how images become input; default derived from the input shape, pixels to [0, 1].
+        labels: class names, stored in the model's metadata (default: the image folder's classes).
+        allow_float_fallback: let ops that cannot be integer-quantized stay float.
+        show_progress: progress bar on stderr (default on, ``EDGEQ_PROGRESS=0`` silences).
+
+    Raises:
+        InvalidArgumentError, ModelLoadError, CalibrationError, QuantizationError, ConversionError.
+    """
+    if isinstance(mode, str) and mode.lower() == "all":
+        io_arg = _enum_arg(IOType, io, "io")
+        loaded = load_model(model)
+        src = None if calibration is None else as_source(calibration, preprocess)
+        return [convert(loaded, m, calibration=src, samples=samples, seed=seed,
+                        io=io_arg if io_arg in _VALID_IO[m] else IOType.FLOAT, batch_size=batch_size,
+                        preprocess=preprocess, labels=labels, allow_float_fallback=allow_float_fallback,
+                        show_progress=show_progress)
+                for m in MODES]
+    mode_ = _enum_arg(Mode, mode, "mode", [m.value for m in Mode] + ["all"])
+    io_ = _enum_arg(IOType, io, "io")
+    if io_ not in _VALID_IO[mode_]:
+        raise InvalidArgumentError(
+            f"I/O type {io_.value!r} is not available in mode {mode_.value!r}", argument="io", received=io_.value,
+            fix=f"use io={sorted(v.value for v in _VALID_IO[mode_])} for {mode_.value}, or mode='int8' for int8/uint8 I/O")
+    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+        raise InvalidArgumentError("must be a positive integer", argument="batch_size", received=batch_size,
+                                   fix="give e.g. batch_size=1")
+    if not isinstance(samples, int) or samples < 1:
+        raise InvalidArgumentError("must be a positive integer", argument="samples", received=samples,
+                                   fix="give e.g. samples=200")
+    loaded: LoadedModel = load_model(model)
+    if preprocess is None and len(loaded.inputs) == 1:
+        preprocess = default_preprocess(loaded.inputs[0])
+    source = None
+    if mode_.needs_calibration:
+        if calibration is None:
+            raise CalibrationError(
+                f"mode {mode_.value!r} needs calibration data", argument="calibration", received=None,
+                fix="pass calibration= an image folder, arrays or a tf.data.Dataset (--calib at the CLI)")
+        source = as_source(calibration, preprocess)
+    if labels is None and source is not None and source.class_names:
+        labels = source.class_names
+    if labels is None and calibration is not None and not mode_.needs_calibration:
+        src0 = as_source(calibration, preprocess)
+        labels = src0.class_names or None
+
+    rep = None
+    counter = {"n": 0}
+    if source is not None:
+        inner = representative_dataset(source, loaded.inputs, samples, seed, batch_size, show_progress)
+
+        def rep() -> Iterator[dict[str, np.ndarray]]:
+            for item in inner():
+                counter["n"] += 1
+                yield item
+
+    start = time.perf_counter()
+    with loaded.converter(batch_size) as converter:
+        configure_converter(converter, mode_, io_, rep, allow_float_fallback)
+        try:
+            raw = converter.convert()
+        except (CalibrationError, InvalidArgumentError):
+            raise
+        except Exception as exc:
+            cause = exc.__cause__ or exc.__context__
+            if isinstance(cause, (CalibrationError, InvalidArgumentError)):
+                raise cause from None
+            raise _conversion_error(exc, mode_, allow_float_fallback) from exc
+    seconds = time.perf_counter() - start
+    if source is not None and getattr(source, "skipped", None):
+        skipped = source.skipped  # type: ignore[attr-defined]
+        from .progress import _console
+
+        _console.print(f"[yellow]skipped {len(skipped)} unreadable image(s) in {source.description}[/]")
+    meta = EdgeqMetadata(
+        mode=mode_.value, io=io_.value, preprocess=preprocess,
+        labels=None if labels is None else tuple(str(x) for x in labels),
+        source=loaded.name, edgeq_version=__version__,
+        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        extra={"calibration": None if source is None else source.description,
+               "calibration_samples": counter["n"], "batch_size": batch_size,
+               "inputs": [s.name for s in loaded.inputs]},
+    )
+    data = embed_metadata(bytes(raw), meta)
+    flat = read_flat_model(data)
+    stayed_float = float_ops(flat, mode_)
+    if stayed_float and not allow_float_fallback:
+        # The converter leaves ops without an integer kernel in float even when integer-only
+        # was asked; integer-only targets (Edge TPU, MCUs, NPUs) cannot run such a model.
+        raise QuantizationError(
+            f"op(s) {', '.join(stayed_float)} cannot be quantized to {mode_.value} and would stay float",
+            argument="mode", received=mode_.value,
+            fix="replace that layer, use float16, or allow float fallback (allow_float_fallback=True, "
+                "--allow-float) if the target runs float ops")
+    return ConversionResult(
+        mode=mode_, io=io_, model_bytes=data, source_name=_safe_name(loaded.name),
+        inputs=_details(flat, "inputs"), outputs=_details(flat, "outputs"),
+        conversion_seconds=seconds, calibration_samples=counter["n"],
+        float_ops=stayed_float, op_counts=flat.op_counts(), metadata=meta,
+    )
+
+
+def _safe_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "model"

@@ -1,0 +1,230 @@
+"""Load what users call a Keras model and hand it to the TFLite converter.
+
+Accepted: a Keras 3 model, a ``tf_keras`` (Keras 2) model, a ``.keras`` or ``.h5``
+file, or a SavedModel folder. Every converted model gets one signature,
+``serving_default``, whose inputs are named after the model's inputs and whose
+outputs are ``output_0 .. output_{n-1}`` in the model's order, so the
+interpreter's outputs can be matched to the Keras model's.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import InvalidArgumentError, ModelLoadError
+
+__all__ = ["InputSpec", "LoadedModel", "load_model"]
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One model input: its name, shape (``None`` for unknown dimensions) and dtype."""
+
+    name: str
+    shape: tuple[int | None, ...]
+    dtype: str = "float32"
+
+    @property
+    def sample_shape(self) -> tuple[int | None, ...]:
+        """The shape of one sample (without the batch dimension)."""
+        return self.shape[1:]
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for conversion, with its input specs and a name for files and reports."""
+
+    kind: str  # "keras3" | "tf_keras" | "saved_model"
+    obj: Any
+    name: str
+    inputs: list[InputSpec]
+    num_outputs: int
+    path: Path | None = None
+
+    def predict(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        """Run the float model on a batch (one array per input, in order); outputs in order."""
+        if self.kind == "saved_model":
+            fn = self.obj.signatures["serving_default"]
+            import tensorflow as tf
+
+            out = fn(**{s.name: tf.constant(a) for s, a in zip(self.inputs, inputs)})
+            return [np.asarray(out[k]) for k in sorted(out, key=_natural)]
+        x: Any = inputs[0] if len(inputs) == 1 else list(inputs)
+        out = self.obj(x, training=False)
+        if isinstance(out, dict):
+            out = list(out.values())
+        if not isinstance(out, (list, tuple)):
+            out = [out]
+        return [np.asarray(o) for o in out]
+
+    @contextmanager
+    def converter(self, batch_size: int | None = None) -> Iterator[Any]:
+        """A ``tf.lite.TFLiteConverter`` for this model, inputs' batch fixed to ``batch_size`` if given."""
+        import tensorflow as tf
+
+        specs = [tf.TensorSpec((batch_size, *s.shape[1:]), s.dtype, name=s.name) for s in self.inputs]
+        tmp = tempfile.mkdtemp(prefix="edgeq-export-")
+        try:
+            if self.kind == "keras3":
+                structure = specs[0] if len(specs) == 1 else specs
+                self.obj.export(tmp, format="tf_saved_model", verbose=False, input_signature=[structure])
+                yield tf.lite.TFLiteConverter.from_saved_model(tmp)
+            elif self.kind == "tf_keras":
+                model = self.obj
+                n = len(specs)
+
+                @tf.function(input_signature=specs)
+                def serve(*args: Any) -> Any:
+                    out = model(args[0] if n == 1 else list(args), training=False)
+                    if isinstance(out, dict):
+                        out = list(out.values())
+                    return {f"output_{i}": o for i, o in enumerate(out if isinstance(out, (list, tuple)) else [out])}
+
+                tf.saved_model.save(model, tmp, signatures={"serving_default": serve.get_concrete_function()})
+                yield tf.lite.TFLiteConverter.from_saved_model(tmp)
+            else:
+                if batch_size is None:
+                    yield tf.lite.TFLiteConverter.from_saved_model(str(self.path))
+                else:
+                    sig = self.obj.signatures["serving_default"]
+                    names = [s.name for s in self.inputs]
+
+                    @tf.function(input_signature=specs)
+                    def serve_fixed(*args: Any) -> Any:
+                        out = sig(**dict(zip(names, args)))
+                        return {f"output_{i}": out[k] for i, k in enumerate(sorted(out, key=_natural))}
+
+                    tf.saved_model.save(self.obj, tmp, signatures={"serving_default": serve_fixed.get_concrete_function()})
+                    yield tf.lite.TFLiteConverter.from_saved_model(tmp)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _natural(name: str) -> list[Any]:
+    import re
+
+    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name)]
+
+
+def _keras_inputs(model: Any, kind: str) -> list[InputSpec]:
+    try:
+        tensors = model.inputs
+    except AttributeError:
+        tensors = None
+    if not tensors:
+        raise ModelLoadError(
+            "the model has no defined inputs (a subclassed or unbuilt model)", argument="model",
+            received=getattr(model, "name", type(model).__name__),
+            fix="build it with keras.Input(...) (Functional/Sequential) or call it once on data")
+    specs = []
+    for i, t in enumerate(tensors):
+        name = getattr(t, "name", None) or f"input_{i}"
+        name = name.split(":")[0]
+        shape = tuple(None if d is None else int(d) for d in t.shape)
+        dtype = str(getattr(t.dtype, "name", t.dtype))
+        specs.append(InputSpec(name, shape, dtype))
+    return specs
+
+
+def _num_outputs(model: Any) -> int:
+    outs = getattr(model, "outputs", None)
+    return len(outs) if outs else 1
+
+
+def _is_keras3(obj: Any) -> bool:
+    try:
+        import keras
+
+        return isinstance(obj, keras.Model) and str(keras.__version__).startswith("3")
+    except ImportError:
+        return False
+
+
+def _is_tf_keras(obj: Any) -> bool:
+    try:
+        import tf_keras
+
+        return isinstance(obj, tf_keras.Model)
+    except ImportError:
+        return False
+
+
+def load_model(model: Any) -> LoadedModel:
+    """Load a Keras 3 / tf_keras model object, a ``.keras``/``.h5`` file or a SavedModel folder.
+
+    Raises:
+        ModelLoadError: the path is missing or holds no model edgeq can load.
+    """
+    if isinstance(model, LoadedModel):
+        return model
+    if _is_keras3(model):
+        return LoadedModel("keras3", model, model.name, _keras_inputs(model, "keras3"), _num_outputs(model))
+    if _is_tf_keras(model):
+        return LoadedModel("tf_keras", model, model.name, _keras_inputs(model, "tf_keras"), _num_outputs(model))
+    if not isinstance(model, (str, os.PathLike)):
+        raise InvalidArgumentError(
+            "not a Keras model or a model path", argument="model", received=type(model).__name__,
+            fix="give a keras.Model, a tf_keras.Model, a .keras/.h5 file or a SavedModel folder")
+    path = Path(model)
+    if not path.exists():
+        raise ModelLoadError("model path not found", argument="model", received=str(path),
+                             fix="give an existing .keras/.h5 file or SavedModel folder")
+    if path.is_dir():
+        if not (path / "saved_model.pb").exists():
+            raise ModelLoadError("folder is not a SavedModel (no saved_model.pb)", argument="model",
+                                 received=str(path), fix="give a SavedModel folder or a .keras/.h5 file")
+        return _load_saved_model(path)
+    if path.suffix not in (".keras", ".h5", ".hdf5"):
+        raise ModelLoadError("not a Keras model file", argument="model", received=str(path),
+                             fix="give a .keras or .h5 file, or a SavedModel folder")
+    errors = []
+    order = ("tf_keras", "keras") if path.suffix != ".keras" else ("keras", "tf_keras")
+    for lib in order:
+        try:
+            if lib == "keras":
+                import keras
+
+                obj = keras.saving.load_model(path, compile=False)
+                loaded = load_model(obj)
+            else:
+                import tf_keras
+
+                obj = tf_keras.models.load_model(path, compile=False)
+                loaded = load_model(obj)
+            loaded.path = path
+            loaded.name = path.stem
+            return loaded
+        except ModelLoadError:
+            raise
+        except Exception as exc:
+            errors.append(f"{lib}: {type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}")
+    raise ModelLoadError("cannot load the model file (" + "; ".join(errors) + ")", argument="model",
+                         received=str(path), fix="check it is a Keras model saved with model.save()")
+
+
+def _load_saved_model(path: Path) -> LoadedModel:
+    import tensorflow as tf
+
+    try:
+        obj = tf.saved_model.load(str(path))
+    except Exception as exc:
+        raise ModelLoadError(f"cannot load SavedModel: {str(exc).splitlines()[0][:200]}", argument="model",
+                             received=str(path), fix="save it again with tf.saved_model.save") from exc
+    sigs = getattr(obj, "signatures", {})
+    if "serving_default" not in sigs:
+        raise ModelLoadError("SavedModel has no serving_default signature", argument="model",
+                             received=str(path), fix="save it with a serving_default signature")
+    fn = sigs["serving_default"]
+    args = fn.structured_input_signature[1]
+    inputs = [InputSpec(k, tuple(None if d is None else int(d) for d in v.shape), v.dtype.name)
+              for k, v in sorted(args.items())]
+    return LoadedModel("saved_model", obj, path.name, inputs, len(fn.structured_outputs), path)
