@@ -238,10 +238,10 @@ def history(model: str | None, device: str | None, mode: str | None, limit: int 
                     atomic_write_text(json_out, text, overwrite=force, argument="--json")
             if json_out != "-":
                 if not regressions:
-                    console.print(f"no regressions (p50 latency within +{lat * 100:g}%, "
-                                  f"top-1 within -{threshold_accuracy:g} points)")
+                    click.echo(f"no regressions (p50 latency within +{lat * 100:g}%, "
+                               f"top-1 accuracy within -{threshold_accuracy:g} points of the previous run)")
                 for r in regressions:
-                    console.print(f"[bold red]regression[/]: {r.describe()}", highlight=False)
+                    click.echo(click.style("regression", fg="red", bold=True) + f": {r.describe()}")
             if regressions:
                 raise SystemExit(1)
             return
@@ -255,14 +255,18 @@ def history(model: str | None, device: str | None, mode: str | None, limit: int 
     if not runs:
         console.print("no runs recorded" + (" that match" if model or device or mode else ""))
         return
+    if not console.is_terminal:  # a pipe or a file: do not squeeze the table into 80 columns
+        console = Console(width=max(console.width, 150))
     table = Table(title=f"{len(runs)} run(s), newest first", title_justify="left")
-    for name in ("#", "UTC", "model", "sha256", "mode", "device", "runtime", "thr", "kind", "KiB",
-                 "p50 ms", "p90 ms", "top-1 %", "agree %", "SQNR dB"):
-        right = name in ("#", "thr", "KiB", "p50 ms", "p90 ms", "top-1 %", "agree %", "SQNR dB")
-        table.add_column(name, justify="right" if right else "left", overflow="fold")
+    for name, justify in (("#", "right"), ("UTC", "left"), ("model", "left"), ("sha256", "left"),
+                          ("mode", "left"), ("device", "left"), ("runtime", "left"), ("thr", "right"),
+                          ("kind", "left"), ("KiB", "right"), ("p50 ms", "right"), ("p90 ms", "right"),
+                          ("top-1 %", "right"), ("agree %", "right"), ("SQNR dB", "right")):
+        table.add_column(name, justify=justify, overflow="fold",  # type: ignore[arg-type]
+                         no_wrap=name in ("#", "UTC", "sha256", "thr", "p50 ms"))
     for m in runs:
         table.add_row(
-            str(m.id), m.created[:19].replace("T", " "), m.label, m.model_sha256[:8], m.mode, m.device,
+            str(m.id), m.created[:16].replace("T", " "), m.label, m.model_sha256[:8], m.mode, m.device,
             m.runtime, str(m.threads or "-"), m.kind,
             "-" if m.size_bytes is None else f"{m.size_bytes / 1024:.1f}",
             _fmt(m.latency_p50_us, 1e-3), _fmt(m.latency_p90_us, 1e-3), _fmt(m.accuracy_top1, 100, 2),
