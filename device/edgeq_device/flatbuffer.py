@@ -22,6 +22,7 @@ from .errors import ModelFileError
 
 __all__ = [
     "FlatModel",
+    "OptionsTable",
     "Operator",
     "Quantization",
     "Subgraph",
@@ -104,6 +105,26 @@ class _T:
         return (int(self.t.Vector(o)), int(self.t.VectorLen(o)))
 
 
+class OptionsTable:
+    """Read access to an operator's builtin options table, by ``schema.fbs`` field number.
+
+    ``kind`` is the field's flatbuffers type: ``"i8"`` (enums such as padding or
+    the fused activation), ``"u8"``, ``"i32"``, ``"bool"`` or ``"f32"``.
+    """
+
+    __slots__ = ("_t",)
+
+    def __init__(self, table: _T) -> None:
+        self._t = table
+
+    def get(self, field_no: int, kind: str = "i32", default: int | float | bool = 0) -> int | float | bool:
+        """The field's value, or ``default`` where the file leaves it out."""
+        return self._t.scalar(field_no, _OPTION_FLAGS[kind], default)
+
+
+_OPTION_FLAGS: dict[str, type] = {"i8": _I8, "u8": _U8, "i32": _I32, "bool": _BOOL, "f32": _F32}
+
+
 @dataclass(frozen=True)
 class Quantization:
     """Per-tensor or per-axis affine quantization: ``real = scale * (q - zero_point)``."""
@@ -163,6 +184,8 @@ class Operator:
     version: int
     inputs: tuple[int, ...]
     outputs: tuple[int, ...]
+    builtin_options_type: int = 0
+    builtin_options: OptionsTable | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -186,6 +209,15 @@ class FlatModel:
     metadata: dict[str, bytes] = field(default_factory=dict)
     signatures: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
     size: int = 0
+    raw: bytes = field(default=b"", compare=False, repr=False)
+    buffer_spans: tuple[tuple[int, int], ...] = field(default=(), compare=False, repr=False)
+
+    def tensor_data(self, tensor: Tensor) -> bytes | None:
+        """The stored bytes of a constant tensor (little-endian), or None where it has none here."""
+        if not 0 < tensor.buffer < len(self.buffer_spans):
+            return None
+        start, length = self.buffer_spans[tensor.buffer]
+        return self.raw[start:start + length] if length else None
 
     @property
     def main(self) -> Subgraph:
@@ -304,6 +336,8 @@ def _parse(buf: bytearray) -> FlatModel:
                 index=j, opcode=name, custom_code=custom, version=version,
                 inputs=tuple(int(x) for x in op.vec_scalars(1, _I32)),
                 outputs=tuple(int(x) for x in op.vec_scalars(2, _I32)),
+                builtin_options_type=int(op.scalar(3, _U8, 0)),
+                builtin_options=(OptionsTable(opt) if (opt := op.table(4)) is not None else None),
             ))
         subgraphs.append(Subgraph(
             name=sg.string(4) or "",
@@ -338,4 +372,6 @@ def _parse(buf: bytearray) -> FlatModel:
         metadata=metadata,
         signatures=signatures,
         size=size,
+        raw=bytes(buf),
+        buffer_spans=tuple((start, length) for start, length, _ in buffers),
     )
