@@ -471,6 +471,13 @@ class ResultsStore:
             self._retry(lambda: self._conn.execute("PRAGMA journal_mode = WAL").fetchone())
             self._retry(lambda: self._conn.execute("PRAGMA synchronous = NORMAL"))
             self._retry(self._migrate)
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc).lower() or "busy" in str(exc).lower():
+                raise StoreError(f"the database stayed locked by another process for {_BUSY_TIMEOUT_S:g} s",
+                                 argument="db", received=str(self.path),
+                                 fix="wait for the other edgeq process to finish, then retry") from exc
+            raise StoreError(f"cannot open the database ({exc})", argument="db", received=str(self.path),
+                             fix="give a writable file path") from exc
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"not an edgeq results database ({exc})", argument="db", received=str(self.path),
                              fix="give another path, or move this file away to start a new store") from exc

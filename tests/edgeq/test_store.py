@@ -1,0 +1,301 @@
+"""The results store: schema migrations, concurrent writers, device JSON import, regressions, CLI."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import sqlite3
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from edgeq.cli import cli
+from edgeq.errors import DataError, InvalidArgumentError, ModelFileError, StoreError
+from edgeq.store import (
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    Measurement,
+    Regression,
+    ResultsStore,
+    default_db_path,
+    file_sha256,
+)
+
+SHA_A = hashlib.sha256(b"model a").hexdigest()
+SHA_B = hashlib.sha256(b"model b").hexdigest()
+
+
+def _m(**kw: object) -> Measurement:
+    base: dict[str, object] = dict(model_sha256=SHA_A, model_name="a", mode="int8", device="host",
+                                   runtime="litert", runtime_version="2.3.0", threads=1, kind="compare")
+    base.update(kw)
+    return Measurement(**base)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- records
+
+
+def test_file_sha256_of_path_and_bytes_agree(tmp_path: Path) -> None:
+    p = tmp_path / "m.tflite"
+    p.write_bytes(b"\x00tflite bytes" * 1000)
+    assert file_sha256(p) == file_sha256(p.read_bytes()) == hashlib.sha256(p.read_bytes()).hexdigest()
+    with pytest.raises(ModelFileError, match="missing.tflite"):
+        file_sha256(tmp_path / "missing.tflite")
+
+
+def test_measurement_validates_and_normalizes() -> None:
+    m = _m(created="2025-01-31T13:00:00+01:00", latency_p50_us=5)
+    assert m.created == "2025-01-31T12:00:00.000000Z"
+    assert m.latency_p50_us == 5.0 and isinstance(m.latency_p50_us, float)
+    with pytest.raises(InvalidArgumentError, match="model_sha256"):
+        _m(model_sha256="abc")
+    with pytest.raises(InvalidArgumentError, match="accuracy_top1.*fraction"):
+        _m(accuracy_top1=98.5)
+    with pytest.raises(InvalidArgumentError, match="kind"):
+        _m(kind="benchmark")
+    with pytest.raises(InvalidArgumentError, match="threads"):
+        _m(threads=0)
+    with pytest.raises(InvalidArgumentError, match="created"):
+        _m(created="yesterday")
+
+
+def test_default_path_follows_edgeq_db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EDGEQ_DB", str(tmp_path / "sub" / "env.db"))
+    assert default_db_path() == tmp_path / "sub" / "env.db"
+    with ResultsStore() as store:
+        store.add_measurement(_m())
+    assert (tmp_path / "sub" / "env.db").is_file()
+    monkeypatch.delenv("EDGEQ_DB")
+    assert default_db_path() == Path("~/.edgeq/results.db").expanduser()
+
+
+# --------------------------------------------------------------------------- schema
+
+
+def test_open_creates_latest_schema_in_wal_mode(tmp_path: Path) -> None:
+    with ResultsStore(tmp_path / "r.db") as store:
+        assert store.schema_version == SCHEMA_VERSION == len(MIGRATIONS)
+        assert store._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert store._conn.execute("PRAGMA busy_timeout").fetchone()[0] >= 10_000
+
+
+def test_migrates_a_version_1_file_keeping_its_rows(tmp_path: Path) -> None:
+    """A file written at schema version 1 (before fingerprints) is upgraded in place when opened."""
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    MIGRATIONS[0](conn)
+    conn.execute("PRAGMA user_version = 1")
+    old = _m(created="2025-01-01T00:00:00Z", latency_p50_us=100.0, payload={"note": "v1"})
+    cols = ("model_sha256", "model_name", "mode", "device", "runtime", "runtime_version", "threads", "kind",
+            "created", "latency_p50_us", "source", "payload")
+    row = [getattr(old, c) for c in cols[:-1]] + [json.dumps(old.payload)]
+    for _ in range(2):  # version 1 had nothing against the same run recorded twice
+        conn.execute(f"INSERT INTO measurements ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})", row)
+    conn.commit()
+    conn.close()
+
+    with ResultsStore(path) as store:
+        assert store.schema_version == SCHEMA_VERSION
+        columns = {r[1] for r in store._conn.execute("PRAGMA table_info(measurements)")}
+        assert "fingerprint" in columns
+        runs = store.runs()
+        assert len(runs) == 2 and all(r == old for r in runs)
+        assert runs[0].payload == {"note": "v1"}
+        # The first old row got the fingerprint: recording the same run again finds it.
+        assert store.record(old) == (1, False)
+        new_id, is_new = store.record(_m(latency_p50_us=90.0))
+        assert is_new and new_id == 3 and len(store) == 3
+    with ResultsStore(path) as store:  # opening an up-to-date file changes nothing
+        assert store.schema_version == SCHEMA_VERSION and len(store) == 3
+
+
+def test_a_file_from_a_newer_edgeq_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "new.db"
+    with ResultsStore(path) as store:
+        store.add_measurement(_m())
+        store._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(StoreError, match="newer edgeq.*upgrade edgeq"):
+        ResultsStore(path)
+
+
+def test_files_that_are_not_results_stores_are_refused(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StoreError, match="not an edgeq results database"):
+        ResultsStore(junk)
+    other = tmp_path / "other.db"
+    conn = sqlite3.connect(other)
+    conn.execute("CREATE TABLE songs (title TEXT)")
+    conn.commit()
+    conn.close()
+    with pytest.raises(StoreError, match="other tables"):
+        ResultsStore(other)
+    with pytest.raises(StoreError, match="directory"):
+        ResultsStore(tmp_path)
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(StoreError, match="cannot create the folder"):
+        ResultsStore(tmp_path / "afile" / "r.db")
+    with pytest.raises(StoreError, match="no results store"):
+        ResultsStore(tmp_path / "absent.db", create=False)
+    assert not (tmp_path / "absent.db").exists()
+
+
+# --------------------------------------------------------------------------- concurrency
+
+
+def _writer(path: str, worker: int, count: int, start: multiprocessing.synchronize.Event) -> None:
+    start.wait(30)
+    with ResultsStore(path) as store:
+        for i in range(count):
+            store.add_measurement(_m(model_name=f"w{worker}", threads=1 + worker, latency_p50_us=float(i),
+                                     payload={"worker": worker, "i": i}))
+
+
+def test_two_processes_writing_at_once_lose_nothing(tmp_path: Path) -> None:
+    """Two real processes open the same new file together and insert 200 rows each."""
+    ctx = multiprocessing.get_context("spawn")
+    path = str(tmp_path / "shared.db")
+    start = ctx.Event()
+    procs = [ctx.Process(target=_writer, args=(path, w, 200, start)) for w in range(2)]
+    for p in procs:
+        p.start()
+    start.set()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0]
+    with ResultsStore(path) as store:
+        assert len(store) == 400
+        for w in range(2):
+            got = sorted(r.payload["i"] for r in store.runs(model=f"w{w}"))
+            assert got == list(range(200))
+
+
+# --------------------------------------------------------------------------- reading, diff
+
+
+def test_runs_filter_and_order_newest_first(tmp_path: Path) -> None:
+    with ResultsStore(tmp_path / "r.db") as store:
+        store.add_measurement(_m(created="2025-01-01T00:00:00Z"))
+        store.add_measurement(_m(created="2025-01-03T00:00:00Z", mode="float32"))
+        store.add_measurement(_m(created="2025-01-02T00:00:00Z", model_sha256=SHA_B, model_name="b",
+                                 device="pi4"))
+        assert [r.created[:10] for r in store.runs()] == ["2025-01-03", "2025-01-02", "2025-01-01"]
+        assert [r.model_name for r in store.runs(model="b")] == ["b"]
+        assert [r.model_name for r in store.runs(model=SHA_B[:8].upper())] == ["b"]
+        assert [r.mode for r in store.runs(model="a")] == ["float32", "int8"]
+        assert [r.device for r in store.runs(device="pi4")] == ["pi4"]
+        assert [r.mode for r in store.runs(mode="int8")] == ["int8", "int8"]
+        assert len(store.runs(limit=1)) == 1
+        with pytest.raises(InvalidArgumentError, match="limit"):
+            store.runs(limit=0)
+
+
+def test_diff_compares_each_keys_latest_run_with_the_previous(tmp_path: Path) -> None:
+    with ResultsStore(tmp_path / "r.db") as store:
+        # threads=1: 100 -> 200 us (an old regression) -> 205 us (now within 10 %)
+        for day, us in ((1, 100.0), (2, 200.0), (3, 205.0)):
+            store.add_measurement(_m(created=f"2025-01-0{day}T00:00:00Z", latency_p50_us=us))
+        assert store.diff() == []
+        # threads=2: 100 -> 120 us, +20 %
+        store.add_measurement(_m(threads=2, created="2025-01-01T00:00:00Z", latency_p50_us=100.0))
+        store.add_measurement(_m(threads=2, created="2025-01-02T00:00:00Z", latency_p50_us=120.0))
+        # another device's key is compared only with itself
+        store.add_measurement(_m(device="pi4", created="2025-01-04T00:00:00Z", latency_p50_us=900.0))
+        # accuracy: 0.990 -> 0.982 is -0.8 points; an eval run without latency sits between
+        store.add_measurement(_m(kind="eval", mode="float32", accuracy_top1=0.990, created="2025-01-01T00:00:00Z"))
+        store.add_measurement(_m(kind="eval", mode="float32", accuracy_top1=0.982, created="2025-01-02T00:00:00Z"))
+        found = store.diff()
+        assert {(r.metric, r.threads, r.mode) for r in found} == {("latency_p50_us", 2, "int8"),
+                                                                   ("accuracy_top1", 1, "float32")}
+        lat = next(r for r in found if r.metric == "latency_p50_us")
+        assert isinstance(lat, Regression)
+        assert (lat.previous, lat.current, lat.model, lat.device) == (100.0, 120.0, "a", "host")
+        assert lat.change == pytest.approx(0.20)
+        assert "+20.0%" in lat.describe()
+        acc = next(r for r in found if r.metric == "accuracy_top1")
+        assert acc.change == pytest.approx(-0.8)
+        assert store.diff(latency_threshold=0.25, accuracy_threshold=1.0) == []
+        assert [r.metric for r in store.diff(mode="float32")] == ["accuracy_top1"]
+        assert store.diff(device="pi4") == []
+        with pytest.raises(InvalidArgumentError, match="latency_threshold"):
+            store.diff(latency_threshold=-1)
+
+
+# --------------------------------------------------------------------------- device JSON errors
+
+
+def test_non_edgeq_json_is_refused_naming_the_file(tmp_path: Path) -> None:
+    other = tmp_path / "package.json"
+    other.write_text(json.dumps({"name": "left-pad", "version": "1.3.0"}))
+    with ResultsStore(tmp_path / "r.db") as store:
+        with pytest.raises(DataError, match=r"package\.json.*not edgeq-device JSON.*keys \[name, version\]"):
+            store.import_json(other)
+        lst = tmp_path / "list.json"
+        lst.write_text("[1, 2]")
+        with pytest.raises(DataError, match=r"list\.json.*JSON list"):
+            store.import_json(lst)
+        broken = tmp_path / "broken.json"
+        broken.write_text("{not json")
+        with pytest.raises(DataError, match=r"broken\.json.*not JSON"):
+            store.import_json(broken)
+        newer = tmp_path / "newer.json"
+        newer.write_text(json.dumps({"schema": "edgeq-device/bench/7"}))
+        with pytest.raises(DataError, match="unknown version.*upgrade edgeq"):
+            store.import_json(newer)
+        with pytest.raises(DataError, match="no such file"):
+            store.import_json(tmp_path / "absent.json")
+        assert len(store) == 0
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def _run(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_cli_history_lists_runs_and_diff_exits_1_on_regression(tmp_path: Path) -> None:
+    db = str(tmp_path / "r.db")
+    with ResultsStore(db) as store:
+        store.add_measurement(_m(created="2025-01-01T00:00:00Z", latency_p50_us=1000.0, size_bytes=2048))
+        store.add_measurement(_m(created="2025-01-02T00:00:00Z", latency_p50_us=1050.0, size_bytes=2048))
+    code, out, _ = _run("history", "--db", db)
+    assert code == 0
+    assert "2 run(s)" in out and out.index("2025-01-02") < out.index("2025-01-01") and "1.050" in out
+    code, out, _ = _run("history", "--db", db, "--diff")
+    assert code == 0 and "no regressions" in out
+    code, out, _ = _run("history", "--db", db, "--diff", "--threshold-latency", "4%")
+    assert code == 1 and "regression" in out and "+5.0%" in out
+    code, out, _ = _run("history", "--db", db, "--diff", "--threshold-latency", "0.04", "--json", "-")
+    assert code == 1 and json.loads(out)[0]["metric"] == "latency_p50_us"
+    code, out, _ = _run("history", "--db", db, "--json", "-", "--limit", "1")
+    assert code == 0 and [r["latency_p50_us"] for r in json.loads(out)] == [1050.0]
+    target = tmp_path / "runs.json"
+    target.write_text("keep")
+    code, _, err = _run("history", "--db", db, "--json", str(target))
+    assert code == 2 and "exists" in err and target.read_text() == "keep"
+    assert _run("history", "--db", db, "--json", str(target), "--force")[0] == 0
+    assert len(json.loads(target.read_text())) == 2
+
+
+def test_cli_errors_are_one_line_and_exit_2(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"not a database at all" * 50)
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"hello": "world"}))
+    cases = [
+        (("history", "--db", str(tmp_path / "absent.db")), "no results store"),
+        (("history", "--db", str(junk)), "not an edgeq results database"),
+        (("history", "--db", str(tmp_path)), "is a directory"),
+        (("store", "import", "--db", str(tmp_path / "r.db"), str(other)), "not edgeq-device JSON"),
+        (("history", "--db", str(junk), "--diff", "--threshold-latency", "ten"), "--threshold-latency"),
+    ]
+    for args, expected in cases:
+        code, out, err = _run(*args)
+        assert code == 2, (args, out, err)
+        assert err.startswith("error: ") and expected in err and err.count("\n") == 1, err
+        assert "Traceback" not in out + err
+    assert not (tmp_path / "r.db").exists()  # files are checked before the store is opened
