@@ -396,6 +396,17 @@ def _device_from_sysinfo(sysinfo: Any) -> str | None:
     return None
 
 
+def _mode_from_model(path: Path) -> str | None:
+    """The quantization mode in a ``.tflite``'s edgeq metadata, or None."""
+    from edgeq_device.metadata import read_metadata
+
+    try:
+        meta = read_metadata(path)
+    except ModelFileError:  # a model we cannot read just has no known mode
+        return None
+    return None if meta is None else meta.mode
+
+
 def _describe(obj: Any) -> str:
     if isinstance(obj, Mapping):
         keys = sorted(str(k) for k in obj)
@@ -615,15 +626,17 @@ class ResultsStore:
         rt = str(rt_name or "unknown")
         if delegate and str(delegate).lower() not in ("none", "cpu", "false"):
             rt = f"{rt}+{Path(str(delegate)).name if '/' in str(delegate) else delegate}"
-        sysinfo = _get(payload, "sysinfo", "system", "device_info")
+        sysinfo = _get(payload, "board", "sysinfo", "system", "device_info")
         label = device or _get(payload, "device", "label") or _device_from_sysinfo(sysinfo) or "unknown"
-        mode = _get(payload, "mode", "model.mode", "metadata.mode", "model.metadata.mode") or "unknown"
+        mode = _get(payload, "mode", "model.mode", "metadata.mode", "model.metadata.mode")
+        if mode is None and model_path and Path(str(model_path)).is_file():
+            mode = _mode_from_model(Path(str(model_path)))
         created = _get(payload, "created", "timestamp", "time", "started", "finished") or _now_iso()
         threads = _int(_get(payload, "threads", "params.threads", "config.threads", "runtime.threads"))
         return Measurement(
             model_sha256=sha.lower(),
             model_name=model_name,
-            mode=str(mode),
+            mode=str(mode or "unknown"),
             device=str(label),
             runtime=rt,
             runtime_version=None if rt_version is None else str(rt_version),

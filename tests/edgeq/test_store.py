@@ -41,7 +41,7 @@ def test_file_sha256_of_path_and_bytes_agree(tmp_path: Path) -> None:
     p = tmp_path / "m.tflite"
     p.write_bytes(b"\x00tflite bytes" * 1000)
     assert file_sha256(p) == file_sha256(p.read_bytes()) == hashlib.sha256(p.read_bytes()).hexdigest()
-    with pytest.raises(ModelFileError, match="missing.tflite"):
+    with pytest.raises(ModelFileError, match=r"missing\.tflite"):
         file_sha256(tmp_path / "missing.tflite")
 
 
@@ -51,7 +51,7 @@ def test_measurement_validates_and_normalizes() -> None:
     assert m.latency_p50_us == 5.0 and isinstance(m.latency_p50_us, float)
     with pytest.raises(InvalidArgumentError, match="model_sha256"):
         _m(model_sha256="abc")
-    with pytest.raises(InvalidArgumentError, match="accuracy_top1.*fraction"):
+    with pytest.raises(InvalidArgumentError, match=r"accuracy_top1.*fraction"):
         _m(accuracy_top1=98.5)
     with pytest.raises(InvalidArgumentError, match="kind"):
         _m(kind="benchmark")
@@ -116,7 +116,7 @@ def test_a_file_from_a_newer_edgeq_is_refused(tmp_path: Path) -> None:
     with ResultsStore(path) as store:
         store.add_measurement(_m())
         store._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
-    with pytest.raises(StoreError, match="newer edgeq.*upgrade edgeq"):
+    with pytest.raises(StoreError, match=r"newer edgeq.*upgrade edgeq"):
         ResultsStore(path)
 
 
@@ -223,6 +223,123 @@ def test_diff_compares_each_keys_latest_run_with_the_previous(tmp_path: Path) ->
             store.diff(latency_threshold=-1)
 
 
+# --------------------------------------------------------------------------- real device results
+
+
+@pytest.fixture(scope="module")
+def tiny_tflite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small float32 CNN for 28x28 digits, converted for real by edgeq.convert."""
+    import tf_keras as keras
+
+    from edgeq.convert import convert
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.layers.Input((28, 28, 1)),
+        keras.layers.Conv2D(16, 3, activation="relu"),
+        keras.layers.Conv2D(32, 3, activation="relu"),
+        keras.layers.MaxPooling2D(),
+        keras.layers.Flatten(),
+        keras.layers.Dense(10, activation="softmax"),
+    ], name="tinycnn")
+    path = tmp_path_factory.mktemp("models") / "tinycnn.tflite"
+    convert(model, "float32").save(path)
+    return path
+
+
+def _bench(model: Path, xnnpack: bool = True) -> dict[str, object]:
+    from edgeq_device.bench import benchmark
+
+    return benchmark(model, runs=20, min_secs=0.15, warmup=3, threads=1, xnnpack=xnnpack).to_dict()
+
+
+def test_import_a_real_bench_json(tiny_tflite: Path, tmp_path: Path) -> None:
+    """`edgeq-device bench --json` output, produced by the real benchmark, imported by the CLI."""
+    from edgeq_device.bench import BenchResult
+
+    payload = _bench(tiny_tflite)
+    result = BenchResult.from_dict(payload)
+    bench_json = tmp_path / "bench.json"
+    result.save(bench_json)
+    db = str(tmp_path / "r.db")
+
+    code, out, err = _run("store", "import", "--db", db, str(bench_json))
+    assert code == 0, err
+    assert "recorded as run #1" in out and "bench" in out and "float32" in out
+    code, out, _ = _run("store", "import", "--db", db, str(bench_json))  # the same file again
+    assert code == 0 and "already recorded as run #1" in out
+    code, out, _ = _run("store", "import", "--db", db, "--device", "lab-pi", str(bench_json))
+    assert code == 0 and "recorded as run #2" in out
+
+    with ResultsStore(db) as store:
+        assert len(store) == 2
+        labelled, m = store.runs()
+        assert labelled.device == "lab-pi"
+        assert m.kind == "bench" and m.source == "device"
+        assert m.model_sha256 == file_sha256(tiny_tflite)
+        assert m.model_name == "tinycnn" and m.mode == "float32"
+        assert m.size_bytes == tiny_tflite.stat().st_size == result.model_size_bytes
+        assert (m.runtime, m.runtime_version, m.threads) == ("litert", result.runtime_version, 1)
+        assert m.device == result.board.name  # no label given: the board's own name
+        assert (m.latency_p50_us, m.latency_p90_us, m.latency_mean_us) == (
+            result.latency.p50_us, result.latency.p90_us, result.latency.mean_us)
+        assert m.latency_p50_us is not None and m.latency_p50_us > 0
+        assert m.accuracy_top1 is None
+        assert m.created.startswith(result.started[:19])
+        assert m.payload == json.loads(bench_json.read_text())
+
+        # The same result from a board whose model path is not on this machine, without a hash.
+        away = dict(payload, model="/home/pi/models/tinycnn.tflite")
+        with pytest.raises(DataError, match="sha256"):
+            store.add_device_result(away, device="pi5")
+        away["model_sha256"] = m.model_sha256  # what a payload with the hash carries
+        row = store.add_device_result(away, device="pi5", source="deploy")
+        got = store.runs(device="pi5")[0]
+        assert got.id == row and got.source == "deploy" and got.model_sha256 == m.model_sha256
+        assert got.mode == "unknown"  # the model file was not here to read its edgeq metadata
+
+
+def test_diff_flags_a_real_slowdown(tiny_tflite: Path, tmp_path: Path) -> None:
+    """A regression found in two real benchmarks, nothing faked but which runs are compared.
+
+    The same model is benchmarked on this machine with one thread, first with the runtime's
+    default XNNPACK kernels, then with XNNPACK turned off (the builtin reference kernels,
+    several times slower for convolutions). Both results are recorded, in that order, as
+    runs of the same model hash, mode, device label, runtime and thread count: exactly what
+    the store sees when a runtime upgrade or a configuration change slows a model down.
+    A third run with XNNPACK back on is a speed-up, which is not a regression.
+    """
+    db = str(tmp_path / "r.db")
+    fast, slow = _bench(tiny_tflite, xnnpack=True), _bench(tiny_tflite, xnnpack=False)
+    with ResultsStore(db) as store:
+        store.add_device_result(fast, device="ci-runner")
+        store.add_device_result(slow, device="ci-runner")
+        found = store.diff(device="ci-runner")
+    p_fast = fast["latency"]["p50_us"]  # type: ignore[index]
+    p_slow = slow["latency"]["p50_us"]  # type: ignore[index]
+    assert p_slow > 1.1 * p_fast, (p_fast, p_slow)  # the premise: builtin kernels are slower
+    assert len(found) == 1
+    r = found[0]
+    assert (r.metric, r.model, r.mode, r.device, r.threads) == ("latency_p50_us", "tinycnn", "float32",
+                                                                  "ci-runner", 1)
+    assert (r.previous, r.current) == (p_fast, p_slow)
+    assert r.change == pytest.approx(p_slow / p_fast - 1)
+
+    code, out, _ = _run("history", "--db", db, "--diff")
+    assert code == 1 and "regression" in out and "tinycnn float32 on ci-runner" in out
+    # A threshold above the measured slowdown lets it pass.
+    code, out, _ = _run("history", "--db", db, "--diff", "--threshold-latency",
+                        f"{(p_slow / p_fast - 1) * 100 + 50:.0f}%")
+    assert code == 0 and "no regressions" in out
+
+    with ResultsStore(db) as store:
+        store.add_device_result(_bench(tiny_tflite, xnnpack=True), device="ci-runner")
+    code, out, _ = _run("history", "--db", db, "--diff")
+    assert code == 0 and "no regressions" in out
+    code, out, _ = _run("history", "--db", db, "--model", "tinycnn")
+    assert code == 0 and "3 run(s)" in out and "ci-runner" in out
+
+
 # --------------------------------------------------------------------------- device JSON errors
 
 
@@ -242,7 +359,7 @@ def test_non_edgeq_json_is_refused_naming_the_file(tmp_path: Path) -> None:
             store.import_json(broken)
         newer = tmp_path / "newer.json"
         newer.write_text(json.dumps({"schema": "edgeq-device/bench/7"}))
-        with pytest.raises(DataError, match="unknown version.*upgrade edgeq"):
+        with pytest.raises(DataError, match=r"unknown version.*upgrade edgeq"):
             store.import_json(newer)
         with pytest.raises(DataError, match="no such file"):
             store.import_json(tmp_path / "absent.json")
