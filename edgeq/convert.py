@@ -39,6 +39,7 @@ from .data import DataSource, Sample, as_source
 from .errors import (
     CalibrationError,
     ConversionError,
+    EdgeqError,
     InvalidArgumentError,
     QuantizationError,
 )
@@ -428,6 +429,7 @@ def convert(
                 f"mode {mode_.value!r} needs calibration data", argument="calibration", received=None,
                 fix="pass calibration= an image folder, arrays or a tf.data.Dataset (--calib at the CLI)")
         source = as_source(calibration, preprocess)
+        preprocess = getattr(source, "preprocess", None) or preprocess
     if labels is None and source is not None and source.class_names:
         labels = source.class_names
     if labels is None and calibration is not None and not mode_.needs_calibration:
@@ -436,25 +438,32 @@ def convert(
 
     rep = None
     counter = {"n": 0}
+    failures: list[EdgeqError] = []
     if source is not None:
         inner = representative_dataset(source, loaded.inputs, samples, seed, batch_size, show_progress)
 
         def rep() -> Iterator[dict[str, np.ndarray]]:
-            for item in inner():
-                counter["n"] += 1
-                yield item
+            # The converter may read the dataset more than once (int16x8 does): count one pass.
+            n = 0
+            try:
+                for item in inner():
+                    n += 1
+                    counter["n"] = max(counter["n"], n)
+                    yield item
+            except EdgeqError as exc:  # the converter wraps it: keep ours to re-raise
+                failures.append(exc)
+                raise
 
     start = time.perf_counter()
     with loaded.converter(batch_size) as converter:
         configure_converter(converter, mode_, io_, rep, allow_float_fallback)
         try:
             raw = converter.convert()
-        except (CalibrationError, InvalidArgumentError):
+        except EdgeqError:
             raise
-        except Exception as exc:
-            cause = exc.__cause__ or exc.__context__
-            if isinstance(cause, (CalibrationError, InvalidArgumentError)):
-                raise cause from None
+        except Exception as exc:  # the converter raises many kinds
+            if failures:
+                raise failures[0] from None
             raise _conversion_error(exc, mode_, allow_float_fallback) from exc
     seconds = time.perf_counter() - start
     if source is not None and getattr(source, "skipped", None):

@@ -328,7 +328,10 @@ def as_source(data: Any, preprocess: Preprocess | None = None, *, argument: str 
         InvalidArgumentError: something that is none of the above.
     """
     if isinstance(data, DataSource):
-        return data.with_preprocess(preprocess) if preprocess is not None else data
+        # A source's own preprocessing wins over one derived from the model.
+        if preprocess is not None and getattr(data, "preprocess", None) is None:
+            return data.with_preprocess(preprocess)
+        return data
     if isinstance(data, (str, os.PathLike)):
         p = Path(data)
         if p.is_dir():
