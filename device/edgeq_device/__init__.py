@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .bench import BenchParams, BenchResult, LatencyStats, benchmark
 from .errors import (
     DataError,
     DelegateError,
@@ -12,31 +13,46 @@ from .errors import (
     OutputExistsError,
     RuntimeNotFoundError,
 )
+from .evaluate import EvalResult, evaluate, model_preprocess, predict
 from .flatbuffer import FlatModel, read_flat_model
 from .images import FolderListing, list_image_folder
+from .info import ModelInfo, model_info
 from .metadata import EdgeqMetadata, read_metadata
 from .preprocess import Preprocess
 from .runtime import ModelRunner, Runtime, resolve_runtime
+from .sysinfo import BoardInfo, board_info
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BenchParams",
+    "BenchResult",
+    "BoardInfo",
     "DataError",
     "DelegateError",
     "EdgeqError",
     "EdgeqMetadata",
+    "EvalResult",
     "FlatModel",
     "FolderListing",
     "InvalidArgumentError",
     "LabelMismatchError",
+    "LatencyStats",
     "ModelFileError",
+    "ModelInfo",
     "ModelRunner",
     "OutputExistsError",
     "Preprocess",
     "Runtime",
     "RuntimeNotFoundError",
     "__version__",
+    "benchmark",
+    "board_info",
+    "evaluate",
     "list_image_folder",
+    "model_info",
+    "model_preprocess",
+    "predict",
     "read_flat_model",
     "read_metadata",
     "resolve_runtime",

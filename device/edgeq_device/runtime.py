@@ -13,12 +13,17 @@ dequantizes outputs with the output tensor's parameters.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import importlib
-import re
 import os
 import platform
+import re
+import sys
+import tempfile
+import time
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence, Union
+from typing import Any, Iterator, Mapping, Sequence, Union
 
 import numpy as np
 
@@ -61,13 +66,78 @@ class Runtime:
         loader = getattr(self.module, "load_delegate", None)
         if loader is None and self.name == "tensorflow":
             loader = self.module.experimental.load_delegate
+        if loader is None:
+            raise DelegateError("this runtime cannot load external delegates", argument="runtime",
+                                received=self.name, fix="use the litert runtime")
+        _check_delegate_library(library)
         try:
             return loader(library, dict(options or {}))
         except (ValueError, OSError, RuntimeError) as exc:
-            fix = ("install the Edge TPU runtime (Debian package libedgetpu1-std) and plug in the "
-                   "accelerator" if "edgetpu" in library else "check the delegate library's path")
+            fix = ("plug in the Edge TPU (check the device option, e.g. device=usb:0)"
+                   if "edgetpu" in library else "check the delegate's options")
             raise DelegateError(f"cannot load delegate: {exc}", argument="delegate",
                                 received=library, fix=fix) from exc
+
+
+def _delegate_fix(library: str) -> str:
+    if "edgetpu" in library:
+        return ("install the Edge TPU runtime (Debian package libedgetpu1-std from Coral's apt "
+                "repository) and plug in the accelerator")
+    return "give the path of a TFLite external delegate library (.so)"
+
+
+def _check_delegate_library(library: str) -> None:
+    """Open the library with ctypes first: a missing file or a library that is not a TFLite
+    external delegate gives a clear error instead of the runtime's AttributeError/traceback."""
+    try:
+        lib = ctypes.CDLL(library)
+    except OSError as exc:
+        raise DelegateError(f"cannot load delegate library: {exc}", argument="delegate",
+                            received=library, fix=_delegate_fix(library)) from exc
+    if not hasattr(lib, "tflite_plugin_create_delegate"):
+        raise DelegateError("the library is not a TFLite external delegate (it has no "
+                            "tflite_plugin_create_delegate)", argument="delegate", received=library,
+                            fix=_delegate_fix(library))
+
+
+_banner_seen = False
+
+
+@contextlib.contextmanager
+def _quiet_runtime_banner() -> Iterator[None]:
+    """Drop the runtime's one-time ``INFO: Created TensorFlow Lite XNNPACK delegate`` line.
+
+    The native library prints it to file descriptor 2 on the first ``allocate_tensors``;
+    it would break the CLI's one-line errors. Other native output is passed through.
+    """
+    global _banner_seen
+    if _banner_seen:
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):
+        yield
+        return
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            text = tmp.read().decode("utf-8", "replace")
+            kept = []
+            for line in text.splitlines():
+                if line.startswith("INFO: Created TensorFlow Lite"):
+                    _banner_seen = True
+                elif line.strip():
+                    kept.append(line)
+            if kept:
+                sys.stderr.write("\n".join(kept) + "\n")
+                sys.stderr.flush()
 
 
 def _import_runtime(name: str) -> Runtime:
@@ -200,13 +270,17 @@ class ModelRunner:
                 resolver = self.runtime.module.experimental.OpResolverType
             if resolver is not None:
                 kwargs["experimental_op_resolver_type"] = resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        start = time.perf_counter()
         try:
-            self.interpreter = self.runtime.Interpreter(**kwargs)
-            self.interpreter.allocate_tensors()
+            with _quiet_runtime_banner():
+                self.interpreter = self.runtime.Interpreter(**kwargs)
+                self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise DelegateError(f"the interpreter could not prepare the model: {exc}",
                                 argument="model", fix="check the runtime supports every op "
                                 "(edgeq-device info lists them)") from exc
+        #: seconds spent creating the interpreter and allocating its tensors
+        self.init_seconds = time.perf_counter() - start
         self._batch = 1
         self._refresh_details()
 

@@ -1,0 +1,499 @@
+"""``edgeq-device eval``: accuracy of a ``.tflite`` classifier on a labeled image folder.
+
+:func:`predict` is the one evaluation loop of edgeq: it streams a folder's
+images through the model's own preprocessing and returns the raw output
+vectors (dequantized) with the labels. The host reuses it for agreement and
+SQNR; :func:`evaluate` builds top-1/top-5, per-class accuracy and the
+confusion matrix on it.
+
+Images are spread over a pool of interpreters, one per thread (``invoke``
+releases the GIL), so every core is used; each image is read when a worker
+takes it, so memory stays flat.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import sys
+import threading
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable, Iterator, Mapping, Sequence, Union
+
+import numpy as np
+
+from .errors import DataError, InvalidArgumentError, LabelMismatchError
+from .flatbuffer import FlatModel, ModelSource, Tensor, load_model_bytes, read_flat_model
+from .images import FolderListing, list_image_folder
+from .metadata import read_metadata
+from .preprocess import ColorMode, Preprocess, load_image
+from .report_json import JsonResult
+from .runtime import ModelRunner, Runtime, resolve_runtime
+from .sysinfo import BoardInfo, board_info
+
+__all__ = [
+    "ClassScore",
+    "EvalResult",
+    "evaluate",
+    "format_eval",
+    "model_preprocess",
+    "predict",
+    "read_labels",
+]
+
+ProgressCallback = Callable[[int, int], None]
+LabelsLike = Union[str, "os.PathLike[str]", Sequence[str]]
+
+
+def _input_tensor(flat: FlatModel) -> Tensor:
+    return flat.main.tensors[flat.main.inputs[0]]
+
+
+def _output_size(flat: FlatModel) -> int:
+    t = flat.main.tensors[flat.main.outputs[0]]
+    dims = [d for d in (t.shape[1:] if len(t.shape) > 1 else t.shape)]
+    n = 1
+    for d in dims:
+        n *= max(int(d), 1)
+    return n
+
+
+def model_preprocess(
+    model: ModelSource,
+    *,
+    size: tuple[int, int] | None = None,
+    color: str | ColorMode | None = None,
+    mean: float | Sequence[float] | None = None,
+    std: float | Sequence[float] | None = None,
+    resize: str | None = None,
+) -> Preprocess:
+    """The preprocessing of a model: its edgeq metadata's, else inferred from its input; then overrides.
+
+    Without metadata, ``size`` and ``color`` come from the input shape (``[1, H, W, C]``,
+    C = 1 grayscale, 3 RGB) and pixels map to ``[0, 1]`` (``mean=0, std=255``). Any argument
+    given replaces the corresponding field (float input = ``(pixel - mean) / std``).
+    """
+    meta = read_metadata(model)
+    if meta is not None and meta.preprocess is not None:
+        base = meta.preprocess
+    else:
+        flat = read_flat_model(model)
+        sig = tuple(int(d) for d in _input_tensor(flat).shape_signature)
+        inferred: dict[str, object] = {}
+        if len(sig) == 4:
+            _, a, b, c = sig
+            if c in (1, 3) and a > 0 and b > 0:
+                inferred = {"size": (b, a), "color": "l" if c == 1 else "rgb"}
+            elif a in (1, 3) and b > 0 and c > 0:
+                inferred = {"size": (c, b), "color": "l" if a == 1 else "rgb", "layout": "nchw"}
+        elif len(sig) == 3 and sig[1] > 0 and sig[2] > 0:  # [1, H, W] grayscale
+            inferred = {"size": (sig[2], sig[1]), "color": "l"}
+        base = Preprocess(**inferred)  # type: ignore[arg-type]
+    changes: dict[str, object] = {}
+    for name, value in (("size", size), ("color", color), ("mean", mean), ("std", std),
+                        ("resize", resize)):
+        if value is not None:
+            changes[name] = value
+    return replace(base, **changes) if changes else base  # type: ignore[arg-type]
+
+
+def read_labels(path: str | os.PathLike[str]) -> tuple[str, ...]:
+    """Class labels from a text file, one per line in class-index order (trailing blank lines ignored).
+
+    Raises:
+        DataError: the file cannot be read or holds no label.
+    """
+    p = Path(path)
+    try:
+        lines = [line.strip() for line in p.read_text(encoding="utf-8").splitlines()]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot read labels file: {exc}", argument="labels", received=str(p),
+                        fix="give a UTF-8 text file with one label per line") from exc
+    while lines and not lines[-1]:
+        lines.pop()
+    if not lines:
+        raise DataError("labels file is empty", argument="labels", received=str(p),
+                        fix="write one label per line, in the order of the model's outputs")
+    return tuple(lines)
+
+
+def _check_input(runner: ModelRunner, preprocess: Preprocess) -> None:
+    if len(runner.input_details) != 1:
+        raise DataError(f"image evaluation needs a model with one input; this one has "
+                        f"{len(runner.input_details)}", argument="model",
+                        fix="evaluate multi-input models with your own loop over ModelRunner")
+    want = preprocess.sample_shape()
+    d = runner.input_details[0]
+    shape = tuple(int(x) for x in d["shape"])
+    sig = tuple(int(x) for x in d.get("shape_signature", d["shape"]))
+    if want is None:
+        return
+    model_sample = sig[1:]
+    ok = len(model_sample) == len(want) and all(m < 0 or m == w for m, w in zip(model_sample, want))
+    if not ok and len(model_sample) == 2 and want[-1] == 1:  # [1, H, W] grayscale models
+        ok = all(m < 0 or m == w for m, w in zip(model_sample, want[:2]))
+    if not ok:
+        raise DataError(f"preprocessing gives samples of shape {want}, the model takes {shape}",
+                        argument="size", received=preprocess.size,
+                        fix="give --size WxH and --color rgb|l that match the model's input")
+
+
+def _resolve_workers(workers: int | None, n: int, delegate: str | None) -> int:
+    if workers is None:
+        workers = 1 if delegate else (os.cpu_count() or 1)
+    if not isinstance(workers, int) or workers < 1:
+        raise InvalidArgumentError("must be a positive integer", argument="workers", received=workers,
+                                   fix="give e.g. 1, or leave it out to use every core")
+    return max(1, min(workers, n))
+
+
+def predict(
+    model: ModelSource,
+    listing: FolderListing | str | os.PathLike[str],
+    preprocess: Preprocess,
+    *,
+    workers: int | None = None,
+    runtime: Runtime | str | None = None,
+    threads: int | None = None,
+    xnnpack: bool = True,
+    delegate: str | None = None,
+    delegate_options: Mapping[str, str] | None = None,
+    skip_unreadable: bool = False,
+    skipped: list[Path] | None = None,
+    progress: ProgressCallback | None = None,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Run every image of ``listing`` through the model; the one evaluation loop of edgeq.
+
+    Args:
+        model: path or bytes of the ``.tflite``.
+        listing: a :class:`FolderListing` (e.g. ``list_image_folder(...).sample(n)``) or a folder.
+        preprocess: how each image becomes input (see :func:`model_preprocess`).
+        workers: interpreters run in parallel, one per thread (default: ``os.cpu_count()``;
+            1 with a delegate, which usually owns one device).
+        runtime, xnnpack, delegate, delegate_options: as for :class:`ModelRunner`.
+        threads: threads of each interpreter (default: 1 when ``workers > 1``, else the
+            runtime's default).
+        skip_unreadable: skip files Pillow cannot read (listed in ``skipped``) instead of failing.
+        skipped: a list that receives the paths skipped.
+        progress: called as ``progress(done, total)`` from the calling thread.
+
+    Returns:
+        ``(outputs, labels)``: float32 ``[N, classes]`` dequantized output vectors of the
+        first output, in listing order (skipped files left out), and int ``[N]`` labels
+        (None for an unlabeled folder).
+
+    Raises:
+        DataError: an image cannot be read (unless ``skip_unreadable``), or none could.
+    """
+    if not isinstance(listing, FolderListing):
+        listing = list_image_folder(Path(os.fspath(listing)))
+    n = len(listing)
+    model_bytes = load_model_bytes(model)
+    rt = runtime if isinstance(runtime, Runtime) else resolve_runtime(runtime)
+    workers = _resolve_workers(workers, n, delegate)
+    per_threads = threads if threads is not None else (1 if workers > 1 else None)
+    runners = [ModelRunner(model_bytes, runtime=rt, threads=per_threads, xnnpack=xnnpack,
+                           delegate=delegate, delegate_options=delegate_options)
+               for _ in range(workers)]
+    _check_input(runners[0], preprocess)
+    width = _output_size(runners[0].flat)
+    outputs = np.zeros((n, width), np.float32)
+    ok = np.ones(n, bool)
+    bad: list[tuple[int, Path]] = []
+    done = [0] * workers
+    errors: list[BaseException] = []
+    stop = threading.Event()
+    lock = threading.Lock()
+    order: Iterator[int] = iter(range(n))
+
+    def work(w: int) -> None:
+        runner = runners[w]
+        set_inputs, invoke, get_outputs = runner.set_inputs, runner.interpreter.invoke, runner.get_outputs
+        try:
+            while not stop.is_set():
+                with lock:
+                    i = next(order, None)
+                if i is None:
+                    return
+                path = listing.paths[i]
+                try:
+                    x = load_image(path, preprocess)
+                except DataError as exc:
+                    if not skip_unreadable:
+                        raise DataError("cannot read image", argument="data", received=str(path),
+                                        fix="remove or replace the file (or skip such files with "
+                                            "--skip-unreadable)") from exc
+                    with lock:
+                        ok[i] = False
+                        bad.append((i, path))
+                    done[w] += 1
+                    continue
+                set_inputs(x[None])
+                invoke()
+                outputs[i] = get_outputs()[0].reshape(-1)[:width]
+                done[w] += 1
+        except BaseException as exc:  # handed to the calling thread
+            errors.append(exc)
+            stop.set()
+
+    pool = [threading.Thread(target=work, args=(w,), name=f"edgeq-eval-{w}", daemon=True)
+            for w in range(workers)]
+    for t in pool:
+        t.start()
+    try:
+        while True:
+            alive = [t for t in pool if t.is_alive()]
+            if not alive:
+                break
+            alive[0].join(timeout=0.05)
+            if progress is not None:
+                progress(sum(done), n)
+    except BaseException:
+        stop.set()
+        for t in pool:
+            t.join()
+        raise
+    if progress is not None:
+        progress(sum(done), n)
+    if errors:
+        raise errors[0]
+    bad.sort()
+    if skipped is not None:
+        skipped.extend(p for _, p in bad)
+    if bad and len(bad) == n:
+        raise DataError(f"none of the {n} image files could be read", argument="data",
+                        received=str(listing.root), fix="check that the files are images Pillow can open")
+    labels = None if listing.labels is None else np.asarray(listing.labels, np.int64)[ok]
+    return outputs[ok], labels
+
+
+@dataclass(frozen=True)
+class ClassScore:
+    """Accuracy on the images of one class (``accuracy`` is None for a class with no image)."""
+
+    name: str
+    images: int
+    correct: int
+    accuracy: float | None
+
+
+@dataclass(frozen=True)
+class EvalResult(JsonResult):
+    """What ``edgeq-device eval`` measured."""
+
+    KIND = "eval"
+
+    model: str | None
+    data: str
+    images: int
+    skipped: tuple[str, ...]
+    classes: tuple[str, ...]
+    labels_from: str
+    top1: float
+    top5: float
+    top_k: int
+    per_class: tuple[ClassScore, ...]
+    confusion: tuple[tuple[int, ...], ...]
+    seconds: float
+    images_per_second: float
+    workers: int
+    threads: int | None
+    runtime: str
+    runtime_version: str
+    delegate: str | None
+    preprocess: Preprocess
+    limit: int | None
+    seed: int
+    board: BoardInfo
+    started: str
+    edgeq_device_version: str
+    predictions: tuple[int, ...] | None = None
+    files: tuple[str, ...] | None = None
+
+
+def _top_k_hits(outputs: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """True where fewer than ``k`` classes score strictly higher than the true class."""
+    true_scores = outputs[np.arange(len(labels)), labels]
+    return (outputs > true_scores[:, None]).sum(axis=1) < k
+
+
+def evaluate(
+    model: ModelSource,
+    data: str | os.PathLike[str] | FolderListing,
+    *,
+    preprocess: Preprocess | None = None,
+    labels: LabelsLike | None = None,
+    limit: int | None = None,
+    seed: int = 0,
+    workers: int | None = None,
+    runtime: Runtime | str | None = None,
+    threads: int | None = None,
+    xnnpack: bool = True,
+    delegate: str | None = None,
+    delegate_options: Mapping[str, str] | None = None,
+    skip_unreadable: bool = False,
+    keep_predictions: bool = False,
+    progress: bool | ProgressCallback = False,
+) -> EvalResult:
+    """Top-1/top-5 accuracy, per-class accuracy and confusion matrix on a labeled image folder.
+
+    Args:
+        model: path or bytes of the ``.tflite``.
+        data: a folder with one subfolder of images per class (or a labeled FolderListing).
+        preprocess: default: the model's edgeq metadata, else inferred from its input
+            (see :func:`model_preprocess`).
+        labels: class names in output order, or a file with one per line; default: the
+            model's edgeq metadata, else the sorted subfolder names give indices 0..N-1.
+        limit: evaluate a seeded random sample of this many images.
+        seed: seed of that sample.
+        workers, runtime, threads, xnnpack, delegate, delegate_options, skip_unreadable:
+            as for :func:`predict`.
+        keep_predictions: also return each image's predicted class and file.
+        progress: True shows a progress bar on stderr; or a ``progress(done, total)`` callback.
+
+    Top-1 is the arg-max; top-5 counts an image when fewer than 5 classes score strictly
+    higher than its true class (ties, common with quantized outputs, count as hits).
+
+    Raises:
+        DataError, LabelMismatchError, ModelFileError, DelegateError, InvalidArgumentError.
+    """
+    from . import __version__
+
+    started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    model_bytes = load_model_bytes(model)
+    path = None if isinstance(model, (bytes, bytearray, memoryview)) else str(Path(os.fspath(model)))
+    meta = read_metadata(model_bytes)
+    flat = read_flat_model(model_bytes)
+    n_out = _output_size(flat)
+
+    if labels is None:
+        names = meta.labels if meta is not None and meta.labels else None
+        labels_from = "metadata" if names else "folders"
+    elif isinstance(labels, (str, os.PathLike)):
+        names, labels_from = read_labels(labels), "labels"
+    else:
+        names, labels_from = tuple(str(x) for x in labels), "labels"
+    if names is not None and len(names) != n_out:
+        raise LabelMismatchError(f"{len(names)} labels for a model with {n_out} outputs",
+                                 argument="labels", received=len(names),
+                                 fix=f"give exactly {n_out} labels, one per model output")
+
+    if isinstance(data, FolderListing):
+        listing = data
+    else:
+        listing = list_image_folder(Path(os.fspath(data)), labels=names)
+    if listing.labels is None:
+        raise DataError("evaluation needs a labeled folder (one subfolder of images per class)",
+                        argument="data", received=str(listing.root),
+                        fix="sort the images into one subfolder per class")
+    if len(listing.class_names) > n_out:
+        raise LabelMismatchError(
+            f"{len(listing.class_names)} class folders but the model has {n_out} outputs",
+            argument="data", received=str(listing.root),
+            fix="remove the extra class folders, or give --labels matching the model's outputs")
+    if limit is not None:
+        if not isinstance(limit, int) or limit < 1:
+            raise InvalidArgumentError("must be a positive integer", argument="limit", received=limit,
+                                       fix="give e.g. 500, or leave it out to use every image")
+        listing = listing.sample(limit, seed)
+    pre = preprocess if preprocess is not None else model_preprocess(model_bytes)
+    rt = runtime if isinstance(runtime, Runtime) else resolve_runtime(runtime)
+    n_workers = _resolve_workers(workers, len(listing), delegate)
+
+    callback: ProgressCallback | None = progress if callable(progress) else None
+    bar = None
+    if progress is True:
+        import click
+
+        bar = click.progressbar(length=len(listing), label="evaluating", file=sys.stderr,
+                                show_pos=True, show_eta=True)
+        bar.__enter__()
+        last = [0]
+
+        def callback(done: int, total: int) -> None:
+            bar.update(done - last[0])  # type: ignore[union-attr]
+            last[0] = done
+
+    skipped: list[Path] = []
+    t0 = time.perf_counter()
+    try:
+        outputs, y = predict(model_bytes, listing, pre, workers=n_workers, runtime=rt, threads=threads,
+                             xnnpack=xnnpack, delegate=delegate, delegate_options=delegate_options,
+                             skip_unreadable=skip_unreadable, skipped=skipped, progress=callback)
+    finally:
+        if bar is not None:
+            bar.__exit__(None, None, None)
+    seconds = time.perf_counter() - t0
+    assert y is not None
+    pred = outputs.argmax(axis=1)
+    k = min(5, n_out)
+    confusion = np.zeros((n_out, n_out), np.int64)
+    np.add.at(confusion, (y, pred), 1)
+    classes = tuple(listing.class_names) + tuple(str(i) for i in range(len(listing.class_names), n_out))
+    per_class = []
+    for c in range(n_out):
+        count, correct = int(confusion[c].sum()), int(confusion[c, c])
+        per_class.append(ClassScore(classes[c], count, correct, correct / count if count else None))
+    n = len(y)
+    unread = set(skipped)
+    kept = [p for p in listing.paths if p not in unread]
+    return EvalResult(
+        model=path,
+        data=str(listing.root),
+        images=n,
+        skipped=tuple(str(p) for p in skipped),
+        classes=classes,
+        labels_from=labels_from,
+        top1=float((pred == y).mean()) if n else 0.0,
+        top5=float(_top_k_hits(outputs, y, k).mean()) if n else 0.0,
+        top_k=k,
+        per_class=tuple(per_class),
+        confusion=tuple(tuple(int(v) for v in row) for row in confusion),
+        seconds=seconds,
+        images_per_second=n / seconds if seconds > 0 else 0.0,
+        workers=n_workers,
+        threads=threads if threads is not None else (1 if n_workers > 1 else None),
+        runtime=rt.name,
+        runtime_version=rt.version,
+        delegate=delegate,
+        preprocess=pre,
+        limit=limit,
+        seed=seed,
+        board=board_info(),
+        started=started,
+        edgeq_device_version=__version__,
+        predictions=tuple(int(v) for v in pred) if keep_predictions else None,
+        files=tuple(str(p) for p in kept) if keep_predictions else None,
+    )
+
+
+def format_eval(r: EvalResult, max_classes: int = 20) -> str:
+    """The human-readable text ``edgeq-device eval`` prints."""
+    lines = [
+        f"model      {r.model or '<bytes>'}",
+        f"data       {r.data}: {r.images} images" + (f" (sample of {r.limit}, seed {r.seed})" if r.limit else "")
+        + (f", {len(r.skipped)} unreadable skipped" if r.skipped else ""),
+        f"runtime    {r.runtime} {r.runtime_version}" + (f", {r.delegate}" if r.delegate else "")
+        + f", {r.workers} workers, {r.images_per_second:.1f} images/s",
+        f"labels     from {r.labels_from}",
+        f"top-1      {r.top1:.4f}",
+        f"top-{r.top_k}      {r.top5:.4f}",
+    ]
+    shown = [c for c in r.per_class if c.images][:max_classes]
+    if shown:
+        width = max(len(c.name) for c in shown)
+        lines.append("per class")
+        lines += [f"  {c.name:<{width}}  {c.accuracy:.4f}  ({c.correct}/{c.images})" for c in shown]
+        hidden = sum(1 for c in r.per_class if c.images) - len(shown)
+        if hidden > 0:
+            lines.append(f"  ... {hidden} more (see --json)")
+    if len(r.classes) <= 12:
+        lines.append("confusion (rows: true, columns: predicted)")
+        cw = max(5, *(len(str(v)) for row in r.confusion for v in row)) + 1
+        lines.append("  " + " " * 6 + "".join(f"{c[:cw - 1]:>{cw}}" for c in r.classes))
+        for name, row in zip(r.classes, r.confusion):
+            lines.append(f"  {name[:5]:>5} " + "".join(f"{v:>{cw}}" for v in row))
+    return "\n".join(lines)
+

@@ -1,0 +1,177 @@
+"""``edgeq-device info``: what a ``.tflite`` holds, read without any TFLite runtime.
+
+Inputs and outputs (shape, dtype, quantization), operator counts by type,
+sizes, whether it was compiled for the Edge TPU, and the edgeq metadata the
+host wrote into it. Built on :func:`edgeq_device.flatbuffer.read_flat_model`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .flatbuffer import FlatModel, ModelSource, Tensor, read_flat_model
+from .metadata import EdgeqMetadata, read_metadata
+from .report_json import JsonResult
+
+__all__ = ["EDGETPU_CUSTOM_OP", "ModelInfo", "TensorInfo", "format_info", "model_info"]
+
+EDGETPU_CUSTOM_OP = "edgetpu-custom-op"
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """One input or output tensor of a model.
+
+    ``shape_signature`` has -1 where a dimension is only known at run time;
+    ``scale``/``zero_point`` are empty for float tensors and hold one value
+    (per-tensor) or one per channel of ``quantized_dimension``.
+    """
+
+    name: str
+    index: int
+    dtype: str
+    shape: tuple[int, ...]
+    shape_signature: tuple[int, ...]
+    scale: tuple[float, ...] = ()
+    zero_point: tuple[int, ...] = ()
+    quantized_dimension: int = 0
+
+    @property
+    def is_quantized(self) -> bool:
+        return len(self.scale) > 0
+
+    @property
+    def is_dynamic(self) -> bool:
+        return any(d < 0 for d in self.shape_signature)
+
+    def describe(self) -> str:
+        """One line: ``name  [1, 28, 28, 1] INT8  scale=0.0039 zero_point=-128``."""
+        dims = [("?" if d < 0 else str(d)) for d in self.shape_signature]
+        text = f"{self.name}  [{', '.join(dims)}] {self.dtype}"
+        if self.is_quantized:
+            if len(self.scale) == 1:
+                text += f"  scale={self.scale[0]:.6g} zero_point={self.zero_point[0] if self.zero_point else 0}"
+            else:
+                text += f"  per-axis({self.quantized_dimension}) x{len(self.scale)}"
+        return text
+
+    @classmethod
+    def from_tensor(cls, t: Tensor) -> TensorInfo:
+        q = t.quantization
+        return cls(name=t.name, index=t.index, dtype=t.dtype, shape=t.shape,
+                   shape_signature=t.shape_signature, scale=q.scale, zero_point=q.zero_point,
+                   quantized_dimension=q.quantized_dimension)
+
+
+@dataclass(frozen=True)
+class ModelInfo(JsonResult):
+    """What ``edgeq-device info`` reports about a model."""
+
+    KIND = "info"
+
+    path: str | None
+    size_bytes: int
+    schema_version: int
+    description: str
+    subgraphs: int
+    inputs: tuple[TensorInfo, ...]
+    outputs: tuple[TensorInfo, ...]
+    op_counts: dict[str, int]
+    num_ops: int
+    custom_ops: tuple[str, ...]
+    edgetpu: bool
+    constant_bytes: int
+    signatures: tuple[str, ...]
+    metadata_names: tuple[str, ...]
+    metadata: EdgeqMetadata | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_dynamic(self) -> bool:
+        """True where some input dimension is only known at run time."""
+        return any(t.is_dynamic for t in self.inputs)
+
+
+def _constant_bytes(flat: FlatModel) -> int:
+    seen: set[int] = set()
+    total = 0
+    for sg in flat.subgraphs:
+        for t in sg.tensors:
+            if t.buffer_size and t.buffer not in seen:
+                seen.add(t.buffer)
+                total += t.buffer_size
+    return total
+
+
+def model_info(model: ModelSource) -> ModelInfo:
+    """Describe a ``.tflite`` (path or bytes) without loading a TFLite runtime.
+
+    Raises:
+        ModelFileError: the file is missing, not a TFLite flatbuffer, truncated, or its
+            edgeq metadata is corrupt.
+    """
+    flat = read_flat_model(model)
+    meta = read_metadata(model)
+    sg = flat.main
+    custom = sorted({op.custom_code or "" for s in flat.subgraphs for op in s.operators
+                     if op.opcode == "CUSTOM"})
+    path = None if isinstance(model, (bytes, bytearray, memoryview)) else str(Path(os.fspath(model)))
+    return ModelInfo(
+        path=path,
+        size_bytes=flat.size,
+        schema_version=flat.version,
+        description=flat.description,
+        subgraphs=len(flat.subgraphs),
+        inputs=tuple(TensorInfo.from_tensor(sg.tensors[i]) for i in sg.inputs),
+        outputs=tuple(TensorInfo.from_tensor(sg.tensors[i]) for i in sg.outputs),
+        op_counts=flat.op_counts(),
+        num_ops=len(sg.operators),
+        custom_ops=tuple(custom),
+        edgetpu=EDGETPU_CUSTOM_OP in custom,
+        constant_bytes=_constant_bytes(flat),
+        signatures=tuple(flat.signatures),
+        metadata_names=tuple(flat.metadata),
+        metadata=meta,
+    )
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return str(n)
+
+
+def format_info(info: ModelInfo) -> str:
+    """The human-readable text ``edgeq-device info`` prints."""
+    lines = [f"model      {info.path or '<bytes>'}",
+             f"size       {_size(info.size_bytes)} (constants {_size(info.constant_bytes)})",
+             f"subgraphs  {info.subgraphs}, operators {info.num_ops}"
+             + (", compiled for the Edge TPU" if info.edgetpu else "")]
+    lines.append("inputs")
+    lines += [f"  {t.describe()}" for t in info.inputs]
+    lines.append("outputs")
+    lines += [f"  {t.describe()}" for t in info.outputs]
+    lines.append("operators")
+    width = max((len(k) for k in info.op_counts), default=0)
+    lines += [f"  {name:<{width}}  {count}" for name, count in info.op_counts.items()]
+    if info.custom_ops:
+        lines.append(f"custom ops {', '.join(info.custom_ops)}")
+    meta = info.metadata
+    if meta is None:
+        lines.append("edgeq      no edgeq metadata (give preprocessing and labels as options)")
+    else:
+        lines.append(f"edgeq      mode {meta.mode}, I/O {meta.io}"
+                     + (f", from {meta.source}" if meta.source else ""))
+        if meta.preprocess is not None:
+            p = meta.preprocess
+            size = f"{p.size[0]}x{p.size[1]}" if p.size else "as is"
+            lines.append(f"  preprocess size {size}, {p.color.value}, mean {list(p.mean)}, std {list(p.std)}")
+        if meta.labels is not None:
+            shown = ", ".join(meta.labels[:10]) + (", ..." if len(meta.labels) > 10 else "")
+            lines.append(f"  labels ({len(meta.labels)}) {shown}")
+    return "\n".join(lines)
