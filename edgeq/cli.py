@@ -43,32 +43,36 @@ def preprocess_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return f
 
 
-def build_preprocess(size: str | None, color: str | None, mean: float | None,
-                     std: float | None) -> Preprocess | None:
-    """A Preprocess from CLI flags, or None to let edgeq derive it from the model."""
+def build_preprocess(size: str | None, color: str | None, mean: float | None, std: float | None,
+                     model: Any = None) -> Preprocess | None:
+    """A Preprocess from CLI flags; flags not given come from the model's input shape.
+
+    Returns None when no flag is given, letting the library derive everything.
+    """
     if size is None and color is None and mean is None and std is None:
         return None
-    kw: dict[str, Any] = {"size": _parse_size(size)}
-    if color is not None:
-        kw["color"] = color
-    kw["mean"] = 0.0 if mean is None else mean
-    kw["std"] = 255.0 if std is None else std
-    return Preprocess(**kw)
+    derived = None
+    if model is not None:
+        from .convert import default_preprocess
+        from .models import load_model
+
+        derived = default_preprocess(load_model(model).inputs[0])
+    return Preprocess(
+        size=_parse_size(size) or (derived.size if derived else None),
+        color=color or (derived.color if derived else "rgb"),
+        mean=0.0 if mean is None else mean,
+        std=255.0 if std is None else std,
+    )
 
 
-def _fill_from_model(pre: Preprocess | None, model: Any) -> Preprocess | None:
-    """Complete CLI preprocessing with what the model's input shape says (size, channels)."""
-    if pre is None:
-        return None
-    from .convert import default_preprocess
-    from .models import load_model
+def _console(stderr: bool = False) -> Any:
+    """A rich console; not a terminal (a pipe, a file, a notebook capture) gets 140 columns, not 80."""
+    from rich.console import Console
 
-    derived = default_preprocess(load_model(model).inputs[0])
-    if derived is None:
-        return pre
-    size = pre.size or derived.size
-    color = pre.color if pre.color != derived.color and pre.size is not None else derived.color
-    return Preprocess(size=size, color=color, resize=pre.resize, crop=pre.crop, mean=pre.mean, std=pre.std)
+    console = Console(stderr=stderr)
+    if not console.is_terminal:
+        console = Console(stderr=stderr, width=140)
+    return console
 
 
 def _human(n: float) -> str:
@@ -102,12 +106,11 @@ def convert_cmd(model: str, mode: str, calib: str | None, samples: int, seed: in
     import json
     from pathlib import Path
 
-    from rich.console import Console
     from rich.table import Table
 
     from .convert import convert
 
-    pre = _fill_from_model(build_preprocess(size, color, mean, std), model)
+    pre = build_preprocess(size, color, mean, std, model)
     out = Path(output)
     results = convert(model, mode, calibration=calib, samples=samples, seed=seed, io=io,
                       batch_size=batch_size, preprocess=pre, allow_float_fallback=allow_float)
@@ -127,8 +130,10 @@ def convert_cmd(model: str, mode: str, calib: str | None, samples: int, seed: in
     for r, path in zip(results, written):
         ratio = f"{base.size_bytes / r.size_bytes:.2f}x" if base else "-"
         table.add_row(r.mode.value, r.io.value, _human(r.size_bytes), ratio, f"{r.conversion_seconds:.1f}s",
-                      str(len(r.float_ops)), str(path))
-    Console(stderr=json_out == "-").print(table)
+                      str(len(r.float_ops)), path.name)
+    console = _console(stderr=json_out == "-")
+    console.print(table)
+    console.print(f"wrote {len(written)} file(s) to {written[0].parent}")
     if json_out:
         payload = json.dumps({"schema": "edgeq/convert/1",
                               "results": [dict(r.to_dict(), path=str(p)) for r, p in zip(results, written)]},
@@ -272,6 +277,97 @@ def history(model: str | None, device: str | None, mode: str | None, limit: int 
             _fmt(m.latency_p50_us, 1e-3), _fmt(m.latency_p90_us, 1e-3), _fmt(m.accuracy_top1, 100, 2),
             _fmt(m.agreement, 100, 2), _fmt(m.sqnr_db, 1.0, 1))
     console.print(table)
+
+
+# --- model analysis: `edgeq analyze` -----------------------------------------------------------------
+
+
+@cli.command("analyze")
+@click.argument("model", type=click.Path())
+@click.option("--target", type=click.Choice(["edgetpu"]), default=None,
+              help="Predict which ops map to this accelerator (edgetpu: Coral Edge TPU).")
+@click.option("--latency-us", type=float, default=None, metavar="X",
+              help="A measured latency in microseconds, to report achieved MAC/s.")
+@click.option("--json", "json_out", metavar="PATH", default=None,
+              help="Write the analysis as JSON to PATH (- for stdout; the tables then go to stderr).")
+@click.option("--force", is_flag=True, help="Overwrite the --json file if it exists.")
+def analyze_cmd(model: str, target: str | None, latency_us: float | None, json_out: str | None,
+                force: bool) -> None:
+    """Analyze MODEL.tflite: ops in order with tensors and MACs, parameters, peak memory, Edge TPU mapping.
+
+    Peak activation memory is an estimate from tensor lifetimes; the runtime's
+    arena planner may reuse memory in place.
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from .analyze import analyze
+
+    if json_out and json_out != "-":
+        from edgeq_device.fileio import check_writable
+        check_writable(json_out, force, argument="--json")
+    result = analyze(model, target=target, latency_us=latency_us)
+    console = _console(stderr=json_out == "-")
+    tpu = {p.index: p for p in result.edgetpu.ops} if result.edgetpu is not None else {}
+    table = Table(title=f"edgeq analyze {result.source}", title_justify="left")
+    table.add_column("#", justify="right")
+    table.add_column("op")
+    table.add_column("inputs", overflow="fold")
+    table.add_column("weights", overflow="fold")
+    table.add_column("outputs", overflow="fold")
+    table.add_column("MACs", justify="right")
+    if tpu:
+        table.add_column("Edge TPU")
+    for op in result.ops:
+        row = [str(op.index), op.name,
+               "\n".join(t.describe() for t in op.inputs if not t.is_constant),
+               "\n".join(f"{t.dtype}{list(t.shape)}" for t in op.inputs if t.is_constant),
+               "\n".join(t.describe() for t in op.outputs),
+               f"{op.macs:,}" if op.macs else ""]
+        if tpu:
+            p = tpu[op.index]
+            style = {"mapped": "green", "io": "yellow", "unsupported": "bold red"}.get(p.status, "red")
+            row.append(f"[{style}]{'Edge TPU' if p.status == 'mapped' else 'CPU (' + p.status + ')'}[/]")
+        table.add_row(*row)
+    console.print(table)
+    peak_name = result.ops[result.peak_op].name if 0 <= result.peak_op < len(result.ops) else "-"
+    totals = Table(show_header=False, title="totals", title_justify="left")
+    totals.add_column("what")
+    totals.add_column("value", justify="right")
+    totals.add_row("ops", f"{len(result.ops)} ({', '.join(f'{k} {v}' for k, v in result.op_counts.items())})")
+    totals.add_row("MACs", f"{result.total_macs:,} ({result.total_macs / 1e6:.2f} M)")
+    for name, macs in result.macs_by_op.items():
+        totals.add_row(f"  {name}", f"{macs:,}")
+    totals.add_row("parameters", f"{result.total_params:,} ({_human(result.total_param_bytes)})")
+    for dtype, t in result.params_by_dtype.items():
+        totals.add_row(f"  {dtype}", f"{t.elements:,} in {t.tensors} tensors ({_human(t.bytes)})")
+    totals.add_row("peak activation memory (estimate)",
+                   f"{_human(result.peak_activation_bytes)} at op {result.peak_op} {peak_name}")
+    if result.macs_per_second is not None:
+        totals.add_row("achieved", f"{result.macs_per_second / 1e9:.3f} GMAC/s at {latency_us:g} us")
+    console.print(totals)
+    if result.edgetpu is not None:
+        pred = result.edgetpu
+        colour = "green" if pred.fully_mapped else "red" if pred.mapped_count == 0 else "yellow"
+        console.print(f"[bold]Edge TPU prediction:[/] [{colour}]{pred.summary()}[/]")
+        seen: dict[tuple[str, str], list[int]] = {}
+        for prob in pred.problems:
+            key = (prob.message if prob.op_index is None else f"{prob.code}: {prob.fix}", prob.severity)
+            seen.setdefault(key, []).append(-1 if prob.op_index is None else prob.op_index)
+        for prob in pred.problems:
+            key = (prob.message if prob.op_index is None else f"{prob.code}: {prob.fix}", prob.severity)
+            where = seen.pop(key, None)
+            if where is None:
+                continue
+            tag = "[red]error[/]" if prob.severity == "error" else "[yellow]warning[/]"
+            more = f" (and {len(where) - 1} more ops)" if len(where) > 1 else ""
+            at = f"op {prob.op_index} {prob.op_name}: " if prob.op_index is not None else ""
+            console.print(f"  {tag} {at}{prob.message}{more}\n      fix: {prob.fix}", highlight=False)
+    if json_out == "-":
+        click.echo(result.to_json())
+    elif json_out:
+        result.save(json_out, overwrite=force)
+        console.print(f"wrote {json_out}")
 
 
 def main() -> None:

@@ -1,0 +1,95 @@
+"""The `edgeq convert` command: what it writes, and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+from edgeq_device.metadata import read_metadata
+
+from edgeq.cli import cli
+
+keras = pytest.importorskip("keras")
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((28, 28, 1), name="image"), keras.layers.Conv2D(4, 3, activation="relu"),
+                              keras.layers.Flatten(), keras.layers.Dense(10)], name="digits")
+    path = tmp_path_factory.mktemp("model") / "digits.keras"
+    model.save(path)
+    return path
+
+
+def _run(*args):
+    result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_convert_all_modes_writes_files_and_table(model_file, mnist_train, tmp_path):
+    code, out, err = _run("convert", model_file, "--mode", "all", "--calib", mnist_train, "--samples", "8",
+                          "-o", tmp_path)
+    assert code == 0, err
+    names = sorted(p.name for p in tmp_path.glob("*.tflite"))
+    assert names == sorted(f"digits_{m}.tflite" for m in ("float32", "dynamic", "float16", "int8", "int16x8"))
+    for mode in ("float32", "int8"):
+        assert f"digits_{mode}.tflite" in out
+    assert read_metadata(tmp_path / "digits_int8.tflite").labels == tuple(str(i) for i in range(10))
+
+
+def test_convert_int8_uint8_io_batch1_and_json(model_file, mnist_train, tmp_path):
+    code, out, err = _run("convert", model_file, "--mode", "int8", "--io", "uint8", "--batch-size", "1",
+                          "--calib", mnist_train, "--samples", "8", "-o", tmp_path, "--json", "-")
+    assert code == 0, err
+    import json
+
+    payload = json.loads(out)
+    (res,) = payload["results"]
+    assert res["io"] == "uint8" and res["inputs"][0]["dtype"] == "uint8"
+    assert res["inputs"][0]["shape"] == [1, 28, 28, 1]
+
+
+def test_output_exists_without_force(model_file, tmp_path):
+    target = tmp_path / "digits_float32.tflite"
+    target.write_bytes(b"keep me")
+    code, _, err = _run("convert", model_file, "--mode", "float32", "-o", tmp_path)
+    assert code == 2
+    assert err.strip().splitlines() == [f"error: --output: output file exists (received '{target}'); "
+                                        "choose another --output or pass --force to overwrite"]
+    assert target.read_bytes() == b"keep me"
+    code, _, err = _run("convert", model_file, "--mode", "float32", "-o", tmp_path, "--force")
+    assert code == 0 and target.read_bytes()[4:8] == b"TFL3"
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["convert", "missing.keras"], "error: model: model path not found (received 'missing.keras')"),
+    (["convert", "{model}", "--mode", "int8"], "error: calibration: mode 'int8' needs calibration data"),
+    (["convert", "{model}", "--mode", "int4"], "error: mode: unknown value (received 'int4')"),
+    (["convert", "{model}", "--mode", "int8", "--calib", "{empty}"], "error: calibration: no image files in folder"),
+    (["convert", "{model}", "--mode", "int8", "--calib", "{train}", "--size", "32x32"],
+     "error: calibration: sample shape (32, 32, 1) does not match input 'image' shape (28, 28, 1)"),
+    (["convert", "{model}", "--mode", "int8", "--calib", "{train}", "--color", "rgb"],
+     "3 channels where the model takes 1"),
+    (["convert", "{model}", "--size", "big"], "error: --size: expected WIDTHxHEIGHT (received 'big')"),
+])
+def test_bad_input_is_one_line(args, message, model_file, mnist_train, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    args = [a.format(model=model_file, empty=empty, train=mnist_train) for a in args] + ["-o", str(tmp_path / "o")]
+    code, _, err = _run(*args)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], err
+
+
+def test_console_script_error_has_no_traceback(tmp_path):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.run([sys.executable, "-m", "edgeq.cli", "convert", str(tmp_path / "nope.h5")],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: model: model path not found")
