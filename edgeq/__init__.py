@@ -12,6 +12,7 @@ from edgeq_device.metadata import EdgeqMetadata, read_metadata
 from edgeq_device.preprocess import Preprocess
 
 from . import data, errors
+from .analyze import ModelAnalysis, analyze
 from .convert import MODES, ConversionResult, IOType, Mode, convert
 from .data import ArraySource, DataSource, ImageFolder, IterableSource, TFDataSource, as_source
 from .errors import EdgeqError
@@ -28,9 +29,11 @@ __all__ = [
     "IterableSource",
     "MODES",
     "Mode",
+    "ModelAnalysis",
     "Preprocess",
     "TFDataSource",
     "__version__",
+    "analyze",
     "as_source",
     "convert",
     "data",

@@ -94,7 +94,7 @@ class _T:
             return []
         start = self.t.Vector(o)
         n = self.t.VectorLen(o)
-        size = flags.bytewidth
+        size = flags.bytewidth  # type: ignore[attr-defined]
         return [self.t.Get(flags, start + size * i) for i in range(n)]
 
     def vec_bytes(self, field_no: int) -> tuple[int, int]:
