@@ -10,6 +10,7 @@ TFLite's ``schema.fbs``.
 from __future__ import annotations
 
 import os
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Union
@@ -271,7 +272,7 @@ def read_flat_model(model: ModelSource, argument: str = "model") -> FlatModel:
         )
     try:
         return _parse(bytearray(data))
-    except (IndexError, ValueError, UnicodeDecodeError, TypeError) as exc:
+    except (IndexError, ValueError, UnicodeDecodeError, TypeError, struct.error) as exc:
         raise ModelFileError(
             "the TFLite flatbuffer is truncated or corrupt", argument=argument, received=where,
             fix="convert or copy the model again",
