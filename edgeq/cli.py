@@ -298,7 +298,6 @@ def analyze_cmd(model: str, target: str | None, latency_us: float | None, json_o
     Peak activation memory is an estimate from tensor lifetimes; the runtime's
     arena planner may reuse memory in place.
     """
-    from rich.console import Console
     from rich.table import Table
 
     from .analyze import analyze
