@@ -26,6 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from .errors import InvalidArgumentError
 from .flatbuffer import FlatModel, ModelSource, Operator, Subgraph, Tensor, read_flat_model
 
 __all__ = [
@@ -185,7 +186,6 @@ class GraphAnalysis:
     def macs_per_second(self, latency_us: float) -> float:
         """Achieved multiply-accumulates per second for one inference taking ``latency_us``."""
         if not latency_us or latency_us <= 0:
-            from .errors import InvalidArgumentError
             raise InvalidArgumentError("latency must be a positive number of microseconds",
                                        argument="latency_us", received=latency_us,
                                        fix="give the measured mean latency, e.g. 1520.5")
