@@ -19,9 +19,12 @@ The steps are public so they can be called one by one: :func:`edgeq.models.load_
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import io as _io
 import re
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -458,7 +461,11 @@ def convert(
     with loaded.converter(batch_size) as converter:
         configure_converter(converter, mode_, io_, rep, allow_float_fallback)
         try:
-            raw = converter.convert()
+            # Keras prints a "Saved artifact" summary while tracing; the user did not ask for it.
+            # TF's calibrator warns about its own deprecated interpreter and input statistics.
+            with contextlib.redirect_stdout(_io.StringIO()), warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                raw = converter.convert()
         except EdgeqError:
             raise
         except Exception as exc:  # the converter raises many kinds

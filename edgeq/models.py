@@ -75,9 +75,16 @@ class LoadedModel:
         tmp = tempfile.mkdtemp(prefix="edgeq-export-")
         try:
             if self.kind == "keras3":
-                structure = specs[0] if len(specs) == 1 else specs
-                self.obj.export(tmp, format="tf_saved_model", verbose=False, input_signature=[structure])
-                yield tf.lite.TFLiteConverter.from_saved_model(tmp)
+                model = self.obj
+                if batch_size is not None:
+                    # Same layers and weights behind inputs with a static batch dimension.
+                    import keras
+
+                    fixed = [keras.Input(batch_shape=(batch_size, *s.shape[1:]), dtype=s.dtype, name=s.name)
+                             for s in self.inputs]
+                    model = keras.Model(fixed[0] if len(fixed) == 1 else fixed,
+                                        model(fixed[0] if len(fixed) == 1 else fixed), name=model.name)
+                yield tf.lite.TFLiteConverter.from_keras_model(model)
             elif self.kind == "tf_keras":
                 model = self.obj
                 n = len(specs)
