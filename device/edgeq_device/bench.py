@@ -15,6 +15,7 @@ only ``interpreter.invoke()`` with ``time.perf_counter_ns``.
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import math
 import os
 import time
@@ -141,7 +142,9 @@ class BenchResult(JsonResult):
     KIND = "bench"
 
     model: str | None
+    model_sha256: str
     model_size_bytes: int
+    mode: str | None
     runtime: str
     runtime_version: str
     delegate: str | None
@@ -267,6 +270,7 @@ def benchmark(
     started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     model_bytes = load_model_bytes(model)
     path = None if isinstance(model, (bytes, bytearray, memoryview)) else str(Path(os.fspath(model)))
+    meta = read_metadata(model_bytes)
     runtime = resolve_runtime(params.runtime)
     board = board_info()
     throttled_before = board.throttled
@@ -284,7 +288,6 @@ def benchmark(
         arrays = _data_inputs(runner, params.data, preprocess, params.seed)
         inputs = f"image from {params.data}"
     else:
-        meta = read_metadata(model_bytes)
         arrays = random_inputs(runner.input_details,
                                preprocess or (meta.preprocess if meta else None), params.seed)
         inputs = "random"
@@ -309,7 +312,9 @@ def benchmark(
                  if mem_after.rss_kb is not None and mem_before.rss_kb is not None else None)
     return BenchResult(
         model=path,
+        model_sha256=hashlib.sha256(model_bytes).hexdigest(),
         model_size_bytes=len(model_bytes),
+        mode=meta.mode if meta is not None else None,
         runtime=runtime.name,
         runtime_version=runtime.version,
         delegate=params.delegate,

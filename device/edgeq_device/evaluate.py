@@ -14,6 +14,7 @@ takes it, so memory stays flat.
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import os
 import sys
 import threading
@@ -286,6 +287,8 @@ class EvalResult(JsonResult):
     KIND = "eval"
 
     model: str | None
+    model_sha256: str
+    mode: str | None
     data: str
     images: int
     skipped: tuple[str, ...]
@@ -351,7 +354,8 @@ def evaluate(
         workers, runtime, threads, xnnpack, delegate, delegate_options, skip_unreadable:
             as for :func:`predict`.
         keep_predictions: also return each image's predicted class and file.
-        progress: True shows a progress bar on stderr; or a ``progress(done, total)`` callback.
+        progress: True shows a progress bar on stderr (``EDGEQ_PROGRESS=0`` silences it); or a
+            ``progress(done, total)`` callback.
 
     Top-1 is the arg-max; top-5 counts an image when fewer than 5 classes score strictly
     higher than its true class (ties, common with quantized outputs, count as hits).
@@ -404,7 +408,7 @@ def evaluate(
 
     callback: ProgressCallback | None = progress if callable(progress) else None
     bar = None
-    if progress is True:
+    if progress is True and os.environ.get("EDGEQ_PROGRESS", "1").lower() not in ("0", "false", "no"):
         import click
 
         bar = click.progressbar(length=len(listing), label="evaluating", file=sys.stderr,
@@ -441,6 +445,8 @@ def evaluate(
     kept = [p for p in listing.paths if p not in unread]
     return EvalResult(
         model=path,
+        model_sha256=hashlib.sha256(model_bytes).hexdigest(),
+        mode=meta.mode if meta is not None else None,
         data=str(listing.root),
         images=n,
         skipped=tuple(str(p) for p in skipped),

@@ -7,12 +7,13 @@ host wrote into it. Built on :func:`edgeq_device.flatbuffer.read_flat_model`.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .flatbuffer import FlatModel, ModelSource, Tensor, read_flat_model
+from .flatbuffer import FlatModel, ModelSource, Tensor, load_model_bytes, read_flat_model
 from .metadata import EdgeqMetadata, read_metadata
 from .report_json import JsonResult
 
@@ -73,6 +74,7 @@ class ModelInfo(JsonResult):
     KIND = "info"
 
     path: str | None
+    sha256: str
     size_bytes: int
     schema_version: int
     description: str
@@ -113,14 +115,16 @@ def model_info(model: ModelSource) -> ModelInfo:
         ModelFileError: the file is missing, not a TFLite flatbuffer, truncated, or its
             edgeq metadata is corrupt.
     """
+    data = load_model_bytes(model)
     flat = read_flat_model(model)
-    meta = read_metadata(model)
+    meta = read_metadata(data)
     sg = flat.main
     custom = sorted({op.custom_code or "" for s in flat.subgraphs for op in s.operators
                      if op.opcode == "CUSTOM"})
     path = None if isinstance(model, (bytes, bytearray, memoryview)) else str(Path(os.fspath(model)))
     return ModelInfo(
         path=path,
+        sha256=hashlib.sha256(data).hexdigest(),
         size_bytes=flat.size,
         schema_version=flat.version,
         description=flat.description,

@@ -115,7 +115,7 @@ def soc_temperature(root: str | Path = "/") -> float | None:
         readings.append((rank, value))
     if not readings:
         return None
-    return round(min(readings, key=lambda r: r[0])[1], 1)
+    return round(min(readings, key=lambda r: r[0])[1], 2)
 
 
 def throttling(vcgencmd: str | None = None) -> str | None:

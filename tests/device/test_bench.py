@@ -1,0 +1,139 @@
+"""edgeq-device bench: the timing loop, the statistics, inputs, memory and delegate errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import numpy as np
+import pytest
+from edgeq_device import (
+    BenchParams,
+    BenchResult,
+    DelegateError,
+    InvalidArgumentError,
+    LatencyStats,
+    ModelRunner,
+    Preprocess,
+    benchmark,
+)
+from edgeq_device.bench import format_bench, random_inputs, time_invocations
+
+
+def _ordered(s: LatencyStats) -> bool:
+    return s.min_us <= s.p50_us <= s.p90_us <= s.p99_us <= s.max_us and s.min_us <= s.mean_us <= s.max_us
+
+
+def test_time_invocations_stops_on_runs_and_min_secs():
+    calls = []
+    start = time.perf_counter()
+    samples, why = time_invocations(lambda: calls.append(1), runs=10, min_secs=0.05, max_secs=5)
+    wall = time.perf_counter() - start
+    assert why == "runs"
+    assert len(samples) == len(calls) and len(samples) > 10  # 10 runs take far less than 50 ms
+    assert wall >= 0.05
+    samples, why = time_invocations(lambda: None, runs=7, min_secs=0.0, max_secs=5)
+    assert (len(samples), why) == (7, "runs")
+
+
+def test_time_invocations_max_secs_wins():
+    start = time.perf_counter()
+    samples, why = time_invocations(lambda: time.sleep(0.002), runs=10**9, min_secs=0.0, max_secs=0.05)
+    wall = time.perf_counter() - start
+    assert why == "max_secs"
+    assert 0.05 <= wall < 0.5
+    assert all(s >= 2_000_000 for s in samples)  # each call slept 2 ms
+
+
+def test_latency_stats_figures():
+    ns = [1000 * v for v in range(1, 101)]  # 1..100 µs
+    s = LatencyStats.from_ns(ns)
+    us = np.arange(1, 101, dtype=float)
+    assert s.count == 100
+    assert s.mean_us == pytest.approx(us.mean())
+    assert s.std_us == pytest.approx(us.std())
+    assert (s.min_us, s.max_us) == (1.0, 100.0)
+    assert s.p50_us == pytest.approx(np.percentile(us, 50))
+    assert s.p90_us == pytest.approx(np.percentile(us, 90))
+    assert s.p99_us == pytest.approx(np.percentile(us, 99))
+    assert s.total_s == pytest.approx(us.sum() / 1e6)
+    with pytest.raises(InvalidArgumentError):
+        LatencyStats.from_ns([])
+
+
+def test_bench_params_validate():
+    with pytest.raises(InvalidArgumentError, match="runs"):
+        BenchParams(runs=0)
+    with pytest.raises(InvalidArgumentError, match="max_secs"):
+        BenchParams(min_secs=2, max_secs=1)
+    with pytest.raises(InvalidArgumentError, match="threads"):
+        BenchParams(threads=0)
+    with pytest.raises(InvalidArgumentError, match="params or keyword"):
+        benchmark(b"", BenchParams(), runs=3)
+
+
+def test_benchmark_float32_figures(models):
+    path = models["float32"]
+    start = time.perf_counter()
+    r = benchmark(path, runs=40, min_secs=0.3, warmup=3, threads=1)
+    wall = time.perf_counter() - start
+    lat = r.latency
+    assert lat.count >= 40 and r.stopped_by == "runs"
+    assert wall >= 0.3 and lat.total_s <= wall
+    assert _ordered(lat) and lat.min_us > 0
+    assert r.warmup is not None and r.warmup.count == 3 and _ordered(r.warmup)
+    assert r.first_inference_us > 0 and 0 < r.interpreter_init_ms <= r.init_ms
+    assert r.runtime == "litert" and r.runtime_version == "2.3.0"
+    assert r.threads == 1 and r.xnnpack and r.delegate is None
+    assert r.model == str(path) and r.model_size_bytes == path.stat().st_size
+    assert r.inputs == "random" and r.mode is None
+    m = r.memory
+    assert m.rss_before_kb and m.rss_after_kb and m.peak_rss_kb
+    assert m.peak_rss_kb >= m.rss_after_kb > 0 and m.model_rss_kb is not None
+    assert r.board.cores == os.cpu_count() and r.board.architecture
+    text = format_bench(r)
+    assert "p99" in text and "litert 2.3.0" in text
+
+
+def test_benchmark_json_round_trip(models):
+    r = benchmark(models["int8_io_uint8"], runs=5, min_secs=0, warmup=0, xnnpack=False)
+    assert r.warmup is None and not r.xnnpack and r.latency.count == 5
+    d = json.loads(r.to_json())
+    assert d["schema"] == "edgeq-device/bench/1"
+    assert d["latency"]["p50_us"] == pytest.approx(r.latency.p50_us)
+    assert d["board"]["cores"] == os.cpu_count()
+    assert BenchResult.from_dict(d) == r
+
+
+def test_random_inputs_cover_each_inputs_range(models):
+    for mode, (lo, hi) in (("int8_io_uint8", (0, 255)), ("int8_io_int8", (-128, 127))):
+        runner = ModelRunner(models[mode])
+        (x,) = random_inputs(runner.input_details, seed=3)
+        assert x.dtype == np.dtype(runner.input_details[0]["dtype"]) and x.shape == (1, 28, 28, 1)
+        assert x.min() >= lo and x.max() <= hi
+        assert x.min() < lo + 10 and x.max() > hi - 10  # 784 uniform draws reach both ends
+    runner = ModelRunner(models["float32"])
+    (x,) = random_inputs(runner.input_details)
+    assert x.dtype == np.float32 and 0 <= x.min() and x.max() < 1
+    (x,) = random_inputs(runner.input_details, Preprocess(mean=127.5, std=127.5))
+    assert -1 <= x.min() < -0.9 and 0.9 < x.max() <= 1
+    (a,), (b,) = random_inputs(runner.input_details, seed=1), random_inputs(runner.input_details, seed=1)
+    assert np.array_equal(a, b)
+
+
+def test_benchmark_with_real_samples(models, small_test_dir):
+    r = benchmark(models["meta_uint8"], runs=5, min_secs=0, warmup=1, data=str(small_test_dir))
+    assert r.inputs.startswith("image from") and r.mode == "int8"
+    assert r.latency.count == 5 and _ordered(r.latency)
+
+
+def test_delegate_errors_say_what_to_do(models, tmp_path):
+    with pytest.raises(DelegateError, match=r"cannot load delegate library.*external delegate"):
+        benchmark(models["float32"], runs=1, min_secs=0, delegate=str(tmp_path / "libmissing.so"))
+    with pytest.raises(DelegateError, match="not a TFLite external delegate"):
+        ModelRunner(models["float32"], delegate="libc.so.6")
+    with pytest.raises(DelegateError, match=r"compiled for the Edge TPU.*--delegate edgetpu"):
+        benchmark(models["edgetpu"], runs=1, min_secs=0)
+    with pytest.raises(DelegateError, match="static shapes"):
+        benchmark(models["int8_io_uint8"], runs=1, min_secs=0, delegate="edgetpu")

@@ -1,0 +1,125 @@
+"""The edgeq-device command, run as a user runs it (a subprocess): output, JSON and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from edgeq_device import evaluate, model_preprocess
+
+
+def _one_error_line(proc) -> str:
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: ")
+    return lines[0]
+
+
+def test_no_or_bad_arguments_print_usage(cli, models):
+    proc = cli()
+    assert "Usage: edgeq-device" in proc.stdout + proc.stderr
+    assert "bench" in proc.stdout + proc.stderr and "Traceback" not in proc.stderr
+    proc = cli("bench")
+    assert proc.returncode == 2 and "Usage:" in proc.stderr and "Missing argument 'MODEL'" in proc.stderr
+    proc = cli("bench", models["float32"], "--runs", "0")
+    assert proc.returncode == 2 and "Usage:" in proc.stderr and "--runs" in proc.stderr
+    proc = cli("eval", models["float32"], "x", "--size", "28by28")
+    assert proc.returncode == 2 and "WIDTHxHEIGHT" in proc.stderr
+    proc = cli("frobnicate")
+    assert proc.returncode == 2 and "No such command" in proc.stderr
+
+
+def test_bad_model_files(cli, models, tmp_path):
+    text = tmp_path / "readme.tflite"
+    text.write_text("hello")
+    data = models["float32"].read_bytes()
+    cut = tmp_path / "cut.tflite"
+    cut.write_bytes(data[: len(data) // 3])
+    for args, expected in (
+        (("info", tmp_path / "missing.tflite"), "model file not found"),
+        (("bench", tmp_path / "missing.tflite"), "model file not found"),
+        (("eval", tmp_path / "missing.tflite", tmp_path), "model file not found"),
+        (("bench", text), "not a TFLite model"),
+        (("info", cut), "truncated"),
+        (("bench", cut), "truncated"),
+    ):
+        line = _one_error_line(cli(*args))
+        assert expected in line and "model" in line
+
+
+def test_data_errors(cli, models, small_test_dir, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(small_test_dir, data)
+    (data / "2" / "corrupt.png").write_bytes(b"not an image")
+    line = _one_error_line(cli("eval", models["int8"], data, "-q"))
+    assert "cannot read image" in line and "corrupt.png" in line and "--skip-unreadable" in line
+
+    eleven = tmp_path / "eleven"
+    shutil.copytree(small_test_dir, eleven)
+    shutil.copytree(small_test_dir / "5", eleven / "extra")
+    line = _one_error_line(cli("eval", models["int8"], eleven, "-q"))
+    assert "11 class folders but the model has 10 outputs" in line
+
+    labels = tmp_path / "labels.txt"
+    labels.write_text("a\nb\nc\n")
+    line = _one_error_line(cli("eval", models["int8"], small_test_dir, "--labels", labels, "-q"))
+    assert "3 labels for a model with 10 outputs" in line
+    line = _one_error_line(cli("eval", models["int8"], tmp_path / "nowhere", "-q"))
+    assert "image folder not found" in line
+
+
+def test_delegate_errors(cli, models, tmp_path):
+    line = _one_error_line(cli("bench", models["edgetpu"], "--runs", "1"))
+    assert "edgetpu-custom-op" in line and "--delegate edgetpu" in line
+    line = _one_error_line(cli("bench", models["float32"], "--delegate", tmp_path / "libnothere.so"))
+    assert "cannot load delegate library" in line and "libnothere.so" in line
+    line = _one_error_line(cli("bench", models["int8_io_uint8"], "--delegate", "edgetpu",
+                               "--delegate-option", "device=usb:0"))
+    assert "static shapes" in line
+
+
+def test_json_output_atomic_and_never_overwrites(cli, models, tmp_path):
+    out = tmp_path / "bench.json"
+    proc = cli("bench", models["int8"], "--runs", "5", "--min-secs", "0", "--warmup", "1",
+               "--threads", "1", "--json", out)
+    assert proc.returncode == 0, proc.stderr
+    assert "latency" in proc.stdout and f"wrote {out}" in proc.stderr
+    first = json.loads(out.read_text())
+    assert first["schema"] == "edgeq-device/bench/1" and first["latency"]["count"] >= 5
+    assert first["threads"] == 1 and first["runtime"] == "litert"
+    line = _one_error_line(cli("bench", models["int8"], "--runs", "3", "--min-secs", "0", "--json", out))
+    assert "output file exists" in line and "--force" in line
+    assert json.loads(out.read_text()) == first
+    proc = cli("bench", models["int8"], "--runs", "3", "--min-secs", "0", "--json", out, "--force")
+    assert proc.returncode == 0 and json.loads(out.read_text())["latency"]["count"] >= 3
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left
+
+    proc = cli("info", models["meta_uint8"], "--json", "-")
+    assert proc.returncode == 0 and proc.stderr == ""
+    info = json.loads(proc.stdout)
+    assert info["schema"] == "edgeq-device/info/1" and info["metadata"]["mode"] == "int8"
+
+
+def test_eval_with_flags_for_a_model_from_elsewhere(cli, models, small_test_dir):
+    model = models["int8_io_uint8"]
+    proc = cli("eval", model, small_test_dir, "--size", "28x28", "--color", "l", "--mean", "0",
+               "--std", "255", "--workers", "2", "-q", "--json", "-")
+    assert proc.returncode == 0, proc.stderr
+    d = json.loads(proc.stdout)
+    expected = evaluate(model, small_test_dir,
+                        preprocess=model_preprocess(model, size=(28, 28), color="l", mean=0, std=255))
+    assert d["schema"] == "edgeq-device/eval/1"
+    assert d["top1"] == pytest.approx(expected.top1, abs=0) and d["images"] == 200
+    assert d["workers"] == 2
+
+
+def test_human_output(cli, models, small_test_dir):
+    proc = cli("info", models["int8_io_int8"])
+    assert proc.returncode == 0 and "INT8" in proc.stdout and "CONV_2D" in proc.stdout
+    proc = cli("eval", models["meta_uint8"], small_test_dir, "--limit", "50", env={"EDGEQ_PROGRESS": "1"})
+    assert proc.returncode == 0, proc.stderr
+    assert "top-1" in proc.stdout and "50 images" in proc.stdout and "labels     from metadata" in proc.stdout
+    assert "evaluating" in proc.stderr  # progress goes to stderr
