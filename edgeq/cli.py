@@ -369,6 +369,118 @@ def analyze_cmd(model: str, target: str | None, latency_us: float | None, json_o
         console.print(f"wrote {json_out}")
 
 
+@cli.command("deploy")
+@click.argument("model", type=click.Path())
+@click.option("--to", "targets", multiple=True, metavar="USER@HOST[:PORT]",
+              help="A board to deploy to (repeat for several); a Host alias from ~/.ssh/config works.")
+@click.option("--fleet", type=click.Path(), default=None, metavar="devices.toml",
+              help="Boards with labels and per-board options (port, identity, python, threads, runtime, ...).")
+@click.option("--bench", is_flag=True, help="Run edgeq-device bench on each board.")
+@click.option("--eval", "eval_data", type=click.Path(), default=None, metavar="DATA",
+              help="Evaluate on this image folder on each board (copied when it changed).")
+@click.option("--threads", type=click.IntRange(min=1), default=None, metavar="N", help="Interpreter threads.")
+@click.option("--runtime", type=click.Choice(["litert", "tflite-runtime", "tensorflow"]), default=None,
+              help="TFLite runtime on the boards (default: first found).")
+@click.option("--python", default=None, metavar="PATH", help="The boards' Python [python3].")
+@click.option("--parallel", type=click.IntRange(min=1), default=4, show_default=True,
+              help="At most this many boards at once.")
+@click.option("--timeout", type=click.FloatRange(min=1), default=None, metavar="SECS",
+              help="Longest any one step may take on a board [900].")
+@click.option("--offline", is_flag=True, default=None, help="The boards have no internet: never pip-download there.")
+@click.option("--ssh-config", type=click.Path(), default=None, metavar="FILE",
+              help="Use this ssh_config instead of ~/.ssh/config.")
+@click.option("-i", "--identity", type=click.Path(), default=None, metavar="KEY", help="SSH private key.")
+@click.option("--workdir", default=None, metavar="DIR", help="The edgeq folder on the boards [~/.edgeq-device].")
+@click.option("--bench-arg", "bench_args", multiple=True, metavar="ARG",
+              help="Extra argument for edgeq-device bench (repeat), e.g. --bench-arg=--runs=100.")
+@_db_option
+@click.option("--no-store", is_flag=True, help="Do not record results in the results database.")
+@click.option("--report", "report_path", type=click.Path(), default=None, metavar="PATH",
+              help="Also write the whole report as JSON.")
+@click.option("--force", is_flag=True, help="Overwrite the --report file if it exists.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress lines.")
+def deploy_cmd(model: str, targets: tuple[str, ...], fleet: str | None, bench: bool, eval_data: str | None,
+               threads: int | None, runtime: str | None, python: str | None, parallel: int,
+               timeout: float | None, offline: bool | None, ssh_config: str | None, identity: str | None,
+               workdir: str | None, bench_args: tuple[str, ...], db: str | None, no_store: bool,
+               report_path: str | None, force: bool, quiet: bool) -> None:
+    """Copy MODEL (.tflite) to boards over SSH, set them up, and measure it there.
+
+    Uses the system ssh, so ~/.ssh/config, keys, agent and ProxyJump work as in a
+    terminal. On each board edgeq-device is installed into a venv under
+    ~/.edgeq-device/ on first use; the model and data are copied only when they
+    changed. Boards run concurrently; one that fails does not stop the others.
+    Results are stored under each board's label (edgeq history --device LABEL).
+    Exit status 1 when a board failed.
+    """
+    from edgeq_device.fileio import check_writable
+
+    from .deploy import deploy
+
+    if report_path:
+        check_writable(report_path, force, argument="--report")
+    report = deploy(model, list(targets) or None, fleet=fleet, bench=bench, eval=eval_data, threads=threads,
+                    runtime=runtime, python=python, parallel=parallel, timeout=timeout, offline=offline,
+                    ssh_config=ssh_config, identity=identity, workdir=workdir, db=db, store=not no_store,
+                    bench_args=bench_args, progress=not quiet)
+    click.echo(report.summary())
+    if report_path:
+        report.save(report_path, overwrite=force)
+    if not report.ok:
+        raise SystemExit(1)
+
+
+@cli.command("compare")
+@click.argument("model", type=click.Path())
+@click.option("--calib", "calib", type=click.Path(), required=True, help="Calibration data (image folder, .npy, .npz).")
+@click.option("--eval", "evaluation", type=click.Path(), required=True, help="Labeled evaluation data.")
+@click.option("--modes", default="all", show_default=True, help="Comma-separated modes, or all.")
+@click.option("--threads", default=None, help="Comma-separated thread counts to time [1,<cores>].")
+@click.option("--io", default="float", show_default=True, help="I/O type of the int8 model.")
+@click.option("--samples", type=int, default=200, show_default=True, help="Calibration samples.")
+@click.option("--eval-samples", type=int, default=None, help="Evaluate on a seeded subset of this many.")
+@click.option("--budget", type=float, default=1.0, show_default=True, help="Accuracy budget, points of top-1.")
+@click.option("--prefer", type=click.Choice(["size", "latency"]), default="size", show_default=True)
+@click.option("--db", type=click.Path(), default=None, help="Results store [$EDGEQ_DB or ~/.edgeq/results.db].")
+@click.option("--no-store", is_flag=True, help="Do not record the measurements.")
+@click.option("--output", "-o", type=click.Path(), default="out/compare", show_default=True, help="Report folder.")
+@click.option("--force", is_flag=True, help="Overwrite existing report files.")
+@preprocess_options
+def compare_cmd(model: str, calib: str, evaluation: str, modes: str, threads: str | None, io: str, samples: int,
+                eval_samples: int | None, budget: float, prefer: str, db: str | None, no_store: bool, output: str,
+                force: bool, size: str | None, color: str | None, mean: float | None, std: float | None) -> None:
+    """Convert MODEL in every mode and compare size, accuracy, fidelity and latency; write a report."""
+    from pathlib import Path
+
+    from .compare import compare
+    from .store import ResultsStore
+
+    out = Path(output)
+    if (out / "results.json").exists() and not force:
+        raise OutputExistsError("a report exists in the output folder", argument="--output", received=str(out),
+                                fix="choose another --output or pass --force to overwrite")
+    thread_list = None
+    if threads:
+        try:
+            thread_list = [int(t) for t in threads.split(",")]
+        except ValueError:
+            raise InvalidArgumentError("expected comma-separated integers", argument="--threads",
+                                       received=threads, fix="give e.g. --threads 1,4") from None
+    mode_list: Any = "all" if modes == "all" else [m.strip() for m in modes.split(",")]
+    pre = build_preprocess(size, color, mean, std, model)
+    store = None if no_store else ResultsStore(db)
+    comp = compare(model, calibration=calib, evaluation=evaluation, modes=mode_list, threads=thread_list, io=io,
+                   samples=samples, eval_samples=eval_samples, budget=budget, prefer=prefer, preprocess=pre,
+                   store=store)
+    console = _console()
+    console.print(comp.table())
+    for note in comp.notes:
+        console.print(f"note: {note}")
+    written = comp.save(out, overwrite=force)
+    console.print(f"wrote {out}/report.html, report.md, results.json ({len(written)} files)"
+                  + ("" if store is None else f"; measurements stored in {store.path}"))
+
+
 def main() -> None:
     """Entry point of the ``edgeq`` console script."""
     cli(prog_name="edgeq")
