@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
-# System packages the test suite needs (the loopback sshd for deploy tests).
+# System packages the test suite needs: the loopback sshd for deploy tests and
+# headless Chromium to render the HTML report.
 # Installs only what is missing; needs root (CI and the dev machines are root).
 set -u
 need=()
 command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ] || need+=(openssh-server)
 command -v ssh >/dev/null 2>&1 || need+=(openssh-client)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing ${need[*]}"
     apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
   else
-    echo "missing ${need[*]}: the ssh tests will skip" >&2
+    echo "missing ${need[*]}: the tests that need them will skip" >&2
   fi
 fi
 exit 0

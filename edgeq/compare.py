@@ -1,0 +1,418 @@
+"""Compare every mode side by side: which ``.tflite`` should I ship?
+
+:func:`compare` converts a Keras model in every mode, then for the Keras model and
+each ``.tflite`` measures, on the same evaluation images:
+
+- file size and its ratio to float32;
+- top-1 / top-5 accuracy and the change from the Keras model in points;
+- agreement with the Keras model's top-1;
+- output fidelity against the Keras model: SQNR (dB), max abs error, cosine;
+- host latency p50/p90 for each thread count, through ``edgeq_device``'s harness;
+- conversion time, multiply-accumulates and achieved MAC/s.
+
+It then recommends the smallest (or fastest) mode within an accuracy budget and
+says why in one sentence. Every measurement can go to the results store. The
+images are preprocessed once by ``edgeq_device`` and run through its one
+evaluation loop; the Keras model sees the very same arrays.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from edgeq_device.analysis import analyze_flat_model
+from edgeq_device.bench import benchmark
+from edgeq_device.evaluate import predict_arrays
+from edgeq_device.sysinfo import board_info
+
+from . import __version__
+from .convert import MODES, ConversionResult, IOType, Mode, convert
+from .data import DataSource, as_source
+from .errors import DataError, InvalidArgumentError
+from .models import LoadedModel, load_model
+from .progress import task_progress
+
+__all__ = ["Comparison", "ModeRow", "Recommendation", "compare", "fidelity"]
+
+KERAS = "keras"
+
+
+@dataclass(frozen=True)
+class ModeRow:
+    """The figures of one model variant (the Keras model or one converted mode)."""
+
+    name: str
+    mode: str
+    io: str
+    size_bytes: int | None
+    size_ratio: float | None
+    top1: float | None
+    top5: float | None
+    top1_change_points: float | None
+    agreement: float | None
+    sqnr_db: float | None
+    max_abs_error: float | None
+    cosine: float | None
+    latency_us: dict[int, dict[str, float]]
+    latency_samples_us: dict[int, list[float]] = field(repr=False, default_factory=dict)
+    conversion_seconds: float | None = None
+    macs: int | None = None
+    params: int | None = None
+    peak_activation_bytes: int | None = None
+    model_sha256: str | None = None
+    path: str | None = None
+    float_ops: tuple[str, ...] = ()
+
+    def p50(self, threads: int) -> float | None:
+        """Median latency in microseconds at ``threads`` threads (None if not measured)."""
+        return self.latency_us.get(threads, {}).get("p50_us")
+
+    def macs_per_second(self, threads: int) -> float | None:
+        """Achieved multiply-accumulates per second at the median latency."""
+        p50 = self.p50(threads)
+        return None if not self.macs or not p50 else self.macs / (p50 * 1e-6)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (latency keys as strings)."""
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "latency_samples_us"}
+        d["latency_us"] = {str(t): v for t, v in self.latency_us.items()}
+        d["float_ops"] = list(self.float_ops)
+        d["macs_per_second"] = {str(t): self.macs_per_second(t) for t in self.latency_us}
+        return d
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """The mode to ship and why, in one sentence."""
+
+    mode: str | None
+    reason: str
+    budget_points: float
+    prefer: str
+
+
+@dataclass
+class Comparison:
+    """The result of :func:`compare`: rows, recommendation, notes and where it ran.
+
+    ``save(folder)`` writes ``results.json``, ``report.md``, ``report.html`` and the plots;
+    in Jupyter the object displays as a table with its plots.
+    """
+
+    model_name: str
+    rows: list[ModeRow]
+    recommendation: Recommendation
+    threads: tuple[int, ...]
+    evaluation: str
+    eval_images: int
+    labeled: bool
+    notes: list[str]
+    board: dict[str, Any]
+    created: str
+    results: dict[str, ConversionResult] = field(repr=False, default_factory=dict)
+
+    def row(self, name: str) -> ModeRow:
+        """The row of ``name`` (``"keras"`` or a mode)."""
+        for r in self.rows:
+            if r.name == name:
+                return r
+        raise InvalidArgumentError("no such row", argument="name", received=name,
+                                   fix=f"use one of: {', '.join(r.name for r in self.rows)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``results.json`` content."""
+        return {
+            "schema": "edgeq/compare/1",
+            "model": self.model_name,
+            "created": self.created,
+            "edgeq_version": __version__,
+            "evaluation": self.evaluation,
+            "eval_images": self.eval_images,
+            "labeled": self.labeled,
+            "threads": list(self.threads),
+            "board": self.board,
+            "recommendation": {"mode": self.recommendation.mode, "reason": self.recommendation.reason,
+                               "budget_points": self.recommendation.budget_points,
+                               "prefer": self.recommendation.prefer},
+            "notes": list(self.notes),
+            "rows": [r.to_dict() for r in self.rows],
+        }
+
+    def table(self) -> Any:
+        """A rich Table of the rows."""
+        from .report import rich_table
+
+        return rich_table(self)
+
+    def save(self, folder: str | os.PathLike[str], overwrite: bool = False, plots: bool = True) -> dict[str, Path]:
+        """Write the report files (and each .tflite) into ``folder``; returns what was written.
+
+        Raises:
+            OutputExistsError: a report file exists and ``overwrite`` is False (nothing is written then).
+        """
+        from .report import write_report
+
+        return write_report(self, Path(folder), overwrite=overwrite, plots=plots)
+
+    def _repr_html_(self) -> str:
+        from .report import html_fragment
+
+        return html_fragment(self)
+
+
+def fidelity(reference: np.ndarray, output: np.ndarray) -> dict[str, float]:
+    """SQNR (dB), max abs error and mean cosine similarity of ``output`` against ``reference``.
+
+    SQNR = 10 log10(sum(ref^2) / sum((ref - out)^2)); identical outputs give +inf.
+    """
+    ref = np.asarray(reference, np.float64).reshape(len(reference), -1)
+    out = np.asarray(output, np.float64).reshape(len(output), -1)
+    noise = float(np.sum((ref - out) ** 2))
+    signal = float(np.sum(ref ** 2))
+    sqnr = float("inf") if noise == 0 else 10.0 * np.log10(signal / noise) if signal > 0 else float("-inf")
+    norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(out, axis=1)
+    cos = np.where(norms > 0, np.sum(ref * out, axis=1) / np.where(norms > 0, norms, 1), 1.0)
+    return {"sqnr_db": sqnr, "max_abs_error": float(np.max(np.abs(ref - out))), "cosine": float(np.mean(cos))}
+
+
+def _top_k(outputs: np.ndarray, labels: np.ndarray, k: int) -> float:
+    k = min(k, outputs.shape[1])
+    true = outputs[np.arange(len(labels)), labels]
+    return float(np.mean((outputs > true[:, None]).sum(axis=1) < k))
+
+
+def _load_eval(source: DataSource, limit: int | None, seed: int) -> tuple[np.ndarray, np.ndarray | None]:
+    xs, ys = [], []
+    total = limit if limit is not None else source.known_length()
+    with task_progress("reading evaluation data", total) as tick:
+        for s in source.samples(limit=limit, seed=seed):
+            x = s.inputs
+            if isinstance(x, (dict, list)):
+                raise InvalidArgumentError("compare takes single-input models", argument="evaluation",
+                                           received=type(x).__name__, fix="evaluate multi-input models with evaluate()")
+            xs.append(np.asarray(x, np.float32))
+            ys.append(s.label)
+            tick()
+    if not xs:
+        raise DataError("the evaluation source gave no sample", argument="evaluation",
+                        received=source.description, fix="give a labeled image folder or arrays with labels")
+    labels = None if any(y is None for y in ys) else np.asarray(ys, np.int64)
+    return np.stack(xs), labels
+
+
+def _keras_outputs(loaded: LoadedModel, x: np.ndarray, batch: int = 256) -> np.ndarray:
+    outs = [loaded.predict([x[i:i + batch]])[0] for i in range(0, len(x), batch)]
+    return np.concatenate(outs).reshape(len(x), -1).astype(np.float32)
+
+
+def _recommend(rows: list[ModeRow], budget: float, prefer: str, threads: int, labeled: bool) -> Recommendation:
+    keras_row = rows[0]
+    candidates = []
+    for r in rows[1:]:
+        if labeled and r.top1_change_points is not None:
+            ok = -r.top1_change_points <= budget
+        else:
+            ok = r.agreement is not None and (1 - r.agreement) * 100 <= budget
+        if ok:
+            candidates.append(r)
+    metric = "top-1 accuracy" if labeled else "agreement with the Keras model"
+    if not candidates:
+        worst = min(rows[1:], key=lambda r: r.top1_change_points or 0.0)
+        return Recommendation(None, f"No mode stays within the {budget:g}-point budget on {metric}; the closest "
+                                    f"is {_closest(rows[1:], labeled)}. Try quantization-aware training "
+                                    f"(edgeq qat) or keep sensitive layers in float (--max-drop). "
+                                    f"Largest drop: {worst.name}.", budget, prefer)
+
+    def key(r: ModeRow) -> tuple[float, float]:
+        size = float(r.size_bytes or 0)
+        lat = r.p50(threads) or float("inf")
+        return (size, lat) if prefer == "size" else (lat, size)
+
+    best = min(candidates, key=key)
+    f32 = next((r for r in rows if r.name == "float32"), None)
+    parts = []
+    if f32 and best.size_bytes and f32.size_bytes:
+        parts.append(f"{f32.size_bytes / best.size_bytes:.1f}x smaller than float32")
+    if best.p50(threads) and f32 and f32.p50(threads):
+        ratio = f32.p50(threads) / best.p50(threads)  # type: ignore[operator]
+        parts.append(f"{ratio:.2f}x the float32 speed at {threads} thread{'s' if threads > 1 else ''}")
+    if labeled and best.top1 is not None:
+        parts.append(f"top-1 {best.top1 * 100:.1f}% ({best.top1_change_points:+.1f} points vs Keras "
+                     f"{keras_row.top1 * 100:.1f}%)" if keras_row.top1 is not None else "")
+    elif best.agreement is not None:
+        parts.append(f"{best.agreement * 100:.1f}% agreement with Keras")
+    what = "smallest" if prefer == "size" else "fastest"
+    reason = (f"{best.name} is the {what} model within the {budget:g}-point budget on {metric}: "
+              + ", ".join(p for p in parts if p) + ".")
+    return Recommendation(best.name, reason, budget, prefer)
+
+
+def _closest(rows: list[ModeRow], labeled: bool) -> str:
+    if labeled:
+        r = max(rows, key=lambda r: r.top1_change_points if r.top1_change_points is not None else -1e9)
+        return f"{r.name} ({r.top1_change_points:+.1f} points)"
+    r = max(rows, key=lambda r: r.agreement or 0.0)
+    return f"{r.name} ({(r.agreement or 0) * 100:.1f}% agreement)"
+
+
+def compare(
+    model: Any,
+    *,
+    calibration: Any,
+    evaluation: Any,
+    modes: Sequence[str | Mode] | str = "all",
+    threads: Sequence[int] | None = None,
+    io: str | IOType = "float",
+    samples: int = 200,
+    eval_samples: int | None = None,
+    seed: int = 0,
+    budget: float = 1.0,
+    prefer: str = "size",
+    preprocess: Any = None,
+    runs: int = 50,
+    min_secs: float = 0.5,
+    max_secs: float = 20.0,
+    store: Any = None,
+    show_progress: bool | None = None,
+) -> Comparison:
+    """Convert ``model`` in every mode and measure each against the Keras model.
+
+    Args:
+        model: a Keras 3 / tf_keras model, a ``.keras``/``.h5`` file or a SavedModel folder
+            (single input).
+        calibration: calibration data (as for :func:`edgeq.convert`).
+        evaluation: evaluation data: a labeled image folder, ``(x, y)`` arrays, ``.npz``...; without
+            labels, accuracy is left out and agreement with the Keras model decides.
+        modes: ``"all"`` or a list of modes.
+        threads: thread counts to time (default: 1 and all cores).
+        io: I/O type of the int8 model (``float``, ``int8``, ``uint8``).
+        samples: calibration samples.
+        eval_samples: evaluate on a seeded subset of this many (default: all).
+        budget: accuracy budget in points of top-1 for the recommendation (default 1).
+        prefer: ``"size"`` (smallest within budget) or ``"latency"`` (fastest).
+        runs, min_secs, max_secs: latency loop per mode and thread count (see ``edgeq_device.bench``).
+        store: a :class:`edgeq.store.ResultsStore` or a path to record every measurement in.
+        show_progress: progress on stderr.
+
+    Raises:
+        InvalidArgumentError, DataError, CalibrationError, ConversionError and the errors of convert.
+    """
+    if prefer not in ("size", "latency"):
+        raise InvalidArgumentError("unknown value", argument="prefer", received=prefer, fix="use 'size' or 'latency'")
+    if not isinstance(budget, (int, float)) or budget < 0:
+        raise InvalidArgumentError("must be a number of points >= 0", argument="budget", received=budget,
+                                   fix="give e.g. 1.0 (one point of top-1 accuracy)")
+    mode_list = list(MODES) if modes == "all" else [Mode(str(m.value if isinstance(m, Mode) else m).lower())
+                                                    for m in modes]  # type: ignore[arg-type]
+    cores = os.cpu_count() or 1
+    thread_list = tuple(sorted(set(threads))) if threads else tuple(sorted({1, cores}))
+    if any((not isinstance(t, int)) or t < 1 for t in thread_list):
+        raise InvalidArgumentError("thread counts must be positive integers", argument="threads",
+                                   received=threads, fix="give e.g. (1, 4)")
+    loaded = load_model(model)
+    if len(loaded.inputs) != 1:
+        raise InvalidArgumentError("compare takes single-input models", argument="model",
+                                   received=[s.name for s in loaded.inputs], fix="use convert() and evaluate() per input")
+    from .convert import default_preprocess
+
+    pre = preprocess or default_preprocess(loaded.inputs[0])
+    eval_src = as_source(evaluation, pre, argument="evaluation")
+    x, labels = _load_eval(eval_src, eval_samples, seed)
+    keras_out = _keras_outputs(loaded, x)
+    keras_pred = keras_out.argmax(axis=1)
+    labeled = labels is not None
+    keras_top1 = _top_k(keras_out, labels, 1) if labeled else None
+    rows = [ModeRow(
+        name=KERAS, mode=KERAS, io="float", size_bytes=None, size_ratio=None, top1=keras_top1,
+        top5=_top_k(keras_out, labels, 5) if labeled else None, top1_change_points=0.0 if labeled else None,
+        agreement=1.0, sqnr_db=None, max_abs_error=0.0, cosine=1.0, latency_us={})]
+    results: dict[str, ConversionResult] = {}
+    calib = as_source(calibration, pre)
+    for mode in mode_list:
+        res = convert(loaded, mode, calibration=calib if mode.needs_calibration else None, samples=samples,
+                      seed=seed, io=io if mode is Mode.INT8 else "float", preprocess=pre,
+                      labels=eval_src.class_names or None, show_progress=show_progress)
+        results[mode.value] = res
+    f32_size = results["float32"].size_bytes if "float32" in results else None
+    from .store import file_sha256
+
+    with task_progress("measuring modes", len(results) * (1 + len(thread_list)), show_progress) as tick:
+        for name, res in results.items():
+            out = predict_arrays(res.model_bytes, x, workers=None)
+            tick()
+            fid = fidelity(keras_out, out)
+            pred = out.argmax(axis=1)
+            top1 = _top_k(out, labels, 1) if labeled else None
+            lat: dict[int, dict[str, float]] = {}
+            samples_us: dict[int, list[float]] = {}
+            for t in thread_list:
+                b = benchmark(res.model_bytes, runs=runs, min_secs=min_secs, max_secs=max_secs, warmup=3,
+                              threads=t)
+                lat[t] = {"p50_us": b.latency.p50_us, "p90_us": b.latency.p90_us, "mean_us": b.latency.mean_us,
+                          "std_us": b.latency.std_us, "runs": b.latency.count}
+                raw = getattr(b, "samples_us", None)
+                if raw:
+                    samples_us[t] = list(raw)
+                tick()
+            ana = analyze_flat_model(res.model_bytes)
+            rows.append(ModeRow(
+                name=name, mode=res.mode.value, io=res.io.value, size_bytes=res.size_bytes,
+                size_ratio=None if not f32_size else f32_size / res.size_bytes,
+                top1=top1, top5=_top_k(out, labels, 5) if labeled else None,
+                top1_change_points=None if top1 is None or keras_top1 is None else (top1 - keras_top1) * 100,
+                agreement=float(np.mean(pred == keras_pred)), sqnr_db=fid["sqnr_db"],
+                max_abs_error=fid["max_abs_error"], cosine=fid["cosine"], latency_us=lat,
+                latency_samples_us=samples_us, conversion_seconds=res.conversion_seconds,
+                macs=ana.total_macs, params=ana.total_params, peak_activation_bytes=ana.peak_activation_bytes,
+                model_sha256=file_sha256(res.model_bytes), float_ops=res.float_ops))
+    notes = []
+    f32 = next((r for r in rows if r.name == "float32"), None)
+    for r in rows[1:]:
+        if f32 is None or r is f32:
+            continue
+        for t in thread_list:
+            a, b = r.p50(t), f32.p50(t)
+            if a and b and a > b * 1.05:
+                notes.append(f"{r.name} is slower than float32 on this CPU at {t} thread{'s' if t > 1 else ''} "
+                             f"({a / 1000:.3f} ms vs {b / 1000:.3f} ms p50): quantized is not always faster "
+                             "(XNNPACK runs float32 well; dynamic-range dequantizes weights at run time).")
+    rec = _recommend(rows, float(budget), prefer, thread_list[0], labeled)
+    board = board_info()
+    comp = Comparison(
+        model_name=results[next(iter(results))].source_name if results else loaded.name,
+        rows=rows, recommendation=rec, threads=thread_list, evaluation=eval_src.description,
+        eval_images=len(x), labeled=labeled, notes=notes, board=board.to_dict(),
+        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), results=results)
+    if store is not None:
+        record(comp, store)
+    return comp
+
+
+def record(comp: Comparison, store: Any) -> int:
+    """Write every measurement of ``comp`` to the results store (path or ResultsStore); returns the count."""
+    from .store import Measurement, ResultsStore
+
+    st = store if isinstance(store, ResultsStore) else ResultsStore(store)
+    board = comp.board
+    device = "host"
+    from edgeq_device.runtime import resolve_runtime
+
+    rt = resolve_runtime()
+    n = 0
+    for r in comp.rows[1:]:
+        for t, lat in r.latency_us.items():
+            st.add_measurement(Measurement(
+                model_sha256=r.model_sha256 or "", model_name=comp.model_name, mode=r.mode, device=device,
+                runtime=rt.name, runtime_version=rt.version, threads=t, kind="compare",
+                size_bytes=r.size_bytes, latency_p50_us=lat["p50_us"], latency_p90_us=lat["p90_us"],
+                latency_mean_us=lat["mean_us"], accuracy_top1=r.top1, accuracy_top5=r.top5,
+                agreement=r.agreement, sqnr_db=r.sqnr_db if r.sqnr_db is not None and np.isfinite(r.sqnr_db) else None,
+                source="compare", payload={"row": r.to_dict(), "board": board, "evaluation": comp.evaluation}))
+            n += 1
+    return n

@@ -1,0 +1,271 @@
+"""Render a :class:`~edgeq.compare.Comparison`: terminal table, Markdown, self-contained HTML, plots.
+
+Every figure in the reports comes from ``Comparison.to_dict()`` (what ``results.json`` holds),
+so the files always agree. The HTML embeds its plots as data URIs and its style inline:
+it renders with no network.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgeq_device.fileio import atomic_write_bytes, atomic_write_text
+
+from .errors import OutputExistsError
+
+if TYPE_CHECKING:
+    from .compare import Comparison
+
+__all__ = ["html_fragment", "markdown", "plot_pngs", "rich_table", "write_report"]
+
+COLUMNS = ("model", "size", "vs f32", "top-1", "Δ top-1", "top-5", "agree", "SQNR dB", "max err", "cosine")
+
+
+def _size(n: float | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return "-"
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{v * 100:.2f}%"
+
+
+def _num(v: float | None, fmt: str = "{:.2f}") -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float) and math.isinf(v):
+        return "∞" if v > 0 else "-∞"
+    return fmt.format(v)
+
+
+def _ms(us: float | None) -> str:
+    return "-" if us is None else f"{us / 1000:.3f}"
+
+
+def table_rows(data: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Header and cells of the comparison table, from the ``results.json`` dict."""
+    threads = data["threads"]
+    header = list(COLUMNS)
+    for t in threads:
+        header += [f"p50 ms ({t}T)", f"p90 ms ({t}T)"]
+    header += ["MACs/s (1st T)", "convert s"]
+    rows = []
+    for r in data["rows"]:
+        cells = [
+            r["name"], _size(r["size_bytes"]), _num(r["size_ratio"], "{:.2f}x"), _pct(r["top1"]),
+            _num(r["top1_change_points"], "{:+.2f}"), _pct(r["top5"]), _pct(r["agreement"]),
+            _num(r["sqnr_db"], "{:.1f}"), _num(r["max_abs_error"], "{:.4f}"), _num(r["cosine"], "{:.5f}"),
+        ]
+        for t in threads:
+            lat = r["latency_us"].get(str(t), {})
+            cells += [_ms(lat.get("p50_us")), _ms(lat.get("p90_us"))]
+        mps = r.get("macs_per_second", {}).get(str(threads[0])) if r.get("macs_per_second") else None
+        cells += ["-" if not mps else f"{mps / 1e9:.2f} G", _num(r["conversion_seconds"], "{:.1f}")]
+        rows.append(cells)
+    return header, rows
+
+
+def rich_table(comp: Comparison) -> Any:
+    """The comparison as a rich Table (the recommended mode in bold)."""
+    from rich.table import Table
+
+    data = comp.to_dict()
+    header, rows = table_rows(data)
+    table = Table(title=f"{data['model']}: every mode on {data['eval_images']} images of {data['evaluation']}",
+                  caption=data["recommendation"]["reason"])
+    for i, h in enumerate(header):
+        table.add_column(h, justify="left" if i == 0 else "right")
+    rec = data["recommendation"]["mode"]
+    for cells in rows:
+        table.add_row(*cells, style="bold green" if cells[0] == rec else None)
+    return table
+
+
+def markdown(comp: Comparison) -> str:
+    """``report.md``: the table, the recommendation, notes and the board."""
+    data = comp.to_dict()
+    header, rows = table_rows(data)
+    lines = [f"# {data['model']}: which .tflite to ship", "",
+             f"Evaluated on {data['eval_images']} images of `{data['evaluation']}`"
+             f"{'' if data['labeled'] else ' (unlabeled: agreement with the Keras model decides)'}; "
+             f"latency on this host ({comp.board.get('cpu_model') or comp.board.get('architecture')}, "
+             f"{comp.board.get('cores')} cores) with {', '.join(str(t) for t in data['threads'])} thread(s).", "",
+             "## Recommendation", "", f"**{data['recommendation']['mode'] or 'none'}**: {data['recommendation']['reason']}",
+             "", "## Every mode", "",
+             "| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |" for cells in rows]
+    if data["notes"]:
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in data["notes"]]
+    lines += ["", "## Plots", "", "![accuracy vs latency](plots/accuracy_vs_latency.png)", "",
+              "![size](plots/size.png)", "", "![latency](plots/latency.png)", "",
+              f"_edgeq {data['edgeq_version']}, {data['created']}_", ""]
+    return "\n".join(lines)
+
+
+def _pareto(points: list[tuple[float, float, str]]) -> list[str]:
+    """Names on the front: no other point is both faster (lower x) and more accurate (higher y)."""
+    front = []
+    for x, y, name in points:
+        if not any((x2 <= x and y2 >= y) and (x2 < x or y2 > y) for x2, y2, _ in points):
+            front.append(name)
+    return front
+
+
+def plot_pngs(comp: Comparison) -> dict[str, bytes]:
+    """The three plots as PNG bytes: accuracy vs latency, size, latency distribution."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    data = comp.to_dict()
+    t0 = str(data["threads"][0])
+    modes = [r for r in data["rows"] if r["name"] != "keras"]
+    out: dict[str, bytes] = {}
+
+    def png(fig: Any) -> bytes:
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        return buf.getvalue()
+
+    # accuracy (or agreement) vs latency, marker area ~ size, Pareto front marked
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    metric = "top1" if data["labeled"] else "agreement"
+    pts = []
+    max_size = max((r["size_bytes"] or 1) for r in modes) if modes else 1
+    for r in modes:
+        lat = r["latency_us"].get(t0, {}).get("p50_us")
+        val = r[metric]
+        if lat is None or val is None:
+            continue
+        pts.append((lat / 1000, val * 100, r["name"]))
+        ax.scatter(lat / 1000, val * 100, s=60 + 900 * (r["size_bytes"] or 0) / max_size, alpha=0.55)
+        ax.annotate(r["name"], (lat / 1000, val * 100), textcoords="offset points", xytext=(6, 6), fontsize=9)
+    front = _pareto(pts)
+    fp = sorted((x, y) for x, y, n in pts if n in front)
+    if fp:
+        ax.plot([p[0] for p in fp], [p[1] for p in fp], "k--", lw=1, label="Pareto front")
+        ax.legend(loc="lower right", fontsize=8)
+    keras_row = data["rows"][0]
+    if keras_row.get(metric) is not None:
+        ax.axhline(keras_row[metric] * 100, color="grey", lw=0.8, ls=":")
+    ax.set_xlabel(f"p50 latency, ms ({t0} thread{'s' if t0 != '1' else ''})")
+    ax.set_ylabel("top-1 accuracy, %" if data["labeled"] else "agreement with Keras, %")
+    ax.set_title("accuracy vs latency (marker area = file size)")
+    out["accuracy_vs_latency.png"] = png(fig)
+
+    fig, ax = plt.subplots(figsize=(6.4, 3.4))
+    names = [r["name"] for r in modes]
+    sizes = [(r["size_bytes"] or 0) / 1024 for r in modes]
+    bars = ax.bar(names, sizes, color="#4c78a8")
+    for b, r in zip(bars, modes):
+        if r["size_ratio"]:
+            ax.annotate(f"{r['size_ratio']:.1f}x", (b.get_x() + b.get_width() / 2, b.get_height()),
+                        ha="center", va="bottom", fontsize=8)
+    ax.set_ylabel("KB")
+    ax.set_title("file size (ratio to float32)")
+    out["size.png"] = png(fig)
+
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    samples = [comp.row(r["name"]).latency_samples_us.get(int(t0)) for r in modes]
+    if all(samples):
+        ax.boxplot([[s / 1000 for s in ss] for ss in samples if ss], showfliers=False)  # type: ignore[union-attr]
+        ax.set_xticks(range(1, len(names) + 1), names)
+    else:
+        p50 = [(r["latency_us"].get(t0, {}).get("p50_us") or 0) / 1000 for r in modes]
+        p90 = [(r["latency_us"].get(t0, {}).get("p90_us") or 0) / 1000 for r in modes]
+        ax.bar(names, p90, color="#f58518", label="p90")
+        ax.bar(names, p50, color="#4c78a8", label="p50")
+        ax.legend(fontsize=8)
+    ax.set_ylabel("ms")
+    ax.set_title(f"latency per mode ({t0} thread{'s' if t0 != '1' else ''})")
+    out["latency.png"] = png(fig)
+    return out
+
+
+_CSS = """body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em;color:#222}
+table{border-collapse:collapse;font-size:13px}th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}
+th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}tr.rec{background:#e7f6e7;font-weight:bold}
+.rec-box{border-left:4px solid #2e7d32;padding:.5em 1em;background:#f4faf4}img{max-width:100%;margin:1em 0}
+.notes li{margin:.3em 0}"""
+
+
+def _html_table(data: dict[str, Any]) -> str:
+    header, rows = table_rows(data)
+    rec = data["recommendation"]["mode"]
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join(
+        f"<tr{' class=\"rec\"' if cells[0] == rec else ''}>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>"
+        for cells in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def html_fragment(comp: Comparison, pngs: dict[str, bytes] | None = None) -> str:
+    """The report body: recommendation, table, notes and inline plots (also Jupyter's display)."""
+    data = comp.to_dict()
+    pngs = plot_pngs(comp) if pngs is None else pngs
+    imgs = "".join(f'<img alt="{html.escape(name)}" src="data:image/png;base64,{base64.b64encode(b).decode()}">'
+                   for name, b in pngs.items())
+    notes = "".join(f"<li>{html.escape(n)}</li>" for n in data["notes"])
+    return (f"<div class=\"rec-box\"><b>{html.escape(str(data['recommendation']['mode'] or 'none'))}</b>: "
+            f"{html.escape(data['recommendation']['reason'])}</div>{_html_table(data)}"
+            + (f"<ul class=\"notes\">{notes}</ul>" if notes else "") + f"<div>{imgs}</div>")
+
+
+def html_page(comp: Comparison, pngs: dict[str, bytes]) -> str:
+    """``report.html``: one self-contained page (no external reference)."""
+    data = comp.to_dict()
+    title = f"{data['model']}: which .tflite to ship"
+    return (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
+            f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>"
+            f"<p>Evaluated on {data['eval_images']} images of <code>{html.escape(data['evaluation'])}</code>; "
+            f"latency on {html.escape(str(comp.board.get('cpu_model') or comp.board.get('architecture')))} "
+            f"({comp.board.get('cores')} cores). edgeq {html.escape(data['edgeq_version'])}, {html.escape(data['created'])}.</p>"
+            f"{html_fragment(comp, pngs)}</body></html>")
+
+
+def write_report(comp: Comparison, folder: Path, overwrite: bool = False, plots: bool = True) -> dict[str, Path]:
+    """Write results.json, report.md, report.html, plots/*.png and models/*.tflite into ``folder``.
+
+    Every target is checked before anything is written, so a refusal leaves the folder as it was.
+    """
+    pngs = plot_pngs(comp) if plots else {}
+    files: dict[str, bytes] = {
+        "results.json": (json.dumps(comp.to_dict(), indent=2, default=_json_default) + "\n").encode(),
+        "report.md": markdown(comp).encode(),
+        "report.html": html_page(comp, pngs).encode(),
+    }
+    files.update({f"plots/{name}": b for name, b in pngs.items()})
+    files.update({f"models/{r.default_filename}": r.model_bytes for r in comp.results.values()})
+    targets = {name: folder / name for name in files}
+    clash = [str(p) for p in targets.values() if p.exists()]
+    if clash and not overwrite:
+        raise OutputExistsError(f"{len(clash)} report file(s) exist", argument="output", received=clash[0],
+                                fix="choose another folder or pass overwrite=True (--force)")
+    written = {}
+    for name, payload in files.items():
+        if name.endswith((".md", ".html", ".json")):
+            written[name] = atomic_write_text(targets[name], payload.decode(), overwrite=overwrite)
+        else:
+            written[name] = atomic_write_bytes(targets[name], payload, overwrite=overwrite)
+    return written
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    return str(obj)

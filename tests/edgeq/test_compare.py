@@ -1,0 +1,181 @@
+"""edgeq.compare against independent computations on the same data, and its report files."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgeq.compare import compare
+from edgeq.demo import load_folder, train_cnn
+from edgeq.errors import OutputExistsError
+from edgeq.store import ResultsStore
+
+EVAL_N = 300
+
+
+@pytest.fixture(scope="module")
+def trained(mnist_train):
+    return train_cnn(mnist_train, epochs=1, verbose=0)
+
+
+@pytest.fixture(scope="module")
+def comparison(trained, mnist_train, mnist_test, tmp_path_factory):
+    db = tmp_path_factory.mktemp("store") / "results.db"
+    comp = compare(trained, calibration=mnist_train, evaluation=mnist_test, samples=100, eval_samples=EVAL_N,
+                   threads=(1, 2), runs=20, min_secs=0.05, max_secs=5, store=db)
+    return comp, db
+
+
+@pytest.fixture(scope="module")
+def eval_arrays(mnist_test):
+    """The same seeded subset compare evaluated, read independently of edgeq.data."""
+    from edgeq_device.images import iter_images, list_image_folder
+    from edgeq_device.preprocess import Preprocess
+
+    listing = list_image_folder(mnist_test).sample(EVAL_N, seed=0)
+    pairs = list(iter_images(listing, Preprocess(size=(28, 28), color="l")))
+    return np.stack([a for a, _ in pairs]), np.array([y for _, y in pairs])
+
+
+def _plain_tflite_outputs(model_bytes, x):
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_content=model_bytes)
+    it.allocate_tensors()
+    inp, out = it.get_input_details()[0], it.get_output_details()[0]
+    res = []
+    for sample in x:
+        v = sample[None]
+        if inp["dtype"] != np.float32:
+            s, z = inp["quantization"]
+            v = np.clip(np.round(v / s + z), np.iinfo(inp["dtype"]).min, np.iinfo(inp["dtype"]).max).astype(inp["dtype"])
+        it.set_tensor(inp["index"], v)
+        it.invoke()
+        o = it.get_tensor(out["index"]).astype(np.float64)
+        if out["dtype"] != np.float32:
+            s, z = out["quantization"]
+            o = (o - z) * s
+        res.append(o.reshape(-1))
+    return np.array(res)
+
+
+def test_figures_match_independent_computation(comparison, trained, eval_arrays):
+    comp, _ = comparison
+    x, y = eval_arrays
+    keras_out = np.asarray(trained(x, training=False))
+    keras_row = comp.row("keras")
+    assert keras_row.top1 == pytest.approx(np.mean(keras_out.argmax(1) == y))
+    assert comp.eval_images == EVAL_N and comp.labeled
+    f32_size = comp.results["float32"].size_bytes
+    for name, res in comp.results.items():
+        row = comp.row(name)
+        out = _plain_tflite_outputs(res.model_bytes, x)
+        assert row.top1 == pytest.approx(np.mean(out.argmax(1) == y)), name
+        top5 = np.mean([yy in np.argsort(-o)[:5] for o, yy in zip(out, y)])
+        assert row.top5 == pytest.approx(top5), name
+        assert row.agreement == pytest.approx(np.mean(out.argmax(1) == keras_out.argmax(1))), name
+        assert row.top1_change_points == pytest.approx((row.top1 - keras_row.top1) * 100)
+        err = out - keras_out
+        sqnr = 10 * np.log10(np.sum(keras_out.astype(np.float64) ** 2) / np.sum(err ** 2)) if np.any(err) else np.inf
+        assert row.sqnr_db == pytest.approx(sqnr, rel=1e-3), name
+        assert row.max_abs_error == pytest.approx(np.abs(err).max(), rel=1e-3, abs=1e-6), name
+        assert row.size_bytes == len(res.model_bytes)
+        assert row.size_ratio == pytest.approx(f32_size / len(res.model_bytes))
+        for t in (1, 2):
+            lat = row.latency_us[t]
+            assert 0 < lat["p50_us"] <= lat["p90_us"]
+    assert comp.row("int8").size_ratio > 3
+
+
+def test_recommendation_within_budget(comparison):
+    comp, _ = comparison
+    rec = comp.recommendation
+    assert rec.mode is not None
+    chosen = comp.row(rec.mode)
+    assert -chosen.top1_change_points <= rec.budget_points
+    within = [r for r in comp.rows[1:] if -r.top1_change_points <= rec.budget_points]
+    assert chosen.size_bytes == min(r.size_bytes for r in within)
+    assert rec.mode in rec.reason and "budget" in rec.reason
+
+
+def test_every_measurement_is_stored(comparison):
+    comp, db = comparison
+    runs = ResultsStore(db).runs()
+    assert len(runs) == (len(comp.rows) - 1) * 2
+    int8 = [m for m in runs if m.mode == "int8" and m.threads == 1][0]
+    assert int8.latency_p50_us == pytest.approx(comp.row("int8").latency_us[1]["p50_us"])
+    assert int8.accuracy_top1 == pytest.approx(comp.row("int8").top1)
+
+
+def test_report_files_hold_results_json_numbers(comparison, tmp_path):
+    comp, _ = comparison
+    written = comp.save(tmp_path)
+    for name in ("results.json", "report.md", "report.html", "plots/accuracy_vs_latency.png", "plots/size.png",
+                 "plots/latency.png"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    assert len(list((tmp_path / "models").glob("*.tflite"))) == len(comp.results)
+    data = json.loads((tmp_path / "results.json").read_text())
+    md = (tmp_path / "report.md").read_text()
+    page = (tmp_path / "report.html").read_text()
+    for row in data["rows"]:
+        if row["top1"] is not None:
+            shown = f"{row['top1'] * 100:.2f}%"
+            assert shown in md and shown in page
+        line = next(ln for ln in md.splitlines() if ln.startswith(f"| {row['name']} |"))
+        p50 = row["latency_us"].get("1", {}).get("p50_us")
+        if p50:
+            assert f"{p50 / 1000:.3f}" in line
+    assert data["recommendation"]["reason"] in md
+    assert set(written) >= {"results.json", "report.md", "report.html"}
+    with pytest.raises(OutputExistsError, match="report file"):
+        comp.save(tmp_path)
+
+
+def test_html_is_self_contained(comparison, tmp_path):
+    comp, _ = comparison
+    comp.save(tmp_path, overwrite=True)
+    page = (tmp_path / "report.html").read_text()
+    assert not re.search(r"""(src|href)\s*=\s*["'](?!data:|#)""", page)
+    assert "url(" not in page and "@import" not in page
+    assert page.count("data:image/png;base64,") == 3
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+def test_report_renders_in_headless_chromium(comparison, repo_root):
+    """Render report.html in headless Chromium and check the table and plots are on the screenshot.
+
+    The screenshot is kept in out/test-artifacts/report.png for a person to look at.
+    """
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("chromium is not installed (tests/setup_system.sh installs it)")
+    comp, _ = comparison
+    folder = repo_root / "out" / "test-artifacts"
+    comp.save(folder / "report", overwrite=True)
+    shot = folder / "report.png"
+    shot.unlink(missing_ok=True)
+    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                    f"--user-data-dir={folder / 'chromium-profile'}", "--hide-scrollbars",
+                    f"--screenshot={shot}", "--window-size=1400,2600", (folder / "report" / "report.html").as_uri()],
+                   check=True, capture_output=True, timeout=120)
+    from PIL import Image
+
+    img = np.asarray(Image.open(shot).convert("RGB")).astype(int)
+    h = img.shape[0]
+    nonwhite = np.any(img < 235, axis=2)
+    # The table's grid lines: many long horizontal runs of grey near the top.
+    table_rows = sum(1 for r in range(h // 3) if nonwhite[r].mean() > 0.4)
+    assert table_rows >= 5, "no table visible"
+    # The plots: the bar/marker colour #4c78a8 appears in quantity below the table.
+    blue = (np.abs(img - np.array([0x4c, 0x78, 0xa8])).sum(axis=2) < 40)
+    assert blue.sum() > 2000, "no plot visible"
