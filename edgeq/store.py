@@ -607,8 +607,11 @@ class ResultsStore:
         model = payload.get("model")
         model_path = model if isinstance(model, str) else _get(payload, "model.path", "model_path")
         sha = _get(payload, "model.sha256", "model_sha256", "sha256")
-        if not sha and model_path and Path(str(model_path)).is_file():
-            sha = file_sha256(str(model_path))
+        # The model file, when it is on this machine: it gives the hash, mode and size a payload lacks.
+        local = Path(str(model_path)) if model_path and Path(str(model_path)).is_file() else None
+        local_sha = None if local is None else file_sha256(local)
+        if not sha:
+            sha = local_sha
         if not isinstance(sha, str) or not _SHA_RE.match(sha.lower()):
             raise DataError("the result does not name the model's sha256 and its model file is not here",
                             argument=origin, received=sha or model_path,
@@ -629,10 +632,14 @@ class ResultsStore:
         sysinfo = _get(payload, "board", "sysinfo", "system", "device_info")
         label = device or _get(payload, "device", "label") or _device_from_sysinfo(sysinfo) or "unknown"
         mode = _get(payload, "mode", "model.mode", "metadata.mode", "model.metadata.mode")
-        if mode is None and model_path and Path(str(model_path)).is_file():
-            mode = _mode_from_model(Path(str(model_path)))
+        same_file = local is not None and local_sha == sha.lower()
+        if mode is None and same_file:
+            mode = _mode_from_model(local)  # type: ignore[arg-type]
         created = _get(payload, "created", "timestamp", "time", "started", "finished") or _now_iso()
         threads = _int(_get(payload, "threads", "params.threads", "config.threads", "runtime.threads"))
+        size = _int(_get(payload, "model.size_bytes", "model.size", "size_bytes", "model_size_bytes"))
+        if size is None and same_file:
+            size = local.stat().st_size  # type: ignore[union-attr]
         return Measurement(
             model_sha256=sha.lower(),
             model_name=model_name,
@@ -643,7 +650,7 @@ class ResultsStore:
             threads=threads if threads and threads > 0 else None,
             kind=kind,
             created=created,
-            size_bytes=_int(_get(payload, "model.size_bytes", "model.size", "size_bytes", "model_size_bytes")),
+            size_bytes=size,
             latency_p50_us=_latency_us(payload, "p50") if kind == "bench" else None,
             latency_p90_us=_latency_us(payload, "p90") if kind == "bench" else None,
             latency_mean_us=_latency_us(payload, "mean") if kind == "bench" else None,

@@ -288,15 +288,34 @@ def test_import_a_real_bench_json(tiny_tflite: Path, tmp_path: Path) -> None:
         assert m.created.startswith(result.started[:19])
         assert m.payload == json.loads(bench_json.read_text())
 
-        # The same result from a board whose model path is not on this machine, without a hash.
+        # The same result as a board reports it: its model path is not on this machine.
         away = dict(payload, model="/home/pi/models/tinycnn.tflite")
-        with pytest.raises(DataError, match="sha256"):
-            store.add_device_result(away, device="pi5")
-        away["model_sha256"] = m.model_sha256  # what a payload with the hash carries
         row = store.add_device_result(away, device="pi5", source="deploy")
         got = store.runs(device="pi5")[0]
         assert got.id == row and got.source == "deploy" and got.model_sha256 == m.model_sha256
-        assert got.mode == "unknown"  # the model file was not here to read its edgeq metadata
+        assert (got.mode, got.model_name, got.size_bytes) == ("float32", "tinycnn", m.size_bytes)
+        # Without the hash in the payload and without the file, the run cannot be keyed.
+        del away["model_sha256"]
+        with pytest.raises(DataError, match="sha256"):
+            store.add_device_result(away, device="pi5")
+
+
+def test_import_a_real_eval_json(tiny_tflite: Path, mnist_test: Path, tmp_path: Path) -> None:
+    """`edgeq-device eval --json` output on real MNIST digits, imported through the API."""
+    from edgeq_device.evaluate import evaluate
+
+    result = evaluate(tiny_tflite, mnist_test, limit=60, threads=1)
+    eval_json = tmp_path / "eval.json"
+    result.save(eval_json)
+    with ResultsStore(tmp_path / "r.db") as store:
+        row = store.import_json(eval_json, device="host")
+        (m,) = store.runs()
+    assert m.id == row and m.kind == "eval" and m.device == "host"
+    assert m.model_sha256 == file_sha256(tiny_tflite) == result.model_sha256
+    assert (m.mode, m.threads, m.runtime) == ("float32", 1, result.runtime)
+    assert (m.accuracy_top1, m.accuracy_top5) == (result.top1, result.top5)
+    assert m.size_bytes == tiny_tflite.stat().st_size  # read from the model file, which is here
+    assert m.latency_p50_us is None
 
 
 def test_diff_flags_a_real_slowdown(tiny_tflite: Path, tmp_path: Path) -> None:
