@@ -41,6 +41,7 @@ __all__ = [
     "format_eval",
     "model_preprocess",
     "predict",
+    "predict_arrays",
     "read_labels",
 ]
 
@@ -190,19 +191,79 @@ def predict(
     """
     if not isinstance(listing, FolderListing):
         listing = list_image_folder(Path(os.fspath(listing)))
-    n = len(listing)
+    paths = listing.paths
+
+    def load(i: int) -> np.ndarray | None:
+        try:
+            return load_image(paths[i], preprocess)
+        except DataError as exc:
+            if not skip_unreadable:
+                raise DataError("cannot read image", argument="data", received=str(paths[i]),
+                                fix="remove or replace the file (or skip such files with "
+                                    "--skip-unreadable)") from exc
+            return None
+
+    runners = _make_runners(model, len(paths), workers, runtime, threads, xnnpack, delegate, delegate_options)
+    _check_input(runners[0], preprocess)
+    outputs, ok = _run_pool(runners, len(paths), load, progress)
+    bad = [paths[i] for i in np.flatnonzero(~ok)]
+    if skipped is not None:
+        skipped.extend(bad)
+    if bad and len(bad) == len(paths):
+        raise DataError(f"none of the {len(paths)} image files could be read", argument="data",
+                        received=str(listing.root), fix="check that the files are images Pillow can open")
+    labels = None if listing.labels is None else np.asarray(listing.labels, np.int64)[ok]
+    return outputs[ok], labels
+
+
+def predict_arrays(
+    model: ModelSource,
+    x: np.ndarray,
+    *,
+    workers: int | None = None,
+    runtime: Runtime | str | None = None,
+    threads: int | None = None,
+    xnnpack: bool = True,
+    delegate: str | None = None,
+    delegate_options: Mapping[str, str] | None = None,
+    progress: ProgressCallback | None = None,
+) -> np.ndarray:
+    """Run already-preprocessed float samples ``x`` (``[N, ...]``, no batch per sample) through the model.
+
+    The same pool of interpreters as :func:`predict`; returns float32 ``[N, outputs]``
+    dequantized vectors of the first output, in order.
+    """
+    x = np.asarray(x, np.float32)
+    if x.ndim < 1 or len(x) == 0:
+        raise DataError("no samples", argument="x", received=getattr(x, "shape", None),
+                        fix="give an array shaped [N, ...] with N >= 1")
+    runners = _make_runners(model, len(x), workers, runtime, threads, xnnpack, delegate, delegate_options)
+    outputs, _ = _run_pool(runners, len(x), lambda i: x[i], progress)
+    return outputs
+
+
+def _make_runners(model: ModelSource, n: int, workers: int | None, runtime: Runtime | str | None,
+                  threads: int | None, xnnpack: bool, delegate: str | None,
+                  delegate_options: Mapping[str, str] | None) -> list[ModelRunner]:
     model_bytes = load_model_bytes(model)
     rt = runtime if isinstance(runtime, Runtime) else resolve_runtime(runtime)
     workers = _resolve_workers(workers, n, delegate)
     per_threads = threads if threads is not None else (1 if workers > 1 else None)
-    runners = [ModelRunner(model_bytes, runtime=rt, threads=per_threads, xnnpack=xnnpack,
-                           delegate=delegate, delegate_options=delegate_options)
-               for _ in range(workers)]
-    _check_input(runners[0], preprocess)
+    return [ModelRunner(model_bytes, runtime=rt, threads=per_threads, xnnpack=xnnpack,
+                        delegate=delegate, delegate_options=delegate_options)
+            for _ in range(workers)]
+
+
+def _run_pool(runners: list[ModelRunner], n: int, load: Callable[[int], np.ndarray | None],
+              progress: ProgressCallback | None) -> tuple[np.ndarray, np.ndarray]:
+    """Spread samples ``load(0..n-1)`` over the runners, one thread each; ``None`` marks a skip.
+
+    Returns the first output's vectors ``[n, width]`` and a mask of the samples that ran.
+    """
     width = _output_size(runners[0].flat)
     outputs = np.zeros((n, width), np.float32)
     ok = np.ones(n, bool)
-    bad: list[tuple[int, Path]] = []
+    workers = len(runners)
     done = [0] * workers
     errors: list[BaseException] = []
     stop = threading.Event()
@@ -218,17 +279,9 @@ def predict(
                     i = next(order, None)
                 if i is None:
                     return
-                path = listing.paths[i]
-                try:
-                    x = load_image(path, preprocess)
-                except DataError as exc:
-                    if not skip_unreadable:
-                        raise DataError("cannot read image", argument="data", received=str(path),
-                                        fix="remove or replace the file (or skip such files with "
-                                            "--skip-unreadable)") from exc
-                    with lock:
-                        ok[i] = False
-                        bad.append((i, path))
+                x = load(i)
+                if x is None:
+                    ok[i] = False
                     done[w] += 1
                     continue
                 set_inputs(x[None])
@@ -260,14 +313,7 @@ def predict(
         progress(sum(done), n)
     if errors:
         raise errors[0]
-    bad.sort()
-    if skipped is not None:
-        skipped.extend(p for _, p in bad)
-    if bad and len(bad) == n:
-        raise DataError(f"none of the {n} image files could be read", argument="data",
-                        received=str(listing.root), fix="check that the files are images Pillow can open")
-    labels = None if listing.labels is None else np.asarray(listing.labels, np.int64)[ok]
-    return outputs[ok], labels
+    return outputs, ok
 
 
 @dataclass(frozen=True)
