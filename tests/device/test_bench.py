@@ -137,3 +137,25 @@ def test_delegate_errors_say_what_to_do(models, tmp_path):
         benchmark(models["edgetpu"], runs=1, min_secs=0)
     with pytest.raises(DelegateError, match="static shapes"):
         benchmark(models["int8_io_uint8"], runs=1, min_secs=0, delegate="edgetpu")
+
+
+def test_edgetpu_delegate_missing_runtime_says_what_to_install(models, model_tools, tmp_path):
+    import ctypes
+
+    try:
+        ctypes.CDLL("libedgetpu.so.1")
+        pytest.skip("the Edge TPU runtime is installed here")
+    except OSError:
+        pass
+
+    def make_static(m):
+        for t in m.subgraphs[0].tensors:
+            t.shapeSignature = None
+
+    static = tmp_path / "static.tflite"
+    static.write_bytes(model_tools.rewrite_model(models["int8_io_uint8"].read_bytes(), make_static))
+    from edgeq_device import model_info
+
+    assert not model_info(static).is_dynamic and model_info(models["int8_io_uint8"]).is_dynamic
+    with pytest.raises(DelegateError, match=r"libedgetpu\.so\.1.*libedgetpu1-std"):
+        benchmark(static, runs=1, min_secs=0, delegate="edgetpu", delegate_options={"device": "usb:0"})
