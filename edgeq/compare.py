@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from edgeq_device.analysis import analyze_flat_model
 from edgeq_device.bench import benchmark
-from edgeq_device.evaluate import predict_arrays
+from edgeq_device.evaluate import predict_arrays, top_k_hits
 from edgeq_device.sysinfo import board_info
 
 from . import __version__
@@ -166,6 +166,14 @@ class Comparison:
         return html_fragment(self)
 
 
+_SLOW_WHY = {
+    "dynamic": "dynamic-range models quantize activations on the fly at every inference, and XNNPACK "
+               "runs float32 well.",
+    "int16x8": "int16x8 kernels are the reference ones, without XNNPACK or SIMD-optimized paths.",
+    "float16": "float16 weights are turned back to float32 at load time; speed should match float32.",
+}
+
+
 def fidelity(reference: np.ndarray, output: np.ndarray) -> dict[str, float]:
     """SQNR (dB), max abs error and mean cosine similarity of ``output`` against ``reference``.
 
@@ -182,9 +190,7 @@ def fidelity(reference: np.ndarray, output: np.ndarray) -> dict[str, float]:
 
 
 def _top_k(outputs: np.ndarray, labels: np.ndarray, k: int) -> float:
-    k = min(k, outputs.shape[1])
-    true = outputs[np.arange(len(labels)), labels]
-    return float(np.mean((outputs > true[:, None]).sum(axis=1) < k))
+    return float(np.mean(top_k_hits(outputs, labels, min(k, outputs.shape[1]))))
 
 
 def _load_eval(source: DataSource, limit: int | None, seed: int) -> tuple[np.ndarray, np.ndarray | None]:
@@ -380,8 +386,8 @@ def compare(
             a, b = r.p50(t), f32.p50(t)
             if a and b and a > b * 1.05:
                 notes.append(f"{r.name} is slower than float32 on this CPU at {t} thread{'s' if t > 1 else ''} "
-                             f"({a / 1000:.3f} ms vs {b / 1000:.3f} ms p50): quantized is not always faster "
-                             "(XNNPACK runs float32 well; dynamic-range dequantizes weights at run time).")
+                             f"({a / 1000:.3f} ms vs {b / 1000:.3f} ms p50): quantized is not always faster; "
+                             + _SLOW_WHY.get(r.name, "XNNPACK runs float32 well on this CPU."))
     rec = _recommend(rows, float(budget), prefer, thread_list[0], labeled)
     board = board_info()
     comp = Comparison(

@@ -206,8 +206,9 @@ def _html_table(data: dict[str, Any]) -> str:
     header, rows = table_rows(data)
     rec = data["recommendation"]["mode"]
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    rec_attr = ' class="rec"'
     body = "".join(
-        f"<tr{' class=\"rec\"' if cells[0] == rec else ''}>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>"
+        f"<tr{rec_attr if cells[0] == rec else ''}>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>"
         for cells in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 

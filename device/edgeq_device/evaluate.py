@@ -43,6 +43,7 @@ __all__ = [
     "predict",
     "predict_arrays",
     "read_labels",
+    "top_k_hits",
 ]
 
 ProgressCallback = Callable[[int, int], None]
@@ -362,10 +363,17 @@ class EvalResult(JsonResult):
     files: tuple[str, ...] | None = None
 
 
-def _top_k_hits(outputs: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
-    """True where fewer than ``k`` classes score strictly higher than the true class."""
-    true_scores = outputs[np.arange(len(labels)), labels]
-    return (outputs > true_scores[:, None]).sum(axis=1) < k
+def top_k_hits(outputs: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """True where the true class ranks among the first ``k``.
+
+    Ties rank by class index, as a stable ``argsort`` and ``argmax`` do: quantized outputs
+    often tie (many exact zeros), and a tie must not count as a hit for every tied class.
+    """
+    idx = np.arange(len(labels))
+    true_scores = outputs[idx, labels][:, None]
+    lower_index = np.arange(outputs.shape[1])[None, :] < labels[:, None]
+    rank = (outputs > true_scores).sum(axis=1) + ((outputs == true_scores) & lower_index).sum(axis=1)
+    return rank < k
 
 
 def evaluate(
@@ -499,7 +507,7 @@ def evaluate(
         classes=classes,
         labels_from=labels_from,
         top1=float((pred == y).mean()) if n else 0.0,
-        top5=float(_top_k_hits(outputs, y, k).mean()) if n else 0.0,
+        top5=float(top_k_hits(outputs, y, k).mean()) if n else 0.0,
         top_k=k,
         per_class=tuple(per_class),
         confusion=tuple(tuple(int(v) for v in row) for row in confusion),
