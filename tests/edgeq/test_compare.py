@@ -107,7 +107,7 @@ def test_every_measurement_is_stored(comparison):
     comp, db = comparison
     runs = ResultsStore(db).runs()
     assert len(runs) == (len(comp.rows) - 1) * 2
-    int8 = [m for m in runs if m.mode == "int8" and m.threads == 1][0]
+    int8 = next(m for m in runs if m.mode == "int8" and m.threads == 1)
     assert int8.latency_p50_us == pytest.approx(comp.row("int8").latency_us[1]["p50_us"])
     assert int8.accuracy_top1 == pytest.approx(comp.row("int8").top1)
 
