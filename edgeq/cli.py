@@ -91,17 +91,21 @@ def _human(n: float) -> str:
               help="Calibration data: image folder, .npy or .npz (int8, int16x8).")
 @click.option("--samples", type=int, default=200, show_default=True, help="Calibration samples (seeded).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the calibration sample.")
-@click.option("--io", default="float", show_default=True, help="Input/output type: float, int8, uint8, int16.")
+@click.option("--io", default=None, help="Input/output type: float, int8, uint8, int16 [float; uint8 for edgetpu].")
 @click.option("--batch-size", type=int, default=None, help="Fix a dynamic batch dimension (e.g. 1).")
 @click.option("--allow-float", is_flag=True, help="Let ops that cannot be integer-quantized stay float.")
+@click.option("--target", type=click.Choice(["edgetpu"]), default=None,
+              help="Enforce a target's rules (edgetpu: int8, integer I/O, batch 1) and compile where "
+                   "edgetpu_compiler is installed.")
 @click.option("--output", "-o", type=click.Path(), default="out", show_default=True,
               help="Output folder (or file name for one mode).")
 @click.option("--force", is_flag=True, help="Overwrite existing output files.")
 @click.option("--json", "json_out", type=click.Path(), default=None, help="Also write a JSON summary (- for stdout).")
 @preprocess_options
-def convert_cmd(model: str, mode: str, calib: str | None, samples: int, seed: int, io: str,
-                batch_size: int | None, allow_float: bool, output: str, force: bool, json_out: str | None,
-                size: str | None, color: str | None, mean: float | None, std: float | None) -> None:
+def convert_cmd(model: str, mode: str, calib: str | None, samples: int, seed: int, io: str | None,
+                batch_size: int | None, allow_float: bool, target: str | None, output: str, force: bool,
+                json_out: str | None, size: str | None, color: str | None, mean: float | None,
+                std: float | None) -> None:
     """Convert MODEL (.keras, .h5 or SavedModel folder) to .tflite and print what was written."""
     import json
     from pathlib import Path
@@ -112,8 +116,9 @@ def convert_cmd(model: str, mode: str, calib: str | None, samples: int, seed: in
 
     pre = build_preprocess(size, color, mean, std, model)
     out = Path(output)
+    io = io or ("uint8" if target == "edgetpu" else "float")
     results = convert(model, mode, calibration=calib, samples=samples, seed=seed, io=io,
-                      batch_size=batch_size, preprocess=pre, allow_float_fallback=allow_float)
+                      batch_size=batch_size, preprocess=pre, allow_float_fallback=allow_float, target=target)
     results = results if isinstance(results, list) else [results]
     # Check every target before writing any, so a refusal leaves nothing half done.
     single_file = len(results) == 1 and out.suffix == ".tflite"
@@ -134,6 +139,8 @@ def convert_cmd(model: str, mode: str, calib: str | None, samples: int, seed: in
     console = _console(stderr=json_out == "-")
     console.print(table)
     console.print(f"wrote {len(written)} file(s) to {written[0].parent}")
+    if target == "edgetpu":
+        _compile_for_edgetpu(results[0], written[0], force, console)
     if json_out:
         payload = json.dumps({"schema": "edgeq/convert/1",
                               "results": [dict(r.to_dict(), path=str(p)) for r, p in zip(results, written)]},
@@ -142,6 +149,24 @@ def convert_cmd(model: str, mode: str, calib: str | None, samples: int, seed: in
             click.echo(payload)
         else:
             atomic_write_text(json_out, payload + "\n", overwrite=force, argument="--json")
+
+
+def _compile_for_edgetpu(result: Any, path: Any, force: bool, console: Any) -> None:
+    """Show the predicted Edge TPU mapping; run edgetpu_compiler where it is installed."""
+    import shutil
+
+    from .edgetpu import run_edgetpu_compiler
+
+    console.print(f"predicted Edge TPU mapping: {result.edgetpu.summary()}")
+    if shutil.which("edgetpu_compiler") is None:
+        console.print("edgetpu_compiler is not installed here (Linux x86-64 only, Debian package edgetpu-compiler "
+                      "from Coral's apt repository); the prediction above follows Coral's published rules: "
+                      f"see `edgeq analyze {path} --target edgetpu` op by op")
+        return
+    report = run_edgetpu_compiler(path, path.parent, overwrite=force)
+    console.print(f"edgetpu_compiler {report.compiler_version or ''}: {report.ops_on_edgetpu} of {report.total_ops} "
+                  f"ops on the Edge TPU, {report.ops_on_cpu} on the CPU, on-chip memory used "
+                  f"{_human(report.on_chip_memory_used or 0)}; wrote {report.output_model}")
 
 
 # --- results store: `edgeq store import`, `edgeq history` ------------------------------------------

@@ -26,7 +26,7 @@ import re
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 from typing import Any, Literal, overload
@@ -116,7 +116,8 @@ class ConversionResult:
     """One converted model: its bytes and what is known about it.
 
     ``float_ops`` lists the ops of a quantized model that still compute in float
-    (a fallback, or what a mixed-precision choice kept in float).
+    (a fallback, or what a mixed-precision choice kept in float). ``budget`` holds the
+    :class:`~edgeq.budget.BudgetReport` when an accuracy budget chose this conversion.
     """
 
     mode: Mode
@@ -130,6 +131,9 @@ class ConversionResult:
     float_ops: tuple[str, ...]
     op_counts: dict[str, int]
     metadata: EdgeqMetadata
+    budget: Any = field(default=None, repr=False, compare=False)
+    target: str | None = None
+    edgetpu: Any = field(default=None, repr=False, compare=False)
 
     @property
     def size_bytes(self) -> int:
@@ -380,6 +384,9 @@ def convert(
     labels: Sequence[str] | None = None,
     allow_float_fallback: bool = False,
     show_progress: bool | None = None,
+    max_drop: float | None = None,
+    evaluation: Any = None,
+    target: str | None = None,
 ) -> ConversionResult | list[ConversionResult]:
     """Convert a Keras model to TFLite in one mode, or every mode with ``mode="all"``.
 
@@ -397,10 +404,35 @@ def convert(
         labels: class names, stored in the model's metadata (default: the image folder's classes).
         allow_float_fallback: let ops that cannot be integer-quantized stay float.
         show_progress: progress bar on stderr (default on, ``EDGEQ_PROGRESS=0`` silences).
+        max_drop: an accuracy budget in top-1 points (int8 only): search int8, int8 with the
+            worst layers in float, int16x8, float16 for the first within it, measured on
+            ``evaluation``; the report is the result's ``budget`` (see :mod:`edgeq.budget`).
+        evaluation: labeled data for ``max_drop`` (image folder with class subfolders, (x, y)).
+        target: ``"edgetpu"`` enforces what the Edge TPU compiler needs (full int8, integer I/O,
+            static batch 1, no float fallback) and attaches the predicted op mapping as ``edgetpu``.
 
     Raises:
         InvalidArgumentError, ModelLoadError, CalibrationError, QuantizationError, ConversionError.
     """
+    if target is not None:
+        from .edgetpu import check_target_args, predict_edgetpu
+
+        check_target_args(target, mode, io, batch_size, allow_float_fallback)
+        res = convert(model, Mode.INT8, calibration=calibration, samples=samples, seed=seed, io=io,
+                      batch_size=1, preprocess=preprocess, labels=labels, show_progress=show_progress)
+        return replace(res, target="edgetpu", edgetpu=predict_edgetpu(res.model_bytes))
+    if max_drop is not None or evaluation is not None:
+        if max_drop is None or getattr(mode, "value", str(mode).lower()) != Mode.INT8.value:
+            raise InvalidArgumentError(
+                "an accuracy budget needs mode 'int8', max_drop and evaluation data together",
+                argument="max_drop" if max_drop is None else "mode", received=max_drop if max_drop is None else mode,
+                fix="call convert(model, 'int8', calibration=..., max_drop=0.5, evaluation=...)")
+        from .budget import budget_search
+
+        return budget_search(model, max_drop=max_drop, calibration=calibration, evaluation=evaluation,
+                             samples=samples, seed=seed, io=io, batch_size=batch_size, preprocess=preprocess,
+                             labels=labels, allow_float_fallback=allow_float_fallback,
+                             show_progress=show_progress)
     if isinstance(mode, str) and mode.lower() == "all":
         io_arg = _enum_arg(IOType, io, "io")
         loaded = load_model(model)

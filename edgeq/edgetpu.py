@@ -43,7 +43,13 @@ from typing import Any, Union
 import numpy as np
 from edgeq_device.flatbuffer import FlatModel, ModelSource, Operator, Subgraph, Tensor, read_flat_model
 
-from .errors import ConversionError, EdgeqError, InvalidArgumentError, ModelFileError, OutputExistsError
+from .errors import (
+    CompilerNotFoundError,
+    ConversionError,
+    InvalidArgumentError,
+    ModelFileError,
+    OutputExistsError,
+)
 
 __all__ = [
     "EDGETPU_OPS",
@@ -380,6 +386,34 @@ def _model_notes(flat: FlatModel) -> list[Problem]:
     return notes
 
 
+def check_target_args(target: str, mode: Any, io: Any, batch_size: int | None,
+                      allow_float_fallback: bool) -> None:
+    """Refuse conversion options the Edge TPU compiler cannot take, each with its fix.
+
+    Raises:
+        InvalidArgumentError: unknown target, a mode other than int8, float I/O, a batch
+            other than 1, or float fallback.
+    """
+    def value(v: Any) -> str:
+        return str(getattr(v, "value", v)).lower()
+
+    if value(target) != "edgetpu":
+        raise InvalidArgumentError("unknown target", argument="target", received=target, fix="use 'edgetpu'")
+    if value(mode) != "int8":
+        raise InvalidArgumentError("the Edge TPU runs full-integer int8 models only", argument="mode",
+                                   received=value(mode), fix="use mode='int8' (--mode int8) with calibration data")
+    if value(io) not in ("int8", "uint8"):
+        raise InvalidArgumentError("the Edge TPU takes integer inputs and outputs; float I/O leaves the "
+                                   "quantize/dequantize ops on the CPU", argument="io", received=value(io),
+                                   fix="use io='uint8' (--io uint8) or 'int8'")
+    if batch_size not in (None, 1):
+        raise InvalidArgumentError("the Edge TPU needs static shapes with batch 1", argument="batch_size",
+                                   received=batch_size, fix="use batch_size=1 (the default for this target)")
+    if allow_float_fallback:
+        raise InvalidArgumentError("float ops split the model between Edge TPU and CPU", argument="allow_float_fallback",
+                                   received=True, fix="leave float fallback off for the Edge TPU")
+
+
 def check_edgetpu_ready(flat_model: FlatModel | ModelSource) -> list[Problem]:
     """Every reason a model would not run whole on the Edge TPU, in op order.
 
@@ -437,10 +471,6 @@ def predict_edgetpu(model: FlatModel | ModelSource) -> EdgeTPUPrediction:
 
 
 # ---------------------------------------------------------------- edgetpu_compiler
-
-
-class CompilerNotFoundError(EdgeqError):
-    """``edgetpu_compiler`` is not installed (or not on PATH)."""
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,8 @@ names the argument, what was received and the fix. The base classes come from
     ├── RuntimeNotFoundError (ImportError)
     ├── DelegateError
     ├── ConversionError                 the TFLite converter failed
-    │   └── QuantizationError           an op cannot be integer-quantized as asked
+    │   ├── QuantizationError           an op cannot be integer-quantized as asked
+    │   └── CompilerNotFoundError       edgetpu_compiler is not installed
     ├── QATError                        a model cannot be prepared for quantization-aware training
     ├── StoreError                      the results store cannot be read or written
     └── DeployError                     a board could not be reached or could not run the model
@@ -36,6 +37,7 @@ from edgeq_device.errors import (
 
 __all__ = [
     "CalibrationError",
+    "CompilerNotFoundError",
     "ConversionError",
     "DataError",
     "DelegateError",
@@ -67,6 +69,10 @@ class ConversionError(EdgeqError):
 
 class QuantizationError(ConversionError):
     """An op cannot be quantized the way that was asked (e.g. integer-only)."""
+
+
+class CompilerNotFoundError(ConversionError):
+    """``edgetpu_compiler`` is not installed (or not on PATH)."""
 
 
 class QATError(EdgeqError):

@@ -93,3 +93,12 @@ def test_console_script_error_has_no_traceback(tmp_path):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("error: model: model path not found")
+
+
+def test_convert_target_edgetpu_reports_mapping(model_file, mnist_train, tmp_path):
+    code, out, err = _run("convert", model_file, "--target", "edgetpu", "--calib", mnist_train, "--samples", "8",
+                          "-o", tmp_path)
+    assert code == 0, err
+    assert (tmp_path / "digits_int8_uint8io.tflite").exists()
+    assert "predicted Edge TPU mapping:" in out
+    assert "edgetpu_compiler" in out

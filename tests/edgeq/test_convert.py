@@ -310,3 +310,16 @@ def test_save_refuses_to_overwrite(cnn, tmp_path):
     result.save(target, overwrite=True)
     assert target.read_bytes() == result.model_bytes
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_target_edgetpu_enforces_the_compiler_rules(cnn, mnist_train):
+    result = edgeq.convert(cnn, "int8", calibration=mnist_train, samples=8, io="uint8", target="edgetpu")
+    assert result.target == "edgetpu"
+    assert result.inputs[0].shape == (1, 28, 28, 1) and result.inputs[0].dtype == "uint8"
+    assert result.edgetpu.fully_mapped
+    with pytest.raises(InvalidArgumentError, match=r"io: the Edge TPU takes integer inputs.*io='uint8'"):
+        edgeq.convert(cnn, "int8", calibration=mnist_train, samples=8, target="edgetpu")
+    with pytest.raises(InvalidArgumentError, match=r"mode: the Edge TPU runs full-integer int8 models only"):
+        edgeq.convert(cnn, "float16", io="uint8", target="edgetpu")
+    with pytest.raises(InvalidArgumentError, match=r"batch_size: the Edge TPU needs static shapes with batch 1"):
+        edgeq.convert(cnn, "int8", calibration=mnist_train, io="uint8", batch_size=4, target="edgetpu")
