@@ -13,13 +13,16 @@ from edgeq_device.preprocess import Preprocess
 
 from . import data, errors
 from .analyze import ModelAnalysis, analyze
+from .compare import Comparison, compare
 from .convert import MODES, ConversionResult, IOType, Mode, convert
 from .data import ArraySource, DataSource, ImageFolder, IterableSource, TFDataSource, as_source
 from .errors import EdgeqError
 from .models import load_model
+from .store import Measurement, ResultsStore
 
 __all__ = [
     "ArraySource",
+    "Comparison",
     "ConversionResult",
     "DataSource",
     "EdgeqError",
@@ -28,13 +31,16 @@ __all__ = [
     "ImageFolder",
     "IterableSource",
     "MODES",
+    "Measurement",
     "Mode",
     "ModelAnalysis",
     "Preprocess",
+    "ResultsStore",
     "TFDataSource",
     "__version__",
     "analyze",
     "as_source",
+    "compare",
     "convert",
     "data",
     "errors",
