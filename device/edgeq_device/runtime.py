@@ -146,7 +146,9 @@ def _import_runtime(name: str) -> Runtime:
     top = importlib.import_module(top_name)
     version = str(getattr(top, "__version__", "") or getattr(mod, "__version__", "") or "unknown")
     if name == "tensorflow":
-        return Runtime(name, version, mod)
+        # ``import tensorflow.lite`` is the source package; the API (Interpreter, experimental.*)
+        # is the ``tf.lite`` attribute.
+        return Runtime(name, version, top.lite)
     return Runtime(name, version, mod)
 
 

@@ -159,3 +159,26 @@ def test_edgetpu_delegate_missing_runtime_says_what_to_install(models, model_too
     assert not model_info(static).is_dynamic and model_info(models["int8_io_uint8"]).is_dynamic
     with pytest.raises(DelegateError, match=r"libedgetpu\.so\.1.*libedgetpu1-std"):
         benchmark(static, runs=1, min_secs=0, delegate="edgetpu", delegate_options={"device": "usb:0"})
+
+
+def test_runtime_can_be_chosen(models, small_test_dir):
+    import warnings
+
+    import tensorflow as tf
+    from edgeq_device import RuntimeNotFoundError, evaluate
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # tf.lite.Interpreter's deprecation notice
+        r = benchmark(models["int8"], runs=3, min_secs=0, warmup=0, runtime="tensorflow", xnnpack=False)
+        on_tf = evaluate(models["int8"], small_test_dir, runtime="tensorflow", keep_predictions=True)
+    assert (r.runtime, r.runtime_version, r.xnnpack) == ("tensorflow", tf.__version__, False)
+    on_litert = evaluate(models["int8"], small_test_dir, keep_predictions=True)
+    assert on_tf.runtime == "tensorflow" and on_litert.runtime == "litert"
+    assert on_tf.predictions == on_litert.predictions
+    with pytest.raises(InvalidArgumentError, match="unknown runtime"):
+        benchmark(models["int8"], runs=1, runtime="onnx")
+    try:
+        import tflite_runtime  # noqa: F401
+    except ImportError:
+        with pytest.raises(RuntimeNotFoundError, match=r"edgeq-device\[litert\]"):
+            benchmark(models["int8"], runs=1, runtime="tflite-runtime")
