@@ -101,11 +101,16 @@ def _human(n: float) -> str:
               help="Output folder (or file name for one mode).")
 @click.option("--force", is_flag=True, help="Overwrite existing output files.")
 @click.option("--json", "json_out", type=click.Path(), default=None, help="Also write a JSON summary (- for stdout).")
+@click.option("--max-drop", type=float, default=None, metavar="POINTS",
+              help="Accuracy budget (int8): top-1 points the model may lose on --eval; tries int8, int8 with "
+                   "the worst layers in float, int16x8, float16 and keeps the first within it.")
+@click.option("--eval", "evaluation", type=click.Path(), default=None,
+              help="Labeled evaluation data for --max-drop (image folder with class subfolders, .npz).")
 @preprocess_options
 def convert_cmd(model: str, mode: str, calib: str | None, samples: int, seed: int, io: str | None,
                 batch_size: int | None, allow_float: bool, target: str | None, output: str, force: bool,
-                json_out: str | None, size: str | None, color: str | None, mean: float | None,
-                std: float | None) -> None:
+                json_out: str | None, max_drop: float | None, evaluation: str | None, size: str | None,
+                color: str | None, mean: float | None, std: float | None) -> None:
     """Convert MODEL (.keras, .h5 or SavedModel folder) to .tflite and print what was written."""
     import json
     from pathlib import Path
@@ -117,8 +122,18 @@ def convert_cmd(model: str, mode: str, calib: str | None, samples: int, seed: in
     pre = build_preprocess(size, color, mean, std, model)
     out = Path(output)
     io = io or ("uint8" if target == "edgetpu" else "float")
-    results = convert(model, mode, calibration=calib, samples=samples, seed=seed, io=io,
-                      batch_size=batch_size, preprocess=pre, allow_float_fallback=allow_float, target=target)
+    if max_drop is not None or evaluation is not None:  # the accuracy budget search (edgeq.budget)
+        if max_drop is None or evaluation is None or target is not None:
+            raise InvalidArgumentError("--max-drop and --eval go together, without --target",
+                                       argument="--max-drop" if max_drop is None else "--eval",
+                                       received=max_drop if max_drop is None else evaluation,
+                                       fix="give both, e.g. --max-drop 0.5 --eval data/test")
+        results = convert(model, mode, calibration=calib, samples=samples, seed=seed, io=io,
+                          batch_size=batch_size, preprocess=pre, allow_float_fallback=allow_float,
+                          max_drop=max_drop, evaluation=evaluation)
+    else:
+        results = convert(model, mode, calibration=calib, samples=samples, seed=seed, io=io,
+                          batch_size=batch_size, preprocess=pre, allow_float_fallback=allow_float, target=target)
     results = results if isinstance(results, list) else [results]
     # Check every target before writing any, so a refusal leaves nothing half done.
     single_file = len(results) == 1 and out.suffix == ".tflite"
@@ -141,9 +156,13 @@ def convert_cmd(model: str, mode: str, calib: str | None, samples: int, seed: in
     console.print(f"wrote {len(written)} file(s) to {written[0].parent}")
     if target == "edgetpu":
         _compile_for_edgetpu(results[0], written[0], force, console)
+    if results[0].budget is not None:
+        click.echo(results[0].budget.table(), nl=False, err=json_out == "-")
     if json_out:
         payload = json.dumps({"schema": "edgeq/convert/1",
-                              "results": [dict(r.to_dict(), path=str(p)) for r, p in zip(results, written)]},
+                              "results": [dict(r.to_dict(), path=str(p),
+                                               **({"budget": r.budget.to_dict()} if r.budget is not None else {}))
+                                          for r, p in zip(results, written)]},
                              indent=2)
         if json_out == "-":
             click.echo(payload)
@@ -167,6 +186,109 @@ def _compile_for_edgetpu(result: Any, path: Any, force: bool, console: Any) -> N
     console.print(f"edgetpu_compiler {report.compiler_version or ''}: {report.ops_on_edgetpu} of {report.total_ops} "
                   f"ops on the Edge TPU, {report.ops_on_cpu} on the CPU, on-chip memory used "
                   f"{_human(report.on_chip_memory_used or 0)}; wrote {report.output_model}")
+
+
+# --- quantization-aware training and per-layer debugging: `edgeq qat`, `edgeq debug` --------------
+
+def _check_free(paths: list[Any], force: bool, option: str) -> None:
+    for p in paths:
+        if p is not None and p.exists() and not force:
+            raise OutputExistsError("output file exists", argument=option, received=str(p),
+                                    fix=f"choose another {option} or pass --force to overwrite")
+
+
+@cli.command("qat")
+@click.argument("model", type=click.Path())
+@click.option("--train", "train", type=click.Path(), required=True,
+              help="Labeled training data: image folder with class subfolders, or .npz with x and y.")
+@click.option("--val", "val", type=click.Path(), default=None, help="Labeled validation data, same forms.")
+@click.option("--epochs", type=int, default=2, show_default=True, help="Epochs of fine-tuning.")
+@click.option("--learning-rate", "--lr", "learning_rate", type=float, default=1e-4, show_default=True,
+              help="Adam's learning rate.")
+@click.option("--batch-size", type=int, default=32, show_default=True, help="Training batch size.")
+@click.option("--train-samples", type=int, default=None, help="Train on a seeded subset of N samples.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of shuffling and subsets.")
+@click.option("--io", default="float", show_default=True, help="I/O type of the int8 model: float, int8, uint8.")
+@click.option("--output", "-o", type=click.Path(), default="out", show_default=True,
+              help="Output folder, or a .tflite file name.")
+@click.option("--force", is_flag=True, help="Overwrite existing output files.")
+@click.option("--json", "json_out", type=click.Path(), default=None, help="Also write a JSON summary (- for stdout).")
+@preprocess_options
+def qat_cmd(model: str, train: str, val: str | None, epochs: int, learning_rate: float, batch_size: int,
+            train_samples: int | None, seed: int, io: str, output: str, force: bool, json_out: str | None,
+            size: str | None, color: str | None, mean: float | None, std: float | None) -> None:
+    """Fine-tune MODEL with quantization-aware training on --train, then write the int8 .tflite.
+
+    Keras 3 models are rebuilt in tf_keras (checked to give the same outputs); layers
+    tensorflow-model-optimization cannot quantize get an output-only or passthrough
+    scheme, or stay float, and are listed.
+    """
+    import json
+    from pathlib import Path
+
+    from .qat import qat
+
+    pre = build_preprocess(size, color, mean, std, model)
+    out = Path(output)
+    if out.suffix == ".tflite":
+        _check_free([out], force, "--output")
+    result = qat(model, train, validation=val, epochs=epochs, learning_rate=learning_rate,
+                 batch_size=batch_size, preprocess=pre, samples=train_samples, seed=seed)
+    converted = result.convert(io=io, seed=seed)
+    target = out if out.suffix == ".tflite" else out / converted.default_filename
+    _check_free([target], force, "--output")
+    written = converted.save(target, overwrite=force)
+    console = _console(stderr=json_out == "-")
+    last = {k: v[-1] for k, v in result.history.items()}
+    console.print(f"trained {result.epochs} epoch(s) in {result.seconds:.1f}s: "
+                  + ", ".join(f"{k} {v:.4f}" for k, v in last.items()), highlight=False)
+    for p in result.special_layers:
+        console.print(f"  {p.layer} ({p.kind}): {p.how} - {p.reason}", highlight=False, markup=False)
+    console.print(f"wrote {written} ({_human(converted.size_bytes)}, int8, io {converted.io.value})",
+                  highlight=False)
+    if json_out:
+        payload = json.dumps({"schema": "edgeq/qat/1", "qat": result.to_dict(),
+                              "result": dict(converted.to_dict(), path=str(written))}, indent=2)
+        if json_out == "-":
+            click.echo(payload)
+        else:
+            atomic_write_text(json_out, payload + "\n", overwrite=force, argument="--json")
+
+
+@cli.command("debug")
+@click.argument("model", type=click.Path())
+@click.option("--calib", "calib", type=click.Path(), required=True,
+              help="Calibration data: image folder, .npy or .npz.")
+@click.option("--samples", type=int, default=100, show_default=True, help="Samples to calibrate and measure on.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the sample.")
+@click.option("--limit", type=int, default=20, show_default=True, help="Show the worst N layers (0: all).")
+@click.option("--plot", "plot_path", type=click.Path(), default=None, help="Write a PNG of SQNR per layer.")
+@click.option("--json", "json_out", type=click.Path(), default=None, help="Write the report as JSON (- for stdout).")
+@click.option("--force", is_flag=True, help="Overwrite existing output files.")
+@preprocess_options
+def debug_cmd(model: str, calib: str, samples: int, seed: int, limit: int, plot_path: str | None,
+              json_out: str | None, force: bool, size: str | None, color: str | None, mean: float | None,
+              std: float | None) -> None:
+    """Per-layer int8 quantization error of MODEL (RMSE, RMSE/scale, SQNR), worst layers first."""
+    import json
+    from pathlib import Path
+
+    from .debug import debug
+
+    _check_free([Path(plot_path) if plot_path else None,
+                 Path(json_out) if json_out and json_out != "-" else None], force, "--plot/--json")
+    pre = build_preprocess(size, color, mean, std, model)
+    report = debug(model, calib, samples=samples, seed=seed, preprocess=pre)
+    console = _console(stderr=json_out == "-")
+    click.echo(report.table(limit=limit or None), nl=False, err=json_out == "-")
+    if plot_path:
+        console.print(f"wrote {report.plot(plot_path, overwrite=force)}", highlight=False)
+    if json_out:
+        payload = json.dumps(report.to_dict(), indent=2)
+        if json_out == "-":
+            click.echo(payload)
+        else:
+            atomic_write_text(json_out, payload + "\n", overwrite=force, argument="--json")
 
 
 # --- results store: `edgeq store import`, `edgeq history` ------------------------------------------
