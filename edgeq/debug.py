@@ -120,7 +120,7 @@ class LayerReport:
                          overflow="fold")
         for r in rows:
             t.add_row(str(r.position), r.op, r.layer, f"{r.sqnr_db:.1f}", f"{r.rmse:.3g}", f"{r.scale:.3g}",
-                      f"{r.rmse_over_scale:.2f}", f"{r.max_abs_error:.3g}", r.name)
+                      f"{r.rmse_over_scale:.2f}", f"{r.max_abs_error:.3g}", r.name.split(";")[0])
         buf = io.StringIO()
         Console(file=buf, width=160, color_system=None).print(t)
         if limit is not None and len(self.layers) > limit:
