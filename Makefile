@@ -6,7 +6,7 @@ STAMP := $(VENV)/.edgeq-installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: venv demo test test-fast bench lint clean
+.PHONY: venv demo test test-fast test-arm64 bench lint clean
 
 $(STAMP): pyproject.toml device/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,9 +19,15 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m edgeq.demo --out out/demo
 
+# arm64 tests run here only when the emulated Pi's root is cached (make test-arm64 builds it).
 test: $(STAMP)
 	bash tests/setup_system.sh
-	$(PY) -m pytest -q -m "not arm64" $(PYTEST_ARGS)
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# Build (cold: ~8 min) and cache the Debian bookworm arm64 root, then run the emulated-Pi tests.
+test-arm64: $(STAMP)
+	bash scripts/arm64_rootfs.sh host-setup
+	EDGEQ_ARM64_BUILD=1 $(PY) -m pytest -q -m arm64 tests/arm64 $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow and not ssh and not arm64" $(PYTEST_ARGS)

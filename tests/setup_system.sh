@@ -15,4 +15,10 @@ if [ ${#need[@]} -gt 0 ]; then
     echo "missing ${need[*]}: the tests that need them will skip" >&2
   fi
 fi
+# The emulated Raspberry Pi (tests/arm64) runs in the default suite when its root is cached:
+# make sure qemu's binfmt entry is registered again (it does not survive a reboot).
+root_script="$(dirname "$0")/../scripts/arm64_rootfs.sh"
+if [ -f "$root_script" ] && bash "$root_script" cached 2>/dev/null; then
+  bash "$root_script" check >/dev/null 2>&1 || bash "$root_script" host-setup >/dev/null 2>&1 || true
+fi
 exit 0

@@ -11,7 +11,8 @@ MNIST = Path(__file__).resolve().parents[2] / "datasets" / "mnist5k"
 def build_models(out: Path, modes: tuple[str, ...] = ("float32", "int8")) -> dict[str, Path]:
     """Train a tiny conv net on the bundled MNIST digits for one epoch and convert it.
 
-    Returns ``{mode: path}``; the int8 model is calibrated on real training images.
+    Returns ``{mode: path}``; int8 models are calibrated on real training images. The mode
+    ``int8-io`` is int8 with int8 input and output tensors (the raw integer results).
     """
     import keras
     import numpy as np
@@ -37,8 +38,9 @@ def build_models(out: Path, modes: tuple[str, ...] = ("float32", "int8")) -> dic
     model.fit(x, y, epochs=2, batch_size=64, verbose=0)
     paths = {}
     for mode in modes:
-        res = convert(model, mode, calibration=MNIST / "train", samples=100, preprocess=pre,
-                      labels=list(listing.class_names), show_progress=False)
+        io = "int8" if mode == "int8-io" else "float"
+        res = convert(model, mode.removesuffix("-io"), calibration=MNIST / "train", samples=100, preprocess=pre,
+                      labels=list(listing.class_names), io=io, show_progress=False)
         paths[mode] = res.save(out / f"tiny_{mode}.tflite", overwrite=True)
     return paths
 

@@ -1,0 +1,147 @@
+"""edgeq-device on an emulated Raspberry Pi 4 (aarch64, Debian bookworm, qemu cortex-a72).
+
+The same models give the same answers as on x86: int8 outputs bit-identical, float32
+within 1e-6, with both runtimes (LiteRT on numpy 2, tflite-runtime 2.14 on numpy<2);
+bench and eval write valid JSON. Emulated timings say nothing about a real Pi's speed.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from edgeq_device.images import list_image_folder
+from edgeq_device.metadata import read_metadata
+
+pytestmark = pytest.mark.arm64
+
+RUNTIMES = ["litert", "tflite-runtime"]
+
+RUN_MODEL = """
+import json, platform, sys
+import numpy as np
+from edgeq_device.runtime import ModelRunner
+model, inputs, out, runtime, xnnpack = sys.argv[1:6]
+x = np.load(inputs)
+r = ModelRunner(model, runtime=runtime, xnnpack=xnnpack == "1")
+raw = [r.run(x[i:i + 1], dequantize_outputs=False)[0] for i in range(len(x))]
+np.save(out, np.concatenate(raw))
+print(json.dumps({"machine": platform.machine(), "runtime": r.runtime.name, "version": r.runtime.version,
+                  "numpy": np.__version__}))
+"""
+
+
+@pytest.fixture(scope="module")
+def inputs(tiny_models_dir, eval_folder) -> np.ndarray:
+    """Real MNIST test digits, preprocessed the way the model's metadata says."""
+    meta = read_metadata(tiny_models_dir["float32"])
+    assert meta is not None and meta.preprocess is not None
+    listing = list_image_folder(eval_folder)
+    return np.stack([meta.preprocess.load(p) for p in listing.paths]).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def shared(emulated_pi, tiny_models_dir, eval_folder, inputs, tmp_path_factory) -> dict[str, Any]:
+    tmp = tmp_path_factory.mktemp("arm64in")
+    np.save(tmp / "inputs.npy", inputs)
+    (tmp / "run_model.py").write_text(RUN_MODEL)
+    return {
+        "host_inputs": tmp / "inputs.npy",
+        "inputs": emulated_pi.put(tmp / "inputs.npy"),
+        "script": emulated_pi.put(tmp / "run_model.py"),
+        "float32": emulated_pi.put(tiny_models_dir["float32"]),
+        "int8": emulated_pi.put(tiny_models_dir["int8"]),
+        "int8-io": emulated_pi.put(tiny_models_dir["int8-io"]),
+        "data": emulated_pi.put(eval_folder),
+    }
+
+
+def _on_pi(emulated_pi, shared, runtime: str, mode: str, xnnpack: bool = True) -> tuple[np.ndarray, dict]:
+    out = f"{emulated_pi.share_in}/out_{runtime}_{mode}_{int(xnnpack)}.npy"
+    res = emulated_pi.run([emulated_pi.python(runtime), shared["script"], shared[mode], shared["inputs"], out,
+                           runtime, "1" if xnnpack else "0"])
+    assert res.returncode == 0, res.stderr[-2000:]
+    info = json.loads(res.stdout.strip().splitlines()[-1])
+    return np.load(emulated_pi.share / Path(out).name), info
+
+
+def _on_x86(x86_pythons, model: Path, inputs_file: Path, runtime: str, xnnpack: bool = True) -> np.ndarray:
+    """The same script, runtime and kernel choice on this x86 machine."""
+    out = inputs_file.parent / f"x86_{runtime}_{model.stem}_{int(xnnpack)}.npy"
+    res = subprocess.run([x86_pythons[runtime], str(inputs_file.parent / "run_model.py"), str(model),
+                          str(inputs_file), str(out), runtime, "1" if xnnpack else "0"],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert json.loads(res.stdout.strip().splitlines()[-1])["machine"] == "x86_64"
+    return np.load(out)
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+@pytest.mark.parametrize("xnnpack", [False, True], ids=["reference-kernels", "xnnpack"])
+def test_int8_outputs_identical_to_x86(emulated_pi, shared, tiny_models_dir, inputs, runtime, xnnpack,
+                                       x86_pythons):
+    pi, info = _on_pi(emulated_pi, shared, runtime, "int8-io", xnnpack)
+    assert info["machine"] == "aarch64" and info["runtime"] == runtime
+    assert info["numpy"].startswith("2." if runtime == "litert" else "1.")
+    x86 = _on_x86(x86_pythons, tiny_models_dir["int8-io"], shared["host_inputs"], runtime, xnnpack)
+    assert pi.dtype == x86.dtype == np.int8
+    assert pi.shape == x86.shape == (len(inputs), 10)
+    if runtime == "litert" and not xnnpack:
+        # LiteRT's builtin optimized int8 kernels round differently on aarch64 and x86_64
+        # (measured: 8 of 500 outputs 1 LSB apart); the default XNNPACK path is bit-identical.
+        diff = np.abs(pi.astype(np.int16) - x86.astype(np.int16))
+        assert diff.max() <= 1 and (diff > 0).mean() < 0.05
+    else:
+        np.testing.assert_array_equal(pi, x86)
+    assert len(np.unique(x86)) > 20  # real, varied outputs, not a constant
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+@pytest.mark.parametrize("xnnpack", [False, True], ids=["reference-kernels", "xnnpack"])
+def test_float32_outputs_match_x86(emulated_pi, shared, tiny_models_dir, inputs, runtime, xnnpack, x86_pythons):
+    pi, info = _on_pi(emulated_pi, shared, runtime, "float32", xnnpack)
+    assert info["machine"] == "aarch64"
+    x86 = _on_x86(x86_pythons, tiny_models_dir["float32"], shared["host_inputs"], runtime, xnnpack)
+    assert pi.dtype == x86.dtype == np.float32 and pi.shape == x86.shape
+    err = float(np.abs(pi - x86).max())
+    print(f"float32 {runtime} xnnpack={xnnpack}: max |arm64 - x86| = {err:.3g}, "
+          f"relative to the largest output {err / float(np.abs(x86).max()):.3g}")
+    np.testing.assert_allclose(pi, x86, rtol=1e-6, atol=1e-6)
+    # the model really computes something: the digits are told apart
+    assert (pi.argmax(1) == x86.argmax(1)).all() and len(set(pi.argmax(1))) > 3
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_bench_json_on_the_pi(emulated_pi, shared, runtime):
+    res = emulated_pi.run([f"/opt/edgeq/{runtime}/bin/edgeq-device", "bench", shared["int8"], "--json", "-",
+                           "--runs", "5", "--min-secs", "0", "--warmup", "1", "--threads", "1"])
+    assert res.returncode == 0, res.stderr[-2000:]
+    payload = json.loads(res.stdout)
+    assert payload["schema"] == "edgeq-device/bench/1"
+    assert payload["runtime"] == runtime and payload["threads"] == 1
+    assert payload["latency"]["count"] >= 5 and payload["latency"]["p50_us"] > 0
+    assert payload["board"]["architecture"] == "aarch64"
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_eval_json_on_the_pi_agrees_with_x86(emulated_pi, shared, tiny_models_dir, eval_folder, runtime):
+    cmd = ["eval", shared["int8"], shared["data"], "--json", "-", "--workers", "1", "--quiet"]
+    res = emulated_pi.run([f"/opt/edgeq/{runtime}/bin/edgeq-device", *cmd])
+    assert res.returncode == 0, res.stderr[-2000:]
+    pi = json.loads(res.stdout)
+    assert pi["schema"] == "edgeq-device/eval/1" and pi["runtime"] == runtime
+    from click.testing import CliRunner
+    from edgeq_device.cli import cli as device_cli
+
+    host = CliRunner().invoke(device_cli, ["eval", str(tiny_models_dir["int8"]), str(eval_folder), "--json", "-",
+                                           "--workers", "1", "--quiet", "--runtime", "litert"])
+    assert host.exit_code == 0, host.output
+    x86 = json.loads(host.stdout)
+    # int8 on both: the same predictions, so the same accuracy, to the last digit
+    assert pi["images"] == x86["images"] == 50
+    assert (pi["top1"], pi["top5"]) == (x86["top1"], x86["top5"])
+    assert pi["per_class"] == x86["per_class"]
