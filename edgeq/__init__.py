@@ -13,15 +13,19 @@ from edgeq_device.preprocess import Preprocess
 
 from . import data, errors
 from .analyze import ModelAnalysis, analyze
+from .budget import BudgetReport
 from .compare import Comparison, compare
 from .convert import MODES, ConversionResult, IOType, Mode, convert
 from .data import ArraySource, DataSource, ImageFolder, IterableSource, TFDataSource, as_source
+from .debug import LayerReport, debug
 from .errors import EdgeqError
 from .models import load_model
+from .qat import QATResult, qat
 from .store import Measurement, ResultsStore
 
 __all__ = [
     "ArraySource",
+    "BudgetReport",
     "Comparison",
     "ConversionResult",
     "DataSource",
@@ -30,11 +34,13 @@ __all__ = [
     "IOType",
     "ImageFolder",
     "IterableSource",
+    "LayerReport",
     "MODES",
     "Measurement",
     "Mode",
     "ModelAnalysis",
     "Preprocess",
+    "QATResult",
     "ResultsStore",
     "TFDataSource",
     "__version__",
@@ -43,7 +49,9 @@ __all__ = [
     "compare",
     "convert",
     "data",
+    "debug",
     "errors",
     "load_model",
+    "qat",
     "read_metadata",
 ]
