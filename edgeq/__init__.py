@@ -18,6 +18,7 @@ from .compare import Comparison, compare
 from .convert import MODES, ConversionResult, IOType, Mode, convert
 from .data import ArraySource, DataSource, ImageFolder, IterableSource, TFDataSource, as_source
 from .debug import LayerReport, debug
+from .deploy import Board, BoardResult, DeployReport, deploy
 from .errors import EdgeqError
 from .models import load_model
 from .qat import QATResult, qat
@@ -25,10 +26,13 @@ from .store import Measurement, ResultsStore
 
 __all__ = [
     "ArraySource",
+    "Board",
+    "BoardResult",
     "BudgetReport",
     "Comparison",
     "ConversionResult",
     "DataSource",
+    "DeployReport",
     "EdgeqError",
     "EdgeqMetadata",
     "IOType",
@@ -50,6 +54,7 @@ __all__ = [
     "convert",
     "data",
     "debug",
+    "deploy",
     "errors",
     "load_model",
     "qat",
