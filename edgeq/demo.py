@@ -38,6 +38,10 @@ def train_cnn(train: Path = DATA / "train", epochs: int = 4, seed: int = 0, verb
 
     keras.utils.set_random_seed(seed)
     x, y = load_folder(train)
+    # The folder is read class by class; Keras takes the validation split from the end
+    # before shuffling, so shuffle first (seeded) or it would hold out one class.
+    order = np.random.default_rng(seed).permutation(len(x))
+    x, y = x[order], y[order]
     model = keras.Sequential([
         keras.Input((28, 28, 1), name="image"),
         keras.layers.Conv2D(16, 3, activation="relu"),
