@@ -156,6 +156,9 @@ def bench_cmd(model: str, runs: int, min_secs: float, max_secs: float, warmup: i
               delegate_options: dict[str, str], json_path: str | None, force: bool) -> None:
     """Time MODEL's inference: init, first run, warm-up, then latency statistics and memory."""
     _check_json(json_path, force)
+    ctx = click.get_current_context()
+    if max_secs < min_secs and ctx.get_parameter_source("min_secs") is click.core.ParameterSource.DEFAULT:
+        min_secs = max_secs  # a short --max-secs alone shortens the default minimum too
     params = BenchParams(runs=runs, min_secs=min_secs, max_secs=max_secs, warmup=warmup, threads=threads,
                          xnnpack=xnnpack, delegate=delegate, delegate_options=delegate_options,
                          runtime=runtime, data=data, seed=seed)
