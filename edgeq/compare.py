@@ -189,7 +189,9 @@ def fidelity(reference: np.ndarray, output: np.ndarray) -> dict[str, float]:
     return {"sqnr_db": sqnr, "max_abs_error": float(np.max(np.abs(ref - out))), "cosine": float(np.mean(cos))}
 
 
-def _top_k(outputs: np.ndarray, labels: np.ndarray, k: int) -> float:
+def _top_k(outputs: np.ndarray, labels: np.ndarray | None, k: int) -> float | None:
+    if labels is None:
+        return None
     return float(np.mean(top_k_hits(outputs, labels, min(k, outputs.shape[1]))))
 
 
@@ -358,11 +360,12 @@ def compare(
             lat: dict[int, dict[str, float]] = {}
             samples_us: dict[int, list[float]] = {}
             for t in thread_list:
-                b = benchmark(res.model_bytes, runs=runs, min_secs=min_secs, max_secs=max_secs, warmup=3,
-                              threads=t)
-                lat[t] = {"p50_us": b.latency.p50_us, "p90_us": b.latency.p90_us, "mean_us": b.latency.mean_us,
-                          "std_us": b.latency.std_us, "runs": b.latency.count}
-                raw = getattr(b, "samples_us", None)
+                bench = benchmark(res.model_bytes, runs=runs, min_secs=min_secs, max_secs=max_secs, warmup=3,
+                                  threads=t)
+                stats = bench.latency
+                lat[t] = {"p50_us": stats.p50_us, "p90_us": stats.p90_us, "mean_us": stats.mean_us,
+                          "std_us": stats.std_us, "runs": stats.count}
+                raw = getattr(bench, "samples_us", None)
                 if raw:
                     samples_us[t] = list(raw)
                 tick()

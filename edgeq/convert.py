@@ -366,9 +366,41 @@ def _conversion_error(exc: Exception, mode: Mode, allow_float_fallback: bool) ->
 
 
 @overload
-def convert(model: Any, mode: Literal["all"], **kwargs: Any) -> list[ConversionResult]: ...
+def convert(
+    model: Any,
+    mode: Literal["all"],
+    *,
+    calibration: Any = ...,
+    samples: int = ...,
+    seed: int = ...,
+    io: str | IOType = ...,
+    batch_size: int | None = ...,
+    preprocess: Preprocess | None = ...,
+    labels: Sequence[str] | None = ...,
+    allow_float_fallback: bool = ...,
+    show_progress: bool | None = ...,
+    max_drop: float | None = ...,
+    evaluation: Any = ...,
+    target: str | None = ...,
+) -> list[ConversionResult]: ...
 @overload
-def convert(model: Any, mode: str | Mode = ..., **kwargs: Any) -> ConversionResult: ...
+def convert(
+    model: Any,
+    mode: str | Mode = ...,
+    *,
+    calibration: Any = ...,
+    samples: int = ...,
+    seed: int = ...,
+    io: str | IOType = ...,
+    batch_size: int | None = ...,
+    preprocess: Preprocess | None = ...,
+    labels: Sequence[str] | None = ...,
+    allow_float_fallback: bool = ...,
+    show_progress: bool | None = ...,
+    max_drop: float | None = ...,
+    evaluation: Any = ...,
+    target: str | None = ...,
+) -> ConversionResult: ...
 
 
 def convert(
@@ -435,9 +467,9 @@ def convert(
                              show_progress=show_progress)
     if isinstance(mode, str) and mode.lower() == "all":
         io_arg = _enum_arg(IOType, io, "io")
-        loaded = load_model(model)
+        shared = load_model(model)
         src = None if calibration is None else as_source(calibration, preprocess)
-        return [convert(loaded, m, calibration=src, samples=samples, seed=seed,
+        return [convert(shared, m, calibration=src, samples=samples, seed=seed,
                         io=io_arg if io_arg in _VALID_IO[m] else IOType.FLOAT, batch_size=batch_size,
                         preprocess=preprocess, labels=labels, allow_float_fallback=allow_float_fallback,
                         show_progress=show_progress)

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from typing import Iterator
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 __all__ = ["progress_enabled", "task_progress"]
 
@@ -31,7 +31,7 @@ class _Tick:
 
     def __call__(self, n: int = 1) -> None:
         if self._p is not None and self._t is not None:
-            self._p.advance(self._t, n)
+            self._p.advance(TaskID(self._t), n)
 
 
 @contextmanager

@@ -11,7 +11,7 @@ from .errors import OutputExistsError
 __all__ = ["atomic_write_bytes", "atomic_write_text", "check_writable"]
 
 
-def check_writable(path: str | Path, overwrite: bool, argument: str = "path") -> Path:
+def check_writable(path: str | os.PathLike[str], overwrite: bool, argument: str = "path") -> Path:
     """Raise OutputExistsError if ``path`` exists and ``overwrite`` is False."""
     p = Path(path)
     if p.exists() and not overwrite:
@@ -20,7 +20,7 @@ def check_writable(path: str | Path, overwrite: bool, argument: str = "path") ->
     return p
 
 
-def atomic_write_bytes(path: str | Path, data: bytes, overwrite: bool = False,
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, overwrite: bool = False,
                        argument: str = "path") -> Path:
     """Write ``data`` to a temporary file beside ``path`` and rename it into place."""
     p = check_writable(path, overwrite, argument)
@@ -51,7 +51,7 @@ def atomic_write_bytes(path: str | Path, data: bytes, overwrite: bool = False,
     return p
 
 
-def atomic_write_text(path: str | Path, text: str, overwrite: bool = False,
+def atomic_write_text(path: str | os.PathLike[str], text: str, overwrite: bool = False,
                       argument: str = "path") -> Path:
     """Text version of :func:`atomic_write_bytes` (UTF-8)."""
     return atomic_write_bytes(path, text.encode("utf-8"), overwrite, argument)

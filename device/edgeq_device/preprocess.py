@@ -79,7 +79,7 @@ def _per_channel(value: Number | Sequence[Number], argument: str) -> tuple[float
     return vals
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Preprocess:
     """How an image file becomes one model input sample.
 
@@ -97,17 +97,31 @@ class Preprocess:
     The defaults give float pixels in ``[0, 1]`` (``mean=0, std=255``).
     """
 
-    size: tuple[int, int] | None = None
-    color: ColorMode = ColorMode.RGB
-    resize: ResizeMethod = ResizeMethod.BILINEAR
-    crop: CropMode = CropMode.NONE
-    crop_fraction: float = 0.875
-    mean: tuple[float, ...] = (0.0,)
-    std: tuple[float, ...] = (255.0,)
-    layout: Layout = Layout.NHWC
+    size: tuple[int, int] | None
+    color: ColorMode
+    resize: ResizeMethod
+    crop: CropMode
+    crop_fraction: float
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    layout: Layout
 
-    def __post_init__(self) -> None:
+    def __init__(
+        self,
+        size: tuple[int, int] | None = None,
+        color: ColorMode | str = ColorMode.RGB,
+        resize: ResizeMethod | str = ResizeMethod.BILINEAR,
+        crop: CropMode | str = CropMode.NONE,
+        crop_fraction: float = 0.875,
+        mean: float | Sequence[float] = 0.0,
+        std: float | Sequence[float] = 255.0,
+        layout: Layout | str = Layout.NHWC,
+    ) -> None:
+        # Strings and single numbers are accepted and normalized to the enums and tuples.
         set_ = object.__setattr__
+        for name, value in (("size", size), ("color", color), ("resize", resize), ("crop", crop),
+                            ("crop_fraction", crop_fraction), ("mean", mean), ("std", std), ("layout", layout)):
+            set_(self, name, value)
         if self.size is not None:
             try:
                 w, h = (int(v) for v in self.size)
@@ -185,7 +199,7 @@ class Preprocess:
                 image = image.crop((left, top, left + w, top + h))
             elif image.size != (w, h):
                 image = image.resize((w, h), flt)
-        arr = np.asarray(image, dtype=np.float32)
+        arr: np.ndarray = np.asarray(image, dtype=np.float32)
         if arr.ndim == 2:
             arr = arr[:, :, None]
         arr = (arr - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import inspect
 
-import edgeq
-import edgeq.errors
 import edgeq_device
 import edgeq_device.errors
+
+import edgeq
+import edgeq.errors
 
 
 def test_all_is_sorted_and_resolves():
