@@ -539,9 +539,11 @@ class _BoardRun:
         if self.cancel.is_set():
             raise _CancelledError()
         t0 = time.perf_counter()
-        note = fn()
-        dt = time.perf_counter() - t0
-        self.result.timings[name] = round(dt, 3)
+        try:
+            note = fn()
+        finally:
+            dt = time.perf_counter() - t0
+            self.result.timings[name] = round(dt, 3)
         if note:
             self.result.actions[name] = note
         self.say(f"{name} {note + ' ' if note else ''}({dt:.1f} s)")

@@ -37,7 +37,9 @@ class SSHError(DeployError):
 
     def __init__(self, message: str, *, kind: str, received: object = None, fix: str | None = None) -> None:
         self.kind = kind
-        super().__init__(message, argument="to", received=received, fix=fix)
+        self.target = received
+        # The message names the board already; no argument/received suffix to repeat it.
+        super().__init__(message, fix=fix)
 
 
 _TARGET_RE = re.compile(r"^(?:ssh://)?(?:(?P<user>[^@/\s]+)@)?(?P<host>\[[^\]]+\]|[^:@/\s]+)(?::(?P<port>\d+))?/?$")
@@ -260,7 +262,9 @@ class SSHConnection:
         """
         if not isinstance(command, str):
             command = " ".join(shlex.quote(str(a)) for a in command)
-        args = [*self.ssh_args(), "--", command]
+        # ControlMaster=no: ride on the master open() made; if it is gone, connect directly rather
+        # than becoming a background master that would hold this command's pipes open.
+        args = [*self.ssh_args(master="no"), "--", command]
         proc = subprocess.Popen(args, stdin=subprocess.PIPE if isinstance(stdin, bytes) else (
             subprocess.DEVNULL if stdin is None else stdin), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         with self._lock:
@@ -281,7 +285,7 @@ class SSHConnection:
         if self._killed:
             raise SSHError("interrupted", kind="interrupted", received=None)
         result = RemoteResult(proc.returncode, out, err)
-        if proc.returncode == 255 and not self._looks_remote(proc.stderr):
+        if proc.returncode == 255 and not self._looks_remote(err):
             raise _classify(result.err, self.target)
         if check and proc.returncode != 0:
             tail = result.err.strip().splitlines()[-1:] or [f"exit status {proc.returncode}"]

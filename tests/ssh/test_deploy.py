@@ -307,3 +307,32 @@ def test_ctrl_c_stores_nothing_half_done(loopback_ssh, tiny_models_dir, board_py
             rows = conn.execute("select count(*) from measurements").fetchone()[0]
     assert rows == 0
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_ssh_connection_reuses_one_master_and_tells_remote_from_ssh_failures(loopback_ssh, tmp_path):
+    from edgeq.ssh import SSHConnection, SSHError, SSHTarget
+
+    target = SSHTarget(loopback_ssh.target("board-b"), ssh_config=str(loopback_ssh.ssh_config))
+    with SSHConnection(target) as conn:
+        assert conn.control_dir and len(os.listdir(conn.control_dir)) == 1  # the master's socket
+        first = conn.run("echo $PPID; cat", stdin=b"bytes in", timeout=30)
+        assert first.returncode == 0 and first.text.splitlines()[1] == "bytes in"
+        # a remote program exiting 255 is the program's status, not an ssh failure
+        res = conn.run(["sh", "-c", "exit 255"], timeout=30)
+        assert res.returncode == 255
+        with pytest.raises(SSHError) as exc:
+            conn.run("echo oops >&2; exit 3", timeout=30, check=True)
+        assert exc.value.kind == "remote" and "oops" in str(exc.value)
+        with pytest.raises(SSHError) as exc:
+            conn.run("sleep 20", timeout=1)
+        assert exc.value.kind == "timeout"
+        control_dir = conn.control_dir
+    assert not os.path.exists(control_dir)  # master stopped, private folder removed
+    # without a master, a failed connection is classified from ssh's own message
+    closed = SSHConnection(SSHTarget(f"{loopback_ssh.user}@127.0.0.1", port=1, identity=str(loopback_ssh.identity)))
+    try:
+        with pytest.raises(SSHError) as exc:
+            closed.run("true", timeout=30)
+        assert exc.value.kind == "unreachable" and "connection refused" in str(exc.value)
+    finally:
+        closed.close()
