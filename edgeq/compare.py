@@ -361,13 +361,12 @@ def compare(
             samples_us: dict[int, list[float]] = {}
             for t in thread_list:
                 bench = benchmark(res.model_bytes, runs=runs, min_secs=min_secs, max_secs=max_secs, warmup=3,
-                                  threads=t)
+                                  threads=t, keep_samples=True)
                 stats = bench.latency
                 lat[t] = {"p50_us": stats.p50_us, "p90_us": stats.p90_us, "mean_us": stats.mean_us,
                           "std_us": stats.std_us, "runs": stats.count}
-                raw = getattr(bench, "samples_us", None)
-                if raw:
-                    samples_us[t] = list(raw)
+                if bench.samples_us:
+                    samples_us[t] = list(bench.samples_us)
                 tick()
             ana = analyze_flat_model(res.model_bytes)
             rows.append(ModeRow(

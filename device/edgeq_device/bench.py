@@ -62,6 +62,7 @@ class BenchParams:
         runtime: the runtime asked for (None: the first found).
         data: an image folder to take the input from (None: random inputs).
         seed: seed of the random inputs / of the image picked from ``data``.
+        keep_samples: also return every timed run's latency (``BenchResult.samples_us``).
     """
 
     runs: int = 50
@@ -75,6 +76,7 @@ class BenchParams:
     runtime: str | None = None
     data: str | None = None
     seed: int = 0
+    keep_samples: bool = False
 
     def __post_init__(self) -> None:
         def bad(arg: str, value: object, fix: str) -> InvalidArgumentError:
@@ -166,6 +168,7 @@ class BenchResult(JsonResult):
     throttled_after: str | None
     started: str
     edgeq_device_version: str
+    samples_us: tuple[float, ...] | None = None
 
 
 def time_invocations(invoke: Callable[[], object], runs: int, min_secs: float,
@@ -338,6 +341,7 @@ def benchmark(
         throttled_after=throttling(),
         started=started,
         edgeq_device_version=__version__,
+        samples_us=tuple(float(v) / 1e3 for v in samples) if params.keep_samples else None,
     )
 
 

@@ -90,6 +90,9 @@ class ModelInfo(JsonResult):
     metadata_names: tuple[str, ...]
     metadata: EdgeqMetadata | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    macs: int | None = None
+    params: int | None = None
+    peak_activation_bytes: int | None = None
 
     @property
     def is_dynamic(self) -> bool:
@@ -122,6 +125,9 @@ def model_info(model: ModelSource) -> ModelInfo:
     custom = sorted({op.custom_code or "" for s in flat.subgraphs for op in s.operators
                      if op.opcode == "CUSTOM"})
     path = None if isinstance(model, (bytes, bytearray, memoryview)) else str(Path(os.fspath(model)))
+    from .analysis import analyze_flat_model
+
+    graph = analyze_flat_model(flat)
     return ModelInfo(
         path=path,
         sha256=hashlib.sha256(data).hexdigest(),
@@ -139,6 +145,9 @@ def model_info(model: ModelSource) -> ModelInfo:
         signatures=tuple(flat.signatures),
         metadata_names=tuple(flat.metadata),
         metadata=meta,
+        macs=graph.total_macs,
+        params=graph.total_params,
+        peak_activation_bytes=graph.peak_activation_bytes,
     )
 
 
@@ -156,6 +165,9 @@ def format_info(info: ModelInfo) -> str:
              f"size       {_size(info.size_bytes)} (constants {_size(info.constant_bytes)})",
              f"subgraphs  {info.subgraphs}, operators {info.num_ops}"
              + (", compiled for the Edge TPU" if info.edgetpu else "")]
+    if info.macs is not None:
+        lines.append(f"compute    {info.macs:,} multiply-accumulates, {info.params or 0:,} parameters, "
+                     f"peak activations ~{_size(info.peak_activation_bytes or 0)} (estimate)")
     lines.append("inputs")
     lines += [f"  {t.describe()}" for t in info.inputs]
     lines.append("outputs")

@@ -182,3 +182,14 @@ def test_runtime_can_be_chosen(models, small_test_dir):
     except ImportError:
         with pytest.raises(RuntimeNotFoundError, match=r"edgeq-device\[litert\]"):
             benchmark(models["int8"], runs=1, runtime="tflite-runtime")
+
+
+def test_keep_samples_returns_every_timed_run(models):
+    """The samples behind the statistics: one per timed run, their median is p50."""
+    import numpy as np
+    from edgeq_device.bench import benchmark
+
+    r = benchmark(models.paths["int8"], runs=30, min_secs=0.0, warmup=1, threads=1, keep_samples=True)
+    assert r.samples_us is not None and len(r.samples_us) == r.latency.count
+    assert np.median(r.samples_us) == pytest.approx(r.latency.p50_us)
+    assert benchmark(models.paths["int8"], runs=5, min_secs=0.0, warmup=0).samples_us is None

@@ -102,3 +102,16 @@ def test_info_bad_files(tmp_path, models):
     cut.write_bytes(data[: len(data) // 3])
     with pytest.raises(ModelFileError, match="truncated"):
         model_info(cut)
+
+
+def test_info_reports_compute_and_memory(models):
+    """info carries the analysis: MACs, parameters and the activation-memory estimate."""
+    from edgeq_device.analysis import analyze_flat_model
+    from edgeq_device.info import format_info, model_info
+
+    info = model_info(models.paths["float32"])
+    graph = analyze_flat_model(models.paths["float32"])
+    assert info.macs == graph.total_macs > 0
+    assert info.params == graph.total_params > 0
+    assert info.peak_activation_bytes == graph.peak_activation_bytes > 0
+    assert f"{info.macs:,} multiply-accumulates" in format_info(info)
