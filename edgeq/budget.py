@@ -145,7 +145,7 @@ class BudgetReport:
                       "-" if c.drop is None else f"{c.drop:+.2f}", mark,
                       c.error[:80] if c.error else _float_text(c))
         buf = io.StringIO()
-        Console(file=buf, width=140, color_system=None).print(t)
+        Console(file=buf, width=140, color_system=None, force_jupyter=False, force_terminal=False).print(t)
         buf.write(self.reason + "\n")
         return buf.getvalue()
 

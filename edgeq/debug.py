@@ -21,9 +21,11 @@ without calibrating again (the accuracy budget search uses it).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import re
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,7 +124,7 @@ class LayerReport:
             t.add_row(str(r.position), r.op, r.layer, f"{r.sqnr_db:.1f}", f"{r.rmse:.3g}", f"{r.scale:.3g}",
                       f"{r.rmse_over_scale:.2f}", f"{r.max_abs_error:.3g}", r.name.split(";")[0])
         buf = io.StringIO()
-        Console(file=buf, width=160, color_system=None).print(t)
+        Console(file=buf, width=160, color_system=None, force_jupyter=False, force_terminal=False).print(t)
         if limit is not None and len(self.layers) > limit:
             buf.write(f"... {len(self.layers) - limit} more layer(s)\n")
         return buf.getvalue()
@@ -211,6 +213,15 @@ def _guess_layer(tensor: str, layer_names: Sequence[str], model_name: str = "") 
     return parts[1] if len(parts) > 2 else "-"
 
 
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Keep Keras' export summary and TF's debugger warnings (deprecated interpreter, missing
+    input statistics, preserved tensors) off the user's console."""
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        yield
+
+
 class QuantDebugSession:
     """A calibrated model and its quantization debugger, ready for per-layer reports and variants.
 
@@ -252,7 +263,7 @@ class QuantDebugSession:
             yield from self._items
 
         try:
-            with self.loaded.converter(batch_size) as converter:
+            with self.loaded.converter(batch_size) as converter, _quiet():
                 configure_converter(converter, Mode.INT8, IOType.FLOAT, rep)
                 self.debugger = tf.lite.experimental.QuantizationDebugger(
                     converter=converter, debug_dataset=self._dataset)
@@ -293,12 +304,13 @@ class QuantDebugSession:
         """Measure every quantized op's error on the calibration samples; worst first."""
         import tensorflow as tf
 
-        debug_model = self.debugger.get_debug_quantized_model()
         options = tf.lite.experimental.QuantizationDebugOptions(
             layer_direct_compare_metrics={"sqnr": _sqnr, "noise": _noise, "max_error": _max_error})
-        runner = tf.lite.experimental.QuantizationDebugger(
-            quant_debug_model_content=debug_model, debug_dataset=self._dataset, debug_options=options)
-        runner.run()
+        with _quiet():
+            debug_model = self.debugger.get_debug_quantized_model()
+            runner = tf.lite.experimental.QuantizationDebugger(
+                quant_debug_model_content=debug_model, debug_dataset=self._dataset, debug_options=options)
+            runner.run()
         stats = runner.layer_statistics or {}
         flat = read_flat_model(debug_model)
         sg = flat.main
@@ -368,9 +380,10 @@ class QuantDebugSession:
         if unknown:
             raise InvalidArgumentError("not an op output of the model", argument="float_nodes",
                                        received=unknown[:3], fix="use names from LayerReport (LayerError.name)")
-        self.debugger.options = tf.lite.experimental.QuantizationDebugOptions(
-            denylisted_nodes=list(float_nodes) or None, fully_quantize=fully_quantize)
-        return bytes(self.debugger.get_nondebug_quantized_model())
+        with _quiet():
+            self.debugger.options = tf.lite.experimental.QuantizationDebugOptions(
+                denylisted_nodes=list(float_nodes) or None, fully_quantize=fully_quantize)
+            return bytes(self.debugger.get_nondebug_quantized_model())
 
 
 def debug(model: Any, calibration: Any, *, samples: int = 100, seed: int = 0,
