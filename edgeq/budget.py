@@ -36,7 +36,16 @@ import numpy as np
 from edgeq_device.flatbuffer import read_flat_model
 from edgeq_device.preprocess import Preprocess
 
-from .convert import ConversionResult, IOType, Mode, _details, convert, default_preprocess, float_ops
+from .convert import (
+    ConversionResult,
+    IOType,
+    Mode,
+    _details,
+    _enum_arg,
+    convert,
+    default_preprocess,
+    float_ops,
+)
 from .convert import embed_metadata as _embed
 from .data import DataSource, ImageFolder, as_source
 from .errors import DataError, EdgeqError, InvalidArgumentError
@@ -332,8 +341,7 @@ def budget_search(
     if calibration is None:
         raise InvalidArgumentError("the accuracy budget needs calibration data", argument="calibration",
                                    received=None, fix="pass calibration= an image folder or arrays (--calib)")
-    io_ = io if isinstance(io, IOType) else IOType(str(io).lower()) if str(io).lower() in [
-        v.value for v in IOType] else None
+    io_ = _enum_arg(IOType, io, "io")
     if io_ not in (IOType.FLOAT, IOType.INT8):
         raise InvalidArgumentError("the budget search converts int8 candidates with float or int8 I/O",
                                    argument="io", received=io, fix="use io='float' or io='int8'")
@@ -413,7 +421,7 @@ def budget_search(
         reason = (f"no candidate is within {max_drop:g} points; chose the most accurate, {c.name} "
                   f"({c.drop:+.2f} points)")
     else:
-        raise tried_error(tried)
+        raise _all_failed(tried)
     chosen_result = tried[chosen].result
     assert chosen_result is not None
     report = BudgetReport(loaded.name, float(max_drop), base_acc, base.size_bytes, base_lat, data.description,
@@ -422,7 +430,7 @@ def budget_search(
     return dataclasses.replace(chosen_result, budget=report)
 
 
-def tried_error(tried: Sequence[Candidate]) -> EdgeqError:
+def _all_failed(tried: Sequence[Candidate]) -> EdgeqError:
     """The error raised when no candidate could even be converted."""
     from .errors import ConversionError
 
