@@ -122,6 +122,7 @@ def convert_cmd(model: str, mode: str, calib: str | None, samples: int, seed: in
     pre = build_preprocess(size, color, mean, std, model)
     out = Path(output)
     io = io or ("uint8" if target == "edgetpu" else "float")
+    results: Any
     if max_drop is not None or evaluation is not None:  # the accuracy budget search (edgeq.budget)
         if max_drop is None or evaluation is None or target is not None:
             raise InvalidArgumentError("--max-drop and --eval go together, without --target",
