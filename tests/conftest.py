@@ -30,3 +30,31 @@ def mnist_train() -> Path:
 def mnist_test() -> Path:
     """The bundled MNIST digits, test split (1,000 images in class folders)."""
     return MNIST / "test"
+
+
+def _execute_notebook(name: str, timeout: int = 600) -> list[dict]:
+    """Run notebooks/<name> top to bottom in a kernel of this Python; return its code outputs.
+
+    jupyter_client starts the "python3" kernel with the Python running the tests
+    (sys.executable), so the notebook sees the same packages. Fails on any cell error.
+    """
+    import nbclient
+    import nbformat
+
+    path = REPO / "notebooks" / name
+    nb = nbformat.read(path, as_version=4)
+    nbclient.NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                            resources={"metadata": {"path": str(path.parent)}}).execute()
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    errors = [o for o in outputs if o.get("output_type") == "error"]
+    assert not errors, errors
+    return outputs
+
+
+@pytest.fixture
+def execute_notebook(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """The notebook runner, with progress bars off and TensorFlow's logging quiet."""
+    pytest.importorskip("nbclient")
+    monkeypatch.setenv("EDGEQ_PROGRESS", "0")
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
+    return _execute_notebook

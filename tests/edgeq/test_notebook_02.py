@@ -6,24 +6,9 @@ import re
 import sys
 from pathlib import Path
 
-import pytest
 
-nbformat = pytest.importorskip("nbformat")
-nbclient = pytest.importorskip("nbclient")
-
-
-def test_notebook_02_runs(repo_root, monkeypatch):
-    monkeypatch.setenv("EDGEQ_PROGRESS", "0")
-    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
-    path = repo_root / "notebooks" / "02_qat_and_accuracy_budget.ipynb"
-    nb = nbformat.read(path, as_version=4)
-    # jupyter_client starts the "python3" kernel with the Python running this test (sys.executable),
-    # so the notebook sees the same packages as the tests.
-    client = nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
-                                     resources={"metadata": {"path": str(path.parent)}})
-    client.execute()
-    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
-    assert not [o for o in outputs if o.get("output_type") == "error"]
+def test_notebook_02_runs(repo_root, execute_notebook):
+    outputs = execute_notebook("02_qat_and_accuracy_budget.ipynb", timeout=300)
     # streams, plus what rich (the progress lines) displays as rich output in a notebook
     text = "".join(o.get("text", "") or o.get("data", {}).get("text/plain", "") for o in outputs)
     kernel_python = re.search(r"\| python (\S+)", text)
