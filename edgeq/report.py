@@ -76,6 +76,20 @@ def table_rows(data: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+def analysis_rows(data: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Header and cells of the model-analysis table (``edgeq analyze`` figures per mode)."""
+    threads = data["threads"]
+    header = ["model", "MACs", "parameters", "peak activations"] + [f"MAC/s ({t}T)" for t in threads]
+    rows = []
+    for r in data["rows"]:
+        if r["macs"] is None:
+            continue
+        mps = r.get("macs_per_second") or {}
+        rows.append([r["name"], f"{r['macs']:,}", f"{r['params']:,}", _size(r["peak_activation_bytes"])]
+                    + ["-" if not mps.get(str(t)) else f"{mps[str(t)] / 1e9:.2f} G" for t in threads])
+    return header, rows
+
+
 def rich_table(comp: Comparison) -> Any:
     """The comparison as a rich Table (the recommended mode in bold)."""
     from rich.table import Table
@@ -105,6 +119,12 @@ def markdown(comp: Comparison) -> str:
              "", "## Every mode", "",
              "| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |" for cells in rows]
+    a_head, a_rows = analysis_rows(data)
+    if a_rows:
+        lines += ["", "## Model analysis", "", "Multiply-accumulates per inference, parameters, the estimated peak of "
+                  "live activations, and the MAC/s achieved at the median latency.", "",
+                  "| " + " | ".join(a_head) + " |", "|" + "|".join("---" for _ in a_head) + "|"]
+        lines += ["| " + " | ".join(cells) + " |" for cells in a_rows]
     if data["notes"]:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in data["notes"]]
     lines += ["", "## Plots", "", "![accuracy vs latency](plots/accuracy_vs_latency.png)", "",
@@ -202,8 +222,8 @@ th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}tr.rec{backg
 .notes li{margin:.3em 0}"""
 
 
-def _html_table(data: dict[str, Any]) -> str:
-    header, rows = table_rows(data)
+def _html_table(data: dict[str, Any], rows_fn: Any = None) -> str:
+    header, rows = (rows_fn or table_rows)(data)
     rec = data["recommendation"]["mode"]
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     rec_attr = ' class="rec"'
@@ -222,6 +242,7 @@ def html_fragment(comp: Comparison, pngs: dict[str, bytes] | None = None) -> str
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in data["notes"])
     return (f"<div class=\"rec-box\"><b>{html.escape(str(data['recommendation']['mode'] or 'none'))}</b>: "
             f"{html.escape(data['recommendation']['reason'])}</div>{_html_table(data)}"
+            f"<h3>Model analysis</h3>{_html_table(data, analysis_rows)}"
             + (f"<ul class=\"notes\">{notes}</ul>" if notes else "") + f"<div>{imgs}</div>")
 
 

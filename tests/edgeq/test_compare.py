@@ -178,3 +178,17 @@ def test_report_renders_in_headless_chromium(comparison, repo_root):
     # The plots: the bar/marker colour #4c78a8 appears in quantity below the table.
     blue = (np.abs(img - np.array([0x4c, 0x78, 0xa8])).sum(axis=2) < 40)
     assert blue.sum() > 2000, "no plot visible"
+
+
+def test_report_includes_the_model_analysis(comparison, tmp_path):
+    from edgeq.analyze import analyze
+
+    comp, _ = comparison
+    comp.save(tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    assert "## Model analysis" in md
+    for name, res in comp.results.items():
+        a = analyze(res.model_bytes)
+        assert comp.row(name).macs == a.graph.total_macs > 0
+        line = next(ln for ln in md.split("## Model analysis")[1].splitlines() if ln.startswith(f"| {name} |"))
+        assert f"{comp.row(name).macs:,}" in line
