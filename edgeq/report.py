@@ -181,6 +181,9 @@ def plot_pngs(comp: Comparison) -> dict[str, bytes]:
     keras_row = data["rows"][0]
     if keras_row.get(metric) is not None:
         ax.axhline(keras_row[metric] * 100, color="grey", lw=0.8, ls=":")
+    xs = [p[0] for p in pts]
+    if xs and min(xs) > 0 and max(xs) / min(xs) > 20:  # one slow mode would squash the rest
+        ax.set_xscale("log")
     ax.set_xlabel(f"p50 latency, ms ({t0} thread{'s' if t0 != '1' else ''})")
     ax.set_ylabel("top-1 accuracy, %" if data["labeled"] else "agreement with Keras, %")
     ax.set_title("accuracy vs latency (marker area = file size)")
@@ -209,6 +212,9 @@ def plot_pngs(comp: Comparison) -> dict[str, bytes]:
         ax.bar(names, p90, color="#f58518", label="p90")
         ax.bar(names, p50, color="#4c78a8", label="p50")
         ax.legend(fontsize=8)
+    p50s = [(r["latency_us"].get(t0, {}).get("p50_us") or 0) for r in modes]
+    if p50s and min(p50s) > 0 and max(p50s) / min(p50s) > 20:
+        ax.set_yscale("log")
     ax.set_ylabel("ms")
     ax.set_title(f"latency per mode ({t0} thread{'s' if t0 != '1' else ''})")
     out["latency.png"] = png(fig)
