@@ -16,6 +16,33 @@ Errors are printed as one JSON object ``{"error", "kind", "fix"}`` and exit stat
 
 from __future__ import annotations
 
+# Runs argv as a child and stops it when standard input closes: the host keeps the SSH
+# session's stdin open while a command runs, so when the session goes away (Ctrl-C on the
+# host, a time-out) the measurement on the board stops too instead of running on.
+WATCH_SOURCE = r'''
+import os, subprocess, sys, threading
+child = subprocess.Popen(sys.argv[1:])
+
+
+def watch():
+    try:
+        while os.read(0, 4096):  # unbuffered: no lock held at interpreter exit
+            pass
+    except OSError:
+        pass
+    if child.poll() is None:
+        child.terminate()
+        try:
+            child.wait(5)
+        except subprocess.TimeoutExpired:
+            child.kill()
+
+
+threading.Thread(target=watch, daemon=True).start()
+code = child.wait()
+os._exit(code if code >= 0 else 128 - code)  # do not wait for the watcher's read
+'''
+
 SOURCE = r'''
 import fcntl, hashlib, importlib.util, json, os, platform, shutil, subprocess, sys, tarfile, tempfile
 
@@ -185,17 +212,24 @@ def op_setup(workdir, wheel_rel, wheel_sha, extra, offline, runtime):
                 fh.write("\n".join(parents) + "\n")
         marker = None
         action = "created"
+    if action == "reused" and marker.get("wheel_sha") == wheel_sha and (
+            not runtime or (marker.get("runtime") or {}).get("name") == runtime):
+        # Same interpreter, same wheel, same runtime as last time: nothing to check or install.
+        held.close()
+        sys.stdout.write(json.dumps({"venv": venv, "python": py, "action": "reused", "install": "none",
+                                     "runtime": marker.get("runtime")}) + "\n")
+        return
     have = venv_check(py)
     deps_missing = [m for m in DEPS if not have.get(m)]
     wanted = RUNTIMES.get(runtime) if runtime else None
     runtime_ok = have.get(wanted) if wanted else any(have.get(m) for m in RUNTIMES.values())
     install = "none"
-    if marker is None or marker.get("wheel_sha") != wheel_sha:
+    if marker is None or marker.get("wheel_sha") != wheel_sha or deps_missing or not runtime_ok:
         wheel = os.path.join(workdir, wheel_rel)
         pip = [py, "-m", "pip", "--disable-pip-version-check", "--no-input", "-q"]
         subprocess.run(pip + ["uninstall", "-y", "edgeq-device"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         if not deps_missing and runtime_ok:
-            cmd = pip + ["install", "--no-deps", "--no-index", wheel]
+            cmd = pip + ["install", "--no-deps", "--no-index", "--force-reinstall", wheel]
             install = "no-deps"
         elif offline == "1":
             missing = deps_missing + ([] if runtime_ok else ["a TFLite runtime (%s)" % (
@@ -205,6 +239,12 @@ def op_setup(workdir, wheel_rel, wheel_sha, extra, offline, runtime):
                  "install them on the board (pip install 'edgeq-device[litert]', or apt install python3-numpy "
                  "python3-pil ...), point python= at a python that has them, or drop offline")
         else:
+            # edgeq-device itself first (a parent environment may hold the same version), then
+            # let pip resolve what is missing around it.
+            first = subprocess.run(pip + ["install", "--no-deps", "--no-index", "--force-reinstall", wheel],
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            if first.returncode != 0:
+                fail("pip could not install the edgeq-device wheel: %s" % first.stdout.decode()[-300:], "setup")
             cmd = pip + ["install", wheel + ("[%s]" % extra if extra else "")]
             install = "resolved"
         res = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)

@@ -644,13 +644,13 @@ class _BoardRun:
     def _device_cmd(self, verb: str, *args: str) -> dict[str, Any]:
         assert self.conn is not None
         exe = str(Path(self.venv_python).parent / "edgeq-device")
-        cmd = [exe, verb, *args, "--json", "-"]
+        cmd = [self.venv_python, "-c", _remote.WATCH_SOURCE, exe, verb, *args, "--json", "-"]
         if self.b.threads:
             cmd += ["--threads", str(self.b.threads)]
         if self.b.runtime:
             cmd += ["--runtime", self.b.runtime]
         cmd += self.extra_args if verb == "bench" else []
-        res = self.conn.run(cmd, timeout=self.b.timeout)
+        res = self.conn.run(cmd, timeout=self.b.timeout, hold_stdin=True)
         payload = _parse_json_doc(res.text) if res.returncode == 0 else None
         if payload is None:
             err = [ln for ln in res.err.strip().splitlines() if ln.strip()]

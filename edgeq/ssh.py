@@ -229,9 +229,15 @@ class SSHConnection:
         proc.kill()
         self._stop_master()
         try:
-            proc.communicate(timeout=10)
-        except (subprocess.TimeoutExpired, ValueError, OSError):
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
             pass
+        for stream in (proc.stdin, proc.stdout, proc.stderr):
+            if stream is not None:
+                try:
+                    stream.close()
+                except OSError:
+                    pass
 
     def _stop_master(self) -> None:
         if not self._master:
@@ -253,9 +259,11 @@ class SSHConnection:
 
     # -- commands ------------------------------------------------------------------
     def run(self, command: str | Sequence[str], *, stdin: bytes | IO[bytes] | None = None,
-            timeout: float | None = None, check: bool = False) -> RemoteResult:
+            timeout: float | None = None, check: bool = False, hold_stdin: bool = False) -> RemoteResult:
         """Run ``command`` on the board (a shell string, or argv that is quoted for the shell).
 
+        With ``hold_stdin=True`` the command's standard input stays open until it ends, so
+        a remote watchdog can stop it when the connection goes away (Ctrl-C, time-out).
         Raises SSHError(kind="timeout") after ``timeout`` seconds, and
         SSHError for connection failures (ssh's exit status 255). With
         ``check=True`` a non-zero exit of the command raises SSHError(kind="remote").
@@ -265,12 +273,15 @@ class SSHConnection:
         # ControlMaster=no: ride on the master open() made; if it is gone, connect directly rather
         # than becoming a background master that would hold this command's pipes open.
         args = [*self.ssh_args(master="no"), "--", command]
-        proc = subprocess.Popen(args, stdin=subprocess.PIPE if isinstance(stdin, bytes) else (
+        proc = subprocess.Popen(args, stdin=subprocess.PIPE if isinstance(stdin, bytes) or hold_stdin else (
             subprocess.DEVNULL if stdin is None else stdin), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         with self._lock:
             self._procs.add(proc)
         try:
-            out, err = proc.communicate(stdin if isinstance(stdin, bytes) else None, timeout=timeout)
+            if hold_stdin:
+                out, err = _communicate_holding_stdin(proc, timeout)
+            else:
+                out, err = proc.communicate(stdin if isinstance(stdin, bytes) else None, timeout=timeout)
         except subprocess.TimeoutExpired:
             self._abort(proc)
             raise SSHError(f"a step on {self.target.describe()} timed out after {timeout:.0f} s",
@@ -302,3 +313,31 @@ class SSHConnection:
                    "kex_exchange", "no route to host", "mux_client")
         return not any(m in text for m in markers)
 
+
+
+def _communicate_holding_stdin(proc: subprocess.Popen[bytes], timeout: float | None) -> tuple[bytes, bytes]:
+    """Like ``communicate`` but standard input stays open until the process ends."""
+    chunks: dict[str, list[bytes]] = {"out": [], "err": []}
+
+    def pump(stream: IO[bytes] | None, key: str) -> None:
+        if stream is None:
+            return
+        try:
+            for chunk in iter(lambda: stream.read(65536), b""):
+                chunks[key].append(chunk)
+        except (OSError, ValueError):
+            pass
+
+    readers = [threading.Thread(target=pump, args=(proc.stdout, "out"), daemon=True),
+               threading.Thread(target=pump, args=(proc.stderr, "err"), daemon=True)]
+    for t in readers:
+        t.start()
+    proc.wait(timeout=timeout)  # raises TimeoutExpired
+    for t in readers:
+        t.join(timeout=10)
+    if proc.stdin is not None:
+        try:
+            proc.stdin.close()
+        except OSError:
+            pass
+    return b"".join(chunks["out"]), b"".join(chunks["err"])

@@ -307,6 +307,25 @@ def test_ctrl_c_stores_nothing_half_done(loopback_ssh, tiny_models_dir, board_py
             rows = conn.execute("select count(*) from measurements").fetchone()[0]
     assert rows == 0
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    # the measurements on the boards stopped too (their ssh session's stdin closed)
+    workdir = _workdir(tmp_path, "int")
+    deadline = time.monotonic() + 20
+    while _processes_mentioning(workdir) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not _processes_mentioning(workdir)
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
+            except OSError:
+                continue
+            if text in cmdline:
+                found.append(int(entry.name))
+    return found
 
 
 def test_ssh_connection_reuses_one_master_and_tells_remote_from_ssh_failures(loopback_ssh, tmp_path):

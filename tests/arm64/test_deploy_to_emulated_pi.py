@@ -1,0 +1,106 @@
+"""End to end: an sshd inside the emulated Raspberry Pi, and ``edgeq deploy`` into it over SSH."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from edgeq.deploy import Board, deploy
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "arm64_rootfs.sh"
+
+pytestmark = [pytest.mark.arm64, pytest.mark.ssh]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def pi_sshd(emulated_pi) -> Iterator[dict]:
+    """sshd (aarch64, emulated) of the arm64 root, key-only root login on a loopback port."""
+    d = emulated_pi.share / "sshd"
+    d.mkdir()
+    d_in = f"{emulated_pi.share_in}/sshd"
+    for name in ("host_ed25519", "id_ed25519"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / name)], check=True)
+    (d / "authorized_keys").write_text((d / "id_ed25519.pub").read_text())
+    (emulated_pi.root / "run" / "sshd").mkdir(parents=True, exist_ok=True)
+    port = _free_port()
+    (d / "sshd_config").write_text("\n".join([
+        f"Port {port}", "ListenAddress 127.0.0.1", f"HostKey {d_in}/host_ed25519", f"PidFile {d_in}/sshd.pid",
+        f"AuthorizedKeysFile {d_in}/authorized_keys", "PasswordAuthentication no", "KbdInteractiveAuthentication no",
+        "PermitRootLogin prohibit-password", "UsePAM no", "StrictModes no", "LogLevel ERROR", ""]))
+    host_pub = (d / "host_ed25519.pub").read_text().split()[:2]
+    (d / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_pub[0]} {host_pub[1]}\n")
+    proc = subprocess.Popen(["bash", str(SCRIPT), "run", "/usr/sbin/sshd", "-D", "-e", "-f", f"{d_in}/sshd_config"],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"sshd in the arm64 root exited: {proc.stderr.read().decode() if proc.stderr else ''}")
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+                    if s.recv(64).startswith(b"SSH-"):
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail("sshd in the arm64 root did not answer")
+            time.sleep(0.5)
+        yield {"port": port, "identity": d / "id_ed25519", "known_hosts": d / "known_hosts", "dir_in": d_in}
+    finally:
+        pid_file = d / "sshd.pid"
+        if pid_file.exists():  # stop sshd itself; the script then unmounts and exits
+            try:
+                os.kill(int(pid_file.read_text().strip()), signal.SIGTERM)
+            except (ProcessLookupError, ValueError):
+                pass
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def test_deploy_bench_and_eval_on_the_emulated_pi(emulated_pi, pi_sshd, tiny_models_dir, eval_folder, tmp_path):
+    board = Board("root@127.0.0.1", port=pi_sshd["port"], label="pi4-emulated", identity=str(pi_sshd["identity"]),
+                  ssh_options=(f"UserKnownHostsFile={pi_sshd['known_hosts']}", "StrictHostKeyChecking=yes"),
+                  python="/opt/edgeq/litert/bin/python", threads=1, timeout=900,
+                  workdir=f"{emulated_pi.share_in}/home/.edgeq-device")
+    db = tmp_path / "results.db"
+    t0 = time.perf_counter()
+    report = deploy(tiny_models_dir["int8"], to=board, bench=True, eval=eval_folder, db=db,
+                    bench_args=["--runs", "10", "--min-secs", "0", "--warmup", "1"], progress=False)
+    seconds = time.perf_counter() - t0
+    res = report["pi4-emulated"]
+    assert res.ok, res.error
+    print(f"\ndeploy + bench + eval into the emulated Pi: {seconds:.1f} s; steps {res.timings}")
+    assert res.board["machine"] == "aarch64"
+    assert res.bench["schema"] == "edgeq-device/bench/1" and res.bench["board"]["architecture"] == "aarch64"
+    assert res.bench["runtime"] == "litert" and res.bench["threads"] == 1
+    assert res.eval["schema"] == "edgeq-device/eval/1" and res.eval["images"] == 50
+    # the same int8 model on the same images on x86: the same accuracy
+    from edgeq_device.evaluate import evaluate
+
+    host = evaluate(tiny_models_dir["int8"], eval_folder, workers=1, runtime="litert")
+    assert res.eval["top1"] == host.to_dict()["top1"]
+    # the model landed inside the arm64 root, byte for byte
+    on_pi = emulated_pi.share / "home" / ".edgeq-device" / "models" / tiny_models_dir["int8"].name
+    assert on_pi.read_bytes() == Path(tiny_models_dir["int8"]).read_bytes()
+    with sqlite3.connect(db) as conn:
+        rows = sorted(conn.execute("select device, kind from measurements").fetchall())
+    assert rows == [("pi4-emulated", "bench"), ("pi4-emulated", "eval")]
+    # a second deploy reuses the venv and copies nothing
+    again = deploy(tiny_models_dir["int8"], to=board, eval=eval_folder, store=False, progress=False)["pi4-emulated"]
+    assert again.ok and again.actions["upload_model"] == "unchanged" and "venv reused" in again.actions["setup"]
