@@ -237,12 +237,19 @@ def _recommend(rows: list[ModeRow], budget: float, prefer: str, threads: int, la
                                     f"(edgeq qat) or keep sensitive layers in float (--max-drop). "
                                     f"Largest drop: {worst.name}.", budget, prefer)
 
-    def key(r: ModeRow) -> tuple[float, float]:
-        size = float(r.size_bytes or 0)
-        lat = r.p50(threads) or float("inf")
-        return (size, lat) if prefer == "size" else (lat, size)
+    def size(r: ModeRow) -> float:
+        return float(r.size_bytes or 0)
 
-    best = min(candidates, key=key)
+    def lat(r: ModeRow) -> float:
+        return r.p50(threads) or float("inf")
+
+    # Near-ties on the first criterion (sizes within 2%, latencies within 5%) go to the second.
+    if prefer == "size":
+        floor = min(size(r) for r in candidates)
+        best = min((r for r in candidates if size(r) <= floor * 1.02), key=lambda r: (lat(r), size(r)))
+    else:
+        floor = min(lat(r) for r in candidates)
+        best = min((r for r in candidates if lat(r) <= floor * 1.05), key=lambda r: (size(r), lat(r)))
     f32 = next((r for r in rows if r.name == "float32"), None)
     parts = []
     if f32 and best.size_bytes and f32.size_bytes:
@@ -255,7 +262,10 @@ def _recommend(rows: list[ModeRow], budget: float, prefer: str, threads: int, la
                      f"{keras_row.top1 * 100:.1f}%)" if keras_row.top1 is not None else "")
     elif best.agreement is not None:
         parts.append(f"{best.agreement * 100:.1f}% agreement with Keras")
-    what = "smallest" if prefer == "size" else "fastest"
+    if prefer == "size":
+        what = "smallest" if size(best) == floor else "fastest of the smallest (sizes within 2%)"
+    else:
+        what = "fastest" if lat(best) == floor else "smallest of the fastest (p50 within 5%)"
     reason = (f"{best.name} is the {what} model within the {budget:g}-point budget on {metric}: "
               + ", ".join(p for p in parts if p) + ".")
     return Recommendation(best.name, reason, budget, prefer)

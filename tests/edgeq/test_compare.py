@@ -99,7 +99,10 @@ def test_recommendation_within_budget(comparison):
     chosen = comp.row(rec.mode)
     assert -chosen.top1_change_points <= rec.budget_points
     within = [r for r in comp.rows[1:] if -r.top1_change_points <= rec.budget_points]
-    assert chosen.size_bytes == min(r.size_bytes for r in within)
+    smallest = min(r.size_bytes for r in within)
+    near = [r for r in within if r.size_bytes <= smallest * 1.02]
+    assert chosen in near
+    assert chosen.p50(1) == min(r.p50(1) for r in near)
     assert rec.mode in rec.reason and "budget" in rec.reason
 
 
