@@ -355,3 +355,19 @@ def test_ssh_connection_reuses_one_master_and_tells_remote_from_ssh_failures(loo
         assert exc.value.kind == "unreachable" and "connection refused" in str(exc.value)
     finally:
         closed.close()
+
+
+@pytest.mark.slow
+def test_board_without_runtime_gets_one_from_pip_when_online(loopback_ssh, tiny_models_dir, tmp_path):
+    """Debian's bare python3 and internet: pip resolves numpy, pillow, ... and ai-edge-litert there."""
+    if not os.path.exists("/usr/bin/python3"):
+        pytest.skip("no /usr/bin/python3 to stand in for a bare board")
+    board = Board(loopback_ssh.target(), label="bare-online", python="/usr/bin/python3", timeout=900,
+                  ssh_config=str(loopback_ssh.ssh_config), workdir=_workdir(tmp_path, "online"))
+    res = deploy(tiny_models_dir["int8"], to=board, bench=True, bench_args=QUICK, progress=False,
+                 store=False)["bare-online"]
+    if not res.ok and res.error_kind == "no-runtime" and "pip could not install" in (res.error or ""):
+        pytest.skip(f"no package index reachable from here: {res.error}")
+    assert res.ok, res.error
+    assert "venv created (resolved)" in res.actions["setup"]
+    assert res.bench["runtime"] == "litert"
