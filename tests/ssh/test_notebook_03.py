@@ -3,19 +3,13 @@
 from __future__ import annotations
 
 import sqlite3
-from pathlib import Path
 
 import pytest
 
-nbformat = pytest.importorskip("nbformat")
-nbclient = pytest.importorskip("nbclient")
-
 pytestmark = pytest.mark.ssh
 
-REPO = Path(__file__).resolve().parents[2]
 
-
-def test_notebook_03_deploys_and_compares(loopback_ssh, board_python, tmp_path, monkeypatch):
+def test_notebook_03_deploys_and_compares(loopback_ssh, board_python, tmp_path, monkeypatch, execute_notebook):
     fleet = tmp_path / "devices.toml"
     fleet.write_text(f"""
 [[board]]
@@ -28,15 +22,7 @@ workdir = "{tmp_path / 'board' / '.edgeq-device'}"
     db = tmp_path / "results.db"
     monkeypatch.setenv("EDGEQ_BOARD", str(fleet))
     monkeypatch.setenv("EDGEQ_DB", str(db))
-    monkeypatch.setenv("EDGEQ_PROGRESS", "0")
-    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
-    path = REPO / "notebooks" / "03_deploy_and_benchmark.ipynb"
-    nb = nbformat.read(path, as_version=4)
-    client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
-                                     resources={"metadata": {"path": str(path.parent)}})
-    client.execute()
-    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
-    assert not [o for o in outputs if o.get("output_type") == "error"]
+    outputs = execute_notebook("03_deploy_and_benchmark.ipynb")
     html = "".join(o["data"]["text/html"] for o in outputs if "text/html" in o.get("data", {}))
     # the side-by-side table has the host and the board
     assert "<td>host</td>" in html and "<td>pi4-notebook</td>" in html
