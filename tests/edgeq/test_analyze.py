@@ -12,6 +12,7 @@ import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
 from click.testing import CliRunner
 from edgeq_device.analysis import analyze_flat_model
+from plain_tflite import plain_convert
 
 import edgeq
 from edgeq.analyze import ModelAnalysis, analyze
@@ -22,25 +23,7 @@ keras = tf.keras
 
 
 def _convert(model: Any, int8: bool = False, float_io: bool = True, fallback: bool = False) -> bytes:
-    conv = tf.lite.TFLiteConverter.from_keras_model(model)
-    if int8:
-        rng = np.random.default_rng(0)
-        shape = tuple(d or 1 for d in model.inputs[0].shape)
-
-        def rep() -> Any:
-            for _ in range(4):
-                yield [rng.uniform(0, 1, shape).astype(np.float32)]
-
-        conv.optimizations = [tf.lite.Optimize.DEFAULT]
-        conv.representative_dataset = rep
-        ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        if fallback:
-            ops.append(tf.lite.OpsSet.TFLITE_BUILTINS)
-        conv.target_spec.supported_ops = ops
-        if not float_io:
-            conv.inference_input_type = tf.int8
-            conv.inference_output_type = tf.int8
-    return bytes(conv.convert())
+    return plain_convert(model, int8, "float" if float_io else "int8", fallback)
 
 
 def _small_cnn() -> Any:

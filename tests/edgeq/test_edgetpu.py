@@ -10,11 +10,11 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import tensorflow as tf
 from click.testing import CliRunner
 from edgeq_device.flatbuffer import read_flat_model
+from plain_tflite import plain_convert
 
 from edgeq.cli import cli
 from edgeq.edgetpu import (
@@ -31,23 +31,7 @@ keras = tf.keras
 
 
 def _convert(model: Any, int8: bool = True, io: str = "int8", fallback: bool = False) -> bytes:
-    conv = tf.lite.TFLiteConverter.from_keras_model(model)
-    if int8:
-        rng = np.random.default_rng(0)
-        shape = tuple(d or 1 for d in model.inputs[0].shape)
-
-        def rep() -> Any:
-            for _ in range(4):
-                yield [rng.uniform(0, 1, shape).astype(np.float32)]
-
-        conv.optimizations = [tf.lite.Optimize.DEFAULT]
-        conv.representative_dataset = rep
-        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8] + (
-            [tf.lite.OpsSet.TFLITE_BUILTINS] if fallback else [])
-        if io != "float":
-            conv.inference_input_type = tf.int8 if io == "int8" else tf.uint8
-            conv.inference_output_type = conv.inference_input_type
-    return bytes(conv.convert())
+    return plain_convert(model, int8, io, fallback)
 
 
 def _cnn(batch_size: int | None = 1) -> Any:
