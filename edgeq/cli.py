@@ -629,6 +629,34 @@ def compare_cmd(model: str, calib: str, evaluation: str, modes: str, threads: st
                   + ("" if store is None else f"; measurements stored in {store.path}"))
 
 
+@cli.command("report")
+@click.argument("folder", type=click.Path())
+@click.option("--db", type=click.Path(), default=None, envvar="EDGEQ_DB",
+              help="Results store [$EDGEQ_DB or ~/.edgeq/results.db].")
+def report_cmd(folder: str, db: str | None) -> None:
+    """Rewrite FOLDER's report (from its results.json) with what boards measured for the same models.
+
+    Deploy a model from FOLDER/models with `edgeq deploy --bench --eval`, then run this: report.md,
+    report.html, results.json and the plots in FOLDER are written again with an "On boards" table.
+    """
+    import json
+    from pathlib import Path
+
+    from .compare import Comparison
+    from .errors import DataError
+
+    path = Path(folder) / "results.json"
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise DataError("cannot read the comparison's results.json", argument="FOLDER", received=str(path),
+                        fix="give the folder edgeq compare wrote (-o)") from exc
+    comp = Comparison.from_dict(data)
+    found = comp.attach_board_results(db)
+    comp.save(folder, overwrite=True)
+    _console().print(f"rewrote {folder}/report.html and report.md with {found} board measurement(s)")
+
+
 def main() -> None:
     """Entry point of the ``edgeq`` console script."""
     cli(prog_name="edgeq")

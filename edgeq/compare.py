@@ -116,6 +116,62 @@ class Comparison:
     board: dict[str, Any]
     created: str
     results: dict[str, ConversionResult] = field(repr=False, default_factory=dict)
+    boards: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Comparison:
+        """Rebuild from ``results.json`` (without the model bytes or the latency samples)."""
+        if data.get("schema") != "edgeq/compare/1":
+            raise DataError("not an edgeq compare results file", argument="results",
+                            received=data.get("schema"), fix="give the results.json that edgeq compare wrote")
+        known = set(ModeRow.__dataclass_fields__) - {"latency_samples_us"}
+        rows = []
+        for r in data["rows"]:
+            kw = {k: v for k, v in r.items() if k in known}
+            kw["latency_us"] = {int(t): v for t, v in r["latency_us"].items()}
+            kw["float_ops"] = tuple(r.get("float_ops") or ())
+            rows.append(ModeRow(**kw))
+        rec = data["recommendation"]
+        return cls(model_name=data["model"], rows=rows,
+                   recommendation=Recommendation(rec["mode"], rec["reason"], rec["budget_points"], rec["prefer"]),
+                   threads=tuple(data["threads"]), evaluation=data["evaluation"], eval_images=data["eval_images"],
+                   labeled=data["labeled"], notes=list(data["notes"]), board=data["board"],
+                   created=data["created"], boards=list(data.get("boards") or []))
+
+    def attach_board_results(self, store: Any) -> int:
+        """Add what boards measured for these very models (same sha256) from the results store.
+
+        Keeps the newest bench and eval per board, mode, runtime and thread count. Returns how
+        many board rows the report now shows.
+        """
+        from .store import ResultsStore
+
+        st = store if isinstance(store, ResultsStore) else ResultsStore(store, create=False)
+        benches: dict[tuple[str, str, str, Any], dict[str, Any]] = {}
+        evals: dict[tuple[str, str, str], dict[str, Any]] = {}
+        for row in self.rows[1:]:
+            if not row.model_sha256:
+                continue
+            for m in st.runs(model=row.model_sha256):  # newest first
+                if m.device == "host":
+                    continue
+                base = {"board": m.device, "mode": row.name, "runtime": m.runtime,
+                        "runtime_version": m.runtime_version}
+                if m.kind == "bench":
+                    benches.setdefault((m.device, row.name, m.runtime, m.threads), dict(
+                        base, threads=m.threads, p50_us=m.latency_p50_us, p90_us=m.latency_p90_us,
+                        measured=m.created))
+                elif m.kind == "eval":
+                    evals.setdefault((m.device, row.name, m.runtime), {
+                        "top1": m.accuracy_top1, "top5": m.accuracy_top5, "evaluated": m.created, **base})
+        rows = []
+        for (device, mode, runtime, _), entry in benches.items():
+            ev = evals.get((device, mode, runtime), {})
+            rows.append({**entry, **{k: ev[k] for k in ("top1", "top5", "evaluated") if k in ev}})
+        with_bench = {(e["board"], e["mode"], e["runtime"]) for e in rows}
+        rows += [dict(e, threads=None) for k, e in evals.items() if k not in with_bench]
+        self.boards = sorted(rows, key=lambda e: (e["board"], e["mode"], str(e["threads"])))
+        return len(self.boards)
 
     def row(self, name: str) -> ModeRow:
         """The row of ``name`` (``"keras"`` or a mode)."""
@@ -142,6 +198,7 @@ class Comparison:
                                "prefer": self.recommendation.prefer},
             "notes": list(self.notes),
             "rows": [r.to_dict() for r in self.rows],
+            "boards": list(self.boards),
         }
 
     def table(self) -> Any:

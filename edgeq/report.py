@@ -90,6 +90,16 @@ def analysis_rows(data: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+def board_rows(data: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Header and cells of the on-board measurements (from ``edgeq deploy`` via the results store)."""
+    header = ["board", "model", "runtime", "threads", "p50 ms", "p90 ms", "top-1", "top-5", "measured"]
+    rows = [[b["board"], b["mode"], f"{b['runtime']} {b.get('runtime_version') or ''}".strip(),
+             "-" if b.get("threads") is None else str(b["threads"]), _ms(b.get("p50_us")), _ms(b.get("p90_us")),
+             _pct(b.get("top1")), _pct(b.get("top5")), str(b.get("measured") or b.get("evaluated") or "-")]
+            for b in data.get("boards") or []]
+    return header, rows
+
+
 def rich_table(comp: Comparison) -> Any:
     """The comparison as a rich Table (the recommended mode in bold)."""
     from rich.table import Table
@@ -125,6 +135,11 @@ def markdown(comp: Comparison) -> str:
                   "live activations, and the MAC/s achieved at the median latency.", "",
                   "| " + " | ".join(a_head) + " |", "|" + "|".join("---" for _ in a_head) + "|"]
         lines += ["| " + " | ".join(cells) + " |" for cells in a_rows]
+    b_head, b_rows = board_rows(data)
+    if b_rows:
+        lines += ["", "## On boards", "", "The same .tflite files measured on boards by `edgeq deploy`.", "",
+                  "| " + " | ".join(b_head) + " |", "|" + "|".join("---" for _ in b_head) + "|"]
+        lines += ["| " + " | ".join(cells) + " |" for cells in b_rows]
     if data["notes"]:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in data["notes"]]
     lines += ["", "## Plots", "", "![accuracy vs latency](plots/accuracy_vs_latency.png)", "",
@@ -249,6 +264,7 @@ def html_fragment(comp: Comparison, pngs: dict[str, bytes] | None = None) -> str
     return (f"<div class=\"rec-box\"><b>{html.escape(str(data['recommendation']['mode'] or 'none'))}</b>: "
             f"{html.escape(data['recommendation']['reason'])}</div>{_html_table(data)}"
             f"<h3>Model analysis</h3>{_html_table(data, analysis_rows)}"
+            + (f"<h3>On boards</h3>{_html_table(data, board_rows)}" if data.get("boards") else "")
             + (f"<ul class=\"notes\">{notes}</ul>" if notes else "") + f"<div>{imgs}</div>")
 
 

@@ -1,0 +1,43 @@
+"""The compare report shows what a board measured for the very same .tflite files."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from edgeq.cli import cli
+from edgeq.compare import compare
+from edgeq.demo import train_cnn
+from edgeq.deploy import Board, deploy
+from edgeq.store import ResultsStore
+
+pytestmark = pytest.mark.ssh
+
+
+def test_report_includes_board_measurements(loopback_ssh, board_python, eval_folder, mnist_train, mnist_test,
+                                            tmp_path):
+    db = tmp_path / "results.db"
+    model = train_cnn(mnist_train, epochs=1, verbose=0)
+    comp = compare(model, calibration=mnist_train, evaluation=mnist_test, modes=["float32", "int8"], samples=50,
+                   eval_samples=100, threads=(1,), runs=10, min_secs=0.05, store=db)
+    out = tmp_path / "report"
+    comp.save(out)
+    int8_file = out / "models" / comp.results["int8"].default_filename
+    board = Board(loopback_ssh.target("board-a"), label="pi-report", python=board_python,
+                  workdir=str(tmp_path / "board" / ".edgeq-device"), ssh_config=str(loopback_ssh.ssh_config))
+    report = deploy(int8_file, to=board, bench=True, eval=eval_folder, db=db,
+                    bench_args=["--runs", "20", "--min-secs", "0.1", "--threads", "1"])
+    assert report["pi-report"].ok, report["pi-report"].error
+    measured = [m for m in ResultsStore(db).runs(device="pi-report") if m.kind == "bench"]
+    assert measured and measured[0].model_sha256 == comp.row("int8").model_sha256
+
+    result = CliRunner().invoke(cli, ["report", str(out), "--db", str(db)], catch_exceptions=False)
+    assert result.exit_code == 0, result.stderr
+    assert "1 board measurement" in result.stdout
+    md = (out / "report.md").read_text()
+    section = md.split("## On boards")[1]
+    line = next(ln for ln in section.splitlines() if ln.startswith("| pi-report | int8 |"))
+    assert f"{measured[0].latency_p50_us / 1000:.3f}" in line
+    evaluated = next(m for m in ResultsStore(db).runs(device="pi-report") if m.kind == "eval")
+    assert f"{evaluated.accuracy_top1 * 100:.2f}%" in line
+    assert "On boards" in (out / "report.html").read_text()
