@@ -164,9 +164,9 @@ class Comparison:
                 elif m.kind == "eval":
                     evals.setdefault((m.device, row.name, m.runtime), {
                         "top1": m.accuracy_top1, "top5": m.accuracy_top5, "evaluated": m.created, **base})
-        rows = []
+        rows: list[dict[str, Any]] = []
         for (device, mode, runtime, _), entry in benches.items():
-            ev = evals.get((device, mode, runtime), {})
+            ev: dict[str, Any] = evals.get((device, mode, runtime), {})
             rows.append({**entry, **{k: ev[k] for k in ("top1", "top5", "evaluated") if k in ev}})
         with_bench = {(e["board"], e["mode"], e["runtime"]) for e in rows}
         rows += [dict(e, threads=None) for k, e in evals.items() if k not in with_bench]
