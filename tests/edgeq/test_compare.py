@@ -195,3 +195,29 @@ def test_report_includes_the_model_analysis(comparison, tmp_path):
         assert comp.row(name).macs == a.graph.total_macs > 0
         line = next(ln for ln in md.split("## Model analysis")[1].splitlines() if ln.startswith(f"| {name} |"))
         assert f"{comp.row(name).macs:,}" in line
+
+
+def test_compare_cli_writes_report_and_refuses_to_overwrite(trained, mnist_train, mnist_test, tmp_path):
+    from click.testing import CliRunner
+
+    from edgeq.cli import cli
+
+    model_path = tmp_path / "digits.keras"
+    trained.save(model_path)
+    out, db = tmp_path / "report", tmp_path / "results.db"
+    args = ["compare", str(model_path), "--calib", str(mnist_train), "--eval", str(mnist_test), "--modes",
+            "float32,int8", "--threads", "1", "--samples", "20", "--eval-samples", "50", "-o", str(out),
+            "--db", str(db)]
+    result = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.stderr
+    data = json.loads((out / "results.json").read_text())
+    assert [r["name"] for r in data["rows"]] == ["keras", "float32", "int8"]
+    assert data["recommendation"]["reason"].split(":")[0] in result.stdout.replace("\n", " ")
+    assert len(ResultsStore(db).runs()) == 2
+    again = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert again.exit_code == 2
+    assert again.stderr.strip().splitlines() == [
+        f"error: --output: a report exists in the output folder (received '{out}'); "
+        "choose another --output or pass --force to overwrite"]
+    bad = CliRunner().invoke(cli, [*args[:-4], "--threads", "one", "-o", str(tmp_path / "x")], catch_exceptions=False)
+    assert bad.exit_code == 2 and "error: --threads: expected comma-separated integers" in bad.stderr
