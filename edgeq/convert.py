@@ -332,14 +332,8 @@ def float_ops(flat: FlatModel, mode: Mode) -> tuple[str, ...]:
 
 def _details(flat: FlatModel, which: str) -> tuple[TensorDetail, ...]:
     sg = flat.main
-    idx = sg.inputs if which == "inputs" else sg.outputs
-    if len(flat.signatures) == 1:
-        sig = next(iter(flat.signatures.values()))[which]
-        names = {v: k for k, v in sig.items()}
-        idx = tuple(sorted(idx, key=lambda i: [int(p) if p.isdigit() else p
-                                                for p in re.split(r"(\d+)", names.get(i, ""))]))
     out = []
-    for i in idx:
+    for i in flat.io_order(which):
         t = sg.tensors[i]
         out.append(TensorDetail(t.name, t.shape_signature, t.dtype.lower(),
                                 t.quantization.scale, t.quantization.zero_point))

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from edgeq_device.flatbuffer import natural_key
 
 from .errors import InvalidArgumentError, ModelLoadError
 
@@ -57,7 +58,7 @@ class LoadedModel:
             import tensorflow as tf
 
             out = fn(**{s.name: tf.constant(a) for s, a in zip(self.inputs, inputs)})
-            return [np.asarray(out[k]) for k in sorted(out, key=_natural)]
+            return [np.asarray(out[k]) for k in sorted(out, key=natural_key)]
         x: Any = inputs[0] if len(inputs) == 1 else list(inputs)
         out = self.obj(x, training=False)
         if isinstance(out, dict):
@@ -108,18 +109,12 @@ class LoadedModel:
                     @tf.function(input_signature=specs)
                     def serve_fixed(*args: Any) -> Any:
                         out = sig(**dict(zip(names, args)))
-                        return {f"output_{i}": out[k] for i, k in enumerate(sorted(out, key=_natural))}
+                        return {f"output_{i}": out[k] for i, k in enumerate(sorted(out, key=natural_key))}
 
                     tf.saved_model.save(self.obj, tmp, signatures={"serving_default": serve_fixed.get_concrete_function()})
                     yield tf.lite.TFLiteConverter.from_saved_model(tmp)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _natural(name: str) -> list[Any]:
-    import re
-
-    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name)]
 
 
 def _keras_inputs(model: Any, kind: str) -> list[InputSpec]:

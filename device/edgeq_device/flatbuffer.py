@@ -10,10 +10,11 @@ TFLite's ``schema.fbs``.
 from __future__ import annotations
 
 import os
+import re
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Union
+from typing import Any, Union
 
 import flatbuffers
 from flatbuffers.table import Table
@@ -29,6 +30,7 @@ __all__ = [
     "Subgraph",
     "Tensor",
     "load_model_bytes",
+    "natural_key",
     "read_flat_model",
 ]
 
@@ -225,12 +227,35 @@ class FlatModel:
         """The primary subgraph (index 0), the one the interpreter runs."""
         return self.subgraphs[0]
 
+    def signature_names(self, which: str) -> dict[int, str]:
+        """Tensor index -> signature name of the ``"inputs"`` or ``"outputs"``, when there is one signature."""
+        if len(self.signatures) != 1:
+            return {}
+        return {idx: name for name, idx in next(iter(self.signatures.values()))[which].items()}
+
+    def io_order(self, which: str) -> tuple[int, ...]:
+        """The main subgraph's input or output tensor indices in the model's declared order.
+
+        With one signature, its names sorted naturally (edgeq writes ``output_0 .. output_n``,
+        so ``output_10`` comes after ``output_9``); otherwise the subgraph's own order.
+        """
+        idx = self.main.inputs if which == "inputs" else self.main.outputs
+        names = self.signature_names(which)
+        if not names or any(i not in names for i in idx):
+            return idx
+        return tuple(sorted(idx, key=lambda i: natural_key(names[i])))
+
     def op_counts(self) -> dict[str, int]:
         """Operator counts by type over the primary subgraph."""
         counts: dict[str, int] = {}
         for op in self.main.operators:
             counts[op.opcode] = counts.get(op.opcode, 0) + 1
         return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def natural_key(name: str) -> list[Any]:
+    """Sort key that orders embedded numbers by value: ``x_2`` before ``x_10``."""
+    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name)]
 
 
 def load_model_bytes(model: ModelSource, argument: str = "model") -> bytes:

@@ -18,7 +18,6 @@ import ctypes
 import importlib
 import os
 import platform
-import re
 import sys
 import tempfile
 import time
@@ -204,10 +203,6 @@ def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
     return ((q.astype(np.float64) - zero_point) * scale).astype(np.float32)
 
 
-def _natural_key(name: str) -> list[Any]:
-    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name)]
-
-
 InputsLike = Union[np.ndarray, Sequence[np.ndarray], Mapping[str, np.ndarray]]
 
 
@@ -289,16 +284,12 @@ class ModelRunner:
     def _refresh_details(self) -> None:
         self.input_details = self.interpreter.get_input_details()
         outputs = self.interpreter.get_output_details()
-        # Order outputs as the model declared them: edgeq writes signature outputs output_0..N.
-        if len(self.flat.signatures) == 1:
-            sig = next(iter(self.flat.signatures.values()))
-            names = {idx: name for name, idx in sig["outputs"].items()}
-            if all(d["index"] in names for d in outputs):
-                outputs = sorted(outputs, key=lambda d: _natural_key(names[d["index"]]))
-            in_names = {idx: name for name, idx in sig["inputs"].items()}
-            self.input_keys = [in_names.get(d["index"], d["name"]) for d in self.input_details]
-        else:
-            self.input_keys = [d["name"] for d in self.input_details]
+        # Order outputs as the model declared them (edgeq writes signature outputs output_0..N).
+        order = self.flat.io_order("outputs")
+        if all(d["index"] in order for d in outputs):
+            outputs = sorted(outputs, key=lambda d: order.index(d["index"]))
+        in_names = self.flat.signature_names("inputs")
+        self.input_keys = [in_names.get(d["index"], d["name"]) for d in self.input_details]
         self.output_details = outputs
 
     @property
