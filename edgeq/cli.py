@@ -12,6 +12,7 @@ from typing import Any
 import click
 from edgeq_device.clikit import ErrorBoundaryGroup
 from edgeq_device.fileio import atomic_write_text
+from edgeq_device.info import format_bytes
 from edgeq_device.preprocess import Preprocess
 
 from . import __version__
@@ -73,14 +74,6 @@ def _console(stderr: bool = False) -> Any:
     if not console.is_terminal:
         console = Console(stderr=stderr, width=140)
     return console
-
-
-def _human(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GB"
 
 
 @cli.command("convert")
@@ -150,7 +143,7 @@ def convert_cmd(model: str, mode: str, calib: str | None, samples: int, seed: in
         table.add_column(col, justify="right" if col in ("size", "vs float32", "time") else "left")
     for r, path in zip(results, written):
         ratio = f"{base.size_bytes / r.size_bytes:.2f}x" if base else "-"
-        table.add_row(r.mode.value, r.io.value, _human(r.size_bytes), ratio, f"{r.conversion_seconds:.1f}s",
+        table.add_row(r.mode.value, r.io.value, format_bytes(r.size_bytes), ratio, f"{r.conversion_seconds:.1f}s",
                       str(len(r.float_ops)), path.name)
     console = _console(stderr=json_out == "-")
     console.print(table)
@@ -186,7 +179,7 @@ def _compile_for_edgetpu(result: Any, path: Any, force: bool, console: Any) -> N
     report = run_edgetpu_compiler(path, path.parent, overwrite=force)
     console.print(f"edgetpu_compiler {report.compiler_version or ''}: {report.ops_on_edgetpu} of {report.total_ops} "
                   f"ops on the Edge TPU, {report.ops_on_cpu} on the CPU, on-chip memory used "
-                  f"{_human(report.on_chip_memory_used or 0)}; wrote {report.output_model}")
+                  f"{format_bytes(report.on_chip_memory_used or 0)}; wrote {report.output_model}")
 
 
 # --- quantization-aware training and per-layer debugging: `edgeq qat`, `edgeq debug` --------------
@@ -245,7 +238,7 @@ def qat_cmd(model: str, train: str, val: str | None, epochs: int, learning_rate:
                   + ", ".join(f"{k} {v:.4f}" for k, v in last.items()), highlight=False)
     for p in result.special_layers:
         console.print(f"  {p.layer} ({p.kind}): {p.how} - {p.reason}", highlight=False, markup=False)
-    console.print(f"wrote {written} ({_human(converted.size_bytes)}, int8, io {converted.io.value})",
+    console.print(f"wrote {written} ({format_bytes(converted.size_bytes)}, int8, io {converted.io.value})",
                   highlight=False)
     if json_out:
         payload = json.dumps({"schema": "edgeq/qat/1", "qat": result.to_dict(),
@@ -485,11 +478,11 @@ def analyze_cmd(model: str, target: str | None, latency_us: float | None, json_o
     totals.add_row("MACs", f"{result.total_macs:,} ({result.total_macs / 1e6:.2f} M)")
     for name, macs in result.macs_by_op.items():
         totals.add_row(f"  {name}", f"{macs:,}")
-    totals.add_row("parameters", f"{result.total_params:,} ({_human(result.total_param_bytes)})")
+    totals.add_row("parameters", f"{result.total_params:,} ({format_bytes(result.total_param_bytes)})")
     for dtype, t in result.params_by_dtype.items():
-        totals.add_row(f"  {dtype}", f"{t.elements:,} in {t.tensors} tensors ({_human(t.bytes)})")
+        totals.add_row(f"  {dtype}", f"{t.elements:,} in {t.tensors} tensors ({format_bytes(t.bytes)})")
     totals.add_row("peak activation memory (estimate)",
-                   f"{_human(result.peak_activation_bytes)} at op {result.peak_op} {peak_name}")
+                   f"{format_bytes(result.peak_activation_bytes)} at op {result.peak_op} {peak_name}")
     if result.macs_per_second is not None:
         totals.add_row("achieved", f"{result.macs_per_second / 1e9:.3f} GMAC/s at {latency_us:g} us")
     console.print(totals)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgeq_device.fileio import atomic_write_bytes, atomic_write_text
+from edgeq_device.info import format_bytes
 
 from .errors import OutputExistsError
 
@@ -25,16 +26,6 @@ if TYPE_CHECKING:
 __all__ = ["html_fragment", "markdown", "plot_pngs", "rich_table", "write_report"]
 
 COLUMNS = ("model", "size", "vs f32", "top-1", "Δ top-1", "top-5", "agree", "SQNR dB", "max err", "cosine")
-
-
-def _size(n: float | None) -> str:
-    if n is None:
-        return "-"
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return "-"
 
 
 def _pct(v: float | None) -> str:
@@ -63,7 +54,7 @@ def table_rows(data: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     rows = []
     for r in data["rows"]:
         cells = [
-            r["name"], _size(r["size_bytes"]), _num(r["size_ratio"], "{:.2f}x"), _pct(r["top1"]),
+            r["name"], format_bytes(r["size_bytes"]), _num(r["size_ratio"], "{:.2f}x"), _pct(r["top1"]),
             _num(r["top1_change_points"], "{:+.2f}"), _pct(r["top5"]), _pct(r["agreement"]),
             _num(r["sqnr_db"], "{:.1f}"), _num(r["max_abs_error"], "{:.4f}"), _num(r["cosine"], "{:.5f}"),
         ]
@@ -85,7 +76,7 @@ def analysis_rows(data: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         if r["macs"] is None:
             continue
         mps = r.get("macs_per_second") or {}
-        rows.append([r["name"], f"{r['macs']:,}", f"{r['params']:,}", _size(r["peak_activation_bytes"])]
+        rows.append([r["name"], f"{r['macs']:,}", f"{r['params']:,}", format_bytes(r["peak_activation_bytes"])]
                     + ["-" if not mps.get(str(t)) else f"{mps[str(t)] / 1e9:.2f} G" for t in threads])
     return header, rows
 

@@ -17,7 +17,7 @@ from .flatbuffer import FlatModel, ModelSource, Tensor, load_model_bytes, read_f
 from .metadata import EdgeqMetadata, read_metadata
 from .report_json import JsonResult
 
-__all__ = ["EDGETPU_CUSTOM_OP", "ModelInfo", "TensorInfo", "format_info", "model_info"]
+__all__ = ["EDGETPU_CUSTOM_OP", "ModelInfo", "TensorInfo", "format_bytes", "format_info", "model_info"]
 
 EDGETPU_CUSTOM_OP = "edgetpu-custom-op"
 
@@ -151,23 +151,27 @@ def model_info(model: ModelSource) -> ModelInfo:
     )
 
 
-def _size(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024  # type: ignore[assignment]
-    return str(n)
+def format_bytes(n: float | None) -> str:
+    """A byte count for people: ``"512 B"``, ``"64.2 KiB"``, ``"3.8 MiB"``; ``"-"`` for None."""
+    if n is None:
+        return "-"
+    value = float(n)
+    for unit in ("B", "KiB", "MiB"):
+        if value < 1024:
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"
 
 
 def format_info(info: ModelInfo) -> str:
     """The human-readable text ``edgeq-device info`` prints."""
     lines = [f"model      {info.path or '<bytes>'}",
-             f"size       {_size(info.size_bytes)} (constants {_size(info.constant_bytes)})",
+             f"size       {format_bytes(info.size_bytes)} (constants {format_bytes(info.constant_bytes)})",
              f"subgraphs  {info.subgraphs}, operators {info.num_ops}"
              + (", compiled for the Edge TPU" if info.edgetpu else "")]
     if info.macs is not None:
         lines.append(f"compute    {info.macs:,} multiply-accumulates, {info.params or 0:,} parameters, "
-                     f"peak activations ~{_size(info.peak_activation_bytes or 0)} (estimate)")
+                     f"peak activations ~{format_bytes(info.peak_activation_bytes or 0)} (estimate)")
     lines.append("inputs")
     lines += [f"  {t.describe()}" for t in info.inputs]
     lines.append("outputs")
