@@ -95,15 +95,16 @@ class ImageFolder(DataSource):
         preprocess: how an image becomes model input; None lets ``convert`` derive it
             from the model's input shape (size, channels; pixels scaled to [0, 1]).
         labels: class names in index order (a model's outputs).
+        argument: the parameter named in errors and warnings (e.g. ``calibration``).
         skipped: unreadable files found while reading are appended here.
     """
 
     def __init__(self, root: str | os.PathLike[str], preprocess: Preprocess | None = None,
-                 labels: Sequence[str] | None = None) -> None:
+                 labels: Sequence[str] | None = None, *, argument: str = "data") -> None:
         self.root = Path(root)
         self.preprocess = preprocess
         self.labels = None if labels is None else tuple(labels)
-        self.listing: FolderListing = list_image_folder(self.root, labels=self.labels, argument="data")
+        self.listing: FolderListing = list_image_folder(self.root, labels=self.labels, argument=argument)
         self.class_names = self.listing.class_names
         self.description = str(self.root)
         self.skipped: list[Path] = []
@@ -381,7 +382,7 @@ def as_source(data: Any, preprocess: Preprocess | None = None, *, argument: str 
         p = Path(data)
         if p.is_dir():
             try:
-                return ImageFolder(p, preprocess, labels)
+                return ImageFolder(p, preprocess, labels, argument=argument)
             except DataError as exc:
                 raise type(exc)(exc.message, argument=argument, received=exc.received, fix=exc.fix) from None
         if p.suffix in (".npy", ".npz"):

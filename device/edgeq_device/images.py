@@ -32,7 +32,15 @@ import numpy as np
 from .errors import DataError, LabelMismatchError
 from .preprocess import Preprocess, load_image
 
-__all__ = ["CLASS_ORDERS", "IMAGE_SUFFIXES", "FolderListing", "describe_classes", "folder_pairs", "iter_images", "list_image_folder"]
+__all__ = [
+    "CLASS_ORDERS",
+    "IMAGE_SUFFIXES",
+    "FolderListing",
+    "describe_classes",
+    "folder_pairs",
+    "iter_images",
+    "list_image_folder",
+]
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
 
@@ -123,12 +131,6 @@ class FolderListing:
         raise LabelMismatchError(f"{n} labels for a model with {outputs} outputs", argument="labels",
                                  received=n, fix=f"give exactly {outputs} labels, one per model output")
 
-    def describe(self, shown: int = 5) -> str:
-        """How folders became classes, e.g. ``integer names: folder k = output k: 0→0, 1→1, …``."""
-        if self.labels is None:
-            return "no class folders"
-        return describe_classes(self.class_order, self.folders, shown)
-
 
 def describe_classes(order: str, folders: Sequence[tuple[str, int]], shown: int = 5) -> str:
     """``<how names became indices>: <the first folders>→<their index>, …``."""
@@ -209,7 +211,7 @@ def _labeled(root: Path, names: list[str], files_of: dict[str, list[Path]],
                 received=str(root), fix="keep one folder per class number (folder k holds class k)")
         order = "integers"
         top = max(index.values()) + 1
-        class_names = tuple(labels) if labels is not None else tuple(str(i) for i in range(top))
+        class_names = tuple(str(x) for x in labels) if labels is not None else tuple(str(i) for i in range(top))
         if labels is not None and top > len(labels):
             over = max(names, key=int)
             raise LabelMismatchError(
