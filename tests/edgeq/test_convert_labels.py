@@ -143,8 +143,9 @@ def test_compare_and_budget_accuracy_on_classes_3_and_7_equal_a_plain_loop(digit
     from edgeq.compare import compare
 
     data = subset(mnist_test, tmp_path / "eval", {3: None, 7: None}, per_class=20)
-    comp = compare(digits, calibration=calib_with_empty, evaluation=data, modes=["float32"], threads=(1,),
-                   samples=10, runs=3, min_secs=0.0, max_secs=0.5, show_progress=False)
+    with pytest.warns(UserWarning, match=r"calibration: class folder\(s\) with no image"):
+        comp = compare(digits, calibration=calib_with_empty, evaluation=data, modes=["float32"], threads=(1,),
+                       samples=10, runs=3, min_secs=0.0, max_secs=0.5, show_progress=False)
     row = next(r for r in comp.rows if r.name == "float32")
     ref, n = plain_litert(comp.results["float32"].model_bytes, data, {"3": 3, "7": 7})
     assert comp.eval_images == n == 40 and ref > 0.6
@@ -159,8 +160,9 @@ def test_compare_and_budget_accuracy_on_classes_3_and_7_equal_a_plain_loop(digit
     named = subset(mnist_test, tmp_path / "named", {3: "three", 7: "seven"}, per_class=20)
     labels = tmp_path / "labels.txt"
     labels.write_text("\n".join(words) + "\n")
-    comp = compare(digits, calibration=calib_with_empty, evaluation=named, labels=labels, modes=["float32"],
-                   threads=(1,), samples=10, runs=3, min_secs=0.0, max_secs=0.5, show_progress=False)
+    with pytest.warns(UserWarning, match="calibration: class folder"):
+        comp = compare(digits, calibration=calib_with_empty, evaluation=named, labels=labels, modes=["float32"],
+                       threads=(1,), samples=10, runs=3, min_secs=0.0, max_secs=0.5, show_progress=False)
     assert next(r for r in comp.rows if r.name == "float32").top1 == pytest.approx(ref, abs=1e-12)
     assert comp.results["float32"].metadata.labels == words
     with pytest.raises(LabelMismatchError, match="2 class folders but the model has 10 outputs"):
