@@ -63,8 +63,9 @@ class ChoiceList(click.ParamType):
         items = [v.strip().lower() for v in str(value).split(",") if v.strip()]
         bad = [v for v in items if v not in self.choices]
         if bad or not items:
-            self.fail(f"unknown value {bad[0]!r} (received {value!r}); {_choices_fix(self.choices)}"
-                      if bad else f"no value (received {value!r}); {_choices_fix(self.choices)}", param, ctx)
+            what = "no value" if not bad else "unknown value" if bad == [str(value).strip().lower()] \
+                else f"unknown value {bad[0]!r}"
+            self.fail(f"{what} (received {value!r}); {_choices_fix(self.choices)}", param, ctx)
         return tuple(items)
 
 
