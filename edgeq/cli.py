@@ -46,6 +46,21 @@ def preprocess_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return f
 
 
+def _use_custom_objects(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    """Make the custom Keras objects FILE.py defines known to the model loaders for this command."""
+    if value is None:
+        return
+    from .models import custom_objects_from_file, register_custom_objects
+
+    ctx.call_on_close(register_custom_objects(custom_objects_from_file(value, argument="--custom-objects")))
+
+
+custom_objects_option = click.option(
+    "--custom-objects", type=click.Path(), metavar="FILE.py", expose_value=False, callback=_use_custom_objects,
+    help="A Python file defining the model's custom layers/functions (its `custom_objects` dict if it has "
+         "one, else every class and function it defines), passed to the Keras loader.")
+
+
 def build_preprocess(size: str | None, color: str | None, mean: float | None, std: float | None,
                      model: Any = None) -> Preprocess | None:
     """A Preprocess from CLI flags; flags not given come from the model's input shape.
@@ -133,6 +148,7 @@ def _modes_arg(modes: tuple[str, ...]) -> Any:
                    "the worst layers in float, int16x8, float16 and keeps the first within it.")
 @click.option("--eval", "evaluation", type=click.Path(), default=None,
               help="Labeled evaluation data for --max-drop (image folder with class subfolders, .npz).")
+@custom_objects_option
 @preprocess_options
 def convert_cmd(model: str, modes: tuple[str, ...], calib: str | None, samples: int, seed: int, io: str | None,
                 batch_size: int | None, allow_float: bool, target: str | None, output: str, force: bool,
@@ -250,6 +266,7 @@ def _check_free(paths: list[Any], force: bool, option: str) -> None:
               help="Output folder, or a .tflite file name.")
 @click.option("--force", is_flag=True, help="Overwrite existing output files.")
 @click.option("--json", "json_out", type=click.Path(), default=None, help="Also write a JSON summary (- for stdout).")
+@custom_objects_option
 @preprocess_options
 def qat_cmd(model: str, train: str, val: str | None, epochs: int, learning_rate: float, batch_size: int,
             train_samples: int | None, seed: int, io: str, output: str, force: bool, json_out: str | None,
@@ -304,6 +321,7 @@ def qat_cmd(model: str, train: str, val: str | None, epochs: int, learning_rate:
 @click.option("--plot", "plot_path", type=click.Path(), default=None, help="Write a PNG of SQNR per layer.")
 @click.option("--json", "json_out", type=click.Path(), default=None, help="Write the report as JSON (- for stdout).")
 @click.option("--force", is_flag=True, help="Overwrite existing output files.")
+@custom_objects_option
 @preprocess_options
 def debug_cmd(model: str, calib: str, samples: int, seed: int, limit: int, plot_path: str | None,
               json_out: str | None, force: bool, size: str | None, color: str | None, mean: float | None,
@@ -637,6 +655,7 @@ def deploy_cmd(model: str, targets: tuple[str, ...], fleet: str | None, bench: b
 @click.option("--no-store", is_flag=True, help="Do not record the measurements.")
 @click.option("--output", "-o", type=click.Path(), default="out/compare", show_default=True, help="Report folder.")
 @click.option("--force", is_flag=True, help="Overwrite existing report files.")
+@custom_objects_option
 @preprocess_options
 def compare_cmd(model: str, calib: str, evaluation: str, modes: tuple[str, ...], threads: str | None, io: str, samples: int,
                 eval_samples: int | None, budget: float, prefer: str, db: str | None, no_store: bool, output: str,
