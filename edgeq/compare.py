@@ -212,6 +212,7 @@ class Comparison:
 
         Raises:
             OutputExistsError: a report file exists and ``overwrite`` is False (nothing is written then).
+            OutputError: ``folder`` cannot be written (a file on the way, no permission, read-only).
         """
         from .report import write_report
 
