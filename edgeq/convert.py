@@ -401,7 +401,7 @@ def convert(
 
 def convert(
     model: Any,
-    mode: str | Mode = "float32",
+    mode: str | Mode | list[str | Mode] | tuple[str | Mode, ...] = "float32",
     *,
     calibration: Any = None,
     samples: int = 200,
