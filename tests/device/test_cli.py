@@ -24,12 +24,19 @@ def test_no_or_bad_arguments_print_usage(cli, models):
     assert "bench" in proc.stdout + proc.stderr and "Traceback" not in proc.stderr
     proc = cli("bench")
     assert proc.returncode == 2 and "Usage:" in proc.stderr and "Missing argument 'MODEL'" in proc.stderr
-    proc = cli("bench", models["float32"], "--runs", "0")
-    assert proc.returncode == 2 and "Usage:" in proc.stderr and "--runs" in proc.stderr
-    proc = cli("eval", models["float32"], "x", "--size", "28by28")
-    assert proc.returncode == 2 and "WIDTHxHEIGHT" in proc.stderr
     proc = cli("frobnicate")
     assert proc.returncode == 2 and "No such command" in proc.stderr
+
+
+def test_bad_option_values_are_one_line(cli, models):
+    assert _one_error_line(cli("bench", models["float32"], "--runs", "0")) == \
+        "error: --runs: 0 is not in the range x>=1."
+    line = _one_error_line(cli("eval", models["float32"], "x", "--size", "28by28"))
+    assert line == "error: --size: expected WIDTHxHEIGHT such as 224x224, got '28by28'"
+    assert _one_error_line(cli("bench", models["float32"], "--runtime", "onnx")) == \
+        "error: --runtime: unknown value (received 'onnx'); use one of: litert, tflite-runtime, tensorflow"
+    assert _one_error_line(cli("eval", models["float32"], "x", "--color", "cmyk")) == \
+        "error: --color: unknown value (received 'cmyk'); use one of: rgb, l"
 
 
 def test_bad_model_files(cli, models, tmp_path):
