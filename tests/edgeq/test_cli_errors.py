@@ -239,3 +239,22 @@ def test_custom_objects_file_errors(custom_model, tmp_path):
     code, _, err = _run("convert", folder / "scaled.keras", "--mode", "float32", "--custom-objects", declared,
                         "-o", tmp_path)
     assert code == 0, err
+
+
+def test_custom_layer_of_a_tf_keras_model(tmp_path):
+    """The same for a tf_keras (Keras 2) model saved as .h5."""
+    tf_keras = pytest.importorskip("tf_keras")
+    source = tmp_path / "tfk_layers.py"
+    source.write_text(LAYERS.replace("import keras", "import tf_keras as keras").replace("Scale", "TfkScale"))
+    spec = importlib.util.spec_from_file_location("edgeq_test_tfk_layers", source)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    model = tf_keras.Sequential([tf_keras.Input((6,), name="x"), module.TfkScale(3.0), tf_keras.layers.Dense(2)],
+                                name="tfk")
+    path = tmp_path / "tfk.h5"
+    model.save(path)
+    line = _one_line("convert", path, "--mode", "float32", "-o", tmp_path / "out")
+    assert "custom class TfkScale that Keras cannot find" in line and "--custom-objects FILE.py" in line
+    code, _, err = _run("convert", path, "--mode", "float32", "--custom-objects", source, "-o", tmp_path / "out")
+    assert code == 0, err
+    assert (tmp_path / "out" / "tfk_float32.tflite").read_bytes()[4:8] == b"TFL3"
