@@ -126,8 +126,8 @@ def _modes_arg(modes: tuple[str, ...]) -> Any:
 @click.argument("model", type=click.Path())
 @click.option("--mode", "-m", "modes", type=ChoiceList((*_MODE_NAMES, "all")), multiple=True, default=["int8"],
               callback=flatten_choices, show_default=True,
-              help="float32, dynamic, float16, int8, int16x8 or all; several as a comma list or by repeating "
-                   "--mode (int8 and int16x8 need --calib).")
+              help="Quantization mode; several as a comma list (int8,float16) or by repeating --mode. "
+                   "int8 and int16x8 need --calib.")
 @click.option("--calib", "calib", type=click.Path(), default=None,
               help="Calibration data: image folder, .npy or .npz (int8, int16x8).")
 @click.option("--samples", type=int, default=200, show_default=True, help="Calibration samples (seeded).")
@@ -641,8 +641,7 @@ def deploy_cmd(model: str, targets: tuple[str, ...], fleet: str | None, bench: b
 @click.option("--eval", "evaluation", type=click.Path(), required=True, help="Labeled evaluation data.")
 @click.option("--modes", type=ChoiceList((*_MODE_NAMES, "all")), multiple=True, default=["all"],
               callback=flatten_choices, show_default=True,
-              help="Modes to compare: all, or some of float32, dynamic, float16, int8, int16x8 as a comma list "
-                   "or by repeating --modes.")
+              help="Modes to compare: all, or several as a comma list (int8,float16) or by repeating --modes.")
 @click.option("--threads", default=None, help="Comma-separated thread counts to time [1,<cores>].")
 @click.option("--io", type=Choice(["float", "int8", "uint8"]), default="float", show_default=True,
               help="I/O type of the int8 model.")

@@ -30,6 +30,9 @@ def _why_unwritable(path: Path) -> tuple[str, str] | None:
         return "it is a folder", "give a file name (inside it, or elsewhere)"
     folder = path.parent
     while not folder.exists() and folder != folder.parent:
+        if folder.is_symlink():
+            return f"{folder} is a link to {os.readlink(folder)}, which does not exist", \
+                "create what it points to, or choose another path"
         folder = folder.parent
     if folder.exists() and not folder.is_dir():
         return f"{folder} is a file, not a folder", "choose another path, or move that file away"

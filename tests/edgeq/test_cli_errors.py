@@ -137,6 +137,14 @@ def test_unwritable_output_is_one_line(args, option, received, model_file, block
     assert not (tmp_path / "ok").exists()  # refused before any work
 
 
+def test_output_under_a_broken_link(model_file, tmp_path):
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path / "gone")
+    line = _one_line("convert", model_file, "--mode", "float32", "-o", link / "out")
+    assert line == (f"error: --output: cannot write in it: {link} is a link to {tmp_path / 'gone'}, which does "
+                    f"not exist (received '{link / 'out'}'); create what it points to, or choose another path")
+
+
 def test_output_that_is_a_folder(model_file, tmp_path):
     line = _one_line("convert", model_file, "--mode", "float32", "-o", tmp_path / "o", "--json", tmp_path, "--force")
     assert line == (f"error: --json: cannot write the file: it is a folder (received '{tmp_path}'); "
