@@ -52,7 +52,7 @@ def _output_error(exc: OSError, path: Path, argument: str) -> OutputError:
     known = _why_unwritable(path)
     if known is not None:
         reason, fix = known
-    elif exc.errno in (errno.ENOSPC, errno.EDQUOT):
+    elif exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
         reason, fix = "the disk is full", "free some space or choose a path on another disk"
     else:
         reason, fix = exc.strerror or str(exc), "choose another path"
