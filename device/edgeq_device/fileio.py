@@ -49,18 +49,23 @@ def _why_unwritable(path: Path) -> tuple[str, str] | None:
 
 def _output_error(exc: OSError, path: Path, argument: str) -> OutputError:
     """The :class:`OutputError` for an OSError met while writing ``path``."""
-    known = _why_unwritable(path)
+    try:
+        known = _why_unwritable(path)
+    except OSError:  # the path itself is unusable (e.g. a name too long): say what the write said
+        known = None
     if known is not None:
         reason, fix = known
     elif exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
         reason, fix = "the disk is full", "free some space or choose a path on another disk"
+    elif exc.errno == errno.ENAMETOOLONG:
+        reason, fix = "the name is too long", "choose a shorter name"
     else:
         reason, fix = exc.strerror or str(exc), "choose another path"
     return OutputError(f"cannot write the file: {reason}", argument=argument, received=str(path), fix=fix)
 
 
 def _os_errors_as_output_errors(fn: _F) -> _F:
-    """Turn an OSError raised while writing the ``path`` argument of ``fn`` into an OutputError."""
+    """Turn an OSError raised while writing the path in ``fn``'s first argument into an OutputError."""
     signature = inspect.signature(fn)
 
     @functools.wraps(fn)
@@ -72,11 +77,13 @@ def _os_errors_as_output_errors(fn: _F) -> _F:
         except OSError as exc:
             bound = signature.bind(*args, **kwargs)
             bound.apply_defaults()
-            raise _output_error(exc, Path(bound.arguments["path"]), str(bound.arguments["argument"])) from exc
+            where = next(iter(bound.arguments.values()))  # the path (or folder) written
+            raise _output_error(exc, Path(where), str(bound.arguments["argument"])) from exc
 
     return cast(_F, wrapper)
 
 
+@_os_errors_as_output_errors
 def check_writable(path: str | os.PathLike[str], overwrite: bool, argument: str = "path") -> Path:
     """Check, before any work, that ``path`` can be written.
 
@@ -95,6 +102,7 @@ def check_writable(path: str | os.PathLike[str], overwrite: bool, argument: str 
     return p
 
 
+@_os_errors_as_output_errors
 def check_output_folder(folder: str | os.PathLike[str], argument: str = "path") -> Path:
     """Check, before any work, that files can be written in ``folder`` (created if missing).
 

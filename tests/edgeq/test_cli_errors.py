@@ -145,6 +145,18 @@ def test_output_under_a_broken_link(model_file, tmp_path):
                     f"not exist (received '{link / 'out'}'); create what it points to, or choose another path")
 
 
+def test_output_name_too_long(model_file, tmp_path):
+    """An OSError met while checking or writing becomes an OutputError too (here ENAMETOOLONG)."""
+    long = tmp_path / ("x" * 300 + ".json")
+    line = _one_line("convert", model_file, "--mode", "float32", "-o", tmp_path / "o", "--json", long)
+    assert line == (f"error: --json: cannot write the file: the name is too long (received '{long}'); "
+                    "choose a shorter name")
+    from edgeq_device.fileio import atomic_write_bytes
+
+    with pytest.raises(OutputError, match="the name is too long"):
+        atomic_write_bytes(tmp_path / ("y" * 300), b"data")
+
+
 def test_output_that_is_a_folder(model_file, tmp_path):
     line = _one_line("convert", model_file, "--mode", "float32", "-o", tmp_path / "o", "--json", tmp_path, "--force")
     assert line == (f"error: --json: cannot write the file: it is a folder (received '{tmp_path}'); "
