@@ -278,3 +278,15 @@ def test_custom_layer_of_a_tf_keras_model(tmp_path):
     code, _, err = _run("convert", path, "--mode", "float32", "--custom-objects", source, "-o", tmp_path / "out")
     assert code == 0, err
     assert (tmp_path / "out" / "tfk_float32.tflite").read_bytes()[4:8] == b"TFL3"
+
+
+def test_custom_objects_on_other_commands(custom_model, tmp_path):
+    """--custom-objects is the same option on debug (and qat, compare) as on convert."""
+    folder, source, _, _ = custom_model
+    calib = tmp_path / "calib.npy"
+    np.save(calib, np.random.default_rng(1).random((8, 6), dtype=np.float32))
+    args = ("debug", folder / "scaled.keras", "--calib", calib, "--samples", "8", "--json", tmp_path / "d.json")
+    assert "custom class Scale" in _one_line(*args)
+    code, _, err = _run(*args, "--custom-objects", source)
+    assert code == 0, err
+    assert (tmp_path / "d.json").stat().st_size > 0
