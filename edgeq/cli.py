@@ -10,13 +10,15 @@ from collections.abc import Callable
 from typing import Any
 
 import click
-from edgeq_device.clikit import ErrorBoundaryGroup
-from edgeq_device.fileio import atomic_write_text
+from edgeq_device.clikit import Choice, ChoiceList, ErrorBoundaryGroup, flatten_choices
+from edgeq_device.fileio import atomic_write_text, check_output_folder, check_writable
 from edgeq_device.info import format_bytes
 from edgeq_device.preprocess import Preprocess
 
 from . import __version__
 from .errors import InvalidArgumentError, OutputExistsError
+
+_MODE_NAMES = ("float32", "dynamic", "float16", "int8", "int16x8")
 
 
 @click.group(cls=ErrorBoundaryGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -38,10 +40,25 @@ def _parse_size(value: str | None) -> tuple[int, int] | None:
 def preprocess_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """The image preprocessing flags shared by commands that read image folders."""
     f = click.option("--size", help="Resize images to WIDTHxHEIGHT (default: the model's input size).")(f)
-    f = click.option("--color", type=click.Choice(["rgb", "l"]), help="Color mode (default: from channels).")(f)
+    f = click.option("--color", type=Choice(["rgb", "l"]), help="Color mode (default: from channels).")(f)
     f = click.option("--mean", type=float, default=None, help="Float input = (pixel - MEAN) / STD [0].")(f)
     f = click.option("--std", type=float, default=None, help="See --mean [255].")(f)
     return f
+
+
+def _use_custom_objects(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    """Make the custom Keras objects FILE.py defines known to the model loaders for this command."""
+    if value is None:
+        return
+    from .models import custom_objects_from_file, register_custom_objects
+
+    ctx.call_on_close(register_custom_objects(custom_objects_from_file(value, argument="--custom-objects")))
+
+
+custom_objects_option = click.option(
+    "--custom-objects", type=click.Path(), metavar="FILE.py", expose_value=False, callback=_use_custom_objects,
+    help="A Python file defining the model's custom layers/functions (its `custom_objects` dict if it has "
+         "one, else every class and function it defines), passed to the Keras loader.")
 
 
 def build_preprocess(size: str | None, color: str | None, mean: float | None, std: float | None,
@@ -76,18 +93,50 @@ def _console(stderr: bool = False) -> Any:
     return console
 
 
+def _check_json_out(json_out: str | None, force: bool) -> None:
+    """Refuse, before any work, a --json file that exists (without --force) or cannot be written."""
+    if json_out and json_out != "-":
+        check_writable(json_out, force, argument="--json")
+
+
+def _check_output(out: Any) -> None:
+    """Refuse, before any work, an --output folder (or .tflite file's folder) that cannot be written."""
+    check_output_folder(out.parent if out.suffix == ".tflite" else out, argument="--output")
+
+
+def _check_db(db: str | None) -> None:
+    """Refuse, before any work, a results store that does not exist yet and cannot be created."""
+    from pathlib import Path
+
+    from .store import default_db_path
+
+    path = Path(db).expanduser() if db else default_db_path()
+    if not path.exists():
+        check_writable(path, False, argument="--db")
+
+
+def _modes_arg(modes: tuple[str, ...]) -> Any:
+    """``("all",)`` or all five -> "all"; one mode -> its name; several -> the list."""
+    if "all" in modes or set(modes) == set(_MODE_NAMES):
+        return "all"
+    return modes[0] if len(modes) == 1 else list(modes)
+
+
 @cli.command("convert")
 @click.argument("model", type=click.Path())
-@click.option("--mode", "-m", default="int8", show_default=True,
-              help="float32, dynamic, float16, int8, int16x8 or all.")
+@click.option("--mode", "-m", "modes", type=ChoiceList((*_MODE_NAMES, "all")), multiple=True, default=["int8"],
+              callback=flatten_choices, show_default=True,
+              help="Quantization mode; several as a comma list (int8,float16) or by repeating --mode. "
+                   "int8 and int16x8 need --calib.")
 @click.option("--calib", "calib", type=click.Path(), default=None,
               help="Calibration data: image folder, .npy or .npz (int8, int16x8).")
 @click.option("--samples", type=int, default=200, show_default=True, help="Calibration samples (seeded).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the calibration sample.")
-@click.option("--io", default=None, help="Input/output type: float, int8, uint8, int16 [float; uint8 for edgetpu].")
+@click.option("--io", type=Choice(["float", "int8", "uint8", "int16"]), default=None,
+              help="Input/output type: float, int8, uint8, int16 [float; uint8 for edgetpu].")
 @click.option("--batch-size", type=int, default=None, help="Fix a dynamic batch dimension (e.g. 1).")
 @click.option("--allow-float", is_flag=True, help="Let ops that cannot be integer-quantized stay float.")
-@click.option("--target", type=click.Choice(["edgetpu"]), default=None,
+@click.option("--target", type=Choice(["edgetpu"]), default=None,
               help="Enforce a target's rules (edgetpu: int8, integer I/O, batch 1) and compile where "
                    "edgetpu_compiler is installed.")
 @click.option("--output", "-o", type=click.Path(), default="out", show_default=True,
@@ -102,8 +151,9 @@ def _console(stderr: bool = False) -> Any:
 @click.option("--labels", "labels", type=click.Path(), default=None, metavar="FILE",
               help="Class names, one per line in output order, stored in the model (default: the calibration "
                    "folder's classes: integer folder names are their output, other names sorted as Keras does).")
+@custom_objects_option
 @preprocess_options
-def convert_cmd(model: str, mode: str, calib: str | None, samples: int, seed: int, io: str | None,
+def convert_cmd(model: str, modes: tuple[str, ...], calib: str | None, samples: int, seed: int, io: str | None,
                 batch_size: int | None, allow_float: bool, target: str | None, output: str, force: bool,
                 json_out: str | None, max_drop: float | None, evaluation: str | None, labels: str | None,
                 size: str | None, color: str | None, mean: float | None, std: float | None) -> None:
@@ -115,8 +165,14 @@ def convert_cmd(model: str, mode: str, calib: str | None, samples: int, seed: in
 
     from .convert import convert
 
-    pre = build_preprocess(size, color, mean, std, model)
     out = Path(output)
+    _check_output(out)
+    _check_json_out(json_out, force)
+    mode = _modes_arg(modes)
+    if isinstance(mode, list) and (target is not None or max_drop is not None):
+        raise InvalidArgumentError("--target and --max-drop take one mode", argument="--mode",
+                                   received=",".join(modes), fix="give --mode int8 alone")
+    pre = build_preprocess(size, color, mean, std, model)
     io = io or ("uint8" if target == "edgetpu" else "float")
     results: Any
     if max_drop is not None or evaluation is not None:  # the accuracy budget search (edgeq.budget)
@@ -193,6 +249,8 @@ def _check_free(paths: list[Any], force: bool, option: str) -> None:
         if p is not None and p.exists() and not force:
             raise OutputExistsError("output file exists", argument=option, received=str(p),
                                     fix=f"choose another {option} or pass --force to overwrite")
+        if p is not None:
+            check_writable(p, True, argument=option)
 
 
 @cli.command("qat")
@@ -206,7 +264,8 @@ def _check_free(paths: list[Any], force: bool, option: str) -> None:
 @click.option("--batch-size", type=int, default=32, show_default=True, help="Training batch size.")
 @click.option("--train-samples", type=int, default=None, help="Train on a seeded subset of N samples.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of shuffling and subsets.")
-@click.option("--io", default="float", show_default=True, help="I/O type of the int8 model: float, int8, uint8.")
+@click.option("--io", type=Choice(["float", "int8", "uint8"]), default="float", show_default=True,
+              help="I/O type of the int8 model: float, int8, uint8.")
 @click.option("--output", "-o", type=click.Path(), default="out", show_default=True,
               help="Output folder, or a .tflite file name.")
 @click.option("--force", is_flag=True, help="Overwrite existing output files.")
@@ -214,6 +273,7 @@ def _check_free(paths: list[Any], force: bool, option: str) -> None:
 @click.option("--labels", "labels", type=click.Path(), default=None, metavar="FILE",
               help="Class names, one per line in output order; class folders are the outputs of their names "
                    "(default: integer folder names are their output, other names sorted as Keras does).")
+@custom_objects_option
 @preprocess_options
 def qat_cmd(model: str, train: str, val: str | None, epochs: int, learning_rate: float, batch_size: int,
             train_samples: int | None, seed: int, io: str, output: str, force: bool, json_out: str | None,
@@ -230,10 +290,12 @@ def qat_cmd(model: str, train: str, val: str | None, epochs: int, learning_rate:
 
     from .qat import qat
 
-    pre = build_preprocess(size, color, mean, std, model)
     out = Path(output)
+    _check_output(out)
+    _check_json_out(json_out, force)
     if out.suffix == ".tflite":
         _check_free([out], force, "--output")
+    pre = build_preprocess(size, color, mean, std, model)
     result = qat(model, train, validation=val, epochs=epochs, learning_rate=learning_rate,
                  batch_size=batch_size, preprocess=pre, samples=train_samples, seed=seed, labels=labels)
     converted = result.convert(io=io, seed=seed)
@@ -267,6 +329,7 @@ def qat_cmd(model: str, train: str, val: str | None, epochs: int, learning_rate:
 @click.option("--plot", "plot_path", type=click.Path(), default=None, help="Write a PNG of SQNR per layer.")
 @click.option("--json", "json_out", type=click.Path(), default=None, help="Write the report as JSON (- for stdout).")
 @click.option("--force", is_flag=True, help="Overwrite existing output files.")
+@custom_objects_option
 @preprocess_options
 def debug_cmd(model: str, calib: str, samples: int, seed: int, limit: int, plot_path: str | None,
               json_out: str | None, force: bool, size: str | None, color: str | None, mean: float | None,
@@ -277,8 +340,8 @@ def debug_cmd(model: str, calib: str, samples: int, seed: int, limit: int, plot_
 
     from .debug import debug
 
-    _check_free([Path(plot_path) if plot_path else None,
-                 Path(json_out) if json_out and json_out != "-" else None], force, "--plot/--json")
+    _check_free([Path(plot_path) if plot_path else None], force, "--plot")
+    _check_free([Path(json_out) if json_out and json_out != "-" else None], force, "--json")
     pre = build_preprocess(size, color, mean, std, model)
     report = debug(model, calib, samples=samples, seed=seed, preprocess=pre)
     console = _console(stderr=json_out == "-")
@@ -318,6 +381,7 @@ def store_import(files: tuple[str, ...], device: str | None, db: str | None) -> 
     """
     from .store import ResultsStore
 
+    _check_db(db)
     measurements = [ResultsStore.read_device_json(f, device=device) for f in files]
     with ResultsStore(db) as store:
         for f, m in zip(files, measurements):
@@ -350,7 +414,8 @@ def _fmt(value: float | None, scale: float = 1.0, digits: int = 3) -> str:
 @click.option("--model", metavar="NAME_OR_HASH", default=None,
               help="Only this model: its name or a prefix (6+ hex digits) of its sha256.")
 @click.option("--device", metavar="LABEL", default=None, help="Only this device (host, a board label).")
-@click.option("--mode", metavar="M", default=None, help="Only this quantization mode (int8, float32, ...).")
+@click.option("--mode", type=Choice([*_MODE_NAMES, "unknown"]), default=None,
+              help="Only this quantization mode.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, metavar="N", help="At most N runs.")
 @click.option("--json", "json_out", metavar="PATH", default=None,
               help="Write the runs (or, with --diff, the regressions) as JSON; '-' for standard output.")
@@ -380,6 +445,7 @@ def history(model: str | None, device: str | None, mode: str | None, limit: int 
 
     console = Console()
     lat = _parse_fraction(threshold_latency, "--threshold-latency")
+    _check_json_out(json_out, force)
     with ResultsStore(db, create=False) as store:
         if diff:
             regressions = store.diff(model=model, device=device, mode=mode, latency_threshold=lat,
@@ -433,7 +499,7 @@ def history(model: str | None, device: str | None, mode: str | None, limit: int 
 
 @cli.command("analyze")
 @click.argument("model", type=click.Path())
-@click.option("--target", type=click.Choice(["edgetpu"]), default=None,
+@click.option("--target", type=Choice(["edgetpu"]), default=None,
               help="Predict which ops map to this accelerator (edgetpu: Coral Edge TPU).")
 @click.option("--latency-us", type=float, default=None, metavar="X",
               help="A measured latency in microseconds, to report achieved MAC/s.")
@@ -451,9 +517,7 @@ def analyze_cmd(model: str, target: str | None, latency_us: float | None, json_o
 
     from .analyze import analyze
 
-    if json_out and json_out != "-":
-        from edgeq_device.fileio import check_writable
-        check_writable(json_out, force, argument="--json")
+    _check_json_out(json_out, force)
     result = analyze(model, target=target, latency_us=latency_us)
     console = _console(stderr=json_out == "-")
     tpu = {p.index: p for p in result.edgetpu.ops} if result.edgetpu is not None else {}
@@ -528,7 +592,7 @@ def analyze_cmd(model: str, target: str | None, latency_us: float | None, json_o
 @click.option("--eval", "eval_data", type=click.Path(), default=None, metavar="DATA",
               help="Evaluate on this image folder on each board (copied when it changed).")
 @click.option("--threads", type=click.IntRange(min=1), default=None, metavar="N", help="Interpreter threads.")
-@click.option("--runtime", type=click.Choice(["litert", "tflite-runtime", "tensorflow"]), default=None,
+@click.option("--runtime", type=Choice(["litert", "tflite-runtime", "tensorflow"]), default=None,
               help="TFLite runtime on the boards (default: first found).")
 @click.option("--python", default=None, metavar="PATH", help="The boards' Python [python3].")
 @click.option("--parallel", type=click.IntRange(min=1), default=4, show_default=True,
@@ -562,12 +626,12 @@ def deploy_cmd(model: str, targets: tuple[str, ...], fleet: str | None, bench: b
     Results are stored under each board's label (edgeq history --device LABEL).
     Exit status 1 when a board failed.
     """
-    from edgeq_device.fileio import check_writable
-
     from .deploy import deploy
 
     if report_path:
         check_writable(report_path, force, argument="--report")
+    if not no_store:
+        _check_db(db)
     report = deploy(model, list(targets) or None, fleet=fleet, bench=bench, eval=eval_data, threads=threads,
                     runtime=runtime, python=python, parallel=parallel, timeout=timeout, offline=offline,
                     ssh_config=ssh_config, identity=identity, workdir=workdir, db=db, store=not no_store,
@@ -583,13 +647,17 @@ def deploy_cmd(model: str, targets: tuple[str, ...], fleet: str | None, bench: b
 @click.argument("model", type=click.Path())
 @click.option("--calib", "calib", type=click.Path(), required=True, help="Calibration data (image folder, .npy, .npz).")
 @click.option("--eval", "evaluation", type=click.Path(), required=True, help="Labeled evaluation data.")
-@click.option("--modes", default="all", show_default=True, help="Comma-separated modes, or all.")
+@click.option("--modes", type=ChoiceList((*_MODE_NAMES, "all")), multiple=True, default=["all"],
+              callback=flatten_choices, show_default=True,
+              help="Modes to compare: all, or several as a comma list (int8,float16) or by repeating --modes.")
 @click.option("--threads", default=None, help="Comma-separated thread counts to time [1,<cores>].")
-@click.option("--io", default="float", show_default=True, help="I/O type of the int8 model.")
+@click.option("--io", type=Choice(["float", "int8", "uint8"]), default="float", show_default=True,
+              help="I/O type of the int8 model.")
 @click.option("--samples", type=int, default=200, show_default=True, help="Calibration samples.")
 @click.option("--eval-samples", type=int, default=None, help="Evaluate on a seeded subset of this many.")
 @click.option("--budget", type=float, default=1.0, show_default=True, help="Accuracy budget, points of top-1.")
-@click.option("--prefer", type=click.Choice(["size", "latency"]), default="size", show_default=True)
+@click.option("--prefer", type=Choice(["size", "latency"]), default="size", show_default=True,
+              help="Recommend the smallest or the fastest mode within the budget.")
 @click.option("--db", type=click.Path(), default=None, help="Results store [$EDGEQ_DB or ~/.edgeq/results.db].")
 @click.option("--no-store", is_flag=True, help="Do not record the measurements.")
 @click.option("--output", "-o", type=click.Path(), default="out/compare", show_default=True, help="Report folder.")
@@ -598,8 +666,9 @@ def deploy_cmd(model: str, targets: tuple[str, ...], fleet: str | None, bench: b
               help="Class names, one per line in output order, stored in the models; --eval's class folders "
                    "are the outputs of their names (default: the calibration folder's classes, else --eval's: "
                    "integer folder names are their output, other names sorted as Keras does).")
+@custom_objects_option
 @preprocess_options
-def compare_cmd(model: str, calib: str, evaluation: str, modes: str, threads: str | None, io: str, samples: int,
+def compare_cmd(model: str, calib: str, evaluation: str, modes: tuple[str, ...], threads: str | None, io: str, samples: int,
                 eval_samples: int | None, budget: float, prefer: str, db: str | None, no_store: bool, output: str,
                 force: bool, labels: str | None, size: str | None, color: str | None, mean: float | None,
                 std: float | None) -> None:
@@ -610,6 +679,9 @@ def compare_cmd(model: str, calib: str, evaluation: str, modes: str, threads: st
     from .store import ResultsStore
 
     out = Path(output)
+    check_output_folder(out, argument="--output")
+    if not no_store:
+        _check_db(db)
     if (out / "results.json").exists() and not force:
         raise OutputExistsError("a report exists in the output folder", argument="--output", received=str(out),
                                 fix="choose another --output or pass --force to overwrite")
@@ -620,7 +692,7 @@ def compare_cmd(model: str, calib: str, evaluation: str, modes: str, threads: st
         except ValueError:
             raise InvalidArgumentError("expected comma-separated integers", argument="--threads",
                                        received=threads, fix="give e.g. --threads 1,4") from None
-    mode_list: Any = "all" if modes == "all" else [m.strip() for m in modes.split(",")]
+    mode_list: Any = _modes_arg(modes)
     pre = build_preprocess(size, color, mean, std, model)
     store = None if no_store else ResultsStore(db)
     comp = compare(model, calibration=calib, evaluation=evaluation, modes=mode_list, threads=thread_list, io=io,
@@ -652,6 +724,8 @@ def report_cmd(folder: str, db: str | None) -> None:
     from .errors import DataError
 
     path = Path(folder) / "results.json"
+    if path.is_file():
+        check_output_folder(folder, argument="FOLDER")
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as exc:

@@ -154,6 +154,8 @@ class ConversionResult:
 
         Raises:
             OutputExistsError: the file exists and ``overwrite`` is False.
+            OutputError: the path cannot be written (a folder on the way is a file, no
+                permission, a read-only or full disk).
         """
         p = Path(path)
         if p.is_dir() or (not p.suffix and not p.exists()):
@@ -365,7 +367,7 @@ def _conversion_error(exc: Exception, mode: Mode, allow_float_fallback: bool) ->
 @overload
 def convert(
     model: Any,
-    mode: Literal["all"],
+    mode: Literal["all"] | list[str | Mode] | tuple[str | Mode, ...],
     *,
     calibration: Any = ...,
     samples: int = ...,
@@ -402,7 +404,7 @@ def convert(
 
 def convert(
     model: Any,
-    mode: str | Mode = "float32",
+    mode: str | Mode | list[str | Mode] | tuple[str | Mode, ...] = "float32",
     *,
     calibration: Any = None,
     samples: int = 200,
@@ -421,13 +423,14 @@ def convert(
 
     Args:
         model: a Keras 3 or tf_keras model, a ``.keras``/``.h5`` file or a SavedModel folder.
-        mode: ``float32``, ``dynamic``, ``float16``, ``int8``, ``int16x8`` or ``all``.
+        mode: ``float32``, ``dynamic``, ``float16``, ``int8``, ``int16x8``, ``all``, or a list of
+            modes (a list of results, in that order).
         calibration: data for int8/int16x8: an image folder, arrays, ``.npy``/``.npz``, a
             ``tf.data.Dataset``, an iterable or a :class:`~edgeq.data.DataSource`.
         samples: how many calibration samples to use (a seeded random subset).
         seed: seed of that subset.
         io: ``float``; ``int8`` or ``uint8`` (int8 mode); ``int16`` (int16x8 mode). With
-            ``mode="all"`` it applies to int8 and other modes keep float I/O.
+            ``mode="all"`` or a list it applies to the modes that take it, the others keep float I/O.
         batch_size: fix a dynamic batch dimension (1 for targets that need static shapes).
         preprocess: how images become input; default derived from the input shape, pixels to [0, 1].
         labels: class names in output order (or a text file, one per line), stored in the model's
@@ -468,7 +471,12 @@ def convert(
                              samples=samples, seed=seed, io=io, batch_size=batch_size, preprocess=preprocess,
                              labels=labels, allow_float_fallback=allow_float_fallback,
                              show_progress=show_progress)
-    if isinstance(mode, str) and mode.lower() == "all":
+    if isinstance(mode, (list, tuple)) or (isinstance(mode, str) and mode.lower() == "all"):
+        wanted = MODES if isinstance(mode, str) else tuple(
+            _enum_arg(Mode, m, "mode", [v.value for v in Mode]) for m in mode)
+        if not wanted:
+            raise InvalidArgumentError("no modes to convert", argument="mode", received=mode,
+                                       fix="give a mode, a list of modes or 'all'")
         io_arg = _enum_arg(IOType, io, "io")
         shared = load_model(model)
         src = None if calibration is None else as_source(calibration, preprocess)
@@ -476,7 +484,7 @@ def convert(
                         io=io_arg if io_arg in _VALID_IO[m] else IOType.FLOAT, batch_size=batch_size,
                         preprocess=preprocess, labels=labels, allow_float_fallback=allow_float_fallback,
                         show_progress=show_progress)
-                for m in MODES]
+                for m in wanted]
     mode_ = _enum_arg(Mode, mode, "mode", [m.value for m in Mode] + ["all"])
     io_ = _enum_arg(IOType, io, "io")
     if io_ not in _VALID_IO[mode_]:

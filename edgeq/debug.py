@@ -142,6 +142,7 @@ class LayerReport:
 
         Raises:
             OutputExistsError: the file exists and ``overwrite`` is False.
+            OutputError: the path cannot be written (see ``edgeq_device.fileio``).
         """
         import matplotlib
 

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any, Union
 
 import numpy as np
+from edgeq_device.fileio import check_output_folder
 from edgeq_device.flatbuffer import FlatModel, ModelSource, Operator, Subgraph, Tensor, read_flat_model
 
 from .errors import (
@@ -672,6 +673,7 @@ def run_edgetpu_compiler(tflite_path: PathLike, out_dir: PathLike, *, overwrite:
         CompilerNotFoundError: ``edgetpu_compiler`` is not on PATH.
         ModelFileError: ``tflite_path`` does not exist.
         OutputExistsError: the compiled model exists and ``overwrite`` is False.
+        OutputError: ``out_dir`` cannot be written.
         ConversionError: the compiler failed (its message is included; ``.report`` holds the parse).
     """
     exe = shutil.which("edgetpu_compiler")
@@ -687,6 +689,7 @@ def run_edgetpu_compiler(tflite_path: PathLike, out_dir: PathLike, *, overwrite:
     if target.exists() and not overwrite:
         raise OutputExistsError("compiled model exists", argument="out_dir", received=str(target),
                                 fix="choose another out_dir or pass overwrite=True")
+    check_output_folder(out, argument="out_dir")
     out.mkdir(parents=True, exist_ok=True)
     print(f"running edgetpu_compiler on {src.name} ...", file=sys.stderr)
     try:

@@ -6,7 +6,8 @@ names the argument, what was received and the fix. The base classes come from
 
     EdgeqError
     ├── InvalidArgumentError (ValueError)
-    ├── OutputExistsError (FileExistsError)
+    ├── OutputError (OSError)           an output path cannot be written
+    │   └── OutputExistsError (FileExistsError)
     ├── ModelFileError
     │   └── ModelLoadError              a Keras model path that is missing or not a model
     ├── DataError
@@ -31,6 +32,7 @@ from edgeq_device.errors import (
     InvalidArgumentError,
     LabelMismatchError,
     ModelFileError,
+    OutputError,
     OutputExistsError,
     RuntimeNotFoundError,
 )
@@ -47,6 +49,7 @@ __all__ = [
     "LabelMismatchError",
     "ModelFileError",
     "ModelLoadError",
+    "OutputError",
     "OutputExistsError",
     "QATError",
     "QuantizationError",

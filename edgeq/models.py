@@ -9,10 +9,14 @@ interpreter's outputs can be matched to the Keras model's.
 
 from __future__ import annotations
 
+import importlib.util
+import inspect
 import os
+import re
 import shutil
+import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +27,7 @@ from edgeq_device.flatbuffer import natural_key
 
 from .errors import InvalidArgumentError, ModelLoadError
 
-__all__ = ["InputSpec", "LoadedModel", "load_model"]
+__all__ = ["InputSpec", "LoadedModel", "custom_objects_from_file", "load_model", "register_custom_objects"]
 
 
 @dataclass(frozen=True)
@@ -160,11 +164,105 @@ def _is_tf_keras(obj: Any) -> bool:
         return False
 
 
-def load_model(model: Any) -> LoadedModel:
-    """Load a Keras 3 / tf_keras model object, a ``.keras``/``.h5`` file or a SavedModel folder.
+# How Keras 3 and tf_keras say a saved model names a class or function they do not know.
+_UNKNOWN_OBJECT = (re.compile(r"Could not locate (?:class|function) '([^']+)'"),
+                   re.compile(r"Unknown [a-z ]+: '([^']+)'"),
+                   re.compile(r"Received: layer=([A-Za-z_][\w.>]*) of type <class 'str'>"))
+
+
+def _unknown_objects(messages: list[str]) -> list[str]:
+    """The custom class or function names a failed load could not find, in order."""
+    found: dict[str, None] = {}
+    for text in messages:
+        for pattern in _UNKNOWN_OBJECT:
+            found.update((name, None) for name in pattern.findall(text))
+    return list(found)
+
+
+def custom_objects_from_file(path: str | os.PathLike[str], argument: str = "custom_objects") -> dict[str, Any]:
+    """The custom Keras objects a Python file defines, to load a model that uses them.
+
+    The file's ``custom_objects`` dict if it defines one, else every class and function
+    defined at its top level (not the ones it imports), keyed by name.
 
     Raises:
-        ModelLoadError: the path is missing or holds no model edgeq can load.
+        InvalidArgumentError: the file is missing, not Python, fails to import, or defines nothing.
+    """
+    p = Path(path)
+    if not p.is_file() or p.suffix != ".py":
+        raise InvalidArgumentError("file not found" if not p.is_file() else "not a Python (.py) file",
+                                   argument=argument, received=str(p),
+                                   fix="give the .py file that defines the model's custom layers")
+    name = f"edgeq_custom_objects_{p.stem}" if p.stem in sys.modules else p.stem
+    spec = importlib.util.spec_from_file_location(name, p)
+    if spec is None or spec.loader is None:
+        raise InvalidArgumentError("cannot import it", argument=argument, received=str(p),
+                                   fix="give the .py file that defines the model's custom layers")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # Keras may look the classes' module up by name
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        del sys.modules[name]
+        first = str(exc).splitlines()[0][:200] if str(exc) else ""
+        raise InvalidArgumentError(f"importing it failed: {type(exc).__name__}: {first}", argument=argument,
+                                   received=str(p), fix="fix the file so that `python FILE.py` runs") from exc
+    declared = getattr(module, "custom_objects", None)
+    if declared is not None:
+        if not isinstance(declared, Mapping) or not all(isinstance(k, str) for k in declared):
+            raise InvalidArgumentError("its custom_objects is not a dict of names to classes or functions",
+                                       argument=argument, received=str(p),
+                                       fix="define custom_objects = {'MyLayer': MyLayer, ...}")
+        return dict(declared)
+    objects = {k: v for k, v in vars(module).items()
+               if not k.startswith("_") and (inspect.isclass(v) or inspect.isfunction(v))
+               and getattr(v, "__module__", None) == name}
+    if not objects:
+        raise InvalidArgumentError("it defines no classes or functions", argument=argument, received=str(p),
+                                   fix="give the file that defines the model's custom layers, or define "
+                                       "custom_objects = {'MyLayer': MyLayer} in it")
+    return objects
+
+
+def register_custom_objects(custom_objects: Mapping[str, Any]) -> Callable[[], None]:
+    """Make ``custom_objects`` known to every Keras 3 and tf_keras load; returns the function undoing it."""
+    registries: list[dict[str, Any]] = []
+    try:
+        import keras
+
+        registries.append(keras.saving.get_custom_objects())
+    except ImportError:
+        pass
+    try:
+        import tf_keras
+
+        registries.append(tf_keras.utils.get_custom_objects())
+    except ImportError:
+        pass
+    saved = [{k: r[k] for k in custom_objects if k in r} for r in registries]
+    for r in registries:
+        r.update(custom_objects)
+
+    def undo() -> None:
+        for r, before in zip(registries, saved):
+            for k in custom_objects:
+                r.pop(k, None)
+            r.update(before)
+
+    return undo
+
+
+def load_model(model: Any, custom_objects: Mapping[str, Any] | None = None) -> LoadedModel:
+    """Load a Keras 3 / tf_keras model object, a ``.keras``/``.h5`` file or a SavedModel folder.
+
+    Args:
+        model: the model or its path.
+        custom_objects: the custom layers, functions... a model file uses, by the name it
+            was saved with (``{"MyLayer": MyLayer}``); see also :func:`custom_objects_from_file`.
+
+    Raises:
+        ModelLoadError: the path is missing or holds no model edgeq can load, or the model
+            uses a custom class that was not given (the error names it).
     """
     if isinstance(model, LoadedModel):
         return model
@@ -189,18 +287,19 @@ def load_model(model: Any) -> LoadedModel:
         raise ModelLoadError("not a Keras model file", argument="model", received=str(path),
                              fix="give a .keras or .h5 file, or a SavedModel folder")
     errors = []
+    messages: list[str] = []
     order = ("tf_keras", "keras") if path.suffix != ".keras" else ("keras", "tf_keras")
     for lib in order:
         try:
             if lib == "keras":
                 import keras
 
-                obj = keras.saving.load_model(path, compile=False)
+                obj = keras.saving.load_model(path, custom_objects=dict(custom_objects or {}), compile=False)
                 loaded = load_model(obj)
             else:
                 import tf_keras
 
-                obj = tf_keras.models.load_model(path, compile=False)
+                obj = tf_keras.models.load_model(path, custom_objects=dict(custom_objects or {}), compile=False)
                 loaded = load_model(obj)
             loaded.path = path
             loaded.name = path.stem
@@ -208,7 +307,18 @@ def load_model(model: Any) -> LoadedModel:
         except ModelLoadError:
             raise
         except Exception as exc:
+            messages.append(str(exc))
             errors.append(f"{lib}: {type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}")
+    unknown = [n for n in _unknown_objects(messages) if n not in (custom_objects or {})]
+    if unknown:
+        names = ", ".join(unknown)
+        given = ", ".join(f"'{n.split('>')[-1]}': {n.split('>')[-1]}" for n in unknown)
+        raise ModelLoadError(
+            f"the model uses custom {'classes' if len(unknown) > 1 else 'class'} {names} that Keras cannot "
+            "find", argument="model", received=str(path),
+            fix=f"give {'them' if len(unknown) > 1 else 'it'}: load_model(path, custom_objects={{{given}}}), "
+                "or on the command line --custom-objects FILE.py (the Python file that defines "
+                f"{'them' if len(unknown) > 1 else 'it'})")
     raise ModelLoadError("cannot load the model file (" + "; ".join(errors) + ")", argument="model",
                          received=str(path), fix="check it is a Keras model saved with model.save()")
 

@@ -15,7 +15,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgeq_device.fileio import atomic_write_bytes, atomic_write_text
+from edgeq_device.fileio import atomic_write_bytes, atomic_write_text, check_output_folder
 from edgeq_device.info import format_bytes
 
 from .errors import OutputExistsError
@@ -289,6 +289,7 @@ def write_report(comp: Comparison, folder: Path, overwrite: bool = False, plots:
     if clash and not overwrite:
         raise OutputExistsError(f"{len(clash)} report file(s) exist", argument="output", received=clash[0],
                                 fix="choose another folder or pass overwrite=True (--force)")
+    check_output_folder(folder, argument="folder")
     written = {}
     for name, payload in files.items():
         if name.endswith((".md", ".html", ".json")):

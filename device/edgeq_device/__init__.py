@@ -10,6 +10,7 @@ from .errors import (
     InvalidArgumentError,
     LabelMismatchError,
     ModelFileError,
+    OutputError,
     OutputExistsError,
     RuntimeNotFoundError,
 )
@@ -41,6 +42,7 @@ __all__ = [
     "ModelFileError",
     "ModelInfo",
     "ModelRunner",
+    "OutputError",
     "OutputExistsError",
     "Preprocess",
     "Runtime",

@@ -6,7 +6,8 @@ print it as one line and a notebook user knows what to change::
 
     EdgeqError
     ├── InvalidArgumentError (also ValueError)   a parameter has a bad value
-    ├── OutputExistsError (also FileExistsError) refusing to overwrite a file
+    ├── OutputError (also OSError)               an output path cannot be written
+    │   └── OutputExistsError (also FileExistsError) refusing to overwrite a file
     ├── ModelFileError                           missing / not a .tflite / truncated
     ├── DataError                                no data, unreadable images, shape mismatch
     │   └── LabelMismatchError                   labels do not match the model's outputs
@@ -27,6 +28,7 @@ __all__ = [
     "InvalidArgumentError",
     "LabelMismatchError",
     "ModelFileError",
+    "OutputError",
     "OutputExistsError",
     "RuntimeNotFoundError",
 ]
@@ -71,7 +73,11 @@ class InvalidArgumentError(EdgeqError, ValueError):
     """A parameter has a value edgeq cannot use."""
 
 
-class OutputExistsError(EdgeqError, FileExistsError):
+class OutputError(EdgeqError, OSError):
+    """An output path cannot be written: its folder is a file, permission is denied, the disk is read-only or full."""
+
+
+class OutputExistsError(OutputError, FileExistsError):
     """An output file exists and overwriting was not asked for."""
 
 
