@@ -195,6 +195,9 @@ def eval_cmd(model: str, data: str, labels: str | None, limit: int | None, seed:
              json_path: str | None, force: bool) -> None:
     """Accuracy of MODEL on DATA, a folder with one subfolder of images per class.
 
+    Every subfolder is a class, empty ones included; the labels line says how folder
+    names became the model's outputs.
+
     Preprocessing and labels come from the model's edgeq metadata; for a model from
     elsewhere give --size, --color, --mean/--std and --labels.
     """

@@ -446,6 +446,11 @@ def evaluate(
     else:
         names, labels_from = tuple(str(x) for x in labels), "labels"
     if names is not None and len(names) != n_out:
+        if labels_from == "metadata":
+            raise LabelMismatchError(
+                f"the model's metadata holds {len(names)} labels for its {n_out} outputs", argument="model",
+                received=len(names), fix=f"give --labels FILE (labels=) with the {n_out} class names in output "
+                                         "order, or convert the model again")
         raise LabelMismatchError(f"{len(names)} labels for a model with {n_out} outputs",
                                  argument="labels", received=len(names),
                                  fix=f"give exactly {n_out} labels, one per model output")

@@ -164,3 +164,22 @@ def test_cli_eval_shows_labels_and_warns_about_empty_folders(cli, models, mnist_
     errors = [ln for ln in proc.stderr.splitlines() if ln.strip() and not ln.startswith("warning:")]
     assert proc.returncode == 2 and len(errors) == 1 and "Traceback" not in proc.stderr
     assert errors[0].startswith("error: data: class folder '12'") and "--labels" in errors[0]
+
+
+def test_model_with_too_few_metadata_labels_names_the_way_out(cli, models, mnist_dir, tmp_path, model_tools):
+    # What earlier conversions wrote after dropping two empty calibration folders: 8 labels, 10 outputs.
+    meta = model_tools.mnist_metadata()
+    meta["labels"] = [str(d) for d in range(10) if d not in (0, 4)]
+    model = tmp_path / "shifted.tflite"
+    model.write_bytes(model_tools.add_edgeq_metadata(models["int8_io_uint8"].read_bytes(), meta))
+    data = subset(mnist_dir / "test", tmp_path / "data", {3: None, 7: None}, per_class=5)
+    with pytest.raises(LabelMismatchError, match="metadata holds 8 labels for its 10 outputs") as e:
+        evaluate(model, data)
+    assert e.value.argument == "model" and "--labels" in str(e.value)
+    labels = tmp_path / "labels.txt"
+    labels.write_text("\n".join(str(d) for d in range(10)) + "\n")
+    proc = cli("eval", model, data, "--labels", labels, "-q")
+    assert proc.returncode == 0, proc.stderr
+    assert "labels     from labels (folders named after the labels): 3→3, 7→7" in proc.stdout
+    ref = plain_litert_top1(model, _files(data, {"3": 3, "7": 7}))
+    assert f"top-1      {ref:.4f}" in proc.stdout
