@@ -134,6 +134,8 @@ _OP_FIXES: dict[str, str] = {
     "DEQUANTIZE": ("a DEQUANTIZE inside the graph means the converter left the next ops in float "
                    "(no int8 kernel); replace them with ops that have int8 kernels and convert with "
                    "integer-only ops (TFLITE_BUILTINS_INT8)"),
+    "CAST": ("cast and scale the data before the model and feed it 8-bit input (convert with io='uint8'); "
+             "a CAST before every mappable op only runs on the CPU ahead of the Edge TPU segment"),
     "BATCH_MATMUL": "use a Dense layer (FULLY_CONNECTED) with constant weights",
     "GATHER": "do the lookup outside the model, or use a one-hot input with a Dense layer",
     "CUSTOM": "replace the custom or Select-TF (Flex) op with TFLite builtin ops; custom ops never map",
