@@ -589,9 +589,9 @@ def predict_edgetpu(model: FlatModel | ModelSource) -> EdgeTPUPrediction:
                                           problem.fix))
         else:
             after = [cause[producer[t]] for t in op.inputs if producer.get(t) in cause]
-            if segment is None:  # nothing maps: the first problem stands for the rest
-                after = [next(i for i, p in enumerate(found) if p is not None)] if op.index and problems else []
-                after = [i for i in after if i != op.index]
+            if segment is None:  # nothing maps: the first op that cannot map stands for the rest
+                first_problem = next(i for i, p in enumerate(found) if p is not None)
+                after = [first_problem] if first_problem != op.index else []
             if not after and problem is not None:
                 cause[op.index] = op.index
                 placements.append(OpPlacement(op.index, name, "unsupported", problem.message, problem.fix))

@@ -308,7 +308,7 @@ def test_leading_cpu_ops_run_before_the_segment(compiler_rule_models: dict[str, 
     assert p.split_at is None and p.segment_start == 2 and p.mapped_count == 2 and p.num_edgetpu_subgraphs == 1
     assert not p.fully_mapped and p.cpu_count == 2
     assert "CAST is not an Edge TPU operation" in p.ops[0].reason and "ahead of the Edge TPU segment" in p.ops[0].reason
-    assert "FLOAT32" in p.ops[1].reason
+    assert "FLOAT32" in p.ops[1].reason and "io='uint8'" in p.ops[0].fix
     assert "segment starts at op 2 CONV_2D after 2 CPU ops" in p.summary() and "split" not in p.summary()
 
 
