@@ -16,7 +16,7 @@ requirements, "TensorFlow models on the Edge TPU"
   compiler 16.0 maps (seen in compiled DeepLab decoders), each with its
   constraints (checked here: fused activations on pools and concatenation,
   equal x/y dilation, fully-connected weight format and 1-D output, no
-  reduction/padding/splitting along the batch dimension, 1-D softmax of at most
+  reduction/padding/packing/splitting along the batch dimension, 1-D softmax of at most
   16,000 elements, strided slices with unit strides, PReLU alpha shape);
 - ``RESIZE_BILINEAR`` and ``RESIZE_NEAREST_NEIGHBOR`` map "depending on input/output
   size ... to avoid loss in precision" (Coral's table). The rule applied here:
@@ -235,14 +235,15 @@ class EdgeTPUPrediction:
 
     def summary(self) -> str:
         """One line: how many ops map, where the segment starts and splits, and the compiler version."""
-        text = f"{self.mapped_count} of {len(self.ops)} ops on the Edge TPU, {self.cpu_count} on the CPU"
+        text = (f"{self.mapped_count} of {len(self.ops)} ops on the Edge TPU (edgetpu_compiler "
+                f"{self.compiler_version} rules), {self.cpu_count} on the CPU")
         before = sum(1 for o in self.ops if o.status == "before-segment")
         start = self.segment_start
         if before and start is not None:
             text += f"; segment starts at op {start} {self.ops[start].name} after {before} CPU ops"
         if self.split_at is not None:
             text += f"; split at op {self.split_at} {self.ops[self.split_at].name}"
-        return text + f" (edgetpu_compiler {self.compiler_version} rules)"
+        return text
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
@@ -347,6 +348,8 @@ def _constraint(flat: FlatModel, sg: Subgraph, op: Operator) -> Problem | None:
         pads = _const_values(flat, sg.tensors[op.inputs[1]]) if op.inputs[1] >= 0 else None
         if pads is not None and rank >= 2 and pads.size >= 2 and np.any(pads.reshape(-1, 2)[0]):
             return bad("PAD along the batch dimension", "pad along the spatial or channel dimensions only")
+    if kind == "PACK" and outs and len(outs[0].shape) >= 2 and _opt(op, 1, "i32") % len(outs[0].shape) == 0:
+        return bad("PACK along the batch dimension", "stack along another axis (axis=-1 or a spatial axis)")
     if kind == "SPLIT" and ins:
         axes = _axes(flat, sg, op.inputs[0], len(ins[1].shape) if len(ins) > 1 else 0)
         if axes is not None and len(ins) > 1 and len(ins[1].shape) >= 2 and axes == [0]:
@@ -584,8 +587,8 @@ def predict_edgetpu(model: FlatModel | ModelSource) -> EdgeTPUPrediction:
         elif segment is not None and epochs[op.index] < segment:
             assert problem is not None
             placements.append(OpPlacement(op.index, name, "before-segment",
-                                          f"{problem.message}; it comes before every op that maps, so it runs on "
-                                          "the CPU ahead of the Edge TPU segment without splitting the model",
+                                          f"{problem.message}; it depends on no op that maps, so it runs on the "
+                                          "CPU ahead of the Edge TPU segment without splitting the model",
                                           problem.fix))
         else:
             after = [cause[producer[t]] for t in op.inputs if producer.get(t) in cause]

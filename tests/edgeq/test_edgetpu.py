@@ -278,6 +278,15 @@ def _large_resize() -> Any:
     return keras.Model(inp, keras.layers.Conv2D(2, 1)(x))
 
 
+def _packs() -> Any:
+    """Two dense outputs stacked along the batch axis ([2, 1, 6], Coral: no packing in batch) and the last."""
+    inp = keras.Input((4,), batch_size=1)
+    a, b = keras.layers.Dense(6)(inp), keras.layers.Dense(6)(inp)
+    on_batch = keras.layers.Lambda(lambda t: tf.stack(t, axis=0))([a, b])
+    on_last = keras.layers.Lambda(lambda t: tf.stack(t, axis=-1))([a, b])
+    return keras.Model(inp, [on_last, on_batch])
+
+
 def _lstm() -> Any:
     """A Keras 2 LSTM (unroll=False): one UNIDIRECTIONAL_SEQUENCE_LSTM, int16 cell state in int8."""
     import tf_keras
@@ -298,6 +307,7 @@ def compiler_rule_models() -> dict[str, bytes]:
         "align_corners": _convert(_align_corners()),
         "large_resize": _convert(_large_resize()),
         "lstm": _convert(_lstm()),
+        "packs": _convert(_packs()),
     }
 
 
@@ -360,6 +370,16 @@ def test_resize_align_corners_grid_and_output_size(compiler_rule_models: dict[st
     assert "output 8x520 is larger than 512" in p.ops[1].reason
 
 
+def test_pack_along_the_batch_dimension_stays_on_the_cpu(compiler_rule_models: dict[str, bytes]) -> None:
+    flat = read_flat_model(compiler_rule_models["packs"]).main
+    p = predict_edgetpu(compiler_rule_models["packs"])
+    packs = {tuple(flat.tensors[op.outputs[0]].shape): p.ops[op.index] for op in flat.operators if op.opcode == "PACK"}
+    assert set(packs) == {(2, 1, 6), (1, 6, 2)}
+    assert packs[(1, 6, 2)].status == "mapped"
+    assert packs[(2, 1, 6)].status == "unsupported" and "PACK along the batch dimension" in packs[(2, 1, 6)].reason
+    assert [q.op_name for q in check_edgetpu_ready(compiler_rule_models["packs"])] == ["PACK"]
+
+
 def test_int8_lstm_with_int16_state_maps(compiler_rule_models: dict[str, bytes]) -> None:
     flat = read_flat_model(compiler_rule_models["lstm"])
     lstm = next(op for op in flat.main.operators if op.opcode == "UNIDIRECTIONAL_SEQUENCE_LSTM")
@@ -374,7 +394,8 @@ def test_cli_names_the_compiler_version(compiler_rule_models: dict[str, bytes], 
     path.write_bytes(compiler_rule_models["cast"])
     res = CliRunner().invoke(cli, ["analyze", str(path), "--target", "edgetpu"], env={"COLUMNS": "200"})
     assert res.exit_code == 0, res.output
-    assert "edgetpu_compiler 16.0 rules" in res.output and "CPU (before-segment)" in res.output
+    assert "2 of 4 ops on the Edge TPU (edgetpu_compiler 16.0 rules)" in res.output
+    assert "CPU (before-segment)" in res.output
     res = CliRunner().invoke(cli, ["analyze", str(path), "--target", "edgetpu", "--json", "-"])
     payload = json.loads(res.stdout)["edgetpu"]
     assert payload["compiler_version"] == "16.0" and payload["segment_start"] == 2 and payload["mapped"] == 2
