@@ -420,8 +420,8 @@ def _op_problem(flat: FlatModel, sg: Subgraph, op: Operator) -> Problem | None:
         name = _name(op)
         fix = _OP_FIXES.get(op.opcode, _OP_FIXES.get(name, _GENERIC_OP_FIX))
         return _problem("unsupported-op", f"{name} is not an Edge TPU operation", fix, op)
-    bad_acts = [t for t in acts if t.dtype not in _EIGHT_BIT and not _lstm_state(op, t)]
-    bad_consts = [t for t in ins if t.is_constant and t.dtype not in _CONST_OK]
+    bad_acts = [t for t in acts if t.dtype not in _EIGHT_BIT and not _lstm_internal(op, t)]
+    bad_consts = [t for t in ins if t.is_constant and t.dtype not in _CONST_OK and not _lstm_internal(op, t)]
     if bad_acts or bad_consts:
         t = (bad_acts or bad_consts)[0]
         what = "tensor" if bad_acts else "constant (weights)"
@@ -439,8 +439,8 @@ def _op_problem(flat: FlatModel, sg: Subgraph, op: Operator) -> Problem | None:
     return _constraint(flat, sg, op)
 
 
-def _lstm_state(op: Operator, t: Tensor) -> bool:
-    """True for an int16 tensor inside a full-integer LSTM (its cell state), which the Edge TPU takes."""
+def _lstm_internal(op: Operator, t: Tensor) -> bool:
+    """True for an int16 tensor inside a full-integer LSTM (cell state, layer-norm weights): the Edge TPU takes it."""
     return (op.opcode in _LSTM_OPS and t.dtype == "INT16" and t.index != op.inputs[0]
             and t.index not in op.outputs)
 
