@@ -36,9 +36,10 @@ and compiles **one** Edge TPU segment. The partitioner walks the graph in epochs
 each epoch takes every op whose inputs are ready and whose kind (Edge TPU or CPU)
 matches the epoch's kind, which the first ready op sets. So:
 
-- ops that cannot map and come before the first op that can (a leading ``CAST``,
-  ``QUANTIZE`` from float, ``DEQUANTIZE``, ...) run on the CPU *before* the segment
-  (status ``before-segment``) and do not split the model;
+- where the first op cannot map (a leading ``CAST``, ``QUANTIZE`` from float,
+  ``DEQUANTIZE``, ...), it and every op that cannot map and needs nothing but the
+  model inputs and such ops run on the CPU *before* the segment (status
+  ``before-segment``): they do not split the model;
 - the segment is every op that can map and does not depend on a CPU op after it:
   supported ops in a branch parallel to an unsupported op still map;
 - an op that cannot map and depends on the segment splits the model there
