@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import stat
 import subprocess
 
 import numpy as np
@@ -137,6 +139,22 @@ def test_report_files_hold_results_json_numbers(comparison, tmp_path):
     assert set(written) >= {"results.json", "report.md", "report.html"}
     with pytest.raises(OutputExistsError, match="report file"):
         comp.save(tmp_path)
+
+
+@pytest.mark.parametrize(("mask", "expected"), [(0o022, 0o644), (0o077, 0o600)])
+def test_report_files_get_the_permissions_of_a_plain_open(comparison, tmp_path, mask, expected):
+    comp, _ = comparison
+    old = os.umask(mask)
+    try:
+        written = comp.save(tmp_path / "report")
+    finally:
+        os.umask(old)
+    names = {name for name in written if name.startswith("models/")}
+    assert names and {"results.json", "report.md", "report.html", "plots/size.png"} <= set(written)
+    modes = {name: oct(stat.S_IMODE(path.stat().st_mode)) for name, path in written.items()}
+    assert set(modes.values()) == {oct(expected)}, modes
+    folders = {oct(stat.S_IMODE(p.stat().st_mode)) for p in (tmp_path / "report", tmp_path / "report" / "plots")}
+    assert folders == {oct(0o777 & ~mask)}
 
 
 def test_html_is_self_contained(comparison, tmp_path):
