@@ -6,6 +6,7 @@ standard error and exit status 2 (see ``edgeq_device.clikit``).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -66,6 +67,24 @@ def build_preprocess(size: str | None, color: str | None, mean: float | None, st
     )
 
 
+def native_log_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    """``--verbose`` for commands that run TensorFlow, whose C++ log lines are hidden otherwise.
+
+    Without it the lines TensorFlow's C++ code writes to standard error (``I0000 ...``,
+    ``fully_quantize: ...``, CUDA's ``cuInit`` error) go to a temporary log that is deleted
+    afterwards (see :mod:`edgeq.nativelog`); progress and errors still reach standard error.
+    """
+    @functools.wraps(f)
+    def run(*args: Any, verbose: bool, **kwargs: Any) -> Any:
+        from .nativelog import quiet_native_logs, show_native_logs
+
+        with show_native_logs() if verbose else quiet_native_logs():
+            return f(*args, **kwargs)
+
+    return click.option("--verbose", "-v", is_flag=True,
+                        help="Show TensorFlow's own log lines on standard error.")(run)
+
+
 def _console(stderr: bool = False) -> Any:
     """A rich console; not a terminal (a pipe, a file, a notebook capture) gets 140 columns, not 80."""
     from rich.console import Console
@@ -77,6 +96,7 @@ def _console(stderr: bool = False) -> Any:
 
 
 @cli.command("convert")
+@native_log_option
 @click.argument("model", type=click.Path())
 @click.option("--mode", "-m", default="int8", show_default=True,
               help="float32, dynamic, float16, int8, int16x8 or all.")
@@ -192,6 +212,7 @@ def _check_free(paths: list[Any], force: bool, option: str) -> None:
 
 
 @cli.command("qat")
+@native_log_option
 @click.argument("model", type=click.Path())
 @click.option("--train", "train", type=click.Path(), required=True,
               help="Labeled training data: image folder with class subfolders, or .npz with x and y.")
@@ -250,6 +271,7 @@ def qat_cmd(model: str, train: str, val: str | None, epochs: int, learning_rate:
 
 
 @cli.command("debug")
+@native_log_option
 @click.argument("model", type=click.Path())
 @click.option("--calib", "calib", type=click.Path(), required=True,
               help="Calibration data: image folder, .npy or .npz.")
@@ -572,6 +594,7 @@ def deploy_cmd(model: str, targets: tuple[str, ...], fleet: str | None, bench: b
 
 
 @cli.command("compare")
+@native_log_option
 @click.argument("model", type=click.Path())
 @click.option("--calib", "calib", type=click.Path(), required=True, help="Calibration data (image folder, .npy, .npz).")
 @click.option("--eval", "evaluation", type=click.Path(), required=True, help="Labeled evaluation data.")

@@ -36,6 +36,7 @@ from .convert import MODES, ConversionResult, IOType, Mode, convert
 from .data import DataSource, as_source
 from .errors import DataError, InvalidArgumentError
 from .models import LoadedModel, load_model
+from .nativelog import quiet_native_logs
 from .progress import task_progress
 
 __all__ = ["Comparison", "ModeRow", "Recommendation", "compare", "fidelity"]
@@ -336,6 +337,7 @@ def _closest(rows: list[ModeRow], labeled: bool) -> str:
     return f"{r.name} ({(r.agreement or 0) * 100:.1f}% agreement)"
 
 
+@quiet_native_logs()
 def compare(
     model: Any,
     *,

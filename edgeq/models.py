@@ -22,6 +22,7 @@ import numpy as np
 from edgeq_device.flatbuffer import natural_key
 
 from .errors import InvalidArgumentError, ModelLoadError
+from .nativelog import quiet_native_logs
 
 __all__ = ["InputSpec", "LoadedModel", "load_model"]
 
@@ -160,6 +161,7 @@ def _is_tf_keras(obj: Any) -> bool:
         return False
 
 
+@quiet_native_logs()
 def load_model(model: Any) -> LoadedModel:
     """Load a Keras 3 / tf_keras model object, a ``.keras``/``.h5`` file or a SavedModel folder.
 
