@@ -130,3 +130,14 @@ def test_tensorflow_native_logs_hidden_unless_verbose(model_file, mnist_train, t
     assert proc.returncode == 0, proc.stderr
     assert NATIVE_LOG.search(proc.stderr)
     assert "calibrating" in proc.stderr
+
+
+def test_convert_table_cuts_no_mode_on_an_80_column_terminal(model_file, mnist_train, tmp_path):
+    result = CliRunner().invoke(cli, ["convert", str(model_file), "--mode", "all", "--calib", str(mnist_train),
+                                      "--samples", "8", "-o", str(tmp_path)],
+                                env={"COLUMNS": "80", "FORCE_COLOR": "1"}, catch_exceptions=False)
+    assert result.exit_code == 0, result.stderr
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", result.stdout)
+    assert max(len(ln) for ln in text.splitlines()) <= 80 and "…" not in text
+    for mode in ("float32", "dynamic", "float16", "int8", "int16x8"):
+        assert re.search(rf"^│ {mode} +│.* digits_{mode}\.tflite +│$", text, re.M), text
