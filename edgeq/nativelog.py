@@ -93,19 +93,23 @@ def _fd2_stream(stream: Any) -> bool:
 
 def _start(log_path: str | os.PathLike[str] | None) -> _Redirect:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    if log_path is None:
-        log_fd, name = tempfile.mkstemp(prefix="edgeq-tf-", suffix=".log")
-        path, temporary = Path(name), True
-    else:
-        path, temporary = Path(os.fspath(log_path)), False
-        path.parent.mkdir(parents=True, exist_ok=True)
-        log_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
+    saved = os.dup(2)  # OSError when there is no fd 2: nothing to redirect
+    try:
+        if log_path is None:
+            log_fd, name = tempfile.mkstemp(prefix="edgeq-tf-", suffix=".log")
+            path, temporary = Path(name), True
+        else:
+            path, temporary = Path(os.fspath(log_path)), False
+            path.parent.mkdir(parents=True, exist_ok=True)
+            log_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
+    except BaseException:
+        os.close(saved)
+        raise
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
         except (AttributeError, OSError, ValueError):
             pass
-    saved = os.dup(2)
     old_stderr, terminal = None, None
     if _fd2_stream(sys.stderr):
         # Python's writes (progress bars, warnings) keep going to the terminal, through a duplicate
@@ -164,7 +168,12 @@ def quiet_native_logs(log_path: str | os.PathLike[str] | None = None) -> Iterato
             _active.depth += 1
             state = _active
         else:
-            state = _active = _start(log_path)
+            try:
+                state = _active = _start(log_path)
+            except OSError:  # no file descriptor 2 to redirect (closed), or the log cannot be made
+                if log_path is not None:
+                    raise
+                state = None
     if state is None:
         yield None
         return

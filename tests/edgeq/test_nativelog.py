@@ -78,3 +78,14 @@ def test_verbose_redirects_nothing(tmp_path: Path) -> None:
     proc = _run(code.replace("show_native_logs(), ", ""), tmp_path, EDGEQ_VERBOSE="1")
     assert proc.returncode == 0 and proc.stderr == "shown\n"
     assert not list(tmp_path.glob("edgeq-tf-*.log"))
+
+
+def test_no_fd2_means_nothing_to_redirect(tmp_path: Path) -> None:
+    proc = _run("""
+        import os
+        from edgeq.nativelog import quiet_native_logs
+        os.close(2)
+        with quiet_native_logs() as path:
+            print(path)
+    """, tmp_path)
+    assert proc.returncode == 0 and proc.stdout.strip() == "None"
