@@ -691,11 +691,9 @@ def compare_cmd(model: str, calib: str, evaluation: str, modes: str, threads: st
         from .report import natural_width, rich_table, table_rows
 
         console = Console()
-        if console.is_terminal:
-            console.print(rich_table(comp, width=console.width))
-        else:  # piped: every column, each row on one line
+        if not console.is_terminal:  # piped: every column, each row on one line
             console = Console(width=max(console.width, natural_width(*table_rows(comp.to_dict()))))
-            console.print(rich_table(comp))
+        console.print(rich_table(comp))
     else:  # the table (or results.json) alone on standard output; what else is said goes to stderr
         print_compare(comp, fmt)
         console = _console(stderr=True)

@@ -203,7 +203,7 @@ class Comparison:
         }
 
     def table(self) -> Any:
-        """A rich Table of the rows."""
+        """The rows as a rich renderable table that fits the width it is printed at (see ``report.rich_table``)."""
         from .report import rich_table
 
         return rich_table(self)

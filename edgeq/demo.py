@@ -86,11 +86,9 @@ def main(argv: list[str] | None = None) -> int:
         from rich.console import Console
 
         console = Console()
-        if console.is_terminal:
-            console.print(rich_table(comp, width=console.width))
-        else:  # piped: every column, each row on one line
+        if not console.is_terminal:  # piped: every column, each row on one line
             console = Console(width=max(console.width, natural_width(*table_rows(comp.to_dict()))))
-            console.print(rich_table(comp))
+        console.print(rich_table(comp))
         for note in comp.notes:
             console.print(f"note: {note}")
         written = comp.save(args.out, overwrite=True)

@@ -25,7 +25,7 @@ from .errors import OutputExistsError
 if TYPE_CHECKING:
     from .compare import Comparison
 
-__all__ = ["csv_table", "fitted_table", "html_fragment", "markdown", "markdown_table", "plot_pngs", "rich_table",
+__all__ = ["FittedTable", "csv_table", "fitted_table", "html_fragment", "markdown", "markdown_table", "plot_pngs", "rich_table",
            "write_report"]
 
 COLUMNS = ("model", "size", "vs f32", "top-1", "Δ top-1", "top-5", "agree", "SQNR dB", "max err", "cosine")
@@ -119,9 +119,11 @@ def fitted_table(header: Sequence[str], rows: Sequence[Sequence[str]], *, width:
     """A rich Table of ``rows`` in which no cell is cut or wrapped, and the columns it left out.
 
     Columns named in ``drop`` are left out, in that order, until the table fits ``width``
-    terminal columns (``None``: keep every column, for output that is not a terminal). Cells
-    are never shortened with an ellipsis; if the table is still too wide, only its widest
-    column is folded onto more lines, the others keep their full width.
+    terminal columns. Cells are never shortened with an ellipsis; if the table is still too
+    wide, only its widest column is folded onto more lines, the others keep their full width.
+    With ``width=None`` every column is kept: print it on a console at least
+    :func:`natural_width` wide (what the CLI does when piped), or use :class:`FittedTable`,
+    which fits the width it is printed at.
 
     Args:
         left: columns justified left (the others are right-justified).
@@ -145,11 +147,35 @@ def fitted_table(header: Sequence[str], rows: Sequence[Sequence[str]], *, width:
         squeeze = max(range(len(keep)), key=lambda k: widths[k])
     table = Table(title=title, caption=caption)
     for k, i in enumerate(keep):
+        fixed = width is not None and k != squeeze
         table.add_column(header[i], justify="left" if header[i] in left else "right", overflow="fold",
-                         no_wrap=k != squeeze, min_width=None if k == squeeze else widths[k])
+                         no_wrap=fixed, min_width=widths[k] if fixed else None)
     for n, cells in enumerate(rows):
         table.add_row(*(Text(cells[i]) for i in keep), style=styles[n] if styles else None)
     return table, hidden
+
+
+class FittedTable:
+    """A rich renderable: :func:`fitted_table` made at the width it is printed at.
+
+    On any console (a terminal, a notebook, a console as wide as :func:`natural_width`
+    for piped output) lesser columns are left out as needed, and a line under the table
+    names them; nothing is cut.
+    """
+
+    def __init__(self, header: Sequence[str], rows: Sequence[Sequence[str]], *, drop: Sequence[str] = (),
+                 left: Sequence[str] = (), title: str | None = None, caption: str | None = None,
+                 styles: Sequence[str | None] | None = None, more: str = "") -> None:
+        self.header, self.rows, self.drop, self.left = list(header), [list(r) for r in rows], drop, left
+        self.title, self.caption, self.styles, self.more = title, caption, styles, more
+
+    def __rich_console__(self, console: Any, options: Any) -> Any:
+        table, hidden = fitted_table(self.header, self.rows, width=options.max_width, drop=self.drop,
+                                     left=self.left, title=self.title, caption=self.caption, styles=self.styles)
+        if hidden:
+            note = f"(not shown for lack of width: {', '.join(hidden)}{self.more})"
+            table.caption = f"{table.caption}\n{note}" if table.caption else note
+        yield table
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -171,25 +197,21 @@ def csv_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return buf.getvalue()
 
 
-def rich_table(comp: Comparison, width: int | None = None) -> Any:
-    """The comparison as a rich Table (the recommended mode in bold).
+def rich_table(comp: Comparison) -> FittedTable:
+    """The comparison as a rich renderable table (the recommended mode in bold).
 
-    With ``width`` (terminal columns), lesser columns (convert time, MAC/s, max error, ...)
-    are left out until it fits; model names and figures are never cut.
+    It fits the width it is printed at: lesser columns (convert time, MAC/s, max error, ...)
+    are left out as needed and named under it; model names and figures are never cut.
     """
     data = comp.to_dict()
     header, rows = table_rows(data)
     rec = data["recommendation"]["mode"]
     drop = list(_LESSER[:3]) + [h for h in header if h.startswith("p90 ms")] + list(_LESSER[3:]) + [
         h for h in header if h.startswith("p50 ms")][1:]
-    table, hidden = fitted_table(
-        header, rows, width=width, drop=drop, left=("model",), styles=["bold green" if c[0] == rec else None for c in rows],
+    return FittedTable(
+        header, rows, drop=drop, left=("model",), styles=["bold green" if c[0] == rec else None for c in rows],
         title=f"{data['model']}: every mode on {data['eval_images']} images of {data['evaluation']}",
-        caption=data["recommendation"]["reason"])
-    if hidden:
-        table.caption = (f"{table.caption}\n(not shown for lack of width: {', '.join(hidden)}; "
-                         "see report.md or --format md)")
-    return table
+        caption=data["recommendation"]["reason"], more="; see report.md")
 
 
 def markdown(comp: Comparison) -> str:

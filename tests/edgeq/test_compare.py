@@ -250,7 +250,7 @@ def test_table_fits_80_columns_and_piped_rows_stay_whole(comparison):
 
     comp, _ = comparison
     buf = io.StringIO()
-    Console(file=buf, width=80).print(rich_table(comp, width=80))
+    Console(file=buf, width=80).print(rich_table(comp))
     text = buf.getvalue()
     assert max(len(ln) for ln in text.splitlines()) <= 80 and "…" not in text
     for row in comp.rows:  # float32 and float16 both whole, not "float…"
