@@ -63,6 +63,7 @@ class _Redirect:
 
 _active: _Redirect | None = None
 _shown = 0
+_terminal: tuple[tuple[int, int], IO[str]] | None = None  # (device, inode) of the original fd 2, its stream
 
 
 def native_logs_shown() -> bool:
@@ -92,6 +93,7 @@ def _fd2_stream(stream: Any) -> bool:
 
 
 def _start(log_path: str | os.PathLike[str] | None) -> _Redirect:
+    global _terminal
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     saved = os.dup(2)  # OSError when there is no fd 2: nothing to redirect
     try:
@@ -113,10 +115,15 @@ def _start(log_path: str | os.PathLike[str] | None) -> _Redirect:
     old_stderr, terminal = None, None
     if _fd2_stream(sys.stderr):
         # Python's writes (progress bars, warnings) keep going to the terminal, through a duplicate
-        # of the original fd 2. It is never closed: a logging handler made meanwhile may hold it.
-        terminal = io.TextIOWrapper(io.FileIO(os.dup(saved), "w"), encoding=sys.stderr.encoding or "utf-8",
-                                    errors=sys.stderr.errors or "backslashreplace", line_buffering=True,
-                                    write_through=True)
+        # of the original fd 2. It is never closed (a logging handler made meanwhile may hold it),
+        # and reused by later blocks while fd 2 is the same file.
+        st = os.fstat(saved)
+        key = (st.st_dev, st.st_ino)
+        if _terminal is None or _terminal[0] != key or _terminal[1].closed:
+            _terminal = key, io.TextIOWrapper(io.FileIO(os.dup(saved), "w"), encoding=sys.stderr.encoding or "utf-8",
+                                              errors=sys.stderr.errors or "backslashreplace", line_buffering=True,
+                                              write_through=True)
+        terminal = _terminal[1]
         old_stderr, sys.stderr = sys.stderr, terminal
     os.dup2(log_fd, 2)
     os.close(log_fd)

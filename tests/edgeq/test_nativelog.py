@@ -89,3 +89,19 @@ def test_no_fd2_means_nothing_to_redirect(tmp_path: Path) -> None:
             print(path)
     """, tmp_path)
     assert proc.returncode == 0 and proc.stdout.strip() == "None"
+
+
+def test_blocks_reuse_one_stream_to_the_terminal(tmp_path: Path) -> None:
+    proc = _run("""
+        import os, sys
+        from edgeq.nativelog import quiet_native_logs
+        streams = set()
+        for i in range(3):
+            with quiet_native_logs("native.log"):
+                streams.add(id(sys.stderr))
+                print(f"python {i}", file=sys.stderr)
+        print(len(streams))
+    """, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.split() == ["python", "0", "python", "1", "python", "2"]
+    assert proc.stdout.strip() == "1"
