@@ -50,6 +50,7 @@ from .convert import embed_metadata as _embed
 from .data import DataSource, ImageFolder, as_source
 from .errors import DataError, EdgeqError, InvalidArgumentError
 from .models import LoadedModel, load_model
+from .nativelog import quiet_native_logs
 from .progress import _console, progress_enabled
 
 __all__ = ["BudgetReport", "Candidate", "budget_search", "top1_accuracy"]
@@ -294,6 +295,7 @@ def _say(show: bool, text: str) -> None:
         _console.print(text, highlight=False, soft_wrap=True)
 
 
+@quiet_native_logs()
 def budget_search(
     model: Any,
     *,

@@ -36,6 +36,7 @@ from .convert import MODES, ConversionResult, IOType, Mode, _enum_arg, convert
 from .data import DataSource, as_source
 from .errors import DataError, InvalidArgumentError
 from .models import LoadedModel, load_model
+from .nativelog import quiet_native_logs
 from .progress import task_progress
 
 __all__ = ["Comparison", "ModeRow", "Recommendation", "compare", "fidelity"]
@@ -202,7 +203,7 @@ class Comparison:
         }
 
     def table(self) -> Any:
-        """A rich Table of the rows."""
+        """The rows as a rich renderable table that fits the width it is printed at (see ``report.rich_table``)."""
         from .report import rich_table
 
         return rich_table(self)
@@ -337,6 +338,7 @@ def _closest(rows: list[ModeRow], labeled: bool) -> str:
     return f"{r.name} ({(r.agreement or 0) * 100:.1f}% agreement)"
 
 
+@quiet_native_logs()
 def compare(
     model: Any,
     *,

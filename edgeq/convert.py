@@ -47,6 +47,7 @@ from .errors import (
     QuantizationError,
 )
 from .models import InputSpec, LoadedModel, load_model
+from .nativelog import quiet_native_logs
 from .progress import task_progress
 
 __all__ = [
@@ -399,6 +400,7 @@ def convert(
 ) -> ConversionResult: ...
 
 
+@quiet_native_logs()
 def convert(
     model: Any,
     mode: str | Mode | list[str | Mode] | tuple[str | Mode, ...] = "float32",

@@ -40,6 +40,7 @@ from .convert import IOType, Mode, configure_converter, default_preprocess, repr
 from .data import as_source
 from .errors import ConversionError, InvalidArgumentError
 from .models import LoadedModel, load_model
+from .nativelog import quiet_native_logs
 
 __all__ = ["LayerError", "LayerReport", "QuantDebugSession", "debug"]
 
@@ -239,6 +240,7 @@ class QuantDebugSession:
         CalibrationError, ConversionError, InvalidArgumentError, ModelLoadError.
     """
 
+    @quiet_native_logs()
     def __init__(self, model: Any, calibration: Any, *, samples: int = 200, seed: int = 0,
                  preprocess: Preprocess | None = None, batch_size: int | None = None,
                  show_progress: bool | None = None) -> None:
@@ -301,6 +303,7 @@ class QuantDebugSession:
         sg = flat.main
         return tuple(sg.tensors[i].name for op in sg.operators for i in op.outputs if i >= 0)
 
+    @quiet_native_logs()
     def report(self) -> LayerReport:
         """Measure every quantized op's error on the calibration samples; worst first."""
         import tensorflow as tf
@@ -370,6 +373,7 @@ class QuantDebugSession:
                 found.extend(sg.tensors[i].name for i in op.outputs if i >= 0)
         return tuple(dict.fromkeys(found))
 
+    @quiet_native_logs()
     def quantized_model(self, float_nodes: Sequence[str] = (), *, fully_quantize: bool = False) -> bytes:
         """The int8 model with the ops writing ``float_nodes`` kept in float (no re-calibration).
 

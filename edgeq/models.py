@@ -26,6 +26,7 @@ import numpy as np
 from edgeq_device.flatbuffer import natural_key
 
 from .errors import InvalidArgumentError, ModelLoadError
+from .nativelog import quiet_native_logs
 
 __all__ = ["InputSpec", "LoadedModel", "custom_objects_from_file", "load_model", "register_custom_objects"]
 
@@ -252,6 +253,7 @@ def register_custom_objects(custom_objects: Mapping[str, Any]) -> Callable[[], N
     return undo
 
 
+@quiet_native_logs()
 def load_model(model: Any, custom_objects: Mapping[str, Any] | None = None) -> LoadedModel:
     """Load a Keras 3 / tf_keras model object, a ``.keras``/``.h5`` file or a SavedModel folder.
 

@@ -46,6 +46,7 @@ from .convert import ConversionResult, default_preprocess
 from .data import DataSource, as_source
 from .errors import DataError, InvalidArgumentError, QATError
 from .models import InputSpec, LoadedModel, load_model
+from .nativelog import quiet_native_logs
 from .progress import _console, progress_enabled
 
 __all__ = [
@@ -443,6 +444,7 @@ def _positive(value: Any, argument: str, example: str, integer: bool = True) -> 
                                    fix=f"give e.g. {argument}={example}")
 
 
+@quiet_native_logs()
 def qat(
     model: Any,
     train: Any,
