@@ -32,7 +32,7 @@ from edgeq_device.evaluate import predict_arrays, top_k_hits
 from edgeq_device.sysinfo import board_info
 
 from . import __version__
-from .convert import MODES, ConversionResult, IOType, Mode, convert
+from .convert import MODES, ConversionResult, IOType, Mode, _warnings_once, convert
 from .data import DataSource, as_source
 from .errors import DataError, InvalidArgumentError
 from .models import LoadedModel, load_model
@@ -336,6 +336,7 @@ def _closest(rows: list[ModeRow], labeled: bool) -> str:
     return f"{r.name} ({(r.agreement or 0) * 100:.1f}% agreement)"
 
 
+@_warnings_once
 def compare(
     model: Any,
     *,

@@ -67,6 +67,16 @@ class LoadedModel:
             out = [out]
         return [np.asarray(o) for o in out]
 
+    def rescales_input(self) -> bool | None:
+        """Whether the model scales its own input: a Rescaling or Normalization layer (or an
+        arithmetic op or Lambda that may do it) comes before the first layer with weights.
+
+        ``None`` when the layers are not known (a SavedModel).
+        """
+        if self.kind == "saved_model":
+            return None
+        return _leading_rescale(self.obj) is not False
+
     @contextmanager
     def converter(self, batch_size: int | None = None) -> Iterator[Any]:
         """A ``tf.lite.TFLiteConverter`` for this model, inputs' batch fixed to ``batch_size`` if given."""
@@ -115,6 +125,28 @@ class LoadedModel:
                     yield tf.lite.TFLiteConverter.from_saved_model(tmp)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+# Layers and ops that may scale a model's input (Keras 3 and tf_keras class names). A leading
+# Lambda or arithmetic op may be ``x / 255``: counted as rescaling, so no false alarm is raised.
+_RESCALING = {"Rescaling", "Normalization", "BatchNormalization", "LayerNormalization", "Lambda",
+              "TFOpLambda", "TrueDivide", "Divide", "Multiply", "Subtract", "Add"}
+
+
+def _leading_rescale(model: Any) -> bool | None:
+    """True: a rescaling layer comes before the first layer with weights; False: a weighted layer
+    comes first; None: no weighted layer (walks nested models in order)."""
+    ops = getattr(model, "operations", None) or getattr(model, "layers", None) or []
+    for op in ops:
+        if type(op).__name__ in _RESCALING:
+            return True
+        if getattr(op, "layers", None) is not None:  # a nested model
+            found = _leading_rescale(op)
+            if found is not None:
+                return found
+        elif getattr(op, "weights", None):
+            return False
+    return None
 
 
 def _keras_inputs(model: Any, kind: str) -> list[InputSpec]:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
+import warnings
+from collections.abc import Callable
+from typing import Any, TextIO
 
 import click
 
-from .errors import EdgeqError
+from .errors import EdgeqError, EdgeqWarning
 
 __all__ = ["EXIT_ERROR", "EXIT_INTERRUPTED", "ErrorBoundaryGroup", "echo_err"]
 
@@ -20,17 +22,34 @@ def echo_err(message: str) -> None:
     click.echo(message, err=True)
 
 
+def _one_line_warnings(shown_before: Callable[..., None]) -> Callable[..., None]:
+    """A ``warnings.showwarning``: an :class:`EdgeqWarning` is one ``warning: ...`` line on
+    standard error; other warnings go to ``shown_before``."""
+
+    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+             file: TextIO | None = None, line: str | None = None) -> None:
+        if issubclass(category, EdgeqWarning):
+            echo_err(f"warning: {message}")
+        else:
+            shown_before(message, category, filename, lineno, file, line)
+
+    return show
+
+
 class ErrorBoundaryGroup(click.Group):
     """A click group whose commands turn :class:`EdgeqError` into ``error: ...`` and exit 2.
 
     No traceback reaches the user for errors edgeq raises on purpose; Ctrl-C
     exits 130 with one line. Unexpected exceptions still show a traceback,
-    because those are bugs to report.
+    because those are bugs to report. An :class:`EdgeqWarning` is one
+    ``warning: ...`` line on standard error.
     """
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            with warnings.catch_warnings():
+                warnings.showwarning = _one_line_warnings(warnings.showwarning)
+                return super().invoke(ctx)
         except EdgeqError as exc:
             echo_err(f"error: {exc}")
             sys.exit(EXIT_ERROR)
