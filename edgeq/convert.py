@@ -212,7 +212,8 @@ def _fit(arr: np.ndarray, spec: InputSpec, batch_size: int | None, source: str) 
             argument="calibration", received=source,
             fix="preprocess to the model's input size and channels (Preprocess(size=..., color=...), "
                 "--size/--color)")
-    return [arr[None].astype(np.float32, copy=False)]
+    with np.errstate(over="ignore"):  # a value beyond float32 becomes Inf, refused by name later
+        return [arr[None].astype(np.float32, copy=False)]
 
 
 @dataclass
