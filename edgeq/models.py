@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -83,7 +85,7 @@ class LoadedModel:
         import tensorflow as tf
 
         specs = [tf.TensorSpec((batch_size, *s.shape[1:]), s.dtype, name=s.name) for s in self.inputs]
-        tmp = tempfile.mkdtemp(prefix="edgeq-export-")
+        tmp = export_folder()
         try:
             if self.kind == "keras3":
                 model = self.obj
@@ -125,6 +127,63 @@ class LoadedModel:
                     yield tf.lite.TFLiteConverter.from_saved_model(tmp)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+EXPORT_PREFIX = "edgeq-export-"
+# An export folder is removed when its conversion ends, however it ends; only a process that
+# dies (a crash, SIGKILL, SIGTERM) leaves one. Such a folder, named after a process that no
+# longer runs and untouched for this long, is removed when the next export folder is made.
+_STALE_SECONDS = 600.0
+
+
+def export_folder() -> str:
+    """A new temporary folder for a SavedModel export, ``<tmp>/edgeq-export-<pid>-<random>``.
+
+    The caller removes it (``LoadedModel.converter`` does, on success, error and Ctrl-C);
+    folders left by edgeq processes that died are swept first (see :func:`sweep_stale_exports`).
+    """
+    sweep_stale_exports()
+    return tempfile.mkdtemp(prefix=f"{EXPORT_PREFIX}{os.getpid()}-")
+
+
+def _process_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only checks that the process exists
+    except ProcessLookupError:
+        return True
+    except OSError:  # exists, another user's
+        return False
+    return False
+
+
+def sweep_stale_exports(root: str | os.PathLike[str] | None = None) -> list[Path]:
+    """Remove export folders of this user whose edgeq process no longer runs; returns them.
+
+    Only folders named ``edgeq-export-<pid>-...`` untouched for 10 minutes are considered.
+    POSIX only (elsewhere nothing is removed).
+    """
+    if os.name != "posix":
+        return []
+    folder = Path(tempfile.gettempdir() if root is None else root)
+    removed: list[Path] = []
+    try:
+        entries = list(folder.glob(f"{EXPORT_PREFIX}*-*"))
+    except OSError:
+        return removed
+    now = time.time()
+    for path in entries:
+        pid = path.name[len(EXPORT_PREFIX):].split("-", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            st = path.lstat()
+        except OSError:
+            continue
+        if (stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and now - st.st_mtime > _STALE_SECONDS
+                and _process_gone(int(pid))):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
 
 
 # Layers and ops that may scale a model's input (Keras 3 and tf_keras class names). A leading

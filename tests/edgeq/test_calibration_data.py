@@ -8,6 +8,7 @@ import random
 import subprocess
 import sys
 import tempfile
+import time
 import warnings
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from edgeq.errors import (
     NonFiniteCalibrationError,
     UnscaledCalibrationWarning,
 )
-from edgeq.models import load_model
+from edgeq.models import export_folder, load_model
 
 keras = pytest.importorskip("keras")
 
@@ -132,16 +133,20 @@ def test_tf_keras_export_folder_is_removed_on_error_and_on_interrupt(tf_keras_mo
         edgeq.convert(tf_keras_model, "int8", calibration=x, batch_size=1)
     assert _folders(private_tmp) == []
 
+    seen: list[list[str]] = []
+
     def interrupted():
         for i in range(10):
             if i == 3:
+                seen.append(_folders(private_tmp))  # Ctrl-C while calibrating
                 raise KeyboardInterrupt
             yield _pixels(1, seed=i)[0]
 
     with pytest.raises(KeyboardInterrupt):
         edgeq.convert(tf_keras_model, "int8", calibration=interrupted)
+    assert any(name.startswith(f"edgeq-export-{os.getpid()}-") for name in seen[0]), seen
     assert _folders(private_tmp) == []
-    result = edgeq.convert(tf_keras_model, "int8", calibration=_pixels(), batch_size=1)
+    result = edgeq.convert(tf_keras_model, "int8", calibration=_pixels(), samples=20, batch_size=1)
     assert result.calibration_samples == 20
     assert _folders(private_tmp) == []
 
@@ -293,3 +298,22 @@ def test_cli_compare_with_nan_exits_2(tiny_file, tmp_path):
     assert result.exit_code == 2
     assert result.stderr.strip().splitlines() == [result.stderr.strip()]
     assert result.stderr.startswith("error: calibration: sample 11 holds NaN")
+
+
+def test_export_folders_of_dead_processes_are_swept(private_tmp):
+    """A process that dies (SIGKILL, a crash) cannot clean up; the next export removes its folder."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    old = time.time() - 3600
+    names = {"dead_old": f"edgeq-export-{proc.pid}-abc", "dead_recent": f"edgeq-export-{proc.pid}-def",
+             "alive_old": f"edgeq-export-{os.getppid()}-ghi", "mine_old": f"edgeq-export-{os.getpid()}-jkl",
+             "unnamed_old": "edgeq-export-x8k2p0qz", "other_old": "keep-me"}
+    for key, name in names.items():
+        (private_tmp / name).mkdir()
+        (private_tmp / name / "saved_model.pb").write_bytes(b"")
+        if key.endswith("_old"):
+            os.utime(private_tmp / name, (old, old))
+    fresh = Path(export_folder())
+    assert fresh.parent == private_tmp and fresh.name.startswith(f"edgeq-export-{os.getpid()}-")
+    fresh.rmdir()
+    assert sorted(_folders(private_tmp)) == sorted(n for k, n in names.items() if k != "dead_old")
