@@ -236,8 +236,9 @@ class CalibrationStats:
         self.high[name] = max(high, self.high.get(name, high))
 
 
-def _check_finite(arr: np.ndarray, index: int, spec: InputSpec, multi: bool, source: str) -> tuple[float, float]:
-    """The sample's (min, max); NaN or Inf raises :class:`NonFiniteCalibrationError` naming the sample.
+def _check_finite(arr: np.ndarray, index: int, spec: InputSpec, multi: bool, source: str,
+                  argument: str = "calibration") -> tuple[float, float]:
+    """One sample's (min, max); NaN or Inf raises :class:`NonFiniteCalibrationError` naming the sample.
 
     Two reductions and no copy: NaN propagates through min and max, +Inf shows in the max,
     -Inf in the min. Runs on the float32 array the converter would get (a float64 value
@@ -246,19 +247,18 @@ def _check_finite(arr: np.ndarray, index: int, spec: InputSpec, multi: bool, sou
     low, high = float(arr.min()), float(arr.max())
     if np.isfinite(low) and np.isfinite(high):
         return low, high
-    one = arr[0]  # _fit gives batches of one
-    bad = ~np.isfinite(one)
+    bad = ~np.isfinite(arr)
     first = tuple(int(i) for i in np.argwhere(bad)[0])
-    value = one[first]
+    value = arr[first]
     kind = "NaN" if np.isnan(value) else ("-Inf" if value < 0 else "Inf")
     count = int(bad.sum())
     where = f" of input {spec.name!r}" if multi else ""
     raise NonFiniteCalibrationError(
         f"sample {index}{where} holds {kind} at element {first}"
         + (f" ({count} non-finite values in it)" if count > 1 else ""),
-        index=index, input_name=spec.name, argument="calibration", received=source,
+        index=index, input_name=spec.name, argument=argument, received=source,
         fix="drop or repair that sample (e.g. keep x[np.isfinite(x).reshape(len(x), -1).all(axis=1)]) "
-            "and check the preprocessing that produced it; the converter cannot calibrate NaN or Inf")
+            "and check the preprocessing that produced it; quantization ranges cannot be set from NaN or Inf")
 
 
 _WARNED: ContextVar[set[str] | None] = ContextVar("edgeq_calibration_warned", default=None)
@@ -313,10 +313,12 @@ def warn_about_calibration(loaded: LoadedModel, source: DataSource, stats: Calib
       layer; see :meth:`~edgeq.models.LoadedModel.rescales_input`).
     """
     known = source.known_length()
-    have = known if known is not None and known < samples else stats.samples
-    if 0 < have < samples:
-        _warn_once(f"asked for {samples} calibration samples, {source.description} "
-                   f"{'has' if known is not None else 'gave'} {have}; using {have}", FewerSamplesWarning)
+    if known is not None and known < samples:
+        _warn_once(f"asked for {samples} calibration samples, {source.description} has {known}; "
+                   f"using {stats.samples}", FewerSamplesWarning)
+    elif 0 < stats.samples < samples:  # a stream that ended early, or unreadable images skipped
+        _warn_once(f"asked for {samples} calibration samples, {source.description} gave {stats.samples}; "
+                   f"using {stats.samples}", FewerSamplesWarning)
     if loaded.rescales_input() is not False:
         return
     for spec in loaded.inputs:
@@ -363,7 +365,7 @@ def representative_dataset(
                 fitted = [_fit(a, s, batch_size, source.description) for a, s in zip(per_input, inputs)]
                 for arrays, spec in zip(fitted, inputs):
                     for arr in arrays:
-                        low, high = _check_finite(arr, index, spec, multi, source.description)
+                        low, high = _check_finite(arr[0], index, spec, multi, source.description)
                         if stats is not None:
                             stats.observe(spec.name, low, high)
                 for group in zip(*fitted):

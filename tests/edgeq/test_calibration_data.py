@@ -317,3 +317,21 @@ def test_export_folders_of_dead_processes_are_swept(private_tmp):
     assert fresh.parent == private_tmp and fresh.name.startswith(f"edgeq-export-{os.getpid()}-")
     fresh.rmdir()
     assert sorted(_folders(private_tmp)) == sorted(n for k, n in names.items() if k != "dead_old")
+
+
+def test_qat_refuses_inf_in_training_data_before_training_and_in_calibration():
+    """Before: the Inf poisoned the learnt quantization ranges and the int8 export died by SIGSEGV."""
+    tf_keras = pytest.importorskip("tf_keras")
+    from edgeq.qat import qat
+
+    tf_keras.utils.set_random_seed(0)
+    model = tf_keras.Sequential([tf_keras.Input((8, 8, 1), name="image"), tf_keras.layers.Conv2D(2, 3),
+                                 tf_keras.layers.Flatten(), tf_keras.layers.Dense(3)], name="q")
+    x, y = _pixels(16), np.arange(16) % 3
+    bad = x.copy()
+    bad[5, 1, 2, 0] = np.inf
+    with pytest.raises(NonFiniteCalibrationError, match=r"^train: sample 5 holds Inf at element \(1, 2, 0\)"):
+        qat(model, (bad, y), epochs=1, batch_size=16)
+    result = qat(model, (x, y), epochs=1, batch_size=16)
+    with pytest.raises(NonFiniteCalibrationError, match=r"^calibration: sample 5 holds Inf"):
+        result.convert(calibration=bad, samples=16)
