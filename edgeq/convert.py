@@ -23,6 +23,7 @@ import contextlib
 import datetime as _dt
 import functools
 import io as _io
+import os
 import re
 import sys
 import time
@@ -67,6 +68,7 @@ __all__ = [
     "default_preprocess",
     "embed_metadata",
     "representative_dataset",
+    "warn_about_calibration",
 ]
 
 
@@ -244,6 +246,8 @@ def _check_finite(arr: np.ndarray, index: int, spec: InputSpec, multi: bool, sou
     -Inf in the min. Runs on the float32 array the converter would get (a float64 value
     beyond float32's range has become Inf by then).
     """
+    if arr.size == 0:
+        return np.inf, -np.inf
     low, high = float(arr.min()), float(arr.max())
     if np.isfinite(low) and np.isfinite(high):
         return low, high
@@ -289,7 +293,7 @@ def _warn_once(message: str, category: type[Warning]) -> None:
         if message in seen:
             return
         seen.add(message)
-    here = str(Path(__file__).parent)
+    here = str(Path(__file__).parent) + os.sep
     frame, level = sys._getframe(0), 1
     while frame.f_back is not None and frame.f_code.co_filename.startswith(here):
         frame, level = frame.f_back, level + 1

@@ -190,6 +190,8 @@ def sweep_stale_exports(root: str | os.PathLike[str] | None = None) -> list[Path
 # Lambda or arithmetic op may be ``x / 255``: counted as rescaling, so no false alarm is raised.
 _RESCALING = {"Rescaling", "Normalization", "BatchNormalization", "LayerNormalization", "Lambda",
               "TFOpLambda", "TrueDivide", "Divide", "Multiply", "Subtract", "Add"}
+# Layers with weights that do not change the scale of what they pass on: QAT's input fake-quantizer.
+_TRANSPARENT = {"QuantizeLayer"}
 
 
 def _leading_rescale(model: Any) -> bool | None:
@@ -197,8 +199,13 @@ def _leading_rescale(model: Any) -> bool | None:
     comes first; None: no weighted layer (walks nested models in order)."""
     ops = getattr(model, "operations", None) or getattr(model, "layers", None) or []
     for op in ops:
-        if type(op).__name__ in _RESCALING:
+        inner = getattr(op, "layer", None)  # a wrapper (QAT's QuantizeWrapper): judge what it wraps
+        op = inner if inner is not None and hasattr(inner, "weights") else op
+        kind = type(op).__name__
+        if kind in _RESCALING:
             return True
+        if kind in _TRANSPARENT:
+            continue
         if getattr(op, "layers", None) is not None:  # a nested model
             found = _leading_rescale(op)
             if found is not None:

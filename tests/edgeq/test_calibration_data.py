@@ -335,3 +335,18 @@ def test_qat_refuses_inf_in_training_data_before_training_and_in_calibration():
     result = qat(model, (x, y), epochs=1, batch_size=16)
     with pytest.raises(NonFiniteCalibrationError, match=r"^calibration: sample 5 holds Inf"):
         result.convert(calibration=bad, samples=16)
+
+
+def test_a_qat_model_keeps_its_rescaling_layer_visible():
+    """QAT wraps layers (QuantizeWrapper) and puts a fake-quantizer with weights first."""
+    tf_keras = pytest.importorskip("tf_keras")
+    from edgeq.qat import qat
+
+    tf_keras.utils.set_random_seed(0)
+    model = tf_keras.Sequential([tf_keras.Input((8, 8, 1), name="image"), tf_keras.layers.Rescaling(1 / 255),
+                                 tf_keras.layers.Conv2D(2, 3), tf_keras.layers.Flatten(), tf_keras.layers.Dense(3)])
+    raw = np.round(_pixels(16) * 255)
+    result = qat(model, (raw, np.arange(16) % 3), epochs=1, batch_size=16)
+    assert load_model(result.model).rescales_input() is True
+    _, caught = _caught(result.convert, samples=16)
+    assert caught == []
