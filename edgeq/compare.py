@@ -32,7 +32,7 @@ from edgeq_device.evaluate import predict_arrays, top_k_hits
 from edgeq_device.sysinfo import board_info
 
 from . import __version__
-from .convert import MODES, ConversionResult, IOType, Mode, _enum_arg, convert
+from .convert import MODES, ConversionResult, IOType, Mode, _enum_arg, _warnings_once, convert
 from .data import DataSource, as_source
 from .errors import DataError, InvalidArgumentError
 from .models import LoadedModel, load_model
@@ -339,6 +339,7 @@ def _closest(rows: list[ModeRow], labeled: bool) -> str:
 
 
 @quiet_native_logs()
+@_warnings_once
 def compare(
     model: Any,
     *,

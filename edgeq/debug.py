@@ -36,7 +36,15 @@ from edgeq_device.fileio import atomic_write_bytes
 from edgeq_device.flatbuffer import FlatModel, read_flat_model
 from edgeq_device.preprocess import Preprocess
 
-from .convert import IOType, Mode, configure_converter, default_preprocess, representative_dataset
+from .convert import (
+    CalibrationStats,
+    IOType,
+    Mode,
+    configure_converter,
+    default_preprocess,
+    representative_dataset,
+    warn_about_calibration,
+)
 from .data import as_source
 from .errors import ConversionError, InvalidArgumentError
 from .models import LoadedModel, load_model
@@ -237,7 +245,8 @@ class QuantDebugSession:
         show_progress: progress on stderr (default: on unless ``EDGEQ_PROGRESS=0``).
 
     Raises:
-        CalibrationError, ConversionError, InvalidArgumentError, ModelLoadError.
+        CalibrationError (NonFiniteCalibrationError for a sample with NaN or Inf), ConversionError,
+        InvalidArgumentError, ModelLoadError.
     """
 
     @quiet_native_logs()
@@ -258,8 +267,11 @@ class QuantDebugSession:
             preprocess = default_preprocess(self.loaded.inputs[0])
         self.preprocess = preprocess
         self.source = as_source(calibration, preprocess)
-        gen = representative_dataset(self.source, self.loaded.inputs, samples, seed, batch_size, show_progress)
+        stats = CalibrationStats()
+        gen = representative_dataset(self.source, self.loaded.inputs, samples, seed, batch_size, show_progress,
+                                     stats)
         self._items: list[dict[str, np.ndarray]] = list(gen())
+        warn_about_calibration(self.loaded, self.source, stats, samples)
         names = [s.name for s in self.loaded.inputs]
 
         def rep() -> Iterator[dict[str, np.ndarray]]:
