@@ -6,6 +6,7 @@ standard error and exit status 2 (see ``edgeq_device.clikit``).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -83,6 +84,24 @@ def build_preprocess(size: str | None, color: str | None, mean: float | None, st
     )
 
 
+def native_log_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    """``--verbose`` for commands that run TensorFlow, whose C++ log lines are hidden otherwise.
+
+    Without it the lines TensorFlow's C++ code writes to standard error (``I0000 ...``,
+    ``fully_quantize: ...``, CUDA's ``cuInit`` error) go to a temporary log that is deleted
+    afterwards (see :mod:`edgeq.nativelog`); progress and errors still reach standard error.
+    """
+    @functools.wraps(f)
+    def run(*args: Any, verbose: bool, **kwargs: Any) -> Any:
+        from .nativelog import quiet_native_logs, show_native_logs
+
+        with show_native_logs() if verbose else quiet_native_logs():
+            return f(*args, **kwargs)
+
+    return click.option("--verbose", "-v", is_flag=True,
+                        help="Show TensorFlow's own log lines on standard error.")(run)
+
+
 def _console(stderr: bool = False) -> Any:
     """A rich console; not a terminal (a pipe, a file, a notebook capture) gets 140 columns, not 80."""
     from rich.console import Console
@@ -122,7 +141,45 @@ def _modes_arg(modes: tuple[str, ...]) -> Any:
     return modes[0] if len(modes) == 1 else list(modes)
 
 
+format_option = click.option(
+    "--format", "fmt", type=Choice(["table", "md", "csv", "json"]), default="table", show_default=True,
+    help="table: fitted to the terminal (lesser columns left out when narrow, every column when piped); "
+         "md: Markdown; csv: CSV with a header line; json: the JSON document.")
+
+
+def print_rows(header: list[str], rows: list[list[str]], fmt: str, *, err: bool = False,
+               drop: tuple[str, ...] = (), left: tuple[str, ...] = (), title: str | None = None,
+               styles: list[str | None] | None = None) -> None:
+    """Print rows as a table that fits the terminal (``fmt="table"``), Markdown or CSV.
+
+    On a terminal, the columns in ``drop`` are left out in order until the table fits, and a
+    line says which; piped or redirected, every column is kept and no row is wrapped, so
+    each row stays one line for grep. Names and figures are never cut with an ellipsis.
+    """
+    from rich.console import Console
+
+    from .report import csv_table, fitted_table, markdown_table, natural_width
+
+    if fmt == "md":
+        click.echo(markdown_table(header, rows), nl=False, err=err)
+        return
+    if fmt == "csv":
+        click.echo(csv_table(header, rows), nl=False, err=err)
+        return
+    console = Console(stderr=err)
+    width = console.width if console.is_terminal else None
+    if width is None:
+        console = Console(stderr=err, width=max(console.width, natural_width(header, rows)))
+    table, hidden = fitted_table(header, rows, width=width, drop=drop, left=left, title=title, styles=styles)
+    table.title_justify = "left"
+    console.print(table)
+    if hidden:
+        console.print(f"(left out for lack of width: {', '.join(hidden)}; --format md or csv shows every column)",
+                      highlight=False, markup=False)
+
+
 @cli.command("convert")
+@native_log_option
 @click.argument("model", type=click.Path())
 @click.option("--mode", "-m", "modes", type=ChoiceList((*_MODE_NAMES, "all")), multiple=True, default=["int8"],
               callback=flatten_choices, show_default=True,
@@ -161,8 +218,6 @@ def convert_cmd(model: str, modes: tuple[str, ...], calib: str | None, samples: 
     import json
     from pathlib import Path
 
-    from rich.table import Table
-
     from .convert import convert
 
     out = Path(output)
@@ -198,15 +253,13 @@ def convert_cmd(model: str, modes: tuple[str, ...], calib: str | None, samples: 
                                     fix="choose another --output or pass --force to overwrite")
     written = [r.save(t, overwrite=force) for r, t in zip(results, targets)]
     base = next((r for r in results if r.mode.value == "float32"), None)
-    table = Table(title=f"edgeq convert {Path(model).name}")
-    for col in ("mode", "io", "size", "vs float32", "time", "float ops", "file"):
-        table.add_column(col, justify="right" if col in ("size", "vs float32", "time") else "left")
-    for r, path in zip(results, written):
-        ratio = f"{base.size_bytes / r.size_bytes:.2f}x" if base else "-"
-        table.add_row(r.mode.value, r.io.value, format_bytes(r.size_bytes), ratio, f"{r.conversion_seconds:.1f}s",
-                      str(len(r.float_ops)), path.name)
+    rows = [[r.mode.value, r.io.value, format_bytes(r.size_bytes),
+             f"{base.size_bytes / r.size_bytes:.2f}x" if base else "-", f"{r.conversion_seconds:.1f}s",
+             str(len(r.float_ops)), path.name] for r, path in zip(results, written)]
+    print_rows(["mode", "io", "size", "vs float32", "time", "float ops", "file"], rows, "table",
+               err=json_out == "-", drop=("float ops", "time", "vs float32", "io"),
+               left=("mode", "io", "float ops", "file"), title=f"edgeq convert {Path(model).name}")
     console = _console(stderr=json_out == "-")
-    console.print(table)
     console.print(f"wrote {len(written)} file(s) to {written[0].parent}")
     if target == "edgetpu":
         _compile_for_edgetpu(results[0], written[0], force, console)
@@ -254,6 +307,7 @@ def _check_free(paths: list[Any], force: bool, option: str) -> None:
 
 
 @cli.command("qat")
+@native_log_option
 @click.argument("model", type=click.Path())
 @click.option("--train", "train", type=click.Path(), required=True,
               help="Labeled training data: image folder with class subfolders, or .npz with x and y.")
@@ -320,6 +374,7 @@ def qat_cmd(model: str, train: str, val: str | None, epochs: int, learning_rate:
 
 
 @cli.command("debug")
+@native_log_option
 @click.argument("model", type=click.Path())
 @click.option("--calib", "calib", type=click.Path(), required=True,
               help="Calibration data: image folder, .npy or .npz.")
@@ -410,6 +465,12 @@ def _fmt(value: float | None, scale: float = 1.0, digits: int = 3) -> str:
     return "-" if value is None else f"{value * scale:.{digits}f}"
 
 
+_HISTORY_COLUMNS = ("#", "UTC", "model", "sha256", "mode", "device", "runtime", "thr", "kind", "KiB", "p50 ms",
+                    "p90 ms", "top-1 %", "agree %", "SQNR dB")
+# What a narrow terminal loses first; #, model, mode, device and p50 ms always stay.
+_HISTORY_LESSER = ("sha256", "SQNR dB", "p90 ms", "runtime", "agree %", "KiB", "thr", "kind", "UTC", "top-1 %")
+
+
 @cli.command("history")
 @click.option("--model", metavar="NAME_OR_HASH", default=None,
               help="Only this model: its name or a prefix (6+ hex digits) of its sha256.")
@@ -427,10 +488,11 @@ def _fmt(value: float | None, scale: float = 1.0, digits: int = 3) -> str:
               help="With --diff: flag p50 latency up by more than this (10% or 0.10).")
 @click.option("--threshold-accuracy", type=float, default=0.5, show_default=True, metavar="POINTS",
               help="With --diff: flag top-1 accuracy down by more than this many percentage points.")
+@format_option
 @_db_option
 def history(model: str | None, device: str | None, mode: str | None, limit: int | None,
             json_out: str | None, force: bool, diff: bool, threshold_latency: str,
-            threshold_accuracy: float, db: str | None) -> None:
+            threshold_accuracy: float, fmt: str, db: str | None) -> None:
     """List recorded runs, newest first, or (--diff) find regressions against the previous run.
 
     With --diff the exit status is 1 when a regression is found, so a CI script can fail on it.
@@ -438,25 +500,26 @@ def history(model: str | None, device: str | None, mode: str | None, limit: int 
     import json as _json
 
     from edgeq_device.fileio import atomic_write_text
-    from rich.console import Console
-    from rich.table import Table
 
     from .store import ResultsStore
 
-    console = Console()
     lat = _parse_fraction(threshold_latency, "--threshold-latency")
     _check_json_out(json_out, force)
+    to_stdout = json_out == "-" or fmt == "json"  # the JSON document goes to standard output
+    if diff and fmt in ("md", "csv"):
+        raise InvalidArgumentError("--diff prints regressions as lines or JSON", argument="--format",
+                                   received=fmt, fix="use --format table or json with --diff")
     with ResultsStore(db, create=False) as store:
         if diff:
             regressions = store.diff(model=model, device=device, mode=mode, latency_threshold=lat,
                                      accuracy_threshold=threshold_accuracy)
-            if json_out is not None:
+            if json_out is not None or to_stdout:
                 text = _json.dumps([r.to_dict() for r in regressions], indent=2) + "\n"
-                if json_out == "-":
-                    click.echo(text, nl=False)
-                else:
+                if json_out not in (None, "-"):
                     atomic_write_text(json_out, text, overwrite=force, argument="--json")
-            if json_out != "-":
+                if to_stdout:
+                    click.echo(text, nl=False)
+            if not to_stdout:
                 if not regressions:
                     click.echo(f"no regressions (p50 latency within +{lat * 100:g}%, "
                                f"top-1 accuracy within -{threshold_accuracy:g} points of the previous run)")
@@ -466,32 +529,23 @@ def history(model: str | None, device: str | None, mode: str | None, limit: int 
                 raise SystemExit(1)
             return
         runs = store.runs(model=model, device=device, mode=mode, limit=limit)
-    if json_out is not None:
+    if json_out is not None or to_stdout:
         text = _json.dumps([m.to_dict() for m in runs], indent=2) + "\n"
-        if json_out == "-":
+        if json_out not in (None, "-"):
+            atomic_write_text(json_out, text, overwrite=force, argument="--json")
+        if to_stdout:
             click.echo(text, nl=False)
             return
-        atomic_write_text(json_out, text, overwrite=force, argument="--json")
-    if not runs:
-        console.print("no runs recorded" + (" that match" if model or device or mode else ""))
+    if not runs and fmt == "table":
+        click.echo("no runs recorded" + (" that match" if model or device or mode else ""))
         return
-    if not console.is_terminal:  # a pipe or a file: do not squeeze the table into 80 columns
-        console = Console(width=max(console.width, 150))
-    table = Table(title=f"{len(runs)} run(s), newest first", title_justify="left")
-    for name, justify in (("#", "right"), ("UTC", "left"), ("model", "left"), ("sha256", "left"),
-                          ("mode", "left"), ("device", "left"), ("runtime", "left"), ("thr", "right"),
-                          ("kind", "left"), ("KiB", "right"), ("p50 ms", "right"), ("p90 ms", "right"),
-                          ("top-1 %", "right"), ("agree %", "right"), ("SQNR dB", "right")):
-        table.add_column(name, justify=justify, overflow="fold",  # type: ignore[arg-type]
-                         no_wrap=name in ("#", "UTC", "sha256", "thr", "p50 ms"))
-    for m in runs:
-        table.add_row(
-            str(m.id), m.created[:16].replace("T", " "), m.label, m.model_sha256[:8], m.mode, m.device,
-            m.runtime, str(m.threads or "-"), m.kind,
-            "-" if m.size_bytes is None else f"{m.size_bytes / 1024:.1f}",
-            _fmt(m.latency_p50_us, 1e-3), _fmt(m.latency_p90_us, 1e-3), _fmt(m.accuracy_top1, 100, 2),
-            _fmt(m.agreement, 100, 2), _fmt(m.sqnr_db, 1.0, 1))
-    console.print(table)
+    rows = [[str(m.id), m.created[:16].replace("T", " "), m.label, m.model_sha256[:8], m.mode, m.device,
+             m.runtime, str(m.threads or "-"), m.kind, "-" if m.size_bytes is None else f"{m.size_bytes / 1024:.1f}",
+             _fmt(m.latency_p50_us, 1e-3), _fmt(m.latency_p90_us, 1e-3), _fmt(m.accuracy_top1, 100, 2),
+             _fmt(m.agreement, 100, 2), _fmt(m.sqnr_db, 1.0, 1)] for m in runs]
+    print_rows(list(_HISTORY_COLUMNS), rows, fmt, drop=_HISTORY_LESSER,
+               left=("UTC", "model", "sha256", "mode", "device", "runtime", "kind"),
+               title=f"{len(runs)} run(s), newest first")
 
 
 # --- model analysis: `edgeq analyze` -----------------------------------------------------------------
@@ -506,8 +560,9 @@ def history(model: str | None, device: str | None, mode: str | None, limit: int 
 @click.option("--json", "json_out", metavar="PATH", default=None,
               help="Write the analysis as JSON to PATH (- for stdout; the tables then go to stderr).")
 @click.option("--force", is_flag=True, help="Overwrite the --json file if it exists.")
+@format_option
 def analyze_cmd(model: str, target: str | None, latency_us: float | None, json_out: str | None,
-                force: bool) -> None:
+                force: bool, fmt: str) -> None:
     """Analyze MODEL.tflite: ops in order with tensors and MACs, parameters, peak memory, Edge TPU mapping.
 
     Peak activation memory is an estimate from tensor lifetimes; the runtime's
@@ -516,48 +571,62 @@ def analyze_cmd(model: str, target: str | None, latency_us: float | None, json_o
     from rich.table import Table
 
     from .analyze import analyze
+    from .report import markdown_table
 
     _check_json_out(json_out, force)
     result = analyze(model, target=target, latency_us=latency_us)
-    console = _console(stderr=json_out == "-")
+    if fmt == "json":
+        if json_out and json_out != "-":
+            result.save(json_out, overwrite=force)
+        click.echo(result.to_json())
+        return
+    to_err = json_out == "-"
+    console = _console(stderr=to_err)
     tpu = {p.index: p for p in result.edgetpu.ops} if result.edgetpu is not None else {}
-    table = Table(title=f"edgeq analyze {result.source}", title_justify="left")
-    table.add_column("#", justify="right")
-    table.add_column("op")
-    table.add_column("inputs", overflow="fold")
-    table.add_column("weights", overflow="fold")
-    table.add_column("outputs", overflow="fold")
-    table.add_column("MACs", justify="right")
-    if tpu:
-        table.add_column("Edge TPU")
+    header = ["#", "op", "inputs", "weights", "outputs", "MACs"] + (["Edge TPU"] if tpu else [])
+    rows, styles = [], []
     for op in result.ops:
         row = [str(op.index), op.name,
                "\n".join(t.describe() for t in op.inputs if not t.is_constant),
                "\n".join(f"{t.dtype}{list(t.shape)}" for t in op.inputs if t.is_constant),
                "\n".join(t.describe() for t in op.outputs),
                f"{op.macs:,}" if op.macs else ""]
+        style = None
         if tpu:
             p = tpu[op.index]
-            style = {"mapped": "green", "io": "yellow", "unsupported": "bold red"}.get(p.status, "red")
-            row.append(f"[{style}]{'Edge TPU' if p.status == 'mapped' else 'CPU (' + p.status + ')'}[/]")
-        table.add_row(*row)
-    console.print(table)
+            style = {"mapped": None, "io": "yellow", "unsupported": "bold red"}.get(p.status, "red")
+            row.append("Edge TPU" if p.status == "mapped" else f"CPU ({p.status})")
+        rows.append(row)
+        styles.append(style)
+    print_rows(header, rows, fmt, err=to_err, drop=("weights", "inputs"),
+               left=("op", "inputs", "weights", "outputs", "Edge TPU"), title=f"edgeq analyze {result.source}",
+               styles=styles)
+    if fmt == "csv":
+        if json_out and json_out != "-":
+            result.save(json_out, overwrite=force)
+        elif json_out == "-":
+            click.echo(result.to_json())
+        return
     peak_name = result.ops[result.peak_op].name if 0 <= result.peak_op < len(result.ops) else "-"
-    totals = Table(show_header=False, title="totals", title_justify="left")
-    totals.add_column("what")
-    totals.add_column("value", justify="right")
-    totals.add_row("ops", f"{len(result.ops)} ({', '.join(f'{k} {v}' for k, v in result.op_counts.items())})")
-    totals.add_row("MACs", f"{result.total_macs:,} ({result.total_macs / 1e6:.2f} M)")
-    for name, macs in result.macs_by_op.items():
-        totals.add_row(f"  {name}", f"{macs:,}")
-    totals.add_row("parameters", f"{result.total_params:,} ({format_bytes(result.total_param_bytes)})")
-    for dtype, t in result.params_by_dtype.items():
-        totals.add_row(f"  {dtype}", f"{t.elements:,} in {t.tensors} tensors ({format_bytes(t.bytes)})")
-    totals.add_row("peak activation memory (estimate)",
-                   f"{format_bytes(result.peak_activation_bytes)} at op {result.peak_op} {peak_name}")
+    total_rows = [["ops", f"{len(result.ops)} ({', '.join(f'{k} {v}' for k, v in result.op_counts.items())})"],
+                  ["MACs", f"{result.total_macs:,} ({result.total_macs / 1e6:.2f} M)"]]
+    total_rows += [[f"  {name}", f"{macs:,}"] for name, macs in result.macs_by_op.items()]
+    total_rows.append(["parameters", f"{result.total_params:,} ({format_bytes(result.total_param_bytes)})"])
+    total_rows += [[f"  {dtype}", f"{t.elements:,} in {t.tensors} tensors ({format_bytes(t.bytes)})"]
+                   for dtype, t in result.params_by_dtype.items()]
+    total_rows.append(["peak activation memory (estimate)",
+                       f"{format_bytes(result.peak_activation_bytes)} at op {result.peak_op} {peak_name}"])
     if result.macs_per_second is not None:
-        totals.add_row("achieved", f"{result.macs_per_second / 1e9:.3f} GMAC/s at {latency_us:g} us")
-    console.print(totals)
+        total_rows.append(["achieved", f"{result.macs_per_second / 1e9:.3f} GMAC/s at {latency_us:g} us"])
+    if fmt == "md":
+        click.echo("\n" + markdown_table(["totals", ""], total_rows), err=to_err, nl=False)
+    else:
+        totals = Table(show_header=False, title="totals", title_justify="left")
+        totals.add_column("what", no_wrap=True)
+        totals.add_column("value", justify="right", overflow="fold")
+        for cells in total_rows:
+            totals.add_row(*cells)
+        console.print(totals)
     if result.edgetpu is not None:
         pred = result.edgetpu
         colour = "green" if pred.fully_mapped else "red" if pred.mapped_count == 0 else "yellow"
@@ -644,6 +713,7 @@ def deploy_cmd(model: str, targets: tuple[str, ...], fleet: str | None, bench: b
 
 
 @cli.command("compare")
+@native_log_option
 @click.argument("model", type=click.Path())
 @click.option("--calib", "calib", type=click.Path(), required=True, help="Calibration data (image folder, .npy, .npz).")
 @click.option("--eval", "evaluation", type=click.Path(), required=True, help="Labeled evaluation data.")
@@ -667,10 +737,11 @@ def deploy_cmd(model: str, targets: tuple[str, ...], fleet: str | None, bench: b
                    "are the outputs of their names (default: the calibration folder's classes, else --eval's: "
                    "integer folder names are their output, other names sorted as Keras does).")
 @custom_objects_option
+@format_option
 @preprocess_options
 def compare_cmd(model: str, calib: str, evaluation: str, modes: tuple[str, ...], threads: str | None, io: str, samples: int,
                 eval_samples: int | None, budget: float, prefer: str, db: str | None, no_store: bool, output: str,
-                force: bool, labels: str | None, size: str | None, color: str | None, mean: float | None,
+                force: bool, fmt: str, labels: str | None, size: str | None, color: str | None, mean: float | None,
                 std: float | None) -> None:
     """Convert MODEL in every mode and compare size, accuracy, fidelity and latency; write a report."""
     from pathlib import Path
@@ -698,13 +769,36 @@ def compare_cmd(model: str, calib: str, evaluation: str, modes: tuple[str, ...],
     comp = compare(model, calibration=calib, evaluation=evaluation, modes=mode_list, threads=thread_list, io=io,
                    samples=samples, eval_samples=eval_samples, budget=budget, prefer=prefer, preprocess=pre,
                    labels=labels, store=store)
-    console = _console()
-    console.print(comp.table())
+    if fmt == "table":
+        from rich.console import Console
+
+        from .report import natural_width, rich_table, table_rows
+
+        console = Console()
+        if not console.is_terminal:  # piped: every column, each row on one line
+            console = Console(width=max(console.width, natural_width(*table_rows(comp.to_dict()))))
+        console.print(rich_table(comp))
+    else:  # the table (or results.json) alone on standard output; what else is said goes to stderr
+        print_compare(comp, fmt)
+        console = _console(stderr=True)
     for note in comp.notes:
         console.print(f"note: {note}")
     written = comp.save(out, overwrite=force)
     console.print(f"wrote {out}/report.html, report.md, results.json ({len(written)} files)"
                   + ("" if store is None else f"; measurements stored in {store.path}"))
+
+
+def print_compare(comp: Any, fmt: str) -> None:
+    """Print a comparison's table as Markdown or CSV, or its results.json (``fmt="json"``)."""
+    import json
+
+    from .report import _json_default, csv_table, markdown_table, table_rows
+
+    if fmt == "json":
+        click.echo(json.dumps(comp.to_dict(), indent=2, default=_json_default))
+        return
+    header, rows = table_rows(comp.to_dict())
+    click.echo((markdown_table if fmt == "md" else csv_table)(header, rows), nl=False)
 
 
 @cli.command("report")

@@ -33,10 +33,11 @@ from edgeq_device.evaluate import predict_arrays, top_k_hits
 from edgeq_device.sysinfo import board_info
 
 from . import __version__
-from .convert import MODES, ConversionResult, IOType, Mode, _enum_arg, convert
+from .convert import MODES, ConversionResult, IOType, Mode, _enum_arg, _warnings_once, convert
 from .data import DataSource, as_source
 from .errors import DataError, InvalidArgumentError
 from .models import LoadedModel, load_model
+from .nativelog import quiet_native_logs
 from .progress import task_progress
 
 __all__ = ["Comparison", "ModeRow", "Recommendation", "compare", "fidelity"]
@@ -203,7 +204,7 @@ class Comparison:
         }
 
     def table(self) -> Any:
-        """A rich Table of the rows."""
+        """The rows as a rich renderable table that fits the width it is printed at (see ``report.rich_table``)."""
         from .report import rich_table
 
         return rich_table(self)
@@ -383,6 +384,8 @@ def _closest(rows: list[ModeRow], labeled: bool) -> str:
     return f"{r.name} ({(r.agreement or 0) * 100:.1f}% agreement)"
 
 
+@quiet_native_logs()
+@_warnings_once
 def compare(
     model: Any,
     *,

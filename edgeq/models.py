@@ -14,8 +14,10 @@ import inspect
 import os
 import re
 import shutil
+import stat
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,6 +28,7 @@ import numpy as np
 from edgeq_device.flatbuffer import natural_key
 
 from .errors import InvalidArgumentError, ModelLoadError
+from .nativelog import quiet_native_logs
 
 __all__ = ["InputSpec", "LoadedModel", "custom_objects_from_file", "load_model", "register_custom_objects"]
 
@@ -71,13 +74,23 @@ class LoadedModel:
             out = [out]
         return [np.asarray(o) for o in out]
 
+    def rescales_input(self) -> bool | None:
+        """Whether the model scales its own input: a Rescaling or Normalization layer (or an
+        arithmetic op or Lambda that may do it) comes before the first layer with weights.
+
+        ``None`` when the layers are not known (a SavedModel).
+        """
+        if self.kind == "saved_model":
+            return None
+        return _leading_rescale(self.obj) is not False
+
     @contextmanager
     def converter(self, batch_size: int | None = None) -> Iterator[Any]:
         """A ``tf.lite.TFLiteConverter`` for this model, inputs' batch fixed to ``batch_size`` if given."""
         import tensorflow as tf
 
         specs = [tf.TensorSpec((batch_size, *s.shape[1:]), s.dtype, name=s.name) for s in self.inputs]
-        tmp = tempfile.mkdtemp(prefix="edgeq-export-")
+        tmp = export_folder()
         try:
             if self.kind == "keras3":
                 model = self.obj
@@ -119,6 +132,92 @@ class LoadedModel:
                     yield tf.lite.TFLiteConverter.from_saved_model(tmp)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+EXPORT_PREFIX = "edgeq-export-"
+# An export folder is removed when its conversion ends, however it ends; only a process that
+# dies (a crash, SIGKILL, SIGTERM) leaves one. Such a folder, named after a process that no
+# longer runs and untouched for this long, is removed when the next export folder is made.
+_STALE_SECONDS = 600.0
+
+
+def export_folder() -> str:
+    """A new temporary folder for a SavedModel export, ``<tmp>/edgeq-export-<pid>-<random>``.
+
+    The caller removes it (``LoadedModel.converter`` does, on success, error and Ctrl-C);
+    folders left by edgeq processes that died are swept first (see :func:`sweep_stale_exports`).
+    """
+    sweep_stale_exports()
+    return tempfile.mkdtemp(prefix=f"{EXPORT_PREFIX}{os.getpid()}-")
+
+
+def _process_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only checks that the process exists
+    except ProcessLookupError:
+        return True
+    except OSError:  # exists, another user's
+        return False
+    return False
+
+
+def sweep_stale_exports(root: str | os.PathLike[str] | None = None) -> list[Path]:
+    """Remove export folders of this user whose edgeq process no longer runs; returns them.
+
+    Only folders named ``edgeq-export-<pid>-...`` untouched for 10 minutes are considered.
+    POSIX only (elsewhere nothing is removed).
+    """
+    if os.name != "posix":
+        return []
+    folder = Path(tempfile.gettempdir() if root is None else root)
+    removed: list[Path] = []
+    try:
+        entries = list(folder.glob(f"{EXPORT_PREFIX}*-*"))
+    except OSError:
+        return removed
+    now = time.time()
+    for path in entries:
+        pid = path.name[len(EXPORT_PREFIX):].split("-", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            st = path.lstat()
+        except OSError:
+            continue
+        if (stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and now - st.st_mtime > _STALE_SECONDS
+                and _process_gone(int(pid))):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+# Layers and ops that may scale a model's input (Keras 3 and tf_keras class names). A leading
+# Lambda or arithmetic op may be ``x / 255``: counted as rescaling, so no false alarm is raised.
+_RESCALING = {"Rescaling", "Normalization", "BatchNormalization", "LayerNormalization", "Lambda",
+              "TFOpLambda", "TrueDivide", "Divide", "Multiply", "Subtract", "Add"}
+# Layers with weights that do not change the scale of what they pass on: QAT's input fake-quantizer.
+_TRANSPARENT = {"QuantizeLayer"}
+
+
+def _leading_rescale(model: Any) -> bool | None:
+    """True: a rescaling layer comes before the first layer with weights; False: a weighted layer
+    comes first; None: no weighted layer (walks nested models in order)."""
+    ops = getattr(model, "operations", None) or getattr(model, "layers", None) or []
+    for op in ops:
+        inner = getattr(op, "layer", None)  # a wrapper (QAT's QuantizeWrapper): judge what it wraps
+        op = inner if inner is not None and hasattr(inner, "weights") else op
+        kind = type(op).__name__
+        if kind in _RESCALING:
+            return True
+        if kind in _TRANSPARENT:
+            continue
+        if getattr(op, "layers", None) is not None:  # a nested model
+            found = _leading_rescale(op)
+            if found is not None:
+                return found
+        elif getattr(op, "weights", None):
+            return False
+    return None
 
 
 def _keras_inputs(model: Any, kind: str) -> list[InputSpec]:
@@ -252,6 +351,7 @@ def register_custom_objects(custom_objects: Mapping[str, Any]) -> Callable[[], N
     return undo
 
 
+@quiet_native_logs()
 def load_model(model: Any, custom_objects: Mapping[str, Any] | None = None) -> LoadedModel:
     """Load a Keras 3 / tf_keras model object, a ``.keras``/``.h5`` file or a SavedModel folder.
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import sys
-from typing import Any, Iterable, Sequence
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TextIO
 
 import click
 
-from .errors import EdgeqError
+from .errors import EdgeqError, EdgeqWarning
 
 __all__ = ["EXIT_ERROR", "EXIT_INTERNAL", "EXIT_INTERRUPTED", "Choice", "ChoiceList", "ErrorBoundaryGroup",
            "echo_err", "flatten_choices"]
@@ -79,6 +81,20 @@ def flatten_choices(ctx: click.Context, param: click.Parameter, value: Iterable[
     return tuple(dict.fromkeys(flat))
 
 
+def _one_line_warnings(shown_before: Callable[..., None]) -> Callable[..., None]:
+    """A ``warnings.showwarning``: an :class:`EdgeqWarning` is one ``warning: ...`` line on
+    standard error; other warnings go to ``shown_before``."""
+
+    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+             file: TextIO | None = None, line: str | None = None) -> None:
+        if issubclass(category, EdgeqWarning):
+            echo_err(f"warning: {message}")
+        else:
+            shown_before(message, category, filename, lineno, file, line)
+
+    return show
+
+
 def _hint(exc: click.BadParameter) -> str:
     param = exc.param
     if exc.param_hint is not None:
@@ -104,7 +120,8 @@ class ErrorBoundaryGroup(click.Group):
       prints click's usage;
     - anything else is a bug: ``internal error: <type>: <message>`` and exit 70, with the
       traceback only under ``--verbose`` (or ``EDGEQ_VERBOSE=1``);
-    - Ctrl-C exits 130 with one line.
+    - Ctrl-C exits 130 with one line;
+    - an :class:`EdgeqWarning` is one ``warning: ...`` line on standard error.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -115,7 +132,9 @@ class ErrorBoundaryGroup(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            with warnings.catch_warnings():
+                warnings.showwarning = _one_line_warnings(warnings.showwarning)
+                return super().invoke(ctx)
         except EdgeqError as exc:
             echo_err(f"error: {exc}")
             sys.exit(EXIT_ERROR)

@@ -14,6 +14,9 @@ print it as one line and a notebook user knows what to change::
     ├── RuntimeNotFoundError (also ImportError)  no TFLite interpreter installed
     └── DelegateError                            delegate missing or unusable for this model
 
+Warnings edgeq gives on purpose (data that works but looks wrong) derive from
+:class:`EdgeqWarning`, a ``UserWarning``; the CLIs print them as one line.
+
 The host toolkit ``edgeq`` extends the tree in :mod:`edgeq.errors`.
 """
 
@@ -25,6 +28,7 @@ __all__ = [
     "DataError",
     "DelegateError",
     "EdgeqError",
+    "EdgeqWarning",
     "InvalidArgumentError",
     "LabelMismatchError",
     "ModelFileError",
@@ -99,3 +103,11 @@ class RuntimeNotFoundError(EdgeqError, ImportError):
 
 class DelegateError(EdgeqError):
     """A delegate library is missing or cannot run this model."""
+
+
+class EdgeqWarning(UserWarning):
+    """Base class of the warnings edgeq gives on purpose: the input works but looks wrong.
+
+    The message says what was seen and what to do; filter a whole kind with
+    ``warnings.filterwarnings("ignore", category=...)``.
+    """

@@ -11,7 +11,8 @@ import errno
 import functools
 import inspect
 import os
-import tempfile
+import secrets
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -124,13 +125,17 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, overwrite: boo
                        argument: str = "path") -> Path:
     """Write ``data`` to a temporary file beside ``path`` and rename it into place.
 
+    The file gets the permissions a plain ``open(path, "wb")`` would give it: a new file
+    ``0o666`` less the process umask (and the folder's default ACL), an overwritten file
+    keeps its mode.
+
     Raises:
         OutputExistsError: ``path`` exists and ``overwrite`` is False.
         OutputError: ``path`` cannot be written (see :func:`check_writable`; also a full disk).
     """
     p = check_writable(path, overwrite, argument)
     p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    fd, tmp = _create_beside(p)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -154,6 +159,37 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, overwrite: boo
             os.unlink(tmp)
         raise
     return p
+
+
+def _create_beside(p: Path) -> tuple[int, str]:
+    """Create a new, empty temporary file next to ``p``; return its descriptor and path.
+
+    Unlike ``tempfile.mkstemp`` (always 0600) the file is created with mode 0o666, so the
+    kernel applies the umask exactly as for a plain ``open()``: no umask is read or changed
+    (``os.umask`` would change it for every thread for a moment). If ``p`` exists, its mode
+    is copied, so overwriting (``--force``) keeps the permissions its owner chose.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        tmp = str(p.parent / f".{p.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            fd = os.open(tmp, flags, 0o666)
+        except FileExistsError:
+            continue
+        break
+    else:  # pragma: no cover - 100 random names taken
+        raise FileExistsError(f"no free temporary name beside {p}")
+    try:
+        mode = stat.S_IMODE(os.stat(p).st_mode)
+    except OSError:  # no file to overwrite (or not ours to read): keep what open() gave
+        return fd, tmp
+    try:
+        os.chmod(tmp, mode)
+    except BaseException:
+        os.close(fd)
+        os.unlink(tmp)
+        raise
+    return fd, tmp
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str, overwrite: bool = False,
