@@ -9,7 +9,9 @@ first, and it only uses the standard library (Python >= 3.7). Operations:
   folder) from standard input, checks its hash, moves it into place atomically
   and records it in the sha256 manifest.
 - ``setup WORKDIR WHEEL_RELPATH WHEEL_SHA EXTRA OFFLINE RUNTIME`` makes or reuses
-  the venv (``--system-site-packages``) and installs the edgeq-device wheel.
+  the venv (``--system-site-packages``) and installs the edgeq-device wheel sent
+  with ``recv``, always with ``--no-index`` (never edgeq-device by name from an
+  index); only the requirements listed in that wheel may come from the index.
 
 Errors are printed as one JSON object ``{"error", "kind", "fix"}`` and exit status 3.
 """
@@ -44,7 +46,8 @@ os._exit(code if code >= 0 else 128 - code)  # do not wait for the watcher's rea
 '''
 
 SOURCE = r'''
-import fcntl, hashlib, importlib.util, json, os, platform, shutil, subprocess, sys, tarfile, tempfile
+import email.parser, fcntl, hashlib, importlib.util, json, os, platform, re, shutil, subprocess, sys, tarfile, tempfile
+import zipfile
 
 MODULES = ["numpy", "PIL", "flatbuffers", "click", "ai_edge_litert", "tflite_runtime", "tensorflow"]
 DEPS = ["numpy", "PIL", "flatbuffers", "click"]
@@ -182,6 +185,35 @@ def venv_check(py):
     return json.loads(out.stdout.decode())
 
 
+def norm(name):
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def wheel_requirements(wheel, extra):
+    """The Requires-Dist of the wheel's METADATA for EXTRA, as pip command-line requirements.
+
+    A marker ``extra == "X"`` becomes always true for the chosen extra and always false for
+    the others; pip evaluates the rest of each marker on this board. edgeq-device itself is
+    never among them.
+    """
+    with zipfile.ZipFile(wheel) as zf:
+        meta = [n for n in zf.namelist() if n.count("/") == 1 and n.endswith(".dist-info/METADATA")]
+        if len(meta) != 1:
+            fail("the edgeq-device wheel has no METADATA", "setup", "deploy again")
+        headers = email.parser.HeaderParser().parsestr(zf.read(meta[0]).decode("utf-8"))
+
+    def pick(m):
+        return 'python_version >= "0"' if norm(m.group(1)) == norm(extra) else 'python_version < "0"'
+
+    reqs = []
+    for req in headers.get_all("Requires-Dist") or []:
+        name = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", req)
+        if name is None or norm(name.group(1)) == "edgeq-device":
+            continue
+        reqs.append(re.sub(r"""extra\s*==\s*["']([^"']*)["']""", pick, req))
+    return reqs
+
+
 def op_setup(workdir, wheel_rel, wheel_sha, extra, offline, runtime):
     os.makedirs(workdir, exist_ok=True)
     held = lock(workdir)
@@ -236,16 +268,16 @@ def op_setup(workdir, wheel_rel, wheel_sha, extra, offline, runtime):
                 wanted or " or ".join(RUNTIMES.values()))])
             fail("%s on the board lacks %s and the board is offline" % (sys.executable, ", ".join(missing)),
                  "no-runtime" if not runtime_ok else "missing-deps",
-                 "install them on the board (pip install 'edgeq-device[litert]', or apt install python3-numpy "
-                 "python3-pil ...), point python= at a python that has them, or drop offline")
+                 "install them on the board (pip install numpy pillow flatbuffers click ai-edge-litert, or apt "
+                 "install python3-numpy python3-pil ...), point python= at a python that has them, or drop offline")
         else:
-            # edgeq-device itself first (a parent environment may hold the same version), then
-            # let pip resolve what is missing around it.
+            # edgeq-device only ever from the shipped wheel file (--no-index); then pip fetches
+            # just the requirements that wheel lists, never edgeq-device by its name.
             first = subprocess.run(pip + ["install", "--no-deps", "--no-index", "--force-reinstall", wheel],
                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
             if first.returncode != 0:
                 fail("pip could not install the edgeq-device wheel: %s" % first.stdout.decode()[-300:], "setup")
-            cmd = pip + ["install", wheel + ("[%s]" % extra if extra else "")]
+            cmd = pip + ["install"] + wheel_requirements(wheel, extra)
             install = "resolved"
         res = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         if res.returncode != 0:
