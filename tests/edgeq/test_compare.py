@@ -102,8 +102,34 @@ def test_recommendation_within_budget(comparison):
     smallest = min(r.size_bytes for r in within)
     near = [r for r in within if r.size_bytes <= smallest * 1.02]
     assert chosen in near
-    assert chosen.p50(1) == min(r.p50(1) for r in near)
+    # the chosen mode's p50 interval overlaps the fastest interval among the smallest: it is not clearly slower
+    lo, _ = chosen.p50_interval(1)
+    assert lo <= min(r.p50_interval(1)[1] for r in near)
+    for r in near:  # a mode clearly faster than the chosen one would have won
+        assert r.p50_interval(1)[1] >= lo
     assert rec.mode in rec.reason and "budget" in rec.reason
+    assert f"p50 {chosen.latency_us[1]['p50_us'] / 1000:.3f} ms [" in rec.reason  # with its interval
+    if rec.ties:
+        assert rec.mode in rec.ties and "tie" in rec.reason
+
+
+def test_latency_interval_comes_from_the_timed_runs(comparison):
+    comp, _ = comparison
+    for r in comp.rows[1:]:
+        for t in (1, 2):
+            lat, samples = r.latency_us[t], r.latency_samples_us[t]
+            assert lat["runs"] == len(samples) >= 20 and lat["rounds"] == 10
+            assert lat["p50_us"] == pytest.approx(float(np.median(samples)))
+            assert min(samples) <= lat["p50_lo_us"] <= lat["p50_us"] <= lat["p50_hi_us"] <= max(samples)
+
+
+def test_same_inputs_give_the_same_recommendation(comparison, trained, mnist_train, mnist_test):
+    """Compare again on the same model and data: the same mode is recommended."""
+    comp, _ = comparison
+    again = compare(trained, calibration=mnist_train, evaluation=mnist_test, samples=100, eval_samples=EVAL_N,
+                    threads=(1,), runs=20, min_secs=0.05, max_secs=5)
+    assert again.recommendation.mode == comp.recommendation.mode, (again.recommendation.reason,
+                                                                   comp.recommendation.reason)
 
 
 def test_every_measurement_is_stored(comparison):
