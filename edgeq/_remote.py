@@ -12,6 +12,7 @@ first, and it only uses the standard library (Python >= 3.7). Operations:
   the venv (``--system-site-packages``) and installs the edgeq-device wheel sent
   with ``recv``, always with ``--no-index`` (never edgeq-device by name from an
   index); only the requirements listed in that wheel may come from the index.
+  Then the venv's ``edgeq_device`` files must hash to the wheel's RECORD.
 
 Errors are printed as one JSON object ``{"error", "kind", "fix"}`` and exit status 3.
 """
@@ -176,6 +177,40 @@ def op_recv(workdir, rel, sha, kind):
     sys.stdout.write(json.dumps({"path": dest, "sha256": sha}) + "\n")
 
 
+VERIFY = """
+import base64, csv, hashlib, importlib.util, io, os, sys, zipfile
+zf = zipfile.ZipFile(sys.argv[1])
+record = [n for n in zf.namelist() if n.count("/") == 1 and n.endswith(".dist-info/RECORD")][0]
+spec = importlib.util.find_spec("edgeq_device")
+root = os.path.dirname(os.path.dirname(spec.origin)) if spec and spec.origin else ""
+bad = []
+for row in csv.reader(io.StringIO(zf.read(record).decode("utf-8"))):
+    if not row or not row[0].startswith("edgeq_device/") or not row[1]:
+        continue
+    try:
+        with open(os.path.join(root, row[0]), "rb") as fh:
+            data = fh.read()
+    except OSError:
+        bad.append(row[0])
+        continue
+    if "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode() != row[1]:
+        bad.append(row[0])
+print(root)
+print(" ".join(bad))
+"""
+
+
+def verify_installed(py, wheel):
+    """Fail unless the venv imports edgeq_device with exactly the bytes of the shipped wheel."""
+    res = subprocess.run([py, "-c", VERIFY, wheel], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    lines = res.stdout.decode("utf-8", "replace").split("\n")
+    if res.returncode != 0 or len(lines) < 2 or lines[1].strip():
+        where = lines[0].strip() if lines and lines[0].strip() else "nowhere"
+        differ = lines[1].strip() if len(lines) > 1 and lines[1].strip() else res.stderr.decode()[-200:]
+        fail("the venv's edgeq_device (from %s) is not the shipped wheel: %s" % (where, differ), "setup",
+             "remove %s on the board and deploy again" % os.path.dirname(os.path.dirname(py)))
+
+
 def venv_check(py):
     code = ("import importlib.util as u, json; "
             "print(json.dumps({m: u.find_spec(m) is not None for m in %r}))" % (DEPS + list(RUNTIMES.values())))
@@ -246,7 +281,8 @@ def op_setup(workdir, wheel_rel, wheel_sha, extra, offline, runtime):
         action = "created"
     if action == "reused" and marker.get("wheel_sha") == wheel_sha and (
             not runtime or (marker.get("runtime") or {}).get("name") == runtime):
-        # Same interpreter, same wheel, same runtime as last time: nothing to check or install.
+        # Same interpreter, same wheel, same runtime as last time: nothing to install.
+        verify_installed(py, os.path.join(workdir, wheel_rel))
         held.close()
         sys.stdout.write(json.dumps({"venv": venv, "python": py, "action": "reused", "install": "none",
                                      "runtime": marker.get("runtime")}) + "\n")
@@ -288,6 +324,7 @@ def op_setup(workdir, wheel_rel, wheel_sha, extra, offline, runtime):
                  "ai-edge-litert (or tflite-runtime) there first")
         if action == "reused":
             action = "updated"
+    verify_installed(py, os.path.join(workdir, wheel_rel))
     check = ("import json, sys\n"
              "from edgeq_device.runtime import resolve_runtime\n"
              "r = resolve_runtime(sys.argv[1] or None)\n"

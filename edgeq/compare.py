@@ -41,14 +41,15 @@ from .errors import DataError, InvalidArgumentError
 from .models import LoadedModel, load_model
 from .progress import task_progress
 
-__all__ = ["PORTABILITY", "Comparison", "ModeRow", "Recommendation", "compare", "fidelity", "latency_summary"]
+__all__ = ["PORTABILITY", "Comparison", "ModeRow", "Recommendation", "compare", "fidelity", "latency_summary",
+           "round_levels"]
 
 KERAS = "keras"
 
 # Timed runs of every mode are taken in this many rounds, the modes interleaved, so a change
 # in the machine's load or clock during the comparison reaches every mode alike and shows in
 # the spread of the rounds' medians (the p50's interval) instead of deciding the ranking.
-LATENCY_ROUNDS = 10
+LATENCY_ROUNDS = 30
 
 # When modes tie (sizes within 2%, p50 intervals overlapping), the one that runs on more
 # targets wins: first in this order.
@@ -281,29 +282,63 @@ def fidelity(reference: np.ndarray, output: np.ndarray) -> dict[str, float]:
     return {"sqnr_db": sqnr, "max_abs_error": float(np.max(np.abs(ref - out))), "cosine": float(np.mean(cos))}
 
 
-def latency_summary(rounds_us: Sequence[Sequence[float]], confidence: float = 0.95, resamples: int = 1000,
-                    seed: int = 0) -> dict[str, float]:
+def round_levels(rounds_by_mode: Sequence[Sequence[Sequence[float]]]) -> list[float] | None:
+    """How fast the machine was in each round, shared by every mode timed in it.
+
+    ``rounds_by_mode[m][r]`` holds the timed runs (µs) of mode ``m`` in round ``r``; every
+    mode was timed in every round. Each mode's round medians are taken relative to that
+    mode's median over the rounds; a round's level is the median of those ratios over the
+    modes (so a hiccup that hit one mode alone in a round does not move the level). None for
+    fewer than two modes (nothing to share).
+    """
+    if len(rounds_by_mode) < 2:
+        return None
+    meds = np.array([[float(np.median(r)) if len(r) else np.nan for r in rounds] for rounds in rounds_by_mode])
+    ratios = meds / np.nanmedian(meds, axis=1, keepdims=True)
+    return [float(v) for v in np.nanmedian(ratios, axis=0)]
+
+
+def latency_summary(rounds_us: Sequence[Sequence[float]], levels: Sequence[float] | None = None,
+                    confidence: float = 0.95, resamples: int = 1000, seed: int = 0) -> dict[str, float]:
     """Latency figures (µs) of timed runs taken in rounds, and the interval of their p50.
 
     ``p50_us``, ``p90_us``, ``mean_us`` and ``std_us`` are over every run. Runs that follow
     each other are not independent draws (the machine's load and clock drift over seconds),
-    so the interval (``p50_lo_us``, ``p50_hi_us``) is a seeded bootstrap of the median over
-    the rounds' medians (``resamples`` resamples, central ``confidence`` share; see
-    :func:`edgeq_device.bench.median_interval`), widened to hold ``p50_us``. The same runs
-    give the same figures.
+    so the interval (``p50_lo_us``, ``p50_hi_us``) comes from the rounds' medians: a seeded
+    bootstrap of their median (``resamples`` resamples, central ``confidence`` share; see
+    :func:`edgeq_device.bench.median_interval`), its relative spread placed around ``p50_us``
+    (and kept within the fastest and slowest run).
+
+    Args:
+        rounds_us: the timed runs of each round, in microseconds.
+        levels: optional, one per round: how fast the machine was in that round, shared by
+            every mode timed in it (:func:`compare` gives :func:`round_levels`). Each round's median is divided by it first, so a change of load
+            that slowed every mode alike does not widen the interval; what is left is this
+            mode's own spread, and two modes' intervals then overlap only when the rounds do
+            not tell them apart.
+        confidence, resamples, seed: of the bootstrap.
+
+    The same runs give the same figures.
 
     Raises:
-        InvalidArgumentError: no round holds a run.
+        InvalidArgumentError: no round holds a run, or ``levels`` does not match the rounds.
     """
-    kept = [np.asarray(r, np.float64).reshape(-1) for r in rounds_us if len(r)]
-    if not kept:
+    if levels is not None and (len(levels) != len(rounds_us) or not all(v > 0 for v in levels)):
+        raise InvalidArgumentError("need one positive level per round", argument="levels", received=list(levels),
+                                   fix=f"give {len(rounds_us)} positive numbers, or None")
+    pairs = [(np.asarray(r, np.float64).reshape(-1), 1.0 if levels is None else float(levels[i]))
+             for i, r in enumerate(rounds_us) if len(r)]
+    if not pairs:
         raise InvalidArgumentError("no timed runs to summarize", argument="rounds_us", received=len(rounds_us),
                                    fix="time at least one run (benchmark(..., keep_samples=True))")
-    every = np.concatenate(kept)
+    every = np.concatenate([r for r, _ in pairs])
     p50, p90 = (float(v) for v in np.percentile(every, [50, 90]))
-    lo, hi = median_interval([float(np.median(r)) for r in kept], confidence, resamples, seed)
+    relative = [float(np.median(r)) / level for r, level in pairs]
+    centre = float(np.median(relative))
+    lo, hi = median_interval(relative, confidence, resamples, seed)
     return {"p50_us": p50, "p90_us": p90, "mean_us": float(every.mean()), "std_us": float(every.std()),
-            "runs": int(every.size), "p50_lo_us": min(lo, p50), "p50_hi_us": max(hi, p50), "rounds": len(kept)}
+            "runs": int(every.size), "p50_lo_us": float(np.clip(p50 * lo / centre, every.min(), p50)),
+            "p50_hi_us": float(np.clip(p50 * hi / centre, p50, every.max())), "rounds": len(pairs)}
 
 
 def _top_k(outputs: np.ndarray, labels: np.ndarray | None, k: int) -> float | None:
@@ -534,12 +569,13 @@ def compare(
                                       max_secs=max_secs / LATENCY_ROUNDS, warmup=3, threads=t, keep_samples=True)
                     measured[name]["rounds"][t].append(list(bench.samples_us or ()))
                 tick()
+        levels = {t: round_levels([measured[name]["rounds"][t] for name in results]) for t in thread_list}
         for name, res in results.items():
             out = measured[name]["out"]
             fid = fidelity(keras_out, out)
             pred = out.argmax(axis=1)
             top1 = _top_k(out, labels, 1) if labeled else None
-            lat = {t: latency_summary(measured[name]["rounds"][t]) for t in thread_list}
+            lat = {t: latency_summary(measured[name]["rounds"][t], levels[t]) for t in thread_list}
             samples_us = {t: [v for r in measured[name]["rounds"][t] for v in r] for t in thread_list}
             ana = analyze_flat_model(res.model_bytes)
             rows.append(ModeRow(

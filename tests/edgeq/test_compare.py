@@ -10,7 +10,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from edgeq.compare import compare
+from edgeq.compare import LATENCY_ROUNDS, compare
 from edgeq.demo import train_cnn
 from edgeq.errors import OutputExistsError
 from edgeq.store import ResultsStore
@@ -118,7 +118,7 @@ def test_latency_interval_comes_from_the_timed_runs(comparison):
     for r in comp.rows[1:]:
         for t in (1, 2):
             lat, samples = r.latency_us[t], r.latency_samples_us[t]
-            assert lat["runs"] == len(samples) >= 20 and lat["rounds"] == 10
+            assert lat["runs"] == len(samples) >= 20 and lat["rounds"] == LATENCY_ROUNDS
             assert lat["p50_us"] == pytest.approx(float(np.median(samples)))
             assert min(samples) <= lat["p50_lo_us"] <= lat["p50_us"] <= lat["p50_hi_us"] <= max(samples)
 
