@@ -14,7 +14,8 @@ each ``.tflite`` measures, on the same evaluation images:
 It then recommends the smallest (or fastest) mode within an accuracy budget and
 says why in one sentence. Sizes within 2% and latencies whose p50 intervals overlap
 are ties; a tie goes to the mode that runs on more targets (:data:`PORTABILITY`:
-int8, float32, float16, int16x8, dynamic), and the reason says so. Every measurement can go to the results store. The
+int8, float32, float16, int16x8, dynamic), and the reason says so. Every
+measurement can go to the results store. The
 images are preprocessed once by ``edgeq_device`` and run through its one
 evaluation loop; the Keras model sees the very same arrays.
 """
@@ -312,10 +313,10 @@ def latency_summary(rounds_us: Sequence[Sequence[float]], levels: Sequence[float
     Args:
         rounds_us: the timed runs of each round, in microseconds.
         levels: optional, one per round: how fast the machine was in that round, shared by
-            every mode timed in it (:func:`compare` gives :func:`round_levels`). Each round's median is divided by it first, so a change of load
-            that slowed every mode alike does not widen the interval; what is left is this
-            mode's own spread, and two modes' intervals then overlap only when the rounds do
-            not tell them apart.
+            every mode timed in it (:func:`compare` gives :func:`round_levels`). Each round's
+            median is divided by it first, so a change of load that slowed every mode alike
+            does not widen the interval; what is left is this mode's own spread, and two
+            modes' intervals then overlap only when the rounds do not tell them apart.
         confidence, resamples, seed: of the bootstrap.
 
     The same runs give the same figures.

@@ -247,3 +247,16 @@ def test_compare_cli_writes_report_and_refuses_to_overwrite(trained, mnist_train
         "choose another --output or pass --force to overwrite"]
     bad = CliRunner().invoke(cli, [*args[:-4], "--threads", "one", "-o", str(tmp_path / "x")], catch_exceptions=False)
     assert bad.exit_code == 2 and "error: --threads: expected comma-separated integers" in bad.stderr
+
+
+def test_report_shows_each_p50_with_its_interval(comparison):
+    from edgeq.report import html_fragment, markdown, p50_text
+
+    comp, _ = comparison
+    md, page = markdown(comp), html_fragment(comp, pngs={})
+    for r in comp.rows[1:]:
+        lat = r.latency_us[1]
+        text = p50_text(lat)
+        assert text == f"{lat['p50_us'] / 1000:.3f} ms [{lat['p50_lo_us'] / 1000:.3f}–{lat['p50_hi_us'] / 1000:.3f}]"
+        assert f"{r.name} {text}" in md and f"{r.name} {text}" in page
+    assert "95% bootstrap interval" in md and "Overlapping intervals are ties" in md
