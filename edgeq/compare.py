@@ -12,8 +12,8 @@ each ``.tflite`` measures, on the same evaluation images:
 - conversion time, multiply-accumulates and achieved MAC/s.
 
 It then recommends the smallest (or fastest) mode within an accuracy budget and
-says why in one sentence. Sizes within 2% and latencies whose p50 intervals overlap
-are ties; a tie goes to the mode that runs on more targets (:data:`PORTABILITY`:
+says why in one sentence. Sizes within 2% are ties, and so are latencies unless one
+p50 interval lies wholly below the other and is more than 15% faster (:data:`LATENCY_TIE`); a tie goes to the mode that runs on more targets (:data:`PORTABILITY`:
 int8, float32, float16, int16x8, dynamic), and the reason says so. Every
 measurement can go to the results store. The
 images are preprocessed once by ``edgeq_device`` and run through its one
@@ -42,8 +42,8 @@ from .errors import DataError, InvalidArgumentError
 from .models import LoadedModel, load_model
 from .progress import task_progress
 
-__all__ = ["PORTABILITY", "Comparison", "ModeRow", "Recommendation", "compare", "fidelity", "latency_summary",
-           "round_levels"]
+__all__ = ["LATENCY_TIE", "PORTABILITY", "Comparison", "ModeRow", "Recommendation", "compare", "fidelity",
+           "latency_summary", "latency_ties", "round_levels"]
 
 KERAS = "keras"
 
@@ -52,8 +52,15 @@ KERAS = "keras"
 # the spread of the rounds' medians (the p50's interval) instead of deciding the ranking.
 LATENCY_ROUNDS = 30
 
-# When modes tie (sizes within 2%, p50 intervals overlapping), the one that runs on more
-# targets wins: first in this order.
+# Latencies tie unless one p50 interval lies wholly below the other *and* that p50 is faster
+# by more than this share. An interval holds the spread within one comparison; separate
+# comparisons of the same .tflite files on one machine differ by more (each process gets its
+# own memory layout and load): the int8/dynamic p50 ratio of a 10 µs CNN ranged 1.03 to 1.09
+# over eight runs whose own intervals were about ±0.3%. A gap inside that is not a ranking.
+LATENCY_TIE = 0.15
+
+# When modes tie (sizes within 2%, latencies as above), the one that runs on more targets
+# wins: first in this order.
 PORTABILITY: tuple[str, ...] = ("int8", "float32", "float16", "int16x8", "dynamic")
 _RUNS_ON = {
     "int8": "full-integer int8 runs on the most targets: CPUs, the Edge TPU, microcontrollers "
@@ -232,7 +239,7 @@ class Comparison:
             "recommendation": {"mode": self.recommendation.mode, "reason": self.recommendation.reason,
                                "budget_points": self.recommendation.budget_points,
                                "prefer": self.recommendation.prefer,
-                               "ties": list(self.recommendation.ties)},
+                               "ties": list(self.recommendation.ties), "latency_tie": LATENCY_TIE},
             "notes": list(self.notes),
             "rows": [r.to_dict() for r in self.rows],
             "boards": list(self.boards),
@@ -283,20 +290,22 @@ def fidelity(reference: np.ndarray, output: np.ndarray) -> dict[str, float]:
     return {"sqnr_db": sqnr, "max_abs_error": float(np.max(np.abs(ref - out))), "cosine": float(np.mean(cos))}
 
 
-def round_levels(rounds_by_mode: Sequence[Sequence[Sequence[float]]]) -> list[float] | None:
-    """How fast the machine was in each round, shared by every mode timed in it.
+def round_levels(rounds_by_mode: Sequence[Sequence[Sequence[float]]]) -> list[list[float]] | None:
+    """How fast the machine was in each round, for each mode, as the other modes saw it.
 
     ``rounds_by_mode[m][r]`` holds the timed runs (µs) of mode ``m`` in round ``r``; every
     mode was timed in every round. Each mode's round medians are taken relative to that
-    mode's median over the rounds; a round's level is the median of those ratios over the
-    modes (so a hiccup that hit one mode alone in a round does not move the level). None for
-    fewer than two modes (nothing to share).
+    mode's median over the rounds; the level of round ``r`` for mode ``m`` is the median of
+    those ratios over the *other* modes (so a hiccup that hit one mode alone does not move
+    it, and a mode's own timing never sets the level it is measured against). With two
+    modes this is the paired comparison: each round's median over the other mode's. None
+    for fewer than two modes (nothing to share).
     """
     if len(rounds_by_mode) < 2:
         return None
     meds = np.array([[float(np.median(r)) if len(r) else np.nan for r in rounds] for rounds in rounds_by_mode])
     ratios = meds / np.nanmedian(meds, axis=1, keepdims=True)
-    return [float(v) for v in np.nanmedian(ratios, axis=0)]
+    return [[float(v) for v in np.nanmedian(np.delete(ratios, m, axis=0), axis=0)] for m in range(len(meds))]
 
 
 def latency_summary(rounds_us: Sequence[Sequence[float]], levels: Sequence[float] | None = None,
@@ -313,7 +322,7 @@ def latency_summary(rounds_us: Sequence[Sequence[float]], levels: Sequence[float
     Args:
         rounds_us: the timed runs of each round, in microseconds.
         levels: optional, one per round: how fast the machine was in that round, shared by
-            every mode timed in it (:func:`compare` gives :func:`round_levels`). Each round's
+            every mode timed in it (:func:`compare` gives this mode's :func:`round_levels`). Each round's
             median is divided by it first, so a change of load that slowed every mode alike
             does not widen the interval; what is left is this mode's own spread, and two
             modes' intervals then overlap only when the rounds do not tell them apart.
@@ -419,7 +428,7 @@ def _recommend(rows: list[ModeRow], budget: float, prefer: str, threads: int, la
         tied = [r for r in fast if size(r) <= floor * 1.02]
         best = min(tied, key=lambda r: (rank(r), size(r), lat(r)))
         what = "fastest" if len(fast) == 1 else (
-            "smallest of the fastest (p50 intervals overlap)" if len(tied) == 1
+            "smallest of the fastest (speed a tie)" if len(tied) == 1
             else "fastest (speed a tie, sizes within 2%)")
         ties = tied if len(tied) > 1 else []
     f32 = next((r for r in rows if r.name == "float32"), None)
@@ -440,22 +449,31 @@ def _recommend(rows: list[ModeRow], budget: float, prefer: str, threads: int, la
               + ", ".join(p for p in parts if p) + ".")
     if ties:
         others = ", ".join(f"{r.name} {_p50_text(r, threads)}" for r in sorted(ties, key=rank) if r is not best)
-        reason += (f" Its p50 interval overlaps those of {others} (95% bootstrap intervals over the timed runs): "
-                   f"a tie, so the mode that runs on more targets wins; "
+        reason += (f" {others} {'is' if len(ties) == 2 else 'are'} not clearly faster (95% bootstrap "
+                   f"intervals of the p50 over the timed runs overlap, or the p50s are within "
+                   f"{LATENCY_TIE:.0%}): a tie, so the mode that runs on more targets wins; "
                    f"{_RUNS_ON.get(best.name, best.name + ' runs on this host')}.")
     return Recommendation(best.name, reason, budget, prefer, tuple(r.name for r in sorted(ties, key=rank)))
 
 
 def latency_ties(rows: Sequence[ModeRow], threads: int) -> list[ModeRow]:
-    """The rows that are not clearly slower than another: their p50 interval reaches down to the
-    lowest upper end of any row's interval (it overlaps the interval of the row with that end).
+    """The rows that are not clearly slower than another row.
 
-    A row without a latency counts as infinitely slow; with no latency at all, every row ties.
+    Row ``r`` is clearly slower than row ``s`` when ``r``'s p50 interval lies wholly above
+    ``s``'s *and* ``r``'s p50 exceeds ``s``'s by more than :data:`LATENCY_TIE`. A row without
+    a latency counts as infinitely slow; with no latency at all, every row ties.
     """
     inf = float("inf")
-    spans = [r.p50_interval(threads) or (inf, inf) for r in rows]
-    top = min(hi for _, hi in spans)
-    return [r for r, (lo, _) in zip(rows, spans) if lo <= top]
+    spans = [(r.p50(threads) or inf, *(r.p50_interval(threads) or (inf, inf))) for r in rows]
+
+    def slower(a: tuple[float, float, float], b: tuple[float, float, float]) -> bool:
+        return a[1] > b[2] and a[0] > b[0] * (1 + LATENCY_TIE)
+
+    return [r for r, a in zip(rows, spans) if not any(slower(a, b) for b in spans)]
+
+
+def _nth(levels: list[list[float]] | None, i: int) -> list[float] | None:
+    return None if levels is None else levels[i]
 
 
 def _p50_text(r: ModeRow, threads: int) -> str:
@@ -571,12 +589,12 @@ def compare(
                     measured[name]["rounds"][t].append(list(bench.samples_us or ()))
                 tick()
         levels = {t: round_levels([measured[name]["rounds"][t] for name in results]) for t in thread_list}
-        for name, res in results.items():
+        for i, (name, res) in enumerate(results.items()):
             out = measured[name]["out"]
             fid = fidelity(keras_out, out)
             pred = out.argmax(axis=1)
             top1 = _top_k(out, labels, 1) if labeled else None
-            lat = {t: latency_summary(measured[name]["rounds"][t], levels[t]) for t in thread_list}
+            lat = {t: latency_summary(measured[name]["rounds"][t], _nth(levels[t], i)) for t in thread_list}
             samples_us = {t: [v for r in measured[name]["rounds"][t] for v in r] for t in thread_list}
             ana = analyze_flat_model(res.model_bytes)
             rows.append(ModeRow(

@@ -45,12 +45,19 @@ def _ms(us: float | None) -> str:
 
 
 def p50_text(lat: dict[str, Any]) -> str:
-    """``0.011 ms [0.010–0.013]``: a p50 and its interval (from a row's ``latency_us`` entry)."""
+    """``0.741 ms [0.737–0.751]``: a p50 and its interval (from a row's ``latency_us`` entry).
+
+    In milliseconds with three significant digits at least (``0.0100 ms [0.0099–0.0101]``
+    for a 10 µs model), so that the interval of a fast model does not round to one value.
+    """
     p50 = lat.get("p50_us")
     if p50 is None:
         return "-"
+    ms = p50 / 1000
+    places = 3 if ms <= 0 else min(6, max(3, 2 - math.floor(math.log10(ms))))
     lo, hi = lat.get("p50_lo_us"), lat.get("p50_hi_us")
-    return f"{_ms(p50)} ms" + ("" if lo is None or hi is None else f" [{_ms(lo)}–{_ms(hi)}]")
+    text = f"{ms:.{places}f} ms"
+    return text if lo is None or hi is None else text + f" [{lo / 1000:.{places}f}–{hi / 1000:.{places}f}]"
 
 
 def latency_intervals(data: dict[str, Any]) -> str:
@@ -60,8 +67,9 @@ def latency_intervals(data: dict[str, Any]) -> str:
              if r["latency_us"].get(t, {}).get("p50_us") is not None]
     if not items:
         return ""
+    tie = data["recommendation"].get("latency_tie")
     return (f"p50 at {t} thread{'' if t == '1' else 's'} with its 95% bootstrap interval over the timed runs: "
-            + ", ".join(items) + ". Overlapping intervals are ties.")
+            + ", ".join(items) + f". Overlapping intervals{f', or p50s within {tie:.0%},' if tie else ''} are ties.")
 
 
 def table_rows(data: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
