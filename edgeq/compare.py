@@ -416,20 +416,20 @@ def _recommend(rows: list[ModeRow], budget: float, prefer: str, threads: int, la
         tied = latency_ties(near, threads)
         best = min(tied, key=lambda r: (rank(r), lat(r), size(r)))
         if len(near) == 1:
-            what = "smallest"
+            what = "smallest model"
         elif len(tied) == 1:
-            what = "fastest of the smallest (sizes within 2%)"
+            what = "fastest of the smallest models (sizes within 2%)"
         else:
-            what = "smallest (sizes within 2%, speed a tie)"
+            what = "smallest model (sizes within 2%, speed a tie)"
         ties = tied if len(tied) > 1 else []
     else:
         fast = latency_ties(candidates, threads)
         floor = min(size(r) for r in fast)
         tied = [r for r in fast if size(r) <= floor * 1.02]
         best = min(tied, key=lambda r: (rank(r), size(r), lat(r)))
-        what = "fastest" if len(fast) == 1 else (
-            "smallest of the fastest (speed a tie)" if len(tied) == 1
-            else "fastest (speed a tie, sizes within 2%)")
+        what = "fastest model" if len(fast) == 1 else (
+            "smallest of the fastest models (speed a tie)" if len(tied) == 1
+            else "fastest model (speed a tie, sizes within 2%)")
         ties = tied if len(tied) > 1 else []
     f32 = next((r for r in rows if r.name == "float32"), None)
     parts = []
@@ -445,7 +445,7 @@ def _recommend(rows: list[ModeRow], budget: float, prefer: str, threads: int, la
                      f"{keras_row.top1 * 100:.1f}%)" if keras_row.top1 is not None else "")
     elif best.agreement is not None:
         parts.append(f"{best.agreement * 100:.1f}% agreement with Keras")
-    reason = (f"{best.name} is the {what} model within the {budget:g}-point budget on {metric}: "
+    reason = (f"{best.name} is the {what} within the {budget:g}-point budget on {metric}: "
               + ", ".join(p for p in parts if p) + ".")
     if ties:
         others = ", ".join(f"{r.name} {_p50_text(r, threads)}" for r in sorted(ties, key=rank) if r is not best)

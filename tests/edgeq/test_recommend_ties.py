@@ -87,7 +87,7 @@ def test_a_clearly_faster_mode_wins_even_when_the_load_changes():
     assert rows[3].p50_interval(1)[1] < rows[2].p50_interval(1)[0]  # no overlap
     rec = _recommend(rows, 1.0, "size", 1, labeled=True)
     assert rec.mode == "dynamic" and rec.ties == ()
-    assert "fastest of the smallest" in rec.reason and "tie" not in rec.reason
+    assert "fastest of the smallest models" in rec.reason and "tie" not in rec.reason
     # without taking the shared load out, the same runs would look like a tie
     wide = [latency_summary(timed[m]) for m in ("int8", "dynamic")]
     assert wide[0]["p50_lo_us"] <= wide[1]["p50_hi_us"]
