@@ -9,7 +9,10 @@ first, and it only uses the standard library (Python >= 3.7). Operations:
   folder) from standard input, checks its hash, moves it into place atomically
   and records it in the sha256 manifest.
 - ``setup WORKDIR WHEEL_RELPATH WHEEL_SHA EXTRA OFFLINE RUNTIME`` makes or reuses
-  the venv (``--system-site-packages``) and installs the edgeq-device wheel.
+  the venv (``--system-site-packages``) and installs the edgeq-device wheel sent
+  with ``recv``, always with ``--no-index`` (never edgeq-device by name from an
+  index); only the requirements listed in that wheel may come from the index.
+  Then the venv's ``edgeq_device`` files must hash to the wheel's RECORD.
 
 Errors are printed as one JSON object ``{"error", "kind", "fix"}`` and exit status 3.
 """
@@ -44,7 +47,8 @@ os._exit(code if code >= 0 else 128 - code)  # do not wait for the watcher's rea
 '''
 
 SOURCE = r'''
-import fcntl, hashlib, importlib.util, json, os, platform, shutil, subprocess, sys, tarfile, tempfile
+import email.parser, fcntl, hashlib, importlib.util, json, os, platform, re, shutil, subprocess, sys, tarfile, tempfile
+import zipfile
 
 MODULES = ["numpy", "PIL", "flatbuffers", "click", "ai_edge_litert", "tflite_runtime", "tensorflow"]
 DEPS = ["numpy", "PIL", "flatbuffers", "click"]
@@ -176,6 +180,40 @@ def op_recv(workdir, rel, sha, kind):
     sys.stdout.write(json.dumps({"path": dest, "sha256": sha}) + "\n")
 
 
+VERIFY = """
+import base64, csv, hashlib, importlib.util, io, os, sys, zipfile
+zf = zipfile.ZipFile(sys.argv[1])
+record = [n for n in zf.namelist() if n.count("/") == 1 and n.endswith(".dist-info/RECORD")][0]
+spec = importlib.util.find_spec("edgeq_device")
+root = os.path.dirname(os.path.dirname(spec.origin)) if spec and spec.origin else ""
+bad = []
+for row in csv.reader(io.StringIO(zf.read(record).decode("utf-8"))):
+    if not row or not row[0].startswith("edgeq_device/") or not row[1]:
+        continue
+    try:
+        with open(os.path.join(root, row[0]), "rb") as fh:
+            data = fh.read()
+    except OSError:
+        bad.append(row[0])
+        continue
+    if "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode() != row[1]:
+        bad.append(row[0])
+print(root)
+print(" ".join(bad))
+"""
+
+
+def verify_installed(py, wheel):
+    """Fail unless the venv imports edgeq_device with exactly the bytes of the shipped wheel."""
+    res = subprocess.run([py, "-c", VERIFY, wheel], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    lines = res.stdout.decode("utf-8", "replace").split("\n")
+    if res.returncode != 0 or len(lines) < 2 or lines[1].strip():
+        where = lines[0].strip() if lines and lines[0].strip() else "nowhere"
+        differ = lines[1].strip() if len(lines) > 1 and lines[1].strip() else res.stderr.decode()[-200:]
+        fail("the venv's edgeq_device (from %s) is not the shipped wheel: %s" % (where, differ), "setup",
+             "remove %s on the board and deploy again" % os.path.dirname(os.path.dirname(py)))
+
+
 def venv_check(py):
     code = ("import importlib.util as u, json; "
             "print(json.dumps({m: u.find_spec(m) is not None for m in %r}))" % (DEPS + list(RUNTIMES.values())))
@@ -183,6 +221,35 @@ def venv_check(py):
     if out.returncode != 0:
         fail("the venv's python does not start: %s" % out.stderr.decode()[-300:], "setup")
     return json.loads(out.stdout.decode())
+
+
+def norm(name):
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def wheel_requirements(wheel, extra):
+    """The Requires-Dist of the wheel's METADATA for EXTRA, as pip command-line requirements.
+
+    A marker ``extra == "X"`` becomes always true for the chosen extra and always false for
+    the others; pip evaluates the rest of each marker on this board. edgeq-device itself is
+    never among them.
+    """
+    with zipfile.ZipFile(wheel) as zf:
+        meta = [n for n in zf.namelist() if n.count("/") == 1 and n.endswith(".dist-info/METADATA")]
+        if len(meta) != 1:
+            fail("the edgeq-device wheel has no METADATA", "setup", "deploy again")
+        headers = email.parser.HeaderParser().parsestr(zf.read(meta[0]).decode("utf-8"))
+
+    def pick(m):
+        return 'python_version >= "0"' if norm(m.group(1)) == norm(extra) else 'python_version < "0"'
+
+    reqs = []
+    for req in headers.get_all("Requires-Dist") or []:
+        name = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", req)
+        if name is None or norm(name.group(1)) == "edgeq-device":
+            continue
+        reqs.append(re.sub(r"""extra\s*==\s*["']([^"']*)["']""", pick, req))
+    return reqs
 
 
 def op_setup(workdir, wheel_rel, wheel_sha, extra, offline, runtime):
@@ -217,7 +284,8 @@ def op_setup(workdir, wheel_rel, wheel_sha, extra, offline, runtime):
         action = "created"
     if action == "reused" and marker.get("wheel_sha") == wheel_sha and (
             not runtime or (marker.get("runtime") or {}).get("name") == runtime):
-        # Same interpreter, same wheel, same runtime as last time: nothing to check or install.
+        # Same interpreter, same wheel, same runtime as last time: nothing to install.
+        verify_installed(py, os.path.join(workdir, wheel_rel))
         held.close()
         sys.stdout.write(json.dumps({"venv": venv, "python": py, "action": "reused", "install": "none",
                                      "runtime": marker.get("runtime")}) + "\n")
@@ -239,16 +307,16 @@ def op_setup(workdir, wheel_rel, wheel_sha, extra, offline, runtime):
                 wanted or " or ".join(RUNTIMES.values()))])
             fail("%s on the board lacks %s and the board is offline" % (sys.executable, ", ".join(missing)),
                  "no-runtime" if not runtime_ok else "missing-deps",
-                 "install them on the board (pip install 'edgeq-device[litert]', or apt install python3-numpy "
-                 "python3-pil ...), point python= at a python that has them, or drop offline")
+                 "install them on the board (pip install numpy pillow flatbuffers click ai-edge-litert, or apt "
+                 "install python3-numpy python3-pil ...), point python= at a python that has them, or drop offline")
         else:
-            # edgeq-device itself first (a parent environment may hold the same version), then
-            # let pip resolve what is missing around it.
+            # edgeq-device only ever from the shipped wheel file (--no-index); then pip fetches
+            # just the requirements that wheel lists, never edgeq-device by its name.
             first = subprocess.run(pip + ["install", "--no-deps", "--no-index", "--force-reinstall", wheel],
                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
             if first.returncode != 0:
                 fail("pip could not install the edgeq-device wheel: %s" % first.stdout.decode()[-300:], "setup")
-            cmd = pip + ["install", wheel + ("[%s]" % extra if extra else "")]
+            cmd = pip + ["install"] + wheel_requirements(wheel, extra)
             install = "resolved"
         res = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         if res.returncode != 0:
@@ -259,6 +327,7 @@ def op_setup(workdir, wheel_rel, wheel_sha, extra, offline, runtime):
                  "ai-edge-litert (or tflite-runtime) there first")
         if action == "reused":
             action = "updated"
+    verify_installed(py, os.path.join(workdir, wheel_rel))
     check = ("import json, sys\n"
              "from edgeq_device.runtime import resolve_runtime\n"
              "r = resolve_runtime(sys.argv[1] or None)\n"

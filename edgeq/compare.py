@@ -7,11 +7,15 @@ each ``.tflite`` measures, on the same evaluation images:
 - top-1 / top-5 accuracy and the change from the Keras model in points;
 - agreement with the Keras model's top-1;
 - output fidelity against the Keras model: SQNR (dB), max abs error, cosine;
-- host latency p50/p90 for each thread count, through ``edgeq_device``'s harness;
+- host latency p50/p90 for each thread count, through ``edgeq_device``'s harness, the
+  modes timed in interleaved rounds, with a 95% bootstrap interval of the p50;
 - conversion time, multiply-accumulates and achieved MAC/s.
 
 It then recommends the smallest (or fastest) mode within an accuracy budget and
-says why in one sentence. Every measurement can go to the results store. The
+says why in one sentence. Sizes within 2% are ties, and so are latencies unless one
+p50 interval lies wholly below the other and is more than 15% faster (:data:`LATENCY_TIE`); a tie goes to the mode that runs on more targets (:data:`PORTABILITY`:
+int8, float32, float16, int16x8, dynamic), and the reason says so. Every
+measurement can go to the results store. The
 images are preprocessed once by ``edgeq_device`` and run through its one
 evaluation loop; the Keras model sees the very same arrays.
 """
@@ -28,7 +32,7 @@ from typing import Any
 
 import numpy as np
 from edgeq_device.analysis import analyze_flat_model
-from edgeq_device.bench import benchmark
+from edgeq_device.bench import benchmark, median_interval
 from edgeq_device.evaluate import predict_arrays, top_k_hits
 from edgeq_device.sysinfo import board_info
 
@@ -40,9 +44,34 @@ from .models import LoadedModel, load_model
 from .nativelog import quiet_native_logs
 from .progress import task_progress
 
-__all__ = ["Comparison", "ModeRow", "Recommendation", "compare", "fidelity"]
+__all__ = ["LATENCY_TIE", "PORTABILITY", "Comparison", "ModeRow", "Recommendation", "compare", "fidelity",
+           "latency_summary", "latency_ties", "round_levels"]
 
 KERAS = "keras"
+
+# Timed runs of every mode are taken in this many rounds, the modes interleaved, so a change
+# in the machine's load or clock during the comparison reaches every mode alike and shows in
+# the spread of the rounds' medians (the p50's interval) instead of deciding the ranking.
+LATENCY_ROUNDS = 30
+
+# Latencies tie unless one p50 interval lies wholly below the other *and* that p50 is faster
+# by more than this share. An interval holds the spread within one comparison; separate
+# comparisons of the same .tflite files on one machine differ by more (each process gets its
+# own memory layout and load): the int8/dynamic p50 ratio of a 10 µs CNN ranged 1.03 to 1.09
+# over eight runs whose own intervals were about ±0.3%. A gap inside that is not a ranking.
+LATENCY_TIE = 0.15
+
+# When modes tie (sizes within 2%, latencies as above), the one that runs on more targets
+# wins: first in this order.
+PORTABILITY: tuple[str, ...] = ("int8", "float32", "float16", "int16x8", "dynamic")
+_RUNS_ON = {
+    "int8": "full-integer int8 runs on the most targets: CPUs, the Edge TPU, microcontrollers "
+            "(TFLite Micro) and integer NPUs",
+    "float32": "float32 runs on every CPU runtime, the GPU delegate and TFLite Micro",
+    "float16": "float16 runs on CPUs (widened to float32 at load) and natively on the GPU delegate",
+    "int16x8": "int16x8 runs on CPUs (reference kernels), TFLite Micro and some NPUs",
+    "dynamic": "dynamic-range runs on CPU runtimes only (hybrid kernels)",
+}
 
 
 @dataclass(frozen=True)
@@ -75,6 +104,17 @@ class ModeRow:
         """Median latency in microseconds at ``threads`` threads (None if not measured)."""
         return self.latency_us.get(threads, {}).get("p50_us")
 
+    def p50_interval(self, threads: int) -> tuple[float, float] | None:
+        """The 95% interval of the median latency in microseconds at ``threads`` (None if not measured).
+
+        Rows read from an older ``results.json`` without an interval give ``(p50, p50)``.
+        """
+        lat = self.latency_us.get(threads, {})
+        p50 = lat.get("p50_us")
+        if p50 is None:
+            return None
+        return float(lat.get("p50_lo_us", p50)), float(lat.get("p50_hi_us", p50))
+
     def macs_per_second(self, threads: int) -> float | None:
         """Achieved multiply-accumulates per second at the median latency."""
         p50 = self.p50(threads)
@@ -97,6 +137,8 @@ class Recommendation:
     reason: str
     budget_points: float
     prefer: str
+    ties: tuple[str, ...] = ()
+    """The modes that tied with ``mode`` (its own name included); empty when nothing tied."""
 
 
 @dataclass
@@ -135,7 +177,8 @@ class Comparison:
             rows.append(ModeRow(**kw))
         rec = data["recommendation"]
         return cls(model_name=data["model"], rows=rows,
-                   recommendation=Recommendation(rec["mode"], rec["reason"], rec["budget_points"], rec["prefer"]),
+                   recommendation=Recommendation(rec["mode"], rec["reason"], rec["budget_points"], rec["prefer"],
+                                                 tuple(rec.get("ties") or ())),
                    threads=tuple(data["threads"]), evaluation=data["evaluation"], eval_images=data["eval_images"],
                    labeled=data["labeled"], notes=list(data["notes"]), board=data["board"],
                    created=data["created"], boards=list(data.get("boards") or []))
@@ -197,7 +240,8 @@ class Comparison:
             "board": self.board,
             "recommendation": {"mode": self.recommendation.mode, "reason": self.recommendation.reason,
                                "budget_points": self.recommendation.budget_points,
-                               "prefer": self.recommendation.prefer},
+                               "prefer": self.recommendation.prefer,
+                               "ties": list(self.recommendation.ties), "latency_tie": LATENCY_TIE},
             "notes": list(self.notes),
             "rows": [r.to_dict() for r in self.rows],
             "boards": list(self.boards),
@@ -247,6 +291,67 @@ def fidelity(reference: np.ndarray, output: np.ndarray) -> dict[str, float]:
     norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(out, axis=1)
     cos = np.where(norms > 0, np.sum(ref * out, axis=1) / np.where(norms > 0, norms, 1), 1.0)
     return {"sqnr_db": sqnr, "max_abs_error": float(np.max(np.abs(ref - out))), "cosine": float(np.mean(cos))}
+
+
+def round_levels(rounds_by_mode: Sequence[Sequence[Sequence[float]]]) -> list[list[float]] | None:
+    """How fast the machine was in each round, for each mode, as the other modes saw it.
+
+    ``rounds_by_mode[m][r]`` holds the timed runs (µs) of mode ``m`` in round ``r``; every
+    mode was timed in every round. Each mode's round medians are taken relative to that
+    mode's median over the rounds; the level of round ``r`` for mode ``m`` is the median of
+    those ratios over the *other* modes (so a hiccup that hit one mode alone does not move
+    it, and a mode's own timing never sets the level it is measured against). With two
+    modes this is the paired comparison: each round's median over the other mode's. None
+    for fewer than two modes (nothing to share).
+    """
+    if len(rounds_by_mode) < 2:
+        return None
+    meds = np.array([[float(np.median(r)) if len(r) else np.nan for r in rounds] for rounds in rounds_by_mode])
+    ratios = meds / np.nanmedian(meds, axis=1, keepdims=True)
+    return [[float(v) for v in np.nanmedian(np.delete(ratios, m, axis=0), axis=0)] for m in range(len(meds))]
+
+
+def latency_summary(rounds_us: Sequence[Sequence[float]], levels: Sequence[float] | None = None,
+                    confidence: float = 0.95, resamples: int = 1000, seed: int = 0) -> dict[str, float]:
+    """Latency figures (µs) of timed runs taken in rounds, and the interval of their p50.
+
+    ``p50_us``, ``p90_us``, ``mean_us`` and ``std_us`` are over every run. Runs that follow
+    each other are not independent draws (the machine's load and clock drift over seconds),
+    so the interval (``p50_lo_us``, ``p50_hi_us``) comes from the rounds' medians: a seeded
+    bootstrap of their median (``resamples`` resamples, central ``confidence`` share; see
+    :func:`edgeq_device.bench.median_interval`), its relative spread placed around ``p50_us``
+    (and kept within the fastest and slowest run).
+
+    Args:
+        rounds_us: the timed runs of each round, in microseconds.
+        levels: optional, one per round: how fast the machine was in that round, shared by
+            every mode timed in it (:func:`compare` gives this mode's :func:`round_levels`). Each round's
+            median is divided by it first, so a change of load that slowed every mode alike
+            does not widen the interval; what is left is this mode's own spread, and two
+            modes' intervals then overlap only when the rounds do not tell them apart.
+        confidence, resamples, seed: of the bootstrap.
+
+    The same runs give the same figures.
+
+    Raises:
+        InvalidArgumentError: no round holds a run, or ``levels`` does not match the rounds.
+    """
+    if levels is not None and (len(levels) != len(rounds_us) or not all(v > 0 for v in levels)):
+        raise InvalidArgumentError("need one positive level per round", argument="levels", received=list(levels),
+                                   fix=f"give {len(rounds_us)} positive numbers, or None")
+    pairs = [(np.asarray(r, np.float64).reshape(-1), 1.0 if levels is None else float(levels[i]))
+             for i, r in enumerate(rounds_us) if len(r)]
+    if not pairs:
+        raise InvalidArgumentError("no timed runs to summarize", argument="rounds_us", received=len(rounds_us),
+                                   fix="time at least one run (benchmark(..., keep_samples=True))")
+    every = np.concatenate([r for r, _ in pairs])
+    p50, p90 = (float(v) for v in np.percentile(every, [50, 90]))
+    relative = [float(np.median(r)) / level for r, level in pairs]
+    centre = float(np.median(relative))
+    lo, hi = median_interval(relative, confidence, resamples, seed)
+    return {"p50_us": p50, "p90_us": p90, "mean_us": float(every.mean()), "std_us": float(every.std()),
+            "runs": int(every.size), "p50_lo_us": float(np.clip(p50 * lo / centre, every.min(), p50)),
+            "p50_hi_us": float(np.clip(p50 * hi / centre, p50, every.max())), "rounds": len(pairs)}
 
 
 def _top_k(outputs: np.ndarray, labels: np.ndarray | None, k: int) -> float | None:
@@ -348,32 +453,81 @@ def _recommend(rows: list[ModeRow], budget: float, prefer: str, threads: int, la
     def lat(r: ModeRow) -> float:
         return r.p50(threads) or float("inf")
 
-    # Near-ties on the first criterion (sizes within 2%, latencies within 5%) go to the second.
+    def rank(r: ModeRow) -> int:
+        return PORTABILITY.index(r.name) if r.name in PORTABILITY else len(PORTABILITY)
+
+    # Sizes within 2% are equal; p50s whose intervals overlap are equal (latency_ties). Among
+    # equals the next criterion decides, and last the mode that runs on more targets.
     if prefer == "size":
         floor = min(size(r) for r in candidates)
-        best = min((r for r in candidates if size(r) <= floor * 1.02), key=lambda r: (lat(r), size(r)))
+        near = [r for r in candidates if size(r) <= floor * 1.02]
+        tied = latency_ties(near, threads)
+        best = min(tied, key=lambda r: (rank(r), lat(r), size(r)))
+        if len(near) == 1:
+            what = "smallest model"
+        elif len(tied) == 1:
+            what = "fastest of the smallest models (sizes within 2%)"
+        else:
+            what = "smallest model (sizes within 2%, speed a tie)"
+        ties = tied if len(tied) > 1 else []
     else:
-        floor = min(lat(r) for r in candidates)
-        best = min((r for r in candidates if lat(r) <= floor * 1.05), key=lambda r: (size(r), lat(r)))
+        fast = latency_ties(candidates, threads)
+        floor = min(size(r) for r in fast)
+        tied = [r for r in fast if size(r) <= floor * 1.02]
+        best = min(tied, key=lambda r: (rank(r), size(r), lat(r)))
+        what = "fastest model" if len(fast) == 1 else (
+            "smallest of the fastest models (speed a tie)" if len(tied) == 1
+            else "fastest model (speed a tie, sizes within 2%)")
+        ties = tied if len(tied) > 1 else []
     f32 = next((r for r in rows if r.name == "float32"), None)
     parts = []
     if f32 and best.size_bytes and f32.size_bytes:
         parts.append(f"{f32.size_bytes / best.size_bytes:.1f}x smaller than float32")
+    if best.p50(threads):
+        parts.append(f"p50 {_p50_text(best, threads)} at {threads} thread{'s' if threads > 1 else ''}")
     if best.p50(threads) and f32 and f32.p50(threads):
         ratio = f32.p50(threads) / best.p50(threads)  # type: ignore[operator]
-        parts.append(f"{ratio:.2f}x the float32 speed at {threads} thread{'s' if threads > 1 else ''}")
+        parts.append(f"{ratio:.2f}x the float32 speed")
     if labeled and best.top1 is not None:
         parts.append(f"top-1 {best.top1 * 100:.1f}% ({best.top1_change_points:+.1f} points vs Keras "
                      f"{keras_row.top1 * 100:.1f}%)" if keras_row.top1 is not None else "")
     elif best.agreement is not None:
         parts.append(f"{best.agreement * 100:.1f}% agreement with Keras")
-    if prefer == "size":
-        what = "smallest" if size(best) == floor else "fastest of the smallest (sizes within 2%)"
-    else:
-        what = "fastest" if lat(best) == floor else "smallest of the fastest (p50 within 5%)"
-    reason = (f"{best.name} is the {what} model within the {budget:g}-point budget on {metric}: "
+    reason = (f"{best.name} is the {what} within the {budget:g}-point budget on {metric}: "
               + ", ".join(p for p in parts if p) + ".")
-    return Recommendation(best.name, reason, budget, prefer)
+    if ties:
+        others = ", ".join(f"{r.name} {_p50_text(r, threads)}" for r in sorted(ties, key=rank) if r is not best)
+        reason += (f" {others} {'is' if len(ties) == 2 else 'are'} not clearly faster (95% bootstrap "
+                   f"intervals of the p50 over the timed runs overlap, or the p50s are within "
+                   f"{LATENCY_TIE:.0%}): a tie, so the mode that runs on more targets wins; "
+                   f"{_RUNS_ON.get(best.name, best.name + ' runs on this host')}.")
+    return Recommendation(best.name, reason, budget, prefer, tuple(r.name for r in sorted(ties, key=rank)))
+
+
+def latency_ties(rows: Sequence[ModeRow], threads: int) -> list[ModeRow]:
+    """The rows that are not clearly slower than another row.
+
+    Row ``r`` is clearly slower than row ``s`` when ``r``'s p50 interval lies wholly above
+    ``s``'s *and* ``r``'s p50 exceeds ``s``'s by more than :data:`LATENCY_TIE`. A row without
+    a latency counts as infinitely slow; with no latency at all, every row ties.
+    """
+    inf = float("inf")
+    spans = [(r.p50(threads) or inf, *(r.p50_interval(threads) or (inf, inf))) for r in rows]
+
+    def slower(a: tuple[float, float, float], b: tuple[float, float, float]) -> bool:
+        return a[1] > b[2] and a[0] > b[0] * (1 + LATENCY_TIE)
+
+    return [r for r, a in zip(rows, spans) if not any(slower(a, b) for b in spans)]
+
+
+def _nth(levels: list[list[float]] | None, i: int) -> list[float] | None:
+    return None if levels is None else levels[i]
+
+
+def _p50_text(r: ModeRow, threads: int) -> str:
+    from .report import p50_text
+
+    return p50_text(r.latency_us.get(threads, {}))
 
 
 def _closest(rows: list[ModeRow], labeled: bool) -> str:
@@ -426,7 +580,8 @@ def compare(
             metadata; the evaluation folder's class folders are matched to them by name. Default:
             the calibration folder's classes, else the evaluation folder's (integer folder names
             are their output, other names sorted as Keras does; see :mod:`edgeq_device.images`).
-        runs, min_secs, max_secs: latency loop per mode and thread count (see ``edgeq_device.bench``).
+        runs, min_secs, max_secs: latency loop per mode and thread count (see ``edgeq_device.bench``),
+            in total over ``LATENCY_ROUNDS`` rounds that interleave the modes.
         store: a :class:`edgeq.store.ResultsStore` or a path to record every measurement in.
         show_progress: progress on stderr.
 
@@ -478,24 +633,30 @@ def compare(
     f32_size = results["float32"].size_bytes if "float32" in results else None
     from .store import file_sha256
 
-    with task_progress("measuring modes", len(results) * (1 + len(thread_list)), show_progress) as tick:
+    round_runs = max(1, -(-runs // LATENCY_ROUNDS))
+    measured: dict[str, dict[str, Any]] = {}
+    with task_progress("measuring modes", len(results) + LATENCY_ROUNDS * len(thread_list),
+                       show_progress) as tick:
         for name, res in results.items():
             out = predict_arrays(res.model_bytes, x, workers=None)
             tick()
+            measured[name] = {"out": out, "rounds": {t: [] for t in thread_list}}
+        # Latency in rounds, the modes interleaved: see LATENCY_ROUNDS.
+        for _ in range(LATENCY_ROUNDS):
+            for t in thread_list:
+                for name, res in results.items():
+                    bench = benchmark(res.model_bytes, runs=round_runs, min_secs=min_secs / LATENCY_ROUNDS,
+                                      max_secs=max_secs / LATENCY_ROUNDS, warmup=3, threads=t, keep_samples=True)
+                    measured[name]["rounds"][t].append(list(bench.samples_us or ()))
+                tick()
+        levels = {t: round_levels([measured[name]["rounds"][t] for name in results]) for t in thread_list}
+        for i, (name, res) in enumerate(results.items()):
+            out = measured[name]["out"]
             fid = fidelity(keras_out, out)
             pred = out.argmax(axis=1)
             top1 = _top_k(out, y, 1) if labeled else None
-            lat: dict[int, dict[str, float]] = {}
-            samples_us: dict[int, list[float]] = {}
-            for t in thread_list:
-                bench = benchmark(res.model_bytes, runs=runs, min_secs=min_secs, max_secs=max_secs, warmup=3,
-                                  threads=t, keep_samples=True)
-                stats = bench.latency
-                lat[t] = {"p50_us": stats.p50_us, "p90_us": stats.p90_us, "mean_us": stats.mean_us,
-                          "std_us": stats.std_us, "runs": stats.count}
-                if bench.samples_us:
-                    samples_us[t] = list(bench.samples_us)
-                tick()
+            lat = {t: latency_summary(measured[name]["rounds"][t], _nth(levels[t], i)) for t in thread_list}
+            samples_us = {t: [v for r in measured[name]["rounds"][t] for v in r] for t in thread_list}
             ana = analyze_flat_model(res.model_bytes)
             rows.append(ModeRow(
                 name=name, mode=res.mode.value, io=res.io.value, size_bytes=res.size_bytes,

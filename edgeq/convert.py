@@ -299,8 +299,10 @@ def _warn_once(message: str, category: type[Warning]) -> None:
             return
         seen.add(message)
     here = str(Path(__file__).parent) + os.sep
+    wrappers = {contextlib.__file__}  # edgeq's decorators run the call through contextlib's frames
     frame, level = sys._getframe(0), 1
-    while frame.f_back is not None and frame.f_code.co_filename.startswith(here):
+    while frame.f_back is not None and (frame.f_code.co_filename.startswith(here)
+                                        or frame.f_code.co_filename in wrappers):
         frame, level = frame.f_back, level + 1
     warnings.warn(message, category, stacklevel=level)
 

@@ -7,8 +7,10 @@ each board, concurrently (at most ``parallel`` at once):
    agent, ``ProxyJump`` and ``known_hosts`` apply); one control master per board
    carries every later step; ``BatchMode=yes``, so nothing prompts.
 2. **probe** the board's Python: version, machine, which modules it has.
-3. **setup**: the edgeq-device wheel (built once per host run from ``./device``
-   with ``pip wheel --no-deps``, cached by version and source hash) goes into a
+3. **setup**: the edgeq-device wheel, the very ``edgeq_device`` code this host
+   runs (see :func:`build_device_wheel`: from the source tree of an editable
+   install, or packed from the installed distribution's files checked against its
+   ``RECORD``; never fetched from an index by name), goes into a
    venv under the board's ``~/.edgeq-device/``, made with
    ``--system-site-packages`` so Debian's numpy serves on a board without
    internet. When the board already has numpy, pillow, flatbuffers, click and a
@@ -30,6 +32,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -40,6 +43,7 @@ import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field, replace
+from importlib.metadata import Distribution
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
@@ -410,10 +414,36 @@ _WHEELS: dict[str, Path] = {}
 
 
 def _device_source() -> Path | None:
-    here = Path(__file__).resolve().parent.parent / "device"
-    if (here / "pyproject.toml").is_file() and (here / "edgeq_device").is_dir():
-        return here
+    """The source tree the imported ``edgeq_device`` comes from (an editable install or a checkout)."""
+    import edgeq_device
+
+    root = Path(edgeq_device.__file__).resolve().parent.parent
+    project = root / "pyproject.toml"
+    if project.is_file() and (root / "edgeq_device").is_dir():
+        try:
+            if re.search(r'^name\s*=\s*"edgeq-device"', project.read_text("utf-8"), re.M):
+                return root
+        except (OSError, UnicodeDecodeError):
+            return None
     return None
+
+
+def _installed_device_distribution() -> Distribution:
+    """The installed edgeq-device distribution that holds the imported ``edgeq_device``."""
+    from importlib.metadata import distributions
+
+    import edgeq_device
+
+    here = Path(edgeq_device.__file__).resolve()
+    for dist in distributions(name="edgeq-device"):
+        for f in dist.files or []:
+            if f.name == "__init__.py" and f.parts[:1] == ("edgeq_device",) \
+                    and Path(str(dist.locate_file(f))).resolve() == here:
+                return dist
+    raise DeployError("the imported edgeq_device is neither in a source tree nor in an installed edgeq-device "
+                      "distribution, so there is no checked copy of it to send to boards",
+                      argument="device wheel", received=str(here.parent),
+                      fix="install edgeq-device with pip (pip install ./device) or run from the source tree")
 
 
 def _source_key(src: Path) -> str:
@@ -424,22 +454,38 @@ def _source_key(src: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def build_device_wheel(cache_dir: str | os.PathLike[str] | None = None, *, quiet: bool = True) -> Path:
-    """The edgeq-device wheel to install on boards, built at most once per host run.
+def build_device_wheel(cache_dir: str | os.PathLike[str] | None = None, *, quiet: bool = True,
+                       distribution: Distribution | None = None) -> Path:
+    """The edgeq-device wheel to install on boards: the very ``edgeq_device`` code this host runs.
 
-    From the ``device/`` source next to this package: ``pip wheel --no-deps``
-    (in a copy, so the source tree stays clean), cached under
-    ``~/.cache/edgeq/wheels/<version>-<source hash>/``. Without the source (edgeq
-    installed from an index) the matching release is fetched with ``pip download``.
+    - ``edgeq_device`` imported from a source tree (an editable install or a checkout):
+      ``pip wheel --no-deps`` of that tree (in a copy, so the tree stays clean), built at
+      most once per host run and cached under ``~/.cache/edgeq/wheels/<version>-<source hash>/``.
+    - ``edgeq_device`` imported from an installed distribution: that distribution's
+      files are packed into a wheel, each checked against the sha256 its installed
+      ``RECORD`` holds (see :func:`edgeq._device_wheel.wheel_from_distribution`).
+
+    edgeq-device is never fetched from a package index by its name.
+
+    Args:
+        cache_dir: where wheels are kept (default ``$EDGEQ_CACHE`` or ``~/.cache/edgeq``).
+        quiet: unused; kept for callers that pass it.
+        distribution: pack this installed distribution instead of finding the one
+            ``edgeq_device`` is imported from.
 
     Raises:
-        DeployError: pip could not build or fetch the wheel.
+        DeployError: pip could not build the wheel from the source tree, or an installed
+            file differs from its recorded hash, or there is no checked copy to send.
     """
     from edgeq_device import __version__ as device_version
 
+    from ._device_wheel import wheel_from_distribution
+
     cache = Path(cache_dir or os.environ.get("EDGEQ_CACHE", "~/.cache/edgeq")).expanduser() / "wheels"
-    src = _device_source()
-    key = f"{device_version}-{_source_key(src)}" if src else device_version
+    src = None if distribution is not None else _device_source()
+    if src is None:
+        return wheel_from_distribution(distribution or _installed_device_distribution(), cache)
+    key = f"{device_version}-{_source_key(src)}"
     with _WHEEL_LOCK:
         if key in _WHEELS and _WHEELS[key].is_file():
             return _WHEELS[key]
@@ -449,17 +495,13 @@ def build_device_wheel(cache_dir: str | os.PathLike[str] | None = None, *, quiet
             out.parent.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=out.parent))
             try:
-                if src:
-                    copy = tmp / "src"
-                    shutil.copytree(src, copy, ignore=shutil.ignore_patterns(
-                        "build", "dist", "*.egg-info", "__pycache__", "*.pyc"))
-                    cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                           "-w", str(tmp / "whl"), str(copy)]
-                else:
-                    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
-                           "-d", str(tmp / "whl"), f"edgeq-device=={device_version}"]
+                copy = tmp / "src"
+                shutil.copytree(src, copy, ignore=shutil.ignore_patterns(
+                    "build", "dist", "*.egg-info", "__pycache__", "*.pyc"))
+                cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                       "-w", str(tmp / "whl"), str(copy)]
                 res = subprocess.run(cmd, capture_output=True, text=True)
-                if res.returncode != 0 and src:  # no setuptools here: let pip isolate the build
+                if res.returncode != 0:  # no setuptools here: let pip isolate the build
                     cmd.remove("--no-build-isolation")
                     res = subprocess.run(cmd, capture_output=True, text=True)
                 if res.returncode != 0:

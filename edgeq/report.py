@@ -25,8 +25,8 @@ from .errors import OutputExistsError
 if TYPE_CHECKING:
     from .compare import Comparison
 
-__all__ = ["FittedTable", "csv_table", "fitted_table", "html_fragment", "markdown", "markdown_table", "plot_pngs", "rich_table",
-           "write_report"]
+__all__ = ["FittedTable", "csv_table", "fitted_table", "html_fragment", "latency_intervals", "markdown",
+           "markdown_table", "p50_text", "plot_pngs", "rich_table", "write_report"]
 
 COLUMNS = ("model", "size", "vs f32", "top-1", "Δ top-1", "top-5", "agree", "SQNR dB", "max err", "cosine")
 
@@ -45,6 +45,34 @@ def _num(v: float | None, fmt: str = "{:.2f}") -> str:
 
 def _ms(us: float | None) -> str:
     return "-" if us is None else f"{us / 1000:.3f}"
+
+
+def p50_text(lat: dict[str, Any]) -> str:
+    """``0.741 ms [0.737–0.751]``: a p50 and its interval (from a row's ``latency_us`` entry).
+
+    In milliseconds with three significant digits at least (``0.0100 ms [0.0099–0.0101]``
+    for a 10 µs model), so that the interval of a fast model does not round to one value.
+    """
+    p50 = lat.get("p50_us")
+    if p50 is None:
+        return "-"
+    ms = p50 / 1000
+    places = 3 if ms <= 0 else min(6, max(3, 2 - math.floor(math.log10(ms))))
+    lo, hi = lat.get("p50_lo_us"), lat.get("p50_hi_us")
+    text = f"{ms:.{places}f} ms"
+    return text if lo is None or hi is None else text + f" [{lo / 1000:.{places}f}–{hi / 1000:.{places}f}]"
+
+
+def latency_intervals(data: dict[str, Any]) -> str:
+    """One line: every mode's p50 and its 95% interval at the first thread count (or '' if none)."""
+    t = str(data["threads"][0])
+    items = [f"{r['name']} {p50_text(r['latency_us'][t])}" for r in data["rows"]
+             if r["latency_us"].get(t, {}).get("p50_us") is not None]
+    if not items:
+        return ""
+    tie = data["recommendation"].get("latency_tie")
+    return (f"p50 at {t} thread{'' if t == '1' else 's'} with its 95% bootstrap interval over the timed runs: "
+            + ", ".join(items) + f". Overlapping intervals{f', or p50s within {tie:.0%},' if tie else ''} are ties.")
 
 
 def table_rows(data: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
@@ -224,8 +252,11 @@ def markdown(comp: Comparison) -> str:
              f"latency on this host ({comp.board.get('cpu_model') or comp.board.get('architecture')}, "
              f"{comp.board.get('cores')} cores) with {', '.join(str(t) for t in data['threads'])} thread(s).", "",
              "## Recommendation", "", f"**{data['recommendation']['mode'] or 'none'}**: {data['recommendation']['reason']}",
-             "", "## Every mode", "",
-             "| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+             ""]
+    if latency_intervals(data):
+        lines += [latency_intervals(data), ""]
+    lines += ["## Every mode", "",
+              "| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |" for cells in rows]
     a_head, a_rows = analysis_rows(data)
     if a_rows:
@@ -360,7 +391,9 @@ def html_fragment(comp: Comparison, pngs: dict[str, bytes] | None = None) -> str
                    for name, b in pngs.items())
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in data["notes"])
     return (f"<div class=\"rec-box\"><b>{html.escape(str(data['recommendation']['mode'] or 'none'))}</b>: "
-            f"{html.escape(data['recommendation']['reason'])}</div>{_html_table(data)}"
+            f"{html.escape(data['recommendation']['reason'])}"
+            + (f"<p>{html.escape(latency_intervals(data))}</p>" if latency_intervals(data) else "")
+            + f"</div>{_html_table(data)}"
             f"<h3>Model analysis</h3>{_html_table(data, analysis_rows)}"
             + (f"<h3>On boards</h3>{_html_table(data, board_rows)}" if data.get("boards") else "")
             + (f"<ul class=\"notes\">{notes}</ul>" if notes else "") + f"<div>{imgs}</div>")

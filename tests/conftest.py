@@ -58,3 +58,36 @@ def execute_notebook(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untype
     monkeypatch.setenv("EDGEQ_PROGRESS", "0")
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
     return _execute_notebook
+
+
+# A line only the installed copy of edgeq_device has: tells its bytes from the source tree's.
+INSTALLED_MARK = "# edgeq-device installed by the test fixture, not the source tree\n"
+
+
+@pytest.fixture(scope="session")
+def installed_device(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """edgeq-device installed non-editable (``pip install --no-deps --target DIR``) from a copy of ./device.
+
+    The copy's ``__init__.py`` ends with :data:`INSTALLED_MARK`, so the installed files differ from
+    the source tree's and a test can tell which of the two reached a board. Returns DIR, which holds
+    ``edgeq_device/`` and ``edgeq_device-*.dist-info`` (with its RECORD).
+    """
+    import shutil
+    import subprocess
+    import sys
+
+    tmp = tmp_path_factory.mktemp("installed-device")
+    src = tmp / "src"
+    shutil.copytree(REPO / "device", src, ignore=shutil.ignore_patterns("build", "dist", "*.egg-info",
+                                                                          "__pycache__", "*.pyc"))
+    init = src / "edgeq_device" / "__init__.py"
+    init.write_text(init.read_text() + INSTALLED_MARK)
+    target = tmp / "site"
+    cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+           "--disable-pip-version-check", "--target", str(target), str(src)]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode != 0:  # no setuptools in this venv: let pip isolate the build
+        cmd.remove("--no-build-isolation")
+        res = subprocess.run(cmd, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    return target

@@ -41,6 +41,7 @@ __all__ = [
     "LatencyStats",
     "benchmark",
     "format_bench",
+    "median_interval",
     "random_inputs",
     "time_invocations",
 ]
@@ -124,6 +125,36 @@ class LatencyStats:
         return cls(count=int(us.size), total_s=float(us.sum()) / 1e6, mean_us=float(us.mean()),
                    std_us=float(us.std()), min_us=float(us.min()), max_us=float(us.max()),
                    p50_us=p50, p90_us=p90, p99_us=p99)
+
+
+def median_interval(samples: Sequence[float], confidence: float = 0.95, resamples: int = 1000,
+                    seed: int = 0) -> tuple[float, float]:
+    """Seeded bootstrap percentile interval of the median of ``samples`` (e.g. run times in µs).
+
+    ``resamples`` times, draw ``len(samples)`` values with replacement and take their
+    median; the interval holds the central ``confidence`` share of those medians. The same
+    samples and seed give the same interval. One sample gives ``(x, x)``.
+
+    Raises:
+        InvalidArgumentError: no samples, a confidence outside (0, 1), or fewer than 1 resample.
+    """
+    x = np.asarray(samples, dtype=np.float64).reshape(-1)
+    if x.size == 0:
+        raise InvalidArgumentError("no samples to take an interval of", argument="samples", received=0,
+                                   fix="time at least one run (keep_samples=True)")
+    if not isinstance(confidence, (int, float)) or not 0 < confidence < 1:
+        raise InvalidArgumentError("confidence must lie between 0 and 1", argument="confidence",
+                                   received=confidence, fix="give e.g. 0.95")
+    if not isinstance(resamples, int) or resamples < 1:
+        raise InvalidArgumentError("resamples must be a positive integer", argument="resamples",
+                                   received=resamples, fix="give e.g. 1000")
+    rng = np.random.default_rng(seed)
+    chunk = max(1, 2_000_000 // x.size)  # bounded memory for long runs
+    medians = np.concatenate([np.median(x[rng.integers(0, x.size, size=(min(chunk, resamples - i), x.size))],
+                                        axis=1) for i in range(0, resamples, chunk)])
+    tail = (1 - confidence) / 2 * 100
+    lo, hi = np.percentile(medians, [tail, 100 - tail])
+    return float(lo), float(hi)
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,10 @@ import subprocess
 import numpy as np
 import pytest
 
-from edgeq.compare import compare
+from edgeq.compare import LATENCY_ROUNDS, LATENCY_TIE, compare
 from edgeq.demo import train_cnn
 from edgeq.errors import OutputExistsError
+from edgeq.report import p50_text
 from edgeq.store import ResultsStore
 
 EVAL_N = 300
@@ -106,8 +107,33 @@ def test_recommendation_within_budget(comparison):
     smallest = min(r.size_bytes for r in within)
     near = [r for r in within if r.size_bytes <= smallest * 1.02]
     assert chosen in near
-    assert chosen.p50(1) == min(r.p50(1) for r in near)
+    # no mode among the smallest is clearly faster than the chosen one: interval wholly below and > 15% faster
+    lo, _ = chosen.p50_interval(1)
+    for r in near:
+        assert not (r.p50_interval(1)[1] < lo and r.p50(1) * (1 + LATENCY_TIE) < chosen.p50(1)), r.name
     assert rec.mode in rec.reason and "budget" in rec.reason
+    assert f"p50 {p50_text(chosen.latency_us[1])} at 1 thread" in rec.reason  # with its interval
+    if rec.ties:
+        assert rec.mode in rec.ties and "tie" in rec.reason
+
+
+def test_latency_interval_comes_from_the_timed_runs(comparison):
+    comp, _ = comparison
+    for r in comp.rows[1:]:
+        for t in (1, 2):
+            lat, samples = r.latency_us[t], r.latency_samples_us[t]
+            assert lat["runs"] == len(samples) >= 20 and lat["rounds"] == LATENCY_ROUNDS
+            assert lat["p50_us"] == pytest.approx(float(np.median(samples)))
+            assert min(samples) <= lat["p50_lo_us"] <= lat["p50_us"] <= lat["p50_hi_us"] <= max(samples)
+
+
+def test_same_inputs_give_the_same_recommendation(comparison, trained, mnist_train, mnist_test):
+    """Compare again on the same model and data: the same mode is recommended."""
+    comp, _ = comparison
+    again = compare(trained, calibration=mnist_train, evaluation=mnist_test, samples=100, eval_samples=EVAL_N,
+                    threads=(1,), runs=20, min_secs=0.05, max_secs=5)
+    assert again.recommendation.mode == comp.recommendation.mode, (again.recommendation.reason,
+                                                                   comp.recommendation.reason)
 
 
 def test_every_measurement_is_stored(comparison):
@@ -287,3 +313,16 @@ def test_compare_formats_md_csv_json(comparison, trained, mnist_train, mnist_tes
     assert res.exit_code == 0, res.stderr
     assert [r["model"] for r in csv.DictReader(io.StringIO(res.stdout))] == ["keras", "float32"]
     assert "wrote" in res.stderr
+
+
+def test_report_shows_each_p50_with_its_interval(comparison):
+    from edgeq.report import html_fragment, markdown
+
+    comp, _ = comparison
+    md, page = markdown(comp), html_fragment(comp, pngs={})
+    for r in comp.rows[1:]:
+        lat = r.latency_us[1]
+        text = p50_text(lat)
+        assert text.count(" ms [") == 1 and text.endswith("]")
+        assert f"{r.name} {text}" in md and f"{r.name} {text}" in page
+    assert "95% bootstrap interval" in md and "Overlapping intervals, or p50s within 15%, are ties" in md

@@ -223,7 +223,8 @@ def test_board_without_runtime_fails_with_reason(loopback_ssh, tiny_models_dir, 
     res = deploy(tiny_models_dir["int8"], to=board, bench=True, progress=False, store=False)["bare"]
     assert not res.ok and res.error_kind == "no-runtime"
     assert "TFLite runtime" in res.error and "offline" in res.error
-    assert "edgeq-device[litert]" in res.error  # the fix names what to install
+    assert "ai-edge-litert" in res.error  # the fix names what to install
+    assert "edgeq-device[" not in res.error  # and never edgeq-device from an index by name
 
 
 def test_board_that_never_answers_times_out(tiny_models_dir, tmp_path):
