@@ -72,6 +72,9 @@ def tree_sha(root):
     h = hashlib.sha256()
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
+        if not dirnames and not filenames and dirpath != root:  # an empty class folder is data too
+            rel = os.path.relpath(dirpath, root).replace(os.sep, "/")
+            h.update(rel.encode("utf-8") + b"/\0dir\n")
         for name in sorted(filenames):
             full = os.path.join(dirpath, name)
             rel = os.path.relpath(full, root).replace(os.sep, "/")

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from edgeq_device.evaluate import output_classes
 from edgeq_device.flatbuffer import read_flat_model
 from edgeq_device.preprocess import Preprocess
 
@@ -48,7 +49,7 @@ from .convert import (
     float_ops,
 )
 from .convert import embed_metadata as _embed
-from .data import DataSource, ImageFolder, as_source
+from .data import DataSource, ImageFolder, as_source, check_label_range
 from .errors import CalibrationError, DataError, EdgeqError, InvalidArgumentError
 from .models import LoadedModel, load_model
 from .nativelog import quiet_native_logs
@@ -187,7 +188,8 @@ class _EvalData:
     """The labeled evaluation data, read once: an image folder (streamed through the shared
     ``edgeq_device.evaluate.predict`` loop) or arrays held in memory."""
 
-    def __init__(self, source: DataSource, loaded: LoadedModel, limit: int | None, seed: int) -> None:
+    def __init__(self, source: DataSource, loaded: LoadedModel, limit: int | None, seed: int,
+                 outputs: int) -> None:
         if not source.has_labels:
             raise DataError("evaluation data needs labels", argument="evaluation", received=source.description,
                             fix="give an image folder with one subfolder per class, or (x, y) arrays")
@@ -195,7 +197,8 @@ class _EvalData:
         self.listing = None
         self.preprocess: Preprocess | None = None
         if isinstance(source, ImageFolder):
-            self.listing = source.listing.sample(limit, seed) if limit is not None else source.listing
+            listing = source.listing.fit_outputs(outputs, "evaluation")
+            self.listing = listing.sample(limit, seed) if limit is not None else listing
             self.preprocess = source.preprocess
             self.count = len(self.listing)
             return
@@ -214,6 +217,7 @@ class _EvalData:
             if isinstance(xs[0], list) else [np.stack([np.asarray(x) for x in xs]).astype(np.float32)]
         self.y = np.asarray(ys, np.int64)
         self.count = len(self.y)
+        check_label_range(self.y, outputs, "evaluation", source.description)
 
     def outputs(self, model_bytes: bytes) -> tuple[np.ndarray, np.ndarray]:
         if self.listing is not None:
@@ -244,6 +248,9 @@ def top1_accuracy(model: bytes, evaluation: Any, *, source_model: Any = None, pr
                   limit: int | None = None, seed: int = 0) -> float:
     """Top-1 accuracy (0..1) of ``.tflite`` bytes on labeled data (an image folder, ``(x, y)`` arrays...).
 
+    An image folder's class folders are matched to the model's metadata labels by name, else
+    numbered as :mod:`edgeq_device.images` says.
+
     ``source_model`` (the Keras model) tells input names and the default preprocessing;
     without it, the ``.tflite``'s own input shape does.
     """
@@ -254,12 +261,15 @@ def top1_accuracy(model: bytes, evaluation: Any, *, source_model: Any = None, pr
         from edgeq_device.evaluate import model_preprocess
 
         preprocess = model_preprocess(model)
-    src = as_source(evaluation, preprocess, argument="evaluation")
+    from edgeq_device.metadata import read_metadata
+
+    meta = read_metadata(model)
+    src = as_source(evaluation, preprocess, argument="evaluation", labels=meta.labels if meta is not None else None)
     if loaded is None:
         from .models import InputSpec
 
         loaded = LoadedModel("tflite", None, "model", [InputSpec("input", (None,))], 1)
-    return _EvalData(src, loaded, limit, seed).top1(model)
+    return _EvalData(src, loaded, limit, seed, output_classes(model)).top1(model)
 
 
 def _latency_ms(model_bytes: bytes) -> float:
@@ -356,13 +366,14 @@ def budget_search(
     if preprocess is None and len(loaded.inputs) == 1:
         preprocess = default_preprocess(loaded.inputs[0])
     calib = as_source(calibration, preprocess)
-    if labels is None and calib.class_names:
-        labels = calib.class_names
-    eval_src = as_source(evaluation, preprocess, argument="evaluation")
-    data = _EvalData(eval_src, loaded, eval_samples, seed)
-    common: dict[str, Any] = dict(preprocess=preprocess, labels=labels, show_progress=show_progress)
-
-    base = convert(loaded, Mode.FLOAT32, batch_size=batch_size, **common)
+    # The float32 baseline settles the labels (given, or the calibration folder's classes, one per
+    # output); the evaluation folder's class folders are then matched to them by name.
+    base = convert(loaded, Mode.FLOAT32, calibration=calib, batch_size=batch_size, preprocess=preprocess,
+                   labels=labels, show_progress=show_progress)
+    labels = base.metadata.labels
+    common: dict[str, Any] = dict(preprocess=preprocess, labels=labels or (), show_progress=show_progress)
+    eval_src = as_source(evaluation, preprocess, argument="evaluation", labels=labels)
+    data = _EvalData(eval_src, loaded, eval_samples, seed, output_classes(base.model_bytes))
     base_acc = data.top1(base.model_bytes)
     base_lat = _latency_ms(base.model_bytes)
     _say(show, f"budget: float32 top-1 {base_acc * 100:.2f}% on {data.count} samples; "

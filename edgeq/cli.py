@@ -205,12 +205,15 @@ def print_rows(header: list[str], rows: list[list[str]], fmt: str, *, err: bool 
                    "the worst layers in float, int16x8, float16 and keeps the first within it.")
 @click.option("--eval", "evaluation", type=click.Path(), default=None,
               help="Labeled evaluation data for --max-drop (image folder with class subfolders, .npz).")
+@click.option("--labels", "labels", type=click.Path(), default=None, metavar="FILE",
+              help="Class names, one per line in output order, stored in the model (default: the calibration "
+                   "folder's classes: integer folder names are their output, other names sorted as Keras does).")
 @custom_objects_option
 @preprocess_options
 def convert_cmd(model: str, modes: tuple[str, ...], calib: str | None, samples: int, seed: int, io: str | None,
                 batch_size: int | None, allow_float: bool, target: str | None, output: str, force: bool,
-                json_out: str | None, max_drop: float | None, evaluation: str | None, size: str | None,
-                color: str | None, mean: float | None, std: float | None) -> None:
+                json_out: str | None, max_drop: float | None, evaluation: str | None, labels: str | None,
+                size: str | None, color: str | None, mean: float | None, std: float | None) -> None:
     """Convert MODEL (.keras, .h5 or SavedModel folder) to .tflite and print what was written."""
     import json
     from pathlib import Path
@@ -235,10 +238,11 @@ def convert_cmd(model: str, modes: tuple[str, ...], calib: str | None, samples: 
                                        fix="give both, e.g. --max-drop 0.5 --eval data/test")
         results = convert(model, mode, calibration=calib, samples=samples, seed=seed, io=io,
                           batch_size=batch_size, preprocess=pre, allow_float_fallback=allow_float,
-                          max_drop=max_drop, evaluation=evaluation)
+                          max_drop=max_drop, evaluation=evaluation, labels=labels)
     else:
         results = convert(model, mode, calibration=calib, samples=samples, seed=seed, io=io,
-                          batch_size=batch_size, preprocess=pre, allow_float_fallback=allow_float, target=target)
+                          batch_size=batch_size, preprocess=pre, allow_float_fallback=allow_float, target=target,
+                          labels=labels)
     results = results if isinstance(results, list) else [results]
     # Check every target before writing any, so a refusal leaves nothing half done.
     single_file = len(results) == 1 and out.suffix == ".tflite"
@@ -320,11 +324,15 @@ def _check_free(paths: list[Any], force: bool, option: str) -> None:
               help="Output folder, or a .tflite file name.")
 @click.option("--force", is_flag=True, help="Overwrite existing output files.")
 @click.option("--json", "json_out", type=click.Path(), default=None, help="Also write a JSON summary (- for stdout).")
+@click.option("--labels", "labels", type=click.Path(), default=None, metavar="FILE",
+              help="Class names, one per line in output order; class folders are the outputs of their names "
+                   "(default: integer folder names are their output, other names sorted as Keras does).")
 @custom_objects_option
 @preprocess_options
 def qat_cmd(model: str, train: str, val: str | None, epochs: int, learning_rate: float, batch_size: int,
             train_samples: int | None, seed: int, io: str, output: str, force: bool, json_out: str | None,
-            size: str | None, color: str | None, mean: float | None, std: float | None) -> None:
+            labels: str | None, size: str | None, color: str | None, mean: float | None,
+            std: float | None) -> None:
     """Fine-tune MODEL with quantization-aware training on --train, then write the int8 .tflite.
 
     Keras 3 models are rebuilt in tf_keras (checked to give the same outputs); layers
@@ -343,7 +351,7 @@ def qat_cmd(model: str, train: str, val: str | None, epochs: int, learning_rate:
         _check_free([out], force, "--output")
     pre = build_preprocess(size, color, mean, std, model)
     result = qat(model, train, validation=val, epochs=epochs, learning_rate=learning_rate,
-                 batch_size=batch_size, preprocess=pre, samples=train_samples, seed=seed)
+                 batch_size=batch_size, preprocess=pre, samples=train_samples, seed=seed, labels=labels)
     converted = result.convert(io=io, seed=seed)
     target = out if out.suffix == ".tflite" else out / converted.default_filename
     _check_free([target], force, "--output")
@@ -724,12 +732,16 @@ def deploy_cmd(model: str, targets: tuple[str, ...], fleet: str | None, bench: b
 @click.option("--no-store", is_flag=True, help="Do not record the measurements.")
 @click.option("--output", "-o", type=click.Path(), default="out/compare", show_default=True, help="Report folder.")
 @click.option("--force", is_flag=True, help="Overwrite existing report files.")
+@click.option("--labels", "labels", type=click.Path(), default=None, metavar="FILE",
+              help="Class names, one per line in output order, stored in the models; --eval's class folders "
+                   "are the outputs of their names (default: the calibration folder's classes, else --eval's: "
+                   "integer folder names are their output, other names sorted as Keras does).")
 @custom_objects_option
 @format_option
 @preprocess_options
 def compare_cmd(model: str, calib: str, evaluation: str, modes: tuple[str, ...], threads: str | None, io: str, samples: int,
                 eval_samples: int | None, budget: float, prefer: str, db: str | None, no_store: bool, output: str,
-                force: bool, fmt: str, size: str | None, color: str | None, mean: float | None,
+                force: bool, fmt: str, labels: str | None, size: str | None, color: str | None, mean: float | None,
                 std: float | None) -> None:
     """Convert MODEL in every mode and compare size, accuracy, fidelity and latency; write a report."""
     from pathlib import Path
@@ -756,7 +768,7 @@ def compare_cmd(model: str, calib: str, evaluation: str, modes: tuple[str, ...],
     store = None if no_store else ResultsStore(db)
     comp = compare(model, calibration=calib, evaluation=evaluation, modes=mode_list, threads=thread_list, io=io,
                    samples=samples, eval_samples=eval_samples, budget=budget, prefer=prefer, preprocess=pre,
-                   store=store)
+                   labels=labels, store=store)
     if fmt == "table":
         from rich.console import Console
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -378,6 +379,51 @@ def _load_eval(source: DataSource, limit: int | None, seed: int) -> tuple[np.nda
     return np.stack(xs), labels
 
 
+def _match_labels(given: Sequence[str] | str | os.PathLike[str] | None, calib: DataSource, eval_src: DataSource,
+                  y: np.ndarray | None, outputs: int) -> tuple[tuple[str, ...] | None, np.ndarray | None, str]:
+    """The model's class names and the evaluation labels renumbered to them, with a note saying how.
+
+    Names: ``given``, else the calibration folder's classes, else the evaluation folder's. The
+    evaluation folder's class folders are then the outputs of their names.
+    """
+    from edgeq_device.evaluate import read_labels
+    from edgeq_device.images import describe_classes, list_image_folder
+
+    from .data import ImageFolder, check_label_range, class_labels
+    from .errors import LabelMismatchError
+
+    if isinstance(given, (str, os.PathLike)):
+        names: tuple[str, ...] | None = read_labels(given)
+        where = "labels"
+    elif given is not None:
+        names, where = tuple(str(n) for n in given), "labels"
+    else:
+        names, where = class_labels(calib, outputs, "calibration"), "the calibration folder"
+        if names is None:
+            names, where = class_labels(eval_src, outputs, "evaluation"), "the evaluation folder"
+    if names is not None and len(names) != outputs:
+        raise LabelMismatchError(f"{len(names)} labels for a model with {outputs} outputs", argument="labels",
+                                 received=len(names), fix=f"give exactly {outputs} labels, one per model output")
+    if not isinstance(eval_src, ImageFolder) or eval_src.listing.labels is None:
+        if y is not None:
+            check_label_range(y, outputs, "evaluation", eval_src.description)
+        return names, y, ""
+    listing = eval_src.listing
+    if names is not None:
+        with warnings.catch_warnings():  # the empty folders were named when the folder was first listed
+            warnings.simplefilter("ignore", UserWarning)
+            listing = list_image_folder(listing.root, labels=names, argument="evaluation")
+    listing = listing.fit_outputs(outputs, "evaluation")
+    if y is not None:
+        renumber = np.arange(max(outputs, int(y.max()) + 1))
+        new = dict(listing.folders)
+        for folder, old in eval_src.listing.folders:
+            renumber[old] = new[folder]
+        y = renumber[y]
+    return names, y, (f"labels from {where}; evaluation folders: "
+                      f"{describe_classes(listing.class_order, listing.folders)}")
+
+
 def _keras_outputs(loaded: LoadedModel, x: np.ndarray, batch: int = 256) -> np.ndarray:
     outs = [loaded.predict([x[i:i + batch]])[0] for i in range(0, len(x), batch)]
     return np.concatenate(outs).reshape(len(x), -1).astype(np.float32)
@@ -508,6 +554,7 @@ def compare(
     budget: float = 1.0,
     prefer: str = "size",
     preprocess: Any = None,
+    labels: Sequence[str] | str | os.PathLike[str] | None = None,
     runs: int = 50,
     min_secs: float = 0.5,
     max_secs: float = 20.0,
@@ -529,6 +576,10 @@ def compare(
         eval_samples: evaluate on a seeded subset of this many (default: all).
         budget: accuracy budget in points of top-1 for the recommendation (default 1).
         prefer: ``"size"`` (smallest within budget) or ``"latency"`` (fastest).
+        labels: class names in output order (or a text file, one per line), stored in the models'
+            metadata; the evaluation folder's class folders are matched to them by name. Default:
+            the calibration folder's classes, else the evaluation folder's (integer folder names
+            are their output, other names sorted as Keras does; see :mod:`edgeq_device.images`).
         runs, min_secs, max_secs: latency loop per mode and thread count (see ``edgeq_device.bench``),
             in total over ``LATENCY_ROUNDS`` rounds that interleave the modes.
         store: a :class:`edgeq.store.ResultsStore` or a path to record every measurement in.
@@ -562,21 +613,22 @@ def compare(
 
     pre = preprocess or default_preprocess(loaded.inputs[0])
     eval_src = as_source(evaluation, pre, argument="evaluation")
-    x, labels = _load_eval(eval_src, eval_samples, seed)
+    x, y = _load_eval(eval_src, eval_samples, seed)
     keras_out = _keras_outputs(loaded, x)
+    calib = as_source(calibration, pre)
+    names, y, label_note = _match_labels(labels, calib, eval_src, y, keras_out.shape[1])
     keras_pred = keras_out.argmax(axis=1)
-    labeled = labels is not None
-    keras_top1 = _top_k(keras_out, labels, 1) if labeled else None
+    labeled = y is not None
+    keras_top1 = _top_k(keras_out, y, 1) if labeled else None
     rows = [ModeRow(
         name=KERAS, mode=KERAS, io="float", size_bytes=None, size_ratio=None, top1=keras_top1,
-        top5=_top_k(keras_out, labels, 5) if labeled else None, top1_change_points=0.0 if labeled else None,
+        top5=_top_k(keras_out, y, 5) if labeled else None, top1_change_points=0.0 if labeled else None,
         agreement=1.0, sqnr_db=None, max_abs_error=0.0, cosine=1.0, latency_us={})]
     results: dict[str, ConversionResult] = {}
-    calib = as_source(calibration, pre)
     for mode in mode_list:
         res = convert(loaded, mode, calibration=calib if mode.needs_calibration else None, samples=samples,
                       seed=seed, io=io if mode is Mode.INT8 else "float", preprocess=pre,
-                      labels=eval_src.class_names or None, show_progress=show_progress)
+                      labels=names or (), show_progress=show_progress)
         results[mode.value] = res
     f32_size = results["float32"].size_bytes if "float32" in results else None
     from .store import file_sha256
@@ -602,21 +654,21 @@ def compare(
             out = measured[name]["out"]
             fid = fidelity(keras_out, out)
             pred = out.argmax(axis=1)
-            top1 = _top_k(out, labels, 1) if labeled else None
+            top1 = _top_k(out, y, 1) if labeled else None
             lat = {t: latency_summary(measured[name]["rounds"][t], _nth(levels[t], i)) for t in thread_list}
             samples_us = {t: [v for r in measured[name]["rounds"][t] for v in r] for t in thread_list}
             ana = analyze_flat_model(res.model_bytes)
             rows.append(ModeRow(
                 name=name, mode=res.mode.value, io=res.io.value, size_bytes=res.size_bytes,
                 size_ratio=None if not f32_size else f32_size / res.size_bytes,
-                top1=top1, top5=_top_k(out, labels, 5) if labeled else None,
+                top1=top1, top5=_top_k(out, y, 5) if labeled else None,
                 top1_change_points=None if top1 is None or keras_top1 is None else (top1 - keras_top1) * 100,
                 agreement=float(np.mean(pred == keras_pred)), sqnr_db=fid["sqnr_db"],
                 max_abs_error=fid["max_abs_error"], cosine=fid["cosine"], latency_us=lat,
                 latency_samples_us=samples_us, conversion_seconds=res.conversion_seconds,
                 macs=ana.total_macs, params=ana.total_params, peak_activation_bytes=ana.peak_activation_bytes,
                 model_sha256=file_sha256(res.model_bytes), float_ops=res.float_ops))
-    notes = []
+    notes = [label_note] if label_note else []
     f32 = next((r for r in rows if r.name == "float32"), None)
     for r in rows[1:]:
         if f32 is None or r is f32:

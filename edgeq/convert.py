@@ -36,19 +36,21 @@ from pathlib import Path
 from typing import Any, Literal, ParamSpec, TypeVar, overload
 
 import numpy as np
+from edgeq_device.evaluate import output_classes, read_labels
 from edgeq_device.fileio import atomic_write_bytes
 from edgeq_device.flatbuffer import FlatModel, read_flat_model
 from edgeq_device.metadata import METADATA_NAME, EdgeqMetadata
 from edgeq_device.preprocess import ColorMode, Preprocess
 
 from . import __version__
-from .data import DataSource, Sample, as_source
+from .data import DataSource, Sample, as_source, class_labels
 from .errors import (
     CalibrationError,
     ConversionError,
     EdgeqError,
     FewerSamplesWarning,
     InvalidArgumentError,
+    LabelMismatchError,
     NonFiniteCalibrationError,
     QuantizationError,
     UnscaledCalibrationWarning,
@@ -524,7 +526,7 @@ def convert(
     io: str | IOType = ...,
     batch_size: int | None = ...,
     preprocess: Preprocess | None = ...,
-    labels: Sequence[str] | None = ...,
+    labels: Sequence[str] | str | os.PathLike[str] | None = ...,
     allow_float_fallback: bool = ...,
     show_progress: bool | None = ...,
     max_drop: float | None = ...,
@@ -542,7 +544,7 @@ def convert(
     io: str | IOType = ...,
     batch_size: int | None = ...,
     preprocess: Preprocess | None = ...,
-    labels: Sequence[str] | None = ...,
+    labels: Sequence[str] | str | os.PathLike[str] | None = ...,
     allow_float_fallback: bool = ...,
     show_progress: bool | None = ...,
     max_drop: float | None = ...,
@@ -563,7 +565,7 @@ def convert(
     io: str | IOType = "float",
     batch_size: int | None = None,
     preprocess: Preprocess | None = None,
-    labels: Sequence[str] | None = None,
+    labels: Sequence[str] | str | os.PathLike[str] | None = None,
     allow_float_fallback: bool = False,
     show_progress: bool | None = None,
     max_drop: float | None = None,
@@ -584,7 +586,10 @@ def convert(
             ``mode="all"`` or a list it applies to the modes that take it, the others keep float I/O.
         batch_size: fix a dynamic batch dimension (1 for targets that need static shapes).
         preprocess: how images become input; default derived from the input shape, pixels to [0, 1].
-        labels: class names, stored in the model's metadata (default: the image folder's classes).
+        labels: class names in output order (or a text file, one per line), stored in the model's
+            metadata; there must be one per output of the model (``()`` stores none). Default:
+            the calibration image folder's classes (integer folder names are their output,
+            other names sorted as Keras does; see :mod:`edgeq_device.images`).
         allow_float_fallback: let ops that cannot be integer-quantized stay float.
         show_progress: progress bar on stderr (default on, ``EDGEQ_PROGRESS=0`` silences).
         max_drop: an accuracy budget in top-1 points (int8 only): search int8, int8 with the
@@ -595,8 +600,11 @@ def convert(
             static batch 1, no float fallback) and attaches the predicted op mapping as ``edgetpu``.
 
     Raises:
-        InvalidArgumentError, ModelLoadError, CalibrationError, QuantizationError, ConversionError.
+        InvalidArgumentError, ModelLoadError, CalibrationError, QuantizationError, ConversionError,
+        LabelMismatchError (labels that do not number the outputs).
     """
+    if isinstance(labels, (str, os.PathLike)):
+        labels = read_labels(labels)
     if target is not None:
         from .edgetpu import check_target_args, predict_edgetpu
 
@@ -653,11 +661,9 @@ def convert(
                 fix="pass calibration= an image folder, arrays or a tf.data.Dataset (--calib at the CLI)")
         source = as_source(calibration, preprocess)
         preprocess = getattr(source, "preprocess", None) or preprocess
-    if labels is None and source is not None and source.class_names:
-        labels = source.class_names
+    label_source = source
     if labels is None and calibration is not None and not mode_.needs_calibration:
-        src0 = as_source(calibration, preprocess)
-        labels = src0.class_names or None
+        label_source = as_source(calibration, preprocess)
 
     rep = None
     counter = {"n": 0}
@@ -694,6 +700,7 @@ def convert(
                 raise failures[0] from None
             raise _conversion_error(exc, mode_, allow_float_fallback) from exc
     seconds = time.perf_counter() - start
+    labels = _labels_for(labels, label_source, output_classes(bytes(raw)))
     if source is not None:
         warn_about_calibration(loaded, source, stats, samples)
     if source is not None and getattr(source, "skipped", None):
@@ -727,6 +734,19 @@ def convert(
         conversion_seconds=seconds, calibration_samples=counter["n"],
         float_ops=stayed_float, op_counts=flat.op_counts(), metadata=meta,
     )
+
+
+def _labels_for(labels: Sequence[str] | None, source: DataSource | None, outputs: int) -> tuple[str, ...] | None:
+    """The labels to store: one per output, given or from the calibration folder's classes."""
+    if labels is None:
+        return None if source is None else class_labels(source, outputs, "calibration")
+    names = tuple(str(x) for x in labels)
+    if names and len(names) != outputs:
+        raise LabelMismatchError(
+            f"{len(names)} labels for a model with {outputs} outputs", argument="labels", received=len(names),
+            fix=f"give exactly {outputs} labels, one per output in output order (--labels FILE at the CLI), "
+                "or labels=() to store none")
+    return names or None
 
 
 def _safe_name(name: str) -> str:

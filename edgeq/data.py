@@ -27,7 +27,7 @@ import numpy as np
 from edgeq_device.images import FolderListing, iter_images, list_image_folder
 from edgeq_device.preprocess import Preprocess
 
-from .errors import DataError, InvalidArgumentError
+from .errors import DataError, InvalidArgumentError, LabelMismatchError
 
 __all__ = [
     "ArraySource",
@@ -37,6 +37,8 @@ __all__ = [
     "Sample",
     "TFDataSource",
     "as_source",
+    "check_label_range",
+    "class_labels",
 ]
 
 Inputs = Union[np.ndarray, dict[str, np.ndarray], list[np.ndarray]]
@@ -86,22 +88,28 @@ class DataSource:
 
 
 class ImageFolder(DataSource):
-    """An image folder: class subfolders (sorted names give indices 0..N-1) or flat.
+    """An image folder: class subfolders or flat.
+
+    Every subfolder is a class, empty ones included (with a warning). Without ``labels``,
+    integer names are their class (folder ``k`` = class ``k``) and other names are numbered
+    in ``sorted()`` order, as Keras' ``image_dataset_from_directory`` does; with ``labels``
+    a folder is the class of its name (see :mod:`edgeq_device.images`).
 
     Args:
         root: the folder.
         preprocess: how an image becomes model input; None lets ``convert`` derive it
             from the model's input shape (size, channels; pixels scaled to [0, 1]).
-        labels: class names in index order, if not the sorted subfolder names.
+        labels: class names in index order (a model's outputs).
+        argument: the parameter named in errors and warnings (e.g. ``calibration``).
         skipped: unreadable files found while reading are appended here.
     """
 
     def __init__(self, root: str | os.PathLike[str], preprocess: Preprocess | None = None,
-                 labels: Sequence[str] | None = None) -> None:
+                 labels: Sequence[str] | None = None, *, argument: str = "data") -> None:
         self.root = Path(root)
         self.preprocess = preprocess
         self.labels = None if labels is None else tuple(labels)
-        self.listing: FolderListing = list_image_folder(self.root, labels=self.labels, argument="data")
+        self.listing: FolderListing = list_image_folder(self.root, labels=self.labels, argument=argument)
         self.class_names = self.listing.class_names
         self.description = str(self.root)
         self.skipped: list[Path] = []
@@ -320,6 +328,44 @@ def _looks_batched(dataset: Any) -> bool:
     return shape is not None and shape.rank is not None and shape.rank > 0 and shape[0] is None
 
 
+def class_labels(source: DataSource, outputs: int, argument: str = "data") -> tuple[str, ...] | None:
+    """The names of a model's ``outputs`` classes as ``source``'s labels number them, or None.
+
+    An image folder's class folders are checked against the outputs (see
+    :meth:`edgeq_device.images.FolderListing.fit_outputs`); integer labels (arrays) that all
+    fit name the outputs ``"0"..``; other sources have no class names.
+
+    Raises:
+        LabelMismatchError: a class folder is not one of the outputs, or sorted folder names
+            do not number them.
+    """
+    if isinstance(source, ImageFolder):
+        if source.listing.labels is None:
+            return None
+        return source.listing.fit_outputs(outputs, argument).class_names
+    names = source.class_names
+    if names and all(n.isdigit() for n in names) and len(names) <= outputs:
+        return tuple(str(i) for i in range(outputs))
+    return None
+
+
+def check_label_range(y: np.ndarray, outputs: int, argument: str, where: str) -> None:
+    """Refuse integer labels that are not one of a model's ``outputs`` outputs.
+
+    Raises:
+        LabelMismatchError: a label below 0 or at least ``outputs``.
+    """
+    y = np.asarray(y)
+    if y.size == 0:
+        return
+    low, high = int(y.min()), int(y.max())
+    if low < 0 or high >= outputs:
+        raise LabelMismatchError(
+            f"label {high if high >= outputs else low} is not an output of the model (outputs 0..{outputs - 1})",
+            argument=argument, received=where, fix=f"give labels 0..{outputs - 1}, the index of each sample's "
+                                                   "class among the model's outputs")
+
+
 def as_source(data: Any, preprocess: Preprocess | None = None, *, argument: str = "calibration",
               labels: Sequence[str] | None = None) -> DataSource:
     """Turn what the user has into a :class:`DataSource`.
@@ -341,7 +387,7 @@ def as_source(data: Any, preprocess: Preprocess | None = None, *, argument: str 
         p = Path(data)
         if p.is_dir():
             try:
-                return ImageFolder(p, preprocess, labels)
+                return ImageFolder(p, preprocess, labels, argument=argument)
             except DataError as exc:
                 raise type(exc)(exc.message, argument=argument, received=exc.received, fix=exc.fix) from None
         if p.suffix in (".npy", ".npz"):

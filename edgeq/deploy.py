@@ -376,10 +376,12 @@ def file_sha256(path: Path) -> str:
 
 
 def tree_sha256(root: Path) -> str:
-    """sha256 over a folder: relative paths and file hashes, sorted (same as on the board)."""
+    """sha256 over a folder: relative paths and file hashes, and empty folders, sorted (same as on the board)."""
     h = hashlib.sha256()
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
+        if not dirnames and not filenames and Path(dirpath) != root:  # an empty class folder is data too
+            h.update(Path(dirpath).relative_to(root).as_posix().encode("utf-8") + b"/\0dir\n")
         for name in sorted(filenames):
             full = Path(dirpath) / name
             rel = full.relative_to(root).as_posix()
@@ -392,6 +394,11 @@ def _tar_folder(root: Path) -> bytes:
     with tarfile.open(fileobj=buf, mode="w") as tf:
         for dirpath, dirnames, filenames in os.walk(root):
             dirnames.sort()
+            if not dirnames and not filenames and Path(dirpath) != root:  # empty class folders travel too
+                info = tf.gettarinfo(dirpath, arcname=Path(dirpath).relative_to(root).as_posix())
+                info.uid = info.gid = 0
+                info.uname = info.gname = ""
+                tf.addfile(info)
             for name in sorted(filenames):
                 full = Path(dirpath) / name
                 info = tf.gettarinfo(str(full), arcname=full.relative_to(root).as_posix())

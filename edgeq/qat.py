@@ -34,17 +34,19 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from edgeq_device.evaluate import read_labels
 from edgeq_device.preprocess import Preprocess
 
 from .convert import ConversionResult, _check_finite, default_preprocess
-from .data import DataSource, as_source
-from .errors import DataError, InvalidArgumentError, QATError
+from .data import DataSource, ImageFolder, as_source, check_label_range, class_labels
+from .errors import DataError, InvalidArgumentError, LabelMismatchError, QATError
 from .models import InputSpec, LoadedModel, load_model
 from .nativelog import quiet_native_logs
 from .progress import _console, progress_enabled
@@ -449,6 +451,17 @@ def _positive(value: Any, argument: str, example: str, integer: bool = True) -> 
                                    fix=f"give e.g. {argument}={example}")
 
 
+def _class_names(labels: Sequence[str] | None, source: DataSource, y: np.ndarray,
+                 outputs: int) -> tuple[str, ...] | None:
+    """The names of the model's outputs, checked against the training labels."""
+    if labels is not None and len(labels) != outputs:
+        raise LabelMismatchError(f"{len(labels)} labels for a model with {outputs} outputs", argument="labels",
+                                 received=len(labels), fix=f"give exactly {outputs} labels, one per model output")
+    names = class_labels(source, outputs, "train")
+    check_label_range(y, outputs, "train", source.description)
+    return tuple(str(n) for n in labels) if labels is not None else names
+
+
 @quiet_native_logs()
 def qat(
     model: Any,
@@ -465,6 +478,7 @@ def qat(
     seed: int = 0,
     tolerance: float = 1e-5,
     show_progress: bool | None = None,
+    labels: Sequence[str] | str | os.PathLike[str] | None = None,
 ) -> QATResult:
     """Quantization-aware fine-tuning of a trained Keras classifier.
 
@@ -484,11 +498,16 @@ def qat(
         seed: seed of the subset, the shuffling and the initial weights of quantizers.
         tolerance: largest output difference allowed between a Keras 3 model and its rebuild.
         show_progress: progress per epoch on stderr (default: on unless ``EDGEQ_PROGRESS=0``).
+        labels: class names in output order (or a text file, one per line): an image folder's class
+            folders are the outputs of their names. Default: integer folder names are their output,
+            other names sorted as Keras does (see :mod:`edgeq_device.images`); the validation
+            folder is matched to the training folder's classes by name.
 
     Raises:
         QATError: the model cannot be rebuilt or prepared (the layer is named).
         DataError: the data has no labels or does not fit the model's input;
             NonFiniteCalibrationError (a DataError): a sample holds NaN or Inf.
+        LabelMismatchError: a class folder or label is not one of the model's outputs.
         InvalidArgumentError: a bad option.
     """
     import tf_keras
@@ -508,12 +527,19 @@ def qat(
                        fix="give the Keras model (object, .keras or .h5 file)")
     if preprocess is None and len(loaded.inputs) == 1:
         preprocess = default_preprocess(loaded.inputs[0])
-    train_src = as_source(train, preprocess, argument="train")
+    if isinstance(labels, (str, os.PathLike)):
+        labels = read_labels(labels)
+    train_src = as_source(train, preprocess, argument="train", labels=labels)
     x, y = _arrays(train_src, loaded.inputs, "train", samples, seed)
+    outputs = int(np.prod(np.shape(loaded.predict([a[:1] for a in x])[0])[1:]))
+    names = _class_names(labels, train_src, y, outputs)
     val = None
     if validation is not None:
-        val_src = as_source(validation, preprocess, argument="validation")
+        val_src = as_source(validation, preprocess, argument="validation", labels=names)
+        if isinstance(val_src, ImageFolder) and val_src.listing.labels is not None:
+            val_src.listing.fit_outputs(outputs, "validation")
         vx, vy = _arrays(val_src, loaded.inputs, "validation")
+        check_label_range(vy, outputs, "validation", val_src.description)
         val = (vx[0] if len(vx) == 1 else vx, vy)
     show = progress_enabled(show_progress)
     tf_keras.utils.set_random_seed(seed)
@@ -536,10 +562,9 @@ def qat(
                          batch_size=batch_size, shuffle=True, verbose=0,
                          callbacks=[_epoch_callback(epochs, show)])
     seconds = time.perf_counter() - start
-    labels = train_src.class_names or None
     return QATResult(
         model=qmodel, float_model=base, plan=plan,
         history={k: [float(v) for v in vals] for k, vals in history.history.items()},
         epochs=epochs, seconds=seconds, rebuild_max_diff=diff, preprocess=preprocess,
-        train_source=train_src, labels=tuple(labels) if labels else None)
+        train_source=train_src, labels=names)
 

@@ -9,6 +9,7 @@ raises on purpose print one ``error: ...`` line and exit 2.
 from __future__ import annotations
 
 import sys
+import warnings
 from typing import Any, Callable, Sequence
 
 import click
@@ -173,8 +174,9 @@ def bench_cmd(model: str, runs: int, min_secs: float, max_secs: float, warmup: i
 @click.argument("model")
 @click.argument("data")
 @click.option("--labels", type=str, metavar="FILE",
-              help="Class names, one per line in output order (default: the model's metadata, else "
-                   "the sorted class folder names).")
+              help="Class names, one per line in output order; a class folder is the output of its name "
+                   "(default: the model's metadata, else integer folder names are their output and other "
+                   "names are numbered in sorted order, as Keras does; empty folders count).")
 @click.option("--limit", type=click.IntRange(min=1), metavar="N",
               help="Evaluate a seeded random sample of N images.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the --limit sample.")
@@ -193,16 +195,23 @@ def eval_cmd(model: str, data: str, labels: str | None, limit: int | None, seed:
              json_path: str | None, force: bool) -> None:
     """Accuracy of MODEL on DATA, a folder with one subfolder of images per class.
 
+    Every subfolder is a class, empty ones included; the labels line says how folder
+    names became the model's outputs.
+
     Preprocessing and labels come from the model's edgeq metadata; for a model from
     elsewhere give --size, --color, --mean/--std and --labels.
     """
     _check_json(json_path, force)
     preprocess = model_preprocess(model, size=size, color=color, mean=mean, std=std)
-    result = evaluate(model, data, preprocess=preprocess, labels=labels, limit=limit, seed=seed,
-                      workers=workers, runtime=runtime, threads=threads, xnnpack=xnnpack,
-                      delegate=delegate, delegate_options=delegate_options,
-                      skip_unreadable=skip_unreadable, keep_predictions=predictions,
-                      progress=not quiet)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        result = evaluate(model, data, preprocess=preprocess, labels=labels, limit=limit, seed=seed,
+                          workers=workers, runtime=runtime, threads=threads, xnnpack=xnnpack,
+                          delegate=delegate, delegate_options=delegate_options,
+                          skip_unreadable=skip_unreadable, keep_predictions=predictions,
+                          progress=not quiet)
+    for w in caught:  # e.g. empty class folders: one line each, no source location
+        echo_err(f"warning: {w.message}")
     _emit(result, format_eval(result), json_path, force)
 
 

@@ -27,7 +27,7 @@ import numpy as np
 
 from .errors import DataError, InvalidArgumentError, LabelMismatchError
 from .flatbuffer import FlatModel, ModelSource, Tensor, load_model_bytes, read_flat_model
-from .images import FolderListing, list_image_folder
+from .images import CLASS_ORDERS, FolderListing, folder_pairs, list_image_folder
 from .metadata import read_metadata
 from .preprocess import ColorMode, Preprocess, load_image
 from .report_json import JsonResult
@@ -40,6 +40,7 @@ __all__ = [
     "evaluate",
     "format_eval",
     "model_preprocess",
+    "output_classes",
     "predict",
     "predict_arrays",
     "read_labels",
@@ -61,6 +62,11 @@ def _output_size(flat: FlatModel) -> int:
     for d in dims:
         n *= max(int(d), 1)
     return n
+
+
+def output_classes(model: ModelSource) -> int:
+    """How many values a classifier's first output gives per sample: its number of classes."""
+    return _output_size(read_flat_model(model))
 
 
 def model_preprocess(
@@ -361,6 +367,9 @@ class EvalResult(JsonResult):
     edgeq_device_version: str
     predictions: tuple[int, ...] | None = None
     files: tuple[str, ...] | None = None
+    class_order: str = ""
+    class_folders: dict[str, int] | None = None
+    empty_folders: tuple[str, ...] = ()
 
 
 def top_k_hits(outputs: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
@@ -402,7 +411,10 @@ def evaluate(
         preprocess: default: the model's edgeq metadata, else inferred from its input
             (see :func:`model_preprocess`).
         labels: class names in output order, or a file with one per line; default: the
-            model's edgeq metadata, else the sorted subfolder names give indices 0..N-1.
+            model's edgeq metadata. A folder is the output of its name among them; without
+            labels, integer folder names are their output (folder ``k`` = output ``k``), other
+            names are numbered in ``sorted()`` order as Keras' ``image_dataset_from_directory``
+            does (see :mod:`edgeq_device.images`). Empty class folders count.
         limit: evaluate a seeded random sample of this many images.
         seed: seed of that sample.
         workers, runtime, threads, xnnpack, delegate, delegate_options, skip_unreadable:
@@ -434,6 +446,11 @@ def evaluate(
     else:
         names, labels_from = tuple(str(x) for x in labels), "labels"
     if names is not None and len(names) != n_out:
+        if labels_from == "metadata":
+            raise LabelMismatchError(
+                f"the model's metadata holds {len(names)} labels for its {n_out} outputs", argument="model",
+                received=len(names), fix=f"give --labels FILE (labels=) with the {n_out} class names in output "
+                                         "order, or convert the model again")
         raise LabelMismatchError(f"{len(names)} labels for a model with {n_out} outputs",
                                  argument="labels", received=len(names),
                                  fix=f"give exactly {n_out} labels, one per model output")
@@ -446,11 +463,7 @@ def evaluate(
         raise DataError("evaluation needs a labeled folder (one subfolder of images per class)",
                         argument="data", received=str(listing.root),
                         fix="sort the images into one subfolder per class")
-    if len(listing.class_names) > n_out:
-        raise LabelMismatchError(
-            f"{len(listing.class_names)} class folders but the model has {n_out} outputs",
-            argument="data", received=str(listing.root),
-            fix="remove the extra class folders, or give --labels matching the model's outputs")
+    listing = listing.fit_outputs(n_out, argument="data")
     if limit is not None:
         if not isinstance(limit, int) or limit < 1:
             raise InvalidArgumentError("must be a positive integer", argument="limit", received=limit,
@@ -489,7 +502,7 @@ def evaluate(
     k = min(5, n_out)
     confusion = np.zeros((n_out, n_out), np.int64)
     np.add.at(confusion, (y, pred), 1)
-    classes = tuple(listing.class_names) + tuple(str(i) for i in range(len(listing.class_names), n_out))
+    classes = tuple(listing.class_names)
     per_class = []
     for c in range(n_out):
         count, correct = int(confusion[c].sum()), int(confusion[c, c])
@@ -526,6 +539,9 @@ def evaluate(
         edgeq_device_version=__version__,
         predictions=tuple(int(v) for v in pred) if keep_predictions else None,
         files=tuple(str(p) for p in kept) if keep_predictions else None,
+        class_order=listing.class_order,
+        class_folders=dict(listing.folders),
+        empty_folders=listing.empty,
     )
 
 
@@ -537,7 +553,7 @@ def format_eval(r: EvalResult, max_classes: int = 20) -> str:
         + (f", {len(r.skipped)} unreadable skipped" if r.skipped else ""),
         f"runtime    {r.runtime} {r.runtime_version}" + (f", {r.delegate}" if r.delegate else "")
         + f", {r.workers} workers, {r.images_per_second:.1f} images/s",
-        f"labels     from {r.labels_from}",
+        f"labels     {_labels_text(r)}",
         f"top-1      {r.top1:.4f}",
         f"top-{r.top_k}      {r.top5:.4f}",
     ]
@@ -549,6 +565,9 @@ def format_eval(r: EvalResult, max_classes: int = 20) -> str:
         hidden = sum(1 for c in r.per_class if c.images) - len(shown)
         if hidden > 0:
             lines.append(f"  ... {hidden} more (see --json)")
+    if r.empty_folders:
+        lines.append(f"empty      class folders with no image (still classes): {', '.join(r.empty_folders[:10])}"
+                     + (" …" if len(r.empty_folders) > 10 else ""))
     if len(r.classes) <= 12:
         lines += _confusion_lines(r)
     return "\n".join(lines)
@@ -572,3 +591,11 @@ def _confusion_lines(r: EvalResult, width: int = 80) -> list[str]:
         return ["confusion: too wide to print here, see --json"]
     return head + body
 
+
+def _labels_text(r: EvalResult) -> str:
+    """``from folders (integer names: folder k = output k): 0→0, 1→1, …``."""
+    where = r.labels_from
+    if not r.class_order:
+        return f"from {where}"
+    pairs = folder_pairs(list((r.class_folders or {}).items()))
+    return f"from {where} ({CLASS_ORDERS.get(r.class_order, r.class_order)}): {pairs}"

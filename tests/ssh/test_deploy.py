@@ -106,6 +106,29 @@ def test_second_deploy_reuses_venv_and_skips_unchanged_files(first_deploy, tiny_
     assert "venv reused" in res.actions["setup"]
 
 
+def test_eval_folder_with_empty_class_folders_keeps_its_indices_on_the_board(first_deploy, tiny_models_dir,
+                                                                            eval_folder, tmp_path):
+    import shutil
+
+    from edgeq_device import evaluate
+
+    data = tmp_path / "only_3_and_7"
+    for name in ("0", "3", "7", "9"):
+        (data / name).mkdir(parents=True)
+    for name in ("3", "7"):
+        for f in sorted((eval_folder / name).glob("*.png")):
+            shutil.copy(f, data / name / f.name)
+    with pytest.warns(UserWarning, match="no image"):
+        here = evaluate(tiny_models_dir["int8"], data)
+    report = deploy(tiny_models_dir["int8"], to=first_deploy["board"], eval=data, progress=False, store=False)
+    res = report["pi4-kitchen"]
+    assert res.ok, res.error
+    assert res.actions["upload_data"].startswith("copied") and res.eval is not None
+    # the empty class folders arrived: the board lists them as classes, as here
+    assert res.eval["class_folders"] == {"0": 0, "3": 3, "7": 7, "9": 9} == here.class_folders
+    assert res.eval["empty_folders"] == ["0", "9"] and res.eval["top1"] == here.top1
+
+
 def test_fleet_runs_concurrently_and_an_unreachable_board_fails_alone(loopback_ssh, tiny_models_dir, board_python,
                                                                        tmp_path):
     closed = socket.socket()
