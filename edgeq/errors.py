@@ -26,9 +26,10 @@ names the argument, what was received and the fix. The base classes come from
 and the warnings (``UserWarning`` subclasses; the CLI prints each as one line)::
 
     EdgeqWarning
-    └── CalibrationWarning              calibration data works but looks wrong
-        ├── UnscaledCalibrationWarning  values look unprocessed (e.g. raw 0..255 pixels)
-        └── FewerSamplesWarning         the source has fewer samples than were asked for
+    ├── CalibrationWarning              calibration data works but looks wrong
+    │   ├── UnscaledCalibrationWarning  values look unprocessed (e.g. raw 0..255 pixels)
+    │   └── FewerSamplesWarning         the source has fewer samples than were asked for
+    └── EmptyClassFolderWarning         a class folder holds no image (still a class)
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from edgeq_device.errors import (
     DelegateError,
     EdgeqError,
     EdgeqWarning,
+    EmptyClassFolderWarning,
     InvalidArgumentError,
     LabelMismatchError,
     ModelFileError,
@@ -58,6 +60,7 @@ __all__ = [
     "DeployError",
     "EdgeqError",
     "EdgeqWarning",
+    "EmptyClassFolderWarning",
     "FewerSamplesWarning",
     "InvalidArgumentError",
     "LabelMismatchError",

@@ -29,6 +29,7 @@ __all__ = [
     "DelegateError",
     "EdgeqError",
     "EdgeqWarning",
+    "EmptyClassFolderWarning",
     "InvalidArgumentError",
     "LabelMismatchError",
     "ModelFileError",
@@ -111,3 +112,7 @@ class EdgeqWarning(UserWarning):
     The message says what was seen and what to do; filter a whole kind with
     ``warnings.filterwarnings("ignore", category=...)``.
     """
+
+
+class EmptyClassFolderWarning(EdgeqWarning):
+    """A class subfolder holds no image; it still counts as a class, so indices never shift."""

@@ -29,7 +29,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from .errors import DataError, LabelMismatchError
+from .errors import DataError, EmptyClassFolderWarning, LabelMismatchError
 from .preprocess import Preprocess, load_image
 
 __all__ = [
@@ -225,7 +225,7 @@ def _labeled(root: Path, names: list[str], files_of: dict[str, list[Path]],
     if empty:
         warnings.warn(f"{argument}: class folder(s) with no image, still counted as classes: "
                       f"{', '.join(empty[:10])}{' …' if len(empty) > 10 else ''} (in {root})",
-                      UserWarning, stacklevel=3)
+                      EmptyClassFolderWarning, stacklevel=3)
     paths: list[Path] = []
     idx: list[int] = []
     for n in names:
