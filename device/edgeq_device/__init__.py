@@ -7,10 +7,12 @@ from .errors import (
     DataError,
     DelegateError,
     EdgeqError,
+    InferenceError,
     InvalidArgumentError,
     LabelMismatchError,
     ModelFileError,
     OutputExistsError,
+    RuntimeCrashError,
     RuntimeNotFoundError,
 )
 from .evaluate import EvalResult, evaluate, model_preprocess, predict
@@ -35,6 +37,7 @@ __all__ = [
     "EvalResult",
     "FlatModel",
     "FolderListing",
+    "InferenceError",
     "InvalidArgumentError",
     "LabelMismatchError",
     "LatencyStats",
@@ -44,6 +47,7 @@ __all__ = [
     "OutputExistsError",
     "Preprocess",
     "Runtime",
+    "RuntimeCrashError",
     "RuntimeNotFoundError",
     "__version__",
     "benchmark",

@@ -7,7 +7,9 @@ print it as one line and a notebook user knows what to change::
     EdgeqError
     ├── InvalidArgumentError (also ValueError)   a parameter has a bad value
     ├── OutputExistsError (also FileExistsError) refusing to overwrite a file
-    ├── ModelFileError                           missing / not a .tflite / truncated
+    ├── ModelFileError                           missing / not a .tflite / truncated / fails validation
+    │   └── RuntimeCrashError                    the runtime crashed (a signal) loading this model
+    ├── InferenceError                           the model failed while running (an operator's error)
     ├── DataError                                no data, unreadable images, shape mismatch
     │   └── LabelMismatchError                   labels do not match the model's outputs
     ├── RuntimeNotFoundError (also ImportError)  no TFLite interpreter installed
@@ -24,10 +26,12 @@ __all__ = [
     "DataError",
     "DelegateError",
     "EdgeqError",
+    "InferenceError",
     "InvalidArgumentError",
     "LabelMismatchError",
     "ModelFileError",
     "OutputExistsError",
+    "RuntimeCrashError",
     "RuntimeNotFoundError",
 ]
 
@@ -77,6 +81,22 @@ class OutputExistsError(EdgeqError, FileExistsError):
 
 class ModelFileError(EdgeqError):
     """A model file is missing, unreadable, not a .tflite flatbuffer or truncated."""
+
+
+class RuntimeCrashError(ModelFileError):
+    """The TFLite runtime crashed (was killed by a signal) loading this model in a child process.
+
+    ``signal`` is the signal's number (11 for a segmentation fault), or None where the
+    child did not finish in time and was stopped.
+    """
+
+    def __init__(self, message: str, *, signal: int | None = None, **kwargs: Any) -> None:
+        self.signal = signal
+        super().__init__(message, **kwargs)
+
+
+class InferenceError(EdgeqError):
+    """The model failed while running: an operator reported an error at ``invoke()``."""
 
 
 class DataError(EdgeqError):
