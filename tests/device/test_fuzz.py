@@ -25,8 +25,6 @@ from edgeq_device.errors import InferenceError, ModelFileError, RuntimeCrashErro
 from edgeq_device.flatbuffer import read_flat_model
 from edgeq_device.runtime import ModelRunner, resolve_runtime
 
-
-
 SEED = 20261129
 MUTANTS_PER_MODEL = 180
 BASE_MODELS = ("float32", "int8", "meta_uint8")
