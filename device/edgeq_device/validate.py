@@ -218,6 +218,7 @@ def validate_flat_model(flat: FlatModel, *, argument: str = "model", where: str 
 
 _LOADED: set[tuple[str, str, bool]] = set()
 _LOADED_LOCK = threading.Lock()
+_PROBE_LOCK = threading.Lock()
 
 # The helper: reads requests (8-byte length, 1-byte XNNPACK flag, model bytes) from stdin and
 # answers each with 4-byte signal (0: none) + 1-byte stage (L: loading, R: running, T: timed out).
@@ -431,8 +432,9 @@ def check_loads_in_child(model_bytes: bytes, runtime: Runtime, *, xnnpack: bool 
     with _LOADED_LOCK:
         if key in _LOADED:
             return
-    probe = _fork_probe if _single_threaded() else _helper_probe
-    sig, stage = probe(runtime, model_bytes, xnnpack, timeout)
+    with _PROBE_LOCK:  # one model at a time through the helper's pipes
+        probe = _fork_probe if _single_threaded() else _helper_probe
+        sig, stage = probe(runtime, model_bytes, xnnpack, timeout)
     doing = "running" if stage == "R" else "loading"
     if stage == "T":
         raise RuntimeCrashError(f"the runtime did not finish {doing} this model in {timeout:g} s",
