@@ -42,14 +42,16 @@ from .convert import (
     Mode,
     _details,
     _enum_arg,
+    _warnings_once,
     convert,
     default_preprocess,
     float_ops,
 )
 from .convert import embed_metadata as _embed
 from .data import DataSource, ImageFolder, as_source
-from .errors import DataError, EdgeqError, InvalidArgumentError
+from .errors import CalibrationError, DataError, EdgeqError, InvalidArgumentError
 from .models import LoadedModel, load_model
+from .nativelog import quiet_native_logs
 from .progress import _console, progress_enabled
 
 __all__ = ["BudgetReport", "Candidate", "budget_search", "top1_accuracy"]
@@ -294,6 +296,8 @@ def _say(show: bool, text: str) -> None:
         _console.print(text, highlight=False, soft_wrap=True)
 
 
+@quiet_native_logs()
+@_warnings_once
 def budget_search(
     model: Any,
     *,
@@ -328,6 +332,7 @@ def budget_search(
 
     Raises:
         InvalidArgumentError: a bad budget or option; DataError: unlabeled evaluation data;
+        CalibrationError (NonFiniteCalibrationError: a sample with NaN or Inf) stops the search;
         and what ``convert`` raises for the baseline.
     """
     if isinstance(max_drop, bool) or not isinstance(max_drop, (int, float)) or not math.isfinite(max_drop) \
@@ -387,6 +392,8 @@ def budget_search(
         int8_result = convert(loaded, Mode.INT8, calibration=calib, samples=samples, seed=seed, io=io_,
                               batch_size=batch_size, allow_float_fallback=allow_float_fallback, **common)
         done = measure("int8", Mode.INT8, int8_result).within_budget
+    except CalibrationError:  # bad calibration data is the user's to fix, not a candidate's failure
+        raise
     except EdgeqError as exc:
         failed("int8", Mode.INT8, exc)
 
@@ -398,6 +405,8 @@ def budget_search(
             done = measure("int16x8", Mode.INT16X8, convert(
                 loaded, Mode.INT16X8, calibration=calib, samples=samples, seed=seed, batch_size=batch_size,
                 allow_float_fallback=allow_float_fallback, **common)).within_budget
+        except CalibrationError:
+            raise
         except EdgeqError as exc:
             failed("int16x8", Mode.INT16X8, exc)
     if not done:
@@ -451,6 +460,8 @@ def _float_layer_candidates(loaded: LoadedModel, calib: DataSource, samples: int
         session = QuantDebugSession(loaded, calib, samples=samples, seed=seed, preprocess=preprocess,
                                     batch_size=batch_size, show_progress=show_progress)
         report = session.report()
+    except CalibrationError:
+        raise
     except EdgeqError as exc:
         failed("int8+float layers", Mode.INT8, exc)
         return False

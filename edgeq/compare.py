@@ -32,10 +32,11 @@ from edgeq_device.evaluate import predict_arrays, top_k_hits
 from edgeq_device.sysinfo import board_info
 
 from . import __version__
-from .convert import MODES, ConversionResult, IOType, Mode, convert
+from .convert import MODES, ConversionResult, IOType, Mode, _enum_arg, _warnings_once, convert
 from .data import DataSource, as_source
 from .errors import DataError, InvalidArgumentError
 from .models import LoadedModel, load_model
+from .nativelog import quiet_native_logs
 from .progress import task_progress
 
 __all__ = ["Comparison", "ModeRow", "Recommendation", "compare", "fidelity"]
@@ -202,7 +203,7 @@ class Comparison:
         }
 
     def table(self) -> Any:
-        """A rich Table of the rows."""
+        """The rows as a rich renderable table that fits the width it is printed at (see ``report.rich_table``)."""
         from .report import rich_table
 
         return rich_table(self)
@@ -212,6 +213,7 @@ class Comparison:
 
         Raises:
             OutputExistsError: a report file exists and ``overwrite`` is False (nothing is written then).
+            OutputError: ``folder`` cannot be written (a file on the way, no permission, read-only).
         """
         from .report import write_report
 
@@ -336,6 +338,8 @@ def _closest(rows: list[ModeRow], labeled: bool) -> str:
     return f"{r.name} ({(r.agreement or 0) * 100:.1f}% agreement)"
 
 
+@quiet_native_logs()
+@_warnings_once
 def compare(
     model: Any,
     *,
@@ -383,8 +387,13 @@ def compare(
     if not isinstance(budget, (int, float)) or budget < 0:
         raise InvalidArgumentError("must be a number of points >= 0", argument="budget", received=budget,
                                    fix="give e.g. 1.0 (one point of top-1 accuracy)")
-    mode_list = list(MODES) if modes == "all" else [Mode(str(m.value if isinstance(m, Mode) else m).lower())
-                                                    for m in modes]  # type: ignore[arg-type]
+    if isinstance(modes, str) and modes.lower() != "all":
+        modes = [modes]
+    mode_list = list(MODES) if isinstance(modes, str) else [
+        _enum_arg(Mode, m, "modes", [v.value for v in MODES]) for m in modes]
+    if not mode_list:
+        raise InvalidArgumentError("no modes to compare", argument="modes", received=modes,
+                                   fix="give 'all' or modes such as ['int8', 'float16']")
     cores = os.cpu_count() or 1
     thread_list = tuple(sorted(set(threads))) if threads else tuple(sorted({1, cores}))
     if any((not isinstance(t, int)) or t < 1 for t in thread_list):

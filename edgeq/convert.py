@@ -21,15 +21,19 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import functools
 import io as _io
+import os
 import re
+import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
-from typing import Any, Literal, overload
+from typing import Any, Literal, ParamSpec, TypeVar, overload
 
 import numpy as np
 from edgeq_device.fileio import atomic_write_bytes
@@ -43,14 +47,19 @@ from .errors import (
     CalibrationError,
     ConversionError,
     EdgeqError,
+    FewerSamplesWarning,
     InvalidArgumentError,
+    NonFiniteCalibrationError,
     QuantizationError,
+    UnscaledCalibrationWarning,
 )
 from .models import InputSpec, LoadedModel, load_model
+from .nativelog import quiet_native_logs
 from .progress import task_progress
 
 __all__ = [
     "MODES",
+    "CalibrationStats",
     "ConversionResult",
     "IOType",
     "Mode",
@@ -60,6 +69,7 @@ __all__ = [
     "default_preprocess",
     "embed_metadata",
     "representative_dataset",
+    "warn_about_calibration",
 ]
 
 
@@ -151,6 +161,8 @@ class ConversionResult:
 
         Raises:
             OutputExistsError: the file exists and ``overwrite`` is False.
+            OutputError: the path cannot be written (a folder on the way is a file, no
+                permission, a read-only or full disk).
         """
         p = Path(path)
         if p.is_dir() or (not p.suffix and not p.exists()):
@@ -205,29 +217,169 @@ def _fit(arr: np.ndarray, spec: InputSpec, batch_size: int | None, source: str) 
             argument="calibration", received=source,
             fix="preprocess to the model's input size and channels (Preprocess(size=..., color=...), "
                 "--size/--color)")
-    return [arr[None].astype(np.float32, copy=False)]
+    with np.errstate(over="ignore"):  # a value beyond float32 becomes Inf, refused by name later
+        return [arr[None].astype(np.float32, copy=False)]
+
+
+@dataclass
+class CalibrationStats:
+    """What the calibration samples looked like, gathered as they stream to the converter.
+
+    Attributes:
+        samples: how many samples the longest pass over the source gave.
+        low: the smallest value seen, per input name.
+        high: the largest value seen, per input name.
+    """
+
+    samples: int = 0
+    low: dict[str, float] = field(default_factory=dict)
+    high: dict[str, float] = field(default_factory=dict)
+
+    def observe(self, name: str, low: float, high: float) -> None:
+        """Widen ``name``'s range to include ``[low, high]``."""
+        self.low[name] = min(low, self.low.get(name, low))
+        self.high[name] = max(high, self.high.get(name, high))
+
+
+def _check_finite(arr: np.ndarray, index: int, spec: InputSpec, multi: bool, source: str,
+                  argument: str = "calibration") -> tuple[float, float]:
+    """One sample's (min, max); NaN or Inf raises :class:`NonFiniteCalibrationError` naming the sample.
+
+    Two reductions and no copy: NaN propagates through min and max, +Inf shows in the max,
+    -Inf in the min. Runs on the float32 array the converter would get (a float64 value
+    beyond float32's range has become Inf by then).
+    """
+    if arr.size == 0:
+        return np.inf, -np.inf
+    low, high = float(arr.min()), float(arr.max())
+    if np.isfinite(low) and np.isfinite(high):
+        return low, high
+    bad = ~np.isfinite(arr)
+    first = tuple(int(i) for i in np.argwhere(bad)[0])
+    value = arr[first]
+    kind = "NaN" if np.isnan(value) else ("-Inf" if value < 0 else "Inf")
+    count = int(bad.sum())
+    where = f" of input {spec.name!r}" if multi else ""
+    raise NonFiniteCalibrationError(
+        f"sample {index}{where} holds {kind} at element {first}"
+        + (f" ({count} non-finite values in it)" if count > 1 else ""),
+        index=index, input_name=spec.name, argument=argument, received=source,
+        fix="drop or repair that sample (e.g. keep x[np.isfinite(x).reshape(len(x), -1).all(axis=1)]) "
+            "and check the preprocessing that produced it; quantization ranges cannot be set from NaN or Inf")
+
+
+_WARNED: ContextVar[set[str] | None] = ContextVar("edgeq_calibration_warned", default=None)
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _warnings_once(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Within one call of ``fn`` (and the conversions it makes), each calibration warning is given once."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        if _WARNED.get() is not None:
+            return fn(*args, **kwargs)
+        token = _WARNED.set(set())
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            _WARNED.reset(token)
+
+    return wrapper
+
+
+def _warn_once(message: str, category: type[Warning]) -> None:
+    """``warnings.warn`` pointing at the caller's code outside edgeq; once per scope (see ``_warnings_once``)."""
+    seen = _WARNED.get()
+    if seen is not None:
+        if message in seen:
+            return
+        seen.add(message)
+    here = str(Path(__file__).parent) + os.sep
+    frame, level = sys._getframe(0), 1
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(here):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level)
+
+
+# Float calibration values of an image-like input (a grid, not a feature vector) that are all
+# >= 0 with a maximum above this look like unscaled pixels (0..255) unless the model rescales.
+# Signed data (standardized, [-1, 1]) and [0, 1] data stay clear of it.
+_UNSCALED_ABOVE = 2.0
+
+
+def warn_about_calibration(loaded: LoadedModel, source: DataSource, stats: CalibrationStats,
+                           samples: int) -> None:
+    """Warn once about calibration data that works but looks wrong (after a calibration pass).
+
+    - :class:`~edgeq.errors.FewerSamplesWarning`: the source had fewer samples than ``samples``.
+    - :class:`~edgeq.errors.UnscaledCalibrationWarning`: an image-like float input got values
+      all ``>= 0`` with a maximum above 2 (raw 0..255 pixels, say) and the model does not
+      rescale its input itself (no Rescaling/Normalization layer before its first weighted
+      layer; see :meth:`~edgeq.models.LoadedModel.rescales_input`).
+    """
+    known = source.known_length()
+    if known is not None and known < samples:
+        _warn_once(f"asked for {samples} calibration samples, {source.description} has {known}; "
+                   f"using {stats.samples}", FewerSamplesWarning)
+    elif 0 < stats.samples < samples:  # a stream that ended early, or unreadable images skipped
+        _warn_once(f"asked for {samples} calibration samples, {source.description} gave {stats.samples}; "
+                   f"using {stats.samples}", FewerSamplesWarning)
+    if loaded.rescales_input() is not False:
+        return
+    for spec in loaded.inputs:
+        low, high = stats.low.get(spec.name), stats.high.get(spec.name)
+        if (low is None or high is None or not spec.dtype.startswith("float") or len(spec.sample_shape) < 2
+                or low < 0 or high <= _UNSCALED_ABOVE):
+            continue
+        where = f" of input {spec.name!r}" if len(loaded.inputs) > 1 else ""
+        if getattr(source, "preprocess", None) is not None:  # an image folder
+            fix = ("scale pixels the way the model was trained: --mean/--std at the CLI, "
+                   "Preprocess(mean=..., std=...) in Python (mean 0, std 255 gives [0, 1]; "
+                   "mean 127.5, std 127.5 gives [-1, 1])")
+        else:
+            fix = ("scale the data the way the model was trained before calibrating (e.g. x / 255.0 for "
+                   "[0, 1], x / 127.5 - 1 for [-1, 1]) or put a Rescaling layer first in the model")
+        _warn_once(f"calibration values{where} span {low:g}..{high:g} and the model does not rescale its "
+                   f"input: they look unprocessed; {fix} (if the model was trained on such values, "
+                   "ignore this: category edgeq.errors.UnscaledCalibrationWarning)", UnscaledCalibrationWarning)
 
 
 def representative_dataset(
     source: DataSource, inputs: Sequence[InputSpec], samples: int, seed: int = 0,
     batch_size: int | None = None, show_progress: bool | None = None,
+    stats: CalibrationStats | None = None,
 ) -> Callable[[], Iterator[dict[str, np.ndarray]]]:
     """The ``representative_dataset`` callable for the converter: dicts keyed by input name.
 
     Samples are read one at a time (memory stays flat) and checked against the
-    model's input shapes; the first mismatch raises :class:`CalibrationError`.
+    model's input shapes; the first mismatch raises :class:`CalibrationError`. Each
+    sample is checked for NaN and Inf before it is yielded, so none reaches the
+    converter's calibrator (where Inf crashes the process): the first raises
+    :class:`NonFiniteCalibrationError` naming the sample's index in the source. The
+    value range seen per input is gathered into ``stats`` when given.
     """
     names = [s.name for s in inputs]
+    multi = len(inputs) > 1
 
     def gen() -> Iterator[dict[str, np.ndarray]]:
         count = 0
         with task_progress("calibrating", samples, show_progress) as tick:
-            for sample in source.samples(limit=samples, seed=seed):
+            for position, sample in enumerate(source.samples(limit=samples, seed=seed)):
+                index = position if sample.index is None else sample.index
                 per_input = _per_input(sample, inputs, source.description)
                 fitted = [_fit(a, s, batch_size, source.description) for a, s in zip(per_input, inputs)]
+                for arrays, spec in zip(fitted, inputs):
+                    for arr in arrays:
+                        low, high = _check_finite(arr[0], index, spec, multi, source.description)
+                        if stats is not None:
+                            stats.observe(spec.name, low, high)
                 for group in zip(*fitted):
                     yield dict(zip(names, group))
                     count += 1
+                    if stats is not None:
+                        stats.samples = max(stats.samples, count)
                     tick()
                     if count >= samples:
                         return
@@ -362,7 +514,7 @@ def _conversion_error(exc: Exception, mode: Mode, allow_float_fallback: bool) ->
 @overload
 def convert(
     model: Any,
-    mode: Literal["all"],
+    mode: Literal["all"] | list[str | Mode] | tuple[str | Mode, ...],
     *,
     calibration: Any = ...,
     samples: int = ...,
@@ -397,9 +549,11 @@ def convert(
 ) -> ConversionResult: ...
 
 
+@quiet_native_logs()
+@_warnings_once
 def convert(
     model: Any,
-    mode: str | Mode = "float32",
+    mode: str | Mode | list[str | Mode] | tuple[str | Mode, ...] = "float32",
     *,
     calibration: Any = None,
     samples: int = 200,
@@ -418,13 +572,14 @@ def convert(
 
     Args:
         model: a Keras 3 or tf_keras model, a ``.keras``/``.h5`` file or a SavedModel folder.
-        mode: ``float32``, ``dynamic``, ``float16``, ``int8``, ``int16x8`` or ``all``.
+        mode: ``float32``, ``dynamic``, ``float16``, ``int8``, ``int16x8``, ``all``, or a list of
+            modes (a list of results, in that order).
         calibration: data for int8/int16x8: an image folder, arrays, ``.npy``/``.npz``, a
             ``tf.data.Dataset``, an iterable or a :class:`~edgeq.data.DataSource`.
         samples: how many calibration samples to use (a seeded random subset).
         seed: seed of that subset.
         io: ``float``; ``int8`` or ``uint8`` (int8 mode); ``int16`` (int16x8 mode). With
-            ``mode="all"`` it applies to int8 and other modes keep float I/O.
+            ``mode="all"`` or a list it applies to the modes that take it, the others keep float I/O.
         batch_size: fix a dynamic batch dimension (1 for targets that need static shapes).
         preprocess: how images become input; default derived from the input shape, pixels to [0, 1].
         labels: class names, stored in the model's metadata (default: the image folder's classes).
@@ -459,7 +614,12 @@ def convert(
                              samples=samples, seed=seed, io=io, batch_size=batch_size, preprocess=preprocess,
                              labels=labels, allow_float_fallback=allow_float_fallback,
                              show_progress=show_progress)
-    if isinstance(mode, str) and mode.lower() == "all":
+    if isinstance(mode, (list, tuple)) or (isinstance(mode, str) and mode.lower() == "all"):
+        wanted = MODES if isinstance(mode, str) else tuple(
+            _enum_arg(Mode, m, "mode", [v.value for v in Mode]) for m in mode)
+        if not wanted:
+            raise InvalidArgumentError("no modes to convert", argument="mode", received=mode,
+                                       fix="give a mode, a list of modes or 'all'")
         io_arg = _enum_arg(IOType, io, "io")
         shared = load_model(model)
         src = None if calibration is None else as_source(calibration, preprocess)
@@ -467,7 +627,7 @@ def convert(
                         io=io_arg if io_arg in _VALID_IO[m] else IOType.FLOAT, batch_size=batch_size,
                         preprocess=preprocess, labels=labels, allow_float_fallback=allow_float_fallback,
                         show_progress=show_progress)
-                for m in MODES]
+                for m in wanted]
     mode_ = _enum_arg(Mode, mode, "mode", [m.value for m in Mode] + ["all"])
     io_ = _enum_arg(IOType, io, "io")
     if io_ not in _VALID_IO[mode_]:
@@ -500,8 +660,9 @@ def convert(
     rep = None
     counter = {"n": 0}
     failures: list[EdgeqError] = []
+    stats = CalibrationStats()
     if source is not None:
-        inner = representative_dataset(source, loaded.inputs, samples, seed, batch_size, show_progress)
+        inner = representative_dataset(source, loaded.inputs, samples, seed, batch_size, show_progress, stats)
 
         def rep() -> Iterator[dict[str, np.ndarray]]:
             # The converter may read the dataset more than once (int16x8 does): count one pass.
@@ -531,6 +692,8 @@ def convert(
                 raise failures[0] from None
             raise _conversion_error(exc, mode_, allow_float_fallback) from exc
     seconds = time.perf_counter() - start
+    if source is not None:
+        warn_about_calibration(loaded, source, stats, samples)
     if source is not None and getattr(source, "skipped", None):
         skipped = source.skipped  # type: ignore[attr-defined]
         from .progress import _console

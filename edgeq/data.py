@@ -44,10 +44,15 @@ Inputs = Union[np.ndarray, dict[str, np.ndarray], list[np.ndarray]]
 
 @dataclass(frozen=True)
 class Sample:
-    """One sample without batch dimension: inputs (one array, a list or a dict by name) and a label."""
+    """One sample without batch dimension: inputs (one array, a list or a dict by name) and a label.
+
+    ``index`` is the sample's place in its source (the row of an array) where the source
+    reads a subset out of order; ``None`` means its place in the order samples are yielded.
+    """
 
     inputs: Inputs
     label: int | None = None
+    index: int | None = None
 
 
 class DataSource:
@@ -206,7 +211,7 @@ class ArraySource(DataSource):
             random.Random(seed).shuffle(order)
             order = order[:limit]
         for i in order:
-            yield Sample(self._take(i), None if self.y is None else int(self.y[i]))
+            yield Sample(self._take(i), None if self.y is None else int(self.y[i]), index=i)
 
 
 def _to_numpy(x: Any) -> Any:

@@ -36,10 +36,19 @@ from edgeq_device.fileio import atomic_write_bytes
 from edgeq_device.flatbuffer import FlatModel, read_flat_model
 from edgeq_device.preprocess import Preprocess
 
-from .convert import IOType, Mode, configure_converter, default_preprocess, representative_dataset
+from .convert import (
+    CalibrationStats,
+    IOType,
+    Mode,
+    configure_converter,
+    default_preprocess,
+    representative_dataset,
+    warn_about_calibration,
+)
 from .data import as_source
 from .errors import ConversionError, InvalidArgumentError
 from .models import LoadedModel, load_model
+from .nativelog import quiet_native_logs
 
 __all__ = ["LayerError", "LayerReport", "QuantDebugSession", "debug"]
 
@@ -142,6 +151,7 @@ class LayerReport:
 
         Raises:
             OutputExistsError: the file exists and ``overwrite`` is False.
+            OutputError: the path cannot be written (see ``edgeq_device.fileio``).
         """
         import matplotlib
 
@@ -235,9 +245,11 @@ class QuantDebugSession:
         show_progress: progress on stderr (default: on unless ``EDGEQ_PROGRESS=0``).
 
     Raises:
-        CalibrationError, ConversionError, InvalidArgumentError, ModelLoadError.
+        CalibrationError (NonFiniteCalibrationError for a sample with NaN or Inf), ConversionError,
+        InvalidArgumentError, ModelLoadError.
     """
 
+    @quiet_native_logs()
     def __init__(self, model: Any, calibration: Any, *, samples: int = 200, seed: int = 0,
                  preprocess: Preprocess | None = None, batch_size: int | None = None,
                  show_progress: bool | None = None) -> None:
@@ -255,8 +267,11 @@ class QuantDebugSession:
             preprocess = default_preprocess(self.loaded.inputs[0])
         self.preprocess = preprocess
         self.source = as_source(calibration, preprocess)
-        gen = representative_dataset(self.source, self.loaded.inputs, samples, seed, batch_size, show_progress)
+        stats = CalibrationStats()
+        gen = representative_dataset(self.source, self.loaded.inputs, samples, seed, batch_size, show_progress,
+                                     stats)
         self._items: list[dict[str, np.ndarray]] = list(gen())
+        warn_about_calibration(self.loaded, self.source, stats, samples)
         names = [s.name for s in self.loaded.inputs]
 
         def rep() -> Iterator[dict[str, np.ndarray]]:
@@ -300,6 +315,7 @@ class QuantDebugSession:
         sg = flat.main
         return tuple(sg.tensors[i].name for op in sg.operators for i in op.outputs if i >= 0)
 
+    @quiet_native_logs()
     def report(self) -> LayerReport:
         """Measure every quantized op's error on the calibration samples; worst first."""
         import tensorflow as tf
@@ -369,6 +385,7 @@ class QuantDebugSession:
                 found.extend(sg.tensors[i].name for i in op.outputs if i >= 0)
         return tuple(dict.fromkeys(found))
 
+    @quiet_native_logs()
     def quantized_model(self, float_nodes: Sequence[str] = (), *, fully_quantize: bool = False) -> bytes:
         """The int8 model with the ops writing ``float_nodes`` kept in float (no re-calibration).
 

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from .nativelog import quiet_native_logs
+
 __all__ = ["load_folder", "main", "train_cnn"]
 
 REPO = Path(__file__).resolve().parent.parent
@@ -32,6 +34,7 @@ def load_folder(folder: Path, size: tuple[int, int] = (28, 28)) -> tuple[np.ndar
     return np.stack([a for a, _ in pairs]), np.asarray([y for _, y in pairs], np.int64)
 
 
+@quiet_native_logs()
 def train_cnn(train: Path = DATA / "train", epochs: int = 4, seed: int = 0, verbose: int = 2) -> Any:
     """A small Keras 3 CNN trained on the bundled digits, seeded."""
     import keras
@@ -70,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from .compare import compare
     from .errors import EdgeqError
-    from .report import rich_table
+    from .report import natural_width, rich_table, table_rows
     from .store import ResultsStore
 
     start = time.perf_counter()
@@ -83,8 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         from rich.console import Console
 
         console = Console()
-        if not console.is_terminal:
-            console = Console(width=200)
+        if not console.is_terminal:  # piped: every column, each row on one line
+            console = Console(width=max(console.width, natural_width(*table_rows(comp.to_dict()))))
         console.print(rich_table(comp))
         for note in comp.notes:
             console.print(f"note: {note}")

@@ -1,19 +1,51 @@
 """The Coral Edge TPU as a target: what maps, where the model splits, and the real compiler.
 
-Prediction follows Coral's published model requirements ("TensorFlow models on
-the Edge TPU"):
+The prediction follows ``edgetpu_compiler`` **16.0** (16.0.384591198, the last
+release; :data:`EDGETPU_COMPILER_VERSION`) and Coral's published model
+requirements, "TensorFlow models on the Edge TPU"
+(https://coral.ai/docs/edgetpu/models-intro/#supported-operations):
 
-- tensors are 8-bit (int8 or uint8) — the model must be fully integer-quantized;
+- tensors are 8-bit (int8 or uint8): the model must be fully integer-quantized.
+  The one exception is the LSTM: a full-integer ``UNIDIRECTIONAL_SEQUENCE_LSTM``
+  keeps its cell state (and its internal gate tensors) in int16, and maps as long
+  as its input and output are 8-bit (Coral maps quantized Keras LSTMs from compiler
+  16.0 on, "Unidirectional LSTM only": google-coral/edgetpu#156);
 - tensor sizes are constant at compile time (no dynamic dimensions, so batch 1);
 - tensors have at most three dimensions larger than 1, the innermost three;
-- only the ops of Coral's supported-operations table map, each with its
+- only the ops of Coral's supported-operations table map, plus ``TILE``, which
+  compiler 16.0 maps (seen in compiled DeepLab decoders), each with its
   constraints (checked here: fused activations on pools and concatenation,
   equal x/y dilation, fully-connected weight format and 1-D output, no
-  reduction/padding/splitting along the batch dimension, 1-D softmax of at most
+  reduction/padding/packing/splitting along the batch dimension, 1-D softmax of at most
   16,000 elements, strided slices with unit strides, PReLU alpha shape);
-- the compiler maps **one** segment: from the start of the graph up to the first
-  op that cannot map. That op and every op after it run on the CPU, even ops the
-  Edge TPU supports.
+- ``RESIZE_BILINEAR`` and ``RESIZE_NEAREST_NEIGHBOR`` map "depending on input/output
+  size ... to avoid loss in precision" (Coral's table). The rule applied here:
+  the resize is by a whole factor in height and width (output a multiple of the
+  input, or with ``align_corners`` ``output - 1`` a multiple of ``input - 1``; a
+  1x1 input always qualifies), and the output is at most
+  :data:`RESIZE_MAX_OUTPUT` (512) pixels high and wide. Large resizes stay on the
+  CPU (google-coral/edgetpu#31, #597: 512x512 and 1024x1024 outputs not mapped;
+  DeepLabV3's final 65x65 -> 513x513 resize stays on the CPU).
+  ``half_pixel_centers`` (the TF2 default) maps with 16.0; compilers 14 and 15
+  report such resizes as "Operation version not supported"
+  (google-coral/edgetpu#206, #187, #420, #396), which is reported as a warning.
+
+Where the model splits. ``edgetpu_compiler`` delegates through TensorFlow Lite's
+partitioner (tensorflow/lite/graph_info.cc, ``PartitionGraphIntoIndependentNodeSubsets``)
+and compiles **one** Edge TPU segment. The partitioner walks the graph in epochs:
+each epoch takes every op whose inputs are ready and whose kind (Edge TPU or CPU)
+matches the epoch's kind, which the first ready op sets. So:
+
+- where the first op cannot map (a leading ``CAST``, ``QUANTIZE`` from float,
+  ``DEQUANTIZE``, ...), it and every op that cannot map and needs nothing but the
+  model inputs and such ops run on the CPU *before* the segment (status
+  ``before-segment``): they do not split the model;
+- the segment is every op that can map and does not depend on a CPU op after it:
+  supported ops in a branch parallel to an unsupported op still map;
+- an op that cannot map and depends on the segment splits the model there
+  (``unsupported``); every op that depends on it runs on the CPU, even ops the
+  Edge TPU supports (``after-split``: the compiler reports "More than one subgraph
+  is not supported").
 
 Decision on float I/O: in an int8 model with float inputs/outputs, the
 ``QUANTIZE`` that converts a float model input and the ``DEQUANTIZE`` that
@@ -22,10 +54,9 @@ but they do not split the graph: the segment starts after the input quantize and
 ends before the output dequantize. They are reported with status ``io``. Cheap as
 they are, converting with ``io='uint8'`` (``--io uint8``) removes them.
 
-The prediction walks ops in execution order, a topological order of the graph.
-The real compiler partitions the graph itself, so a branch that does not depend
-on the first unmapped op may still map; run :func:`run_edgetpu_compiler` where
-``edgetpu_compiler`` is installed to know for sure.
+The compiler's own choices (memory, sizes it does not document) can still differ;
+run :func:`run_edgetpu_compiler` where ``edgetpu_compiler`` is installed to know for
+sure.
 """
 
 from __future__ import annotations
@@ -41,6 +72,7 @@ from pathlib import Path
 from typing import Any, Union
 
 import numpy as np
+from edgeq_device.fileio import check_output_folder
 from edgeq_device.flatbuffer import FlatModel, ModelSource, Operator, Subgraph, Tensor, read_flat_model
 
 from .errors import (
@@ -52,8 +84,10 @@ from .errors import (
 )
 
 __all__ = [
+    "EDGETPU_COMPILER_VERSION",
     "EDGETPU_OPS",
     "ON_CHIP_PARAMETER_BYTES",
+    "RESIZE_MAX_OUTPUT",
     "CompilerNotFoundError",
     "CompilerReport",
     "EdgeTPUPrediction",
@@ -66,15 +100,24 @@ __all__ = [
     "run_edgetpu_compiler",
 ]
 
-#: Ops of Coral's supported-operations table (latest compiler and runtime), by TFLite name.
+#: The ``edgetpu_compiler`` release whose behaviour the prediction follows (16.0.384591198, the last).
+EDGETPU_COMPILER_VERSION = "16.0"
+
+#: Ops of Coral's supported-operations table (compiler and runtime 16), plus TILE, by TFLite name.
 EDGETPU_OPS = frozenset({
     "ADD", "AVERAGE_POOL_2D", "CONCATENATION", "CONV_2D", "DEPTHWISE_CONV_2D", "EXPAND_DIMS",
     "FULLY_CONNECTED", "L2_NORMALIZATION", "LOGISTIC", "LSTM", "UNIDIRECTIONAL_SEQUENCE_LSTM",
     "MAXIMUM", "MAX_POOL_2D", "MEAN", "MINIMUM", "MUL", "PACK", "PAD", "PRELU", "QUANTIZE",
     "REDUCE_MAX", "REDUCE_MIN", "RELU", "RELU6", "RELU_N1_TO_1", "RESHAPE", "RESIZE_BILINEAR",
     "RESIZE_NEAREST_NEIGHBOR", "RSQRT", "SLICE", "SOFTMAX", "SPACE_TO_DEPTH", "SPLIT", "SQUEEZE",
-    "STRIDED_SLICE", "SUB", "SUM", "SQUARED_DIFFERENCE", "TANH", "TRANSPOSE", "TRANSPOSE_CONV",
+    "STRIDED_SLICE", "SUB", "SUM", "SQUARED_DIFFERENCE", "TANH", "TILE", "TRANSPOSE", "TRANSPOSE_CONV",
 })
+
+#: Largest output height or width of a resize that maps; larger ones stay on the CPU.
+RESIZE_MAX_OUTPUT = 512
+
+_LSTM_OPS = frozenset({"LSTM", "UNIDIRECTIONAL_SEQUENCE_LSTM"})
+_RESIZE_OPS = {"RESIZE_BILINEAR": 2, "RESIZE_NEAREST_NEIGHBOR": 0}  # op -> align_corners field; +1 half_pixel_centers
 
 #: On-chip memory for caching parameters, about 7 MiB of the Edge TPU's 8 MiB SRAM
 #: (the compiler's "used" + "remaining" figures add up to this); more streams from off-chip.
@@ -93,6 +136,8 @@ _OP_FIXES: dict[str, str] = {
     "DEQUANTIZE": ("a DEQUANTIZE inside the graph means the converter left the next ops in float "
                    "(no int8 kernel); replace them with ops that have int8 kernels and convert with "
                    "integer-only ops (TFLITE_BUILTINS_INT8)"),
+    "CAST": ("cast and scale the data before the model and feed it 8-bit input (convert with io='uint8'); "
+             "a CAST before every mappable op only runs on the CPU ahead of the Edge TPU segment"),
     "BATCH_MATMUL": "use a Dense layer (FULLY_CONNECTED) with constant weights",
     "GATHER": "do the lookup outside the model, or use a one-hot input with a Dense layer",
     "CUSTOM": "replace the custom or Select-TF (Flex) op with TFLite builtin ops; custom ops never map",
@@ -109,7 +154,7 @@ class Problem:
     """Something that keeps (``error``) or may keep (``warning``) ops off the Edge TPU.
 
     ``code`` is one of ``dynamic-shape``, ``dtype``, ``unsupported-op``, ``tensor-rank``,
-    ``op-constraint``, ``float-io``, ``parameter-memory``, ``size-dependent``.
+    ``op-constraint``, ``float-io``, ``parameter-memory``, ``compiler-version``.
     """
 
     code: str
@@ -133,9 +178,10 @@ class Problem:
 class OpPlacement:
     """Where one op is predicted to run.
 
-    ``status`` is ``mapped`` (Edge TPU), ``unsupported`` (the op that splits the
-    graph), ``after-split`` (on the CPU because an earlier op split the graph) or
-    ``io`` (float input quantize / output dequantize, CPU, no split).
+    ``status`` is ``mapped`` (Edge TPU), ``before-segment`` (cannot map, runs on the
+    CPU ahead of the Edge TPU segment, no split), ``unsupported`` (cannot map and
+    splits the graph), ``after-split`` (on the CPU because it depends on an op that
+    split the graph) or ``io`` (float input quantize / output dequantize, CPU, no split).
     """
 
     index: int
@@ -162,6 +208,7 @@ class EdgeTPUPrediction:
     ops: tuple[OpPlacement, ...]
     split_at: int | None
     problems: tuple[Problem, ...]
+    compiler_version: str = EDGETPU_COMPILER_VERSION
 
     @property
     def mapped_count(self) -> int:
@@ -176,7 +223,12 @@ class EdgeTPUPrediction:
     @property
     def fully_mapped(self) -> bool:
         """True where every op except float I/O conversions maps."""
-        return self.split_at is None and self.mapped_count > 0
+        return self.mapped_count > 0 and all(o.status in ("mapped", "io") for o in self.ops)
+
+    @property
+    def segment_start(self) -> int | None:
+        """Index of the first op on the Edge TPU, or None where nothing maps."""
+        return next((o.index for o in self.ops if o.status == "mapped"), None)
 
     @property
     def num_edgetpu_subgraphs(self) -> int:
@@ -184,15 +236,21 @@ class EdgeTPUPrediction:
         return 1 if self.mapped_count else 0
 
     def summary(self) -> str:
-        """One line: how many ops map, and where the graph splits."""
-        text = f"{self.mapped_count} of {len(self.ops)} ops on the Edge TPU, {self.cpu_count} on the CPU"
+        """One line: how many ops map, where the segment starts and splits, and the compiler version."""
+        text = (f"{self.mapped_count} of {len(self.ops)} ops on the Edge TPU (edgetpu_compiler "
+                f"{self.compiler_version} rules), {self.cpu_count} on the CPU")
+        before = sum(1 for o in self.ops if o.status == "before-segment")
+        start = self.segment_start
+        if before and start is not None:
+            text += f"; segment starts at op {start} {self.ops[start].name} after {before} CPU ops"
         if self.split_at is not None:
             text += f"; split at op {self.split_at} {self.ops[self.split_at].name}"
         return text
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
-        return {"mapped": self.mapped_count, "cpu": self.cpu_count, "split_at": self.split_at,
+        return {"compiler_version": self.compiler_version, "mapped": self.mapped_count, "cpu": self.cpu_count,
+                "segment_start": self.segment_start, "split_at": self.split_at,
                 "fully_mapped": self.fully_mapped, "edgetpu_subgraphs": self.num_edgetpu_subgraphs,
                 "ops": [o.to_dict() for o in self.ops], "problems": [p.to_dict() for p in self.problems]}
 
@@ -292,6 +350,8 @@ def _constraint(flat: FlatModel, sg: Subgraph, op: Operator) -> Problem | None:
         pads = _const_values(flat, sg.tensors[op.inputs[1]]) if op.inputs[1] >= 0 else None
         if pads is not None and rank >= 2 and pads.size >= 2 and np.any(pads.reshape(-1, 2)[0]):
             return bad("PAD along the batch dimension", "pad along the spatial or channel dimensions only")
+    if kind == "PACK" and outs and len(outs[0].shape) >= 2 and _opt(op, 1, "i32") % len(outs[0].shape) == 0:
+        return bad("PACK along the batch dimension", "stack along another axis (axis=-1 or a spatial axis)")
     if kind == "SPLIT" and ins:
         axes = _axes(flat, sg, op.inputs[0], len(ins[1].shape) if len(ins) > 1 else 0)
         if axes is not None and len(ins) > 1 and len(ins[1].shape) >= 2 and axes == [0]:
@@ -311,6 +371,37 @@ def _constraint(flat: FlatModel, sg: Subgraph, op: Operator) -> Problem | None:
         alpha = ins[1]
         if sum(1 for d in alpha.shape[:-1] if d > 1):
             return bad(f"PRELU alpha {list(alpha.shape)} is not 1-D", "use PReLU(shared_axes=[1, 2])")
+    if kind in _RESIZE_OPS and x is not None and outs and len(x.shape) == 4 and len(outs[0].shape) == 4:
+        return _resize_constraint(op, x, outs[0], bad)
+    return None
+
+
+def _whole_factor(size_in: int, size_out: int, align_corners: bool) -> bool:
+    """True where a resize from ``size_in`` to ``size_out`` samples on a whole-number grid."""
+    if size_in == size_out or size_in <= 1 or size_out <= 1:
+        return True
+    if align_corners:
+        size_in, size_out = size_in - 1, size_out - 1
+    big, small = max(size_in, size_out), min(size_in, size_out)
+    return big % small == 0
+
+
+def _resize_constraint(op: Operator, x: Tensor, out: Tensor, bad: Any) -> Problem | None:
+    """Coral: a resize maps "depending on input/output size ... to avoid loss in precision" (module docstring)."""
+    kind = op.opcode
+    align = bool(_opt(op, _RESIZE_OPS[kind], "bool", False))
+    (ih, iw), (oh, ow) = x.shape[1:3], out.shape[1:3]
+    if max(oh, ow) > RESIZE_MAX_OUTPUT:
+        return bad(f"{kind} output {oh}x{ow} is larger than {RESIZE_MAX_OUTPUT} pixels in height or width; "
+                   "edgetpu_compiler keeps such resizes on the CPU to avoid loss in precision",
+                   f"keep Edge TPU resizes within {RESIZE_MAX_OUTPUT}x{RESIZE_MAX_OUTPUT} and do the final "
+                   "upsampling after the model (on the CPU, in post-processing)")
+    if not (_whole_factor(ih, oh, align) and _whole_factor(iw, ow, align)):
+        grid = " (align_corners: output - 1 over input - 1)" if align else ""
+        return bad(f"{kind} from {ih}x{iw} to {oh}x{ow} is not a whole scale factor{grid}; edgetpu_compiler "
+                   "keeps such resizes on the CPU to avoid loss in precision",
+                   "resize by a whole factor, e.g. UpSampling2D(size=2) or an output that is a multiple of "
+                   "the input, and crop or pad to the size you need")
     return None
 
 
@@ -331,8 +422,8 @@ def _op_problem(flat: FlatModel, sg: Subgraph, op: Operator) -> Problem | None:
         name = _name(op)
         fix = _OP_FIXES.get(op.opcode, _OP_FIXES.get(name, _GENERIC_OP_FIX))
         return _problem("unsupported-op", f"{name} is not an Edge TPU operation", fix, op)
-    bad_acts = [t for t in acts if t.dtype not in _EIGHT_BIT]
-    bad_consts = [t for t in ins if t.is_constant and t.dtype not in _CONST_OK]
+    bad_acts = [t for t in acts if t.dtype not in _EIGHT_BIT and not _lstm_internal(op, t)]
+    bad_consts = [t for t in ins if t.is_constant and t.dtype not in _CONST_OK and not _lstm_internal(op, t)]
     if bad_acts or bad_consts:
         t = (bad_acts or bad_consts)[0]
         what = "tensor" if bad_acts else "constant (weights)"
@@ -348,6 +439,12 @@ def _op_problem(flat: FlatModel, sg: Subgraph, op: Operator) -> Problem | None:
             return _problem("tensor-rank", f"tensor {t.name!r} {list(t.shape)} has more than three dimensions "
                             "larger than 1 (only the innermost three may be)", fix, op)
     return _constraint(flat, sg, op)
+
+
+def _lstm_internal(op: Operator, t: Tensor) -> bool:
+    """True for an int16 tensor inside a full-integer LSTM (cell state, layer-norm weights): the Edge TPU takes it."""
+    return (op.opcode in _LSTM_OPS and t.dtype == "INT16" and t.index != op.inputs[0]
+            and t.index not in op.outputs)
 
 
 def _as_flat(model: FlatModel | ModelSource) -> FlatModel:
@@ -378,10 +475,11 @@ def _model_notes(flat: FlatModel) -> list[Problem]:
                              "use a smaller model, or split it across Edge TPUs (edgetpu_compiler "
                              "--num_segments)", severity="warning"))
     for op in sg.operators:
-        if op.opcode in ("RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR"):
-            notes.append(_problem("size-dependent", f"{op.opcode} may stay on the CPU depending on its input "
-                                  "and output sizes (to avoid loss of precision)",
-                                  "check with edgetpu_compiler; smaller resize factors map more often", op,
+        if op.opcode in _RESIZE_OPS and _opt(op, _RESIZE_OPS[op.opcode] + 1, "bool", False):
+            notes.append(_problem("compiler-version", f"{op.opcode} with half_pixel_centers maps with "
+                                  f"edgetpu_compiler {EDGETPU_COMPILER_VERSION}; compilers 14 and 15 leave it on "
+                                  "the CPU (\"Operation version not supported\")",
+                                  f"compile with edgetpu_compiler {EDGETPU_COMPILER_VERSION}", op,
                                   severity="warning"))
     return notes
 
@@ -417,9 +515,9 @@ def check_target_args(target: str, mode: Any, io: Any, batch_size: int | None,
 def check_edgetpu_ready(flat_model: FlatModel | ModelSource) -> list[Problem]:
     """Every reason a model would not run whole on the Edge TPU, in op order.
 
-    ``severity == "error"`` problems keep an op (and everything after it) off the
-    Edge TPU; ``"warning"`` ones cost speed (float I/O conversions on the CPU,
-    parameters that do not fit the on-chip cache, size-dependent resizes). A model
+    ``severity == "error"`` problems keep an op (and everything that depends on it) off
+    the Edge TPU; ``"warning"`` ones cost speed (float I/O conversions on the CPU,
+    parameters that do not fit the on-chip cache) or need a recent compiler. A model
     with no errors is ready for ``edgetpu_compiler``. Unlike :func:`predict_edgetpu`,
     this lists the problems of *all* ops, not just the first, so they can be fixed
     at once.
@@ -433,39 +531,86 @@ def check_edgetpu_ready(flat_model: FlatModel | ModelSource) -> list[Problem]:
     return problems + _model_notes(flat)
 
 
+def _partition_epochs(sg: Subgraph, on_tpu: list[bool]) -> tuple[list[int], list[bool]]:
+    """Each op's epoch as TensorFlow Lite's delegate partitioner assigns them, and each epoch's kind.
+
+    The partitioner (tensorflow/lite/graph_info.cc) builds one epoch after another: an
+    epoch takes, sweep after sweep in execution order, every op whose inputs are ready
+    and whose kind (``on_tpu``) equals the epoch's kind, which the first ready op sets.
+    """
+    produced = {t for op in sg.operators for t in op.outputs}
+    ready: set[int] = set()
+    epochs = [-1] * len(sg.operators)
+    kinds: list[bool] = []
+    while True:
+        kind: bool | None = None
+        changed = True
+        while changed:
+            changed = False
+            for op in sg.operators:
+                if epochs[op.index] >= 0 or any(t >= 0 and t in produced and t not in ready for t in op.inputs):
+                    continue
+                if kind is None:
+                    kind = on_tpu[op.index]
+                if on_tpu[op.index] == kind:
+                    epochs[op.index] = len(kinds)
+                    ready.update(op.outputs)
+                    changed = True
+        if kind is None:
+            return epochs, kinds
+        kinds.append(kind)
+
+
 def predict_edgetpu(model: FlatModel | ModelSource) -> EdgeTPUPrediction:
-    """Predict op by op what ``edgetpu_compiler`` maps to the Edge TPU (see the module docstring).
+    """Predict op by op what ``edgetpu_compiler`` 16.0 maps to the Edge TPU (see the module docstring).
 
     Args:
         model: a :class:`~edgeq_device.flatbuffer.FlatModel`, or a ``.tflite`` path or bytes.
     """
     flat = _as_flat(model)
     sg = flat.main
+    ops = sg.operators
+    io = [_io_role(sg, op) for op in ops]
+    found = [None if io[op.index] else _op_problem(flat, sg, op) for op in ops]
+    problems = [p for p in found if p is not None]
+    epochs, kinds = _partition_epochs(sg, [not io[op.index] and found[op.index] is None for op in ops])
+    segment = kinds.index(True) if True in kinds else None
+    producer = {t: op.index for op in ops for t in op.outputs}
+    cause: dict[int, int] = {}  # op after the segment -> the unsupported op it runs on the CPU because of
     placements: list[OpPlacement] = []
-    split: int | None = None
-    problems: list[Problem] = []
-    for op in sg.operators:
-        name = _name(op)
-        if _io_role(sg, op):
+    for op in ops:
+        name, problem = _name(op), found[op.index]
+        if io[op.index]:
             what = "converts the float input to int8" if op.opcode == "QUANTIZE" else "converts the output to float"
             placements.append(OpPlacement(op.index, name, "io", f"{what}; the compiler leaves it on the CPU",
                                           "convert with io='uint8' (--io uint8) to remove it"))
-            continue
-        problem = _op_problem(flat, sg, op)
-        if problem is not None:
-            problems.append(problem)
-        if split is None and problem is None:
+        elif segment is not None and epochs[op.index] == segment:
             placements.append(OpPlacement(op.index, name, "mapped"))
-        elif split is None:
+        elif segment is not None and epochs[op.index] < segment:
             assert problem is not None
-            split = op.index
-            placements.append(OpPlacement(op.index, name, "unsupported", problem.message, problem.fix))
+            placements.append(OpPlacement(op.index, name, "before-segment",
+                                          f"{problem.message}; it depends on no op that maps, so it runs on the "
+                                          "CPU ahead of the Edge TPU segment without splitting the model",
+                                          problem.fix))
         else:
-            reason = f"after the split at op {split} {placements[split].name}: the compiler maps one segment only"
+            after = [cause[producer[t]] for t in op.inputs if producer.get(t) in cause]
+            if segment is None:  # nothing maps: the first op that cannot map stands for the rest
+                first_problem = next(i for i, p in enumerate(found) if p is not None)
+                after = [first_problem] if first_problem != op.index else []
+            if not after and problem is not None:
+                cause[op.index] = op.index
+                placements.append(OpPlacement(op.index, name, "unsupported", problem.message, problem.fix))
+                continue
+            first = after[0] if after else None
+            if first is not None:
+                cause[op.index] = first
+            reason = (f"after the split at op {first} {_name(ops[first])}" if first is not None
+                      else "after the Edge TPU segment") + ": the compiler maps one segment only"
             if problem is not None:
                 reason += f"; also: {problem.message}"
             placements.append(OpPlacement(op.index, name, "after-split", reason,
                                           problem.fix if problem is not None else ""))
+    split = next((o.index for o in placements if o.status == "unsupported"), None)
     return EdgeTPUPrediction(ops=tuple(placements), split_at=split,
                              problems=tuple(problems + _model_notes(flat)))
 
@@ -672,6 +817,7 @@ def run_edgetpu_compiler(tflite_path: PathLike, out_dir: PathLike, *, overwrite:
         CompilerNotFoundError: ``edgetpu_compiler`` is not on PATH.
         ModelFileError: ``tflite_path`` does not exist.
         OutputExistsError: the compiled model exists and ``overwrite`` is False.
+        OutputError: ``out_dir`` cannot be written.
         ConversionError: the compiler failed (its message is included; ``.report`` holds the parse).
     """
     exe = shutil.which("edgetpu_compiler")
@@ -687,6 +833,7 @@ def run_edgetpu_compiler(tflite_path: PathLike, out_dir: PathLike, *, overwrite:
     if target.exists() and not overwrite:
         raise OutputExistsError("compiled model exists", argument="out_dir", received=str(target),
                                 fix="choose another out_dir or pass overwrite=True")
+    check_output_folder(out, argument="out_dir")
     out.mkdir(parents=True, exist_ok=True)
     print(f"running edgetpu_compiler on {src.name} ...", file=sys.stderr)
     try:

@@ -6,12 +6,14 @@ names the argument, what was received and the fix. The base classes come from
 
     EdgeqError
     ├── InvalidArgumentError (ValueError)
-    ├── OutputExistsError (FileExistsError)
+    ├── OutputError (OSError)           an output path cannot be written
+    │   └── OutputExistsError (FileExistsError)
     ├── ModelFileError
     │   └── ModelLoadError              a Keras model path that is missing or not a model
     ├── DataError
     │   ├── LabelMismatchError
     │   └── CalibrationError            no / unusable calibration data, shape mismatch
+    │       └── NonFiniteCalibrationError   a calibration sample holds NaN or Inf
     ├── RuntimeNotFoundError (ImportError)
     ├── DelegateError
     ├── ConversionError                 the TFLite converter failed
@@ -20,38 +22,55 @@ names the argument, what was received and the fix. The base classes come from
     ├── QATError                        a model cannot be prepared for quantization-aware training
     ├── StoreError                      the results store cannot be read or written
     └── DeployError                     a board could not be reached or could not run the model
+
+and the warnings (``UserWarning`` subclasses; the CLI prints each as one line)::
+
+    EdgeqWarning
+    └── CalibrationWarning              calibration data works but looks wrong
+        ├── UnscaledCalibrationWarning  values look unprocessed (e.g. raw 0..255 pixels)
+        └── FewerSamplesWarning         the source has fewer samples than were asked for
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from edgeq_device.errors import (
     DataError,
     DelegateError,
     EdgeqError,
+    EdgeqWarning,
     InvalidArgumentError,
     LabelMismatchError,
     ModelFileError,
+    OutputError,
     OutputExistsError,
     RuntimeNotFoundError,
 )
 
 __all__ = [
     "CalibrationError",
+    "CalibrationWarning",
     "CompilerNotFoundError",
     "ConversionError",
     "DataError",
     "DelegateError",
     "DeployError",
     "EdgeqError",
+    "EdgeqWarning",
+    "FewerSamplesWarning",
     "InvalidArgumentError",
     "LabelMismatchError",
     "ModelFileError",
     "ModelLoadError",
+    "NonFiniteCalibrationError",
+    "OutputError",
     "OutputExistsError",
     "QATError",
     "QuantizationError",
     "RuntimeNotFoundError",
     "StoreError",
+    "UnscaledCalibrationWarning",
 ]
 
 
@@ -61,6 +80,21 @@ class ModelLoadError(ModelFileError):
 
 class CalibrationError(DataError):
     """Calibration data is missing, empty, or does not fit the model's inputs."""
+
+
+class NonFiniteCalibrationError(CalibrationError):
+    """A calibration sample holds NaN or Inf; it is refused before the converter sees it.
+
+    Attributes:
+        index: the sample's index in the source (its row in an array).
+        input_name: the model input the bad value is in.
+    """
+
+    def __init__(self, message: str, *, index: int, input_name: str, argument: str | None = None,
+                 received: Any = None, fix: str | None = None) -> None:
+        self.index = index
+        self.input_name = input_name
+        super().__init__(message, argument=argument, received=received, fix=fix)
 
 
 class ConversionError(EdgeqError):
@@ -85,3 +119,15 @@ class StoreError(EdgeqError):
 
 class DeployError(EdgeqError):
     """A board could not be reached, set up, or could not run the model."""
+
+
+class CalibrationWarning(EdgeqWarning):
+    """Calibration data works but looks wrong."""
+
+
+class UnscaledCalibrationWarning(CalibrationWarning):
+    """Calibration values look unprocessed (e.g. 0..255 pixels) for a model that does not rescale them."""
+
+
+class FewerSamplesWarning(CalibrationWarning):
+    """The calibration source has fewer samples than were asked for; all of them are used."""

@@ -9,10 +9,16 @@ interpreter's outputs can be matched to the Keras model's.
 
 from __future__ import annotations
 
+import importlib.util
+import inspect
 import os
+import re
 import shutil
+import stat
+import sys
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +28,9 @@ import numpy as np
 from edgeq_device.flatbuffer import natural_key
 
 from .errors import InvalidArgumentError, ModelLoadError
+from .nativelog import quiet_native_logs
 
-__all__ = ["InputSpec", "LoadedModel", "load_model"]
+__all__ = ["InputSpec", "LoadedModel", "custom_objects_from_file", "load_model", "register_custom_objects"]
 
 
 @dataclass(frozen=True)
@@ -67,13 +74,23 @@ class LoadedModel:
             out = [out]
         return [np.asarray(o) for o in out]
 
+    def rescales_input(self) -> bool | None:
+        """Whether the model scales its own input: a Rescaling or Normalization layer (or an
+        arithmetic op or Lambda that may do it) comes before the first layer with weights.
+
+        ``None`` when the layers are not known (a SavedModel).
+        """
+        if self.kind == "saved_model":
+            return None
+        return _leading_rescale(self.obj) is not False
+
     @contextmanager
     def converter(self, batch_size: int | None = None) -> Iterator[Any]:
         """A ``tf.lite.TFLiteConverter`` for this model, inputs' batch fixed to ``batch_size`` if given."""
         import tensorflow as tf
 
         specs = [tf.TensorSpec((batch_size, *s.shape[1:]), s.dtype, name=s.name) for s in self.inputs]
-        tmp = tempfile.mkdtemp(prefix="edgeq-export-")
+        tmp = export_folder()
         try:
             if self.kind == "keras3":
                 model = self.obj
@@ -115,6 +132,92 @@ class LoadedModel:
                     yield tf.lite.TFLiteConverter.from_saved_model(tmp)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+EXPORT_PREFIX = "edgeq-export-"
+# An export folder is removed when its conversion ends, however it ends; only a process that
+# dies (a crash, SIGKILL, SIGTERM) leaves one. Such a folder, named after a process that no
+# longer runs and untouched for this long, is removed when the next export folder is made.
+_STALE_SECONDS = 600.0
+
+
+def export_folder() -> str:
+    """A new temporary folder for a SavedModel export, ``<tmp>/edgeq-export-<pid>-<random>``.
+
+    The caller removes it (``LoadedModel.converter`` does, on success, error and Ctrl-C);
+    folders left by edgeq processes that died are swept first (see :func:`sweep_stale_exports`).
+    """
+    sweep_stale_exports()
+    return tempfile.mkdtemp(prefix=f"{EXPORT_PREFIX}{os.getpid()}-")
+
+
+def _process_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only checks that the process exists
+    except ProcessLookupError:
+        return True
+    except OSError:  # exists, another user's
+        return False
+    return False
+
+
+def sweep_stale_exports(root: str | os.PathLike[str] | None = None) -> list[Path]:
+    """Remove export folders of this user whose edgeq process no longer runs; returns them.
+
+    Only folders named ``edgeq-export-<pid>-...`` untouched for 10 minutes are considered.
+    POSIX only (elsewhere nothing is removed).
+    """
+    if os.name != "posix":
+        return []
+    folder = Path(tempfile.gettempdir() if root is None else root)
+    removed: list[Path] = []
+    try:
+        entries = list(folder.glob(f"{EXPORT_PREFIX}*-*"))
+    except OSError:
+        return removed
+    now = time.time()
+    for path in entries:
+        pid = path.name[len(EXPORT_PREFIX):].split("-", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            st = path.lstat()
+        except OSError:
+            continue
+        if (stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and now - st.st_mtime > _STALE_SECONDS
+                and _process_gone(int(pid))):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+# Layers and ops that may scale a model's input (Keras 3 and tf_keras class names). A leading
+# Lambda or arithmetic op may be ``x / 255``: counted as rescaling, so no false alarm is raised.
+_RESCALING = {"Rescaling", "Normalization", "BatchNormalization", "LayerNormalization", "Lambda",
+              "TFOpLambda", "TrueDivide", "Divide", "Multiply", "Subtract", "Add"}
+# Layers with weights that do not change the scale of what they pass on: QAT's input fake-quantizer.
+_TRANSPARENT = {"QuantizeLayer"}
+
+
+def _leading_rescale(model: Any) -> bool | None:
+    """True: a rescaling layer comes before the first layer with weights; False: a weighted layer
+    comes first; None: no weighted layer (walks nested models in order)."""
+    ops = getattr(model, "operations", None) or getattr(model, "layers", None) or []
+    for op in ops:
+        inner = getattr(op, "layer", None)  # a wrapper (QAT's QuantizeWrapper): judge what it wraps
+        op = inner if inner is not None and hasattr(inner, "weights") else op
+        kind = type(op).__name__
+        if kind in _RESCALING:
+            return True
+        if kind in _TRANSPARENT:
+            continue
+        if getattr(op, "layers", None) is not None:  # a nested model
+            found = _leading_rescale(op)
+            if found is not None:
+                return found
+        elif getattr(op, "weights", None):
+            return False
+    return None
 
 
 def _keras_inputs(model: Any, kind: str) -> list[InputSpec]:
@@ -160,11 +263,106 @@ def _is_tf_keras(obj: Any) -> bool:
         return False
 
 
-def load_model(model: Any) -> LoadedModel:
-    """Load a Keras 3 / tf_keras model object, a ``.keras``/``.h5`` file or a SavedModel folder.
+# How Keras 3 and tf_keras say a saved model names a class or function they do not know.
+_UNKNOWN_OBJECT = (re.compile(r"Could not locate (?:class|function) '([^']+)'"),
+                   re.compile(r"Unknown [a-z ]+: '([^']+)'"),
+                   re.compile(r"Received: layer=([A-Za-z_][\w.>]*) of type <class 'str'>"))
+
+
+def _unknown_objects(messages: list[str]) -> list[str]:
+    """The custom class or function names a failed load could not find, in order."""
+    found: dict[str, None] = {}
+    for text in messages:
+        for pattern in _UNKNOWN_OBJECT:
+            found.update((name, None) for name in pattern.findall(text))
+    return list(found)
+
+
+def custom_objects_from_file(path: str | os.PathLike[str], argument: str = "custom_objects") -> dict[str, Any]:
+    """The custom Keras objects a Python file defines, to load a model that uses them.
+
+    The file's ``custom_objects`` dict if it defines one, else every class and function
+    defined at its top level (not the ones it imports), keyed by name.
 
     Raises:
-        ModelLoadError: the path is missing or holds no model edgeq can load.
+        InvalidArgumentError: the file is missing, not Python, fails to import, or defines nothing.
+    """
+    p = Path(path)
+    if not p.is_file() or p.suffix != ".py":
+        raise InvalidArgumentError("file not found" if not p.is_file() else "not a Python (.py) file",
+                                   argument=argument, received=str(p),
+                                   fix="give the .py file that defines the model's custom layers")
+    name = f"edgeq_custom_objects_{p.stem}" if p.stem in sys.modules else p.stem
+    spec = importlib.util.spec_from_file_location(name, p)
+    if spec is None or spec.loader is None:
+        raise InvalidArgumentError("cannot import it", argument=argument, received=str(p),
+                                   fix="give the .py file that defines the model's custom layers")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # Keras may look the classes' module up by name
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        del sys.modules[name]
+        first = str(exc).splitlines()[0][:200] if str(exc) else ""
+        raise InvalidArgumentError(f"importing it failed: {type(exc).__name__}: {first}", argument=argument,
+                                   received=str(p), fix="fix the file so that `python FILE.py` runs") from exc
+    declared = getattr(module, "custom_objects", None)
+    if declared is not None:
+        if not isinstance(declared, Mapping) or not all(isinstance(k, str) for k in declared):
+            raise InvalidArgumentError("its custom_objects is not a dict of names to classes or functions",
+                                       argument=argument, received=str(p),
+                                       fix="define custom_objects = {'MyLayer': MyLayer, ...}")
+        return dict(declared)
+    objects = {k: v for k, v in vars(module).items()
+               if not k.startswith("_") and (inspect.isclass(v) or inspect.isfunction(v))
+               and getattr(v, "__module__", None) == name}
+    if not objects:
+        raise InvalidArgumentError("it defines no classes or functions", argument=argument, received=str(p),
+                                   fix="give the file that defines the model's custom layers, or define "
+                                       "custom_objects = {'MyLayer': MyLayer} in it")
+    return objects
+
+
+def register_custom_objects(custom_objects: Mapping[str, Any]) -> Callable[[], None]:
+    """Make ``custom_objects`` known to every Keras 3 and tf_keras load; returns the function undoing it."""
+    registries: list[dict[str, Any]] = []
+    try:
+        import keras
+
+        registries.append(keras.saving.get_custom_objects())
+    except ImportError:
+        pass
+    try:
+        import tf_keras
+
+        registries.append(tf_keras.utils.get_custom_objects())
+    except ImportError:
+        pass
+    saved = [{k: r[k] for k in custom_objects if k in r} for r in registries]
+    for r in registries:
+        r.update(custom_objects)
+
+    def undo() -> None:
+        for r, before in zip(registries, saved):
+            for k in custom_objects:
+                r.pop(k, None)
+            r.update(before)
+
+    return undo
+
+
+@quiet_native_logs()
+def load_model(model: Any, custom_objects: Mapping[str, Any] | None = None) -> LoadedModel:
+    """Load a Keras 3 / tf_keras model object, a ``.keras``/``.h5`` file or a SavedModel folder.
+
+    Args:
+        model: the model or its path.
+        custom_objects: the custom layers, functions... a model file uses, by the name it
+            was saved with (``{"MyLayer": MyLayer}``); see also :func:`custom_objects_from_file`.
+
+    Raises:
+        ModelLoadError: the path is missing or holds no model edgeq can load, or the model
+            uses a custom class that was not given (the error names it).
     """
     if isinstance(model, LoadedModel):
         return model
@@ -189,18 +387,19 @@ def load_model(model: Any) -> LoadedModel:
         raise ModelLoadError("not a Keras model file", argument="model", received=str(path),
                              fix="give a .keras or .h5 file, or a SavedModel folder")
     errors = []
+    messages: list[str] = []
     order = ("tf_keras", "keras") if path.suffix != ".keras" else ("keras", "tf_keras")
     for lib in order:
         try:
             if lib == "keras":
                 import keras
 
-                obj = keras.saving.load_model(path, compile=False)
+                obj = keras.saving.load_model(path, custom_objects=dict(custom_objects or {}), compile=False)
                 loaded = load_model(obj)
             else:
                 import tf_keras
 
-                obj = tf_keras.models.load_model(path, compile=False)
+                obj = tf_keras.models.load_model(path, custom_objects=dict(custom_objects or {}), compile=False)
                 loaded = load_model(obj)
             loaded.path = path
             loaded.name = path.stem
@@ -208,7 +407,18 @@ def load_model(model: Any) -> LoadedModel:
         except ModelLoadError:
             raise
         except Exception as exc:
+            messages.append(str(exc))
             errors.append(f"{lib}: {type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}")
+    unknown = [n for n in _unknown_objects(messages) if n not in (custom_objects or {})]
+    if unknown:
+        names = ", ".join(unknown)
+        given = ", ".join(f"'{n.split('>')[-1]}': {n.split('>')[-1]}" for n in unknown)
+        raise ModelLoadError(
+            f"the model uses custom {'classes' if len(unknown) > 1 else 'class'} {names} that Keras cannot "
+            "find", argument="model", received=str(path),
+            fix=f"give {'them' if len(unknown) > 1 else 'it'}: load_model(path, custom_objects={{{given}}}), "
+                "or on the command line --custom-objects FILE.py (the Python file that defines "
+                f"{'them' if len(unknown) > 1 else 'it'})")
     raise ModelLoadError("cannot load the model file (" + "; ".join(errors) + ")", argument="model",
                          received=str(path), fix="check it is a Keras model saved with model.save()")
 

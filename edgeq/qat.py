@@ -42,10 +42,11 @@ from typing import Any
 import numpy as np
 from edgeq_device.preprocess import Preprocess
 
-from .convert import ConversionResult, default_preprocess
+from .convert import ConversionResult, _check_finite, default_preprocess
 from .data import DataSource, as_source
 from .errors import DataError, InvalidArgumentError, QATError
 from .models import InputSpec, LoadedModel, load_model
+from .nativelog import quiet_native_logs
 from .progress import _console, progress_enabled
 
 __all__ = [
@@ -387,7 +388,7 @@ def _arrays(source: DataSource, specs: Sequence[InputSpec], argument: str,
     """Read a labeled source into memory: one array per input, and the labels."""
     per_input: list[list[np.ndarray]] = [[] for _ in specs]
     labels: list[int] = []
-    for sample in source.samples(limit=limit, seed=seed):
+    for position, sample in enumerate(source.samples(limit=limit, seed=seed)):
         if sample.label is None:
             raise DataError("training data needs labels", argument=argument, received=source.description,
                             fix="give an image folder with one subfolder per class, (x, y) arrays, or a "
@@ -399,7 +400,12 @@ def _arrays(source: DataSource, specs: Sequence[InputSpec], argument: str,
                             argument=argument, received=source.description,
                             fix=f"give one array per input: {[s.name for s in specs]}")
         for bucket, a, spec in zip(per_input, xs, specs):
-            bucket.append(_check_sample(a, spec, argument, source.description))
+            checked = _check_sample(a, spec, argument, source.description)
+            # NaN or Inf would poison the weights and the learnt quantization ranges (and an
+            # Inf range crashes the converter): refused by index before training.
+            _check_finite(checked, position if sample.index is None else sample.index, spec, len(specs) > 1,
+                          source.description, argument)
+            bucket.append(checked)
         labels.append(int(sample.label))
     if not labels:
         raise DataError("the data source gave no sample", argument=argument, received=source.description,
@@ -443,6 +449,7 @@ def _positive(value: Any, argument: str, example: str, integer: bool = True) -> 
                                    fix=f"give e.g. {argument}={example}")
 
 
+@quiet_native_logs()
 def qat(
     model: Any,
     train: Any,
@@ -480,7 +487,8 @@ def qat(
 
     Raises:
         QATError: the model cannot be rebuilt or prepared (the layer is named).
-        DataError: the data has no labels or does not fit the model's input.
+        DataError: the data has no labels or does not fit the model's input;
+            NonFiniteCalibrationError (a DataError): a sample holds NaN or Inf.
         InvalidArgumentError: a bad option.
     """
     import tf_keras

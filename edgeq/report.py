@@ -8,14 +8,16 @@ it renders with no network.
 from __future__ import annotations
 
 import base64
+import csv
 import html
 import io
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgeq_device.fileio import atomic_write_bytes, atomic_write_text
+from edgeq_device.fileio import atomic_write_bytes, atomic_write_text, check_output_folder
 from edgeq_device.info import format_bytes
 
 from .errors import OutputExistsError
@@ -23,7 +25,8 @@ from .errors import OutputExistsError
 if TYPE_CHECKING:
     from .compare import Comparison
 
-__all__ = ["html_fragment", "markdown", "plot_pngs", "rich_table", "write_report"]
+__all__ = ["FittedTable", "csv_table", "fitted_table", "html_fragment", "markdown", "markdown_table", "plot_pngs", "rich_table",
+           "write_report"]
 
 COLUMNS = ("model", "size", "vs f32", "top-1", "Δ top-1", "top-5", "agree", "SQNR dB", "max err", "cosine")
 
@@ -91,20 +94,124 @@ def board_rows(data: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
-def rich_table(comp: Comparison) -> Any:
-    """The comparison as a rich Table (the recommended mode in bold)."""
-    from rich.table import Table
+# Columns of the comparison table a narrow terminal loses first (the rest: model, size, top-1, p50 ms).
+_LESSER = ("convert s", "MACs/s (1st T)", "max err", "cosine", "top-5", "vs f32", "SQNR dB", "agree", "Δ top-1")
 
+
+def _cell_width(text: str) -> int:
+    from rich.cells import cell_len
+
+    return max((cell_len(line) for line in text.split("\n")), default=0)
+
+
+def _column_widths(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[int]:
+    return [max([_cell_width(h)] + [_cell_width(r[i]) for r in rows]) for i, h in enumerate(header)]
+
+
+def natural_width(header: Sequence[str], rows: Sequence[Sequence[str]]) -> int:
+    """Columns a rich Table of these cells takes with nothing wrapped (default box, padding 1)."""
+    return sum(w + 3 for w in _column_widths(header, rows)) + 1
+
+
+def fitted_table(header: Sequence[str], rows: Sequence[Sequence[str]], *, width: int | None,
+                 drop: Sequence[str] = (), title: str | None = None, caption: str | None = None,
+                 left: Sequence[str] = (), styles: Sequence[str | None] | None = None) -> tuple[Any, list[str]]:
+    """A rich Table of ``rows`` in which no cell is cut or wrapped, and the columns it left out.
+
+    Columns named in ``drop`` are left out, in that order, until the table fits ``width``
+    terminal columns. Cells are never shortened with an ellipsis; if the table is still too
+    wide, only its widest column is folded onto more lines, the others keep their full width.
+    With ``width=None`` every column is kept: print it on a console at least
+    :func:`natural_width` wide (what the CLI does when piped), or use :class:`FittedTable`,
+    which fits the width it is printed at.
+
+    Args:
+        left: columns justified left (the others are right-justified).
+        styles: a rich style per row (e.g. the recommended mode in bold), or None.
+    """
+    from rich.table import Table
+    from rich.text import Text
+
+    keep = list(range(len(header)))
+    hidden: list[str] = []
+    if width is not None:
+        for name in drop:
+            if natural_width([header[i] for i in keep], [[r[i] for i in keep] for r in rows]) <= width:
+                break
+            if name in header and header.index(name) in keep:
+                keep.remove(header.index(name))
+                hidden.append(name)
+    widths = _column_widths([header[i] for i in keep], [[r[i] for i in keep] for r in rows])
+    squeeze = -1
+    if width is not None and sum(w + 3 for w in widths) + 1 > width:
+        squeeze = max(range(len(keep)), key=lambda k: widths[k])
+    table = Table(title=title, caption=caption)
+    for k, i in enumerate(keep):
+        fixed = width is not None and k != squeeze
+        table.add_column(header[i], justify="left" if header[i] in left else "right", overflow="fold",
+                         no_wrap=fixed, min_width=widths[k] if fixed else None)
+    for n, cells in enumerate(rows):
+        table.add_row(*(Text(cells[i]) for i in keep), style=styles[n] if styles else None)
+    return table, hidden
+
+
+class FittedTable:
+    """A rich renderable: :func:`fitted_table` made at the width it is printed at.
+
+    On any console (a terminal, a notebook, a console as wide as :func:`natural_width`
+    for piped output) lesser columns are left out as needed, and a line under the table
+    names them; nothing is cut.
+    """
+
+    def __init__(self, header: Sequence[str], rows: Sequence[Sequence[str]], *, drop: Sequence[str] = (),
+                 left: Sequence[str] = (), title: str | None = None, caption: str | None = None,
+                 styles: Sequence[str | None] | None = None, more: str = "") -> None:
+        self.header, self.rows, self.drop, self.left = list(header), [list(r) for r in rows], drop, left
+        self.title, self.caption, self.styles, self.more = title, caption, styles, more
+
+    def __rich_console__(self, console: Any, options: Any) -> Any:
+        table, hidden = fitted_table(self.header, self.rows, width=options.max_width, drop=self.drop,
+                                     left=self.left, title=self.title, caption=self.caption, styles=self.styles)
+        if hidden:
+            note = f"(not shown for lack of width: {', '.join(hidden)}{self.more})"
+            table.caption = f"{table.caption}\n{note}" if table.caption else note
+        yield table
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A Markdown table (``|`` in cells escaped, line breaks as ``<br>``)."""
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|").replace("\n", "<br>")
+
+    lines = ["| " + " | ".join(cell(h) for h in header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(cell(c) for c in cells) + " |" for cells in rows]
+    return "\n".join(lines) + "\n"
+
+
+def csv_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """The rows as CSV with a header line (line breaks in cells become ``; ``)."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows([c.replace("\n", "; ") for c in cells] for cells in rows)
+    return buf.getvalue()
+
+
+def rich_table(comp: Comparison) -> FittedTable:
+    """The comparison as a rich renderable table (the recommended mode in bold).
+
+    It fits the width it is printed at: lesser columns (convert time, MAC/s, max error, ...)
+    are left out as needed and named under it; model names and figures are never cut.
+    """
     data = comp.to_dict()
     header, rows = table_rows(data)
-    table = Table(title=f"{data['model']}: every mode on {data['eval_images']} images of {data['evaluation']}",
-                  caption=data["recommendation"]["reason"])
-    for i, h in enumerate(header):
-        table.add_column(h, justify="left" if i == 0 else "right")
     rec = data["recommendation"]["mode"]
-    for cells in rows:
-        table.add_row(*cells, style="bold green" if cells[0] == rec else None)
-    return table
+    drop = list(_LESSER[:3]) + [h for h in header if h.startswith("p90 ms")] + list(_LESSER[3:]) + [
+        h for h in header if h.startswith("p50 ms")][1:]
+    return FittedTable(
+        header, rows, drop=drop, left=("model",), styles=["bold green" if c[0] == rec else None for c in rows],
+        title=f"{data['model']}: every mode on {data['eval_images']} images of {data['evaluation']}",
+        caption=data["recommendation"]["reason"], more="; see report.md")
 
 
 def markdown(comp: Comparison) -> str:
@@ -289,6 +396,7 @@ def write_report(comp: Comparison, folder: Path, overwrite: bool = False, plots:
     if clash and not overwrite:
         raise OutputExistsError(f"{len(clash)} report file(s) exist", argument="output", received=clash[0],
                                 fix="choose another folder or pass overwrite=True (--force)")
+    check_output_folder(folder, argument="folder")
     written = {}
     for name, payload in files.items():
         if name.endswith((".md", ".html", ".json")):

@@ -15,7 +15,7 @@ import click
 
 from . import __version__
 from .bench import BenchParams, benchmark, format_bench
-from .clikit import ErrorBoundaryGroup, echo_err
+from .clikit import Choice, ErrorBoundaryGroup, echo_err
 from .evaluate import evaluate, format_eval, model_preprocess
 from .fileio import check_writable
 from .info import format_info, model_info
@@ -73,7 +73,7 @@ def _runtime_options(f: F) -> F:
                      help="Use the runtime's default CPU delegate (XNNPACK).")(f)
     f = click.option("--threads", type=click.IntRange(min=1), metavar="N",
                      help="Interpreter threads (default: the runtime's).")(f)
-    f = click.option("--runtime", type=click.Choice(RUNTIME_NAMES, case_sensitive=False),
+    f = click.option("--runtime", type=Choice(RUNTIME_NAMES),
                      help="TFLite runtime to use (default: first found of " + ", ".join(RUNTIME_NAMES)
                           + ").")(f)
     return f
@@ -84,7 +84,7 @@ def _preprocess_options(f: F) -> F:
                      help="Float input = (pixel - mean) / std.")(f)
     f = click.option("--mean", callback=_parse_numbers, metavar="M|R,G,B",
                      help="Subtracted from pixels 0..255.")(f)
-    f = click.option("--color", type=click.Choice(["rgb", "l"], case_sensitive=False),
+    f = click.option("--color", type=Choice(["rgb", "l"]),
                      help="Channels: rgb or l (grayscale).")(f)
     f = click.option("--size", callback=_parse_size, metavar="WxH",
                      help="Resize images to WIDTHxHEIGHT (default: the model's metadata or input shape).")(f)

@@ -1,18 +1,24 @@
-"""What both CLIs share: library errors become one clean line and a non-zero exit."""
+"""What both CLIs share: validated choices, and errors as one clean line with a non-zero exit."""
 
 from __future__ import annotations
 
 import sys
-from typing import Any
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TextIO
 
 import click
 
-from .errors import EdgeqError
+from .errors import EdgeqError, EdgeqWarning
 
-__all__ = ["EXIT_ERROR", "EXIT_INTERRUPTED", "ErrorBoundaryGroup", "echo_err"]
+__all__ = ["EXIT_ERROR", "EXIT_INTERNAL", "EXIT_INTERRUPTED", "Choice", "ChoiceList", "ErrorBoundaryGroup",
+           "echo_err", "flatten_choices"]
 
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
+EXIT_INTERNAL = 70  # EX_SOFTWARE of sysexits.h: a bug in edgeq, not a mistake of the user
+
+_VERBOSE = "edgeq.verbose"
 
 
 def echo_err(message: str) -> None:
@@ -20,20 +26,134 @@ def echo_err(message: str) -> None:
     click.echo(message, err=True)
 
 
-class ErrorBoundaryGroup(click.Group):
-    """A click group whose commands turn :class:`EdgeqError` into ``error: ...`` and exit 2.
+def _choices_fix(choices: Sequence[str]) -> str:
+    return "use one of: " + ", ".join(choices)
 
-    No traceback reaches the user for errors edgeq raises on purpose; Ctrl-C
-    exits 130 with one line. Unexpected exceptions still show a traceback,
-    because those are bugs to report.
+
+class Choice(click.Choice):
+    """A click choice (case-insensitive) whose error names what was received and lists the valid values."""
+
+    def __init__(self, choices: Sequence[str], case_sensitive: bool = False) -> None:
+        super().__init__(list(choices), case_sensitive=case_sensitive)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        try:
+            return super().convert(value, param, ctx)
+        except click.BadParameter:
+            self.fail(f"unknown value (received {value!r}); {_choices_fix([str(c) for c in self.choices])}",
+                      param, ctx)
+
+
+class ChoiceList(click.ParamType):
+    """Comma-separated values, each one of ``choices``: ``int8,float16`` becomes ``("int8", "float16")``.
+
+    With ``multiple=True`` on the option each repeat gives a tuple; :func:`flatten_choices`
+    as the option's callback joins them.
     """
+
+    name = "list"
+
+    def __init__(self, choices: Sequence[str]) -> None:
+        self.choices = tuple(choices)
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:  # type: ignore[override]
+        return "[" + "|".join(self.choices) + "],..."
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, tuple):
+            return value
+        items = [v.strip().lower() for v in str(value).split(",") if v.strip()]
+        bad = [v for v in items if v not in self.choices]
+        if bad or not items:
+            what = "no value" if not bad else "unknown value" if bad == [str(value).strip().lower()] \
+                else f"unknown value {bad[0]!r}"
+            self.fail(f"{what} (received {value!r}); {_choices_fix(self.choices)}", param, ctx)
+        return tuple(items)
+
+
+def flatten_choices(ctx: click.Context, param: click.Parameter, value: Iterable[Any]) -> tuple[str, ...]:
+    """Callback of a ``multiple=True`` :class:`ChoiceList` option: all values, repeats dropped, in order."""
+    if value is None:
+        return ()
+    flat: list[str] = []
+    for group in value:
+        flat.extend(group if isinstance(group, tuple) else (group,))
+    return tuple(dict.fromkeys(flat))
+
+
+def _one_line_warnings(shown_before: Callable[..., None]) -> Callable[..., None]:
+    """A ``warnings.showwarning``: an :class:`EdgeqWarning` is one ``warning: ...`` line on
+    standard error; other warnings go to ``shown_before``."""
+
+    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+             file: TextIO | None = None, line: str | None = None) -> None:
+        if issubclass(category, EdgeqWarning):
+            echo_err(f"warning: {message}")
+        else:
+            shown_before(message, category, filename, lineno, file, line)
+
+    return show
+
+
+def _hint(exc: click.BadParameter) -> str:
+    param = exc.param
+    if exc.param_hint is not None:
+        return exc.param_hint if isinstance(exc.param_hint, str) else "/".join(exc.param_hint)
+    if isinstance(param, click.Option) and param.opts:
+        return max(param.opts, key=len)
+    if param is not None:
+        return param.human_readable_name
+    return "argument"
+
+
+def _set_verbose(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+    ctx.meta[_VERBOSE] = value
+    return value
+
+
+class ErrorBoundaryGroup(click.Group):
+    """A click group whose commands end with one line on standard error, never a traceback.
+
+    - an :class:`EdgeqError` (the library's documented errors) prints ``error: ...`` and exits 2;
+    - a bad option value (an unknown choice, a number out of range) prints
+      ``error: --option: ...`` and exits 2; a missing argument or unknown option still
+      prints click's usage;
+    - anything else is a bug: ``internal error: <type>: <message>`` and exit 70, with the
+      traceback only under ``--verbose`` (or ``EDGEQ_VERBOSE=1``);
+    - Ctrl-C exits 130 with one line;
+    - an :class:`EdgeqWarning` is one ``warning: ...`` line on standard error.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.params.append(click.Option(
+            ["--verbose"], is_flag=True, expose_value=False, envvar="EDGEQ_VERBOSE", callback=_set_verbose,
+            help="Show the traceback of an internal error (a bug to report)."))
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            with warnings.catch_warnings():
+                warnings.showwarning = _one_line_warnings(warnings.showwarning)
+                return super().invoke(ctx)
         except EdgeqError as exc:
             echo_err(f"error: {exc}")
             sys.exit(EXIT_ERROR)
+        except click.MissingParameter:
+            raise
+        except click.BadParameter as exc:
+            echo_err(f"error: {_hint(exc)}: {exc.message}")
+            sys.exit(EXIT_ERROR)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
         except KeyboardInterrupt:
             echo_err("interrupted")
             sys.exit(EXIT_INTERRUPTED)
+        except Exception as exc:
+            if ctx.meta.get(_VERBOSE):
+                raise
+            text = " ".join(str(exc).split())
+            text = text if len(text) <= 300 else text[:297] + "..."
+            name = ctx.find_root().info_name or "edgeq"
+            echo_err(f"internal error: {type(exc).__name__}: {text} (a bug in edgeq; run `{name} --verbose ...` "
+                     "for the traceback and report it)")
+            sys.exit(EXIT_INTERNAL)

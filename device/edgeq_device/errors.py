@@ -6,7 +6,8 @@ print it as one line and a notebook user knows what to change::
 
     EdgeqError
     ├── InvalidArgumentError (also ValueError)   a parameter has a bad value
-    ├── OutputExistsError (also FileExistsError) refusing to overwrite a file
+    ├── OutputError (also OSError)               an output path cannot be written
+    │   └── OutputExistsError (also FileExistsError) refusing to overwrite a file
     ├── ModelFileError                           missing / not a .tflite / truncated / fails validation
     │   └── RuntimeCrashError                    the runtime crashed (a signal) loading this model
     ├── InferenceError                           the model failed while running (an operator's error)
@@ -14,6 +15,9 @@ print it as one line and a notebook user knows what to change::
     │   └── LabelMismatchError                   labels do not match the model's outputs
     ├── RuntimeNotFoundError (also ImportError)  no TFLite interpreter installed
     └── DelegateError                            delegate missing or unusable for this model
+
+Warnings edgeq gives on purpose (data that works but looks wrong) derive from
+:class:`EdgeqWarning`, a ``UserWarning``; the CLIs print them as one line.
 
 The host toolkit ``edgeq`` extends the tree in :mod:`edgeq.errors`.
 """
@@ -26,10 +30,12 @@ __all__ = [
     "DataError",
     "DelegateError",
     "EdgeqError",
+    "EdgeqWarning",
     "InferenceError",
     "InvalidArgumentError",
     "LabelMismatchError",
     "ModelFileError",
+    "OutputError",
     "OutputExistsError",
     "RuntimeCrashError",
     "RuntimeNotFoundError",
@@ -75,7 +81,11 @@ class InvalidArgumentError(EdgeqError, ValueError):
     """A parameter has a value edgeq cannot use."""
 
 
-class OutputExistsError(EdgeqError, FileExistsError):
+class OutputError(EdgeqError, OSError):
+    """An output path cannot be written: its folder is a file, permission is denied, the disk is read-only or full."""
+
+
+class OutputExistsError(OutputError, FileExistsError):
     """An output file exists and overwriting was not asked for."""
 
 
@@ -113,3 +123,11 @@ class RuntimeNotFoundError(EdgeqError, ImportError):
 
 class DelegateError(EdgeqError):
     """A delegate library is missing or cannot run this model."""
+
+
+class EdgeqWarning(UserWarning):
+    """Base class of the warnings edgeq gives on purpose: the input works but looks wrong.
+
+    The message says what was seen and what to do; filter a whole kind with
+    ``warnings.filterwarnings("ignore", category=...)``.
+    """

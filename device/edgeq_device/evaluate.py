@@ -550,10 +550,25 @@ def format_eval(r: EvalResult, max_classes: int = 20) -> str:
         if hidden > 0:
             lines.append(f"  ... {hidden} more (see --json)")
     if len(r.classes) <= 12:
-        lines.append("confusion (rows: true, columns: predicted)")
-        cw = max(5, *(len(str(v)) for row in r.confusion for v in row)) + 1
-        lines.append("  " + " " * 6 + "".join(f"{c[:cw - 1]:>{cw}}" for c in r.classes))
-        for name, row in zip(r.classes, r.confusion):
-            lines.append(f"  {name[:5]:>5} " + "".join(f"{v:>{cw}}" for v in row))
+        lines += _confusion_lines(r)
     return "\n".join(lines)
+
+
+def _confusion_lines(r: EvalResult, width: int = 80) -> list[str]:
+    """The confusion matrix in at most ``width`` columns, class names whole (never cut)."""
+    names = [str(c) for c in r.classes]
+    cw = max(5, *(len(str(v)) for row in r.confusion for v in row)) + 1
+    lw = max(5, *(len(n) for n in names))
+    if all(len(n) < cw for n in names):  # the names fit above the columns
+        head = ["confusion (rows: true, columns: predicted)", "  " + " " * (lw + 1) + "".join(f"{n:>{cw}}" for n in names)]
+        body = [f"  {n:>{lw}} " + "".join(f"{v:>{cw}}" for v in row) for n, row in zip(names, r.confusion)]
+    else:  # columns numbered, the rows give the numbers and the whole names
+        iw = len(str(len(names) - 1))
+        head = ["confusion (rows: true, columns: predicted, numbered as the rows)",
+                "  " + " " * (iw + lw + 2) + "".join(f"{i:>{cw}}" for i in range(len(names)))]
+        body = [f"  {i:>{iw}} {n:<{lw}} " + "".join(f"{v:>{cw}}" for v in row)
+                for i, (n, row) in enumerate(zip(names, r.confusion))]
+    if max(len(line) for line in head[1:] + body) > width:
+        return ["confusion: too wide to print here, see --json"]
+    return head + body
 

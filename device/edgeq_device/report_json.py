@@ -159,6 +159,7 @@ def write_json(result: JsonResult, dest: str | Path, overwrite: bool = False) ->
 
     Raises:
         OutputExistsError: the file exists and ``overwrite`` is False.
+        OutputError: the path cannot be written (see ``edgeq_device.fileio``).
     """
     if str(dest) == "-":
         sys.stdout.write(result.to_json())

@@ -197,10 +197,13 @@ def cli_command() -> list[str]:
 
 
 def run_cli(*args: str | Path, cwd: Path | None = None, timeout: float = 120,
-            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run ``edgeq-device ARGS`` in a subprocess (real stderr, native output included)."""
+            env: dict[str, str] | None = None, prefix: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+    """Run ``edgeq-device ARGS`` in a subprocess (real stderr, native output included).
+
+    ``prefix`` goes before the command, e.g. a wrapper that changes its privileges.
+    """
     env = {**{k: v for k, v in os.environ.items() if k != "EDGEQ_RUNTIME"}, **(env or {})}
-    return subprocess.run([*cli_command(), *map(str, args)], capture_output=True, text=True,
+    return subprocess.run([*prefix, *cli_command(), *map(str, args)], capture_output=True, text=True,
                           timeout=timeout, cwd=cwd, env=env, check=False)
 
 

@@ -24,12 +24,19 @@ def test_no_or_bad_arguments_print_usage(cli, models):
     assert "bench" in proc.stdout + proc.stderr and "Traceback" not in proc.stderr
     proc = cli("bench")
     assert proc.returncode == 2 and "Usage:" in proc.stderr and "Missing argument 'MODEL'" in proc.stderr
-    proc = cli("bench", models["float32"], "--runs", "0")
-    assert proc.returncode == 2 and "Usage:" in proc.stderr and "--runs" in proc.stderr
-    proc = cli("eval", models["float32"], "x", "--size", "28by28")
-    assert proc.returncode == 2 and "WIDTHxHEIGHT" in proc.stderr
     proc = cli("frobnicate")
     assert proc.returncode == 2 and "No such command" in proc.stderr
+
+
+def test_bad_option_values_are_one_line(cli, models):
+    assert _one_error_line(cli("bench", models["float32"], "--runs", "0")) == \
+        "error: --runs: 0 is not in the range x>=1."
+    line = _one_error_line(cli("eval", models["float32"], "x", "--size", "28by28"))
+    assert line == "error: --size: expected WIDTHxHEIGHT such as 224x224, got '28by28'"
+    assert _one_error_line(cli("bench", models["float32"], "--runtime", "onnx")) == \
+        "error: --runtime: unknown value (received 'onnx'); use one of: litert, tflite-runtime, tensorflow"
+    assert _one_error_line(cli("eval", models["float32"], "x", "--color", "cmyk")) == \
+        "error: --color: unknown value (received 'cmyk'); use one of: rgb, l"
 
 
 def test_bad_model_files(cli, models, tmp_path):
@@ -123,3 +130,58 @@ def test_human_output(cli, models, small_test_dir):
     assert proc.returncode == 0, proc.stderr
     assert "top-1" in proc.stdout and "50 images" in proc.stdout and "labels     from metadata" in proc.stdout
     assert "evaluating" in proc.stderr  # progress goes to stderr
+
+
+def test_json_path_that_cannot_be_written(cli, models, tmp_path):
+    blocker = tmp_path / "afile"
+    blocker.write_text("not a folder")
+    for command in (("info", models["int8"]), ("bench", models["int8"], "--runs", "1")):
+        target = blocker / "sub" / "info.json"
+        line = _one_error_line(cli(*command, "--json", target))
+        assert line == (f"error: --json: cannot write the file: {blocker} is a file, not a folder "
+                        f"(received '{target}'); choose another path, or move that file away")
+    line = _one_error_line(cli("info", models["int8"], "--json", tmp_path, "--force"))
+    assert line == (f"error: --json: cannot write the file: it is a folder (received '{tmp_path}'); "
+                    "give a file name (inside it, or elsewhere)")
+
+
+def test_json_into_a_folder_without_permission(cli, models, tmp_path):
+    """A read-only folder; as root, the command runs without capabilities so that its mode applies."""
+    import os
+
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    prefix: tuple[str, ...] = ()
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("running as root without setpriv (util-linux) to drop root's capabilities")
+        prefix = ("setpriv", "--bounding-set=-all", "--inh-caps=-all")
+    line = _one_error_line(cli("info", models["int8"], "--json", locked / "i.json", prefix=prefix))
+    assert line == (f"error: --json: cannot write the file: no permission to write in {locked} "
+                    f"(received '{locked / 'i.json'}'); choose a folder you can write to, or change its permissions")
+    assert list(locked.iterdir()) == []
+
+
+def test_unexpected_exception_is_one_line_unless_verbose():
+    """A bug (an exception outside the error tree) gives one line and exit 70; --verbose shows the traceback."""
+    import click
+    from click.testing import CliRunner
+    from edgeq_device.clikit import EXIT_INTERNAL, ErrorBoundaryGroup
+
+    @click.group(cls=ErrorBoundaryGroup)
+    def tool() -> None:
+        """A command group with the edgeq error boundary."""
+
+    @tool.command()
+    def boom() -> None:
+        """Fail the way a bug fails."""
+        raise KeyError("missing")
+
+    result = CliRunner().invoke(tool, ["boom"])
+    assert result.exit_code == EXIT_INTERNAL == 70
+    assert result.stderr.splitlines() == ["internal error: KeyError: 'missing' (a bug in edgeq; run "
+                                          "`tool --verbose ...` for the traceback and report it)"]
+    assert "Traceback" not in result.output
+    for args, env in ((["--verbose", "boom"], {}), (["boom"], {"EDGEQ_VERBOSE": "1"})):
+        result = CliRunner().invoke(tool, args, env=env)
+        assert isinstance(result.exception, KeyError)  # raised on: Python prints the traceback

@@ -169,3 +169,17 @@ def test_eval_json_round_trip(models, small_test_dir):
     back = EvalResult.from_dict(d)
     assert back == r
     assert "top-1" in format_eval(r) and "confusion" in format_eval(r)
+
+
+def test_confusion_matrix_keeps_class_names_whole_in_80_columns(models, small_test_dir):
+    d = evaluate(models["meta_uint8"], small_test_dir, limit=30).to_dict()
+    digits = format_eval(EvalResult.from_dict(d))
+    assert "confusion (rows: true, columns: predicted)" in digits
+    cifar = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    d["classes"] = cifar
+    for c, name in zip(d["per_class"], cifar):
+        c["name"] = name
+    text = format_eval(EvalResult.from_dict(d))
+    matrix = text.split("confusion")[1].splitlines()[2:]
+    assert [line.split()[:2] for line in matrix] == [[str(i), name] for i, name in enumerate(cifar)]
+    assert max(len(line) for line in matrix) <= 80

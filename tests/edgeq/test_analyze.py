@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -238,3 +241,28 @@ def test_mobilenet_v2_macs_match_published(analyze_mobilenet_v2: bytes) -> None:
                                ._get_ops_details()]
     # the first inverted-residual expansion (112x112x96 float32) dominates the activation peak
     assert result.peak_activation_bytes >= 112 * 112 * 96 * 4
+
+
+def test_cli_formats_and_80_columns(analyze_models: dict[str, bytes], tmp_path: Path) -> None:
+    path = tmp_path / "m.tflite"
+    path.write_bytes(analyze_models["cnn_int8_floatio"])
+    names = analyze(path).op_names
+    runner = CliRunner()
+    args = ["analyze", str(path), "--target", "edgetpu"]
+    res = runner.invoke(cli, args, env={"COLUMNS": "80", "FORCE_COLOR": "1"})  # an 80-column terminal
+    assert res.exit_code == 0, res.output
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", res.stdout)
+    table = text.split("totals")[0]
+    assert max(len(ln) for ln in table.splitlines()) <= 80 and "…" not in text
+    for i, name in enumerate(names):
+        assert re.search(rf"│ +{i} │ {name} +│", table), name
+    res = runner.invoke(cli, args, env={"COLUMNS": "80"})  # piped: every column, one line per op
+    for i, name in enumerate(names):
+        assert re.search(rf"│ +{i} │ {name} +│.*│ (Edge TPU|CPU \(\S+\)) +│$", res.stdout, re.M), name
+    res = runner.invoke(cli, [*args, "--format", "csv"])
+    rows = list(csv.DictReader(io.StringIO(res.stdout)))
+    assert [r["op"] for r in rows] == names and rows[0]["Edge TPU"].startswith("CPU")
+    res = runner.invoke(cli, [*args, "--format", "json"])
+    assert json.loads(res.stdout)["num_ops"] == len(names)
+    res = runner.invoke(cli, [*args, "--format", "md"])
+    assert res.stdout.startswith("| # | op | inputs |") and "| totals |" in res.stdout

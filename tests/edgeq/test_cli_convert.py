@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import stat
 import subprocess
 import sys
 
@@ -68,7 +70,7 @@ def test_output_exists_without_force(model_file, tmp_path):
 @pytest.mark.parametrize(("args", "message"), [
     (["convert", "missing.keras"], "error: model: model path not found (received 'missing.keras')"),
     (["convert", "{model}", "--mode", "int8"], "error: calibration: mode 'int8' needs calibration data"),
-    (["convert", "{model}", "--mode", "int4"], "error: mode: unknown value (received 'int4')"),
+    (["convert", "{model}", "--mode", "int4"], "error: --mode: unknown value (received 'int4')"),
     (["convert", "{model}", "--mode", "int8", "--calib", "{empty}"], "error: calibration: no image files in folder"),
     (["convert", "{model}", "--mode", "int8", "--calib", "{train}", "--size", "32x32"],
      "error: calibration: sample shape (32, 32, 1) does not match input 'image' shape (28, 28, 1)"),
@@ -102,3 +104,40 @@ def test_convert_target_edgetpu_reports_mapping(model_file, mnist_train, tmp_pat
     assert (tmp_path / "digits_int8_uint8io.tflite").exists()
     assert "predicted Edge TPU mapping:" in out
     assert "edgetpu_compiler" in out
+
+
+NATIVE_LOG = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ [\w.]+:\d+\]|absl::InitializeLog|fully_quantize: |"
+                        r"cuInit|cpu_feature_guard|rebuild TensorFlow with the appropriate compiler flags", re.M)
+
+
+def _convert_process(model_file, mnist_train, out, *extra):
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "EDGEQ_VERBOSE")}
+    env.update(EDGEQ_PROGRESS="1", FORCE_COLOR="1")  # progress on, drawn as on a terminal
+    return subprocess.run([sys.executable, "-m", "edgeq.cli", "convert", str(model_file), "--mode", "int8",
+                           "--calib", str(mnist_train), "--samples", "8", "-o", str(out), *extra],
+                          capture_output=True, text=True, env=env, timeout=300, umask=0o022)
+
+
+def test_tensorflow_native_logs_hidden_unless_verbose(model_file, mnist_train, tmp_path):
+    proc = _convert_process(model_file, mnist_train, tmp_path / "quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert not NATIVE_LOG.search(proc.stderr), proc.stderr
+    assert "calibrating" in proc.stderr  # the progress bar (Python's sys.stderr) still shows
+    assert "digits_int8.tflite" in proc.stdout
+    assert stat.S_IMODE((tmp_path / "quiet" / "digits_int8.tflite").stat().st_mode) == 0o644
+
+    proc = _convert_process(model_file, mnist_train, tmp_path / "verbose", "--verbose")
+    assert proc.returncode == 0, proc.stderr
+    assert NATIVE_LOG.search(proc.stderr)
+    assert "calibrating" in proc.stderr
+
+
+def test_convert_table_cuts_no_mode_on_an_80_column_terminal(model_file, mnist_train, tmp_path):
+    result = CliRunner().invoke(cli, ["convert", str(model_file), "--mode", "all", "--calib", str(mnist_train),
+                                      "--samples", "8", "-o", str(tmp_path)],
+                                env={"COLUMNS": "80", "FORCE_COLOR": "1"}, catch_exceptions=False)
+    assert result.exit_code == 0, result.stderr
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", result.stdout)
+    assert max(len(ln) for ln in text.splitlines()) <= 80 and "…" not in text
+    for mode in ("float32", "dynamic", "float16", "int8", "int16x8"):
+        assert re.search(rf"^│ {mode} +│.* digits_{mode}\.tflite +│$", text, re.M), text

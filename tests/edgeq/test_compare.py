@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import os
 import re
 import shutil
+import stat
 import subprocess
 
 import numpy as np
@@ -139,6 +143,22 @@ def test_report_files_hold_results_json_numbers(comparison, tmp_path):
         comp.save(tmp_path)
 
 
+@pytest.mark.parametrize(("mask", "expected"), [(0o022, 0o644), (0o077, 0o600)])
+def test_report_files_get_the_permissions_of_a_plain_open(comparison, tmp_path, mask, expected):
+    comp, _ = comparison
+    old = os.umask(mask)
+    try:
+        written = comp.save(tmp_path / "report")
+    finally:
+        os.umask(old)
+    names = {name for name in written if name.startswith("models/")}
+    assert names and {"results.json", "report.md", "report.html", "plots/size.png"} <= set(written)
+    modes = {name: oct(stat.S_IMODE(path.stat().st_mode)) for name, path in written.items()}
+    assert set(modes.values()) == {oct(expected)}, modes
+    folders = {oct(stat.S_IMODE(p.stat().st_mode)) for p in (tmp_path / "report", tmp_path / "report" / "plots")}
+    assert folders == {oct(0o777 & ~mask)}
+
+
 def test_html_is_self_contained(comparison, tmp_path):
     comp, _ = comparison
     comp.save(tmp_path, overwrite=True)
@@ -221,3 +241,49 @@ def test_compare_cli_writes_report_and_refuses_to_overwrite(trained, mnist_train
         "choose another --output or pass --force to overwrite"]
     bad = CliRunner().invoke(cli, [*args[:-4], "--threads", "one", "-o", str(tmp_path / "x")], catch_exceptions=False)
     assert bad.exit_code == 2 and "error: --threads: expected comma-separated integers" in bad.stderr
+
+
+def test_table_fits_80_columns_and_piped_rows_stay_whole(comparison):
+    from rich.console import Console
+
+    from edgeq.report import natural_width, rich_table, table_rows
+
+    comp, _ = comparison
+    buf = io.StringIO()
+    Console(file=buf, width=80).print(rich_table(comp))
+    text = buf.getvalue()
+    assert max(len(ln) for ln in text.splitlines()) <= 80 and "…" not in text
+    for row in comp.rows:  # float32 and float16 both whole, not "float…"
+        assert re.search(rf"^│ {row.name} +│", text, re.M), row.name
+    assert "not shown for lack of width" in text
+    header, rows = table_rows(comp.to_dict())
+    buf = io.StringIO()
+    Console(file=buf, width=max(80, natural_width(header, rows))).print(rich_table(comp))
+    lines = buf.getvalue().splitlines()
+    for cells in rows:  # piped: every column, each mode's row on one line
+        (line,) = [ln for ln in lines if ln.startswith(f"│ {cells[0]} ")]
+        assert all(c in line for c in cells), (cells, line)
+
+
+def test_compare_formats_md_csv_json(comparison, trained, mnist_train, mnist_test, tmp_path, capsys):
+    from click.testing import CliRunner
+
+    from edgeq.cli import cli, print_compare
+
+    comp, _ = comparison
+    print_compare(comp, "csv")
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert [r["model"] for r in rows] == [r.name for r in comp.rows]
+    print_compare(comp, "json")
+    assert json.loads(capsys.readouterr().out)["rows"][1]["name"] == comp.rows[1].name
+    print_compare(comp, "md")
+    assert capsys.readouterr().out.startswith("| model | size |")
+
+    model_path = tmp_path / "digits.keras"
+    trained.save(model_path)
+    res = CliRunner().invoke(cli, ["compare", str(model_path), "--calib", str(mnist_train), "--eval", str(mnist_test),
+                                   "--modes", "float32", "--threads", "1", "--samples", "10", "--eval-samples", "20",
+                                   "-o", str(tmp_path / "r"), "--no-store", "--format", "csv"])
+    assert res.exit_code == 0, res.stderr
+    assert [r["model"] for r in csv.DictReader(io.StringIO(res.stdout))] == ["keras", "float32"]
+    assert "wrote" in res.stderr

@@ -10,6 +10,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import tensorflow as tf
 from click.testing import CliRunner
@@ -200,6 +201,204 @@ def test_cli_shows_split_and_fix(analyze_tpu_models: dict[str, bytes], tmp_path:
     res = CliRunner().invoke(cli, ["analyze", str(path), "--target", "edgetpu", "--json", "-"])
     payload = json.loads(res.stdout)
     assert payload["edgetpu"]["split_at"] == 1 and payload["edgetpu"]["mapped"] == 1
+
+
+# ------------------------------------------------------------------ the rules of edgetpu_compiler 16.0
+# Each model below shows one behaviour of the real compiler: where its segment starts, which
+# branches it keeps, and which ops it maps (see edgeq.edgetpu's module docstring for the sources).
+
+
+def _int8_uint8_input(model: Any) -> bytes:
+    """Full-int8 conversion of a model whose input is uint8 pixels, calibrated on uint8 data."""
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    rng = np.random.default_rng(0)
+    shape = tuple(d or 1 for d in model.inputs[0].shape)
+
+    def rep() -> Any:
+        for _ in range(4):
+            yield [rng.integers(0, 256, shape).astype(np.uint8)]
+
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = rep
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_output_type = tf.int8
+    return bytes(conv.convert())
+
+
+def _leading_cast() -> Any:
+    """uint8 pixels cast to float in the graph (as pose models do): CAST, then QUANTIZE from float."""
+    inp = keras.Input((8, 8, 3), batch_size=1, dtype="uint8")
+    x = keras.layers.Lambda(lambda t: tf.cast(t, tf.float32) / 255.0)(inp)
+    x = keras.layers.Conv2D(4, 3, activation="relu")(x)
+    x = keras.layers.Conv2D(4, 3)(x)
+    return keras.Model(inp, x)
+
+
+def _parallel_branch() -> Any:
+    """LEAKY_RELU on one branch; a max pool on the other branch comes after it in execution order."""
+    inp = keras.Input((8, 8, 4), batch_size=1)
+    x = keras.layers.Conv2D(8, 3, padding="same")(inp)
+    a = keras.layers.Flatten()(keras.layers.LeakyReLU(0.1)(x))
+    b = keras.layers.Flatten()(keras.layers.MaxPooling2D(2)(x))
+    return keras.Model(inp, keras.layers.Concatenate()([a, b]))
+
+
+def _tile() -> Any:
+    """Image-level features tiled back over the feature map, as in DeepLab-style decoders."""
+    inp = keras.Input((4, 4, 8), batch_size=1)
+    pooled = keras.layers.GlobalAveragePooling2D(keepdims=True)(inp)
+    tiled = keras.layers.Lambda(lambda t: tf.tile(t, [1, 4, 4, 1]))(pooled)
+    x = keras.layers.Concatenate()([inp, tiled])
+    return keras.Model(inp, keras.layers.Conv2D(4, 1)(x))
+
+
+def _resizes() -> Any:
+    """8x8 -> 16x16 (whole factor, half_pixel_centers) maps; 16x16 -> 24x24 (factor 1.5) does not."""
+    inp = keras.Input((8, 8, 4), batch_size=1)
+    x = keras.layers.UpSampling2D(2, interpolation="bilinear")(inp)
+    x = keras.layers.Conv2D(4, 3, padding="same")(x)
+    x = keras.layers.Lambda(lambda t: tf.image.resize(t, (24, 24)))(x)
+    return keras.Model(inp, keras.layers.Conv2D(4, 3, padding="same")(x))
+
+
+def _align_corners() -> Any:
+    """align_corners: 8 -> 15 is factor 2 on the corner grid (maps); 15 -> 16 is not (does not)."""
+    inp = keras.Input((8, 8, 4), batch_size=1)
+    x = keras.layers.Lambda(lambda t: tf.compat.v1.image.resize_bilinear(t, (15, 15), align_corners=True))(inp)
+    x = keras.layers.Conv2D(4, 3, padding="same")(x)
+    x = keras.layers.Lambda(lambda t: tf.compat.v1.image.resize_bilinear(t, (16, 16), align_corners=True))(x)
+    return keras.Model(inp, keras.layers.Conv2D(4, 3, padding="same")(x))
+
+
+def _large_resize() -> Any:
+    """A whole-factor upsampling to 520 pixels wide, beyond what the compiler maps."""
+    inp = keras.Input((4, 260, 2), batch_size=1)
+    x = keras.layers.Conv2D(2, 1)(inp)
+    x = keras.layers.UpSampling2D(2, interpolation="bilinear")(x)
+    return keras.Model(inp, keras.layers.Conv2D(2, 1)(x))
+
+
+def _packs() -> Any:
+    """Two dense outputs stacked along the batch axis ([2, 1, 6], Coral: no packing in batch) and the last."""
+    inp = keras.Input((4,), batch_size=1)
+    a, b = keras.layers.Dense(6)(inp), keras.layers.Dense(6)(inp)
+    on_batch = keras.layers.Lambda(lambda t: tf.stack(t, axis=0))([a, b])
+    on_last = keras.layers.Lambda(lambda t: tf.stack(t, axis=-1))([a, b])
+    return keras.Model(inp, [on_last, on_batch])
+
+
+def _lstm() -> Any:
+    """A Keras 2 LSTM (unroll=False): one UNIDIRECTIONAL_SEQUENCE_LSTM, int16 cell state in int8."""
+    import tf_keras
+
+    inp = tf_keras.Input((6, 4), batch_size=1)
+    x = tf_keras.layers.LSTM(8, unroll=False)(inp)
+    return tf_keras.Model(inp, tf_keras.layers.Dense(3)(x))
+
+
+@pytest.fixture(scope="module")
+def compiler_rule_models() -> dict[str, bytes]:
+    """Real full-int8 conversions, made once for the module."""
+    return {
+        "cast": _int8_uint8_input(_leading_cast()),
+        "parallel": _convert(_parallel_branch()),
+        "tile": _convert(_tile()),
+        "resizes": _convert(_resizes()),
+        "align_corners": _convert(_align_corners()),
+        "large_resize": _convert(_large_resize()),
+        "lstm": _convert(_lstm()),
+        "packs": _convert(_packs()),
+    }
+
+
+def test_leading_cpu_ops_run_before_the_segment(compiler_rule_models: dict[str, bytes]) -> None:
+    p = predict_edgetpu(compiler_rule_models["cast"])
+    assert [(o.name, o.status) for o in p.ops] == [
+        ("CAST", "before-segment"), ("QUANTIZE", "before-segment"), ("CONV_2D", "mapped"), ("CONV_2D", "mapped")]
+    assert p.split_at is None and p.segment_start == 2 and p.mapped_count == 2 and p.num_edgetpu_subgraphs == 1
+    assert not p.fully_mapped and p.cpu_count == 2
+    assert "CAST is not an Edge TPU operation" in p.ops[0].reason and "ahead of the Edge TPU segment" in p.ops[0].reason
+    assert "FLOAT32" in p.ops[1].reason and "io='uint8'" in p.ops[0].fix
+    assert "segment starts at op 2 CONV_2D after 2 CPU ops" in p.summary() and "split" not in p.summary()
+
+
+def test_supported_branch_beside_an_unsupported_op_still_maps(compiler_rule_models: dict[str, bytes]) -> None:
+    p = predict_edgetpu(compiler_rule_models["parallel"])
+    status = {o.name: o.status for o in p.ops if o.name != "RESHAPE"}
+    leaky = next(o.index for o in p.ops if o.name == "LEAKY_RELU")
+    pool = next(o.index for o in p.ops if o.name == "MAX_POOL_2D")
+    assert pool > leaky  # the pool runs after the unsupported op, on a branch that does not need it
+    assert p.split_at == leaky and status == {"CONV_2D": "mapped", "LEAKY_RELU": "unsupported",
+                                               "MAX_POOL_2D": "mapped", "CONCATENATION": "after-split"}
+    flat = read_flat_model(compiler_rule_models["parallel"]).main
+    for o, op in zip(p.ops, flat.operators):
+        if o.name == "RESHAPE":  # each flatten follows its own branch
+            after_leaky = any(flat.operators[leaky].outputs[0] == i for i in op.inputs)
+            assert o.status == ("after-split" if after_leaky else "mapped")
+    concat = next(o for o in p.ops if o.name == "CONCATENATION")
+    assert f"after the split at op {leaky} LEAKY_RELU" in concat.reason
+
+
+def test_tile_maps(compiler_rule_models: dict[str, bytes]) -> None:
+    p = predict_edgetpu(compiler_rule_models["tile"])
+    assert "TILE" in [o.name for o in p.ops]
+    assert p.fully_mapped and set(_statuses(p)) == {"mapped"}
+    assert check_edgetpu_ready(compiler_rule_models["tile"]) == []
+
+
+def test_resize_by_a_whole_factor_maps_and_by_another_splits(compiler_rule_models: dict[str, bytes]) -> None:
+    p = predict_edgetpu(compiler_rule_models["resizes"])
+    assert [(o.name, o.status) for o in p.ops] == [
+        ("RESIZE_BILINEAR", "mapped"), ("CONV_2D", "mapped"), ("RESIZE_BILINEAR", "unsupported"),
+        ("CONV_2D", "after-split")]
+    assert "from 16x16 to 24x24 is not a whole scale factor" in p.ops[2].reason and "whole factor" in p.ops[2].fix
+    warnings = [q for q in p.problems if q.severity == "warning"]
+    assert [(q.code, q.op_index) for q in warnings] == [("compiler-version", 0), ("compiler-version", 2)]
+    assert "compilers 14 and 15" in warnings[0].message
+
+
+def test_resize_align_corners_grid_and_output_size(compiler_rule_models: dict[str, bytes]) -> None:
+    p = predict_edgetpu(compiler_rule_models["align_corners"])
+    assert [(o.name, o.status) for o in p.ops] == [
+        ("RESIZE_BILINEAR", "mapped"), ("CONV_2D", "mapped"), ("RESIZE_BILINEAR", "unsupported"),
+        ("CONV_2D", "after-split")]
+    assert "15x15 to 16x16" in p.ops[2].reason and "align_corners" in p.ops[2].reason
+    assert not [q for q in p.problems if q.code == "compiler-version"]  # no half_pixel_centers here
+    p = predict_edgetpu(compiler_rule_models["large_resize"])
+    assert [(o.name, o.status) for o in p.ops] == [
+        ("CONV_2D", "mapped"), ("RESIZE_BILINEAR", "unsupported"), ("CONV_2D", "after-split")]
+    assert "output 8x520 is larger than 512" in p.ops[1].reason
+
+
+def test_pack_along_the_batch_dimension_stays_on_the_cpu(compiler_rule_models: dict[str, bytes]) -> None:
+    flat = read_flat_model(compiler_rule_models["packs"]).main
+    p = predict_edgetpu(compiler_rule_models["packs"])
+    packs = {tuple(flat.tensors[op.outputs[0]].shape): p.ops[op.index] for op in flat.operators if op.opcode == "PACK"}
+    assert set(packs) == {(2, 1, 6), (1, 6, 2)}
+    assert packs[(1, 6, 2)].status == "mapped"
+    assert packs[(2, 1, 6)].status == "unsupported" and "PACK along the batch dimension" in packs[(2, 1, 6)].reason
+    assert [q.op_name for q in check_edgetpu_ready(compiler_rule_models["packs"])] == ["PACK"]
+
+
+def test_int8_lstm_with_int16_state_maps(compiler_rule_models: dict[str, bytes]) -> None:
+    flat = read_flat_model(compiler_rule_models["lstm"])
+    lstm = next(op for op in flat.main.operators if op.opcode == "UNIDIRECTIONAL_SEQUENCE_LSTM")
+    assert "INT16" in {flat.main.tensors[i].dtype for i in lstm.inputs if i >= 0}  # the cell state
+    p = predict_edgetpu(flat)
+    assert p.fully_mapped and set(_statuses(p)) == {"mapped"}
+    assert check_edgetpu_ready(flat) == []
+
+
+def test_cli_names_the_compiler_version(compiler_rule_models: dict[str, bytes], tmp_path: Path) -> None:
+    path = tmp_path / "cast.tflite"
+    path.write_bytes(compiler_rule_models["cast"])
+    res = CliRunner().invoke(cli, ["analyze", str(path), "--target", "edgetpu"], env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    assert "2 of 4 ops on the Edge TPU (edgetpu_compiler 16.0 rules)" in res.output
+    assert "CPU (before-segment)" in res.output
+    res = CliRunner().invoke(cli, ["analyze", str(path), "--target", "edgetpu", "--json", "-"])
+    payload = json.loads(res.stdout)["edgetpu"]
+    assert payload["compiler_version"] == "16.0" and payload["segment_start"] == 2 and payload["mapped"] == 2
 
 
 # ------------------------------------------------------------------ compiler log parsing

@@ -30,5 +30,8 @@ def test_every_error_derives_from_one_base():
     for mod in (edgeq.errors, edgeq_device.errors):
         for name in mod.__all__:
             obj = getattr(mod, name)
-            assert issubclass(obj, edgeq.EdgeqError), name
+            base = edgeq.errors.EdgeqWarning if name.endswith("Warning") else edgeq.EdgeqError
+            assert issubclass(obj, base), name
     assert edgeq.EdgeqError is edgeq_device.EdgeqError
+    assert edgeq.errors.EdgeqWarning is edgeq_device.errors.EdgeqWarning
+    assert issubclass(edgeq.errors.EdgeqWarning, UserWarning)

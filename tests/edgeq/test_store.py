@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 import multiprocessing
+import os
+import re
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -435,3 +441,59 @@ def test_cli_errors_are_one_line_and_exit_2(tmp_path: Path) -> None:
         assert err.startswith("error: ") and expected in err and err.count("\n") == 1, err
         assert "Traceback" not in out + err
     assert not (tmp_path / "r.db").exists()  # files are checked before the store is opened
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+_BOARDS = {"edgeq-bar-0": "float32", "edgeq-bar-1": "float16", "raspberrypi-kitchen-5": "int16x8", "host": "dynamic"}
+
+
+def _fleet_db(tmp_path: Path) -> str:
+    db = str(tmp_path / "fleet.db")
+    with ResultsStore(db) as store:
+        for i, (board, mode) in enumerate(_BOARDS.items()):
+            store.add_measurement(_m(model_sha256=hashlib.sha256(bytes([i])).hexdigest(),
+                                     model_name="mobilenet_v2_1.00_224", mode=mode, device=board, kind="bench",
+                                     size_bytes=3_500_000, latency_p50_us=12345.6, latency_p90_us=13000.0,
+                                     accuracy_top1=0.7123, agreement=0.99, sqnr_db=27.3))
+    return db
+
+
+def test_history_piped_keeps_every_row_on_one_line(tmp_path: Path) -> None:
+    db = _fleet_db(tmp_path)
+    env = dict(os.environ, COLUMNS="80")
+    proc = subprocess.run([sys.executable, "-m", "edgeq.cli", "history", "--db", db], capture_output=True,
+                          text=True, env=env, timeout=120)  # standard output is a pipe
+    assert proc.returncode == 0, proc.stderr
+    for board, mode in _BOARDS.items():
+        (line,) = [ln for ln in proc.stdout.splitlines() if f" {board} " in ln]  # what `| grep board` finds
+        assert f" {mode} " in line and "mobilenet_v2_1.00_224" in line and "12.346" in line and "71.23" in line
+    assert "…" not in proc.stdout
+
+
+def test_history_on_an_80_column_terminal_cuts_no_name(tmp_path: Path) -> None:
+    db = _fleet_db(tmp_path)
+    res = CliRunner().invoke(cli, ["history", "--db", db], env={"COLUMNS": "80", "FORCE_COLOR": "1"})
+    assert res.exit_code == 0, res.output
+    text = _ANSI.sub("", res.stdout)
+    assert max(len(ln) for ln in text.splitlines()) <= 80
+    assert "…" not in text
+    for board, mode in _BOARDS.items():
+        (line,) = [ln for ln in text.splitlines() if f" {board} " in ln]
+        assert f" {mode} " in line and "12.346" in line
+    assert "left out for lack of width: sha256" in text
+
+
+def test_history_formats_md_csv_json(tmp_path: Path) -> None:
+    db = _fleet_db(tmp_path)
+    code, out, _ = _run("history", "--db", db, "--format", "csv")
+    assert code == 0
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert {r["device"]: r["mode"] for r in rows} == _BOARDS
+    assert {r["model"] for r in rows} == {"mobilenet_v2_1.00_224"} and rows[0]["p50 ms"] == "12.346"
+    code, out, _ = _run("history", "--db", db, "--format", "json")
+    assert code == 0 and {r["device"]: r["mode"] for r in json.loads(out)} == _BOARDS
+    code, out, _ = _run("history", "--db", db, "--format", "md")
+    lines = out.splitlines()
+    assert code == 0 and lines[0].startswith("| # | UTC | model |") and len(lines) == 2 + len(_BOARDS)
+    code, _, err = _run("history", "--db", db, "--diff", "--format", "csv")
+    assert code == 2 and err.startswith("error: --format:")
