@@ -11,7 +11,8 @@ command:
    (the one place models are opened), checks in Python what the runtime relies
    on: buffer, tensor, operator-code and signature indices; shapes against the
    sizes of the constant buffers; declared tensor sizes; quantization
-   parameters; the inputs and outputs each operator needs. The flatbuffer
+   parameters; the inputs and outputs each operator needs, and their element
+   types where an operator does not convert types. The flatbuffer
    reader itself checks every table, vtable, vector and string offset. A model
    that fails raises :class:`~edgeq_device.errors.ModelFileError` naming the
    first problem, in milliseconds.
@@ -96,6 +97,18 @@ _MIN_INPUTS: dict[str, int] = {
     "SPACE_TO_BATCH_ND": 3, "BATCH_TO_SPACE_ND": 3, "SELECT": 3, "SELECT_V2": 3, "FILL": 2,
     "ZEROS_LIKE": 1, "ONES_LIKE": 1, "TOPK_V2": 2, "ONE_HOT": 4, "CUMSUM": 2, "REVERSE_V2": 2,
 }
+# Operators that move or map values without changing their type: the first input and the first
+# output have one element type (a kernel picked for one type reads the other's bytes otherwise).
+_SAME_TYPE = {
+    "AVERAGE_POOL_2D", "MAX_POOL_2D", "RESHAPE", "SQUEEZE", "EXPAND_DIMS", "TRANSPOSE", "PAD", "PADV2",
+    "MIRROR_PAD", "STRIDED_SLICE", "SLICE", "CONCATENATION", "PACK", "UNPACK", "TILE", "RELU", "RELU6",
+    "RELU_N1_TO_1", "RELU_0_TO_1", "LEAKY_RELU", "HARD_SWISH", "TANH", "LOGISTIC", "MAXIMUM", "MINIMUM",
+    "RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR", "DEPTH_TO_SPACE", "SPACE_TO_DEPTH",
+    "SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND", "BROADCAST_TO", "REVERSE_V2",
+}
+# Operators whose input and output are both float or both integer (SOFTMAX: int8 in, int16 out).
+_SAME_KIND = {"SOFTMAX", "LOG_SOFTMAX"}
+_FLOAT_TYPES = {"FLOAT32", "FLOAT16", "FLOAT64", "BFLOAT16"}
 # Builtin operators that may have no output tensor.
 _NO_OUTPUT_OK = {"CALL_ONCE", "ASSIGN_VARIABLE", "CUSTOM"}
 
@@ -188,6 +201,13 @@ def _problem(flat: FlatModel) -> str | None:
                 return f"{at} has inputs {list(op.inputs)}; it needs at least {need}"
             if op.opcode not in _NO_OUTPUT_OK and not any(i >= 0 for i in op.outputs):
                 return f"{at} has no output tensor"
+            if (op.opcode in _SAME_TYPE or op.opcode in _SAME_KIND) and op.inputs and op.outputs \
+                    and op.inputs[0] >= 0 and op.outputs[0] >= 0:
+                t_in, t_out = sg.tensors[op.inputs[0]].dtype, sg.tensors[op.outputs[0]].dtype
+                same = (t_in == t_out if op.opcode in _SAME_TYPE
+                        else (t_in in _FLOAT_TYPES) == (t_out in _FLOAT_TYPES))
+                if not same:
+                    return f"{at} takes {t_in} (tensor {op.inputs[0]}) but gives {t_out} (tensor {op.outputs[0]})"
     for key, sig in flat.signatures.items():
         for which in ("inputs", "outputs"):
             bad = [i for i in sig[which].values() if not 0 <= i < len(main.tensors)]
