@@ -246,3 +246,18 @@ def test_an_operator_error_at_invoke_is_an_inference_error(models, model_tools):
     with pytest.raises(InferenceError, match=r"the model failed running: .*reshape") as err:
         runner.invoke()
     assert "\n" not in str(err.value)
+
+
+def test_an_operator_fed_the_wrong_element_type_is_rejected(models, model_tools):
+    """A SOFTMAX of an int8 model rewired to the float input crashed LiteRT at invoke (found by fuzzing)."""
+    data = Path(models["int8"]).read_bytes()
+    flat = read_flat_model(data)
+    softmax = next(o for o in flat.main.operators if o.opcode == "SOFTMAX")
+    source = flat.main.inputs[0]
+
+    def edit(m) -> None:
+        m.subgraphs[0].operators[softmax.index].inputs = np.array([source], np.int32)
+
+    with pytest.raises(ModelFileError, match=rf"operator {softmax.index} \(SOFTMAX\) of subgraph 0 takes "
+                                             rf"FLOAT32 \(tensor {source}\) but gives INT8"):
+        read_flat_model(model_tools.rewrite_model(data, edit))
