@@ -25,13 +25,13 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from .errors import DataError, InvalidArgumentError
-from .flatbuffer import ModelSource, load_model_bytes
+from .errors import DataError, InferenceError, InvalidArgumentError
+from .flatbuffer import ModelSource, load_model_bytes, read_flat_model
 from .images import list_image_folder
 from .metadata import read_metadata
 from .preprocess import Preprocess, load_image
 from .report_json import JsonResult
-from .runtime import ModelRunner, resolve_runtime
+from .runtime import ModelRunner, one_line, resolve_runtime
 from .sysinfo import BoardInfo, board_info, memory_status, soc_temperature, throttling
 
 __all__ = [
@@ -304,10 +304,18 @@ def benchmark(
     started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     model_bytes = load_model_bytes(model)
     path = None if isinstance(model, (bytes, bytearray, memoryview)) else str(Path(os.fspath(model)))
+    read_flat_model(model if path is None else path)  # checked first: errors name the file
     meta = read_metadata(model_bytes)
     runtime = resolve_runtime(params.runtime)
     board = board_info()
     throttled_before = board.throttled
+
+    if params.delegate is None:
+        # The first load of a model happens in a child process (see edgeq_device.validate); do it
+        # before the clock starts so that init time is this process's own.
+        from .validate import check_loads_in_child
+
+        check_loads_in_child(model_bytes, runtime, xnnpack=params.xnnpack)
 
     # Init: read + parse + create the interpreter + allocate tensors.
     mem_before = memory_status()
@@ -332,13 +340,17 @@ def benchmark(
         log(f"benchmarking {path or 'model'}: {params.warmup} warm-up runs, then at least "
             f"{params.runs} runs and {params.min_secs:g} s (at most {params.max_secs:g} s)")
     t0n = time.perf_counter_ns()
-    invoke()
+    runner.invoke()
     first_ns = time.perf_counter_ns() - t0n
     warm = None
-    if params.warmup:
-        warm_samples, _ = time_invocations(invoke, params.warmup, 0.0, params.max_secs)
-        warm = LatencyStats.from_ns(warm_samples)
-    samples, stopped_by = time_invocations(invoke, params.runs, params.min_secs, params.max_secs)
+    try:
+        if params.warmup:
+            warm_samples, _ = time_invocations(invoke, params.warmup, 0.0, params.max_secs)
+            warm = LatencyStats.from_ns(warm_samples)
+        samples, stopped_by = time_invocations(invoke, params.runs, params.min_secs, params.max_secs)
+    except (ValueError, RuntimeError) as exc:
+        raise InferenceError(f"the model failed running: {one_line(exc)}", argument="model",
+                             fix="check the model with edgeq-device info, or convert it again") from exc
     latency = LatencyStats.from_ns(samples)
 
     mem_after = memory_status()

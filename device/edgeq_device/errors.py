@@ -8,7 +8,9 @@ print it as one line and a notebook user knows what to change::
     ├── InvalidArgumentError (also ValueError)   a parameter has a bad value
     ├── OutputError (also OSError)               an output path cannot be written
     │   └── OutputExistsError (also FileExistsError) refusing to overwrite a file
-    ├── ModelFileError                           missing / not a .tflite / truncated
+    ├── ModelFileError                           missing / not a .tflite / truncated / fails validation
+    │   └── RuntimeCrashError                    the runtime crashed (a signal) loading this model
+    ├── InferenceError                           the model failed while running (an operator's error)
     ├── DataError                                no data, unreadable images, shape mismatch
     │   └── LabelMismatchError                   labels do not match the model's outputs
     ├── RuntimeNotFoundError (also ImportError)  no TFLite interpreter installed
@@ -30,11 +32,13 @@ __all__ = [
     "EdgeqError",
     "EdgeqWarning",
     "EmptyClassFolderWarning",
+    "InferenceError",
     "InvalidArgumentError",
     "LabelMismatchError",
     "ModelFileError",
     "OutputError",
     "OutputExistsError",
+    "RuntimeCrashError",
     "RuntimeNotFoundError",
 ]
 
@@ -88,6 +92,22 @@ class OutputExistsError(OutputError, FileExistsError):
 
 class ModelFileError(EdgeqError):
     """A model file is missing, unreadable, not a .tflite flatbuffer or truncated."""
+
+
+class RuntimeCrashError(ModelFileError):
+    """The TFLite runtime crashed (was killed by a signal) loading this model in a child process.
+
+    ``signal`` is the signal's number (11 for a segmentation fault), or None where the
+    child did not finish in time and was stopped.
+    """
+
+    def __init__(self, message: str, *, signal: int | None = None, **kwargs: Any) -> None:
+        self.signal = signal
+        super().__init__(message, **kwargs)
+
+
+class InferenceError(EdgeqError):
+    """The model failed while running: an operator reported an error at ``invoke()``."""
 
 
 class DataError(EdgeqError):

@@ -279,7 +279,7 @@ def _run_pool(runners: list[ModelRunner], n: int, load: Callable[[int], np.ndarr
 
     def work(w: int) -> None:
         runner = runners[w]
-        set_inputs, invoke, get_outputs = runner.set_inputs, runner.interpreter.invoke, runner.get_outputs
+        set_inputs, invoke, get_outputs = runner.set_inputs, runner.invoke, runner.get_outputs
         try:
             while not stop.is_set():
                 with lock:

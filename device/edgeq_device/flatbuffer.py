@@ -55,23 +55,56 @@ DTYPE_BITS: dict[str, int] = {
 
 
 class _T:
-    """A thin wrapper over a flatbuffers Table with field-number access."""
+    """A thin wrapper over a flatbuffers Table with field-number access.
 
-    __slots__ = ("t",)
+    Every offset is checked against the buffer before it is followed, so a corrupt
+    file raises ValueError instead of reading past its end (or, through Python's
+    negative indices, from its other end).
+    """
+
+    __slots__ = ("_vt_size", "t")
 
     def __init__(self, buf: bytearray, pos: int) -> None:
+        n = len(buf)
+        if not 0 <= pos <= n - 4:
+            raise ValueError(f"a table offset ({pos}) points outside the file")
+        vtable = pos - int(struct.unpack_from("<i", buf, pos)[0])
+        if not 0 <= vtable <= n - 4:
+            raise ValueError(f"a vtable offset ({vtable}) points outside the file")
+        vt_size = int(struct.unpack_from("<H", buf, vtable)[0])
+        if vt_size < 4 or vt_size % 2 or vtable + vt_size > n:
+            raise ValueError(f"a vtable ({vt_size} bytes at {vtable}) is malformed")
         self.t = Table(buf, pos)
+        self._vt_size = vt_size
 
-    def _off(self, field_no: int) -> int:
-        return int(self.t.Offset(4 + 2 * field_no))
+    def _off(self, field_no: int, width: int = 4) -> int:
+        o = int(self.t.Offset(4 + 2 * field_no))
+        if o and self.t.Pos + o + width > len(self.t.Bytes):
+            raise ValueError(f"field {field_no} of a table lies outside the file")
+        return o
+
+    def _target(self, o: int, elem_size: int) -> tuple[int, int]:
+        """(start, count) of the vector or string the field at offset ``o`` points to, checked."""
+        n = len(self.t.Bytes)
+        where = self.t.Pos + o
+        target = where + int(struct.unpack_from("<I", self.t.Bytes, where)[0])
+        if target + 4 > n:
+            raise ValueError(f"a vector offset ({target}) points outside the file")
+        count = int(struct.unpack_from("<I", self.t.Bytes, target)[0])
+        if target + 4 + count * elem_size > n:
+            raise ValueError(f"a vector of {count} elements at {target} runs past the end of the file")
+        return target + 4, count
 
     def scalar(self, field_no: int, flags: type, default: int | float | bool = 0) -> int | float | bool:
-        o = self._off(field_no)
+        o = self._off(field_no, flags.bytewidth)  # type: ignore[attr-defined]
         return self.t.Get(flags, o + self.t.Pos) if o else default
 
     def string(self, field_no: int) -> str | None:
         o = self._off(field_no)
-        return self.t.String(o + self.t.Pos).decode("utf-8", "replace") if o else None
+        if not o:
+            return None
+        start, length = self._target(o, 1)
+        return bytes(self.t.Bytes[start:start + length]).decode("utf-8", "replace")
 
     def table(self, field_no: int) -> _T | None:
         o = self._off(field_no)
@@ -81,23 +114,21 @@ class _T:
 
     def vec_len(self, field_no: int) -> int:
         o = self._off(field_no)
-        return int(self.t.VectorLen(o)) if o else 0
+        return self._target(o, 1)[1] if o else 0
 
     def vec_tables(self, field_no: int) -> list[_T]:
         o = self._off(field_no)
         if not o:
             return []
-        start = self.t.Vector(o)
-        n = self.t.VectorLen(o)
+        start, n = self._target(o, 4)
         return [_T(self.t.Bytes, self.t.Indirect(start + 4 * i)) for i in range(n)]
 
     def vec_scalars(self, field_no: int, flags: type) -> list[int | float]:
         o = self._off(field_no)
         if not o:
             return []
-        start = self.t.Vector(o)
-        n = self.t.VectorLen(o)
         size = flags.bytewidth  # type: ignore[attr-defined]
+        start, n = self._target(o, size)
         return [self.t.Get(flags, start + size * i) for i in range(n)]
 
     def vec_bytes(self, field_no: int) -> tuple[int, int]:
@@ -105,7 +136,7 @@ class _T:
         o = self._off(field_no)
         if not o:
             return (0, 0)
-        return (int(self.t.Vector(o)), int(self.t.VectorLen(o)))
+        return self._target(o, 1)
 
 
 class OptionsTable:
@@ -154,6 +185,7 @@ class Tensor:
     buffer_size: int
     quantization: Quantization
     is_variable: bool = False
+    is_sparse: bool = False
 
     @property
     def is_constant(self) -> bool:
@@ -285,8 +317,13 @@ def load_model_bytes(model: ModelSource, argument: str = "model") -> bytes:
 def read_flat_model(model: ModelSource, argument: str = "model") -> FlatModel:
     """Parse a ``.tflite`` flatbuffer (path or bytes) into a :class:`FlatModel`.
 
+    The model is checked (:func:`edgeq_device.validate.validate_flat_model`) before it is
+    returned, so that what reaches a TFLite runtime has consistent indices, shapes,
+    buffer sizes and quantization parameters.
+
     Raises:
-        ModelFileError: the file is missing, not a TFLite flatbuffer, or truncated.
+        ModelFileError: the file is missing, not a TFLite flatbuffer, truncated, or fails
+            validation.
     """
     data = load_model_bytes(model, argument)
     where = str(model) if not isinstance(model, (bytes, bytearray, memoryview)) else f"<{len(data)} bytes>"
@@ -296,12 +333,16 @@ def read_flat_model(model: ModelSource, argument: str = "model") -> FlatModel:
             fix="give a .tflite file written by a TFLite converter",
         )
     try:
-        return _parse(bytearray(data))
+        flat = _parse(bytearray(data))
     except (IndexError, ValueError, UnicodeDecodeError, TypeError, struct.error) as exc:
         raise ModelFileError(
-            "the TFLite flatbuffer is truncated or corrupt", argument=argument, received=where,
+            f"the TFLite flatbuffer is truncated or corrupt ({exc})", argument=argument, received=where,
             fix="convert or copy the model again",
         ) from exc
+    from .validate import validate_flat_model
+
+    validate_flat_model(flat, argument=argument, where=where)
+    return flat
 
 
 def _parse(buf: bytearray) -> FlatModel:
@@ -311,12 +352,13 @@ def _parse(buf: bytearray) -> FlatModel:
         raise ValueError("root table out of range")
 
     buffers: list[tuple[int, int, int]] = []  # (data_start, data_len, external_size)
-    for b in root.vec_tables(4):
+    for i, b in enumerate(root.vec_tables(4)):
         start, length = b.vec_bytes(0)
-        if start + length > size:
-            raise ValueError("buffer out of range")
-        ext = int(b.scalar(2, _U64, 0))
-        buffers.append((start, length, ext))
+        offset, ext = int(b.scalar(1, _U64, 0)), int(b.scalar(2, _U64, 0))
+        if offset > 1 and offset + ext > size:
+            raise ValueError(f"buffer {i}'s data ({ext} bytes at offset {offset}) lies outside the "
+                             f"{size}-byte file")
+        buffers.append((start, length, ext if offset > 1 else 0))
 
     opcodes: list[tuple[str, str | None, int]] = []
     for oc in root.vec_tables(1):
@@ -325,7 +367,7 @@ def _parse(buf: bytearray) -> FlatModel:
         name = "CUSTOM" if code == 32 else BUILTIN_OPS.get(code, f"BUILTIN_{code}")
         opcodes.append((name, custom, int(oc.scalar(2, _I32, 1))))
 
-    subgraphs = []
+    subgraphs: list[Subgraph] = []
     for sg in root.vec_tables(2):
         tensors = []
         for i, t in enumerate(sg.vec_tables(0)):
@@ -354,10 +396,15 @@ def _parse(buf: bytearray) -> FlatModel:
                 buffer_size=bsize,
                 quantization=quant,
                 is_variable=bool(t.scalar(5, _BOOL, False)),
+                is_sparse=t.table(6) is not None,
             ))
         ops = []
         for j, op in enumerate(sg.vec_tables(3)):
-            name, custom, version = opcodes[int(op.scalar(0, _U32, 0))]
+            code_index = int(op.scalar(0, _U32, 0))
+            if code_index >= len(opcodes):
+                raise ValueError(f"operator {j} of subgraph {len(subgraphs)} has opcode index "
+                                 f"{code_index}, the model has {len(opcodes)} operator codes")
+            name, custom, version = opcodes[code_index]
             ops.append(Operator(
                 index=j, opcode=name, custom_code=custom, version=version,
                 inputs=tuple(int(x) for x in op.vec_scalars(1, _I32)),

@@ -26,7 +26,7 @@ from typing import Any, Iterator, Mapping, Sequence, Union
 
 import numpy as np
 
-from .errors import DataError, DelegateError, InvalidArgumentError, RuntimeNotFoundError
+from .errors import DataError, DelegateError, InferenceError, InvalidArgumentError, RuntimeNotFoundError
 from .flatbuffer import ModelSource, load_model_bytes, read_flat_model
 
 __all__ = [
@@ -191,6 +191,12 @@ def edgetpu_library_name() -> str:
             "Windows": "edgetpu.dll"}.get(platform.system(), "libedgetpu.so.1")
 
 
+def one_line(exc: BaseException) -> str:
+    """A runtime's error message on one line (TFLite joins its messages with newlines or nothing)."""
+    text = " ".join(str(exc).split())
+    return text if len(text) <= 400 else text[:397] + "..."
+
+
 def quantize(x: np.ndarray, dtype: np.dtype, scale: float, zero_point: int) -> np.ndarray:
     """Float to integer with the tensor's affine parameters, rounded and clipped."""
     info = np.iinfo(dtype)
@@ -267,19 +273,29 @@ class ModelRunner:
                 resolver = self.runtime.module.experimental.OpResolverType
             if resolver is not None:
                 kwargs["experimental_op_resolver_type"] = resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        if not delegates:
+            # A model's first load happens in a child process: a runtime crash there is an error
+            # here, not the end of this process (external delegates hold their device: not probed).
+            from .validate import check_loads_in_child
+
+            check_loads_in_child(self.model_bytes, self.runtime, xnnpack=xnnpack)
         start = time.perf_counter()
         try:
             with _quiet_runtime_banner():
                 self.interpreter = self.runtime.Interpreter(**kwargs)
                 self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
-            raise DelegateError(f"the interpreter could not prepare the model: {exc}",
+            raise DelegateError(f"the interpreter could not prepare the model: {one_line(exc)}",
                                 argument="model", fix="check the runtime supports every op "
                                 "(edgeq-device info lists them)") from exc
         #: seconds spent creating the interpreter and allocating its tensors
         self.init_seconds = time.perf_counter() - start
         self._batch = 1
         self._refresh_details()
+
+    def _runtime_error(self, exc: Exception, doing: str) -> InferenceError:
+        return InferenceError(f"the model failed {doing}: {one_line(exc)}", argument="model",
+                              fix="check the model with edgeq-device info, or convert it again")
 
     def _refresh_details(self) -> None:
         self.input_details = self.interpreter.get_input_details()
@@ -324,9 +340,12 @@ class ModelRunner:
         arrays = self._ordered(inputs)
         batch = int(arrays[0].shape[0]) if arrays[0].ndim else 1
         if batch != self._batch:
-            for d, a in zip(self.input_details, arrays):
-                self.interpreter.resize_tensor_input(d["index"], list(a.shape), strict=True)
-            self.interpreter.allocate_tensors()
+            try:
+                for d, a in zip(self.input_details, arrays):
+                    self.interpreter.resize_tensor_input(d["index"], list(a.shape), strict=True)
+                self.interpreter.allocate_tensors()
+            except (ValueError, RuntimeError) as exc:
+                raise self._runtime_error(exc, f"resizing its inputs to batch {batch}") from exc
             self._refresh_details()
             self._batch = batch
         for d, a in zip(self.input_details, arrays):
@@ -344,14 +363,24 @@ class ModelRunner:
             self.interpreter.set_tensor(d["index"], a.astype(dtype, copy=False))
 
     def invoke(self) -> None:
-        """Run the model once on the inputs set last."""
-        self.interpreter.invoke()
+        """Run the model once on the inputs set last.
+
+        Raises:
+            InferenceError: an operator reported an error.
+        """
+        try:
+            self.interpreter.invoke()
+        except (ValueError, RuntimeError) as exc:
+            raise self._runtime_error(exc, "running") from exc
 
     def get_outputs(self, dequantize_outputs: bool = True) -> list[np.ndarray]:
         """Outputs in the model's order, dequantized to float32 unless asked otherwise."""
         outs = []
         for d in self.output_details:
-            o = self.interpreter.get_tensor(d["index"])
+            try:
+                o = self.interpreter.get_tensor(d["index"])
+            except ValueError as exc:
+                raise self._runtime_error(exc, f"giving output {d['name']!r}") from exc
             scale, zp = d["quantization"]
             if dequantize_outputs and o.dtype.kind in "iu" and scale:
                 o = dequantize(o, scale, zp)

@@ -1,0 +1,473 @@
+"""Check a ``.tflite`` before a TFLite runtime sees it, and load it first in a child process.
+
+A TFLite runtime trusts the model it is given: a tensor index past the end of
+the tensor list, a zero or denormal quantization scale, a zero point outside
+its type's range or an operator with fewer inputs than its kernel reads can
+make the native code read wild memory and kill the process with a signal.
+Two layers keep that from happening to an ``edgeq`` or ``edgeq-device``
+command:
+
+1. :func:`validate_flat_model`, run by :func:`edgeq_device.flatbuffer.read_flat_model`
+   (the one place models are opened), checks in Python what the runtime relies
+   on: buffer, tensor, operator-code and signature indices; shapes against the
+   sizes of the constant buffers; declared tensor sizes; quantization
+   parameters; the inputs and outputs each operator needs, and their element
+   types where an operator does not convert types. The flatbuffer
+   reader itself checks every table, vtable, vector and string offset. A model
+   that fails raises :class:`~edgeq_device.errors.ModelFileError` naming the
+   first problem, in milliseconds.
+2. :func:`check_loads_in_child` creates the interpreter, allocates its tensors
+   and runs it once on zero inputs in a child process before this process
+   does, the first time it sees a model (by SHA-256, runtime and XNNPACK
+   setting). A child killed by a signal becomes
+   :class:`~edgeq_device.errors.RuntimeCrashError`. Kernels' own checks
+   (``Prepare``) are too many to mirror in Python, so this is what guarantees
+   no signal for a model that passes the first layer.
+
+The child is a ``fork`` of this process where that is safe (Linux, this
+process has a single thread, TensorFlow not imported): about 10 ms plus the
+model's load and one inference. Elsewhere (threads running, TensorFlow loaded:
+a notebook, the host toolkit) a helper process is started once (``sys.executable``
+with only the runtime imported, about 0.15 s for LiteRT) and each model loads in
+a fork of the helper; where there is no ``fork`` at all (Windows) the helper
+loads one model and exits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import signal as _signal
+import struct
+import subprocess
+import sys
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from .errors import ModelFileError, RuntimeCrashError
+
+if TYPE_CHECKING:
+    from .flatbuffer import FlatModel, Tensor
+    from .runtime import Runtime
+
+__all__ = [
+    "MAX_TENSOR_BYTES",
+    "PROBE_TIMEOUT_S",
+    "check_loads_in_child",
+    "validate_flat_model",
+]
+
+#: A tensor declared larger than this is taken for a corrupt shape (no edge model has one).
+MAX_TENSOR_BYTES = 1 << 30
+#: Seconds the child may take to load and run a model once before it is stopped.
+PROBE_TIMEOUT_S = 300.0
+
+_FLOAT32_TINY = 1.1754943508222875e-38  # smallest normal float32: 1/scale must stay finite
+
+_INT_RANGES: dict[str, tuple[int, int]] = {
+    "INT8": (-128, 127), "UINT8": (0, 255), "INT16": (-32768, 32767), "UINT16": (0, 65535),
+    "INT32": (-(1 << 31), (1 << 31) - 1), "UINT32": (0, (1 << 32) - 1),
+    "INT64": (-(1 << 63), (1 << 63) - 1), "UINT64": (0, (1 << 64) - 1),
+    "INT4": (-8, 7), "UINT4": (0, 15), "INT2": (-2, 1),
+}
+_NO_FIXED_SIZE = {"STRING", "RESOURCE", "VARIANT", "UNKNOWN"}
+
+# Inputs a builtin kernel reads before (or without) checking how many it got. The first
+# ``n`` inputs of these operators must exist and must not be -1 (the "no tensor" marker).
+_MIN_INPUTS: dict[str, int] = {
+    "ADD": 2, "SUB": 2, "MUL": 2, "DIV": 2, "MAXIMUM": 2, "MINIMUM": 2, "SQUARED_DIFFERENCE": 2,
+    "POW": 2, "FLOOR_DIV": 2, "FLOOR_MOD": 2, "LESS": 2, "GREATER": 2, "EQUAL": 2, "NOT_EQUAL": 2,
+    "LESS_EQUAL": 2, "GREATER_EQUAL": 2, "LOGICAL_AND": 2, "LOGICAL_OR": 2,
+    "CONV_2D": 2, "DEPTHWISE_CONV_2D": 2, "FULLY_CONNECTED": 2, "TRANSPOSE_CONV": 3,
+    "CONV_3D": 2, "BATCH_MATMUL": 2, "PRELU": 2,
+    "AVERAGE_POOL_2D": 1, "MAX_POOL_2D": 1, "L2_POOL_2D": 1, "SOFTMAX": 1, "LOG_SOFTMAX": 1,
+    "LOGISTIC": 1, "TANH": 1, "RELU": 1, "RELU6": 1, "RELU_N1_TO_1": 1, "RELU_0_TO_1": 1,
+    "LEAKY_RELU": 1, "HARD_SWISH": 1, "ELU": 1, "GELU": 1, "QUANTIZE": 1, "DEQUANTIZE": 1,
+    "CAST": 1, "RESHAPE": 1, "SQUEEZE": 1, "SHAPE": 1, "RANK": 1, "PACK": 1, "UNPACK": 1,
+    "CONCATENATION": 1, "L2_NORMALIZATION": 1, "LOCAL_RESPONSE_NORMALIZATION": 1,
+    "ABS": 1, "NEG": 1, "EXP": 1, "LOG": 1, "SQRT": 1, "RSQRT": 1, "SQUARE": 1, "SIN": 1,
+    "COS": 1, "FLOOR": 1, "CEIL": 1, "ROUND": 1, "SIGN": 1, "LOGICAL_NOT": 1,
+    "STRIDED_SLICE": 4, "SLICE": 3, "PAD": 2, "PADV2": 2, "MIRROR_PAD": 2, "TRANSPOSE": 2,
+    "MEAN": 2, "SUM": 2, "REDUCE_MAX": 2, "REDUCE_MIN": 2, "REDUCE_PROD": 2, "REDUCE_ANY": 2,
+    "GATHER": 2, "GATHER_ND": 2, "EXPAND_DIMS": 2, "TILE": 2, "BROADCAST_TO": 2,
+    "ARG_MAX": 2, "ARG_MIN": 2, "SPLIT": 2, "SPLIT_V": 3, "RESIZE_BILINEAR": 2,
+    "RESIZE_NEAREST_NEIGHBOR": 2, "SPACE_TO_DEPTH": 1, "DEPTH_TO_SPACE": 1,
+    "SPACE_TO_BATCH_ND": 3, "BATCH_TO_SPACE_ND": 3, "SELECT": 3, "SELECT_V2": 3, "FILL": 2,
+    "ZEROS_LIKE": 1, "ONES_LIKE": 1, "TOPK_V2": 2, "ONE_HOT": 4, "CUMSUM": 2, "REVERSE_V2": 2,
+}
+# Operators that move or map values without changing their type: the first input and the first
+# output have one element type (a kernel picked for one type reads the other's bytes otherwise).
+_SAME_TYPE = {
+    "AVERAGE_POOL_2D", "MAX_POOL_2D", "RESHAPE", "SQUEEZE", "EXPAND_DIMS", "TRANSPOSE", "PAD", "PADV2",
+    "MIRROR_PAD", "STRIDED_SLICE", "SLICE", "CONCATENATION", "PACK", "UNPACK", "TILE", "RELU", "RELU6",
+    "RELU_N1_TO_1", "RELU_0_TO_1", "LEAKY_RELU", "HARD_SWISH", "TANH", "LOGISTIC", "MAXIMUM", "MINIMUM",
+    "RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR", "DEPTH_TO_SPACE", "SPACE_TO_DEPTH",
+    "SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND", "BROADCAST_TO", "REVERSE_V2",
+}
+# Operators whose input and output are both float or both integer (SOFTMAX: int8 in, int16 out).
+_SAME_KIND = {"SOFTMAX", "LOG_SOFTMAX"}
+_FLOAT_TYPES = {"FLOAT32", "FLOAT16", "FLOAT64", "BFLOAT16"}
+# Builtin operators that may have no output tensor.
+_NO_OUTPUT_OK = {"CALL_ONCE", "ASSIGN_VARIABLE", "CUSTOM"}
+
+
+def _fail(reason: str, argument: str, where: str | None) -> ModelFileError:
+    return ModelFileError(f"the model fails validation: {reason}", argument=argument, received=where,
+                          fix="convert or copy the model again")
+
+
+def _elements(shape: tuple[int, ...]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def _check_tensor(t: Tensor, where_t: str, n_buffers: int) -> str | None:
+    """The first problem of one tensor, or None."""
+    if t.dtype == "UNKNOWN":
+        return f"{where_t} has an unknown element type"
+    if "\ufffd" in t.name:
+        return f"{where_t}'s name is not valid UTF-8"
+    if any(d < 0 for d in t.shape):
+        return f"{where_t} has a negative dimension in its shape {list(t.shape)}"
+    if len(t.shape_signature) != len(t.shape) or any(d < -1 for d in t.shape_signature):
+        return (f"{where_t}'s shape signature {list(t.shape_signature)} does not match its shape "
+                f"{list(t.shape)}")
+    if t.buffer >= n_buffers:
+        return f"{where_t} refers to buffer {t.buffer}, the model has {n_buffers} buffers"
+    from .flatbuffer import DTYPE_BITS
+
+    bits = DTYPE_BITS.get(t.dtype, 8)
+    elements = _elements(t.shape)
+    nbytes = (elements * bits + 7) // 8
+    if nbytes > MAX_TENSOR_BYTES:
+        return (f"{where_t} declares {nbytes:,} bytes (shape {list(t.shape)}), more than the "
+                f"{MAX_TENSOR_BYTES:,} a tensor may hold")
+    if t.buffer_size and not t.is_sparse and t.dtype not in _NO_FIXED_SIZE:
+        allowed = {nbytes, elements} if bits < 8 else {nbytes}
+        if t.buffer_size not in allowed:
+            return (f"{where_t} has shape {list(t.shape)} {t.dtype} ({nbytes:,} bytes) but its "
+                    f"buffer {t.buffer} holds {t.buffer_size:,} bytes")
+    q = t.quantization
+    if q.scale:
+        for s in q.scale:
+            if not math.isfinite(s) or s < _FLOAT32_TINY:
+                return f"{where_t} has quantization scale {s!r}; a scale must be a positive normal number"
+        if q.zero_point and len(q.zero_point) != len(q.scale):
+            return (f"{where_t} has {len(q.scale)} quantization scales and {len(q.zero_point)} zero "
+                    f"points")
+        if len(q.scale) > 1 and (not 0 <= q.quantized_dimension < len(t.shape)
+                                 or t.shape[q.quantized_dimension] != len(q.scale)):
+            return (f"{where_t} has {len(q.scale)} per-axis scales on dimension "
+                    f"{q.quantized_dimension} of shape {list(t.shape)}")
+    lo_hi = _INT_RANGES.get(t.dtype)
+    if lo_hi is not None:
+        lo, hi = lo_hi
+        for z in q.zero_point:
+            if not lo <= z <= hi:
+                return f"{where_t} has zero point {z}, outside the {t.dtype} range {lo}..{hi}"
+    return None
+
+
+def _problem(flat: FlatModel) -> str | None:
+    """The first thing wrong with the model, or None."""
+    n_buffers = len(flat.buffer_spans)
+    main = flat.main
+    if not main.inputs:
+        return "the main subgraph has no inputs"
+    if not main.outputs:
+        return "the main subgraph has no outputs"
+    for si, sg in enumerate(flat.subgraphs):
+        n = len(sg.tensors)
+        sub = f"subgraph {si}"
+        for t in sg.tensors:
+            problem = _check_tensor(t, f"tensor {t.index} of {sub}", n_buffers)
+            if problem:
+                return problem
+        for which, idx in (("inputs", sg.inputs), ("outputs", sg.outputs)):
+            bad = [i for i in idx if not 0 <= i < n]
+            if bad:
+                return f"{sub} lists {which} {bad}, it has {n} tensors"
+        for op in sg.operators:
+            at = f"operator {op.index} ({op.opcode}) of {sub}"
+            bad = [i for i in (*op.inputs, *op.outputs) if not -1 <= i < n]
+            if bad:
+                return f"{at} refers to tensors {bad}, the subgraph has {n}"
+            need = _MIN_INPUTS.get(op.opcode, 0)
+            if len(op.inputs) < need or any(i < 0 for i in op.inputs[:need]):
+                return f"{at} has inputs {list(op.inputs)}; it needs at least {need}"
+            if op.opcode not in _NO_OUTPUT_OK and not any(i >= 0 for i in op.outputs):
+                return f"{at} has no output tensor"
+            if (op.opcode in _SAME_TYPE or op.opcode in _SAME_KIND) and op.inputs and op.outputs \
+                    and op.inputs[0] >= 0 and op.outputs[0] >= 0:
+                t_in, t_out = sg.tensors[op.inputs[0]].dtype, sg.tensors[op.outputs[0]].dtype
+                same = (t_in == t_out if op.opcode in _SAME_TYPE
+                        else (t_in in _FLOAT_TYPES) == (t_out in _FLOAT_TYPES))
+                if not same:
+                    return f"{at} takes {t_in} (tensor {op.inputs[0]}) but gives {t_out} (tensor {op.outputs[0]})"
+    for key, sig in flat.signatures.items():
+        for which in ("inputs", "outputs"):
+            bad = [i for i in sig[which].values() if not 0 <= i < len(main.tensors)]
+            if bad:
+                return f"signature {key!r} lists {which} {bad}, the main subgraph has {len(main.tensors)} tensors"
+    return None
+
+
+def validate_flat_model(flat: FlatModel, *, argument: str = "model", where: str | None = None) -> None:
+    """Check what a TFLite runtime relies on; raise on the first problem.
+
+    Args:
+        flat: the parsed model.
+        argument: the parameter or CLI argument that named the model, for the message.
+        where: the model's path (or ``<N bytes>``), for the message.
+
+    Raises:
+        ModelFileError: an index points past its list, a shape disagrees with its constant
+            buffer or declares more than :data:`MAX_TENSOR_BYTES`, quantization parameters are
+            unusable, or an operator lacks the inputs or outputs its kernel reads.
+    """
+    problem = _problem(flat)
+    if problem is not None:
+        raise _fail(problem, argument, where)
+
+
+# --- the child-process load ----------------------------------------------------------------------
+
+_LOADED: set[tuple[str, str, bool]] = set()
+_LOADED_LOCK = threading.Lock()
+_PROBE_LOCK = threading.Lock()
+
+# The helper: reads requests (8-byte length, 1-byte XNNPACK flag, model bytes) from stdin and
+# answers each with 4-byte signal (0: none) + 1-byte stage (L: loading, R: running, T: timed out).
+# Where it can fork, each model loads in a fork of the helper (a clean, single-threaded process
+# with the runtime imported), so a crash ends that fork only; elsewhere it loads one model itself.
+_HELPER = r"""
+import importlib, os, struct, sys
+import numpy as np
+module, attr = sys.argv[1], sys.argv[2]
+mod = importlib.import_module(module)
+for part in filter(None, attr.split(".")):
+    mod = getattr(mod, part)
+def load(data, xnnpack, out_fd):
+    kwargs = {"model_content": data, "num_threads": 1}
+    if not xnnpack:
+        kwargs["experimental_op_resolver_type"] = mod.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    try:
+        os.write(out_fd, b"L")
+        interp = mod.Interpreter(**kwargs)
+        interp.allocate_tensors()
+        os.write(out_fd, b"R")
+        for d in interp.get_input_details():
+            interp.set_tensor(d["index"], np.zeros(d["shape"], d["dtype"]))
+        interp.invoke()
+    except BaseException:
+        return 1
+    return 0
+inp, out = sys.stdin.buffer, sys.stdout.buffer
+while True:
+    head = inp.read(9)
+    if len(head) < 9:
+        break
+    size, xnnpack = struct.unpack("<QB", head)
+    data = inp.read(size)
+    if not hasattr(os, "fork"):
+        out.write(struct.pack("<i", 0)); out.flush()
+        load(data, bool(xnnpack), out.fileno())
+        break
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        os._exit(load(data, bool(xnnpack), w))
+    os.close(w)
+    stages = b""
+    while True:
+        chunk = os.read(r, 64)
+        if not chunk:
+            break
+        stages += chunk
+    os.close(r)
+    _, status = os.waitpid(pid, 0)
+    sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else 0
+    out.write(struct.pack("<i", sig) + (stages[-1:] or b"L")); out.flush()
+"""
+
+
+def _single_threaded() -> bool:
+    """True where forking this process is safe: one thread in it, TensorFlow not loaded (Linux)."""
+    if not hasattr(os, "fork") or "tensorflow" in sys.modules:
+        return False
+    try:
+        return len(os.listdir("/proc/self/task")) == 1
+    except OSError:
+        return False
+
+
+def _child_load(runtime: Runtime, model_bytes: bytes, xnnpack: bool) -> None:
+    """In a forked child: load, allocate, run once; exit 0, or 1 on a Python-level error."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        kwargs: dict[str, Any] = {"model_content": model_bytes, "num_threads": 1}
+        if not xnnpack:
+            resolver = getattr(runtime.module, "OpResolverType", None)
+            if resolver is not None:
+                kwargs["experimental_op_resolver_type"] = resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        os.write(1, b"L")
+        interp = runtime.Interpreter(**kwargs)
+        interp.allocate_tensors()
+        os.write(1, b"R")
+        import numpy as np
+
+        for d in interp.get_input_details():
+            interp.set_tensor(d["index"], np.zeros(d["shape"], d["dtype"]))
+        interp.invoke()
+    except BaseException:
+        os._exit(1)
+    os._exit(0)
+
+
+def _fork_probe(runtime: Runtime, model_bytes: bytes, xnnpack: bool,
+                timeout: float) -> tuple[int | None, str]:
+    """(signal or None, last stage reached: L, R or T for timed out) of a fork of this process."""
+    read_fd, write_fd = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        os.close(read_fd)
+        os.dup2(write_fd, 1)
+        _child_load(runtime, model_bytes, xnnpack)
+    os.close(write_fd)
+    deadline = time.monotonic() + timeout
+    delay = 0.0005
+    status = None
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, _signal.SIGKILL)
+            os.waitpid(pid, 0)
+            status = None
+            break
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
+    stages = b""
+    while chunk := os.read(read_fd, 64):
+        stages += chunk
+    os.close(read_fd)
+    if status is None:
+        return None, "T"
+    return (os.WTERMSIG(status) if os.WIFSIGNALED(status) else None), stages.decode("ascii")[-1:] or "L"
+
+
+_helpers: dict[str, subprocess.Popen[bytes]] = {}
+
+
+def _helper(runtime: Runtime, persistent: bool) -> subprocess.Popen[bytes]:
+    """A helper process for this runtime (kept for the next model where it can fork)."""
+    proc = _helpers.get(runtime.name)
+    if proc is not None and proc.poll() is None:
+        return proc
+    from .runtime import _MODULES
+
+    module, top = _MODULES[runtime.name]
+    target, attr = (top, "lite") if runtime.name == "tensorflow" else (module, "")
+    proc = subprocess.Popen([sys.executable, "-c", _HELPER, target, attr], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            start_new_session=hasattr(os, "setsid"))
+    if persistent:
+        _helpers[runtime.name] = proc
+    return proc
+
+
+def _helper_probe(runtime: Runtime, model_bytes: bytes, xnnpack: bool,
+                  timeout: float) -> tuple[int | None, str]:
+    """(signal or None, last stage reached: L, R or T for timed out) through a helper process."""
+    persistent = hasattr(os, "fork")
+    proc = _helper(runtime, persistent)
+    assert proc.stdin is not None and proc.stdout is not None
+    result: list[bytes] = []
+
+    def talk() -> None:
+        assert proc.stdin is not None and proc.stdout is not None
+        try:
+            proc.stdin.write(struct.pack("<QB", len(model_bytes), 1 if xnnpack else 0) + model_bytes)
+            proc.stdin.flush()
+            if not persistent:
+                proc.stdin.close()
+            result.append(proc.stdout.read(5 if persistent else 4))
+            if not persistent:
+                result.append(proc.stdout.read())
+        except (OSError, ValueError):
+            pass
+
+    worker = threading.Thread(target=talk, daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if worker.is_alive() or not result or len(result[0]) < 4:
+        stage = "T" if worker.is_alive() else "L"
+        _stop_helper(runtime.name, proc)
+        if stage == "L" and not persistent:  # the one-shot helper itself died: read its end
+            code = proc.wait()
+            return (-code if code < 0 else None), "L"
+        return None, stage
+    if not persistent:
+        code = proc.wait()
+        return (-code if code < 0 else None), (result[1].decode("ascii")[-1:] or "L")
+    sig = int(struct.unpack("<i", result[0][:4])[0])
+    return (sig or None), result[0][4:].decode("ascii") or "L"
+
+
+def _stop_helper(name: str, proc: subprocess.Popen[bytes]) -> None:
+    _helpers.pop(name, None)
+    try:
+        if hasattr(os, "killpg"):
+            os.killpg(proc.pid, _signal.SIGKILL)
+        else:
+            proc.kill()
+    except OSError:
+        pass
+    proc.wait()
+
+
+def check_loads_in_child(model_bytes: bytes, runtime: Runtime, *, xnnpack: bool = True,
+                         argument: str = "model", where: str | None = None,
+                         timeout: float = PROBE_TIMEOUT_S) -> None:
+    """Load ``model_bytes`` with ``runtime`` in a child process and run it once on zeros.
+
+    Done once per model, runtime and XNNPACK setting in this process (later calls return at
+    once). A child that ends with a Python-level error passes: this process then meets the
+    same error and reports it in its own words.
+
+    Raises:
+        RuntimeCrashError: the child was killed by a signal, or did not finish in ``timeout``
+            seconds.
+    """
+    key = (hashlib.sha256(model_bytes).hexdigest(), runtime.name, bool(xnnpack))
+    with _LOADED_LOCK:
+        if key in _LOADED:
+            return
+    with _PROBE_LOCK:  # one model at a time through the helper's pipes
+        probe = _fork_probe if _single_threaded() else _helper_probe
+        sig, stage = probe(runtime, model_bytes, xnnpack, timeout)
+    doing = "running" if stage == "R" else "loading"
+    if stage == "T":
+        raise RuntimeCrashError(f"the runtime did not finish {doing} this model in {timeout:g} s",
+                                argument=argument, received=where,
+                                fix="check the model (edgeq-device info) or convert it again")
+    if sig is not None:
+        try:
+            name = _signal.Signals(sig).name
+        except ValueError:
+            name = "unknown"
+        raise RuntimeCrashError(f"the runtime crashed {doing} this model (signal {sig}, {name})",
+                                signal=sig, argument=argument, received=where,
+                                fix="the model is corrupt or uses an operator in a way this runtime "
+                                    "cannot run; convert it again")
+    with _LOADED_LOCK:
+        _LOADED.add(key)
