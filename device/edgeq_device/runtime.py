@@ -45,7 +45,7 @@ _MODULES = {
     "tflite-runtime": ("tflite_runtime.interpreter", "tflite_runtime"),
     "tensorflow": ("tensorflow.lite", "tensorflow"),
 }
-_INSTALL_HINT = "pip install 'edgeq-device[litert]' (or 'edgeq-device[tflite-runtime]' on numpy<2)"
+_INSTALL_HINT = "pip install ai-edge-litert (or tflite-runtime on numpy<2)"
 
 
 @dataclass(frozen=True)
