@@ -180,7 +180,7 @@ def test_runtime_can_be_chosen(models, small_test_dir):
     try:
         import tflite_runtime  # noqa: F401
     except ImportError:
-        with pytest.raises(RuntimeNotFoundError, match=r"edgeq-device\[litert\]"):
+        with pytest.raises(RuntimeNotFoundError, match=r"pip install ai-edge-litert"):
             benchmark(models["int8"], runs=1, runtime="tflite-runtime")
 
 
