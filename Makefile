@@ -20,9 +20,15 @@ demo: $(STAMP)
 	$(PY) -m edgeq.demo --out out/demo
 
 # arm64 tests run here only when the emulated Pi's root is cached (make test-arm64 builds it).
+# They run beside the rest: qemu emulates one core's work while the host tests use the other,
+# so the suite ends about as soon as the host tests do. Their output follows the host tests'.
 test: $(STAMP)
 	bash tests/setup_system.sh
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	@mkdir -p out
+	@$(PY) -m pytest -q -p no:cacheprovider -m arm64 tests/arm64 $(PYTEST_ARGS) > out/arm64-tests.log 2>&1 & arm=$$!; \
+	$(PY) -m pytest -q -m "not arm64" $(PYTEST_ARGS); host=$$?; \
+	wait $$arm; arm_rc=$$?; echo "--- emulated Raspberry Pi (tests/arm64) ---"; cat out/arm64-tests.log; \
+	test $$host = 0 && test $$arm_rc = 0
 
 # Build (cold: ~8 min) and cache the Debian bookworm arm64 root, then run the emulated-Pi tests.
 test-arm64: $(STAMP)
