@@ -10,57 +10,19 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
 from edgeq_device import EvalResult, LabelMismatchError, evaluate, list_image_folder
 from edgeq_device.evaluate import format_eval
+from label_folders import class_files, plain_litert_top1, subset
 
 WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
 
-def subset(src: Path, dest: Path, keep: dict[int, str | None], per_class: int = 15,
-           empty: tuple[str, ...] = ()) -> Path:
-    """Copy ``per_class`` images of each digit in ``keep`` into ``dest/<name>``; make ``empty`` folders."""
-    for digit, name in keep.items():
-        (dest / (name or str(digit))).mkdir(parents=True)
-        for f in sorted((src / str(digit)).glob("*.png"))[:per_class]:
-            shutil.copy(f, dest / (name or str(digit)) / f.name)
-    for name in empty:
-        (dest / name).mkdir(parents=True)
-    return dest
-
-
-def plain_litert_top1(model: Path, files_and_classes: list[tuple[Path, int]]) -> float:
-    """The 10-line loop a user writes: one interpreter, each image by hand, argmax against the class."""
-    from ai_edge_litert.interpreter import Interpreter
-    from PIL import Image
-
-    interp = Interpreter(model_path=str(model))
-    interp.allocate_tensors()
-    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
-    hits = []
-    for f, cls in files_and_classes:
-        with Image.open(f) as im:
-            x = np.asarray(im.convert("L"), np.float32)[None, :, :, None] / 255.0
-        if inp["dtype"] != np.float32:
-            scale, zp = inp["quantization"]
-            info = np.iinfo(inp["dtype"])
-            x = np.clip(np.round(x / scale + zp), info.min, info.max).astype(inp["dtype"])
-        interp.set_tensor(inp["index"], x)
-        interp.invoke()
-        hits.append(int(np.argmax(interp.get_tensor(out["index"])[0])) == cls)
-    return float(np.mean(hits))
-
-
-def _files(root: Path, class_of: dict[str, int]) -> list[tuple[Path, int]]:
-    return [(f, class_of[d.name]) for d in sorted(root.iterdir()) if d.is_dir() for f in sorted(d.glob("*.png"))]
-
-
 def test_only_classes_3_and_7_score_like_a_plain_loop(models, mnist_dir, tmp_path):
     data = subset(mnist_dir / "test", tmp_path / "data", {3: None, 7: None})
-    ref = plain_litert_top1(models["int8"], _files(data, {"3": 3, "7": 7}))
+    ref = plain_litert_top1(models["int8"], class_files(data, {"3": 3, "7": 7}))
     r = evaluate(models["int8"], data, keep_predictions=True)
     assert ref > 0.8  # the model knows these digits: a shifted label would score near 0
     assert r.top1 == pytest.approx(ref, abs=0)
@@ -77,7 +39,7 @@ def test_cifar_like_folder_with_empty_classes(models, mnist_dir, tmp_path):
         listing = list_image_folder(data)
     assert listing.empty == empty and listing.class_order == "integers"
     assert dict(listing.folders) == {str(d): d for d in range(10)}
-    ref = plain_litert_top1(models["int8_io_int8"], _files(data, {str(d): d for d in range(10)}))
+    ref = plain_litert_top1(models["int8_io_int8"], class_files(data, {str(d): d for d in range(10)}))
     with pytest.warns(UserWarning, match="no image"):
         r = evaluate(models["int8_io_int8"], data)
     assert r.top1 == pytest.approx(ref, abs=0) and ref > 0.7
@@ -120,7 +82,7 @@ def test_other_names_are_numbered_as_keras_numbers_them(models, mnist_dir, tmp_p
 
 def test_labels_and_metadata_win_over_folder_names(models, mnist_dir, tmp_path, model_tools):
     data = subset(mnist_dir / "test", tmp_path / "words", dict(enumerate(WORDS)), per_class=6)
-    ref = plain_litert_top1(models["int8_io_uint8"], _files(data, {w: d for d, w in enumerate(WORDS)}))
+    ref = plain_litert_top1(models["int8_io_uint8"], class_files(data, {w: d for d, w in enumerate(WORDS)}))
     labels = tmp_path / "labels.txt"
     labels.write_text("\n".join(WORDS) + "\n")
     by_file = evaluate(models["int8_io_uint8"], data, labels=labels)
@@ -138,7 +100,7 @@ def test_labels_and_metadata_win_over_folder_names(models, mnist_dir, tmp_path, 
     digits = subset(mnist_dir / "test", tmp_path / "digits", {2: None, 5: None}, per_class=6)
     r = evaluate(model, digits)
     assert r.class_order == "integers" and r.classes[2] == "two"
-    assert r.top1 == pytest.approx(plain_litert_top1(model, _files(digits, {"2": 2, "5": 5})), abs=0)
+    assert r.top1 == pytest.approx(plain_litert_top1(model, class_files(digits, {"2": 2, "5": 5})), abs=0)
 
 
 def test_fewer_named_folders_than_outputs_is_refused(models, mnist_dir, tmp_path):
@@ -181,5 +143,5 @@ def test_model_with_too_few_metadata_labels_names_the_way_out(cli, models, mnist
     proc = cli("eval", model, data, "--labels", labels, "-q")
     assert proc.returncode == 0, proc.stderr
     assert "labels     from labels (folders named after the labels): 3→3, 7→7" in proc.stdout
-    ref = plain_litert_top1(model, _files(data, {"3": 3, "7": 7}))
+    ref = plain_litert_top1(model, class_files(data, {"3": 3, "7": 7}))
     assert f"top-1      {ref:.4f}" in proc.stdout

@@ -21,16 +21,6 @@ keras = pytest.importorskip("keras")
 MODE_FIX = "use one of: float32, dynamic, float16, int8, int16x8, all"
 
 
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory):
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((28, 28, 1), name="image"), keras.layers.Conv2D(4, 3, activation="relu"),
-                              keras.layers.Flatten(), keras.layers.Dense(10)], name="digits")
-    path = tmp_path_factory.mktemp("model") / "digits.keras"
-    model.save(path)
-    return path
-
-
 def _run(*args):
     result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
     return result.exit_code, result.stdout, result.stderr

@@ -9,56 +9,20 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 from edgeq_device import LabelMismatchError
 from edgeq_device import evaluate as device_evaluate
+from label_folders import class_files, plain_litert_top1, subset
 
 from edgeq import convert
 from edgeq.cli import cli
 
 keras = pytest.importorskip("keras")
-
-
-def subset(src: Path, dest: Path, keep: dict[int, str | None], per_class: int = 10,
-           empty: tuple[str, ...] = ()) -> Path:
-    """Copy ``per_class`` images of each digit in ``keep`` into ``dest/<name>``; make ``empty`` folders."""
-    for digit, name in keep.items():
-        (dest / (name or str(digit))).mkdir(parents=True)
-        for f in sorted((src / str(digit)).glob("*.png"))[:per_class]:
-            shutil.copy(f, dest / (name or str(digit)) / f.name)
-    for name in empty:
-        (dest / name).mkdir(parents=True)
-    return dest
-
-
-def plain_litert(model_bytes: bytes, folder: Path, class_of: dict[str, int]) -> tuple[float, int]:
-    """Top-1 and image count of a plain LiteRT loop: PIL, /255, argmax against the folder's class."""
-    from ai_edge_litert.interpreter import Interpreter
-    from PIL import Image
-
-    interp = Interpreter(model_content=model_bytes)
-    interp.allocate_tensors()
-    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
-    hits = []
-    for d in sorted(p for p in folder.iterdir() if p.is_dir()):
-        for f in sorted(d.glob("*.png")):
-            with Image.open(f) as im:
-                x = np.asarray(im.convert("L"), np.float32)[None, :, :, None] / 255.0
-            if inp["dtype"] != np.float32:
-                scale, zp = inp["quantization"]
-                info = np.iinfo(inp["dtype"])
-                x = np.clip(np.round(x / scale + zp), info.min, info.max).astype(inp["dtype"])
-            interp.set_tensor(inp["index"], x)
-            interp.invoke()
-            hits.append(int(np.argmax(interp.get_tensor(out["index"])[0])) == class_of[d.name])
-    return float(np.mean(hits)), len(hits)
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +59,8 @@ def test_convert_stores_one_label_per_output_and_evaluates_on_its_own_folder(dig
         res = convert(digits, "int8", calibration=calib_with_empty, samples=20)
     assert res.metadata.labels == tuple(str(d) for d in range(10))
     model = res.save(tmp_path / "digits_int8.tflite")
-    ref, n = plain_litert(res.model_bytes, calib_with_empty, {str(d): d for d in range(10)})
+    files = class_files(calib_with_empty, {str(d): d for d in range(10)})
+    ref, n = plain_litert_top1(res.model_bytes, files), len(files)
     assert n == 42 and ref > 0.6
     with pytest.warns(UserWarning):
         r = device_evaluate(model, calib_with_empty)
@@ -147,7 +112,8 @@ def test_compare_and_budget_accuracy_on_classes_3_and_7_equal_a_plain_loop(digit
         comp = compare(digits, calibration=calib_with_empty, evaluation=data, modes=["float32"], threads=(1,),
                        samples=10, runs=3, min_secs=0.0, max_secs=0.5, show_progress=False)
     row = next(r for r in comp.rows if r.name == "float32")
-    ref, n = plain_litert(comp.results["float32"].model_bytes, data, {"3": 3, "7": 7})
+    files = class_files(data, {"3": 3, "7": 7})
+    ref, n = plain_litert_top1(comp.results["float32"].model_bytes, files), len(files)
     assert comp.eval_images == n == 40 and ref > 0.6
     assert row.top1 == pytest.approx(ref, abs=1e-12)
     assert "labels from the calibration folder; evaluation folders: folders named after the labels: 3→3, 7→7" \

@@ -10,7 +10,6 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import tensorflow as tf
 from click.testing import CliRunner
@@ -208,23 +207,6 @@ def test_cli_shows_split_and_fix(analyze_tpu_models: dict[str, bytes], tmp_path:
 # branches it keeps, and which ops it maps (see edgeq.edgetpu's module docstring for the sources).
 
 
-def _int8_uint8_input(model: Any) -> bytes:
-    """Full-int8 conversion of a model whose input is uint8 pixels, calibrated on uint8 data."""
-    conv = tf.lite.TFLiteConverter.from_keras_model(model)
-    rng = np.random.default_rng(0)
-    shape = tuple(d or 1 for d in model.inputs[0].shape)
-
-    def rep() -> Any:
-        for _ in range(4):
-            yield [rng.integers(0, 256, shape).astype(np.uint8)]
-
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.representative_dataset = rep
-    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    conv.inference_output_type = tf.int8
-    return bytes(conv.convert())
-
-
 def _leading_cast() -> Any:
     """uint8 pixels cast to float in the graph (as pose models do): CAST, then QUANTIZE from float."""
     inp = keras.Input((8, 8, 3), batch_size=1, dtype="uint8")
@@ -300,7 +282,7 @@ def _lstm() -> Any:
 def compiler_rule_models() -> dict[str, bytes]:
     """Real full-int8 conversions, made once for the module."""
     return {
-        "cast": _int8_uint8_input(_leading_cast()),
+        "cast": _convert(_leading_cast()),
         "parallel": _convert(_parallel_branch()),
         "tile": _convert(_tile()),
         "resizes": _convert(_resizes()),
