@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 from edgeq_device.clikit import Choice, ChoiceList, ErrorBoundaryGroup, flatten_choices
+from edgeq_device.clikit import verbose as is_verbose
 from edgeq_device.fileio import atomic_write_text, check_output_folder, check_writable
 from edgeq_device.info import format_bytes
 from edgeq_device.preprocess import Preprocess
@@ -95,11 +96,12 @@ def native_log_option(f: Callable[..., Any]) -> Callable[..., Any]:
     def run(*args: Any, verbose: bool, **kwargs: Any) -> Any:
         from .nativelog import quiet_native_logs, show_native_logs
 
-        with show_native_logs() if verbose else quiet_native_logs():
+        with show_native_logs() if is_verbose(click.get_current_context(), verbose) else quiet_native_logs():
             return f(*args, **kwargs)
 
     return click.option("--verbose", "-v", is_flag=True,
-                        help="Show TensorFlow's own log lines on standard error.")(run)
+                        help="Show TensorFlow's own log lines on standard error (as `edgeq --verbose` does; "
+                             "also the traceback of an internal error).")(run)
 
 
 def _console(stderr: bool = False) -> Any:

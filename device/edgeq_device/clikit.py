@@ -12,7 +12,7 @@ import click
 from .errors import EdgeqError, EdgeqWarning
 
 __all__ = ["EXIT_ERROR", "EXIT_INTERNAL", "EXIT_INTERRUPTED", "Choice", "ChoiceList", "ErrorBoundaryGroup",
-           "echo_err", "flatten_choices"]
+           "echo_err", "flatten_choices", "verbose"]
 
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -111,6 +111,14 @@ def _set_verbose(ctx: click.Context, param: click.Parameter, value: bool) -> boo
     return value
 
 
+def verbose(ctx: click.Context, asked: bool = False) -> bool:
+    """Whether this run is verbose: the group's ``--verbose`` (or ``EDGEQ_VERBOSE=1``), or a
+    command's own ``--verbose`` (``asked``), which then also counts for the group (tracebacks)."""
+    if asked:
+        ctx.meta[_VERBOSE] = True
+    return bool(ctx.meta.get(_VERBOSE))
+
+
 class ErrorBoundaryGroup(click.Group):
     """A click group whose commands end with one line on standard error, never a traceback.
 
@@ -128,7 +136,7 @@ class ErrorBoundaryGroup(click.Group):
         super().__init__(*args, **kwargs)
         self.params.append(click.Option(
             ["--verbose"], is_flag=True, expose_value=False, envvar="EDGEQ_VERBOSE", callback=_set_verbose,
-            help="Show the traceback of an internal error (a bug to report)."))
+            help="Show the traceback of an internal error (a bug to report), and TensorFlow's own log lines."))
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
