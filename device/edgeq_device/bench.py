@@ -322,7 +322,7 @@ def benchmark(
     t0 = time.perf_counter()
     runner = ModelRunner(path if path is not None else model_bytes, runtime=runtime,
                          threads=params.threads, xnnpack=params.xnnpack, delegate=params.delegate,
-                         delegate_options=params.delegate_options)
+                         delegate_options=params.delegate_options, probe=False)  # probed above
     init_s = time.perf_counter() - t0
     mem_init = memory_status()
 

@@ -222,6 +222,8 @@ class ModelRunner:
         xnnpack: False disables the default delegates (XNNPACK) where the runtime allows it.
         delegate: ``"edgetpu"``, a delegate library path, or None.
         delegate_options: options passed to the delegate (e.g. ``{"device": "usb:0"}``).
+        probe: load the model in a child process first, once per model and process (see
+            :func:`edgeq_device.validate.check_loads_in_child`); False when the caller has.
     """
 
     def __init__(
@@ -233,6 +235,7 @@ class ModelRunner:
         xnnpack: bool = True,
         delegate: str | None = None,
         delegate_options: Mapping[str, str] | None = None,
+        probe: bool = True,
     ) -> None:
         self.model_bytes = load_model_bytes(model)
         self.flat = read_flat_model(self.model_bytes)
@@ -273,7 +276,7 @@ class ModelRunner:
                 resolver = self.runtime.module.experimental.OpResolverType
             if resolver is not None:
                 kwargs["experimental_op_resolver_type"] = resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-        if not delegates:
+        if probe and not delegates:
             # A model's first load happens in a child process: a runtime crash there is an error
             # here, not the end of this process (external delegates hold their device: not probed).
             from .validate import check_loads_in_child
