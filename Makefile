@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml device/pyproject.toml
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m edgeq.demo --out out/demo
+	$(PY) examples/demo.py --out out/demo
 
 # arm64 tests run here only when the emulated Pi's root is cached (make test-arm64 builds it).
 # They run beside the rest: qemu emulates one core's work while the host tests use the other,
@@ -42,7 +42,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/run.py
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check edgeq device tests benchmarks
+	$(VENV)/bin/ruff check edgeq device tests benchmarks examples
 	$(VENV)/bin/mypy
 
 clean:

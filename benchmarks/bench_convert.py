@@ -52,7 +52,7 @@ def conversion_time_ratio(repeats: int = 3) -> dict[str, dict[str, float]]:
     import tensorflow as tf
 
     import edgeq
-    from edgeq.convert import IOType, Mode, configure_converter
+    from edgeq.quantize.converter import IOType, Mode, configure_converter
 
     model = _model()
     x = np.random.default_rng(0).uniform(size=(100, 28, 28, 1)).astype(np.float32)

@@ -1,28 +1,32 @@
 """edgeq: a trained Keras model to a measured .tflite on a single-board computer.
 
-The one-call paths are re-exported here; every step they are built from is public
-in its own module (``edgeq.models``, ``edgeq.data``, ``edgeq.convert``, ...).
+This module is the facade: the one-call paths and the types they return. Every step
+they are built from is public in its room, read top to bottom as the data goes:
+``edgeq.inputs`` (models, data) → ``edgeq.quantize`` (modes, converter, layer error,
+budget, QAT) → ``edgeq.measure`` → ``edgeq.store`` → ``edgeq.report``, with
+``edgeq.comparison``, ``edgeq.deployment`` and ``edgeq.targets`` beside them.
+No name here hides a submodule: ``edgeq.compare`` is the function, the room is
+``edgeq.comparison``.
 """
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 from edgeq_device.metadata import EdgeqMetadata, read_metadata
 from edgeq_device.preprocess import Preprocess
 
-from . import data, errors
-from .analyze import ModelAnalysis, analyze
-from .budget import BudgetReport
-from .compare import Comparison, compare
-from .convert import MODES, ConversionResult, IOType, Mode, convert
-from .data import ArraySource, DataSource, ImageFolder, IterableSource, TFDataSource, as_source
-from .debug import LayerReport, debug
-from .deploy import Board, BoardResult, DeployReport, deploy
-from .errors import EdgeqError
-from .models import load_model
-from .qat import QATResult, qat
-from .store import Measurement, ResultsStore
+from edgeq import errors
+from edgeq._version import __version__
+from edgeq.comparison.run import Comparison, compare
+from edgeq.deployment.board_run import Board, BoardResult, DeployReport, deploy
+from edgeq.errors import EdgeqError
+from edgeq.inputs.data import ArraySource, DataSource, ImageFolder, IterableSource, TFDataSource, as_source
+from edgeq.inputs.models import load_model
+from edgeq.measure.analysis import ModelAnalysis, analyze
+from edgeq.quantize.budget import BudgetReport
+from edgeq.quantize.converter import MODES, ConversionResult, IOType, Mode, convert
+from edgeq.quantize.layer_error import LayerReport, debug
+from edgeq.quantize.qat.train import QATResult, qat
+from edgeq.store.db import Measurement, ResultsStore
 
 __all__ = [
     "ArraySource",
@@ -52,7 +56,6 @@ __all__ = [
     "as_source",
     "compare",
     "convert",
-    "data",
     "debug",
     "deploy",
     "errors",

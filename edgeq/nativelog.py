@@ -139,7 +139,7 @@ def _stop(state: _Redirect, failure: BaseException | None) -> None:
     os.close(state.saved_fd)
     if not state.temporary:
         return
-    from .errors import EdgeqError
+    from edgeq.errors import EdgeqError
 
     try:
         empty = state.path.stat().st_size == 0

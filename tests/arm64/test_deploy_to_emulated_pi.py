@@ -13,7 +13,7 @@ from typing import Iterator
 
 import pytest
 
-from edgeq.deploy import Board, deploy
+from edgeq.deployment.board_run import Board, deploy
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "arm64_rootfs.sh"
 

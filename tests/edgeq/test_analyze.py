@@ -18,9 +18,9 @@ from edgeq_device.analysis import analyze_flat_model
 from plain_tflite import plain_convert
 
 import edgeq
-from edgeq.analyze import ModelAnalysis, analyze
-from edgeq.cli import cli
+from edgeq.cli.app import cli
 from edgeq.errors import InvalidArgumentError, ModelFileError, OutputExistsError
+from edgeq.measure.analysis import ModelAnalysis, analyze
 
 keras = tf.keras
 

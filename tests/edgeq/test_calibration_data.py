@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 import edgeq
-from edgeq.cli import cli
+from edgeq.cli.app import cli
 from edgeq.errors import (
     CalibrationError,
     DataError,
@@ -25,7 +25,7 @@ from edgeq.errors import (
     NonFiniteCalibrationError,
     UnscaledCalibrationWarning,
 )
-from edgeq.models import export_folder, load_model
+from edgeq.inputs.models import export_folder, load_model
 
 keras = pytest.importorskip("keras")
 
@@ -322,7 +322,7 @@ def test_export_folders_of_dead_processes_are_swept(private_tmp):
 def test_qat_refuses_inf_in_training_data_before_training_and_in_calibration():
     """Before: the Inf poisoned the learnt quantization ranges and the int8 export died by SIGSEGV."""
     tf_keras = pytest.importorskip("tf_keras")
-    from edgeq.qat import qat
+    from edgeq.quantize.qat.train import qat
 
     tf_keras.utils.set_random_seed(0)
     model = tf_keras.Sequential([tf_keras.Input((8, 8, 1), name="image"), tf_keras.layers.Conv2D(2, 3),
@@ -340,7 +340,7 @@ def test_qat_refuses_inf_in_training_data_before_training_and_in_calibration():
 def test_a_qat_model_keeps_its_rescaling_layer_visible():
     """QAT wraps layers (QuantizeWrapper) and puts a fake-quantizer with weights first."""
     tf_keras = pytest.importorskip("tf_keras")
-    from edgeq.qat import qat
+    from edgeq.quantize.qat.train import qat
 
     tf_keras.utils.set_random_seed(0)
     model = tf_keras.Sequential([tf_keras.Input((8, 8, 1), name="image"), tf_keras.layers.Rescaling(1 / 255),

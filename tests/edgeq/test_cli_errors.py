@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from edgeq.cli import cli
+from edgeq.cli.app import cli
 from edgeq.errors import EdgeqError, InvalidArgumentError, ModelLoadError, OutputError
 
 keras = pytest.importorskip("keras")
@@ -222,7 +222,7 @@ def test_custom_layer_is_named_and_custom_objects_loads_it(custom_model, suffix,
 
 
 def test_custom_objects_python_api(custom_model):
-    from edgeq.models import custom_objects_from_file, load_model
+    from edgeq.inputs.models import custom_objects_from_file, load_model
 
     folder, source, _, _ = custom_model
     with pytest.raises(ModelLoadError, match="custom class Scale"):

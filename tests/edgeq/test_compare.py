@@ -13,12 +13,12 @@ import subprocess
 
 import numpy as np
 import pytest
+from demo import train_cnn
 
-from edgeq.compare import LATENCY_ROUNDS, LATENCY_TIE, compare
-from edgeq.demo import train_cnn
+from edgeq.comparison.run import LATENCY_ROUNDS, LATENCY_TIE, compare
 from edgeq.errors import OutputExistsError
-from edgeq.report import p50_text
-from edgeq.store import ResultsStore
+from edgeq.report.tables import p50_text
+from edgeq.store.db import ResultsStore
 
 EVAL_N = 300
 
@@ -230,7 +230,7 @@ def test_report_renders_in_headless_chromium(comparison, repo_root):
 
 
 def test_report_includes_the_model_analysis(comparison, tmp_path):
-    from edgeq.analyze import analyze
+    from edgeq.measure.analysis import analyze
 
     comp, _ = comparison
     comp.save(tmp_path)
@@ -246,7 +246,7 @@ def test_report_includes_the_model_analysis(comparison, tmp_path):
 def test_compare_cli_writes_report_and_refuses_to_overwrite(trained, mnist_train, mnist_test, tmp_path):
     from click.testing import CliRunner
 
-    from edgeq.cli import cli
+    from edgeq.cli.app import cli
 
     model_path = tmp_path / "digits.keras"
     trained.save(model_path)
@@ -272,7 +272,7 @@ def test_compare_cli_writes_report_and_refuses_to_overwrite(trained, mnist_train
 def test_table_fits_80_columns_and_piped_rows_stay_whole(comparison):
     from rich.console import Console
 
-    from edgeq.report import natural_width, rich_table, table_rows
+    from edgeq.report.tables import natural_width, rich_table, table_rows
 
     comp, _ = comparison
     buf = io.StringIO()
@@ -294,7 +294,7 @@ def test_table_fits_80_columns_and_piped_rows_stay_whole(comparison):
 def test_compare_formats_md_csv_json(comparison, trained, mnist_train, mnist_test, tmp_path, capsys):
     from click.testing import CliRunner
 
-    from edgeq.cli import cli, print_compare
+    from edgeq.cli.app import cli, print_compare
 
     comp, _ = comparison
     print_compare(comp, "csv")
@@ -316,7 +316,7 @@ def test_compare_formats_md_csv_json(comparison, trained, mnist_train, mnist_tes
 
 
 def test_report_shows_each_p50_with_its_interval(comparison):
-    from edgeq.report import html_fragment, markdown
+    from edgeq.report.tables import html_fragment, markdown
 
     comp, _ = comparison
     md, page = markdown(comp), html_fragment(comp, pngs={})

@@ -8,7 +8,6 @@ from edgeq_device.metadata import read_metadata
 from edgeq_device.runtime import ModelRunner
 
 import edgeq
-from edgeq.convert import IOType, Mode
 from edgeq.errors import (
     CalibrationError,
     DataError,
@@ -17,6 +16,7 @@ from edgeq.errors import (
     OutputExistsError,
     QuantizationError,
 )
+from edgeq.quantize.converter import IOType, Mode
 
 keras = pytest.importorskip("keras")
 

@@ -20,7 +20,7 @@ from edgeq_device import evaluate as device_evaluate
 from label_folders import class_files, plain_litert_top1, subset
 
 from edgeq import convert
-from edgeq.cli import cli
+from edgeq.cli.app import cli
 
 keras = pytest.importorskip("keras")
 
@@ -104,8 +104,8 @@ def test_cli_convert_label_mismatch_is_one_line(digits, mnist_train, tmp_path):
 
 def test_compare_and_budget_accuracy_on_classes_3_and_7_equal_a_plain_loop(digits, mnist_train, mnist_test,
                                                                           calib_with_empty, tmp_path):
-    from edgeq.budget import top1_accuracy
-    from edgeq.compare import compare
+    from edgeq.comparison.run import compare
+    from edgeq.quantize.budget import top1_accuracy
 
     data = subset(mnist_test, tmp_path / "eval", {3: None, 7: None}, per_class=20)
     with pytest.warns(UserWarning, match=r"calibration: class folder\(s\) with no image"):
@@ -137,7 +137,7 @@ def test_compare_and_budget_accuracy_on_classes_3_and_7_equal_a_plain_loop(digit
 
 
 def test_qat_keeps_folder_k_as_output_k(digits, mnist_train, tmp_path):
-    from edgeq.qat import qat
+    from edgeq.quantize.qat.train import qat
 
     data = subset(mnist_train, tmp_path / "train", {3: None, 7: None}, per_class=8, empty=("0",))
     with pytest.warns(UserWarning, match="no image"):
@@ -150,8 +150,8 @@ def test_qat_keeps_folder_k_as_output_k(digits, mnist_train, tmp_path):
 
 
 def test_deploy_carries_empty_class_folders(tmp_path):
-    from edgeq import _remote
-    from edgeq.deploy import _tar_folder, tree_sha256
+    from edgeq.deployment import agent as _remote
+    from edgeq.deployment.board_run import _tar_folder, tree_sha256
 
     data = tmp_path / "data"
     (data / "0").mkdir(parents=True)

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from edgeq import _remote
-from edgeq._device_wheel import record_hash, verify_wheel
-from edgeq.deploy import build_device_wheel
+from edgeq.deployment import agent as _remote
+from edgeq.deployment.board_run import build_device_wheel
+from edgeq.deployment.wheel import record_hash, verify_wheel
 from edgeq.errors import DeployError
 
 

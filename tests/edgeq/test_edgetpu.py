@@ -16,8 +16,9 @@ from click.testing import CliRunner
 from edgeq_device.flatbuffer import read_flat_model
 from plain_tflite import plain_convert
 
-from edgeq.cli import cli
-from edgeq.edgetpu import (
+from edgeq.cli.app import cli
+from edgeq.errors import ConversionError, InvalidArgumentError, ModelFileError, OutputExistsError
+from edgeq.targets.edgetpu.rules import (
     CompilerNotFoundError,
     EdgeTPUPrediction,
     check_edgetpu_ready,
@@ -25,7 +26,6 @@ from edgeq.edgetpu import (
     predict_edgetpu,
     run_edgetpu_compiler,
 )
-from edgeq.errors import ConversionError, InvalidArgumentError, ModelFileError, OutputExistsError
 
 keras = tf.keras
 

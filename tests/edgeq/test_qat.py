@@ -13,11 +13,11 @@ from edgeq_device.preprocess import Preprocess
 from edgeq_device.runtime import ModelRunner
 
 from edgeq import qat
-from edgeq.cli import cli
-from edgeq.convert import convert
-from edgeq.data import as_source
+from edgeq.cli.app import cli
 from edgeq.errors import DataError, InvalidArgumentError, QATError
-from edgeq.rebuild import check_equal, rebuild
+from edgeq.inputs.data import as_source
+from edgeq.quantize.converter import convert
+from edgeq.quantize.qat.rebuild import check_equal, rebuild
 
 
 def _load(folder):

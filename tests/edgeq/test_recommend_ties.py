@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from edgeq_device.bench import median_interval
 
-from edgeq.compare import ModeRow, _recommend, latency_summary, round_levels
+from edgeq.comparison.run import ModeRow, _recommend, latency_summary, round_levels
 from edgeq.errors import InvalidArgumentError
-from edgeq.report import p50_text
+from edgeq.report.tables import p50_text
 
 KB = 1024
 SIZES = {"float32": 232 * KB, "float16": 118 * KB, "int8": 66 * KB, "dynamic": 65 * KB, "int16x8": 70 * KB}

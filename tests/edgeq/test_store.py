@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from edgeq.cli import cli
+from edgeq.cli.app import cli
 from edgeq.errors import DataError, InvalidArgumentError, ModelFileError, StoreError
-from edgeq.store import (
+from edgeq.store.db import (
     MIGRATIONS,
     SCHEMA_VERSION,
     Measurement,
@@ -237,7 +237,7 @@ def tiny_tflite(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small float32 CNN for 28x28 digits, converted for real by edgeq.convert."""
     import tf_keras as keras
 
-    from edgeq.convert import convert
+    from edgeq.quantize.converter import convert
 
     keras.utils.set_random_seed(0)
     model = keras.Sequential([

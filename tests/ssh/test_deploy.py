@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from edgeq.cli import cli
-from edgeq.deploy import Board, DeployReport, deploy, load_fleet
+from edgeq.cli.app import cli
+from edgeq.deployment.board_run import Board, DeployReport, deploy, load_fleet
 from edgeq.errors import InvalidArgumentError, ModelFileError
-from edgeq.store import ResultsStore
+from edgeq.store.db import ResultsStore
 
 pytestmark = pytest.mark.ssh
 
@@ -353,7 +353,7 @@ def _processes_mentioning(text: str) -> list[int]:
 
 
 def test_ssh_connection_reuses_one_master_and_tells_remote_from_ssh_failures(loopback_ssh, tmp_path):
-    from edgeq.ssh import SSHConnection, SSHError, SSHTarget
+    from edgeq.deployment.ssh import SSHConnection, SSHError, SSHTarget
 
     target = SSHTarget(loopback_ssh.target("board-b"), ssh_config=str(loopback_ssh.ssh_config))
     with SSHConnection(target) as conn:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 from click.testing import CliRunner
+from demo import train_cnn
 
-from edgeq.cli import cli
-from edgeq.compare import compare
-from edgeq.demo import train_cnn
-from edgeq.deploy import Board, deploy
-from edgeq.store import ResultsStore
+from edgeq.cli.app import cli
+from edgeq.comparison.run import compare
+from edgeq.deployment.board_run import Board, deploy
+from edgeq.store.db import ResultsStore
 
 pytestmark = pytest.mark.ssh
 

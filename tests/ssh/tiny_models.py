@@ -19,7 +19,7 @@ def build_models(out: Path, modes: tuple[str, ...] = ("float32", "int8")) -> dic
     from edgeq_device.images import list_image_folder
     from edgeq_device.preprocess import Preprocess
 
-    from edgeq.convert import convert
+    from edgeq.quantize.converter import convert
 
     out.mkdir(parents=True, exist_ok=True)
     listing = list_image_folder(MNIST / "train").sample(1500, seed=0)

@@ -36,7 +36,11 @@ from edgeq_device.fileio import atomic_write_bytes
 from edgeq_device.flatbuffer import FlatModel, read_flat_model
 from edgeq_device.preprocess import Preprocess
 
-from .convert import (
+from edgeq.errors import ConversionError, InvalidArgumentError
+from edgeq.inputs.data import as_source
+from edgeq.inputs.models import LoadedModel, load_model
+from edgeq.nativelog import quiet_native_logs
+from edgeq.quantize.converter import (
     CalibrationStats,
     IOType,
     Mode,
@@ -45,10 +49,6 @@ from .convert import (
     representative_dataset,
     warn_about_calibration,
 )
-from .data import as_source
-from .errors import ConversionError, InvalidArgumentError
-from .models import LoadedModel, load_model
-from .nativelog import quiet_native_logs
 
 __all__ = ["LayerError", "LayerReport", "QuantDebugSession", "debug"]
 

@@ -42,9 +42,8 @@ from edgeq_device.flatbuffer import FlatModel, read_flat_model
 from edgeq_device.metadata import METADATA_NAME, EdgeqMetadata
 from edgeq_device.preprocess import ColorMode, Preprocess
 
-from . import __version__
-from .data import DataSource, Sample, as_source, class_labels
-from .errors import (
+from edgeq._version import __version__
+from edgeq.errors import (
     CalibrationError,
     ConversionError,
     EdgeqError,
@@ -55,9 +54,10 @@ from .errors import (
     QuantizationError,
     UnscaledCalibrationWarning,
 )
-from .models import InputSpec, LoadedModel, load_model
-from .nativelog import quiet_native_logs
-from .progress import task_progress
+from edgeq.inputs.data import DataSource, Sample, as_source, class_labels
+from edgeq.inputs.models import InputSpec, LoadedModel, load_model
+from edgeq.nativelog import quiet_native_logs
+from edgeq.progress import task_progress
 
 __all__ = [
     "MODES",
@@ -298,7 +298,7 @@ def _warn_once(message: str, category: type[Warning]) -> None:
         if message in seen:
             return
         seen.add(message)
-    here = str(Path(__file__).parent) + os.sep
+    here = str(Path(__file__).parents[1]) + os.sep  # the edgeq package
     wrappers = {contextlib.__file__}  # edgeq's decorators run the call through contextlib's frames
     frame, level = sys._getframe(0), 1
     while frame.f_back is not None and (frame.f_code.co_filename.startswith(here)
@@ -606,7 +606,7 @@ def convert(
     if isinstance(labels, (str, os.PathLike)):
         labels = read_labels(labels)
     if target is not None:
-        from .edgetpu import check_target_args, predict_edgetpu
+        from edgeq.targets.edgetpu.rules import check_target_args, predict_edgetpu
 
         check_target_args(target, mode, io, batch_size, allow_float_fallback)
         res = convert(model, Mode.INT8, calibration=calibration, samples=samples, seed=seed, io=io,
@@ -618,7 +618,7 @@ def convert(
                 "an accuracy budget needs mode 'int8', max_drop and evaluation data together",
                 argument="max_drop" if max_drop is None else "mode", received=max_drop if max_drop is None else mode,
                 fix="call convert(model, 'int8', calibration=..., max_drop=0.5, evaluation=...)")
-        from .budget import budget_search
+        from edgeq.quantize.budget import budget_search
 
         return budget_search(model, max_drop=max_drop, calibration=calibration, evaluation=evaluation,
                              samples=samples, seed=seed, io=io, batch_size=batch_size, preprocess=preprocess,
@@ -705,7 +705,7 @@ def convert(
         warn_about_calibration(loaded, source, stats, samples)
     if source is not None and getattr(source, "skipped", None):
         skipped = source.skipped  # type: ignore[attr-defined]
-        from .progress import _console
+        from edgeq.progress import _console
 
         _console.print(f"[yellow]skipped {len(skipped)} unreadable image(s) in {source.description}[/]")
     meta = EdgeqMetadata(

@@ -44,12 +44,12 @@ import numpy as np
 from edgeq_device.evaluate import read_labels
 from edgeq_device.preprocess import Preprocess
 
-from .convert import ConversionResult, _check_finite, default_preprocess
-from .data import DataSource, ImageFolder, as_source, check_label_range, class_labels
-from .errors import DataError, InvalidArgumentError, LabelMismatchError, QATError
-from .models import InputSpec, LoadedModel, load_model
-from .nativelog import quiet_native_logs
-from .progress import _console, progress_enabled
+from edgeq.errors import DataError, InvalidArgumentError, LabelMismatchError, QATError
+from edgeq.inputs.data import DataSource, ImageFolder, as_source, check_label_range, class_labels
+from edgeq.inputs.models import InputSpec, LoadedModel, load_model
+from edgeq.nativelog import quiet_native_logs
+from edgeq.progress import _console, progress_enabled
+from edgeq.quantize.converter import ConversionResult, _check_finite, default_preprocess
 
 __all__ = [
     "LayerPlan",
@@ -156,7 +156,7 @@ class QATResult:
         The fake-quantization ranges learnt in training are used; ``calibration`` (default:
         the training data) fills in any tensor training did not quantize.
         """
-        from .convert import convert
+        from edgeq.quantize.converter import convert
 
         return convert(self.model, "int8", calibration=self.train_source if calibration is None else calibration,
                        samples=samples, seed=seed, io=io, batch_size=batch_size, preprocess=self.preprocess,
@@ -189,7 +189,7 @@ def to_tf_keras(model: Any, inputs: list[np.ndarray] | None = None,
     if loaded.kind != "keras3":
         raise QATError("a SavedModel has no Keras layers to train", argument="model", received=str(loaded.path),
                        fix="give the Keras model (object, .keras or .h5 file)")
-    from .rebuild import rebuild
+    from edgeq.quantize.qat.rebuild import rebuild
 
     built = rebuild(loaded.obj, inputs, tolerance=tolerance)
     return built.model, built.max_abs_diff

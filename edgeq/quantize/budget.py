@@ -37,7 +37,12 @@ from edgeq_device.evaluate import output_classes
 from edgeq_device.flatbuffer import read_flat_model
 from edgeq_device.preprocess import Preprocess
 
-from .convert import (
+from edgeq.errors import CalibrationError, DataError, EdgeqError, InvalidArgumentError
+from edgeq.inputs.data import DataSource, ImageFolder, as_source, check_label_range
+from edgeq.inputs.models import LoadedModel, load_model
+from edgeq.nativelog import quiet_native_logs
+from edgeq.progress import _console, progress_enabled
+from edgeq.quantize.converter import (
     ConversionResult,
     IOType,
     Mode,
@@ -48,12 +53,7 @@ from .convert import (
     default_preprocess,
     float_ops,
 )
-from .convert import embed_metadata as _embed
-from .data import DataSource, ImageFolder, as_source, check_label_range
-from .errors import CalibrationError, DataError, EdgeqError, InvalidArgumentError
-from .models import LoadedModel, load_model
-from .nativelog import quiet_native_logs
-from .progress import _console, progress_enabled
+from edgeq.quantize.converter import embed_metadata as _embed
 
 __all__ = ["BudgetReport", "Candidate", "budget_search", "top1_accuracy"]
 
@@ -266,7 +266,7 @@ def top1_accuracy(model: bytes, evaluation: Any, *, source_model: Any = None, pr
     meta = read_metadata(model)
     src = as_source(evaluation, preprocess, argument="evaluation", labels=meta.labels if meta is not None else None)
     if loaded is None:
-        from .models import InputSpec
+        from edgeq.inputs.models import InputSpec
 
         loaded = LoadedModel("tflite", None, "model", [InputSpec("input", (None,))], 1)
     return _EvalData(src, loaded, limit, seed, output_classes(model)).top1(model)
@@ -452,7 +452,7 @@ def budget_search(
 
 def _all_failed(tried: Sequence[Candidate]) -> EdgeqError:
     """The error raised when no candidate could even be converted."""
-    from .errors import ConversionError
+    from edgeq.errors import ConversionError
 
     return ConversionError("every candidate conversion failed: " + "; ".join(
         f"{c.name}: {c.error}" for c in tried), argument="model",
@@ -464,7 +464,7 @@ def _float_layer_candidates(loaded: LoadedModel, calib: DataSource, samples: int
                             base: ConversionResult, steps: Sequence[int], measure: Any, failed: Any,
                             show_progress: bool | None) -> bool:
     """Try int8 with the worst 1, 2, 4... layers in float; True once one is within budget."""
-    from .debug import QuantDebugSession
+    from edgeq.quantize.layer_error import QuantDebugSession
 
     start = time.perf_counter()
     try:

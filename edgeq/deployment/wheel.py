@@ -35,7 +35,7 @@ from typing import Mapping
 
 from edgeq_device.fileio import atomic_write_bytes
 
-from .errors import DeployError
+from edgeq.errors import DeployError
 
 __all__ = ["record_hash", "verify_wheel", "wheel_from_distribution"]
 

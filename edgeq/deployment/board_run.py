@@ -49,9 +49,9 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from edgeq_device.fileio import atomic_write_text
 
-from . import _remote
-from .errors import DeployError, InvalidArgumentError, ModelFileError
-from .ssh import SSHConnection, SSHError, SSHTarget, parse_target
+from edgeq.deployment import agent as _remote
+from edgeq.deployment.ssh import SSHConnection, SSHError, SSHTarget, parse_target
+from edgeq.errors import DeployError, InvalidArgumentError, ModelFileError
 
 __all__ = [
     "Board",
@@ -479,7 +479,7 @@ def build_device_wheel(cache_dir: str | os.PathLike[str] | None = None, *, quiet
     """
     from edgeq_device import __version__ as device_version
 
-    from ._device_wheel import wheel_from_distribution
+    from edgeq.deployment.wheel import wheel_from_distribution
 
     cache = Path(cache_dir or os.environ.get("EDGEQ_CACHE", "~/.cache/edgeq")).expanduser() / "wheels"
     src = None if distribution is not None else _device_source()
@@ -858,7 +858,7 @@ def deploy(
     results: dict[str, BoardResult] = {}
     store_obj = None
     if store and (bench or data is not None):
-        from .store import ResultsStore
+        from edgeq.store.db import ResultsStore
         store_obj = ResultsStore(db)
     db_path = None if store_obj is None else str(getattr(store_obj, "path", db) or "")
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Sequence
 
-from .errors import DeployError
+from edgeq.errors import DeployError
 
 __all__ = ["RemoteResult", "SSHConnection", "SSHError", "SSHTarget", "parse_target"]
 
@@ -53,7 +53,7 @@ def parse_target(text: str) -> tuple[str, int | None]:
     """
     m = _TARGET_RE.match(text.strip()) if isinstance(text, str) else None
     if not m:
-        from .errors import InvalidArgumentError
+        from edgeq.errors import InvalidArgumentError
 
         raise InvalidArgumentError("not an SSH destination", argument="to", received=text,
                                    fix="give user@host, user@host:PORT or a Host alias from ~/.ssh/config")

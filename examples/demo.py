@@ -1,4 +1,4 @@
-"""The main job on the bundled data: ``make demo`` / ``python -m edgeq.demo``.
+"""The main job on the bundled data: ``make demo`` / ``python examples/demo.py``.
 
 Trains a small CNN on ``datasets/mnist5k/train`` (seeded), compares every
 quantization mode on ``datasets/mnist5k/test``, prints the table and writes the
@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .nativelog import quiet_native_logs
+from edgeq.nativelog import quiet_native_logs
 
 __all__ = ["load_folder", "main", "train_cnn"]
 
@@ -63,7 +63,7 @@ def train_cnn(train: Path = DATA / "train", epochs: int = 4, seed: int = 0, verb
 
 def main(argv: list[str] | None = None) -> int:
     """Run the demo; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="python -m edgeq.demo", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python examples/demo.py", description=__doc__)
     parser.add_argument("--out", default="out/demo", help="report folder (default: out/demo)")
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--db", default=None, help="results store (default: $EDGEQ_DB or ~/.edgeq/results.db)")
@@ -71,10 +71,10 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from edgeq_device.clikit import echo_err
 
-    from .compare import compare
-    from .errors import EdgeqError
-    from .report import natural_width, rich_table, table_rows
-    from .store import ResultsStore
+    from edgeq.comparison.run import compare
+    from edgeq.errors import EdgeqError
+    from edgeq.report.tables import natural_width, rich_table, table_rows
+    from edgeq.store.db import ResultsStore
 
     start = time.perf_counter()
     try:

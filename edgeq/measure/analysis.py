@@ -20,8 +20,8 @@ from edgeq_device.analysis import DtypeTotal, GraphAnalysis, OpInfo, TensorInfo,
 from edgeq_device.fileio import atomic_write_text
 from edgeq_device.flatbuffer import read_flat_model
 
-from .edgetpu import EdgeTPUPrediction, predict_edgetpu
-from .errors import InvalidArgumentError
+from edgeq.errors import InvalidArgumentError
+from edgeq.targets.edgetpu.rules import EdgeTPUPrediction, predict_edgetpu
 
 __all__ = ["TARGETS", "ModelAnalysis", "analyze"]
 

@@ -36,13 +36,13 @@ from edgeq_device.bench import benchmark, median_interval
 from edgeq_device.evaluate import predict_arrays, top_k_hits
 from edgeq_device.sysinfo import board_info
 
-from . import __version__
-from .convert import MODES, ConversionResult, IOType, Mode, _enum_arg, _warnings_once, convert
-from .data import DataSource, as_source
-from .errors import DataError, InvalidArgumentError
-from .models import LoadedModel, load_model
-from .nativelog import quiet_native_logs
-from .progress import task_progress
+from edgeq._version import __version__
+from edgeq.errors import DataError, InvalidArgumentError
+from edgeq.inputs.data import DataSource, as_source
+from edgeq.inputs.models import LoadedModel, load_model
+from edgeq.nativelog import quiet_native_logs
+from edgeq.progress import task_progress
+from edgeq.quantize.converter import MODES, ConversionResult, IOType, Mode, _enum_arg, _warnings_once, convert
 
 __all__ = ["LATENCY_TIE", "PORTABILITY", "Comparison", "ModeRow", "Recommendation", "compare", "fidelity",
            "latency_summary", "latency_ties", "round_levels"]
@@ -189,7 +189,7 @@ class Comparison:
         Keeps the newest bench and eval per board, mode, runtime and thread count. Returns how
         many board rows the report now shows.
         """
-        from .store import ResultsStore
+        from edgeq.store.db import ResultsStore
 
         st = store if isinstance(store, ResultsStore) else ResultsStore(store, create=False)
         benches: dict[tuple[str, str, str, Any], dict[str, Any]] = {}
@@ -249,7 +249,7 @@ class Comparison:
 
     def table(self) -> Any:
         """The rows as a rich renderable table that fits the width it is printed at (see ``report.rich_table``)."""
-        from .report import rich_table
+        from edgeq.report.tables import rich_table
 
         return rich_table(self)
 
@@ -260,12 +260,12 @@ class Comparison:
             OutputExistsError: a report file exists and ``overwrite`` is False (nothing is written then).
             OutputError: ``folder`` cannot be written (a file on the way, no permission, read-only).
         """
-        from .report import write_report
+        from edgeq.report.tables import write_report
 
         return write_report(self, Path(folder), overwrite=overwrite, plots=plots)
 
     def _repr_html_(self) -> str:
-        from .report import html_fragment
+        from edgeq.report.tables import html_fragment
 
         return html_fragment(self)
 
@@ -389,8 +389,8 @@ def _match_labels(given: Sequence[str] | str | os.PathLike[str] | None, calib: D
     from edgeq_device.evaluate import read_labels
     from edgeq_device.images import describe_classes, list_image_folder
 
-    from .data import ImageFolder, check_label_range, class_labels
-    from .errors import LabelMismatchError
+    from edgeq.errors import LabelMismatchError
+    from edgeq.inputs.data import ImageFolder, check_label_range, class_labels
 
     if isinstance(given, (str, os.PathLike)):
         names: tuple[str, ...] | None = read_labels(given)
@@ -525,7 +525,7 @@ def _nth(levels: list[list[float]] | None, i: int) -> list[float] | None:
 
 
 def _p50_text(r: ModeRow, threads: int) -> str:
-    from .report import p50_text
+    from edgeq.report.tables import p50_text
 
     return p50_text(r.latency_us.get(threads, {}))
 
@@ -609,7 +609,7 @@ def compare(
     if len(loaded.inputs) != 1:
         raise InvalidArgumentError("compare takes single-input models", argument="model",
                                    received=[s.name for s in loaded.inputs], fix="use convert() and evaluate() per input")
-    from .convert import default_preprocess
+    from edgeq.quantize.converter import default_preprocess
 
     pre = preprocess or default_preprocess(loaded.inputs[0])
     eval_src = as_source(evaluation, pre, argument="evaluation")
@@ -631,7 +631,7 @@ def compare(
                       labels=names or (), show_progress=show_progress)
         results[mode.value] = res
     f32_size = results["float32"].size_bytes if "float32" in results else None
-    from .store import file_sha256
+    from edgeq.store.db import file_sha256
 
     round_runs = max(1, -(-runs // LATENCY_ROUNDS))
     measured: dict[str, dict[str, Any]] = {}
@@ -693,7 +693,7 @@ def compare(
 
 def record(comp: Comparison, store: Any) -> int:
     """Write every measurement of ``comp`` to the results store (path or ResultsStore); returns the count."""
-    from .store import Measurement, ResultsStore
+    from edgeq.store.db import Measurement, ResultsStore
 
     st = store if isinstance(store, ResultsStore) else ResultsStore(store)
     board = comp.board

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import QATError
+from edgeq.errors import QATError
 
 __all__ = ["Rebuild", "check_equal", "rebuild", "sample_inputs"]
 

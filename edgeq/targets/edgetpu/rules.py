@@ -75,7 +75,7 @@ import numpy as np
 from edgeq_device.fileio import check_output_folder
 from edgeq_device.flatbuffer import FlatModel, ModelSource, Operator, Subgraph, Tensor, read_flat_model
 
-from .errors import (
+from edgeq.errors import (
     CompilerNotFoundError,
     ConversionError,
     InvalidArgumentError,

@@ -40,7 +40,7 @@ from typing import Any, Union
 
 from edgeq_device.errors import DataError, InvalidArgumentError, ModelFileError
 
-from .errors import StoreError
+from edgeq.errors import StoreError
 
 __all__ = [
     "DEVICE_SCHEMAS",

@@ -27,7 +27,7 @@ import numpy as np
 from edgeq_device.images import FolderListing, iter_images, list_image_folder
 from edgeq_device.preprocess import Preprocess
 
-from .errors import DataError, InvalidArgumentError, LabelMismatchError
+from edgeq.errors import DataError, InvalidArgumentError, LabelMismatchError
 
 __all__ = [
     "ArraySource",

@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 from edgeq_device.flatbuffer import natural_key
 
-from .errors import InvalidArgumentError, ModelLoadError
-from .nativelog import quiet_native_logs
+from edgeq.errors import InvalidArgumentError, ModelLoadError
+from edgeq.nativelog import quiet_native_logs
 
 __all__ = ["InputSpec", "LoadedModel", "custom_objects_from_file", "load_model", "register_custom_objects"]
 

@@ -17,8 +17,8 @@ from edgeq_device.fileio import atomic_write_text, check_output_folder, check_wr
 from edgeq_device.info import format_bytes
 from edgeq_device.preprocess import Preprocess
 
-from . import __version__
-from .errors import InvalidArgumentError, OutputExistsError
+from edgeq._version import __version__
+from edgeq.errors import InvalidArgumentError, OutputExistsError
 
 _MODE_NAMES = ("float32", "dynamic", "float16", "int8", "int16x8")
 
@@ -52,7 +52,7 @@ def _use_custom_objects(ctx: click.Context, param: click.Parameter, value: str |
     """Make the custom Keras objects FILE.py defines known to the model loaders for this command."""
     if value is None:
         return
-    from .models import custom_objects_from_file, register_custom_objects
+    from edgeq.inputs.models import custom_objects_from_file, register_custom_objects
 
     ctx.call_on_close(register_custom_objects(custom_objects_from_file(value, argument="--custom-objects")))
 
@@ -73,8 +73,8 @@ def build_preprocess(size: str | None, color: str | None, mean: float | None, st
         return None
     derived = None
     if model is not None:
-        from .convert import default_preprocess
-        from .models import load_model
+        from edgeq.inputs.models import load_model
+        from edgeq.quantize.converter import default_preprocess
 
         derived = default_preprocess(load_model(model).inputs[0])
     return Preprocess(
@@ -94,7 +94,7 @@ def native_log_option(f: Callable[..., Any]) -> Callable[..., Any]:
     """
     @functools.wraps(f)
     def run(*args: Any, verbose: bool, **kwargs: Any) -> Any:
-        from .nativelog import quiet_native_logs, show_native_logs
+        from edgeq.nativelog import quiet_native_logs, show_native_logs
 
         with show_native_logs() if is_verbose(click.get_current_context(), verbose) else quiet_native_logs():
             return f(*args, **kwargs)
@@ -129,7 +129,7 @@ def _check_db(db: str | None) -> None:
     """Refuse, before any work, a results store that does not exist yet and cannot be created."""
     from pathlib import Path
 
-    from .store import default_db_path
+    from edgeq.store.db import default_db_path
 
     path = Path(db).expanduser() if db else default_db_path()
     if not path.exists():
@@ -160,7 +160,7 @@ def print_rows(header: list[str], rows: list[list[str]], fmt: str, *, err: bool 
     """
     from rich.console import Console
 
-    from .report import csv_table, fitted_table, markdown_table, natural_width
+    from edgeq.report.tables import csv_table, fitted_table, markdown_table, natural_width
 
     if fmt == "md":
         click.echo(markdown_table(header, rows), nl=False, err=err)
@@ -220,7 +220,7 @@ def convert_cmd(model: str, modes: tuple[str, ...], calib: str | None, samples: 
     import json
     from pathlib import Path
 
-    from .convert import convert
+    from edgeq.quantize.converter import convert
 
     out = Path(output)
     _check_output(out)
@@ -283,7 +283,7 @@ def _compile_for_edgetpu(result: Any, path: Any, force: bool, console: Any) -> N
     """Show the predicted Edge TPU mapping; run edgetpu_compiler where it is installed."""
     import shutil
 
-    from .edgetpu import run_edgetpu_compiler
+    from edgeq.targets.edgetpu.rules import run_edgetpu_compiler
 
     console.print(f"predicted Edge TPU mapping: {result.edgetpu.summary()}")
     if shutil.which("edgetpu_compiler") is None:
@@ -344,7 +344,7 @@ def qat_cmd(model: str, train: str, val: str | None, epochs: int, learning_rate:
     import json
     from pathlib import Path
 
-    from .qat import qat
+    from edgeq.quantize.qat.train import qat
 
     out = Path(output)
     _check_output(out)
@@ -395,7 +395,7 @@ def debug_cmd(model: str, calib: str, samples: int, seed: int, limit: int, plot_
     import json
     from pathlib import Path
 
-    from .debug import debug
+    from edgeq.quantize.layer_error import debug
 
     _check_free([Path(plot_path) if plot_path else None], force, "--plot")
     _check_free([Path(json_out) if json_out and json_out != "-" else None], force, "--json")
@@ -436,7 +436,7 @@ def store_import(files: tuple[str, ...], device: str | None, db: str | None) -> 
     Every file is checked before any is recorded; a file already in the store is not
     recorded twice.
     """
-    from .store import ResultsStore
+    from edgeq.store.db import ResultsStore
 
     _check_db(db)
     measurements = [ResultsStore.read_device_json(f, device=device) for f in files]
@@ -503,7 +503,7 @@ def history(model: str | None, device: str | None, mode: str | None, limit: int 
 
     from edgeq_device.fileio import atomic_write_text
 
-    from .store import ResultsStore
+    from edgeq.store.db import ResultsStore
 
     lat = _parse_fraction(threshold_latency, "--threshold-latency")
     _check_json_out(json_out, force)
@@ -572,8 +572,8 @@ def analyze_cmd(model: str, target: str | None, latency_us: float | None, json_o
     """
     from rich.table import Table
 
-    from .analyze import analyze
-    from .report import markdown_table
+    from edgeq.measure.analysis import analyze
+    from edgeq.report.tables import markdown_table
 
     _check_json_out(json_out, force)
     result = analyze(model, target=target, latency_us=latency_us)
@@ -697,7 +697,7 @@ def deploy_cmd(model: str, targets: tuple[str, ...], fleet: str | None, bench: b
     Results are stored under each board's label (edgeq history --device LABEL).
     Exit status 1 when a board failed.
     """
-    from .deploy import deploy
+    from edgeq.deployment.board_run import deploy
 
     if report_path:
         check_writable(report_path, force, argument="--report")
@@ -748,8 +748,8 @@ def compare_cmd(model: str, calib: str, evaluation: str, modes: tuple[str, ...],
     """Convert MODEL in every mode and compare size, accuracy, fidelity and latency; write a report."""
     from pathlib import Path
 
-    from .compare import compare
-    from .store import ResultsStore
+    from edgeq.comparison.run import compare
+    from edgeq.store.db import ResultsStore
 
     out = Path(output)
     check_output_folder(out, argument="--output")
@@ -774,7 +774,7 @@ def compare_cmd(model: str, calib: str, evaluation: str, modes: tuple[str, ...],
     if fmt == "table":
         from rich.console import Console
 
-        from .report import natural_width, rich_table, table_rows
+        from edgeq.report.tables import natural_width, rich_table, table_rows
 
         console = Console()
         if not console.is_terminal:  # piped: every column, each row on one line
@@ -794,7 +794,7 @@ def print_compare(comp: Any, fmt: str) -> None:
     """Print a comparison's table as Markdown or CSV, or its results.json (``fmt="json"``)."""
     import json
 
-    from .report import _json_default, csv_table, markdown_table, table_rows
+    from edgeq.report.tables import _json_default, csv_table, markdown_table, table_rows
 
     if fmt == "json":
         click.echo(json.dumps(comp.to_dict(), indent=2, default=_json_default))
@@ -816,8 +816,8 @@ def report_cmd(folder: str, db: str | None) -> None:
     import json
     from pathlib import Path
 
-    from .compare import Comparison
-    from .errors import DataError
+    from edgeq.comparison.run import Comparison
+    from edgeq.errors import DataError
 
     path = Path(folder) / "results.json"
     if path.is_file():

@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING, Any
 from edgeq_device.fileio import atomic_write_bytes, atomic_write_text, check_output_folder
 from edgeq_device.info import format_bytes
 
-from .errors import OutputExistsError
+from edgeq.errors import OutputExistsError
 
 if TYPE_CHECKING:
-    from .compare import Comparison
+    from edgeq.comparison.run import Comparison
 
 __all__ = ["FittedTable", "csv_table", "fitted_table", "html_fragment", "latency_intervals", "markdown",
            "markdown_table", "p50_text", "plot_pngs", "rich_table", "write_report"]

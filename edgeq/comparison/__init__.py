@@ -1,0 +1,1 @@
+"""Every mode side by side: convert, measure, recommend."""

@@ -1,0 +1,1 @@
+"""Quantization: modes, the converter, per-layer error, the accuracy budget and QAT."""

@@ -1,0 +1,1 @@
+"""Reports: terminal tables, Markdown, HTML and plots."""

@@ -1,0 +1,1 @@
+"""Accelerator targets beside the CPU."""

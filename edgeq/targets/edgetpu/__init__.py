@@ -1,0 +1,1 @@
+"""The Coral Edge TPU: what its compiler maps, and the compiler itself."""
