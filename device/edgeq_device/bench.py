@@ -201,6 +201,10 @@ class BenchResult(JsonResult):
     edgeq_device_version: str
     samples_us: tuple[float, ...] | None = None
 
+    def __str__(self) -> str:
+        """The text ``edgeq-device bench`` prints (:func:`format_bench`)."""
+        return format_bench(self)
+
 
 def time_invocations(invoke: Callable[[], object], runs: int, min_secs: float,
                      max_secs: float) -> tuple[list[int], str]:

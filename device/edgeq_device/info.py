@@ -11,6 +11,7 @@ import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from .flatbuffer import FlatModel, ModelSource, Tensor, load_model_bytes, read_flat_model
@@ -67,15 +68,28 @@ class TensorInfo:
                    quantized_dimension=q.quantized_dimension)
 
 
+def _info_1_to_2(d: dict[str, Any]) -> dict[str, Any]:
+    """``edgeq-device/info/1`` named the model's path, hash and size ``path``, ``sha256``, ``size_bytes``."""
+    renames = {"path": "model", "sha256": "model_sha256", "size_bytes": "model_size_bytes"}
+    return {renames.get(k, k): v for k, v in d.items()}
+
+
 @dataclass(frozen=True)
 class ModelInfo(JsonResult):
-    """What ``edgeq-device info`` reports about a model."""
+    """What ``edgeq-device info`` reports about a model.
+
+    The model's path, hash and size carry the names every edgeq result uses: ``model``
+    (None for bytes), ``model_sha256`` and ``model_size_bytes`` (schema version 2; version 1
+    JSON, which called them ``path``, ``sha256`` and ``size_bytes``, is still read).
+    """
 
     KIND = "info"
+    VERSION = 2
+    UPGRADES = MappingProxyType({1: _info_1_to_2})
 
-    path: str | None
-    sha256: str
-    size_bytes: int
+    model: str | None
+    model_sha256: str
+    model_size_bytes: int
     schema_version: int
     description: str
     subgraphs: int
@@ -98,6 +112,10 @@ class ModelInfo(JsonResult):
     def is_dynamic(self) -> bool:
         """True where some input dimension is only known at run time."""
         return any(t.is_dynamic for t in self.inputs)
+
+    def __str__(self) -> str:
+        """The text ``edgeq-device info`` prints (:func:`format_info`)."""
+        return format_info(self)
 
 
 def _constant_bytes(flat: FlatModel) -> int:
@@ -129,9 +147,9 @@ def model_info(model: ModelSource) -> ModelInfo:
 
     graph = analyze_flat_model(flat)
     return ModelInfo(
-        path=path,
-        sha256=hashlib.sha256(data).hexdigest(),
-        size_bytes=flat.size,
+        model=path,
+        model_sha256=hashlib.sha256(data).hexdigest(),
+        model_size_bytes=flat.size,
         schema_version=flat.version,
         description=flat.description,
         subgraphs=len(flat.subgraphs),
@@ -165,8 +183,8 @@ def format_bytes(n: float | None) -> str:
 
 def format_info(info: ModelInfo) -> str:
     """The human-readable text ``edgeq-device info`` prints."""
-    lines = [f"model      {info.path or '<bytes>'}",
-             f"size       {format_bytes(info.size_bytes)} (constants {format_bytes(info.constant_bytes)})",
+    lines = [f"model      {info.model or '<bytes>'}",
+             f"size       {format_bytes(info.model_size_bytes)} (constants {format_bytes(info.constant_bytes)})",
              f"subgraphs  {info.subgraphs}, operators {info.num_ops}"
              + (", compiled for the Edge TPU" if info.edgetpu else "")]
     if info.macs is not None:

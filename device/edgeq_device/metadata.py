@@ -15,6 +15,7 @@ from typing import Any
 from .errors import ModelFileError
 from .flatbuffer import ModelSource, read_flat_model
 from .preprocess import Preprocess
+from .report_json import dumps_json
 
 __all__ = ["METADATA_NAME", "METADATA_VERSION", "EdgeqMetadata", "read_metadata"]
 
@@ -37,7 +38,7 @@ class EdgeqMetadata:
 
     def to_json(self) -> str:
         """Serialize to the JSON stored in the model."""
-        return json.dumps({
+        return dumps_json({
             "schema": METADATA_VERSION,
             "mode": self.mode,
             "io": self.io,

@@ -4,27 +4,25 @@ Rows come from three places:
 
 - ``edgeq.compare`` on the host (one row per model x mode x threads, ``kind="compare"``),
 - ``edgeq-device bench --json`` / ``edgeq-device eval --json`` files, here or from a board
-  (:meth:`ResultsStore.import_json`, :meth:`ResultsStore.add_device_result`),
+  (:meth:`ResultsStore.import_json`, :meth:`ResultsStore.add_device_result`; read through
+  ``edgeq_device``'s own schema, see :mod:`edgeq.store.device_json`),
 - deploys, which hand a board's result to :meth:`ResultsStore.add_device_result` with the
   board's label.
 
 A run is identified by the model file's hash (sha256 of the ``.tflite`` bytes), the
-quantization mode, the device (``"host"`` for this machine, a board label, or a name taken
-from the board's sysinfo), the runtime, the thread count and the time. The full payload is
-kept beside the extracted figures, so nothing measured is lost.
+quantization mode, the device (``"host"`` for this machine, a board label, or the name of
+the board the result describes), the runtime, the thread count and the time. The full
+payload is kept beside the extracted figures, so nothing measured is lost. The records are
+:class:`~edgeq.store.records.Measurement` and :class:`~edgeq.store.records.Regression`.
 
 The file is opened in WAL mode with a busy timeout and every write is one transaction, so
 several processes can record at once. Its schema is versioned with ``PRAGMA user_version``:
-opening a file written by an older edgeq upgrades it in place; a file from a newer edgeq is
-refused with a :class:`~edgeq.errors.StoreError`.
-
-Units: latencies in microseconds; accuracies and agreement as fractions in [0, 1];
-SQNR in dB; sizes in bytes; times as ISO 8601 UTC (``2025-01-31T12:00:00.000000Z``).
+opening a file written by an older edgeq upgrades it in place (:data:`MIGRATIONS`); a file
+from a newer edgeq is refused with a :class:`~edgeq.errors.StoreError`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -33,14 +31,14 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
-from edgeq_device.errors import DataError, InvalidArgumentError, ModelFileError
+from edgeq_device.errors import InvalidArgumentError
 
 from edgeq.errors import StoreError
+from edgeq.store.device_json import DEVICE_RESULTS, measurement_from_device, read_device_json
+from edgeq.store.records import KINDS, Measurement, Regression, canonical_json, file_sha256
 
 __all__ = [
     "DEVICE_SCHEMAS",
@@ -54,215 +52,15 @@ __all__ = [
     "file_sha256",
 ]
 
-KINDS = ("bench", "eval", "compare")
-DEVICE_SCHEMAS = {"edgeq-device/bench/1": "bench", "edgeq-device/eval/1": "eval"}
+#: The device JSON schemas the store records, and the kind of run each is.
+DEVICE_SCHEMAS = {cls.schema(): kind for kind, cls in DEVICE_RESULTS.items()}
 _BUSY_TIMEOUT_S = 60.0
-_SHA_RE = re.compile(r"^[0-9a-f]{64}$")
-
-BytesOrPath = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview]
-
-
-# --------------------------------------------------------------------------- helpers
 
 
 def default_db_path() -> Path:
     """``$EDGEQ_DB`` if set, else ``~/.edgeq/results.db``."""
     env = os.environ.get("EDGEQ_DB")
     return Path(env).expanduser() if env else Path("~/.edgeq/results.db").expanduser()
-
-
-def file_sha256(path_or_bytes: BytesOrPath) -> str:
-    """The sha256 (hex) of a file's bytes, or of the bytes given.
-
-    Raises:
-        ModelFileError: the path does not exist or cannot be read.
-    """
-    if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
-        return hashlib.sha256(bytes(path_or_bytes)).hexdigest()
-    p = Path(path_or_bytes)
-    h = hashlib.sha256()
-    try:
-        with p.open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-    except OSError as exc:
-        raise ModelFileError(f"cannot read the file: {exc.strerror or exc}", argument="path",
-                             received=str(p), fix="give the path of an existing .tflite file") from exc
-    return h.hexdigest()
-
-
-def _now_iso() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _normalize_time(value: Any, argument: str = "created") -> str:
-    """Any ISO 8601 string, datetime or epoch seconds -> ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` (UTC)."""
-    if isinstance(value, datetime):
-        dt = value
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        dt = datetime.fromtimestamp(float(value), timezone.utc)
-    elif isinstance(value, str):
-        text = value.strip()
-        if text.endswith(("Z", "z")):
-            text = text[:-1] + "+00:00"
-        try:
-            dt = datetime.fromisoformat(text)
-        except ValueError:
-            raise InvalidArgumentError("not an ISO 8601 time", argument=argument, received=value,
-                                       fix="give e.g. '2025-01-31T12:00:00Z'") from None
-    else:
-        raise InvalidArgumentError("not a time", argument=argument, received=value,
-                                   fix="give an ISO 8601 string such as '2025-01-31T12:00:00Z'")
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _json_default(obj: Any) -> Any:
-    if hasattr(obj, "tolist"):  # numpy scalars and arrays
-        return obj.tolist()
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return dataclasses.asdict(obj)
-    if isinstance(obj, (Path, datetime)):
-        return str(obj)
-    if isinstance(obj, (set, frozenset, tuple)):
-        return list(obj)
-    return repr(obj)
-
-
-def _dumps(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, default=_json_default, allow_nan=True)
-
-
-# --------------------------------------------------------------------------- records
-
-
-@dataclass(frozen=True, kw_only=True)
-class Measurement:
-    """One recorded run: a model in one mode on one device with one runtime and thread count.
-
-    Required: ``model_sha256`` (64 hex digits), ``mode``, ``device``, ``runtime``, ``kind``
-    (``"bench"``, ``"eval"`` or ``"compare"``). Every figure is optional (None when the run
-    did not measure it). ``created`` defaults to now and is normalized to ISO UTC.
-    Accuracies and agreement are fractions in [0, 1]; latencies are microseconds.
-    ``id`` is the row number once stored (None before).
-
-    Raises:
-        InvalidArgumentError: a field has a value the store cannot keep.
-    """
-
-    model_sha256: str
-    model_name: str | None = None
-    mode: str
-    device: str
-    runtime: str
-    runtime_version: str | None = None
-    threads: int | None = None
-    kind: str
-    created: str = field(default_factory=_now_iso)
-    size_bytes: int | None = None
-    latency_p50_us: float | None = None
-    latency_p90_us: float | None = None
-    latency_mean_us: float | None = None
-    accuracy_top1: float | None = None
-    accuracy_top5: float | None = None
-    agreement: float | None = None
-    sqnr_db: float | None = None
-    source: str = "host"
-    payload: dict[str, Any] = field(default_factory=dict)
-    id: int | None = field(default=None, compare=False)
-
-    def __post_init__(self) -> None:
-        sha = str(self.model_sha256).lower()
-        if not _SHA_RE.match(sha):
-            raise InvalidArgumentError("must be the 64-hex-digit sha256 of the .tflite bytes",
-                                       argument="model_sha256", received=self.model_sha256,
-                                       fix="compute it with edgeq.store.file_sha256(path)")
-        object.__setattr__(self, "model_sha256", sha)
-        for name in ("mode", "device", "runtime", "source"):
-            value = getattr(self, name)
-            if not isinstance(value, str) or not value.strip():
-                raise InvalidArgumentError("must be a non-empty string", argument=name, received=value,
-                                           fix=f"give the run's {name}")
-        if self.kind not in KINDS:
-            raise InvalidArgumentError("unknown kind of run", argument="kind", received=self.kind,
-                                       fix=f"use one of: {', '.join(KINDS)}")
-        if self.threads is not None:
-            if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1:
-                raise InvalidArgumentError("must be a positive integer or None", argument="threads",
-                                           received=self.threads, fix="give e.g. 1 or 4")
-        if self.size_bytes is not None and (not isinstance(self.size_bytes, int) or self.size_bytes < 0):
-            raise InvalidArgumentError("must be a non-negative integer or None", argument="size_bytes",
-                                       received=self.size_bytes, fix="give the .tflite size in bytes")
-        for name in ("latency_p50_us", "latency_p90_us", "latency_mean_us", "sqnr_db",
-                     "accuracy_top1", "accuracy_top5", "agreement"):
-            value = getattr(self, name)
-            if value is None:
-                continue
-            try:
-                if isinstance(value, (bool, str)):
-                    raise TypeError(name)
-                value = float(value)
-            except (TypeError, ValueError):
-                raise InvalidArgumentError("must be a number or None", argument=name, received=value,
-                                           fix="give a float") from None
-            object.__setattr__(self, name, value)
-            if name.startswith("latency") and value < 0:
-                raise InvalidArgumentError("a latency cannot be negative", argument=name, received=value,
-                                           fix="give microseconds")
-            if name in ("accuracy_top1", "accuracy_top5", "agreement") and not 0.0 <= value <= 1.0:
-                raise InvalidArgumentError("must be a fraction in [0, 1]", argument=name, received=value,
-                                           fix="divide a percentage by 100")
-        object.__setattr__(self, "created", _normalize_time(self.created))
-        if not isinstance(self.payload, Mapping):
-            raise InvalidArgumentError("must be a dict", argument="payload", received=type(self.payload).__name__,
-                                       fix="give the run's full result as a JSON-able dict")
-
-    @property
-    def label(self) -> str:
-        """The model's name if known, else the first 12 digits of its hash."""
-        return self.model_name or self.model_sha256[:12]
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-able dict of every field."""
-        return json.loads(_dumps(dataclasses.asdict(self)))
-
-
-@dataclass(frozen=True)
-class Regression:
-    """A figure that got worse between two consecutive runs with the same key.
-
-    ``metric`` is ``"latency_p50_us"`` (``change``: relative increase, 0.25 = 25 % slower) or
-    ``"accuracy_top1"`` (``change``: difference in percentage points, negative when worse).
-    ``previous`` and ``current`` are in the metric's own unit (microseconds, fraction).
-    """
-
-    model: str
-    mode: str
-    device: str
-    threads: int | None
-    metric: str
-    previous: float
-    current: float
-    change: float
-    created_previous: str
-    created_current: str
-    runtime: str = ""
-    model_sha256: str = ""
-
-    def describe(self) -> str:
-        """One human sentence, e.g. ``mnist int8 on host (litert, 1 thread): p50 latency +25.0% ...``."""
-        threads = "default threads" if self.threads is None else f"{self.threads} thread{'s' * (self.threads != 1)}"
-        where = f"{self.model} {self.mode} on {self.device} ({self.runtime}, {threads})"
-        if self.metric == "latency_p50_us":
-            return (f"{where}: p50 latency {self.change * 100:+.1f}% "
-                    f"({self.previous / 1000:.3f} ms -> {self.current / 1000:.3f} ms)")
-        return (f"{where}: top-1 accuracy {self.change:+.2f} points "
-                f"({self.previous * 100:.2f}% -> {self.current * 100:.2f}%)")
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-able dict of every field."""
-        return dataclasses.asdict(self)
 
 
 # --------------------------------------------------------------------------- schema
@@ -274,7 +72,7 @@ _COLUMNS = ("model_sha256", "model_name", "mode", "device", "runtime", "runtime_
 
 def _fingerprint(values: Mapping[str, Any]) -> str:
     """What makes two rows the same run: everything but the row number."""
-    return hashlib.sha256(_dumps({k: values[k] for k in _COLUMNS}).encode()).hexdigest()
+    return hashlib.sha256(canonical_json({k: values[k] for k in _COLUMNS}).encode()).hexdigest()
 
 
 def _migrate_1(conn: sqlite3.Connection) -> None:
@@ -329,90 +127,6 @@ def _migrate_2(conn: sqlite3.Connection) -> None:
 #: Schema migrations in order; ``MIGRATIONS[i]`` takes a version-``i`` file to version ``i + 1``.
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migrate_1, _migrate_2]
 SCHEMA_VERSION = len(MIGRATIONS)
-
-
-# --------------------------------------------------------------------------- device JSON
-
-
-def _get(d: Any, *paths: str) -> Any:
-    """The first non-None value among dotted ``paths`` in nested dicts."""
-    for path in paths:
-        cur = d
-        for part in path.split("."):
-            if isinstance(cur, Mapping) and part in cur:
-                cur = cur[part]
-            else:
-                cur = None
-                break
-        if cur is not None:
-            return cur
-    return None
-
-
-def _num(value: Any) -> float | None:
-    if isinstance(value, bool) or value is None:
-        return None
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def _int(value: Any) -> int | None:
-    f = _num(value)
-    return None if f is None or f != int(f) else int(f)
-
-
-def _fraction(value: Any) -> float | None:
-    """An accuracy given as a fraction or as a percentage (> 1) -> a fraction."""
-    f = _num(value)
-    if f is None:
-        return None
-    return f / 100.0 if f > 1.0 else f
-
-
-def _latency_us(payload: Mapping[str, Any], stat: str) -> float | None:
-    """A latency statistic in microseconds from the places a bench JSON may hold it."""
-    us = _get(payload, f"latency_us.{stat}", f"latency.{stat}_us", f"latency_us_{stat}",
-              f"stats.latency_us.{stat}", f"timing.{stat}_us", f"latency.us.{stat}")
-    if us is not None:
-        return _num(us)
-    ms = _get(payload, f"latency_ms.{stat}", f"latency.{stat}_ms")
-    return None if _num(ms) is None else _num(ms) * 1000.0  # type: ignore[operator]
-
-
-def _device_from_sysinfo(sysinfo: Any) -> str | None:
-    """A device name from ``edgeq_device.sysinfo.BoardInfo``'s JSON (as ``BoardInfo.name`` does)."""
-    if not isinstance(sysinfo, Mapping):
-        return None
-    for key in ("label", "device_model", "board", "name", "hostname"):
-        value = sysinfo.get(key)
-        if isinstance(value, str) and value.strip():
-            return value.strip()
-    cpu = sysinfo.get("cpu_model")
-    arch = sysinfo.get("architecture") or sysinfo.get("machine")
-    if cpu or arch:
-        return f"{cpu or 'unknown CPU'} ({arch or 'unknown'})"
-    return None
-
-
-def _mode_from_model(path: Path) -> str | None:
-    """The quantization mode in a ``.tflite``'s edgeq metadata, or None."""
-    from edgeq_device.metadata import read_metadata
-
-    try:
-        meta = read_metadata(path)
-    except ModelFileError:  # a model we cannot read just has no known mode
-        return None
-    return None if meta is None else meta.mode
-
-
-def _describe(obj: Any) -> str:
-    if isinstance(obj, Mapping):
-        keys = sorted(str(k) for k in obj)
-        shown = ", ".join(keys[:8]) + (", ..." if len(keys) > 8 else "")
-        return f"a JSON object with keys [{shown}] and schema {obj.get('schema')!r}"
-    return f"a JSON {type(obj).__name__}"
 
 
 # --------------------------------------------------------------------------- the store
@@ -551,7 +265,7 @@ class ResultsStore:
                                        received=type(m).__name__, fix="build one with Measurement(...)")
         values = {k: getattr(m, k) for k in _COLUMNS}
         fp = _fingerprint(values)
-        values["payload"] = _dumps(m.payload)
+        values["payload"] = canonical_json(m.payload)
         cols = ", ".join((*_COLUMNS, "fingerprint"))
         marks = ", ".join("?" for _ in range(len(_COLUMNS) + 1))
 
@@ -583,84 +297,13 @@ class ResultsStore:
                                 origin: str = "payload") -> Measurement:
         """Turn an ``edgeq-device`` bench/eval result into a :class:`Measurement` (not stored).
 
-        ``origin`` names where the payload came from in error messages (e.g. a file path).
+        See :func:`edgeq.store.device_json.measurement_from_device`.
 
         Raises:
-            DataError: the payload is not edgeq-device JSON, or lacks the model's hash and a
-                readable model path to compute it from.
+            DataError: the payload is not edgeq-device bench/eval JSON.
         """
-        if not isinstance(payload, Mapping):
-            raise DataError("not edgeq-device JSON: expected an object with a 'schema' key",
-                            argument=origin, received=_describe(payload),
-                            fix="give a file written by edgeq-device bench --json or eval --json")
-        schema = payload.get("schema")
-        kind = DEVICE_SCHEMAS.get(schema) if isinstance(schema, str) else None
-        if kind is None and isinstance(schema, str) and schema.startswith("edgeq-device/"):
-            parts = schema.split("/")
-            if len(parts) == 3 and parts[1] in ("bench", "eval"):
-                raise DataError(f"edgeq-device JSON of an unknown version {schema!r}", argument=origin,
-                                received=schema, fix="upgrade edgeq to read it")
-        if kind is None:
-            raise DataError("not edgeq-device JSON (no 'schema': 'edgeq-device/bench/1' or "
-                            "'edgeq-device/eval/1')", argument=origin, received=_describe(payload),
-                            fix="give a file written by edgeq-device bench --json or eval --json")
-        model = payload.get("model")
-        model_path = model if isinstance(model, str) else _get(payload, "model.path", "model_path")
-        sha = _get(payload, "model.sha256", "model_sha256", "sha256")
-        # The model file, when it is on this machine: it gives the hash, mode and size a payload lacks.
-        local = Path(str(model_path)) if model_path and Path(str(model_path)).is_file() else None
-        local_sha = None if local is None else file_sha256(local)
-        if not sha:
-            sha = local_sha
-        if not isinstance(sha, str) or not _SHA_RE.match(sha.lower()):
-            raise DataError("the result does not name the model's sha256 and its model file is not here",
-                            argument=origin, received=sha or model_path,
-                            fix="record it with an edgeq-device that writes model.sha256, or run the "
-                                "import where the model file is")
-        if model_name is None:
-            name = _get(payload, "model.name", "model_name")
-            if name is None and model_path:
-                name = Path(str(model_path)).stem
-            model_name = None if name is None else str(name)
-        runtime = payload.get("runtime")
-        rt_name = runtime if isinstance(runtime, str) else _get(payload, "runtime.name", "runtime_name")
-        rt_version = _get(payload, "runtime.version", "runtime_version")
-        delegate = _get(payload, "delegate", "runtime.delegate", "params.delegate", "config.delegate")
-        rt = str(rt_name or "unknown")
-        if delegate and str(delegate).lower() not in ("none", "cpu", "false"):
-            rt = f"{rt}+{Path(str(delegate)).name if '/' in str(delegate) else delegate}"
-        sysinfo = _get(payload, "board", "sysinfo", "system", "device_info")
-        label = device or _get(payload, "device", "label") or _device_from_sysinfo(sysinfo) or "unknown"
-        mode = _get(payload, "mode", "model.mode", "metadata.mode", "model.metadata.mode")
-        same_file = local is not None and local_sha == sha.lower()
-        if mode is None and same_file:
-            mode = _mode_from_model(local)  # type: ignore[arg-type]
-        created = _get(payload, "created", "timestamp", "time", "started", "finished") or _now_iso()
-        threads = _int(_get(payload, "threads", "params.threads", "config.threads", "runtime.threads"))
-        size = _int(_get(payload, "model.size_bytes", "model.size", "size_bytes", "model_size_bytes"))
-        if size is None and same_file:
-            size = local.stat().st_size  # type: ignore[union-attr]
-        return Measurement(
-            model_sha256=sha.lower(),
-            model_name=model_name,
-            mode=str(mode or "unknown"),
-            device=str(label),
-            runtime=rt,
-            runtime_version=None if rt_version is None else str(rt_version),
-            threads=threads if threads and threads > 0 else None,
-            kind=kind,
-            created=created,
-            size_bytes=size,
-            latency_p50_us=_latency_us(payload, "p50") if kind == "bench" else None,
-            latency_p90_us=_latency_us(payload, "p90") if kind == "bench" else None,
-            latency_mean_us=_latency_us(payload, "mean") if kind == "bench" else None,
-            accuracy_top1=_fraction(_get(payload, "accuracy.top1", "top1", "accuracy_top1")),
-            accuracy_top5=_fraction(_get(payload, "accuracy.top5", "top5", "accuracy_top5")),
-            agreement=_fraction(_get(payload, "agreement", "accuracy.agreement")),
-            sqnr_db=_num(_get(payload, "sqnr_db", "accuracy.sqnr_db")),
-            source=source,
-            payload=dict(payload),
-        )
+        return measurement_from_device(payload, device=device, source=source, model_name=model_name,
+                                       origin=origin)
 
     def add_device_result(self, payload: dict[str, Any], *, device: str | None = None, source: str = "device",
                           model_name: str | None = None) -> int:
@@ -690,21 +333,7 @@ class ResultsStore:
             DataError: the file is missing, not JSON, or not edgeq-device JSON (the message names
                 the file and what was found instead).
         """
-        p = Path(path)
-        fix = "give a JSON file written by edgeq-device bench --json or eval --json"
-        try:
-            text = p.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise DataError("no such file", argument=str(p), fix=fix) from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise DataError(f"cannot read the file: {exc}", argument=str(p), fix=fix) from exc
-        try:
-            payload = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"not JSON ({exc.msg} at line {exc.lineno})", argument=str(p),
-                            received=text[:40], fix=fix) from exc
-        return ResultsStore.measurement_from_device(payload, device=device, source="device",
-                                                    model_name=model_name, origin=str(p))
+        return read_device_json(path, device=device, model_name=model_name)
 
     def import_json(self, path: str | os.PathLike[str], *, device: str | None = None) -> int:
         """Record one file written by ``edgeq-device bench --json`` or ``eval --json``; return its id.

@@ -20,7 +20,6 @@ from click.testing import CliRunner
 from edgeq.cli.app import cli
 from edgeq.errors import DataError, InvalidArgumentError, ModelFileError, StoreError
 from edgeq.store.db import (
-    MIGRATIONS,
     SCHEMA_VERSION,
     Measurement,
     Regression,
@@ -82,17 +81,32 @@ def test_default_path_follows_edgeq_db(tmp_path: Path, monkeypatch: pytest.Monke
 
 def test_open_creates_latest_schema_in_wal_mode(tmp_path: Path) -> None:
     with ResultsStore(tmp_path / "r.db") as store:
-        assert store.schema_version == SCHEMA_VERSION == len(MIGRATIONS)
+        assert store.schema_version == SCHEMA_VERSION
         assert store._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert store._conn.execute("PRAGMA busy_timeout").fetchone()[0] >= 10_000
+
+
+# The tables a version-1 store held, as edgeq wrote them then (kept here verbatim, so that a
+# change to the migrations cannot change the old file the test starts from).
+_V1_SCHEMA = """
+CREATE TABLE measurements (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    model_sha256 TEXT NOT NULL, model_name TEXT, mode TEXT NOT NULL, device TEXT NOT NULL,
+    runtime TEXT NOT NULL, runtime_version TEXT, threads INTEGER, kind TEXT NOT NULL,
+    created TEXT NOT NULL, size_bytes INTEGER, latency_p50_us REAL, latency_p90_us REAL,
+    latency_mean_us REAL, accuracy_top1 REAL, accuracy_top5 REAL, agreement REAL, sqnr_db REAL,
+    source TEXT NOT NULL, payload TEXT NOT NULL
+);
+CREATE INDEX ix_measurements_key ON measurements (model_sha256, mode, device, runtime, threads, created);
+PRAGMA user_version = 1;
+"""
 
 
 def test_migrates_a_version_1_file_keeping_its_rows(tmp_path: Path) -> None:
     """A file written at schema version 1 (before fingerprints) is upgraded in place when opened."""
     path = tmp_path / "old.db"
     conn = sqlite3.connect(path)
-    MIGRATIONS[0](conn)
-    conn.execute("PRAGMA user_version = 1")
+    conn.executescript(_V1_SCHEMA)
     old = _m(created="2025-01-01T00:00:00Z", latency_p50_us=100.0, payload={"note": "v1"})
     cols = ("model_sha256", "model_name", "mode", "device", "runtime", "runtime_version", "threads", "kind",
             "created", "latency_p50_us", "source", "payload")

@@ -1,0 +1,159 @@
+"""Device results into the store: ``edgeq-device bench/eval --json`` as :class:`Measurement` rows.
+
+A device result is read only through ``edgeq_device``'s own schema: its
+``"schema"`` key names the kind and version, and the kind's class
+(:class:`~edgeq_device.bench.BenchResult`,
+:class:`~edgeq_device.eval_result.EvalResult`) rebuilds it with ``from_dict``,
+which also reads the previous versions of its JSON. The measurement's figures
+are then that object's fields; nothing is guessed from other key names. The
+model file, when it is on this machine and has the result's hash, adds what
+a result may lack (the mode of a model without edgeq metadata, an eval's size).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from edgeq_device.bench import BenchResult
+from edgeq_device.errors import DataError, InvalidArgumentError, ModelFileError
+from edgeq_device.eval_result import EvalResult
+from edgeq_device.metadata import read_metadata
+from edgeq_device.report_json import JsonResult, parse_schema
+
+from edgeq.store.records import Measurement, file_sha256
+
+__all__ = ["DEVICE_RESULTS", "measurement_from_device", "read_device_json"]
+
+#: The device results the store records, by the kind in their schema.
+DEVICE_RESULTS: dict[str, type[BenchResult] | type[EvalResult]] = {"bench": BenchResult, "eval": EvalResult}
+_FIX = "give a file written by edgeq-device bench --json or eval --json"
+
+
+def _describe(obj: Any) -> str:
+    if isinstance(obj, Mapping):
+        keys = sorted(str(k) for k in obj)
+        shown = ", ".join(keys[:8]) + (", ..." if len(keys) > 8 else "")
+        return f"a JSON object with keys [{shown}] and schema {obj.get('schema')!r}"
+    return f"a JSON {type(obj).__name__}"
+
+
+def parse_device_result(payload: Any, origin: str = "payload") -> BenchResult | EvalResult:
+    """Rebuild an ``edgeq-device`` bench or eval result from its JSON dict.
+
+    Raises:
+        DataError: not edgeq-device bench/eval JSON, a version newer than this edgeq reads,
+            or a document that does not fit its schema (the message names ``origin``).
+    """
+    parsed = parse_schema(payload.get("schema")) if isinstance(payload, Mapping) else None
+    if parsed is None or parsed[0] != "edgeq-device" or parsed[1] not in DEVICE_RESULTS:
+        raise DataError("not edgeq-device JSON (no 'schema': 'edgeq-device/bench/N' or 'edgeq-device/eval/N')",
+                        argument=origin, received=_describe(payload), fix=_FIX)
+    cls = DEVICE_RESULTS[parsed[1]]
+    if parsed[2] > cls.VERSION:
+        raise DataError(f"edgeq-device JSON of an unknown version {payload['schema']!r} (this edgeq reads "
+                        f"up to {cls.schema()!r})", argument=origin, received=payload["schema"],
+                        fix="upgrade edgeq to read it")
+    try:
+        return cls.from_dict(payload)
+    except InvalidArgumentError as exc:
+        raise DataError(f"{payload['schema']} JSON that does not fit its schema: {exc.message}",
+                        argument=origin, received=_describe(payload), fix=_FIX) from exc
+
+
+def _mode_from_model(path: Path) -> str | None:
+    """The quantization mode in a ``.tflite``'s edgeq metadata, or None."""
+    try:
+        meta = read_metadata(path)
+    except ModelFileError:  # a model we cannot read just has no known mode
+        return None
+    return None if meta is None else meta.mode
+
+
+def _runtime_label(result: JsonResult) -> str:
+    """The runtime's name, with the delegate when one ran (``litert+edgetpu``)."""
+    rt = str(getattr(result, "runtime", None) or "unknown")
+    delegate = getattr(result, "delegate", None)
+    if delegate and str(delegate).lower() not in ("none", "cpu", "false"):
+        rt = f"{rt}+{Path(str(delegate)).name if '/' in str(delegate) else delegate}"
+    return rt
+
+
+def measurement_from_device(payload: Mapping[str, Any], *, device: str | None = None, source: str = "device",
+                            model_name: str | None = None, origin: str = "payload") -> Measurement:
+    """Turn an ``edgeq-device`` bench/eval result (its JSON dict) into a :class:`Measurement` (not stored).
+
+    Args:
+        payload: the parsed JSON.
+        device: the board's label; None takes the name of the board the result describes.
+        source: where it came from (``"device"``, ``"deploy"``, ...).
+        model_name: a name for the model; None takes the model path's stem.
+        origin: where the payload came from, for error messages (e.g. a file path).
+
+    Raises:
+        DataError: the payload is not edgeq-device bench/eval JSON (see :func:`parse_device_result`).
+    """
+    result = parse_device_result(payload, origin)
+    sha = result.model_sha256.lower()
+    local = Path(result.model) if result.model and Path(result.model).is_file() else None
+    same_file = local is not None and file_sha256(local) == sha
+    mode = result.mode
+    if mode is None and same_file:
+        mode = _mode_from_model(local)  # type: ignore[arg-type]
+    if isinstance(result, BenchResult):
+        size: int | None = result.model_size_bytes
+        lat = result.latency
+        p50, p90, mean = lat.p50_us, lat.p90_us, lat.mean_us
+        top1 = top5 = None
+    else:
+        size = local.stat().st_size if same_file else None  # type: ignore[union-attr]
+        p50 = p90 = mean = None
+        top1, top5 = result.top1, result.top5
+    if model_name is None and result.model:
+        model_name = Path(result.model).stem
+    return Measurement(
+        model_sha256=sha,
+        model_name=model_name,
+        mode=str(mode or "unknown"),
+        device=device or result.board.name,
+        runtime=_runtime_label(result),
+        runtime_version=result.runtime_version,
+        threads=result.threads if result.threads and result.threads > 0 else None,
+        kind=result.KIND,
+        created=result.started,
+        size_bytes=size,
+        latency_p50_us=p50,
+        latency_p90_us=p90,
+        latency_mean_us=mean,
+        accuracy_top1=top1,
+        accuracy_top5=top5,
+        source=source,
+        payload=dict(payload),
+    )
+
+
+def read_device_json(path: str | os.PathLike[str], *, device: str | None = None,
+                     model_name: str | None = None) -> Measurement:
+    """Read one ``edgeq-device bench/eval --json`` file into a :class:`Measurement` (not stored).
+
+    Raises:
+        DataError: the file is missing, not JSON, or not edgeq-device JSON (the message names
+            the file and what was found instead).
+    """
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DataError("no such file", argument=str(p), fix=_FIX) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot read the file: {exc}", argument=str(p), fix=_FIX) from exc
+    try:
+        payload = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"not JSON ({exc.msg} at line {exc.lineno})", argument=str(p),
+                        received=text[:40], fix=_FIX) from exc
+    return measurement_from_device(payload, device=device, source="device", model_name=model_name,
+                                   origin=str(p))
