@@ -106,6 +106,50 @@ def test_benchmark_json_round_trip(models):
     assert BenchResult.from_dict(d) == r
 
 
+def _strict_loads(text: str) -> object:
+    """json.loads that refuses NaN and Infinity, as strict JSON parsers do."""
+    def refuse(name: str) -> object:
+        raise ValueError(f"not strict JSON: {name}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_a_result_holding_inf_and_nan_writes_strict_json_and_reads_back(models, tmp_path):
+    """Non-finite figures become null with the reason beside them, and come back on reading."""
+    import dataclasses
+    import math
+
+    from edgeq_device.report_json import loads_json, write_json
+
+    r = benchmark(models["int8"], runs=3, min_secs=0, warmup=0, keep_samples=True)
+    lat = dataclasses.replace(r.latency, p99_us=math.inf, std_us=math.nan)
+    odd = dataclasses.replace(r, latency=lat, temperature_before_c=-math.inf,
+                              samples_us=(1.0, math.inf, 3.0))
+    text = odd.to_json()
+    d = _strict_loads(text)
+    assert isinstance(d, dict)
+    assert d["latency"]["p99_us"] is None and d["latency"]["std_us"] is None
+    assert d["latency"]["nonfinite"] == {"p99_us": "inf", "std_us": "nan"}
+    assert d["temperature_before_c"] is None and d["samples_us"] == [1.0, None, 3.0]
+    assert d["nonfinite"] == {"temperature_before_c": "-inf", "samples_us[1]": "inf"}
+    back = BenchResult.from_json(text)
+    assert math.isnan(back.latency.std_us)
+    assert dataclasses.replace(back, latency=dataclasses.replace(back.latency, std_us=0.0)) == \
+        dataclasses.replace(odd, latency=dataclasses.replace(lat, std_us=0.0))
+    path = write_json(odd, tmp_path / "odd.json")
+    assert path is not None and _strict_loads(path.read_text()) == d
+    assert BenchResult.load(path).samples_us == (1.0, math.inf, 3.0)
+    assert loads_json(path.read_text())["latency"]["p99_us"] == math.inf
+
+
+def test_bench_result_reads_as_text_and_html(models):
+    r = benchmark(models["int8"], runs=3, min_secs=0, warmup=0)
+    assert str(r) == format_bench(r)
+    assert "np.float64" not in str(r) + str(r.latency) + str(r.board)
+    page = r._repr_html_()
+    assert "edgeq-device/bench/1" in page and "p50_us" in page and "<table>" in page
+
+
 def test_random_inputs_cover_each_inputs_range(models):
     for mode, (lo, hi) in (("int8_io_uint8", (0, 255)), ("int8_io_int8", (-128, 127))):
         runner = ModelRunner(models[mode])

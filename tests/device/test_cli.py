@@ -107,7 +107,7 @@ def test_json_output_atomic_and_never_overwrites(cli, models, tmp_path):
     proc = cli("info", models["meta_uint8"], "--json", "-")
     assert proc.returncode == 0 and proc.stderr == ""
     info = json.loads(proc.stdout)
-    assert info["schema"] == "edgeq-device/info/1" and info["metadata"]["mode"] == "int8"
+    assert info["schema"] == "edgeq-device/info/2" and info["metadata"]["mode"] == "int8"
 
 
 def test_eval_with_flags_for_a_model_from_elsewhere(cli, models, small_test_dir):

@@ -169,6 +169,25 @@ def test_eval_json_round_trip(models, small_test_dir):
     back = EvalResult.from_dict(d)
     assert back == r
     assert "top-1" in format_eval(r) and "confusion" in format_eval(r)
+    assert str(r) == format_eval(r) and "edgeq-device/eval/1" in r._repr_html_()
+
+
+def test_eval_result_with_nan_accuracy_writes_strict_json(models, small_test_dir):
+    """A class with no image has accuracy None; a NaN top-1 is written as null and read back."""
+    import dataclasses
+    import math
+
+    r = evaluate(models["meta_uint8"], small_test_dir, limit=20)
+    odd = dataclasses.replace(r, top1=math.nan, images_per_second=math.inf)
+
+    def refuse(name: str) -> object:
+        raise ValueError(f"not strict JSON: {name}")
+
+    d = json.loads(odd.to_json(), parse_constant=refuse)
+    assert d["top1"] is None and d["nonfinite"] == {"top1": "nan", "images_per_second": "inf"}
+    back = EvalResult.from_dict(d)
+    assert math.isnan(back.top1) and back.images_per_second == math.inf
+    assert dataclasses.replace(back, top1=0.0) == dataclasses.replace(odd, top1=0.0)
 
 
 def test_confusion_matrix_keeps_class_names_whole_in_80_columns(models, small_test_dir):

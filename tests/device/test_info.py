@@ -8,7 +8,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from edgeq_device import ModelFileError, ModelInfo, model_info
+from edgeq_device import InvalidArgumentError, ModelFileError, ModelInfo, model_info
 from edgeq_device.info import format_info
 
 MODES = ("float32", "float16", "dynamic", "int8", "int8_io_int8", "int8_io_uint8")
@@ -49,10 +49,10 @@ def test_info_matches_interpreter_and_schema(models, mode):
     assert info.inputs[0].is_dynamic and info.inputs[0].shape_signature == (-1, 28, 28, 1)
     assert dict(info.op_counts) == dict(_schema_op_counts(data))
     assert info.num_ops == sum(info.op_counts.values())
-    assert info.size_bytes == len(data)
-    assert info.sha256 == hashlib.sha256(data).hexdigest()
+    assert info.model_size_bytes == len(data)
+    assert info.model_sha256 == hashlib.sha256(data).hexdigest()
     assert not info.edgetpu and info.metadata is None
-    assert 0 < info.constant_bytes < info.size_bytes
+    assert 0 < info.constant_bytes < info.model_size_bytes
     if mode.startswith("int8"):
         assert "QUANTIZE" in info.op_counts or IO_DTYPE[mode] != "FLOAT32"
         assert info.op_counts["CONV_2D"] == 2
@@ -82,12 +82,35 @@ def test_info_reads_edgeq_metadata_and_edgetpu_op(models):
 def test_info_json_round_trip(models):
     info = model_info(models["meta_uint8"])
     d = json.loads(info.to_json())
-    assert d["schema"] == "edgeq-device/info/1"
+    assert d["schema"] == "edgeq-device/info/2"
+    assert d["model_sha256"] == info.model_sha256 and "sha256" not in d
     assert d["inputs"][0]["dtype"] == "UINT8"
     assert d["metadata"]["labels"][3] == "3"
     assert ModelInfo.from_dict(d) == info
     from_bytes = model_info(models["meta_uint8"].read_bytes())
-    assert from_bytes.path is None and from_bytes.op_counts == info.op_counts
+    assert from_bytes.model is None and from_bytes.op_counts == info.op_counts
+
+
+def test_info_reads_version_1_json(models):
+    """JSON written before the model fields took their common names still reads."""
+    info = model_info(models["meta_uint8"])
+    d = json.loads(info.to_json())
+    old = {{"model": "path", "model_sha256": "sha256", "model_size_bytes": "size_bytes"}.get(k, k): v
+           for k, v in d.items()}
+    old["schema"] = "edgeq-device/info/1"
+    assert ModelInfo.from_dict(old) == info
+    with pytest.raises(InvalidArgumentError, match="info/3"):
+        ModelInfo.from_dict(dict(d, schema="edgeq-device/info/3"))
+    with pytest.raises(InvalidArgumentError, match="lacks 'model_sha256'"):
+        ModelInfo.from_dict({k: v for k, v in d.items() if k != "model_sha256"})
+
+
+def test_info_reads_as_text_and_html(models):
+    info = model_info(models["meta_uint8"])
+    assert str(info) == format_info(info)
+    page = info._repr_html_()
+    assert page.startswith("<div>") and "edgeq-device/info/2" in page and "model_sha256" in page
+    assert "<script" not in page
 
 
 def test_info_bad_files(tmp_path, models):
