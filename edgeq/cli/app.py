@@ -16,6 +16,7 @@ from edgeq_device.clikit import verbose as is_verbose
 from edgeq_device.fileio import atomic_write_text, check_output_folder, check_writable
 from edgeq_device.info import format_bytes
 from edgeq_device.preprocess import Preprocess
+from edgeq_device.report_json import dumps_json
 
 from edgeq._version import __version__
 from edgeq.errors import InvalidArgumentError, OutputExistsError
@@ -217,7 +218,6 @@ def convert_cmd(model: str, modes: tuple[str, ...], calib: str | None, samples: 
                 json_out: str | None, max_drop: float | None, evaluation: str | None, labels: str | None,
                 size: str | None, color: str | None, mean: float | None, std: float | None) -> None:
     """Convert MODEL (.keras, .h5 or SavedModel folder) to .tflite and print what was written."""
-    import json
     from pathlib import Path
 
     from edgeq.quantize.converter import convert
@@ -268,7 +268,7 @@ def convert_cmd(model: str, modes: tuple[str, ...], calib: str | None, samples: 
     if results[0].budget is not None:
         click.echo(results[0].budget.table(), nl=False, err=json_out == "-")
     if json_out:
-        payload = json.dumps({"schema": "edgeq/convert/1",
+        payload = dumps_json({"schema": "edgeq/convert/1",
                               "results": [dict(r.to_dict(), path=str(p),
                                                **({"budget": r.budget.to_dict()} if r.budget is not None else {}))
                                           for r, p in zip(results, written)]},
@@ -341,7 +341,6 @@ def qat_cmd(model: str, train: str, val: str | None, epochs: int, learning_rate:
     tensorflow-model-optimization cannot quantize get an output-only or passthrough
     scheme, or stay float, and are listed.
     """
-    import json
     from pathlib import Path
 
     from edgeq.quantize.qat.train import qat
@@ -367,7 +366,7 @@ def qat_cmd(model: str, train: str, val: str | None, epochs: int, learning_rate:
     console.print(f"wrote {written} ({format_bytes(converted.size_bytes)}, int8, io {converted.io.value})",
                   highlight=False)
     if json_out:
-        payload = json.dumps({"schema": "edgeq/qat/1", "qat": result.to_dict(),
+        payload = dumps_json({"schema": "edgeq/qat/1", "qat": result.to_dict(),
                               "result": dict(converted.to_dict(), path=str(written))}, indent=2)
         if json_out == "-":
             click.echo(payload)
@@ -392,7 +391,6 @@ def debug_cmd(model: str, calib: str, samples: int, seed: int, limit: int, plot_
               json_out: str | None, force: bool, size: str | None, color: str | None, mean: float | None,
               std: float | None) -> None:
     """Per-layer int8 quantization error of MODEL (RMSE, RMSE/scale, SQNR), worst layers first."""
-    import json
     from pathlib import Path
 
     from edgeq.quantize.layer_error import debug
@@ -406,7 +404,7 @@ def debug_cmd(model: str, calib: str, samples: int, seed: int, limit: int, plot_
     if plot_path:
         console.print(f"wrote {report.plot(plot_path, overwrite=force)}", highlight=False)
     if json_out:
-        payload = json.dumps(report.to_dict(), indent=2)
+        payload = dumps_json(report.to_dict(), indent=2)
         if json_out == "-":
             click.echo(payload)
         else:
@@ -499,7 +497,6 @@ def history(model: str | None, device: str | None, mode: str | None, limit: int 
 
     With --diff the exit status is 1 when a regression is found, so a CI script can fail on it.
     """
-    import json as _json
 
     from edgeq_device.fileio import atomic_write_text
 
@@ -516,7 +513,7 @@ def history(model: str | None, device: str | None, mode: str | None, limit: int 
             regressions = store.diff(model=model, device=device, mode=mode, latency_threshold=lat,
                                      accuracy_threshold=threshold_accuracy)
             if json_out is not None or to_stdout:
-                text = _json.dumps([r.to_dict() for r in regressions], indent=2) + "\n"
+                text = dumps_json([r.to_dict() for r in regressions], indent=2) + "\n"
                 if json_out not in (None, "-"):
                     atomic_write_text(json_out, text, overwrite=force, argument="--json")
                 if to_stdout:
@@ -532,7 +529,7 @@ def history(model: str | None, device: str | None, mode: str | None, limit: int 
             return
         runs = store.runs(model=model, device=device, mode=mode, limit=limit)
     if json_out is not None or to_stdout:
-        text = _json.dumps([m.to_dict() for m in runs], indent=2) + "\n"
+        text = dumps_json([m.to_dict() for m in runs], indent=2) + "\n"
         if json_out not in (None, "-"):
             atomic_write_text(json_out, text, overwrite=force, argument="--json")
         if to_stdout:
@@ -792,12 +789,11 @@ def compare_cmd(model: str, calib: str, evaluation: str, modes: tuple[str, ...],
 
 def print_compare(comp: Any, fmt: str) -> None:
     """Print a comparison's table as Markdown or CSV, or its results.json (``fmt="json"``)."""
-    import json
 
     from edgeq.report.tables import _json_default, csv_table, markdown_table, table_rows
 
     if fmt == "json":
-        click.echo(json.dumps(comp.to_dict(), indent=2, default=_json_default))
+        click.echo(dumps_json(comp.to_dict(), indent=2, default=_json_default))
         return
     header, rows = table_rows(comp.to_dict())
     click.echo((markdown_table if fmt == "md" else csv_table)(header, rows), nl=False)

@@ -56,7 +56,7 @@ RUNTIMES = {"litert": "ai_edge_litert", "tflite-runtime": "tflite_runtime", "ten
 
 
 def fail(msg, kind, fix=""):
-    sys.stdout.write(json.dumps({"error": msg, "kind": kind, "fix": fix}) + "\n")
+    sys.stdout.write(json.dumps({"error": msg, "kind": kind, "fix": fix}, allow_nan=False) + "\n")
     sys.exit(3)
 
 
@@ -97,7 +97,7 @@ def read_json(path):
 def write_json(path, obj):
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
     with os.fdopen(fd, "w") as fh:
-        json.dump(obj, fh, indent=1, sort_keys=True)
+        json.dump(obj, fh, indent=1, sort_keys=True, allow_nan=False)
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
@@ -134,7 +134,7 @@ def op_probe(workdir):
         "manifest": read_json(manifest_path(workdir)) or {},
         "install": read_json(os.path.join(venv_dir(workdir), "edgeq-install.json")),
     }
-    sys.stdout.write(json.dumps(info) + "\n")
+    sys.stdout.write(json.dumps(info, allow_nan=False) + "\n")
 
 
 def op_recv(workdir, rel, sha, kind):
@@ -177,7 +177,7 @@ def op_recv(workdir, rel, sha, kind):
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         held.close()
-    sys.stdout.write(json.dumps({"path": dest, "sha256": sha}) + "\n")
+    sys.stdout.write(json.dumps({"path": dest, "sha256": sha}, allow_nan=False) + "\n")
 
 
 VERIFY = """
@@ -288,7 +288,7 @@ def op_setup(workdir, wheel_rel, wheel_sha, extra, offline, runtime):
         verify_installed(py, os.path.join(workdir, wheel_rel))
         held.close()
         sys.stdout.write(json.dumps({"venv": venv, "python": py, "action": "reused", "install": "none",
-                                     "runtime": marker.get("runtime")}) + "\n")
+                                     "runtime": marker.get("runtime")}, allow_nan=False) + "\n")
         return
     have = venv_check(py)
     deps_missing = [m for m in DEPS if not have.get(m)]
@@ -342,7 +342,7 @@ def op_setup(workdir, wheel_rel, wheel_sha, extra, offline, runtime):
                              else (marker or {}).get("install", "unknown"), "runtime": rt})
     held.close()
     sys.stdout.write(json.dumps({"venv": venv, "python": py, "action": action, "install": install,
-                                 "runtime": rt}) + "\n")
+                                 "runtime": rt}, allow_nan=False) + "\n")
 
 
 def main(argv):

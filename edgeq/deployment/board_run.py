@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from edgeq_device.fileio import atomic_write_text
+from edgeq_device.report_json import dumps_json
 
 from edgeq.deployment import agent as _remote
 from edgeq.deployment.ssh import SSHConnection, SSHError, SSHTarget, parse_target
@@ -304,7 +305,7 @@ class DeployReport:
 
     def save(self, path: str | os.PathLike[str], overwrite: bool = False) -> Path:
         """Write the report as JSON, atomically; refuse to overwrite unless asked."""
-        return atomic_write_text(path, json.dumps(self.to_dict(), indent=2, default=str) + "\n",
+        return atomic_write_text(path, dumps_json(self.to_dict(), indent=2, default=str) + "\n",
                                  overwrite=overwrite, argument="path")
 
     def summary(self) -> str:

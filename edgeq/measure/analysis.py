@@ -9,7 +9,6 @@ partition (:mod:`edgeq.edgetpu`).
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from typing import Any, Union
 from edgeq_device.analysis import DtypeTotal, GraphAnalysis, OpInfo, TensorInfo, analyze_flat_model
 from edgeq_device.fileio import atomic_write_text
 from edgeq_device.flatbuffer import read_flat_model
+from edgeq_device.report_json import dumps_json
 
 from edgeq.errors import InvalidArgumentError
 from edgeq.targets.edgetpu.rules import EdgeTPUPrediction, predict_edgetpu
@@ -128,7 +128,7 @@ class ModelAnalysis:
 
     def to_json(self, indent: int | None = 2) -> str:
         """The analysis as JSON text."""
-        return json.dumps(self.to_dict(), indent=indent)
+        return dumps_json(self.to_dict(), indent=indent)
 
     def save(self, path: str | os.PathLike[str], overwrite: bool = False) -> Path:
         """Write the analysis as JSON, atomically; refuses to replace a file unless ``overwrite``."""

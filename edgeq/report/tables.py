@@ -11,7 +11,6 @@ import base64
 import csv
 import html
 import io
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgeq_device.fileio import atomic_write_bytes, atomic_write_text, check_output_folder
 from edgeq_device.info import format_bytes
+from edgeq_device.report_json import dumps_json
 
 from edgeq.errors import OutputExistsError
 
@@ -418,7 +418,7 @@ def write_report(comp: Comparison, folder: Path, overwrite: bool = False, plots:
     """
     pngs = plot_pngs(comp) if plots else {}
     files: dict[str, bytes] = {
-        "results.json": (json.dumps(comp.to_dict(), indent=2, default=_json_default) + "\n").encode(),
+        "results.json": (dumps_json(comp.to_dict(), indent=2, default=_json_default) + "\n").encode(),
         "report.md": markdown(comp).encode(),
         "report.html": html_page(comp, pngs).encode(),
     }

@@ -103,6 +103,11 @@ def measurement_from_device(payload: Mapping[str, Any], *, device: str | None = 
     mode = result.mode
     if mode is None and same_file:
         mode = _mode_from_model(local)  # type: ignore[arg-type]
+    p50: float | None
+    p90: float | None
+    mean: float | None
+    top1: float | None
+    top5: float | None
     if isinstance(result, BenchResult):
         size: int | None = result.model_size_bytes
         lat = result.latency

@@ -131,6 +131,61 @@ def test_migrates_a_version_1_file_keeping_its_rows(tmp_path: Path) -> None:
         assert store.schema_version == SCHEMA_VERSION and len(store) == 3
 
 
+def test_a_version_2_file_from_an_earlier_edgeq_still_knows_its_runs(tmp_path: Path) -> None:
+    """Rows written by an earlier edgeq (fingerprints of its plain sorted JSON) are found again."""
+    path = tmp_path / "v2.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(_V1_SCHEMA)
+    conn.executescript("""
+        ALTER TABLE measurements ADD COLUMN fingerprint TEXT;
+        CREATE UNIQUE INDEX ux_measurements_fingerprint ON measurements (fingerprint);
+        CREATE INDEX ix_measurements_created ON measurements (created);
+        PRAGMA user_version = 2;""")
+    old = _m(created="2025-01-01T00:00:00Z", latency_p50_us=100.0, size_bytes=4096,
+             payload={"schema": "edgeq-device/bench/1", "latency": {"p50_us": 100.0}, "samples": [1, 2.5]})
+    columns = ("model_sha256", "model_name", "mode", "device", "runtime", "runtime_version", "threads", "kind",
+               "created", "size_bytes", "latency_p50_us", "latency_p90_us", "latency_mean_us", "accuracy_top1",
+               "accuracy_top5", "agreement", "sqnr_db", "source", "payload")
+    values = {c: getattr(old, c) for c in columns}
+    fingerprint = hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()  # as edgeq wrote it
+    values["payload"] = json.dumps(old.payload, sort_keys=True)
+    conn.execute(f"INSERT INTO measurements ({', '.join(columns)}, fingerprint) "
+                 f"VALUES ({', '.join('?' * (len(columns) + 1))})", [*values.values(), fingerprint])
+    conn.commit()
+    conn.close()
+    with ResultsStore(path) as store:
+        assert store.record(old) == (1, False) and len(store) == 1
+
+
+def test_non_finite_figures_are_kept_and_written_as_strict_json(tmp_path: Path) -> None:
+    """An infinite SQNR (outputs identical to the float model's) and a NaN in a payload."""
+    import math
+
+    m = _m(sqnr_db=math.inf, payload={"spread": math.nan, "ok": 1.0})
+    d = m.to_dict()
+    assert d["schema"] == "edgeq/measurement/1" and d["sqnr_db"] is None and d["nonfinite"] == {"sqnr_db": "inf"}
+    assert d["payload"] == {"spread": None, "ok": 1.0, "nonfinite": {"spread": "nan"}}
+    again = Measurement.from_dict(d)
+    assert again.sqnr_db == math.inf and math.isnan(again.payload["spread"])
+    old_form = {k: v for k, v in _m().to_dict().items() if k != "schema"}  # edgeq wrote no schema key before
+    assert Measurement.from_dict(old_form) == _m(created=old_form["created"])
+    db = str(tmp_path / "r.db")
+    with ResultsStore(db) as store:
+        row = store.add_measurement(m)
+        (got,) = store.runs()
+        assert got.id == row and got.sqnr_db == math.inf
+        assert store.add_measurement(m) == row  # the same run, recognised again
+        raw = store._conn.execute("SELECT payload FROM measurements").fetchone()[0]
+
+    def refuse(name: str) -> object:
+        raise ValueError(name)
+
+    assert json.loads(raw, parse_constant=refuse)["nonfinite"] == {"spread": "nan"}
+    code, out, _ = _run("history", "--db", db, "--json", "-")
+    assert code == 0 and json.loads(out, parse_constant=refuse)[0]["nonfinite"] == {"sqnr_db": "inf"}
+    assert "sqnr_db" in str(got) and "payload" in str(got) and "<table>" in got._repr_html_()
+
+
 def test_a_file_from_a_newer_edgeq_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "new.db"
     with ResultsStore(path) as store:
@@ -402,6 +457,15 @@ def test_non_edgeq_json_is_refused_naming_the_file(tmp_path: Path) -> None:
             store.import_json(newer)
         with pytest.raises(DataError, match="no such file"):
             store.import_json(tmp_path / "absent.json")
+        info = tmp_path / "info.json"
+        info.write_text(json.dumps({"schema": "edgeq-device/info/2", "model_sha256": SHA_A}))
+        with pytest.raises(DataError, match=r"info\.json.*not edgeq-device JSON"):
+            store.import_json(info)
+        partial = tmp_path / "partial.json"
+        partial.write_text(json.dumps({"schema": "edgeq-device/bench/1", "model_sha256": SHA_A,
+                                       "latency_us": {"p50": 10.0}}))
+        with pytest.raises(DataError, match=r"partial\.json.*does not fit its schema.*lacks 'model'"):
+            store.import_json(partial)
         assert len(store) == 0
 
 
