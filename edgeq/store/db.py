@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeq_device.errors import InvalidArgumentError
+from edgeq_device.report_json import loads_json
 
 from edgeq.errors import StoreError
 from edgeq.store.device_json import DEVICE_RESULTS, measurement_from_device, read_device_json
@@ -382,7 +383,7 @@ class ResultsStore:
         for row in rows:
             values = dict(zip(_COLUMNS, row[1:]))
             try:
-                values["payload"] = json.loads(values["payload"])
+                values["payload"] = loads_json(values["payload"])
             except (TypeError, ValueError):
                 values["payload"] = {"unreadable": values["payload"]}
             out.append(Measurement(id=row[0], **values))

@@ -173,7 +173,7 @@ def test_non_finite_figures_are_kept_and_written_as_strict_json(tmp_path: Path) 
     with ResultsStore(db) as store:
         row = store.add_measurement(m)
         (got,) = store.runs()
-        assert got.id == row and got.sqnr_db == math.inf
+        assert got.id == row and got.sqnr_db == math.inf and math.isnan(got.payload["spread"])
         assert store.add_measurement(m) == row  # the same run, recognised again
         raw = store._conn.execute("SELECT payload FROM measurements").fetchone()[0]
 
