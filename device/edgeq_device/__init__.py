@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ._version import __version__
 from .bench import BenchParams, BenchResult, LatencyStats, benchmark
 from .errors import (
     DataError,
@@ -24,8 +25,6 @@ from .metadata import EdgeqMetadata, read_metadata
 from .preprocess import Preprocess
 from .runtime import ModelRunner, Runtime, resolve_runtime
 from .sysinfo import BoardInfo, board_info
-
-__version__ = "0.1.0"
 
 __all__ = [
     "BenchParams",

@@ -25,7 +25,9 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
+from ._version import __version__
 from .errors import DataError, InferenceError, InvalidArgumentError
+from .evaluate import model_preprocess
 from .flatbuffer import ModelSource, load_model_bytes, read_flat_model
 from .images import list_image_folder
 from .metadata import read_metadata
@@ -33,6 +35,7 @@ from .preprocess import Preprocess, load_image
 from .report_json import JsonResult
 from .runtime import ModelRunner, one_line, resolve_runtime
 from .sysinfo import BoardInfo, board_info, memory_status, soc_temperature, throttling
+from .validate import check_loads_in_child
 
 __all__ = [
     "BenchMemory",
@@ -264,8 +267,6 @@ def random_inputs(input_details: Sequence[Mapping[str, object]], preprocess: Pre
 
 def _data_inputs(runner: ModelRunner, data: str | Path, preprocess: Preprocess | None,
                  seed: int) -> list[np.ndarray]:
-    from .evaluate import model_preprocess
-
     if len(runner.input_details) != 1:
         raise DataError(f"--data needs a model with one image input; this one has "
                         f"{len(runner.input_details)}", argument="data", received=str(data),
@@ -303,8 +304,6 @@ def benchmark(
         raise InvalidArgumentError("give either params or keyword arguments, not both",
                                    argument="params", received=sorted(kwargs),
                                    fix="use dataclasses.replace(params, ...)")
-    from . import __version__
-
     started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     model_bytes = load_model_bytes(model)
     path = None if isinstance(model, (bytes, bytearray, memoryview)) else str(Path(os.fspath(model)))
@@ -317,8 +316,6 @@ def benchmark(
     if params.delegate is None:
         # The first load of a model happens in a child process (see edgeq_device.validate); do it
         # before the clock starts so that init time is this process's own.
-        from .validate import check_loads_in_child
-
         check_loads_in_child(model_bytes, runtime, xnnpack=params.xnnpack)
 
     # Init: read + parse + create the interpreter + allocate tensors.

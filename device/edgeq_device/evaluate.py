@@ -1,14 +1,11 @@
 """``edgeq-device eval``: accuracy of a ``.tflite`` classifier on a labeled image folder.
 
-:func:`predict` is the one evaluation loop of edgeq: it streams a folder's
-images through the model's own preprocessing and returns the raw output
-vectors (dequantized) with the labels. The host reuses it for agreement and
-SQNR; :func:`evaluate` builds top-1/top-5, per-class accuracy and the
-confusion matrix on it.
-
-Images are spread over a pool of interpreters, one per thread (``invoke``
-releases the GIL), so every core is used; each image is read when a worker
-takes it, so memory stays flat.
+:func:`evaluate` builds top-1/top-5, per-class accuracy and the confusion
+matrix on :func:`~edgeq_device.inference_pool.predict`, the one evaluation
+loop of edgeq (re-exported here with :func:`predict_arrays`), which streams a
+folder's images through a pool of interpreters. This module also finds a
+model's preprocessing (:func:`model_preprocess`) and class count and reads
+label files; the result record is in :mod:`edgeq_device.eval_result`.
 """
 
 from __future__ import annotations
@@ -17,21 +14,22 @@ import datetime as _dt
 import hashlib
 import os
 import sys
-import threading
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, Sequence, Union
+from typing import Mapping, Sequence, Union
 
 import numpy as np
 
+from ._version import __version__
 from .errors import DataError, InvalidArgumentError, LabelMismatchError
 from .eval_result import ClassScore, EvalResult, format_eval
 from .flatbuffer import FlatModel, ModelSource, Tensor, load_model_bytes, read_flat_model
 from .images import FolderListing, list_image_folder
+from .inference_pool import ProgressCallback, output_size, predict, predict_arrays, resolve_workers
 from .metadata import read_metadata
-from .preprocess import ColorMode, Preprocess, load_image
-from .runtime import ModelRunner, Runtime, resolve_runtime
+from .preprocess import ColorMode, Preprocess
+from .runtime import Runtime, resolve_runtime
 from .sysinfo import board_info
 
 __all__ = [
@@ -47,7 +45,6 @@ __all__ = [
     "top_k_hits",
 ]
 
-ProgressCallback = Callable[[int, int], None]
 LabelsLike = Union[str, "os.PathLike[str]", Sequence[str]]
 
 
@@ -55,18 +52,9 @@ def _input_tensor(flat: FlatModel) -> Tensor:
     return flat.main.tensors[flat.main.inputs[0]]
 
 
-def _output_size(flat: FlatModel) -> int:
-    t = flat.main.tensors[flat.main.outputs[0]]
-    dims = [d for d in (t.shape[1:] if len(t.shape) > 1 else t.shape)]
-    n = 1
-    for d in dims:
-        n *= max(int(d), 1)
-    return n
-
-
 def output_classes(model: ModelSource) -> int:
     """How many values a classifier's first output gives per sample: its number of classes."""
-    return _output_size(read_flat_model(model))
+    return output_size(read_flat_model(model))
 
 
 def model_preprocess(
@@ -128,201 +116,6 @@ def read_labels(path: str | os.PathLike[str]) -> tuple[str, ...]:
     return tuple(lines)
 
 
-def _check_input(runner: ModelRunner, preprocess: Preprocess) -> None:
-    if len(runner.input_details) != 1:
-        raise DataError(f"image evaluation needs a model with one input; this one has "
-                        f"{len(runner.input_details)}", argument="model",
-                        fix="evaluate multi-input models with your own loop over ModelRunner")
-    want = preprocess.sample_shape()
-    d = runner.input_details[0]
-    shape = tuple(int(x) for x in d["shape"])
-    sig = tuple(int(x) for x in d.get("shape_signature", d["shape"]))
-    if want is None:
-        return
-    model_sample = sig[1:]
-    ok = len(model_sample) == len(want) and all(m < 0 or m == w for m, w in zip(model_sample, want))
-    if not ok and len(model_sample) == 2 and want[-1] == 1:  # [1, H, W] grayscale models
-        ok = all(m < 0 or m == w for m, w in zip(model_sample, want[:2]))
-    if not ok:
-        raise DataError(f"preprocessing gives samples of shape {want}, the model takes {shape}",
-                        argument="size", received=preprocess.size,
-                        fix="give --size WxH and --color rgb|l that match the model's input")
-
-
-def _resolve_workers(workers: int | None, n: int, delegate: str | None) -> int:
-    if workers is None:
-        workers = 1 if delegate else (os.cpu_count() or 1)
-    if not isinstance(workers, int) or workers < 1:
-        raise InvalidArgumentError("must be a positive integer", argument="workers", received=workers,
-                                   fix="give e.g. 1, or leave it out to use every core")
-    return max(1, min(workers, n))
-
-
-def predict(
-    model: ModelSource,
-    listing: FolderListing | str | os.PathLike[str],
-    preprocess: Preprocess,
-    *,
-    workers: int | None = None,
-    runtime: Runtime | str | None = None,
-    threads: int | None = None,
-    xnnpack: bool = True,
-    delegate: str | None = None,
-    delegate_options: Mapping[str, str] | None = None,
-    skip_unreadable: bool = False,
-    skipped: list[Path] | None = None,
-    progress: ProgressCallback | None = None,
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """Run every image of ``listing`` through the model; the one evaluation loop of edgeq.
-
-    Args:
-        model: path or bytes of the ``.tflite``.
-        listing: a :class:`FolderListing` (e.g. ``list_image_folder(...).sample(n)``) or a folder.
-        preprocess: how each image becomes input (see :func:`model_preprocess`).
-        workers: interpreters run in parallel, one per thread (default: ``os.cpu_count()``;
-            1 with a delegate, which usually owns one device).
-        runtime, xnnpack, delegate, delegate_options: as for :class:`ModelRunner`.
-        threads: threads of each interpreter (default: 1 when ``workers > 1``, else the
-            runtime's default).
-        skip_unreadable: skip files Pillow cannot read (listed in ``skipped``) instead of failing.
-        skipped: a list that receives the paths skipped.
-        progress: called as ``progress(done, total)`` from the calling thread.
-
-    Returns:
-        ``(outputs, labels)``: float32 ``[N, classes]`` dequantized output vectors of the
-        first output, in listing order (skipped files left out), and int ``[N]`` labels
-        (None for an unlabeled folder).
-
-    Raises:
-        DataError: an image cannot be read (unless ``skip_unreadable``), or none could.
-    """
-    if not isinstance(listing, FolderListing):
-        listing = list_image_folder(Path(os.fspath(listing)))
-    paths = listing.paths
-
-    def load(i: int) -> np.ndarray | None:
-        try:
-            return load_image(paths[i], preprocess)
-        except DataError as exc:
-            if not skip_unreadable:
-                raise DataError("cannot read image", argument="data", received=str(paths[i]),
-                                fix="remove or replace the file (or skip such files with "
-                                    "--skip-unreadable)") from exc
-            return None
-
-    runners = _make_runners(model, len(paths), workers, runtime, threads, xnnpack, delegate, delegate_options)
-    _check_input(runners[0], preprocess)
-    outputs, ok = _run_pool(runners, len(paths), load, progress)
-    bad = [paths[i] for i in np.flatnonzero(~ok)]
-    if skipped is not None:
-        skipped.extend(bad)
-    if bad and len(bad) == len(paths):
-        raise DataError(f"none of the {len(paths)} image files could be read", argument="data",
-                        received=str(listing.root), fix="check that the files are images Pillow can open")
-    labels = None if listing.labels is None else np.asarray(listing.labels, np.int64)[ok]
-    return outputs[ok], labels
-
-
-def predict_arrays(
-    model: ModelSource,
-    x: np.ndarray,
-    *,
-    workers: int | None = None,
-    runtime: Runtime | str | None = None,
-    threads: int | None = None,
-    xnnpack: bool = True,
-    delegate: str | None = None,
-    delegate_options: Mapping[str, str] | None = None,
-    progress: ProgressCallback | None = None,
-) -> np.ndarray:
-    """Run already-preprocessed float samples ``x`` (``[N, ...]``, no batch per sample) through the model.
-
-    The same pool of interpreters as :func:`predict`; returns float32 ``[N, outputs]``
-    dequantized vectors of the first output, in order.
-    """
-    x = np.asarray(x, np.float32)
-    if x.ndim < 1 or len(x) == 0:
-        raise DataError("no samples", argument="x", received=getattr(x, "shape", None),
-                        fix="give an array shaped [N, ...] with N >= 1")
-    runners = _make_runners(model, len(x), workers, runtime, threads, xnnpack, delegate, delegate_options)
-    outputs, _ = _run_pool(runners, len(x), lambda i: x[i], progress)
-    return outputs
-
-
-def _make_runners(model: ModelSource, n: int, workers: int | None, runtime: Runtime | str | None,
-                  threads: int | None, xnnpack: bool, delegate: str | None,
-                  delegate_options: Mapping[str, str] | None) -> list[ModelRunner]:
-    model_bytes = load_model_bytes(model)
-    rt = runtime if isinstance(runtime, Runtime) else resolve_runtime(runtime)
-    workers = _resolve_workers(workers, n, delegate)
-    per_threads = threads if threads is not None else (1 if workers > 1 else None)
-    return [ModelRunner(model_bytes, runtime=rt, threads=per_threads, xnnpack=xnnpack,
-                        delegate=delegate, delegate_options=delegate_options)
-            for _ in range(workers)]
-
-
-def _run_pool(runners: list[ModelRunner], n: int, load: Callable[[int], np.ndarray | None],
-              progress: ProgressCallback | None) -> tuple[np.ndarray, np.ndarray]:
-    """Spread samples ``load(0..n-1)`` over the runners, one thread each; ``None`` marks a skip.
-
-    Returns the first output's vectors ``[n, width]`` and a mask of the samples that ran.
-    """
-    width = _output_size(runners[0].flat)
-    outputs = np.zeros((n, width), np.float32)
-    ok = np.ones(n, bool)
-    workers = len(runners)
-    done = [0] * workers
-    errors: list[BaseException] = []
-    stop = threading.Event()
-    lock = threading.Lock()
-    order: Iterator[int] = iter(range(n))
-
-    def work(w: int) -> None:
-        runner = runners[w]
-        set_inputs, invoke, get_outputs = runner.set_inputs, runner.invoke, runner.get_outputs
-        try:
-            while not stop.is_set():
-                with lock:
-                    i = next(order, None)
-                if i is None:
-                    return
-                x = load(i)
-                if x is None:
-                    ok[i] = False
-                    done[w] += 1
-                    continue
-                set_inputs(x[None])
-                invoke()
-                outputs[i] = get_outputs()[0].reshape(-1)[:width]
-                done[w] += 1
-        except BaseException as exc:  # handed to the calling thread
-            errors.append(exc)
-            stop.set()
-
-    pool = [threading.Thread(target=work, args=(w,), name=f"edgeq-eval-{w}", daemon=True)
-            for w in range(workers)]
-    for t in pool:
-        t.start()
-    try:
-        while True:
-            alive = [t for t in pool if t.is_alive()]
-            if not alive:
-                break
-            alive[0].join(timeout=0.05)
-            if progress is not None:
-                progress(sum(done), n)
-    except BaseException:
-        stop.set()
-        for t in pool:
-            t.join()
-        raise
-    if progress is not None:
-        progress(sum(done), n)
-    if errors:
-        raise errors[0]
-    return outputs, ok
-
-
 def top_k_hits(outputs: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
     """True where the true class ranks among the first ``k``.
 
@@ -380,14 +173,12 @@ def evaluate(
     Raises:
         DataError, LabelMismatchError, ModelFileError, DelegateError, InvalidArgumentError.
     """
-    from . import __version__
-
     started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     model_bytes = load_model_bytes(model)
     path = None if isinstance(model, (bytes, bytearray, memoryview)) else str(Path(os.fspath(model)))
     meta = read_metadata(model_bytes)
     flat = read_flat_model(model_bytes)
-    n_out = _output_size(flat)
+    n_out = output_size(flat)
 
     if labels is None:
         names = meta.labels if meta is not None and meta.labels else None
@@ -422,7 +213,7 @@ def evaluate(
         listing = listing.sample(limit, seed)
     pre = preprocess if preprocess is not None else model_preprocess(model_bytes)
     rt = runtime if isinstance(runtime, Runtime) else resolve_runtime(runtime)
-    n_workers = _resolve_workers(workers, len(listing), delegate)
+    n_workers = resolve_workers(workers, len(listing), delegate)
 
     callback: ProgressCallback | None = progress if callable(progress) else None
     bar = None

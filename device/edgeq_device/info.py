@@ -14,6 +14,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from .analysis import analyze_flat_model
 from .flatbuffer import FlatModel, ModelSource, Tensor, load_model_bytes, read_flat_model
 from .metadata import EdgeqMetadata, read_metadata
 from .report_json import JsonResult
@@ -143,8 +144,6 @@ def model_info(model: ModelSource) -> ModelInfo:
     custom = sorted({op.custom_code or "" for s in flat.subgraphs for op in s.operators
                      if op.opcode == "CUSTOM"})
     path = None if isinstance(model, (bytes, bytearray, memoryview)) else str(Path(os.fspath(model)))
-    from .analysis import analyze_flat_model
-
     graph = analyze_flat_model(flat)
     return ModelInfo(
         model=path,
