@@ -35,3 +35,35 @@ def test_every_error_derives_from_one_base():
     assert edgeq.EdgeqError is edgeq_device.EdgeqError
     assert edgeq.errors.EdgeqWarning is edgeq_device.errors.EdgeqWarning
     assert issubclass(edgeq.errors.EdgeqWarning, UserWarning)
+
+
+def _packages():
+    import importlib
+    import pkgutil
+
+    import edgeq_device
+
+    for root in (edgeq, edgeq_device):
+        yield root
+        for info in pkgutil.walk_packages(root.__path__, root.__name__ + "."):
+            if info.ispkg:
+                yield importlib.import_module(info.name)
+
+
+def test_no_name_shadows_a_submodule():
+    """``edgeq.x.y`` is always the module y: a package never binds a function or class to a submodule's name."""
+    import importlib
+    import pkgutil
+    import types
+
+    checked = 0
+    for pkg in _packages():
+        for info in pkgutil.iter_modules(pkg.__path__):
+            if info.name.startswith("__"):
+                continue
+            module = importlib.import_module(f"{pkg.__name__}.{info.name}")
+            bound = getattr(pkg, info.name)
+            assert isinstance(bound, types.ModuleType) and bound is module, (
+                f"{pkg.__name__}.{info.name} is {bound!r}, not the submodule")
+            checked += 1
+    assert checked > 20
