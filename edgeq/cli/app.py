@@ -283,7 +283,7 @@ def _compile_for_edgetpu(result: Any, path: Any, force: bool, console: Any) -> N
     """Show the predicted Edge TPU mapping; run edgetpu_compiler where it is installed."""
     import shutil
 
-    from edgeq.targets.edgetpu.rules import run_edgetpu_compiler
+    from edgeq.targets.edgetpu.compiler import run_edgetpu_compiler
 
     console.print(f"predicted Edge TPU mapping: {result.edgetpu.summary()}")
     if shutil.which("edgetpu_compiler") is None:
