@@ -17,7 +17,13 @@ from edgeq_device.flatbuffer import read_flat_model
 from plain_tflite import plain_convert
 
 from edgeq.cli.app import cli
-from edgeq.errors import CompilerNotFoundError, ConversionError, InvalidArgumentError, ModelFileError, OutputExistsError
+from edgeq.errors import (
+    CompilerNotFoundError,
+    ConversionError,
+    InvalidArgumentError,
+    ModelFileError,
+    OutputExistsError,
+)
 from edgeq.targets.edgetpu.compiler import parse_compiler_log, run_edgetpu_compiler
 from edgeq.targets.edgetpu.rules import EdgeTPUPrediction, check_edgetpu_ready, predict_edgetpu
 
