@@ -361,6 +361,6 @@ def test_comparison_is_frozen_and_reads_plainly(comparison):
     assert "np." not in text and "float64" not in text
     for row in comp.rows:
         assert re.search(rf"^│ {row.name} +│", text, re.M), row.name
-        assert "np." not in str(row) and str(row).startswith(f"{row.name} (")
+        assert "np." not in str(row) and "np." not in repr(row) and str(row).startswith(f"{row.name} (")
     assert str(comp.recommendation) == f"{comp.recommendation.mode}: {comp.recommendation.reason}"
     assert "<table>" in comp._repr_html_() and "data:image/png;base64," in comp._repr_html_()
