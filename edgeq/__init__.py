@@ -16,7 +16,8 @@ from edgeq_device.preprocess import Preprocess
 
 from edgeq import errors
 from edgeq._version import __version__
-from edgeq.comparison.run import Comparison, compare
+from edgeq.comparison.records import Comparison
+from edgeq.comparison.run import compare
 from edgeq.deployment.board_run import Board, BoardResult, DeployReport, deploy
 from edgeq.errors import EdgeqError
 from edgeq.inputs.data import ArraySource, DataSource, ImageFolder, IterableSource, TFDataSource, as_source

@@ -160,7 +160,8 @@ def print_rows(header: list[str], rows: list[list[str]], fmt: str, *, err: bool 
     """
     from rich.console import Console
 
-    from edgeq.report.tables import csv_table, fitted_table, markdown_table, natural_width
+    from edgeq.report.markdown import markdown_table
+    from edgeq.report.tables import csv_table, fitted_table, natural_width
 
     if fmt == "md":
         click.echo(markdown_table(header, rows), nl=False, err=err)
@@ -283,7 +284,7 @@ def _compile_for_edgetpu(result: Any, path: Any, force: bool, console: Any) -> N
     """Show the predicted Edge TPU mapping; run edgetpu_compiler where it is installed."""
     import shutil
 
-    from edgeq.targets.edgetpu.rules import run_edgetpu_compiler
+    from edgeq.targets.edgetpu.compiler import run_edgetpu_compiler
 
     console.print(f"predicted Edge TPU mapping: {result.edgetpu.summary()}")
     if shutil.which("edgetpu_compiler") is None:
@@ -573,7 +574,7 @@ def analyze_cmd(model: str, target: str | None, latency_us: float | None, json_o
     from rich.table import Table
 
     from edgeq.measure.analysis import analyze
-    from edgeq.report.tables import markdown_table
+    from edgeq.report.markdown import markdown_table
 
     _check_json_out(json_out, force)
     result = analyze(model, target=target, latency_us=latency_us)
@@ -794,7 +795,9 @@ def print_compare(comp: Any, fmt: str) -> None:
     """Print a comparison's table as Markdown or CSV, or its results.json (``fmt="json"``)."""
     import json
 
-    from edgeq.report.tables import _json_default, csv_table, markdown_table, table_rows
+    from edgeq.report.files import json_default as _json_default
+    from edgeq.report.markdown import markdown_table
+    from edgeq.report.tables import csv_table, table_rows
 
     if fmt == "json":
         click.echo(json.dumps(comp.to_dict(), indent=2, default=_json_default))
@@ -816,7 +819,7 @@ def report_cmd(folder: str, db: str | None) -> None:
     import json
     from pathlib import Path
 
-    from edgeq.comparison.run import Comparison
+    from edgeq.comparison.records import Comparison
     from edgeq.errors import DataError
 
     path = Path(folder) / "results.json"
@@ -827,8 +830,8 @@ def report_cmd(folder: str, db: str | None) -> None:
     except (OSError, ValueError) as exc:
         raise DataError("cannot read the comparison's results.json", argument="FOLDER", received=str(path),
                         fix="give the folder edgeq compare wrote (-o)") from exc
-    comp = Comparison.from_dict(data)
-    found = comp.attach_board_results(db)
+    comp = Comparison.from_dict(data).with_board_results(db)
+    found = len(comp.boards)
     comp.save(folder, overwrite=True)
     _console().print(f"rewrote {folder}/report.html and report.md with {found} board measurement(s)")
 
