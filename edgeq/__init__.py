@@ -24,7 +24,7 @@ from edgeq.inputs.data import ArraySource, DataSource, ImageFolder, IterableSour
 from edgeq.inputs.models import load_model
 from edgeq.measure.analysis import ModelAnalysis, analyze
 from edgeq.quantize.budget import BudgetReport
-from edgeq.quantize.converter import MODES, ConversionResult, IOType, Mode, convert
+from edgeq.quantize.converter import MODES, ConversionResult, IOType, Mode, convert, convert_all
 from edgeq.quantize.layer_error import LayerReport, debug
 from edgeq.quantize.qat.train import QATResult, qat
 from edgeq.store.db import Measurement, ResultsStore
@@ -57,6 +57,7 @@ __all__ = [
     "as_source",
     "compare",
     "convert",
+    "convert_all",
     "debug",
     "deploy",
     "errors",

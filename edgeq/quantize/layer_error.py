@@ -40,15 +40,14 @@ from edgeq.errors import ConversionError, InvalidArgumentError
 from edgeq.inputs.data import as_source
 from edgeq.inputs.models import LoadedModel, load_model
 from edgeq.nativelog import quiet_native_logs
-from edgeq.quantize.converter import (
+from edgeq.quantize.calibration import (
     CalibrationStats,
-    IOType,
-    Mode,
-    configure_converter,
     default_preprocess,
     representative_dataset,
     warn_about_calibration,
 )
+from edgeq.quantize.modes import IOType, Mode
+from edgeq.quantize.tflite import configure_converter
 
 __all__ = ["LayerError", "LayerReport", "QuantDebugSession", "debug"]
 
