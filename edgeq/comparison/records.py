@@ -19,7 +19,7 @@ from edgeq_device.info import format_bytes
 
 from edgeq._version import __version__
 from edgeq.errors import DataError, InvalidArgumentError
-from edgeq.quantize.converter import ConversionResult
+from edgeq.quantize.result import ConversionResult
 from edgeq.report.files import write_report
 from edgeq.report.html import html_fragment
 from edgeq.report.plots import plot_pngs

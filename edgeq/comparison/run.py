@@ -42,7 +42,10 @@ from edgeq.measure.evaluation import keras_outputs, load_eval_arrays, match_labe
 from edgeq.measure.fidelity import argmax_agreement, fidelity
 from edgeq.nativelog import quiet_native_logs
 from edgeq.progress import task_progress
-from edgeq.quantize.converter import MODES, ConversionResult, IOType, Mode, _enum_arg, _warnings_once, convert
+from edgeq.quantize.calibration import default_preprocess, warnings_once
+from edgeq.quantize.converter import convert
+from edgeq.quantize.modes import MODES, IOType, Mode, enum_arg
+from edgeq.quantize.result import ConversionResult
 from edgeq.store.db import Measurement, ResultsStore, file_sha256
 
 __all__ = ["compare", "record"]
@@ -57,7 +60,7 @@ _SLOW_WHY = {
 
 
 @quiet_native_logs()
-@_warnings_once
+@warnings_once
 def compare(
     model: Any,
     *,
@@ -114,7 +117,7 @@ def compare(
     if isinstance(modes, str) and modes.lower() != "all":
         modes = [modes]
     mode_list = list(MODES) if isinstance(modes, str) else [
-        _enum_arg(Mode, m, "modes", [v.value for v in MODES]) for m in modes]
+        enum_arg(Mode, m, "modes", [v.value for v in MODES]) for m in modes]
     if not mode_list:
         raise InvalidArgumentError("no modes to compare", argument="modes", received=modes,
                                    fix="give 'all' or modes such as ['int8', 'float16']")
@@ -127,8 +130,6 @@ def compare(
     if len(loaded.inputs) != 1:
         raise InvalidArgumentError("compare takes single-input models", argument="model",
                                    received=[s.name for s in loaded.inputs], fix="use convert() and evaluate() per input")
-    from edgeq.quantize.converter import default_preprocess
-
     pre = preprocess or default_preprocess(loaded.inputs[0])
     eval_src = as_source(evaluation, pre, argument="evaluation")
     x, y = load_eval_arrays(eval_src, eval_samples, seed)
