@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import json
+import numbers
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -26,17 +27,27 @@ BOARD_RESULT_SCHEMA = "edgeq/board-result/1"
 DEPLOY_REPORT_SCHEMA = "edgeq/deploy/1"
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _plain(value: Any) -> Any:
+    """``json.dumps`` fallback: NumPy scalars as Python numbers, anything else as text."""
+    item = getattr(value, "item", None)
+    return item() if callable(item) else str(value)
+
+
 def bench_p50_ms(payload: Mapping[str, Any] | None) -> float | None:
     """The median latency in ms of an ``edgeq-device bench --json`` payload (``latency.p50_us``)."""
     latency = (payload or {}).get("latency")
     value = latency.get("p50_us") if isinstance(latency, Mapping) else None
-    return float(value) / 1000.0 if isinstance(value, (int, float)) else None
+    return float(value) / 1000.0 if _is_number(value) else None
 
 
 def eval_top1(payload: Mapping[str, Any] | None) -> float | None:
     """The top-1 accuracy of an ``edgeq-device eval --json`` payload (``top1``)."""
     value = (payload or {}).get("top1")
-    return float(value) if isinstance(value, (int, float)) else None
+    return float(value) if _is_number(value) else None
 
 
 def _check_schema(data: Mapping[str, Any], schema: str) -> dict[str, Any]:
@@ -101,7 +112,7 @@ class BoardResult:
         """A JSON-ready dict, ``"schema"`` first."""
         body = {f.name: getattr(self, f.name) for f in fields(self)}
         body["stored_ids"] = list(self.stored_ids)
-        return {"schema": BOARD_RESULT_SCHEMA, **json.loads(json.dumps(body, default=str))}
+        return {"schema": BOARD_RESULT_SCHEMA, **json.loads(json.dumps(body, default=_plain))}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> BoardResult:
@@ -203,7 +214,7 @@ class DeployReport:
 
     def save(self, path: str | os.PathLike[str], overwrite: bool = False) -> Path:
         """Write the report as JSON, atomically; refuse to overwrite unless asked."""
-        return atomic_write_text(path, json.dumps(self.to_dict(), indent=2, default=str) + "\n",
+        return atomic_write_text(path, json.dumps(self.to_dict(), indent=2, default=_plain) + "\n",
                                  overwrite=overwrite, argument="path")
 
     def summary(self) -> str:
