@@ -36,7 +36,8 @@ and the warnings (``UserWarning`` subclasses; the CLI prints each as one line)::
 
 from __future__ import annotations
 
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Mapping
 
 from edgeq_device.errors import (
     DataError,
@@ -53,7 +54,6 @@ from edgeq_device.errors import (
 )
 
 __all__ = [
-    "DEPLOY_ERROR_KINDS",
     "CalibrationError",
     "CalibrationWarning",
     "CompilerNotFoundError",
@@ -124,8 +124,9 @@ class StoreError(EdgeqError):
     """The results store cannot be read or written."""
 
 
-#: What a :class:`DeployError` (and a failed board's ``BoardResult.error_kind``) can say went wrong.
-DEPLOY_ERROR_KINDS: dict[str, str] = {
+#: What a :class:`DeployError` (and a failed board's ``BoardResult.error_kind``) can say went wrong
+#: (not in ``__all__``, which lists only the exception classes).
+DEPLOY_ERROR_KINDS: Mapping[str, str] = MappingProxyType({
     # reaching the board (ssh)
     "unreachable": "no connection: refused, unknown host, no route, connection closed",
     "auth": "ssh authentication failed (key not accepted; nothing prompts)",
@@ -146,7 +147,7 @@ DEPLOY_ERROR_KINDS: dict[str, str] = {
     "eval": "edgeq-device eval failed on the board",
     "store": "the board's result could not be written to the results store",
     "remote": "a command on the board failed otherwise",
-}
+})
 
 
 class DeployError(EdgeqError):

@@ -27,8 +27,9 @@ BOARD_RESULT_SCHEMA = "edgeq/board-result/1"
 DEPLOY_REPORT_SCHEMA = "edgeq/deploy/1"
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+def _number(value: Any) -> float | None:
+    """``value`` as a float when it is a real number (NumPy's included, bool not), else None."""
+    return float(value) if isinstance(value, numbers.Real) and not isinstance(value, bool) else None
 
 
 def _plain(value: Any) -> Any:
@@ -41,13 +42,14 @@ def bench_p50_ms(payload: Mapping[str, Any] | None) -> float | None:
     """The median latency in ms of an ``edgeq-device bench --json`` payload (``latency.p50_us``)."""
     latency = (payload or {}).get("latency")
     value = latency.get("p50_us") if isinstance(latency, Mapping) else None
-    return float(value) / 1000.0 if _is_number(value) else None
+    us = _number(value)
+    return None if us is None else us / 1000.0
 
 
 def eval_top1(payload: Mapping[str, Any] | None) -> float | None:
     """The top-1 accuracy of an ``edgeq-device eval --json`` payload (``top1``)."""
     value = (payload or {}).get("top1")
-    return float(value) if _is_number(value) else None
+    return _number(value)
 
 
 def _check_schema(data: Mapping[str, Any], schema: str) -> dict[str, Any]:

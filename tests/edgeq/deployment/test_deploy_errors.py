@@ -28,7 +28,7 @@ def test_ssh_error_is_a_deploy_error_in_the_tree():
     assert isinstance(exc, DeployError) and isinstance(exc, EdgeqError)
     assert exc.kind == "unreachable" and exc.target == "pi@b"
     assert str(exc) == "connection refused by pi@b; check the port"  # the board is named once
-    assert {"DeployError", "SSHError", "DEPLOY_ERROR_KINDS"} <= set(errors.__all__)
+    assert {"DeployError", "SSHError"} <= set(errors.__all__)
 
 
 def test_the_kinds_a_board_result_names_are_documented():
