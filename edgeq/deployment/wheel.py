@@ -39,10 +39,11 @@ import sys
 import tempfile
 import threading
 import zipfile
-from importlib.metadata import Distribution
+from importlib.metadata import Distribution, distributions
 from pathlib import Path
 from typing import Mapping
 
+import edgeq_device
 from edgeq_device.fileio import atomic_write_bytes
 
 from edgeq.errors import DeployError
@@ -218,8 +219,6 @@ _WHEELS: dict[str, Path] = {}
 
 def _device_source() -> Path | None:
     """The source tree the imported ``edgeq_device`` comes from (an editable install or a checkout)."""
-    import edgeq_device
-
     root = Path(edgeq_device.__file__).resolve().parent.parent
     project = root / "pyproject.toml"
     if project.is_file() and (root / "edgeq_device").is_dir():
@@ -233,10 +232,6 @@ def _device_source() -> Path | None:
 
 def _installed_device_distribution() -> Distribution:
     """The installed edgeq-device distribution that holds the imported ``edgeq_device``."""
-    from importlib.metadata import distributions
-
-    import edgeq_device
-
     here = Path(edgeq_device.__file__).resolve()
     for dist in distributions(name="edgeq-device"):
         for f in dist.files or []:
@@ -280,13 +275,11 @@ def build_device_wheel(cache_dir: str | os.PathLike[str] | None = None, *, quiet
         DeployError: pip could not build the wheel from the source tree, or an installed
             file differs from its recorded hash, or there is no checked copy to send.
     """
-    from edgeq_device import __version__ as device_version
-
     cache = Path(cache_dir or os.environ.get("EDGEQ_CACHE", "~/.cache/edgeq")).expanduser() / "wheels"
     src = None if distribution is not None else _device_source()
     if src is None:
         return wheel_from_distribution(distribution or _installed_device_distribution(), cache)
-    key = f"{device_version}-{_source_key(src)}"
+    key = f"{edgeq_device.__version__}-{_source_key(src)}"
     with _WHEEL_LOCK:
         if key in _WHEELS and _WHEELS[key].is_file():
             return _WHEELS[key]
