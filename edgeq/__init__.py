@@ -18,7 +18,9 @@ from edgeq import errors
 from edgeq._version import __version__
 from edgeq.comparison.records import Comparison
 from edgeq.comparison.run import compare
-from edgeq.deployment.board_run import Board, BoardResult, DeployReport, deploy
+from edgeq.deployment.fleet import Board
+from edgeq.deployment.orchestrate import deploy
+from edgeq.deployment.results import BoardResult, DeployReport
 from edgeq.errors import EdgeqError
 from edgeq.inputs.data import ArraySource, DataSource, ImageFolder, IterableSource, TFDataSource, as_source
 from edgeq.inputs.models import load_model

@@ -698,7 +698,7 @@ def deploy_cmd(model: str, targets: tuple[str, ...], fleet: str | None, bench: b
     Results are stored under each board's label (edgeq history --device LABEL).
     Exit status 1 when a board failed.
     """
-    from edgeq.deployment.board_run import deploy
+    from edgeq.deployment.orchestrate import deploy
 
     if report_path:
         check_writable(report_path, force, argument="--report")

@@ -13,7 +13,8 @@ from typing import Iterator
 
 import pytest
 
-from edgeq.deployment.board_run import Board, deploy
+from edgeq.deployment.fleet import Board
+from edgeq.deployment.orchestrate import deploy
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "arm64_rootfs.sh"
 

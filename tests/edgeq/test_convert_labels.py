@@ -150,8 +150,8 @@ def test_qat_keeps_folder_k_as_output_k(digits, mnist_train, tmp_path):
 
 
 def test_deploy_carries_empty_class_folders(tmp_path):
-    from edgeq.deployment import agent as _remote
-    from edgeq.deployment.board_run import _tar_folder, tree_sha256
+    from edgeq.deployment import agent
+    from edgeq.deployment.payload import tar_folder, tree_sha256
 
     data = tmp_path / "data"
     (data / "0").mkdir(parents=True)
@@ -161,8 +161,8 @@ def test_deploy_carries_empty_class_folders(tmp_path):
     (data / "2").mkdir()
     assert tree_sha256(data) != sha  # an added empty class folder is a change to copy
     work = tmp_path / "board"
-    proc = subprocess.run([sys.executable, "-c", _remote.SOURCE, "recv", str(work), "data/data", tree_sha256(data),
-                           "tar"], input=_tar_folder(data), capture_output=True, check=False)
+    proc = subprocess.run([sys.executable, agent.__file__, "recv", str(work), "data/data", tree_sha256(data),
+                           "tar"], input=tar_folder(data), capture_output=True, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert json.loads(proc.stdout)["sha256"] == tree_sha256(data)
     assert sorted(p.name for p in (work / "data" / "data").iterdir()) == ["0", "1", "2"]

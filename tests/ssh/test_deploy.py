@@ -17,7 +17,9 @@ import pytest
 from click.testing import CliRunner
 
 from edgeq.cli.app import cli
-from edgeq.deployment.board_run import Board, DeployReport, deploy, load_fleet
+from edgeq.deployment.fleet import Board, load_fleet
+from edgeq.deployment.orchestrate import deploy
+from edgeq.deployment.results import DeployReport
 from edgeq.errors import InvalidArgumentError, ModelFileError
 from edgeq.store.db import ResultsStore
 

@@ -8,7 +8,8 @@ from demo import train_cnn
 
 from edgeq.cli.app import cli
 from edgeq.comparison.run import compare
-from edgeq.deployment.board_run import Board, deploy
+from edgeq.deployment.fleet import Board
+from edgeq.deployment.orchestrate import deploy
 from edgeq.store.db import ResultsStore
 
 pytestmark = pytest.mark.ssh
