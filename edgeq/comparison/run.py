@@ -35,6 +35,7 @@ from edgeq_device.sysinfo import board_info
 
 from edgeq.comparison.recommend import LATENCY_ROUNDS, latency_summary, recommend, round_levels
 from edgeq.comparison.records import KERAS, Comparison, ModeRow
+from edgeq.deprecation import renamed_arguments
 from edgeq.errors import InvalidArgumentError
 from edgeq.inputs.data import as_source
 from edgeq.inputs.models import load_model
@@ -47,6 +48,7 @@ from edgeq.quantize.converter import convert
 from edgeq.quantize.modes import MODES, IOType, Mode, enum_arg
 from edgeq.quantize.result import ConversionResult
 from edgeq.store.db import Measurement, ResultsStore, file_sha256
+from edgeq.store.resolve import StoreLike, resolve_store
 
 __all__ = ["compare", "record"]
 
@@ -59,6 +61,7 @@ _SLOW_WHY = {
 }
 
 
+@renamed_arguments(budget="max_drop", show_progress="progress")
 @quiet_native_logs()
 @warnings_once
 def compare(
@@ -72,15 +75,15 @@ def compare(
     samples: int = 200,
     eval_samples: int | None = None,
     seed: int = 0,
-    budget: float = 1.0,
+    max_drop: float = 1.0,
     prefer: str = "size",
     preprocess: Any = None,
     labels: Sequence[str] | str | os.PathLike[str] | None = None,
     runs: int = 50,
     min_secs: float = 0.5,
     max_secs: float = 20.0,
-    store: Any = None,
-    show_progress: bool | None = None,
+    store: StoreLike = None,
+    progress: bool | None = None,
 ) -> Comparison:
     """Convert ``model`` in every mode and measure each against the Keras model.
 
@@ -95,7 +98,8 @@ def compare(
         io: I/O type of the int8 model (``float``, ``int8``, ``uint8``).
         samples: calibration samples.
         eval_samples: evaluate on a seeded subset of this many (default: all).
-        budget: accuracy budget in points of top-1 for the recommendation (default 1).
+        max_drop: the accuracy budget: points of top-1 a recommended mode may lose (default 1)
+            (``budget=`` is its old name, accepted for one release).
         prefer: ``"size"`` (smallest within budget) or ``"latency"`` (fastest).
         labels: class names in output order (or a text file, one per line), stored in the models'
             metadata; the evaluation folder's class folders are matched to them by name. Default:
@@ -103,16 +107,17 @@ def compare(
             are their output, other names sorted as Keras does; see :mod:`edgeq_device.images`).
         runs, min_secs, max_secs: latency loop per mode and thread count (see ``edgeq_device.bench``),
             in total over ``LATENCY_ROUNDS`` rounds that interleave the modes.
-        store: a :class:`edgeq.store.ResultsStore` or a path to record every measurement in.
-        show_progress: progress on stderr.
+        store: where every measurement is recorded: a :class:`~edgeq.ResultsStore`, a database path,
+            True for the default store (``$EDGEQ_DB`` or ``~/.edgeq/results.db``), None/False for none.
+        progress: progress on stderr.
 
     Raises:
         InvalidArgumentError, DataError, CalibrationError, ConversionError and the errors of convert.
     """
     if prefer not in ("size", "latency"):
         raise InvalidArgumentError("unknown value", argument="prefer", received=prefer, fix="use 'size' or 'latency'")
-    if not isinstance(budget, (int, float)) or budget < 0:
-        raise InvalidArgumentError("must be a number of points >= 0", argument="budget", received=budget,
+    if not isinstance(max_drop, (int, float)) or max_drop < 0:
+        raise InvalidArgumentError("must be a number of points >= 0", argument="max_drop", received=max_drop,
                                    fix="give e.g. 1.0 (one point of top-1 accuracy)")
     if isinstance(modes, str) and modes.lower() != "all":
         modes = [modes]
@@ -146,13 +151,13 @@ def compare(
     for mode in mode_list:
         res = convert(loaded, mode, calibration=calib if mode.needs_calibration else None, samples=samples,
                       seed=seed, io=io if mode is Mode.INT8 else "float", preprocess=pre,
-                      labels=names or (), show_progress=show_progress)
+                      labels=names or (), progress=progress)
         results[mode.value] = res
     f32_size = results["float32"].size_bytes if "float32" in results else None
     round_runs = max(1, -(-runs // LATENCY_ROUNDS))
     measured: dict[str, dict[str, Any]] = {}
     with task_progress("measuring modes", len(results) + LATENCY_ROUNDS * len(thread_list),
-                       show_progress) as tick:
+                       progress) as tick:
         for name, res in results.items():
             out = predict_arrays(res.model_bytes, x, workers=None)
             tick()
@@ -195,21 +200,31 @@ def compare(
                 notes.append(f"{r.name} is slower than float32 on this CPU at {t} thread{'s' if t > 1 else ''} "
                              f"({a / 1000:.3f} ms vs {b / 1000:.3f} ms p50): quantized is not always faster; "
                              + _SLOW_WHY.get(r.name, "XNNPACK runs float32 well on this CPU."))
-    rec = recommend(rows, float(budget), prefer, thread_list[0], labeled)
+    rec = recommend(rows, float(max_drop), prefer, thread_list[0], labeled)
     board = board_info()
     comp = Comparison(
         model_name=results[next(iter(results))].source_name if results else loaded.name,
         rows=tuple(rows), recommendation=rec, threads=thread_list, evaluation=eval_src.description,
         eval_images=len(x), labeled=labeled, notes=tuple(notes), board=board.to_dict(),
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), results=results)
-    if store is not None:
+    if store is not None and store is not False:
         record(comp, store)
     return comp
 
 
-def record(comp: Comparison, store: ResultsStore | str | os.PathLike[str] | None) -> int:
-    """Write every measurement of ``comp`` to the results store (path or ResultsStore); returns the count."""
-    st = store if isinstance(store, ResultsStore) else ResultsStore(store)
+def record(comp: Comparison, store: StoreLike) -> int:
+    """Write every measurement of ``comp`` to the results store (see ``compare``'s ``store``); returns the count."""
+    st, opened = resolve_store(store)
+    if st is None:
+        return 0
+    try:
+        return _record_rows(comp, st)
+    finally:
+        if opened:
+            st.close()
+
+
+def _record_rows(comp: Comparison, st: ResultsStore) -> int:
     board = comp.board
     device = "host"
     rt = resolve_runtime()

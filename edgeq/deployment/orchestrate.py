@@ -33,6 +33,7 @@ import os
 import sys
 import threading
 import time
+import warnings
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import replace
 from pathlib import Path
@@ -43,8 +44,10 @@ from edgeq.deployment.fleet import Board, boards_for
 from edgeq.deployment.payload import file_sha256, tree_sha256
 from edgeq.deployment.results import BoardResult, DeployReport
 from edgeq.deployment.wheel import build_device_wheel
+from edgeq.deprecation import renamed_arguments
 from edgeq.errors import InvalidArgumentError, ModelFileError
 from edgeq.store.db import ResultsStore
+from edgeq.store.resolve import StoreLike, resolve_store
 
 __all__ = ["deploy"]
 
@@ -56,13 +59,14 @@ def _stderr_progress(label: str, text: str) -> None:
         print(f"[{label}] {text}", file=sys.stderr, flush=True)
 
 
+@renamed_arguments(eval="evaluation")
 def deploy(
     model: str | os.PathLike[str],
     to: str | Board | Iterable[str | Board] | None = None,
     *,
     fleet: str | os.PathLike[str] | None = None,
     bench: bool = False,
-    eval: str | os.PathLike[str] | None = None,
+    evaluation: str | os.PathLike[str] | None = None,
     threads: int | None = None,
     runtime: str | None = None,
     python: str | None = None,
@@ -72,8 +76,8 @@ def deploy(
     ssh_config: str | os.PathLike[str] | None = None,
     identity: str | os.PathLike[str] | None = None,
     workdir: str | None = None,
+    store: StoreLike = True,
     db: str | os.PathLike[str] | None = None,
-    store: bool = True,
     bench_args: Sequence[str] = (),
     progress: bool | ProgressFn = True,
 ) -> DeployReport:
@@ -84,12 +88,15 @@ def deploy(
         to: ``"user@host"`` (``user@host:PORT``, a ssh-config alias), a :class:`Board`, or a list of them.
         fleet: a ``devices.toml`` naming boards (see :func:`load_fleet`); combined with ``to``.
         bench: run ``edgeq-device bench`` on each board.
-        eval: an image folder (``<label>/*.png``) to evaluate on each board; copied when it changed.
+        evaluation: an image folder (``<label>/*.png``) to evaluate on each board; copied when it
+            changed (``eval=`` is its old name, accepted for one release).
         threads, runtime, python, timeout, offline, ssh_config, identity, workdir: settings for every board
             that does not set its own (a board's own setting in ``devices.toml`` wins).
         parallel: at most this many boards at once.
-        db: the results store (default ``$EDGEQ_DB`` or ``~/.edgeq/results.db``).
-        store: record bench/eval results (tagged with each board's label) when a board finishes.
+        store: where bench/eval results are recorded (tagged with each board's label) when a board
+            finishes: True for the default store (``$EDGEQ_DB`` or ``~/.edgeq/results.db``), a
+            :class:`~edgeq.ResultsStore` or a database path, False for none.
+        db: the old way to give the store's path (``store=PATH``), accepted for one release.
         bench_args: extra arguments for ``edgeq-device bench`` (e.g. ``["--runs", "50"]``).
         progress: print one status line per step and board on stderr (or a callable(label, text)).
 
@@ -115,11 +122,11 @@ def deploy(
         raise InvalidArgumentError("parallel must be a positive integer", argument="parallel", received=parallel,
                                    fix="give e.g. parallel=4 (--parallel 4)")
     data: Path | None = None
-    if eval is not None:
-        data = Path(eval).expanduser()
+    if evaluation is not None:
+        data = Path(evaluation).expanduser()
         if not data.is_dir():
-            raise InvalidArgumentError("the evaluation data must be an image folder", argument="eval",
-                                       received=str(eval), fix="give a folder with one sub-folder of images per label")
+            raise InvalidArgumentError("the evaluation data must be an image folder", argument="evaluation",
+                                       received=str(evaluation), fix="give a folder with one sub-folder of images per label")
     boards = boards_for(to, fleet, {
         "threads": threads, "runtime": runtime, "python": python, "timeout": timeout, "offline": offline,
         "ssh_config": None if ssh_config is None else str(Path(ssh_config).expanduser()),
@@ -137,10 +144,13 @@ def deploy(
     runs = [BoardRun(b, mpath, model_sha, data, data_sha, wheel, wheel_sha, bench, data is not None,
                      bench_args, say, cancel) for b in boards]
     results: dict[str, BoardResult] = {}
-    store_obj = None
-    if store and (bench or data is not None):
-        store_obj = ResultsStore(db)
-    db_path = None if store_obj is None else str(getattr(store_obj, "path", db) or "")
+    if db is not None:
+        warnings.warn("deploy(db=...) is replaced by store=PATH; db= goes in the next release",
+                      DeprecationWarning, stacklevel=2)
+        if store is True:
+            store = db
+    store_obj, opened = resolve_store(store) if (bench or data is not None) else (None, False)
+    db_path = None if store_obj is None else str(store_obj.path)
 
     pool = ThreadPoolExecutor(max_workers=min(parallel, len(runs)), thread_name_prefix="edgeq-deploy")
     futures: dict[Future[BoardResult], BoardRun] = {pool.submit(r.run): r for r in runs}
@@ -161,11 +171,11 @@ def deploy(
         for run in runs:
             run.kill_running()
         pool.shutdown(wait=True, cancel_futures=True)
-        if store_obj is not None:
+        if store_obj is not None and opened:
             store_obj.close()
         raise
     pool.shutdown(wait=True)
-    if store_obj is not None:
+    if store_obj is not None and opened:
         store_obj.close()
     return DeployReport(str(mpath), tuple(results[b.label] for b in boards), round(time.perf_counter() - t0, 3),
                         db_path)

@@ -36,6 +36,7 @@ from edgeq_device.evaluate import output_classes
 from edgeq_device.flatbuffer import read_flat_model
 from edgeq_device.preprocess import Preprocess
 
+from edgeq.deprecation import renamed_arguments
 from edgeq.errors import CalibrationError, ConversionError, EdgeqError, InvalidArgumentError
 from edgeq.inputs.data import DataSource, as_source
 from edgeq.inputs.models import LoadedModel, load_model
@@ -75,6 +76,7 @@ def _say(show: bool, text: str) -> None:
         _console.print(text, highlight=False, soft_wrap=True)
 
 
+@renamed_arguments(show_progress="progress")
 @quiet_native_logs()
 @warnings_once
 def budget_search(
@@ -92,7 +94,7 @@ def budget_search(
     allow_float_fallback: bool = False,
     eval_samples: int | None = None,
     float_steps: Sequence[int] = DEFAULT_FLOAT_STEPS,
-    show_progress: bool | None = None,
+    progress: bool | None = None,
 ) -> ConversionResult:
     """Convert ``model`` to the first candidate (int8, int8 with float layers, int16x8, float16)
     whose top-1 accuracy drop is at most ``max_drop`` points; the report is attached as ``.budget``.
@@ -107,7 +109,7 @@ def budget_search(
         io: I/O type of the int8 candidates (``float`` or ``int8``); others keep float I/O.
         eval_samples: evaluate on a seeded subset of this many samples (default: all).
         float_steps: how many of the worst layers to keep in float, one candidate per count.
-        show_progress: progress on stderr (default: on unless ``EDGEQ_PROGRESS=0``).
+        progress: progress on stderr (default: on unless ``EDGEQ_PROGRESS=0``).
 
     Raises:
         InvalidArgumentError: a bad budget or option; DataError: unlabeled evaluation data;
@@ -130,7 +132,7 @@ def budget_search(
         raise InvalidArgumentError("the budget search converts int8 candidates with float or int8 I/O",
                                    argument="io", received=io, fix="use io='float' or io='int8'")
     steps = sorted({int(k) for k in float_steps if int(k) > 0})
-    show = progress_enabled(show_progress)
+    show = progress_enabled(progress)
     loaded = load_model(model)
     if preprocess is None and len(loaded.inputs) == 1:
         preprocess = default_preprocess(loaded.inputs[0])
@@ -138,9 +140,9 @@ def budget_search(
     # The float32 baseline settles the labels (given, or the calibration folder's classes, one per
     # output); the evaluation folder's class folders are then matched to them by name.
     base = convert_mode(loaded, Mode.FLOAT32, calibration=calib, batch_size=batch_size, preprocess=preprocess,
-                   labels=labels, show_progress=show_progress)
+                   labels=labels, progress=progress)
     labels = base.metadata.labels
-    common: dict[str, Any] = dict(preprocess=preprocess, labels=labels or (), show_progress=show_progress)
+    common: dict[str, Any] = dict(preprocess=preprocess, labels=labels or (), progress=progress)
     eval_src = as_source(evaluation, preprocess, argument="evaluation", labels=labels)
     data = EvalData(eval_src, loaded, eval_samples, seed, output_classes(base.model_bytes))
     base_acc = data.top1(base.model_bytes)
@@ -179,7 +181,7 @@ def budget_search(
 
     if not done and steps:
         done = _float_layer_candidates(loaded, calib, samples, seed, batch_size, preprocess, io_,
-                                       int8_result or base, steps, measure, failed, show_progress)
+                                       int8_result or base, steps, measure, failed, progress)
     if not done:
         try:
             done = measure("int16x8", Mode.INT16X8, convert_mode(
@@ -229,12 +231,12 @@ def _all_failed(tried: Sequence[Candidate]) -> EdgeqError:
 def _float_layer_candidates(loaded: LoadedModel, calib: DataSource, samples: int, seed: int,
                             batch_size: int | None, preprocess: Preprocess | None, io_: IOType,
                             base: ConversionResult, steps: Sequence[int], measure: Any, failed: Any,
-                            show_progress: bool | None) -> bool:
+                            progress: bool | None) -> bool:
     """Try int8 with the worst 1, 2, 4... layers in float; True once one is within budget."""
     start = time.perf_counter()
     try:
         session = QuantDebugSession(loaded, calib, samples=samples, seed=seed, preprocess=preprocess,
-                                    batch_size=batch_size, show_progress=show_progress)
+                                    batch_size=batch_size, progress=progress)
         report = session.report()
     except CalibrationError:
         raise

@@ -221,7 +221,7 @@ def warn_about_calibration(loaded: LoadedModel, source: DataSource, stats: Calib
 
 def representative_dataset(
     source: DataSource, inputs: Sequence[InputSpec], samples: int, seed: int = 0,
-    batch_size: int | None = None, show_progress: bool | None = None,
+    batch_size: int | None = None, progress: bool | None = None,
     stats: CalibrationStats | None = None,
 ) -> Callable[[], Iterator[dict[str, np.ndarray]]]:
     """The ``representative_dataset`` callable for the converter: dicts keyed by input name.
@@ -238,7 +238,7 @@ def representative_dataset(
 
     def gen() -> Iterator[dict[str, np.ndarray]]:
         count = 0
-        with task_progress("calibrating", samples, show_progress) as tick:
+        with task_progress("calibrating", samples, progress) as tick:
             for position, sample in enumerate(source.samples(limit=samples, seed=seed)):
                 index = position if sample.index is None else sample.index
                 per_input = _per_input(sample, inputs, source.description)

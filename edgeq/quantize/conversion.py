@@ -55,7 +55,7 @@ def convert_mode(
     preprocess: Preprocess | None = None,
     labels: Sequence[str] | str | os.PathLike[str] | None = None,
     allow_float_fallback: bool = False,
-    show_progress: bool | None = None,
+    progress: bool | None = None,
 ) -> ConversionResult:
     """Convert ``model`` in one mode; the arguments are :func:`edgeq.convert`'s.
 
@@ -90,7 +90,7 @@ def convert_mode(
     failures: list[EdgeqError] = []
     stats = CalibrationStats()
     if source is not None:
-        inner = representative_dataset(source, loaded.inputs, samples, seed, batch_size, show_progress, stats)
+        inner = representative_dataset(source, loaded.inputs, samples, seed, batch_size, progress, stats)
 
         def rep() -> Iterator[dict[str, np.ndarray]]:
             # The converter may read the dataset more than once (int16x8 does): count one pass.

@@ -35,6 +35,7 @@ from typing import Any, Literal, overload
 from edgeq_device.evaluate import read_labels
 from edgeq_device.preprocess import Preprocess
 
+from edgeq.deprecation import renamed_arguments
 from edgeq.errors import InvalidArgumentError
 from edgeq.inputs.data import as_source
 from edgeq.inputs.models import load_model
@@ -93,7 +94,7 @@ def convert(
     preprocess: Preprocess | None = ...,
     labels: Sequence[str] | str | os.PathLike[str] | None = ...,
     allow_float_fallback: bool = ...,
-    show_progress: bool | None = ...,
+    progress: bool | None = ...,
     max_drop: float | None = ...,
     evaluation: Any = ...,
     target: str | None = ...,
@@ -111,13 +112,14 @@ def convert(
     preprocess: Preprocess | None = ...,
     labels: Sequence[str] | str | os.PathLike[str] | None = ...,
     allow_float_fallback: bool = ...,
-    show_progress: bool | None = ...,
+    progress: bool | None = ...,
     max_drop: float | None = ...,
     evaluation: Any = ...,
     target: str | None = ...,
 ) -> ConversionResult: ...
 
 
+@renamed_arguments(show_progress="progress")
 @quiet_native_logs()
 @warnings_once
 def convert(
@@ -132,7 +134,7 @@ def convert(
     preprocess: Preprocess | None = None,
     labels: Sequence[str] | str | os.PathLike[str] | None = None,
     allow_float_fallback: bool = False,
-    show_progress: bool | None = None,
+    progress: bool | None = None,
     max_drop: float | None = None,
     evaluation: Any = None,
     target: str | None = None,
@@ -155,7 +157,7 @@ def convert(
             the calibration image folder's classes (integer folder names are their output,
             other names sorted as Keras does; see :mod:`edgeq_device.images`).
         allow_float_fallback: let ops that cannot be integer-quantized stay float.
-        show_progress: progress bar on stderr (default on, ``EDGEQ_PROGRESS=0`` silences).
+        progress: progress bar on stderr (default on, ``EDGEQ_PROGRESS=0`` silences).
         max_drop: an accuracy budget in top-1 points (int8 only): search int8, int8 with the
             worst layers in float, int16x8, float16 for the first within it, measured on
             ``evaluation``; the report is the result's ``budget`` (see :mod:`edgeq.quantize.budget`).
@@ -172,7 +174,7 @@ def convert(
     if target is not None:
         check_target_args(target, mode, io, batch_size, allow_float_fallback)
         res = convert_mode(model, Mode.INT8, calibration=calibration, samples=samples, seed=seed, io=io,
-                           batch_size=1, preprocess=preprocess, labels=labels, show_progress=show_progress)
+                           batch_size=1, preprocess=preprocess, labels=labels, progress=progress)
         return replace(res, target="edgetpu", edgetpu=predict_edgetpu(res.model_bytes))
     if max_drop is not None or evaluation is not None:
         if max_drop is None or getattr(mode, "value", str(mode).lower()) != Mode.INT8.value:
@@ -183,7 +185,7 @@ def convert(
         return budget_search(model, max_drop=max_drop, calibration=calibration, evaluation=evaluation,
                              samples=samples, seed=seed, io=io, batch_size=batch_size, preprocess=preprocess,
                              labels=labels, allow_float_fallback=allow_float_fallback,
-                             show_progress=show_progress)
+                             progress=progress)
     if isinstance(mode, (list, tuple)) or (isinstance(mode, str) and mode.lower() == "all"):
         warn_at_caller("convert() with 'all' or a list of modes returns a list and is deprecated; "
                        "use convert_all(model, modes=...) (edgeq.convert_all)", DeprecationWarning)
@@ -193,12 +195,13 @@ def convert(
                                        fix="give a mode, or use convert_all(model, modes=[...])")
         return convert_all(model, modes, calibration=calibration, samples=samples, seed=seed, io=io,
                            batch_size=batch_size, preprocess=preprocess, labels=labels,
-                           allow_float_fallback=allow_float_fallback, show_progress=show_progress)
+                           allow_float_fallback=allow_float_fallback, progress=progress)
     return convert_mode(model, mode, calibration=calibration, samples=samples, seed=seed, io=io,
                         batch_size=batch_size, preprocess=preprocess, labels=labels,
-                        allow_float_fallback=allow_float_fallback, show_progress=show_progress)
+                        allow_float_fallback=allow_float_fallback, progress=progress)
 
 
+@renamed_arguments(show_progress="progress")
 @quiet_native_logs()
 @warnings_once
 def convert_all(
@@ -213,7 +216,7 @@ def convert_all(
     preprocess: Preprocess | None = None,
     labels: Sequence[str] | str | os.PathLike[str] | None = None,
     allow_float_fallback: bool = False,
-    show_progress: bool | None = None,
+    progress: bool | None = None,
 ) -> list[ConversionResult]:
     """Convert one model in several modes: one result per mode, in that order.
 
@@ -225,7 +228,7 @@ def convert_all(
         io: applies to the modes that take it (``int8``/``uint8`` for int8, ``int16`` for
             int16x8); the others keep float I/O.
         calibration, samples, seed, batch_size, preprocess, labels, allow_float_fallback,
-            show_progress: as for :func:`convert`.
+            progress: as for :func:`convert`.
 
     Raises:
         InvalidArgumentError: no modes, or a mode or I/O type that does not exist; and what
@@ -247,5 +250,5 @@ def convert_all(
     return [convert_mode(shared, m, calibration=src, samples=samples, seed=seed,
                          io=io_arg if io_arg in VALID_IO[m] else IOType.FLOAT, batch_size=batch_size,
                          preprocess=preprocess, labels=labels, allow_float_fallback=allow_float_fallback,
-                         show_progress=show_progress)
+                         progress=progress)
             for m in wanted]

@@ -67,3 +67,27 @@ def test_no_name_shadows_a_submodule():
                 f"{pkg.__name__}.{info.name} is {bound!r}, not the submodule")
             checked += 1
     assert checked > 20
+
+
+def test_one_name_per_concept_across_the_api():
+    """progress, max_drop, store and evaluation mean one thing wherever they appear."""
+    for func in (edgeq.convert, edgeq.convert_all, edgeq.compare, edgeq.debug, edgeq.qat, edgeq.deploy):
+        params = inspect.signature(func).parameters
+        assert "progress" in params and "show_progress" not in params, func.__name__
+    assert "max_drop" in inspect.signature(edgeq.compare).parameters
+    assert "max_drop" in inspect.signature(edgeq.convert).parameters
+    for func in (edgeq.compare, edgeq.deploy):
+        assert "store" in inspect.signature(func).parameters
+    for func in (edgeq.compare, edgeq.convert, edgeq.deploy):
+        assert "evaluation" in inspect.signature(func).parameters
+
+
+def test_convert_accepts_the_old_progress_name_with_a_warning(model_file):
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = edgeq.convert(model_file, "float32", show_progress=False)
+    assert result.size_bytes > 0
+    renamed = [w for w in caught if issubclass(w.category, DeprecationWarning) and "show_progress" in str(w.message)]
+    assert len(renamed) == 1 and renamed[0].filename == __file__

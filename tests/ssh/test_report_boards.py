@@ -26,7 +26,7 @@ def test_report_includes_board_measurements(loopback_ssh, board_python, eval_fol
     int8_file = out / "models" / comp.results["int8"].default_filename
     board = Board(loopback_ssh.target("board-a"), label="pi-report", python=board_python,
                   workdir=str(tmp_path / "board" / ".edgeq-device"), ssh_config=str(loopback_ssh.ssh_config))
-    report = deploy(int8_file, to=board, bench=True, eval=eval_folder, db=db,
+    report = deploy(int8_file, to=board, bench=True, evaluation=eval_folder, store=db,
                     bench_args=["--runs", "20", "--min-secs", "0.1", "--threads", "1"])
     assert report["pi-report"].ok, report["pi-report"].error
     measured = [m for m in ResultsStore(db).runs(device="pi-report") if m.kind == "bench"]

@@ -32,6 +32,7 @@ import numpy as np
 from edgeq_device.evaluate import read_labels
 from edgeq_device.preprocess import Preprocess
 
+from edgeq.deprecation import renamed_arguments
 from edgeq.errors import InvalidArgumentError, QATError
 from edgeq.inputs.data import DataSource, ImageFolder, as_source, check_label_range
 from edgeq.inputs.models import LoadedModel, load_model
@@ -95,7 +96,7 @@ class QATResult:
 
     def convert(self, io: str = "float", *, calibration: Any = None, samples: int = 200, seed: int = 0,
                 batch_size: int | None = None, allow_float_fallback: bool = False,
-                show_progress: bool | None = None) -> ConversionResult:
+                progress: bool | None = None) -> ConversionResult:
         """Export the trained model as an int8 ``.tflite`` (see :func:`edgeq.convert`).
 
         The fake-quantization ranges learnt in training are used; ``calibration`` (default:
@@ -104,7 +105,7 @@ class QATResult:
         return convert_mode(self.model, "int8", calibration=self.train_source if calibration is None else calibration,
                             samples=samples, seed=seed, io=io, batch_size=batch_size, preprocess=self.preprocess,
                             labels=self.labels, allow_float_fallback=allow_float_fallback,
-                            show_progress=show_progress)
+                            progress=progress)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready summary."""
@@ -167,6 +168,7 @@ def _epoch_callback(epochs: int, show: bool) -> Any:
     return EpochProgress()
 
 
+@renamed_arguments(show_progress="progress")
 @quiet_native_logs()
 def qat(
     model: Any,
@@ -182,7 +184,7 @@ def qat(
     samples: int | None = None,
     seed: int = 0,
     tolerance: float = 1e-5,
-    show_progress: bool | None = None,
+    progress: bool | None = None,
     labels: Sequence[str] | str | os.PathLike[str] | None = None,
 ) -> QATResult:
     """Quantization-aware fine-tuning of a trained Keras classifier.
@@ -202,7 +204,7 @@ def qat(
         samples: train on a seeded subset of this many samples (default: all).
         seed: seed of the subset, the shuffling and the initial weights of quantizers.
         tolerance: largest output difference allowed between a Keras 3 model and its rebuild.
-        show_progress: progress per epoch on stderr (default: on unless ``EDGEQ_PROGRESS=0``).
+        progress: progress per epoch on stderr (default: on unless ``EDGEQ_PROGRESS=0``).
         labels: class names in output order (or a text file, one per line): an image folder's class
             folders are the outputs of their names. Default: integer folder names are their output,
             other names sorted as Keras does (see :mod:`edgeq_device.images`); the validation
@@ -246,7 +248,7 @@ def qat(
         vx, vy = training_arrays(val_src, loaded.inputs, "validation")
         check_label_range(vy, outputs, "validation", val_src.description)
         val = (vx[0] if len(vx) == 1 else vx, vy)
-    show = progress_enabled(show_progress)
+    show = progress_enabled(progress)
     tf_keras.utils.set_random_seed(seed)
     scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
     with scope:

@@ -65,4 +65,16 @@ def test_deploy_checks_its_arguments_before_reaching_any_board(tmp_path):
     with pytest.raises(InvalidArgumentError, match="parallel"):
         deploy(good, to="pi@a", parallel=0)
     with pytest.raises(InvalidArgumentError, match="image folder"):
+        deploy(good, to="pi@a", evaluation=tmp_path / "nothing")
+
+
+def test_old_argument_names_still_work_for_one_release(tmp_path):
+    """deploy(eval=...) is evaluation=...; it warns and reaches the same check."""
+    good = tmp_path / "m.tflite"
+    good.write_bytes(b"\0\0\0\0TFL3")
+    with pytest.warns(DeprecationWarning, match=r"deploy\(eval=\.\.\.\) is renamed evaluation="), \
+            pytest.raises(InvalidArgumentError, match="image folder") as err:
         deploy(good, to="pi@a", eval=tmp_path / "nothing")
+    assert err.value.argument == "evaluation"
+    with pytest.raises(TypeError, match="both eval= and evaluation="):
+        deploy(good, to="pi@a", eval=tmp_path, evaluation=tmp_path)
