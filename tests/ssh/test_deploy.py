@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from edgeq.cli.app import cli
+from edgeq.cli import cli
 from edgeq.deployment.board_run import Board, DeployReport, deploy, load_fleet
 from edgeq.errors import InvalidArgumentError, ModelFileError
 from edgeq.store.db import ResultsStore
