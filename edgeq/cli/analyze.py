@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import click
-from edgeq_device.clikit import Choice, write_json_out
+from edgeq_device.clikit import Choice
 from edgeq_device.info import format_bytes
 from rich.table import Table
 
-from edgeq.cli.options import check_json_out, force_option, format_option, json_option
+from edgeq.cli.options import check_json_out, force_option, format_option, json_option, write_json_out
 from edgeq.cli.output import make_console, print_rows
 from edgeq.measure.analysis import analyze
 from edgeq.report.tables import markdown_table

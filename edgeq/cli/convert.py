@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import click
-from edgeq_device.clikit import Choice, ChoiceList, flatten_choices, write_json_out
+from edgeq_device.clikit import Choice, ChoiceList, flatten_choices
 from edgeq_device.info import format_bytes
 
 from edgeq.cli.options import (
@@ -23,6 +23,7 @@ from edgeq.cli.options import (
     modes_arg,
     native_log_option,
     preprocess_options,
+    write_json_out,
 )
 from edgeq.cli.output import make_console, print_rows
 from edgeq.errors import InvalidArgumentError, OutputExistsError

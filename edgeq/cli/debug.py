@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import click
-from edgeq_device.clikit import write_json_out
 
 from edgeq.cli.options import (
     Channels,
@@ -18,6 +17,7 @@ from edgeq.cli.options import (
     json_option,
     native_log_option,
     preprocess_options,
+    write_json_out,
 )
 from edgeq.cli.output import make_console
 from edgeq.quantize.layer_error import debug

@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 import click
-from edgeq_device.clikit import Choice, write_json_out
+from edgeq_device.clikit import Choice
 
 from edgeq.cli.options import (
     MODE_NAMES,
@@ -17,6 +17,7 @@ from edgeq.cli.options import (
     force_option,
     format_option,
     json_option,
+    write_json_out,
 )
 from edgeq.cli.output import print_rows
 from edgeq.errors import InvalidArgumentError

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import click
-from edgeq_device.clikit import Choice, check_json_out, force_option, json_option
+from edgeq_device.clikit import Choice, check_json_out, force_option, json_option, write_json_out
 from edgeq_device.clikit import preprocess_options as _preprocess_options
 from edgeq_device.clikit import verbose as is_verbose
 from edgeq_device.fileio import check_output_folder, check_writable
@@ -27,7 +27,7 @@ from edgeq.store.db import default_db_path
 
 __all__ = ["MODE_NAMES", "Channels", "build_preprocess", "check_db", "check_free", "check_json_out", "check_output",
            "custom_objects_option", "db_option", "force_option", "format_option", "json_option", "modes_arg",
-           "native_log_option", "preprocess_options"]
+           "native_log_option", "preprocess_options", "write_json_out"]
 
 MODE_NAMES = ("float32", "dynamic", "float16", "int8", "int16x8")
 

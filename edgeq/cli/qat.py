@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import click
-from edgeq_device.clikit import Choice, write_json_out
+from edgeq_device.clikit import Choice
 from edgeq_device.info import format_bytes
 
 from edgeq.cli.options import (
@@ -20,6 +20,7 @@ from edgeq.cli.options import (
     json_option,
     native_log_option,
     preprocess_options,
+    write_json_out,
 )
 from edgeq.cli.output import make_console
 from edgeq.quantize.qat.train import qat
