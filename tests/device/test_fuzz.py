@@ -80,7 +80,7 @@ def _check(result, what: str) -> str:
 
 
 def test_mutated_models_never_crash_a_command(models, small_test_dir, tmp_path):
-    from edgeq.cli.app import cli as host_cli
+    from edgeq.cli import cli as host_cli
 
     runner = CliRunner()
     mutants = _mutants(models)

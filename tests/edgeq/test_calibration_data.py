@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 import edgeq
-from edgeq.cli.app import cli
+from edgeq.cli import cli
 from edgeq.errors import (
     CalibrationError,
     DataError,

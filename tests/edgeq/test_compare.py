@@ -249,7 +249,7 @@ def test_report_includes_the_model_analysis(comparison, tmp_path):
 def test_compare_cli_writes_report_and_refuses_to_overwrite(trained, mnist_train, mnist_test, tmp_path):
     from click.testing import CliRunner
 
-    from edgeq.cli.app import cli
+    from edgeq.cli import cli
 
     model_path = tmp_path / "digits.keras"
     trained.save(model_path)
@@ -297,7 +297,8 @@ def test_table_fits_80_columns_and_piped_rows_stay_whole(comparison):
 def test_compare_formats_md_csv_json(comparison, trained, mnist_train, mnist_test, tmp_path, capsys):
     from click.testing import CliRunner
 
-    from edgeq.cli.app import cli, print_compare
+    from edgeq.cli import cli
+    from edgeq.cli.compare import print_compare
 
     comp, _ = comparison
     print_compare(comp, "csv")

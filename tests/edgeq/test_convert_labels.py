@@ -20,7 +20,7 @@ from edgeq_device import evaluate as device_evaluate
 from label_folders import class_files, plain_litert_top1, subset
 
 from edgeq import convert
-from edgeq.cli.app import cli
+from edgeq.cli import cli
 
 keras = pytest.importorskip("keras")
 

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from edgeq_device.flatbuffer import read_flat_model
 from plain_tflite import plain_convert
 
-from edgeq.cli.app import cli
+from edgeq.cli import cli
 from edgeq.errors import (
     CompilerNotFoundError,
     ConversionError,

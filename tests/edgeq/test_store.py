@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from edgeq.cli.app import cli
+from edgeq.cli import cli
 from edgeq.errors import DataError, InvalidArgumentError, ModelFileError, StoreError
 from edgeq.store.db import (
     MIGRATIONS,

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from edgeq.cli.app import cli
+from edgeq.cli import cli
 from edgeq.deployment.fleet import Board, load_fleet
 from edgeq.deployment.orchestrate import deploy
 from edgeq.deployment.results import DeployReport

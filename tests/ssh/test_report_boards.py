@@ -6,7 +6,7 @@ import pytest
 from click.testing import CliRunner
 from demo import train_cnn
 
-from edgeq.cli.app import cli
+from edgeq.cli import cli
 from edgeq.comparison.run import compare
 from edgeq.deployment.fleet import Board
 from edgeq.deployment.orchestrate import deploy
