@@ -44,6 +44,7 @@ bench: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check edgeq device tests benchmarks examples
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
 
 clean:
 	rm -rf out .pytest_cache .mypy_cache .ruff_cache

@@ -66,7 +66,7 @@ def conversion_time_ratio(repeats: int = 3) -> dict[str, dict[str, float]]:
         ours, plain = [], []
         for _ in range(repeats):
             t = time.perf_counter()
-            edgeq.convert(model, mode, calibration=x, samples=len(x), show_progress=False)
+            edgeq.convert(model, mode, calibration=x, samples=len(x), progress=False)
             ours.append(time.perf_counter() - t)
             t = time.perf_counter()
             with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():

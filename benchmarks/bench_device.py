@@ -4,7 +4,7 @@
    reports, divided by the median of a bare ``interpreter.invoke()`` loop timed
    with ``time.perf_counter_ns`` on the same model and thread count (goal <= 1.02).
 2. ``eval`` against a one-interpreter loop: images per second of
-   ``edgeq_device.evaluate`` with its pool of interpreters (one per core),
+   ``edgeq_device.evaluation`` with its pool of interpreters (one per core),
    divided by a plain loop that opens, preprocesses and runs one image at a
    time on one interpreter (goal >= 1.7 on 2 cores).
 

@@ -16,14 +16,17 @@ from edgeq_device.preprocess import Preprocess
 
 from edgeq import errors
 from edgeq._version import __version__
-from edgeq.comparison.run import Comparison, compare
-from edgeq.deployment.board_run import Board, BoardResult, DeployReport, deploy
+from edgeq.comparison.records import Comparison
+from edgeq.comparison.run import compare
+from edgeq.deployment.fleet import Board
+from edgeq.deployment.orchestrate import deploy
+from edgeq.deployment.results import BoardResult, DeployReport
 from edgeq.errors import EdgeqError
 from edgeq.inputs.data import ArraySource, DataSource, ImageFolder, IterableSource, TFDataSource, as_source
 from edgeq.inputs.models import load_model
 from edgeq.measure.analysis import ModelAnalysis, analyze
 from edgeq.quantize.budget import BudgetReport
-from edgeq.quantize.converter import MODES, ConversionResult, IOType, Mode, convert
+from edgeq.quantize.converter import MODES, ConversionResult, IOType, Mode, convert, convert_all
 from edgeq.quantize.layer_error import LayerReport, debug
 from edgeq.quantize.qat.train import QATResult, qat
 from edgeq.store.db import Measurement, ResultsStore
@@ -56,6 +59,7 @@ __all__ = [
     "as_source",
     "compare",
     "convert",
+    "convert_all",
     "debug",
     "deploy",
     "errors",

@@ -21,7 +21,9 @@ names the argument, what was received and the fix. The base classes come from
     │   └── CompilerNotFoundError       edgetpu_compiler is not installed
     ├── QATError                        a model cannot be prepared for quantization-aware training
     ├── StoreError                      the results store cannot be read or written
-    └── DeployError                     a board could not be reached or could not run the model
+    └── DeployError                     a board could not be reached, set up, or run the model
+        │                               (``kind``: which step, see DEPLOY_ERROR_KINDS)
+        └── SSHError                    ssh could not reach the board or run a command there
 
 and the warnings (``UserWarning`` subclasses; the CLI prints each as one line)::
 
@@ -34,7 +36,8 @@ and the warnings (``UserWarning`` subclasses; the CLI prints each as one line)::
 
 from __future__ import annotations
 
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Mapping
 
 from edgeq_device.errors import (
     DataError,
@@ -72,6 +75,7 @@ __all__ = [
     "QATError",
     "QuantizationError",
     "RuntimeNotFoundError",
+    "SSHError",
     "StoreError",
     "UnscaledCalibrationWarning",
 ]
@@ -120,8 +124,61 @@ class StoreError(EdgeqError):
     """The results store cannot be read or written."""
 
 
+#: What a :class:`DeployError` (and a failed board's ``BoardResult.error_kind``) can say went wrong
+#: (not in ``__all__``, which lists only the exception classes).
+DEPLOY_ERROR_KINDS: Mapping[str, str] = MappingProxyType({
+    # reaching the board (ssh)
+    "unreachable": "no connection: refused, unknown host, no route, connection closed",
+    "auth": "ssh authentication failed (key not accepted; nothing prompts)",
+    "hostkey": "the board's host key is unknown or changed",
+    "timeout": "the connection or a step took longer than its time limit",
+    "no-ssh": "the OpenSSH client is not installed on this machine",
+    "interrupted": "Ctrl-C on the host stopped the board's run",
+    # the board's Python and its venv
+    "no-python": "the board has no Python where the board's python setting points",
+    "no-venv": "the board's Python cannot make a venv (no venv/ensurepip)",
+    "no-runtime": "no usable TFLite runtime on the board",
+    "missing-deps": "edgeq-device's requirements are missing on an offline board",
+    "setup": "installing or checking edgeq-device in the board's venv failed",
+    # what travels and what runs
+    "wheel": "the edgeq-device wheel for the boards cannot be built or checked on this machine",
+    "transfer": "a file arrived on the board with another sha256 than was sent",
+    "bench": "edgeq-device bench failed on the board",
+    "eval": "edgeq-device eval failed on the board",
+    "store": "the board's result could not be written to the results store",
+    "remote": "a command on the board failed otherwise",
+})
+
+
 class DeployError(EdgeqError):
-    """A board could not be reached, set up, or could not run the model."""
+    """A board could not be reached, set up, or could not run the model.
+
+    Attributes:
+        kind: which step failed, one of :data:`DEPLOY_ERROR_KINDS` (``"unreachable"``,
+            ``"auth"``, ``"hostkey"``, ``"timeout"``, ``"no-python"``, ``"setup"``,
+            ``"wheel"``, ``"transfer"``, ...). It is not part of the message.
+    """
+
+    def __init__(self, message: str, *, kind: str = "remote", argument: str | None = None,
+                 received: Any = None, fix: str | None = None) -> None:
+        if kind not in DEPLOY_ERROR_KINDS:
+            raise ValueError(f"unknown DeployError kind {kind!r}; use one of {', '.join(DEPLOY_ERROR_KINDS)}")
+        self.kind = kind
+        super().__init__(message, argument=argument, received=received, fix=fix)
+
+
+class SSHError(DeployError):
+    """A board could not be reached or a command on it could not be run.
+
+    ``kind`` is one of ``unreachable``, ``auth``, ``hostkey``, ``timeout``,
+    ``no-ssh``, ``interrupted`` or ``remote``; ``target`` is the board
+    (``user@host:port``) or the command that failed.
+    """
+
+    def __init__(self, message: str, *, kind: str, received: object = None, fix: str | None = None) -> None:
+        self.target = received
+        # The message names the board already; no argument/received suffix to repeat it.
+        super().__init__(message, kind=kind, fix=fix)
 
 
 class CalibrationWarning(EdgeqWarning):

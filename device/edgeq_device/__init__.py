@@ -17,7 +17,7 @@ from .errors import (
     RuntimeCrashError,
     RuntimeNotFoundError,
 )
-from .evaluate import EvalResult, evaluate, model_preprocess, predict
+from .evaluation import EvalResult, evaluate, model_preprocess, predict
 from .flatbuffer import FlatModel, read_flat_model
 from .images import FolderListing, list_image_folder
 from .info import ModelInfo, model_info

@@ -238,3 +238,11 @@ TENSOR_TYPES: dict[int, str] = {
     21: "FLOAT8_E4M3FN",
     22: "FLOAT8_E5M2",
 }
+
+# Bits per element of each tensor type (sub-byte types are rounded up by callers).
+DTYPE_BITS: dict[str, int] = {
+    "FLOAT32": 32, "FLOAT16": 16, "INT32": 32, "UINT8": 8, "INT64": 64, "STRING": 8,
+    "BOOL": 8, "INT16": 16, "COMPLEX64": 64, "INT8": 8, "FLOAT64": 64, "COMPLEX128": 128,
+    "UINT64": 64, "UINT32": 32, "UINT16": 16, "INT4": 4, "BFLOAT16": 16, "INT2": 2,
+    "UINT4": 4, "FLOAT8_E4M3FN": 8, "FLOAT8_E5M2": 8,
+}

@@ -27,15 +27,15 @@ import numpy as np
 
 from ._version import __version__
 from .errors import DataError, InferenceError, InvalidArgumentError
-from .evaluate import model_preprocess
+from .evaluation import model_preprocess
 from .flatbuffer import ModelSource, load_model_bytes, read_flat_model
 from .images import list_image_folder
+from .loadcheck import check_loads_in_child
 from .metadata import read_metadata
 from .preprocess import Preprocess, load_image
 from .report_json import JsonResult
 from .runtime import ModelRunner, one_line, resolve_runtime
 from .sysinfo import BoardInfo, board_info, memory_status, soc_temperature, throttling
-from .validate import check_loads_in_child
 
 __all__ = [
     "BenchMemory",

@@ -16,41 +16,24 @@ import click
 
 from . import __version__
 from .bench import BenchParams, benchmark, format_bench
-from .clikit import Choice, ErrorBoundaryGroup, echo_err
-from .evaluate import evaluate, format_eval, model_preprocess
-from .fileio import check_writable
+from .clikit import (
+    Choice,
+    ErrorBoundaryGroup,
+    check_json_out,
+    echo_err,
+    force_option,
+    json_option,
+    preprocess_options,
+    write_json_out,
+)
+from .evaluation import evaluate, format_eval, model_preprocess
 from .info import format_info, model_info
-from .report_json import JsonResult, write_json
+from .report_json import JsonResult
 from .runtime import RUNTIME_NAMES
 
 __all__ = ["cli", "main"]
 
 F = Callable[..., Any]
-
-
-def _parse_size(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, int] | None:
-    if value is None:
-        return None
-    parts = value.lower().replace("×", "x").split("x")
-    try:
-        w, h = (int(p) for p in parts)
-        if w <= 0 or h <= 0:
-            raise ValueError
-    except ValueError:
-        raise click.BadParameter(f"expected WIDTHxHEIGHT such as 224x224, got {value!r}") from None
-    return w, h
-
-
-def _parse_numbers(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
-    if value is None:
-        return None
-    try:
-        nums = tuple(float(v) for v in value.split(","))
-    except ValueError:
-        raise click.BadParameter(f"expected a number or R,G,B numbers, got {value!r}") from None
-    if len(nums) not in (1, 3):
-        raise click.BadParameter(f"expected one number or three (R,G,B), got {value!r}")
-    return nums[0] if len(nums) == 1 else nums
 
 
 def _parse_options(ctx: click.Context, param: click.Parameter, values: Sequence[str]) -> dict[str, str]:
@@ -80,39 +63,21 @@ def _runtime_options(f: F) -> F:
     return f
 
 
-def _preprocess_options(f: F) -> F:
-    f = click.option("--std", callback=_parse_numbers, metavar="S|R,G,B",
-                     help="Float input = (pixel - mean) / std.")(f)
-    f = click.option("--mean", callback=_parse_numbers, metavar="M|R,G,B",
-                     help="Subtracted from pixels 0..255.")(f)
-    f = click.option("--color", type=Choice(["rgb", "l"]),
-                     help="Channels: rgb or l (grayscale).")(f)
-    f = click.option("--size", callback=_parse_size, metavar="WxH",
-                     help="Resize images to WIDTHxHEIGHT (default: the model's metadata or input shape).")(f)
-    return f
+_preprocess_options = preprocess_options(
+    size="the model's metadata, else its input shape", color="the model's metadata, else its input shape",
+    mean="the model's metadata, else 0", std="the model's metadata, else 255")
 
 
 def _output_options(f: F) -> F:
-    f = click.option("--force", is_flag=True, help="Overwrite the --json file if it exists.")(f)
-    f = click.option("--json", "json_path", metavar="PATH|-",
-                     help="Also write the result as JSON to PATH (atomically), or only JSON to stdout "
-                          "with '-'.")(f)
-    return f
+    return json_option()(force_option()(f))
 
 
-def _check_json(json_path: str | None, force: bool) -> None:
-    if json_path and json_path != "-":
-        check_writable(json_path, force, argument="--json")
-
-
-def _emit(result: JsonResult, text: str, json_path: str | None, force: bool) -> None:
-    if json_path == "-":
-        write_json(result, "-")
-        return
-    click.echo(text)
-    if json_path:
-        written = write_json(result, json_path, overwrite=force)
-        echo_err(f"wrote {written}")
+def _emit(result: JsonResult, text: str, json_out: str | None, force: bool) -> None:
+    """Print ``text``, and write the JSON form where ``--json`` says (with ``-`` only the JSON, on stdout)."""
+    if json_out != "-":
+        click.echo(text)
+    if json_out and write_json_out(json_out, result.to_json(), force) is not None:
+        echo_err(f"wrote {json_out}")
 
 
 @click.group(cls=ErrorBoundaryGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -128,11 +93,11 @@ def cli() -> None:
 @cli.command("info")
 @click.argument("model")
 @_output_options
-def info_cmd(model: str, json_path: str | None, force: bool) -> None:
+def info_cmd(model: str, json_out: str | None, force: bool) -> None:
     """Show a model's inputs, outputs, quantization, operators and edgeq metadata (no runtime needed)."""
-    _check_json(json_path, force)
+    check_json_out(json_out, force)
     result = model_info(model)
-    _emit(result, format_info(result), json_path, force)
+    _emit(result, format_info(result), json_out, force)
 
 
 @cli.command("bench")
@@ -154,9 +119,9 @@ def info_cmd(model: str, json_path: str | None, force: bool) -> None:
 def bench_cmd(model: str, runs: int, min_secs: float, max_secs: float, warmup: int, data: str | None,
               seed: int, size: tuple[int, int] | None, color: str | None, mean: Any, std: Any,
               runtime: str | None, threads: int | None, xnnpack: bool, delegate: str | None,
-              delegate_options: dict[str, str], json_path: str | None, force: bool) -> None:
+              delegate_options: dict[str, str], json_out: str | None, force: bool) -> None:
     """Time MODEL's inference: init, first run, warm-up, then latency statistics and memory."""
-    _check_json(json_path, force)
+    check_json_out(json_out, force)
     ctx = click.get_current_context()
     if max_secs < min_secs and ctx.get_parameter_source("min_secs") is click.core.ParameterSource.DEFAULT:
         min_secs = max_secs  # a short --max-secs alone shortens the default minimum too
@@ -167,7 +132,7 @@ def bench_cmd(model: str, runs: int, min_secs: float, max_secs: float, warmup: i
     if any(v is not None for v in (size, color, mean, std)):
         preprocess = model_preprocess(model, size=size, color=color, mean=mean, std=std)
     result = benchmark(model, params, preprocess=preprocess, log=echo_err)
-    _emit(result, format_bench(result), json_path, force)
+    _emit(result, format_bench(result), json_out, force)
 
 
 @cli.command("eval")
@@ -192,7 +157,7 @@ def eval_cmd(model: str, data: str, labels: str | None, limit: int | None, seed:
              workers: int | None, skip_unreadable: bool, predictions: bool, quiet: bool,
              size: tuple[int, int] | None, color: str | None, mean: Any, std: Any, runtime: str | None,
              threads: int | None, xnnpack: bool, delegate: str | None, delegate_options: dict[str, str],
-             json_path: str | None, force: bool) -> None:
+             json_out: str | None, force: bool) -> None:
     """Accuracy of MODEL on DATA, a folder with one subfolder of images per class.
 
     Every subfolder is a class, empty ones included; the labels line says how folder
@@ -201,7 +166,7 @@ def eval_cmd(model: str, data: str, labels: str | None, limit: int | None, seed:
     Preprocessing and labels come from the model's edgeq metadata; for a model from
     elsewhere give --size, --color, --mean/--std and --labels.
     """
-    _check_json(json_path, force)
+    check_json_out(json_out, force)
     preprocess = model_preprocess(model, size=size, color=color, mean=mean, std=std)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
@@ -212,7 +177,7 @@ def eval_cmd(model: str, data: str, labels: str | None, limit: int | None, seed:
                           progress=not quiet)
     for w in caught:  # e.g. empty class folders: one line each, no source location
         echo_err(f"warning: {w.message}")
-    _emit(result, format_eval(result), json_path, force)
+    _emit(result, format_eval(result), json_out, force)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

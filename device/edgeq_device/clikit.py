@@ -1,18 +1,29 @@
-"""What both CLIs share: validated choices, and errors as one clean line with a non-zero exit."""
+"""What both CLIs share: validated choices, the ``--json``/``--force`` and preprocessing options, and
+errors as one clean line with a non-zero exit.
+
+``edgeq`` and ``edgeq-device`` declare these options through the functions here, so a flag parses
+the same on the laptop and on a board.
+"""
 
 from __future__ import annotations
 
 import sys
 import warnings
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, TextIO
+from pathlib import Path
+from typing import Any, TextIO, TypeVar
 
 import click
 
-from .errors import EdgeqError, EdgeqWarning
+from .errors import EdgeqError, EdgeqWarning, OutputExistsError
+from .fileio import atomic_write_text, check_writable
+from .preprocess import parse_channels, parse_size
 
 __all__ = ["EXIT_ERROR", "EXIT_INTERNAL", "EXIT_INTERRUPTED", "Choice", "ChoiceList", "ErrorBoundaryGroup",
-           "echo_err", "flatten_choices", "verbose"]
+           "check_json_out", "echo_err", "flatten_choices", "force_option", "json_option", "preprocess_options",
+           "verbose", "write_json_out"]
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -79,6 +90,80 @@ def flatten_choices(ctx: click.Context, param: click.Parameter, value: Iterable[
     for group in value:
         flat.extend(group if isinstance(group, tuple) else (group,))
     return tuple(dict.fromkeys(flat))
+
+
+# --- options both CLIs declare: --json PATH|-, --force, the preprocessing flags -----------------------
+
+def json_option(help: str = "Also write the result as JSON to PATH (atomically), or only JSON to standard "
+                            "output with '-'.") -> Callable[[F], F]:
+    """``--json PATH|-`` (the command's ``json_out`` argument); see :func:`check_json_out`, :func:`write_json_out`."""
+    return click.option("--json", "json_out", metavar="PATH|-", default=None, help=help)
+
+
+def force_option(help: str = "Overwrite the --json file if it exists.") -> Callable[[F], F]:
+    """``--force`` (the command's ``force`` argument): overwrite files the command writes."""
+    return click.option("--force", is_flag=True, help=help)
+
+
+def check_json_out(json_out: str | None, force: bool) -> None:
+    """Refuse, before any work, a ``--json`` file that exists (without ``--force``) or cannot be written.
+
+    Raises:
+        OutputExistsError: the file exists and ``force`` is False.
+        OutputError: the file cannot be written (see :mod:`edgeq_device.fileio`).
+    """
+    if not json_out or json_out == "-":
+        return
+    try:
+        check_writable(json_out, force, argument="--json")
+    except OutputExistsError as exc:  # say it in the command line's words
+        raise OutputExistsError(exc.message, argument="--json", received=exc.received,
+                                fix="choose another --json or pass --force to overwrite") from None
+
+
+def write_json_out(json_out: str, text: str, force: bool) -> Path | None:
+    """Write JSON ``text`` where ``--json`` says: standard output for ``-``, else the file, atomically.
+
+    Returns the file written, or None for standard output.
+    """
+    text = text if text.endswith("\n") else text + "\n"
+    if json_out == "-":
+        click.echo(text, nl=False)
+        return None
+    return atomic_write_text(json_out, text, overwrite=force, argument="--json")
+
+
+def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, int] | None:
+    return None if value is None else parse_size(value, argument="--size")
+
+
+def _channels(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    return None if value is None else parse_channels(value, argument=f"--{param.name}")
+
+
+def preprocess_options(*, size: str, color: str, mean: str, std: str) -> Callable[[F], F]:
+    """``--size WxH``, ``--color rgb|l``, ``--mean M|R,G,B`` and ``--std S|R,G,B``: how an image becomes input.
+
+    The command receives ``size`` as ``(width, height)``, ``mean``/``std`` as one float or an
+    ``(r, g, b)`` tuple, each None when not given. The arguments say, for the help text, what
+    each flag defaults to on this command.
+    """
+    options = [
+        click.option("--size", callback=_size, metavar="WxH",
+                     help=f"Resize images to WIDTHxHEIGHT, e.g. 224x224 (default: {size})."),
+        click.option("--color", type=Choice(["rgb", "l"]), help=f"Channels: rgb or l (grayscale) (default: {color})."),
+        click.option("--mean", callback=_channels, metavar="M|R,G,B",
+                     help=f"Float input = (pixel - MEAN) / STD, pixels 0..255; one number or R,G,B [{mean}]."),
+        click.option("--std", callback=_channels, metavar="S|R,G,B",
+                     help=f"See --mean; one number or R,G,B [{std}]."),
+    ]
+
+    def add(f: F) -> F:
+        for option in reversed(options):
+            f = option(f)
+        return f
+
+    return add
 
 
 def _one_line_warnings(shown_before: Callable[..., None]) -> Callable[..., None]:

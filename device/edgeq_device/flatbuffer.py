@@ -19,8 +19,9 @@ from typing import Any, Union
 import flatbuffers
 from flatbuffers.table import Table
 
-from ._opnames import BUILTIN_OPS, TENSOR_TYPES
+from ._opnames import BUILTIN_OPS, DTYPE_BITS, TENSOR_TYPES
 from .errors import ModelFileError
+from .validate import validate_flat_model
 
 __all__ = [
     "FlatModel",
@@ -45,13 +46,6 @@ _U64 = flatbuffers.number_types.Uint64Flags
 _F32 = flatbuffers.number_types.Float32Flags
 _BOOL = flatbuffers.number_types.BoolFlags
 
-# Bytes per element of each tensor type (sub-byte types are rounded up by callers).
-DTYPE_BITS: dict[str, int] = {
-    "FLOAT32": 32, "FLOAT16": 16, "INT32": 32, "UINT8": 8, "INT64": 64, "STRING": 8,
-    "BOOL": 8, "INT16": 16, "COMPLEX64": 64, "INT8": 8, "FLOAT64": 64, "COMPLEX128": 128,
-    "UINT64": 64, "UINT32": 32, "UINT16": 16, "INT4": 4, "BFLOAT16": 16, "INT2": 2,
-    "UINT4": 4, "FLOAT8_E4M3FN": 8, "FLOAT8_E5M2": 8,
-}
 
 
 class _T:
@@ -339,8 +333,6 @@ def read_flat_model(model: ModelSource, argument: str = "model") -> FlatModel:
             f"the TFLite flatbuffer is truncated or corrupt ({exc})", argument=argument, received=where,
             fix="convert or copy the model again",
         ) from exc
-    from .validate import validate_flat_model
-
     validate_flat_model(flat, argument=argument, where=where)
     return flat
 

@@ -3,7 +3,7 @@
 :func:`predict` streams a folder's images through the model's own
 preprocessing and returns the raw output vectors (dequantized) with the
 labels; :func:`predict_arrays` does the same for preprocessed arrays. The host
-reuses them for agreement and SQNR, and :func:`edgeq_device.evaluate.evaluate`
+reuses them for agreement and SQNR, and :func:`edgeq_device.evaluation.evaluate`
 for accuracy.
 
 Samples are spread over a pool of interpreters, one per thread (``invoke``

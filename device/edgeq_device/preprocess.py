@@ -10,6 +10,7 @@ Float input is ``(pixel - mean) / std`` per channel, pixels in 0..255.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from enum import Enum
 from pathlib import Path
@@ -19,7 +20,8 @@ import numpy as np
 
 from .errors import DataError, InvalidArgumentError
 
-__all__ = ["ColorMode", "CropMode", "Layout", "Preprocess", "ResizeMethod", "load_image"]
+__all__ = ["ColorMode", "CropMode", "Layout", "Preprocess", "ResizeMethod", "load_image", "parse_channels",
+           "parse_size"]
 
 Number = Union[float, int]
 
@@ -77,6 +79,38 @@ def _per_channel(value: Number | Sequence[Number], argument: str) -> tuple[float
             fix="give a number such as 127.5 or three numbers for R, G, B",
         )
     return vals
+
+
+def parse_size(text: str, argument: str = "--size") -> tuple[int, int]:
+    """``"224x224"`` (also ``224×224``) as ``(width, height)``, both positive: a command line's ``--size``.
+
+    Raises:
+        InvalidArgumentError: ``text`` is not two positive integers joined by ``x``.
+    """
+    try:
+        width, height = (int(p) for p in str(text).lower().replace("×", "x").split("x"))
+    except ValueError:
+        width = height = 0
+    if width <= 0 or height <= 0:
+        raise InvalidArgumentError("expected WIDTHxHEIGHT", argument=argument, received=text,
+                                   fix=f"give two positive integers, e.g. {argument} 224x224")
+    return width, height
+
+
+def parse_channels(text: str, argument: str) -> float | tuple[float, float, float]:
+    """``"127.5"`` as one number, ``"123.7,116.3,103.5"`` as three (R, G, B): a command line's ``--mean``/``--std``.
+
+    Raises:
+        InvalidArgumentError: ``text`` is not one finite number or three separated by commas.
+    """
+    try:
+        values = tuple(float(v) for v in str(text).split(","))
+    except ValueError:
+        values = ()
+    if len(values) not in (1, 3) or not all(math.isfinite(v) for v in values):
+        raise InvalidArgumentError("expected one number or three (R,G,B)", argument=argument, received=text,
+                                   fix=f"give e.g. {argument} 127.5 or {argument} 123.7,116.3,103.5")
+    return values[0] if len(values) == 1 else (values[0], values[1], values[2])
 
 
 @dataclass(frozen=True, init=False)

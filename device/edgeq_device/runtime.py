@@ -28,6 +28,7 @@ import numpy as np
 
 from .errors import DataError, DelegateError, InferenceError, InvalidArgumentError, RuntimeNotFoundError
 from .flatbuffer import ModelSource, load_model_bytes, read_flat_model
+from .loadcheck import check_loads_in_child
 
 __all__ = [
     "RUNTIME_NAMES",
@@ -55,6 +56,12 @@ class Runtime:
     name: str
     version: str
     module: Any
+
+    @property
+    def import_path(self) -> tuple[str, str]:
+        """(module to import, attribute path in it) that gives this runtime's interpreter API."""
+        module, top = _MODULES[self.name]
+        return (top, "lite") if self.name == "tensorflow" else (module, "")
 
     @property
     def Interpreter(self) -> Any:  # noqa: N802 - mirrors the runtime's own class name
@@ -279,8 +286,6 @@ class ModelRunner:
         if probe and not delegates:
             # A model's first load happens in a child process: a runtime crash there is an error
             # here, not the end of this process (external delegates hold their device: not probed).
-            from .validate import check_loads_in_child
-
             check_loads_in_child(self.model_bytes, self.runtime, xnnpack=xnnpack)
         start = time.perf_counter()
         try:

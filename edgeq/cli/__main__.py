@@ -1,5 +1,5 @@
 """``python -m edgeq.cli``: the same as the ``edgeq`` console script."""
 
-from edgeq.cli.app import main
+from edgeq.cli import main
 
 main()

@@ -1,7 +1,10 @@
 """The helper program that ``edgeq deploy`` runs on a board with the board's own Python.
 
-It is sent as ``python3 -c SOURCE OP WORKDIR ...`` so nothing has to be installed
-first, and it only uses the standard library (Python >= 3.7). Operations:
+The host sends this file's text as ``python3 -c TEXT OP WORKDIR ...`` (standard
+input stays free for the bytes ``recv`` reads), so nothing has to be installed
+first. It uses only the standard library and runs on Python >= 3.7: no
+``X | Y`` outside annotations, no ``match``, no walrus. Locally it runs as
+``python agent.py probe DIR``. Operations:
 
 - ``probe WORKDIR`` prints what the board has (Python, machine, modules, the
   edgeq folder's manifest and installed wheel).
@@ -14,53 +17,59 @@ first, and it only uses the standard library (Python >= 3.7). Operations:
   index); only the requirements listed in that wheel may come from the index.
   Then the venv's ``edgeq_device`` files must hash to the wheel's RECORD.
 
-Errors are printed as one JSON object ``{"error", "kind", "fix"}`` and exit status 3.
+Each prints one JSON object on standard output. Errors are printed as one JSON
+object ``{"error", "kind", "fix"}`` and exit status 3; ``kind`` is one of
+:data:`edgeq.errors.DEPLOY_ERROR_KINDS`.
 """
 
 from __future__ import annotations
 
-# Runs argv as a child and stops it when standard input closes: the host keeps the SSH
-# session's stdin open while a command runs, so when the session goes away (Ctrl-C on the
-# host, a time-out) the measurement on the board stops too instead of running on.
-WATCH_SOURCE = r'''
-import os, subprocess, sys, threading
-child = subprocess.Popen(sys.argv[1:])
-
-
-def watch():
-    try:
-        while os.read(0, 4096):  # unbuffered: no lock held at interpreter exit
-            pass
-    except OSError:
-        pass
-    if child.poll() is None:
-        child.terminate()
-        try:
-            child.wait(5)
-        except subprocess.TimeoutExpired:
-            child.kill()
-
-
-threading.Thread(target=watch, daemon=True).start()
-code = child.wait()
-os._exit(code if code >= 0 else 128 - code)  # do not wait for the watcher's read
-'''
-
-SOURCE = r'''
-import email.parser, fcntl, hashlib, importlib.util, json, os, platform, re, shutil, subprocess, sys, tarfile, tempfile
+import base64
+import csv
+import email.parser
+import fcntl
+import hashlib
+import importlib.util
+import io
+import json
+import os
+import platform
+import re
+import shutil
+import site
+import subprocess
+import sys
+import tarfile
+import tempfile
 import zipfile
+from typing import IO, Any, Dict, List, NoReturn, Sequence
 
 MODULES = ["numpy", "PIL", "flatbuffers", "click", "ai_edge_litert", "tflite_runtime", "tensorflow"]
 DEPS = ["numpy", "PIL", "flatbuffers", "click"]
 RUNTIMES = {"litert": "ai_edge_litert", "tflite-runtime": "tflite_runtime", "tensorflow": "tensorflow"}
+EXIT_FAILED = 3
+
+# One-line questions put to the venv's python (it is another interpreter than this one).
+_ASK_DEPS = "import importlib.util as u, json, sys; print(json.dumps({m: u.find_spec(m) is not None for m in sys.argv[1:]}))"
+_ASK_PACKAGE = "import importlib.util as u; s = u.find_spec('edgeq_device'); print(s.origin if s and s.origin else '')"
+_ASK_PURELIB = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+_ASK_RUNTIME = ("import json, sys; from edgeq_device.runtime import resolve_runtime; "
+                "r = resolve_runtime(sys.argv[1] or None); print(json.dumps({'name': r.name, 'version': r.version}))")
 
 
-def fail(msg, kind, fix=""):
+def fail(msg: str, kind: str, fix: str = "") -> NoReturn:
+    """Print the error object and exit with status 3."""
     sys.stdout.write(json.dumps({"error": msg, "kind": kind, "fix": fix}, allow_nan=False) + "\n")
-    sys.exit(3)
+    sys.exit(EXIT_FAILED)
 
 
-def file_sha(path):
+def say(obj: Dict[str, Any]) -> None:
+    """Print an operation's answer: one JSON line."""
+    sys.stdout.write(json.dumps(obj, allow_nan=False) + "\n")
+
+
+def file_sha(path: str) -> str:
+    """sha256 of a file (hex)."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -68,7 +77,8 @@ def file_sha(path):
     return h.hexdigest()
 
 
-def tree_sha(root):
+def tree_sha(root: str) -> str:
+    """sha256 over a folder: relative paths, file hashes and empty folders, sorted (as the host computes it)."""
     h = hashlib.sha256()
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
@@ -82,11 +92,12 @@ def tree_sha(root):
     return h.hexdigest()
 
 
-def manifest_path(workdir):
+def manifest_path(workdir: str) -> str:
     return os.path.join(workdir, "manifest.json")
 
 
-def read_json(path):
+def read_json(path: str) -> Any:
+    """The JSON in ``path``, or None when it is missing or unreadable."""
     try:
         with open(path) as fh:
             return json.load(fh)
@@ -94,7 +105,8 @@ def read_json(path):
         return None
 
 
-def write_json(path, obj):
+def write_json(path: str, obj: Any) -> None:
+    """Write ``obj`` as JSON atomically (temporary file, fsync, rename)."""
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
     with os.fdopen(fd, "w") as fh:
         json.dump(obj, fh, indent=1, sort_keys=True, allow_nan=False)
@@ -103,25 +115,27 @@ def write_json(path, obj):
     os.replace(tmp, path)
 
 
-def lock(workdir):
+def lock(workdir: str) -> IO[str]:
+    """Hold the workdir's lock until the returned file is closed (one deploy at a time per board user)."""
     fh = open(os.path.join(workdir, ".lock"), "w")
     fcntl.flock(fh, fcntl.LOCK_EX)
     return fh
 
 
-def find(mod):
+def find(mod: str) -> bool:
     try:
         return importlib.util.find_spec(mod) is not None
     except (ImportError, ValueError):
         return False
 
 
-def venv_dir(workdir):
+def venv_dir(workdir: str) -> str:
     return os.path.join(workdir, "venv")
 
 
-def op_probe(workdir):
-    info = {
+def op_probe(workdir: str) -> None:
+    """Print this Python, the machine, which modules it has, and the workdir's manifest and install."""
+    say({
         "python": sys.executable,
         "python_version": platform.python_version(),
         "machine": platform.machine(),
@@ -133,11 +147,30 @@ def op_probe(workdir):
         "venv_module": find("venv") and find("ensurepip"),
         "manifest": read_json(manifest_path(workdir)) or {},
         "install": read_json(os.path.join(venv_dir(workdir), "edgeq-install.json")),
-    }
-    sys.stdout.write(json.dumps(info, allow_nan=False) + "\n")
+    })
 
 
-def op_recv(workdir, rel, sha, kind):
+def _receive_file(part: str) -> str:
+    with open(part, "wb") as fh:
+        shutil.copyfileobj(sys.stdin.buffer, fh, 1 << 20)
+        fh.flush()
+        os.fsync(fh.fileno())
+    return file_sha(part)
+
+
+def _receive_tree(part: str) -> str:
+    os.makedirs(part)
+    with tarfile.open(fileobj=sys.stdin.buffer, mode="r|") as tf:
+        for member in tf:
+            name = member.name
+            if name.startswith("/") or ".." in name.split("/") or not (member.isfile() or member.isdir()):
+                fail(f"unsafe entry in the data archive: {name!r}", "remote")
+            tf.extract(member, part)
+    return tree_sha(part)
+
+
+def op_recv(workdir: str, rel: str, sha: str, kind: str) -> None:
+    """Read a file (``kind`` "file") or a tar of a folder ("tar") from stdin into ``workdir/rel``."""
     os.makedirs(workdir, exist_ok=True)
     held = lock(workdir)
     dest = os.path.join(workdir, rel)
@@ -146,27 +179,16 @@ def op_recv(workdir, rel, sha, kind):
     try:
         if kind == "file":
             part = os.path.join(tmp, "data")
-            with open(part, "wb") as fh:
-                shutil.copyfileobj(sys.stdin.buffer, fh, 1 << 20)
-                fh.flush()
-                os.fsync(fh.fileno())
-            got = file_sha(part)
+            got = _receive_file(part)
         else:
             part = os.path.join(tmp, "tree")
-            os.makedirs(part)
-            with tarfile.open(fileobj=sys.stdin.buffer, mode="r|") as tf:
-                for member in tf:
-                    name = member.name
-                    if name.startswith("/") or ".." in name.split("/") or not (member.isfile() or member.isdir()):
-                        fail("unsafe entry in the data archive: %r" % name, "remote")
-                    tf.extract(member, part)
-            got = tree_sha(part)
+            got = _receive_tree(part)
         if got != sha:
-            fail("%s arrived with sha256 %s, expected %s" % (rel, got, sha), "transfer",
+            fail(f"{rel} arrived with sha256 {got}, expected {sha}", "transfer",
                  "the copy was corrupted or cut short; run again")
         old = None
         if os.path.exists(dest):
-            old = dest + ".old-%d" % os.getpid()
+            old = f"{dest}.old-{os.getpid()}"
             os.rename(dest, old)
         os.rename(part, dest)
         if old:
@@ -177,57 +199,59 @@ def op_recv(workdir, rel, sha, kind):
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         held.close()
-    sys.stdout.write(json.dumps({"path": dest, "sha256": sha}, allow_nan=False) + "\n")
+    say({"path": dest, "sha256": sha})
 
 
-VERIFY = """
-import base64, csv, hashlib, importlib.util, io, os, sys, zipfile
-zf = zipfile.ZipFile(sys.argv[1])
-record = [n for n in zf.namelist() if n.count("/") == 1 and n.endswith(".dist-info/RECORD")][0]
-spec = importlib.util.find_spec("edgeq_device")
-root = os.path.dirname(os.path.dirname(spec.origin)) if spec and spec.origin else ""
-bad = []
-for row in csv.reader(io.StringIO(zf.read(record).decode("utf-8"))):
-    if not row or not row[0].startswith("edgeq_device/") or not row[1]:
-        continue
-    try:
-        with open(os.path.join(root, row[0]), "rb") as fh:
-            data = fh.read()
-    except OSError:
-        bad.append(row[0])
-        continue
-    if "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode() != row[1]:
-        bad.append(row[0])
-print(root)
-print(" ".join(bad))
-"""
+def record_mismatches(root: str, wheel: str) -> List[str]:
+    """The ``edgeq_device/`` files of the wheel's RECORD whose bytes under ``root`` differ (or are missing)."""
+    with zipfile.ZipFile(wheel) as zf:
+        record = next(n for n in zf.namelist() if n.count("/") == 1 and n.endswith(".dist-info/RECORD"))
+        rows = list(csv.reader(io.StringIO(zf.read(record).decode("utf-8"))))
+    bad = []
+    for row in rows:
+        if not row or not row[0].startswith("edgeq_device/") or not row[1]:
+            continue
+        try:
+            with open(os.path.join(root, row[0]), "rb") as fh:
+                data = fh.read()
+        except OSError:
+            bad.append(row[0])
+            continue
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        if "sha256=" + digest != row[1]:
+            bad.append(row[0])
+    return bad
 
 
-def verify_installed(py, wheel):
+def verify_installed(py: str, wheel: str) -> None:
     """Fail unless the venv imports edgeq_device with exactly the bytes of the shipped wheel."""
-    res = subprocess.run([py, "-c", VERIFY, wheel], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    lines = res.stdout.decode("utf-8", "replace").split("\n")
-    if res.returncode != 0 or len(lines) < 2 or lines[1].strip():
-        where = lines[0].strip() if lines and lines[0].strip() else "nowhere"
-        differ = lines[1].strip() if len(lines) > 1 and lines[1].strip() else res.stderr.decode()[-200:]
-        fail("the venv's edgeq_device (from %s) is not the shipped wheel: %s" % (where, differ), "setup",
-             "remove %s on the board and deploy again" % os.path.dirname(os.path.dirname(py)))
+    res = subprocess.run([py, "-c", _ASK_PACKAGE], capture_output=True)
+    origin = res.stdout.decode("utf-8", "replace").strip() if res.returncode == 0 else ""
+    root = os.path.dirname(os.path.dirname(origin)) if origin else ""
+    bad = record_mismatches(root, wheel) if root else []
+    if not root or bad:
+        differ = " ".join(bad) if bad else (res.stderr.decode("utf-8", "replace")[-200:]
+                                            or "edgeq_device is not importable")
+        fail(f"the venv's edgeq_device (from {root or 'nowhere'}) is not the shipped wheel: {differ}", "setup",
+             f"remove {os.path.dirname(os.path.dirname(py))} on the board and deploy again")
 
 
-def venv_check(py):
-    code = ("import importlib.util as u, json; "
-            "print(json.dumps({m: u.find_spec(m) is not None for m in %r}))" % (DEPS + list(RUNTIMES.values())))
-    out = subprocess.run([py, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+def venv_check(py: str) -> Dict[str, bool]:
+    """Which of the requirements and runtimes the venv's python finds."""
+    out = subprocess.run([py, "-c", _ASK_DEPS, *DEPS, *RUNTIMES.values()],
+                         capture_output=True)
     if out.returncode != 0:
-        fail("the venv's python does not start: %s" % out.stderr.decode()[-300:], "setup")
-    return json.loads(out.stdout.decode())
+        fail(f"the venv's python does not start: {out.stderr.decode()[-300:]}", "setup")
+    found: Dict[str, bool] = json.loads(out.stdout.decode())
+    return found
 
 
-def norm(name):
+def norm(name: str) -> str:
+    """A distribution name in its normalized form (PEP 503)."""
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def wheel_requirements(wheel, extra):
+def wheel_requirements(wheel: str, extra: str) -> List[str]:
     """The Requires-Dist of the wheel's METADATA for EXTRA, as pip command-line requirements.
 
     A marker ``extra == "X"`` becomes always true for the chosen extra and always false for
@@ -240,7 +264,7 @@ def wheel_requirements(wheel, extra):
             fail("the edgeq-device wheel has no METADATA", "setup", "deploy again")
         headers = email.parser.HeaderParser().parsestr(zf.read(meta[0]).decode("utf-8"))
 
-    def pick(m):
+    def pick(m: Any) -> str:
         return 'python_version >= "0"' if norm(m.group(1)) == norm(extra) else 'python_version < "0"'
 
     reqs = []
@@ -252,110 +276,126 @@ def wheel_requirements(wheel, extra):
     return reqs
 
 
-def op_setup(workdir, wheel_rel, wheel_sha, extra, offline, runtime):
+def make_venv(venv: str, py: str) -> None:
+    """A fresh venv with ``--system-site-packages`` (and this venv's packages when the board's python is one)."""
+    if not (find("venv") and find("ensurepip")):
+        fail(f"{sys.executable} cannot make a venv (no venv/ensurepip module)", "no-venv",
+             "install it on the board (Debian/Raspberry Pi OS: sudo apt install python3-venv)")
+    shutil.rmtree(venv, ignore_errors=True)
+    made = subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", venv],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    if made.returncode != 0:
+        fail(f"python -m venv failed: {made.stdout.decode()[-400:]}", "no-venv", "install python3-venv on the board")
+    if sys.prefix != getattr(sys, "base_prefix", sys.prefix):
+        # The board's python is itself a venv: let ours see its packages too
+        # (--system-site-packages only reaches the base interpreter's).
+        parents = [p for p in site.getsitepackages() if os.path.isdir(p)]
+        purelib = subprocess.run([py, "-c", _ASK_PURELIB], stdout=subprocess.PIPE).stdout.decode().strip()
+        with open(os.path.join(purelib, "_edgeq_parent_env.pth"), "w") as fh:
+            fh.write("\n".join(parents) + "\n")
+
+
+def install_wheel(py: str, wheel: str, extra: str, offline: str, deps_missing: Sequence[str], runtime_ok: bool,
+                  wanted: str | None) -> str:
+    """Install the shipped wheel into the venv; returns how (``no-deps`` or ``resolved``)."""
+    pip = [py, "-m", "pip", "--disable-pip-version-check", "--no-input", "-q"]
+    subprocess.run([*pip, "uninstall", "-y", "edgeq-device"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    if not deps_missing and runtime_ok:
+        cmd = [*pip, "install", "--no-deps", "--no-index", "--force-reinstall", wheel]
+        install = "no-deps"
+    elif offline == "1":
+        runtimes = wanted or " or ".join(RUNTIMES.values())
+        missing = list(deps_missing) + ([] if runtime_ok else [f"a TFLite runtime ({runtimes})"])
+        fail(f"{sys.executable} on the board lacks {', '.join(missing)} and the board is offline",
+             "no-runtime" if not runtime_ok else "missing-deps",
+             "install them on the board (pip install numpy pillow flatbuffers click ai-edge-litert, or apt "
+             "install python3-numpy python3-pil ...), point python= at a python that has them, or drop offline")
+    else:
+        # edgeq-device only ever from the shipped wheel file (--no-index); then pip fetches
+        # just the requirements that wheel lists, never edgeq-device by its name.
+        first = subprocess.run([*pip, "install", "--no-deps", "--no-index", "--force-reinstall", wheel],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        if first.returncode != 0:
+            fail(f"pip could not install the edgeq-device wheel: {first.stdout.decode()[-300:]}", "setup")
+        cmd = [*pip, "install", *wheel_requirements(wheel, extra)]
+        install = "resolved"
+    res = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    if res.returncode != 0:
+        tail = [ln for ln in res.stdout.decode("utf-8", "replace").splitlines() if ln.strip()][-3:]
+        fail(f"pip could not install edgeq-device on the board: {' | '.join(tail)}",
+             "no-runtime" if not runtime_ok else "setup",
+             "give the board internet access (pip), or install numpy, pillow, flatbuffers, click and "
+             "ai-edge-litert (or tflite-runtime) there first")
+    return install
+
+
+def resolved_runtime(py: str, runtime: str, base: str) -> Dict[str, Any]:
+    """The TFLite runtime the venv's edgeq_device picks (``{"name", "version"}``)."""
+    res = subprocess.run([py, "-c", _ASK_RUNTIME, runtime or ""], capture_output=True)
+    if res.returncode != 0:
+        last = [ln for ln in res.stderr.decode("utf-8", "replace").splitlines() if ln.strip()][-1:]
+        fail(f"no usable TFLite runtime on the board: {last[0] if last else 'import failed'}", "no-runtime",
+             f"install ai-edge-litert (or tflite-runtime with numpy<2) for {base} on the board")
+    found: Dict[str, Any] = json.loads(res.stdout.decode())
+    return found
+
+
+def op_setup(workdir: str, wheel_rel: str, wheel_sha: str, extra: str, offline: str, runtime: str) -> None:
+    """Make or reuse the venv and install the shipped wheel in it; print what was done."""
     os.makedirs(workdir, exist_ok=True)
     held = lock(workdir)
     venv = venv_dir(workdir)
     py = os.path.join(venv, "bin", "python")
+    wheel = os.path.join(workdir, wheel_rel)
     marker_path = os.path.join(venv, "edgeq-install.json")
     base = os.path.realpath(sys.executable)
     marker = read_json(marker_path)
     action = "reused"
     if marker is None or marker.get("base") != base or not os.path.exists(py):
-        if not (find("venv") and find("ensurepip")):
-            fail("%s cannot make a venv (no venv/ensurepip module)" % sys.executable, "no-venv",
-                 "install it on the board (Debian/Raspberry Pi OS: sudo apt install python3-venv)")
-        shutil.rmtree(venv, ignore_errors=True)
-        made = subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", venv],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        if made.returncode != 0:
-            fail("python -m venv failed: %s" % made.stdout.decode()[-400:], "no-venv",
-                 "install python3-venv on the board")
-        if sys.prefix != getattr(sys, "base_prefix", sys.prefix):
-            # The board's python is itself a venv: let ours see its packages too
-            # (--system-site-packages only reaches the base interpreter's).
-            import site
-            parents = [p for p in site.getsitepackages() if os.path.isdir(p)]
-            purelib = subprocess.run([py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                                     stdout=subprocess.PIPE).stdout.decode().strip()
-            with open(os.path.join(purelib, "_edgeq_parent_env.pth"), "w") as fh:
-                fh.write("\n".join(parents) + "\n")
+        make_venv(venv, py)
         marker = None
         action = "created"
-    if action == "reused" and marker.get("wheel_sha") == wheel_sha and (
+    if marker is not None and marker.get("wheel_sha") == wheel_sha and (
             not runtime or (marker.get("runtime") or {}).get("name") == runtime):
         # Same interpreter, same wheel, same runtime as last time: nothing to install.
-        verify_installed(py, os.path.join(workdir, wheel_rel))
+        verify_installed(py, wheel)
         held.close()
-        sys.stdout.write(json.dumps({"venv": venv, "python": py, "action": "reused", "install": "none",
-                                     "runtime": marker.get("runtime")}, allow_nan=False) + "\n")
+        say({"venv": venv, "python": py, "action": "reused", "install": "none", "runtime": marker.get("runtime")})
         return
     have = venv_check(py)
     deps_missing = [m for m in DEPS if not have.get(m)]
     wanted = RUNTIMES.get(runtime) if runtime else None
-    runtime_ok = have.get(wanted) if wanted else any(have.get(m) for m in RUNTIMES.values())
+    runtime_ok = bool(have.get(wanted)) if wanted else any(have.get(m) for m in RUNTIMES.values())
     install = "none"
     if marker is None or marker.get("wheel_sha") != wheel_sha or deps_missing or not runtime_ok:
-        wheel = os.path.join(workdir, wheel_rel)
-        pip = [py, "-m", "pip", "--disable-pip-version-check", "--no-input", "-q"]
-        subprocess.run(pip + ["uninstall", "-y", "edgeq-device"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        if not deps_missing and runtime_ok:
-            cmd = pip + ["install", "--no-deps", "--no-index", "--force-reinstall", wheel]
-            install = "no-deps"
-        elif offline == "1":
-            missing = deps_missing + ([] if runtime_ok else ["a TFLite runtime (%s)" % (
-                wanted or " or ".join(RUNTIMES.values()))])
-            fail("%s on the board lacks %s and the board is offline" % (sys.executable, ", ".join(missing)),
-                 "no-runtime" if not runtime_ok else "missing-deps",
-                 "install them on the board (pip install numpy pillow flatbuffers click ai-edge-litert, or apt "
-                 "install python3-numpy python3-pil ...), point python= at a python that has them, or drop offline")
-        else:
-            # edgeq-device only ever from the shipped wheel file (--no-index); then pip fetches
-            # just the requirements that wheel lists, never edgeq-device by its name.
-            first = subprocess.run(pip + ["install", "--no-deps", "--no-index", "--force-reinstall", wheel],
-                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-            if first.returncode != 0:
-                fail("pip could not install the edgeq-device wheel: %s" % first.stdout.decode()[-300:], "setup")
-            cmd = pip + ["install"] + wheel_requirements(wheel, extra)
-            install = "resolved"
-        res = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        if res.returncode != 0:
-            tail = [ln for ln in res.stdout.decode("utf-8", "replace").splitlines() if ln.strip()][-3:]
-            fail("pip could not install edgeq-device on the board: %s" % " | ".join(tail),
-                 "no-runtime" if not runtime_ok else "setup",
-                 "give the board internet access (pip), or install numpy, pillow, flatbuffers, click and "
-                 "ai-edge-litert (or tflite-runtime) there first")
+        install = install_wheel(py, wheel, extra, offline, deps_missing, runtime_ok, wanted)
         if action == "reused":
             action = "updated"
-    verify_installed(py, os.path.join(workdir, wheel_rel))
-    check = ("import json, sys\n"
-             "from edgeq_device.runtime import resolve_runtime\n"
-             "r = resolve_runtime(sys.argv[1] or None)\n"
-             "print(json.dumps({'name': r.name, 'version': r.version}))")
-    res = subprocess.run([py, "-c", check, runtime or ""], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    if res.returncode != 0:
-        last = [ln for ln in res.stderr.decode("utf-8", "replace").splitlines() if ln.strip()][-1:]
-        fail("no usable TFLite runtime on the board: %s" % (last[0] if last else "import failed"), "no-runtime",
-             "install ai-edge-litert (or tflite-runtime with numpy<2) for %s on the board" % base)
-    rt = json.loads(res.stdout.decode())
+    verify_installed(py, wheel)
+    rt = resolved_runtime(py, runtime, base)
     write_json(marker_path, {"base": base, "wheel_sha": wheel_sha, "install": install if install != "none"
                              else (marker or {}).get("install", "unknown"), "runtime": rt})
     held.close()
-    sys.stdout.write(json.dumps({"venv": venv, "python": py, "action": action, "install": install,
-                                 "runtime": rt}, allow_nan=False) + "\n")
+    say({"venv": venv, "python": py, "action": action, "install": install, "runtime": rt})
 
 
-def main(argv):
+_ARITY = {"probe": 0, "recv": 3, "setup": 5}
+
+
+def main(argv: Sequence[str]) -> None:
+    """Run one operation: ``probe WORKDIR``, ``recv WORKDIR REL SHA KIND``, ``setup WORKDIR ...``."""
+    if len(argv) < 2 or argv[0] not in _ARITY or len(argv) != 2 + _ARITY[argv[0]]:
+        fail(f"unknown operation or wrong arguments: {' '.join(argv)!r}", "remote",
+             "use probe WORKDIR | recv WORKDIR RELPATH SHA256 file|tar | "
+             "setup WORKDIR WHEEL_RELPATH WHEEL_SHA EXTRA OFFLINE RUNTIME")
     op, workdir = argv[0], os.path.abspath(os.path.expanduser(argv[1]))
     if op == "probe":
         op_probe(workdir)
     elif op == "recv":
-        op_recv(workdir, *argv[2:5])
-    elif op == "setup":
-        op_setup(workdir, *argv[2:7])
+        op_recv(workdir, argv[2], argv[3], argv[4])
     else:
-        fail("unknown operation %r" % op, "remote")
+        op_setup(workdir, argv[2], argv[3], argv[4], argv[5], argv[6])
 
 
-main(sys.argv[1:])
-'''
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -7,8 +7,10 @@ as in their terminal. One connection per board is opened as a control master
 step rides on it, so a deploy pays one handshake per board, not one per step.
 ``BatchMode=yes`` makes sure nothing ever prompts: a missing key fails at once.
 
-Failures become :class:`SSHError` with a ``kind`` (``unreachable``, ``auth``,
-``hostkey``, ``timeout``, ``remote``) and a message that says what to fix.
+Failures become :class:`~edgeq.errors.SSHError` (defined with the rest of the
+tree in :mod:`edgeq.errors`, importable from here too) with a ``kind``
+(``unreachable``, ``auth``, ``hostkey``, ``timeout``, ``remote``) and a message
+that says what to fix.
 """
 
 from __future__ import annotations
@@ -23,23 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Sequence
 
-from edgeq.errors import DeployError
+from edgeq.errors import InvalidArgumentError, SSHError
 
 __all__ = ["RemoteResult", "SSHConnection", "SSHError", "SSHTarget", "parse_target"]
-
-
-class SSHError(DeployError):
-    """A board could not be reached or a command on it could not be run.
-
-    ``kind`` is one of ``unreachable``, ``auth``, ``hostkey``, ``timeout``,
-    ``no-ssh`` or ``remote``.
-    """
-
-    def __init__(self, message: str, *, kind: str, received: object = None, fix: str | None = None) -> None:
-        self.kind = kind
-        self.target = received
-        # The message names the board already; no argument/received suffix to repeat it.
-        super().__init__(message, fix=fix)
 
 
 _TARGET_RE = re.compile(r"^(?:ssh://)?(?:(?P<user>[^@/\s]+)@)?(?P<host>\[[^\]]+\]|[^:@/\s]+)(?::(?P<port>\d+))?/?$")
@@ -53,8 +41,6 @@ def parse_target(text: str) -> tuple[str, int | None]:
     """
     m = _TARGET_RE.match(text.strip()) if isinstance(text, str) else None
     if not m:
-        from edgeq.errors import InvalidArgumentError
-
         raise InvalidArgumentError("not an SSH destination", argument="to", received=text,
                                    fix="give user@host, user@host:PORT or a Host alias from ~/.ssh/config")
     host = m.group("host").strip("[]")
@@ -312,7 +298,6 @@ class SSHConnection:
         markers = ("ssh:", "permission denied", "connection", "host key", "could not resolve", "timed out",
                    "kex_exchange", "no route to host", "mux_client")
         return not any(m in text for m in markers)
-
 
 
 def _communicate_holding_stdin(proc: subprocess.Popen[bytes], timeout: float | None) -> tuple[bytes, bytes]:

@@ -36,19 +36,19 @@ from edgeq_device.fileio import atomic_write_bytes
 from edgeq_device.flatbuffer import FlatModel, read_flat_model
 from edgeq_device.preprocess import Preprocess
 
+from edgeq.deprecation import renamed_arguments
 from edgeq.errors import ConversionError, InvalidArgumentError
 from edgeq.inputs.data import as_source
 from edgeq.inputs.models import LoadedModel, load_model
 from edgeq.nativelog import quiet_native_logs
-from edgeq.quantize.converter import (
+from edgeq.quantize.calibration import (
     CalibrationStats,
-    IOType,
-    Mode,
-    configure_converter,
     default_preprocess,
     representative_dataset,
     warn_about_calibration,
 )
+from edgeq.quantize.modes import IOType, Mode
+from edgeq.quantize.tflite import configure_converter
 
 __all__ = ["LayerError", "LayerReport", "QuantDebugSession", "debug"]
 
@@ -242,7 +242,7 @@ class QuantDebugSession:
         seed: seed of that subset.
         preprocess: how images become input (default: derived from the input shape).
         batch_size: fix a dynamic batch dimension.
-        show_progress: progress on stderr (default: on unless ``EDGEQ_PROGRESS=0``).
+        progress: progress on stderr (default: on unless ``EDGEQ_PROGRESS=0``).
 
     Raises:
         CalibrationError (NonFiniteCalibrationError for a sample with NaN or Inf), ConversionError,
@@ -252,7 +252,7 @@ class QuantDebugSession:
     @quiet_native_logs()
     def __init__(self, model: Any, calibration: Any, *, samples: int = 200, seed: int = 0,
                  preprocess: Preprocess | None = None, batch_size: int | None = None,
-                 show_progress: bool | None = None) -> None:
+                 progress: bool | None = None) -> None:
         import tensorflow as tf
 
         if not isinstance(samples, int) or samples < 1:
@@ -268,7 +268,7 @@ class QuantDebugSession:
         self.preprocess = preprocess
         self.source = as_source(calibration, preprocess)
         stats = CalibrationStats()
-        gen = representative_dataset(self.source, self.loaded.inputs, samples, seed, batch_size, show_progress,
+        gen = representative_dataset(self.source, self.loaded.inputs, samples, seed, batch_size, progress,
                                      stats)
         self._items: list[dict[str, np.ndarray]] = list(gen())
         warn_about_calibration(self.loaded, self.source, stats, samples)
@@ -403,9 +403,10 @@ class QuantDebugSession:
             return bytes(self.debugger.get_nondebug_quantized_model())
 
 
+@renamed_arguments(show_progress="progress")
 def debug(model: Any, calibration: Any, *, samples: int = 100, seed: int = 0,
           preprocess: Preprocess | None = None, batch_size: int | None = None,
-          show_progress: bool | None = None) -> LayerReport:
+          progress: bool | None = None) -> LayerReport:
     """Per-layer int8 quantization error of ``model`` on ``samples`` calibration samples, worst first.
 
     Args:
@@ -415,12 +416,12 @@ def debug(model: Any, calibration: Any, *, samples: int = 100, seed: int = 0,
         seed: seed of that subset.
         preprocess: how images become input (default: derived from the input shape, pixels to [0, 1]).
         batch_size: fix a dynamic batch dimension.
-        show_progress: progress on stderr (default: on unless ``EDGEQ_PROGRESS=0``).
+        progress: progress on stderr (default: on unless ``EDGEQ_PROGRESS=0``).
 
     Raises:
         InvalidArgumentError, ModelLoadError, CalibrationError, ConversionError.
     """
     session = QuantDebugSession(model, calibration, samples=samples, seed=seed, preprocess=preprocess,
-                                batch_size=batch_size, show_progress=show_progress)
+                                batch_size=batch_size, progress=progress)
     return session.report()
 

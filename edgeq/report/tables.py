@@ -1,32 +1,41 @@
-"""Render a :class:`~edgeq.compare.Comparison`: terminal table, Markdown, self-contained HTML, plots.
+"""The comparison as tables: the cells of each table, and tables for a terminal (rich) or CSV.
 
-Every figure in the reports comes from ``Comparison.to_dict()`` (what ``results.json`` holds),
-so the files always agree. The HTML embeds its plots as data URIs and its style inline:
-it renders with no network.
+Every report renders from the comparison's schema dict (``Comparison.to_dict()``, what
+``results.json`` holds), so a report can be rebuilt from a ``results.json`` alone and the
+terminal table, ``report.md`` and ``report.html`` always agree. Functions take that dict, or
+any object with a ``to_dict()`` that returns it (:class:`ResultsSource`).
 """
 
 from __future__ import annotations
 
-import base64
 import csv
-import html
 import io
 import math
-from collections.abc import Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol, Union
 
-from edgeq_device.fileio import atomic_write_bytes, atomic_write_text, check_output_folder
 from edgeq_device.info import format_bytes
-from edgeq_device.report_json import dumps_json
 
-from edgeq.errors import OutputExistsError
+__all__ = ["COLUMNS", "FittedTable", "Results", "ResultsSource", "analysis_rows", "board_rows", "csv_table",
+           "fitted_table", "latency_intervals", "natural_width", "p50_text", "plain_text", "results_dict",
+           "rich_table", "table_rows"]
 
-if TYPE_CHECKING:
-    from edgeq.comparison.run import Comparison
 
-__all__ = ["FittedTable", "csv_table", "fitted_table", "html_fragment", "latency_intervals", "markdown",
-           "markdown_table", "p50_text", "plot_pngs", "rich_table", "write_report"]
+class ResultsSource(Protocol):
+    """Anything that gives a comparison's schema dict (``results.json``) from ``to_dict()``."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``results.json`` content."""
+
+
+#: What the report functions render: the schema dict itself, or an object that gives it.
+Results = Union[Mapping[str, Any], ResultsSource]
+
+
+def results_dict(results: Results) -> Mapping[str, Any]:
+    """The schema dict of ``results`` (``results`` itself when it is a mapping)."""
+    return results if isinstance(results, Mapping) else results.to_dict()
+
 
 COLUMNS = ("model", "size", "vs f32", "top-1", "Δ top-1", "top-5", "agree", "SQNR dB", "max err", "cosine")
 
@@ -47,7 +56,7 @@ def _ms(us: float | None) -> str:
     return "-" if us is None else f"{us / 1000:.3f}"
 
 
-def p50_text(lat: dict[str, Any]) -> str:
+def p50_text(lat: Mapping[str, Any]) -> str:
     """``0.741 ms [0.737–0.751]``: a p50 and its interval (from a row's ``latency_us`` entry).
 
     In milliseconds with three significant digits at least (``0.0100 ms [0.0099–0.0101]``
@@ -63,7 +72,7 @@ def p50_text(lat: dict[str, Any]) -> str:
     return text if lo is None or hi is None else text + f" [{lo / 1000:.{places}f}–{hi / 1000:.{places}f}]"
 
 
-def latency_intervals(data: dict[str, Any]) -> str:
+def latency_intervals(data: Mapping[str, Any]) -> str:
     """One line: every mode's p50 and its 95% interval at the first thread count (or '' if none)."""
     t = str(data["threads"][0])
     items = [f"{r['name']} {p50_text(r['latency_us'][t])}" for r in data["rows"]
@@ -75,7 +84,7 @@ def latency_intervals(data: dict[str, Any]) -> str:
             + ", ".join(items) + f". Overlapping intervals{f', or p50s within {tie:.0%},' if tie else ''} are ties.")
 
 
-def table_rows(data: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+def table_rows(data: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Header and cells of the comparison table, from the ``results.json`` dict."""
     threads = data["threads"]
     header = list(COLUMNS)
@@ -98,7 +107,7 @@ def table_rows(data: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
-def analysis_rows(data: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+def analysis_rows(data: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Header and cells of the model-analysis table (``edgeq analyze`` figures per mode)."""
     threads = data["threads"]
     header = ["model", "MACs", "parameters", "peak activations"] + [f"MAC/s ({t}T)" for t in threads]
@@ -112,7 +121,7 @@ def analysis_rows(data: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
-def board_rows(data: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+def board_rows(data: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Header and cells of the on-board measurements (from ``edgeq deploy`` via the results store)."""
     header = ["board", "model", "runtime", "threads", "p50 ms", "p90 ms", "top-1", "top-5", "measured"]
     rows = [[b["board"], b["mode"], f"{b['runtime']} {b.get('runtime_version') or ''}".strip(),
@@ -206,16 +215,6 @@ class FittedTable:
         yield table
 
 
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """A Markdown table (``|`` in cells escaped, line breaks as ``<br>``)."""
-    def cell(text: str) -> str:
-        return text.replace("|", "\\|").replace("\n", "<br>")
-
-    lines = ["| " + " | ".join(cell(h) for h in header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(cell(c) for c in cells) + " |" for cells in rows]
-    return "\n".join(lines) + "\n"
-
-
 def csv_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """The rows as CSV with a header line (line breaks in cells become ``; ``)."""
     buf = io.StringIO()
@@ -225,13 +224,13 @@ def csv_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return buf.getvalue()
 
 
-def rich_table(comp: Comparison) -> FittedTable:
+def rich_table(results: Results) -> FittedTable:
     """The comparison as a rich renderable table (the recommended mode in bold).
 
     It fits the width it is printed at: lesser columns (convert time, MAC/s, max error, ...)
     are left out as needed and named under it; model names and figures are never cut.
     """
-    data = comp.to_dict()
+    data = results_dict(results)
     header, rows = table_rows(data)
     rec = data["recommendation"]["mode"]
     drop = list(_LESSER[:3]) + [h for h in header if h.startswith("p90 ms")] + list(_LESSER[3:]) + [
@@ -242,206 +241,16 @@ def rich_table(comp: Comparison) -> FittedTable:
         caption=data["recommendation"]["reason"], more="; see report.md")
 
 
-def markdown(comp: Comparison) -> str:
-    """``report.md``: the table, the recommendation, notes and the board."""
-    data = comp.to_dict()
-    header, rows = table_rows(data)
-    lines = [f"# {data['model']}: which .tflite to ship", "",
-             f"Evaluated on {data['eval_images']} images of `{data['evaluation']}`"
-             f"{'' if data['labeled'] else ' (unlabeled: agreement with the Keras model decides)'}; "
-             f"latency on this host ({comp.board.get('cpu_model') or comp.board.get('architecture')}, "
-             f"{comp.board.get('cores')} cores) with {', '.join(str(t) for t in data['threads'])} thread(s).", "",
-             "## Recommendation", "", f"**{data['recommendation']['mode'] or 'none'}**: {data['recommendation']['reason']}",
-             ""]
-    if latency_intervals(data):
-        lines += [latency_intervals(data), ""]
-    lines += ["## Every mode", "",
-              "| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |" for cells in rows]
-    a_head, a_rows = analysis_rows(data)
-    if a_rows:
-        lines += ["", "## Model analysis", "", "Multiply-accumulates per inference, parameters, the estimated peak of "
-                  "live activations, and the MAC/s achieved at the median latency.", "",
-                  "| " + " | ".join(a_head) + " |", "|" + "|".join("---" for _ in a_head) + "|"]
-        lines += ["| " + " | ".join(cells) + " |" for cells in a_rows]
-    b_head, b_rows = board_rows(data)
-    if b_rows:
-        lines += ["", "## On boards", "", "The same .tflite files measured on boards by `edgeq deploy`.", "",
-                  "| " + " | ".join(b_head) + " |", "|" + "|".join("---" for _ in b_head) + "|"]
-        lines += ["| " + " | ".join(cells) + " |" for cells in b_rows]
-    if data["notes"]:
-        lines += ["", "## Notes", ""] + [f"- {n}" for n in data["notes"]]
-    lines += ["", "## Plots", "", "![accuracy vs latency](plots/accuracy_vs_latency.png)", "",
-              "![size](plots/size.png)", "", "![latency](plots/latency.png)", "",
-              f"_edgeq {data['edgeq_version']}, {data['created']}_", ""]
-    return "\n".join(lines)
+def plain_text(results: Results) -> str:
+    """The comparison as plain text: the table at its natural width (nothing left out), the
+    recommendation under it, then the notes."""
+    from rich.console import Console
 
-
-def _pareto(points: list[tuple[float, float, str]]) -> list[str]:
-    """Names on the front: no other point is both faster (lower x) and more accurate (higher y)."""
-    front = []
-    for x, y, name in points:
-        if not any((x2 <= x and y2 >= y) and (x2 < x or y2 > y) for x2, y2, _ in points):
-            front.append(name)
-    return front
-
-
-def plot_pngs(comp: Comparison) -> dict[str, bytes]:
-    """The three plots as PNG bytes: accuracy vs latency, size, latency distribution."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    data = comp.to_dict()
-    t0 = str(data["threads"][0])
-    modes = [r for r in data["rows"] if r["name"] != "keras"]
-    out: dict[str, bytes] = {}
-
-    def png(fig: Any) -> bytes:
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-        plt.close(fig)
-        return buf.getvalue()
-
-    # accuracy (or agreement) vs latency, marker area ~ size, Pareto front marked
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    metric = "top1" if data["labeled"] else "agreement"
-    pts = []
-    max_size = max((r["size_bytes"] or 1) for r in modes) if modes else 1
-    for r in modes:
-        lat = r["latency_us"].get(t0, {}).get("p50_us")
-        val = r[metric]
-        if lat is None or val is None:
-            continue
-        pts.append((lat / 1000, val * 100, r["name"]))
-        ax.scatter(lat / 1000, val * 100, s=60 + 900 * (r["size_bytes"] or 0) / max_size, alpha=0.55)
-        ax.annotate(r["name"], (lat / 1000, val * 100), textcoords="offset points", xytext=(6, 6), fontsize=9)
-    front = _pareto(pts)
-    fp = sorted((x, y) for x, y, n in pts if n in front)
-    if fp:
-        ax.plot([p[0] for p in fp], [p[1] for p in fp], "k--", lw=1, label="Pareto front")
-        ax.legend(loc="lower right", fontsize=8)
-    keras_row = data["rows"][0]
-    if keras_row.get(metric) is not None:
-        ax.axhline(keras_row[metric] * 100, color="grey", lw=0.8, ls=":")
-    xs = [p[0] for p in pts]
-    if xs and min(xs) > 0 and max(xs) / min(xs) > 20:  # one slow mode would squash the rest
-        ax.set_xscale("log")
-    ax.set_xlabel(f"p50 latency, ms ({t0} thread{'s' if t0 != '1' else ''})")
-    ax.set_ylabel("top-1 accuracy, %" if data["labeled"] else "agreement with Keras, %")
-    ax.set_title("accuracy vs latency (marker area = file size)")
-    out["accuracy_vs_latency.png"] = png(fig)
-
-    fig, ax = plt.subplots(figsize=(6.4, 3.4))
-    names = [r["name"] for r in modes]
-    sizes = [(r["size_bytes"] or 0) / 1024 for r in modes]
-    bars = ax.bar(names, sizes, color="#4c78a8")
-    for b, r in zip(bars, modes):
-        if r["size_ratio"]:
-            ax.annotate(f"{r['size_ratio']:.1f}x", (b.get_x() + b.get_width() / 2, b.get_height()),
-                        ha="center", va="bottom", fontsize=8)
-    ax.set_ylabel("KB")
-    ax.set_title("file size (ratio to float32)")
-    out["size.png"] = png(fig)
-
-    fig, ax = plt.subplots(figsize=(6.4, 3.6))
-    samples = [comp.row(r["name"]).latency_samples_us.get(int(t0)) for r in modes]
-    if all(samples):
-        ax.boxplot([[s / 1000 for s in ss] for ss in samples if ss], showfliers=False)  # type: ignore[union-attr]
-        ax.set_xticks(range(1, len(names) + 1), names)
-    else:
-        p50 = [(r["latency_us"].get(t0, {}).get("p50_us") or 0) / 1000 for r in modes]
-        p90 = [(r["latency_us"].get(t0, {}).get("p90_us") or 0) / 1000 for r in modes]
-        ax.bar(names, p90, color="#f58518", label="p90")
-        ax.bar(names, p50, color="#4c78a8", label="p50")
-        ax.legend(fontsize=8)
-    p50s = [(r["latency_us"].get(t0, {}).get("p50_us") or 0) for r in modes]
-    if p50s and min(p50s) > 0 and max(p50s) / min(p50s) > 20:
-        ax.set_yscale("log")
-    ax.set_ylabel("ms")
-    ax.set_title(f"latency per mode ({t0} thread{'s' if t0 != '1' else ''})")
-    out["latency.png"] = png(fig)
-    return out
-
-
-_CSS = """body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em;color:#222}
-table{border-collapse:collapse;font-size:13px}th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}
-th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}tr.rec{background:#e7f6e7;font-weight:bold}
-.rec-box{border-left:4px solid #2e7d32;padding:.5em 1em;background:#f4faf4}img{max-width:100%;margin:1em 0}
-.notes li{margin:.3em 0}"""
-
-
-def _html_table(data: dict[str, Any], rows_fn: Any = None) -> str:
-    header, rows = (rows_fn or table_rows)(data)
-    rec = data["recommendation"]["mode"]
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    rec_attr = ' class="rec"'
-    body = "".join(
-        f"<tr{rec_attr if cells[0] == rec else ''}>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>"
-        for cells in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def html_fragment(comp: Comparison, pngs: dict[str, bytes] | None = None) -> str:
-    """The report body: recommendation, table, notes and inline plots (also Jupyter's display)."""
-    data = comp.to_dict()
-    pngs = plot_pngs(comp) if pngs is None else pngs
-    imgs = "".join(f'<img alt="{html.escape(name)}" src="data:image/png;base64,{base64.b64encode(b).decode()}">'
-                   for name, b in pngs.items())
-    notes = "".join(f"<li>{html.escape(n)}</li>" for n in data["notes"])
-    return (f"<div class=\"rec-box\"><b>{html.escape(str(data['recommendation']['mode'] or 'none'))}</b>: "
-            f"{html.escape(data['recommendation']['reason'])}"
-            + (f"<p>{html.escape(latency_intervals(data))}</p>" if latency_intervals(data) else "")
-            + f"</div>{_html_table(data)}"
-            f"<h3>Model analysis</h3>{_html_table(data, analysis_rows)}"
-            + (f"<h3>On boards</h3>{_html_table(data, board_rows)}" if data.get("boards") else "")
-            + (f"<ul class=\"notes\">{notes}</ul>" if notes else "") + f"<div>{imgs}</div>")
-
-
-def html_page(comp: Comparison, pngs: dict[str, bytes]) -> str:
-    """``report.html``: one self-contained page (no external reference)."""
-    data = comp.to_dict()
-    title = f"{data['model']}: which .tflite to ship"
-    return (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
-            f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>"
-            f"<p>Evaluated on {data['eval_images']} images of <code>{html.escape(data['evaluation'])}</code>; "
-            f"latency on {html.escape(str(comp.board.get('cpu_model') or comp.board.get('architecture')))} "
-            f"({comp.board.get('cores')} cores). edgeq {html.escape(data['edgeq_version'])}, {html.escape(data['created'])}.</p>"
-            f"{html_fragment(comp, pngs)}</body></html>")
-
-
-def write_report(comp: Comparison, folder: Path, overwrite: bool = False, plots: bool = True) -> dict[str, Path]:
-    """Write results.json, report.md, report.html, plots/*.png and models/*.tflite into ``folder``.
-
-    Every target is checked before anything is written, so a refusal leaves the folder as it was.
-    """
-    pngs = plot_pngs(comp) if plots else {}
-    files: dict[str, bytes] = {
-        "results.json": (dumps_json(comp.to_dict(), indent=2, default=_json_default) + "\n").encode(),
-        "report.md": markdown(comp).encode(),
-        "report.html": html_page(comp, pngs).encode(),
-    }
-    files.update({f"plots/{name}": b for name, b in pngs.items()})
-    files.update({f"models/{r.default_filename}": r.model_bytes for r in comp.results.values()})
-    targets = {name: folder / name for name in files}
-    clash = [str(p) for p in targets.values() if p.exists()]
-    if clash and not overwrite:
-        raise OutputExistsError(f"{len(clash)} report file(s) exist", argument="output", received=clash[0],
-                                fix="choose another folder or pass overwrite=True (--force)")
-    check_output_folder(folder, argument="folder")
-    written = {}
-    for name, payload in files.items():
-        if name.endswith((".md", ".html", ".json")):
-            written[name] = atomic_write_text(targets[name], payload.decode(), overwrite=overwrite)
-        else:
-            written[name] = atomic_write_bytes(targets[name], payload, overwrite=overwrite)
-    return written
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    return str(obj)
+    data = results_dict(results)
+    buf = io.StringIO()
+    console = Console(file=buf, width=natural_width(*table_rows(data)), color_system=None, force_terminal=False,
+                      force_jupyter=False, highlight=False)
+    console.print(rich_table(data))
+    for note in data["notes"]:
+        console.print(f"note: {note}")
+    return buf.getvalue().rstrip("\n")

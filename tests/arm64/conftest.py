@@ -75,7 +75,7 @@ def emulated_pi(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatedPi
     if built.returncode != 0:
         pytest.fail(f"building/unpacking the arm64 root failed: {built.stderr[-2000:]}")
     root = Path(built.stdout.strip().splitlines()[-1])
-    from edgeq.deployment.board_run import build_device_wheel
+    from edgeq.deployment.wheel import build_device_wheel
 
     wheel = build_device_wheel()
     share_in = f"/tmp/edgeq-test-{uuid.uuid4().hex[:8]}"
@@ -97,7 +97,7 @@ def emulated_pi(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatedPi
 def x86_pythons() -> dict[str, str]:
     """x86 Pythons with each runtime, to compare like with like: this venv (LiteRT) and a
     cached venv with tflite-runtime 2.14 and numpy<2 (made once with pip)."""
-    from edgeq.deployment.board_run import build_device_wheel
+    from edgeq.deployment.wheel import build_device_wheel
 
     cache = Path(os.environ.get("EDGEQ_CACHE", "~/.cache/edgeq")).expanduser() / "x86-tflite-runtime-venv"
     py = cache / "bin" / "python"

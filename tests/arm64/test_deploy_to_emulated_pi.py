@@ -13,7 +13,8 @@ from typing import Iterator
 
 import pytest
 
-from edgeq.deployment.board_run import Board, deploy
+from edgeq.deployment.fleet import Board
+from edgeq.deployment.orchestrate import deploy
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "arm64_rootfs.sh"
 
@@ -80,7 +81,7 @@ def test_deploy_bench_and_eval_on_the_emulated_pi(emulated_pi, pi_sshd, tiny_mod
                   workdir=f"{emulated_pi.share_in}/home/.edgeq-device")
     db = tmp_path / "results.db"
     t0 = time.perf_counter()
-    report = deploy(tiny_models_dir["int8"], to=board, bench=True, eval=eval_folder, db=db,
+    report = deploy(tiny_models_dir["int8"], to=board, bench=True, evaluation=eval_folder, store=db,
                     bench_args=["--runs", "10", "--min-secs", "0", "--warmup", "1"], progress=False)
     seconds = time.perf_counter() - t0
     res = report["pi4-emulated"]
@@ -91,7 +92,7 @@ def test_deploy_bench_and_eval_on_the_emulated_pi(emulated_pi, pi_sshd, tiny_mod
     assert res.bench["runtime"] == "litert" and res.bench["threads"] == 1
     assert res.eval["schema"] == "edgeq-device/eval/1" and res.eval["images"] == 50
     # the same int8 model on the same images on x86: the same accuracy
-    from edgeq_device.evaluate import evaluate
+    from edgeq_device.evaluation import evaluate
 
     host = evaluate(tiny_models_dir["int8"], eval_folder, workers=1, runtime="litert")
     assert res.eval["top1"] == host.to_dict()["top1"]
@@ -102,5 +103,5 @@ def test_deploy_bench_and_eval_on_the_emulated_pi(emulated_pi, pi_sshd, tiny_mod
         rows = sorted(conn.execute("select device, kind from measurements").fetchall())
     assert rows == [("pi4-emulated", "bench"), ("pi4-emulated", "eval")]
     # a second deploy reuses the venv and copies nothing
-    again = deploy(tiny_models_dir["int8"], to=board, eval=eval_folder, store=False, progress=False)["pi4-emulated"]
+    again = deploy(tiny_models_dir["int8"], to=board, evaluation=eval_folder, store=False, progress=False)["pi4-emulated"]
     assert again.ok and again.actions["upload_model"] == "unchanged" and "venv reused" in again.actions["setup"]

@@ -32,7 +32,8 @@ def test_bad_option_values_are_one_line(cli, models):
     assert _one_error_line(cli("bench", models["float32"], "--runs", "0")) == \
         "error: --runs: 0 is not in the range x>=1."
     line = _one_error_line(cli("eval", models["float32"], "x", "--size", "28by28"))
-    assert line == "error: --size: expected WIDTHxHEIGHT such as 224x224, got '28by28'"
+    assert line == ("error: --size: expected WIDTHxHEIGHT (received '28by28'); give two positive integers, "
+                    "e.g. --size 224x224")
     assert _one_error_line(cli("bench", models["float32"], "--runtime", "onnx")) == \
         "error: --runtime: unknown value (received 'onnx'); use one of: litert, tflite-runtime, tensorflow"
     assert _one_error_line(cli("eval", models["float32"], "x", "--color", "cmyk")) == \
@@ -121,6 +122,17 @@ def test_eval_with_flags_for_a_model_from_elsewhere(cli, models, small_test_dir)
     assert d["schema"] == "edgeq-device/eval/1"
     assert d["top1"] == pytest.approx(expected.top1, abs=0) and d["images"] == 200
     assert d["workers"] == 2
+
+
+def test_mean_std_take_one_number_or_r_g_b(cli, models, small_test_dir):
+    """--mean/--std parse as on `edgeq` (tests/edgeq/test_cli_errors.py): one number or R,G,B, else one line."""
+    line = _one_error_line(cli("eval", models["float32"], small_test_dir, "--mean", "1,2", "-q"))
+    assert line == ("error: --mean: expected one number or three (R,G,B) (received '1,2'); "
+                    "give e.g. --mean 127.5 or --mean 123.7,116.3,103.5")
+    # Three values reach the preprocessing, which refuses them for this grayscale model.
+    line = _one_error_line(cli("eval", models["float32"], small_test_dir, "--mean", "0,0,0", "--std", "255", "-q"))
+    assert line == ("error: mean: three values given for a one-channel (grayscale) input (received (0.0, 0.0, 0.0)); "
+                    "give one number, or use color='rgb'")
 
 
 def test_human_output(cli, models, small_test_dir):

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from edgeq_device import validate
+from edgeq_device import loadcheck, validate
 from edgeq_device.cli import cli as device_cli
 from edgeq_device.errors import InferenceError, ModelFileError, RuntimeCrashError
 from edgeq_device.flatbuffer import read_flat_model
@@ -80,7 +80,7 @@ def _check(result, what: str) -> str:
 
 
 def test_mutated_models_never_crash_a_command(models, small_test_dir, tmp_path):
-    from edgeq.cli.app import cli as host_cli
+    from edgeq.cli import cli as host_cli
 
     runner = CliRunner()
     mutants = _mutants(models)
@@ -166,12 +166,12 @@ def test_validation_rejects_what_crashes_the_runtime(models, model_tools):
 @pytest.mark.parametrize("fork", [True, False], ids=["fork", "helper"])
 def test_child_load_turns_a_runtime_crash_into_an_error(models, model_tools, monkeypatch, fork):
     bad = _crashing_model(models, model_tools)
-    monkeypatch.setattr(validate, "_single_threaded", lambda: fork)
+    monkeypatch.setattr(loadcheck, "_single_threaded", lambda: fork)
     rt = resolve_runtime("litert")
     with pytest.raises(RuntimeCrashError, match=r"the runtime crashed loading this model \(signal 11") as err:
-        validate.check_loads_in_child(bad, rt)
+        loadcheck.check_loads_in_child(bad, rt)
     assert err.value.signal == 11
-    validate.check_loads_in_child(Path(models["int8"]).read_bytes(), rt)  # a good model passes
+    loadcheck.check_loads_in_child(Path(models["int8"]).read_bytes(), rt)  # a good model passes
 
 
 def test_cli_reports_a_crash_the_validation_misses(models, model_tools, monkeypatch, tmp_path):
@@ -261,3 +261,20 @@ def test_an_operator_fed_the_wrong_element_type_is_rejected(models, model_tools)
     with pytest.raises(ModelFileError, match=rf"operator {softmax.index} \(SOFTMAX\) of subgraph 0 takes "
                                              rf"FLOAT32 \(tensor {source}\) but gives INT8"):
         read_flat_model(model_tools.rewrite_model(data, edit))
+
+
+def test_load_helper_runs_as_a_script_and_reports_a_crash(models, model_tools):
+    """The helper is a real module run by path: only the runtime imported, a crash is answered."""
+    import struct
+    import subprocess
+    import sys
+
+    helper = Path(loadcheck.__file__).with_name("_load_helper.py")
+    bad = _crashing_model(models, model_tools)
+    good = Path(models["int8"]).read_bytes()
+    request = b"".join(struct.pack("<QB", len(m), 1) + m for m in (good, bad))
+    proc = subprocess.run([sys.executable, str(helper), "ai_edge_litert.interpreter", ""], input=request,
+                          capture_output=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    answers = [struct.unpack("<i", proc.stdout[i:i + 4])[0] for i in (0, 5)]
+    assert answers == [0, 11] and proc.stdout[4:5] == b"R"

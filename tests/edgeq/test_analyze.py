@@ -18,7 +18,7 @@ from edgeq_device.analysis import analyze_flat_model
 from plain_tflite import plain_convert
 
 import edgeq
-from edgeq.cli.app import cli
+from edgeq.cli import cli
 from edgeq.errors import InvalidArgumentError, ModelFileError, OutputExistsError
 from edgeq.measure.analysis import ModelAnalysis, analyze
 

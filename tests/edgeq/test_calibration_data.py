@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 import edgeq
-from edgeq.cli.app import cli
+from edgeq.cli import cli
 from edgeq.errors import (
     CalibrationError,
     DataError,
@@ -166,7 +166,7 @@ def test_budget_search_stops_on_bad_calibration_data(tiny):
     y = np.arange(40) % 3
     with pytest.raises(NonFiniteCalibrationError, match="sample 7 holds Inf"):
         edgeq.convert(tiny, "int8", calibration=x, max_drop=1.0, evaluation=(_pixels(30, seed=1), y[:30]),
-                      show_progress=False)
+                      progress=False)
 
 
 def _caught(fn, *args, **kwargs):

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 from edgeq_device.metadata import read_metadata
 
-from edgeq.cli.app import cli
+from edgeq.cli import cli
 
 keras = pytest.importorskip("keras")
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from edgeq.cli.app import cli
+from edgeq.cli import cli
 from edgeq.errors import EdgeqError, InvalidArgumentError, ModelLoadError, OutputError
 
 keras = pytest.importorskip("keras")
@@ -90,6 +90,44 @@ def test_library_rejects_unknown_modes_with_the_documented_error(model_file):
         convert(model_file, ["float32", "int4"])
     with pytest.raises(InvalidArgumentError, match=r"modes: unknown value \(received 'int4'\)"):
         compare(model_file, calibration="c", evaluation="e", modes=["int4"])
+
+
+# --- preprocessing flags: parsed as edgeq-device parses them ------------------------------------------
+
+IMAGE_COMMANDS = (["convert", "m.keras"], ["qat", "m.keras", "--train", "t"], ["debug", "m.keras", "--calib", "c"],
+                  ["compare", "m.keras", "--calib", "c", "--eval", "e"])
+
+
+@pytest.mark.parametrize(("flag", "value"), [
+    ("--mean", "1,2"), ("--mean", "abc"), ("--std", "1,2,3,4"), ("--std", "inf"), ("--size", "28by28"),
+    ("--size", "0x28"),
+])
+def test_preprocessing_flags_parse_as_on_edgeq_device(flag, value):
+    from edgeq_device.cli import cli as device_cli
+
+    if flag == "--size":
+        line = f"error: --size: expected WIDTHxHEIGHT (received '{value}'); give two positive integers, e.g. --size 224x224"
+    else:
+        line = (f"error: {flag}: expected one number or three (R,G,B) (received '{value}'); "
+                f"give e.g. {flag} 127.5 or {flag} 123.7,116.3,103.5")
+    for command in IMAGE_COMMANDS:
+        assert _one_line(*command, flag, value) == line
+    for command in (["eval", "m.tflite", "data"], ["bench", "m.tflite"]):
+        result = CliRunner().invoke(device_cli, [*command, flag, value], catch_exceptions=False)
+        assert result.exit_code == 2 and result.stderr.splitlines() == [line]
+
+
+def test_mean_std_take_one_number_or_r_g_b(model_file, tmp_path):
+    from edgeq_device.metadata import read_metadata
+
+    code, _, err = _run("convert", model_file, "--mode", "float32", "--mean", "127.5", "--std", "127.5", "-o", tmp_path)
+    assert code == 0, err
+    written = read_metadata(tmp_path / "digits_float32.tflite").preprocess
+    assert (written.mean, written.std) == ((127.5,), (127.5,))
+    # Three values reach the preprocessing, which refuses them for the grayscale digits model (as edgeq-device does).
+    line = _one_line("convert", model_file, "--mode", "float32", "--mean", "0,0,0", "--std", "255", "-o", tmp_path)
+    assert line == ("error: mean: three values given for a one-channel (grayscale) input (received (0.0, 0.0, 0.0)); "
+                    "give one number, or use color='rgb'")
 
 
 # --- output paths that cannot be written: one line naming the path and the fix, before any work ----
@@ -205,7 +243,7 @@ def custom_model(tmp_path_factory):
 
 @pytest.mark.parametrize("suffix", [".keras", ".h5"])
 def test_custom_layer_is_named_and_custom_objects_loads_it(custom_model, suffix, tmp_path):
-    from edgeq_device.evaluate import predict_arrays
+    from edgeq_device.evaluation import predict_arrays
 
     folder, source, x, expected = custom_model
     path = folder / f"scaled{suffix}"

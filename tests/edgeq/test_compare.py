@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import os
@@ -15,8 +16,10 @@ import numpy as np
 import pytest
 from demo import train_cnn
 
-from edgeq.comparison.run import LATENCY_ROUNDS, LATENCY_TIE, compare
-from edgeq.errors import OutputExistsError
+from edgeq.comparison.recommend import LATENCY_ROUNDS, LATENCY_TIE
+from edgeq.comparison.records import Comparison
+from edgeq.comparison.run import compare
+from edgeq.errors import DataError, OutputExistsError
 from edgeq.report.tables import p50_text
 from edgeq.store.db import ResultsStore
 
@@ -246,7 +249,7 @@ def test_report_includes_the_model_analysis(comparison, tmp_path):
 def test_compare_cli_writes_report_and_refuses_to_overwrite(trained, mnist_train, mnist_test, tmp_path):
     from click.testing import CliRunner
 
-    from edgeq.cli.app import cli
+    from edgeq.cli import cli
 
     model_path = tmp_path / "digits.keras"
     trained.save(model_path)
@@ -294,7 +297,8 @@ def test_table_fits_80_columns_and_piped_rows_stay_whole(comparison):
 def test_compare_formats_md_csv_json(comparison, trained, mnist_train, mnist_test, tmp_path, capsys):
     from click.testing import CliRunner
 
-    from edgeq.cli.app import cli, print_compare
+    from edgeq.cli import cli
+    from edgeq.cli.compare import print_compare
 
     comp, _ = comparison
     print_compare(comp, "csv")
@@ -316,7 +320,8 @@ def test_compare_formats_md_csv_json(comparison, trained, mnist_train, mnist_tes
 
 
 def test_report_shows_each_p50_with_its_interval(comparison):
-    from edgeq.report.tables import html_fragment, markdown
+    from edgeq.report.html import html_fragment
+    from edgeq.report.markdown import markdown
 
     comp, _ = comparison
     md, page = markdown(comp), html_fragment(comp, pngs={})
@@ -326,3 +331,37 @@ def test_report_shows_each_p50_with_its_interval(comparison):
         assert text.count(" ms [") == 1 and text.endswith("]")
         assert f"{r.name} {text}" in md and f"{r.name} {text}" in page
     assert "95% bootstrap interval" in md and "Overlapping intervals, or p50s within 15%, are ties" in md
+
+
+def test_report_rebuilt_from_results_json_is_the_report_written(comparison, tmp_path):
+    """Every report renders from the schema dict, so results.json alone gives the same report.md."""
+    from edgeq.report.markdown import markdown
+
+    comp, _ = comparison
+    comp.save(tmp_path)
+    data = json.loads((tmp_path / "results.json").read_text())
+    again = Comparison.from_dict(data)
+    assert again.to_dict() == data  # the round trip keeps every field (the timed runs are not in the file)
+    assert markdown(data) == markdown(again.to_dict()) == (tmp_path / "report.md").read_text()
+    assert again.rows == tuple(dataclasses.replace(r, latency_samples_us={}) for r in comp.rows)
+    again.save(tmp_path / "rebuilt")  # without the timed runs the latency plot shows p50/p90 bars
+    assert (tmp_path / "rebuilt" / "report.md").read_text() == (tmp_path / "report.md").read_text()
+    with pytest.raises(DataError, match="not an edgeq compare results file"):
+        Comparison.from_dict({**data, "schema": "edgeq/compare/0"})
+    with pytest.raises(DataError, match="lacks a field"):
+        Comparison.from_dict({k: v for k, v in data.items() if k != "rows"})
+
+
+def test_comparison_is_frozen_and_reads_plainly(comparison):
+    comp, _ = comparison
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        comp.notes = ()  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        comp.rows[1].top1 = 1.0  # type: ignore[misc]
+    text = str(comp)
+    assert "np." not in text and "float64" not in text
+    for row in comp.rows:
+        assert re.search(rf"^│ {row.name} +│", text, re.M), row.name
+        assert "np." not in str(row) and "np." not in repr(row) and str(row).startswith(f"{row.name} (")
+    assert str(comp.recommendation) == f"{comp.recommendation.mode}: {comp.recommendation.reason}"
+    assert "<table>" in comp._repr_html_() and "data:image/png;base64," in comp._repr_html_()

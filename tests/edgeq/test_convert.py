@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from edgeq_device.metadata import read_metadata
@@ -16,7 +19,7 @@ from edgeq.errors import (
     OutputExistsError,
     QuantizationError,
 )
-from edgeq.quantize.converter import IOType, Mode
+from edgeq.quantize.converter import ConversionResult, IOType, Mode
 
 keras = pytest.importorskip("keras")
 
@@ -145,13 +148,46 @@ def test_depthwise_batchnorm_residual_every_mode(residual):
     _check_all_modes(residual, x[:74], {"rgb": x[74:]}, x[74:])
 
 
-def test_mode_all_returns_one_result_per_mode(cnn, mnist_train, tmp_path):
-    results = edgeq.convert(cnn, "all", calibration=mnist_train, samples=16, io="uint8")
+def test_convert_all_returns_one_result_per_mode(cnn, mnist_train, tmp_path):
+    results = edgeq.convert_all(cnn, calibration=mnist_train, samples=16, io="uint8")
     assert [r.mode for r in results] == list(Mode)
     assert {r.mode: r.io for r in results}[Mode.INT8] is IOType.UINT8
     paths = [r.save(tmp_path) for r in results]
     assert len({p.name for p in paths}) == len(Mode)
     assert all(p.stat().st_size == r.size_bytes for p, r in zip(paths, results))
+
+
+def test_convert_with_a_list_of_modes_still_works_and_points_to_convert_all(cnn):
+    with pytest.warns(DeprecationWarning, match=r"use convert_all\(model, modes=\.\.\.\)") as caught:
+        results = edgeq.convert(cnn, ["dynamic", "float32"])
+    assert [r.mode for r in results] == [Mode.DYNAMIC, Mode.FLOAT32]
+    assert caught[0].filename == __file__  # points at the caller's line, not into edgeq
+    with pytest.raises(InvalidArgumentError, match=r"^modes: unknown value \(received 'int4'\)"):
+        edgeq.convert_all(cnn, ["float32", "int4"])
+    with pytest.raises(InvalidArgumentError, match=r"^modes: no modes to convert"):
+        edgeq.convert_all(cnn, [])
+
+
+def test_result_summary_is_versioned_reads_back_and_prints_plainly(cnn, mnist_train, tmp_path):
+    result = edgeq.convert(cnn, "int8", calibration=mnist_train, samples=8, io="int8")
+    data = json.loads(json.dumps(result.to_dict(), allow_nan=False))
+    assert data["schema"] == "edgeq/conversion/1"
+    saved = result.save(tmp_path).read_bytes()
+    back = ConversionResult.from_dict(data, saved)
+    assert replace(back, conversion_seconds=result.conversion_seconds) == result
+    assert back.metadata.labels == result.metadata.labels and back.to_dict() == data
+    text = str(result)
+    assert text.splitlines()[0] == f"cnn: int8, int8 I/O, {result.size_bytes / 1024:.1f} KiB"
+    assert "input" in text and "float ops: none" in text
+    assert "np." not in text and "np." not in repr(result)
+    html = result._repr_html_()
+    assert html.startswith("<div><b>cnn: int8") and "<table>" in html
+    with pytest.raises(InvalidArgumentError, match=r"^model_bytes: "):
+        ConversionResult.from_dict(data, saved[:-1])
+    with pytest.raises(InvalidArgumentError, match=r"^data: .*received 'edgeq/conversion/99'"):
+        ConversionResult.from_dict({**data, "schema": "edgeq/conversion/99"}, saved)
+    with pytest.raises(InvalidArgumentError, match=r"^data: the conversion summary is incomplete"):
+        ConversionResult.from_dict({k: v for k, v in data.items() if k != "inputs"}, saved)
 
 
 def test_batch_size_fixes_dynamic_batch(cnn, mnist_train):

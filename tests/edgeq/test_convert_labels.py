@@ -20,7 +20,7 @@ from edgeq_device import evaluate as device_evaluate
 from label_folders import class_files, plain_litert_top1, subset
 
 from edgeq import convert
-from edgeq.cli.app import cli
+from edgeq.cli import cli
 
 keras = pytest.importorskip("keras")
 
@@ -110,7 +110,7 @@ def test_compare_and_budget_accuracy_on_classes_3_and_7_equal_a_plain_loop(digit
     data = subset(mnist_test, tmp_path / "eval", {3: None, 7: None}, per_class=20)
     with pytest.warns(UserWarning, match=r"calibration: class folder\(s\) with no image"):
         comp = compare(digits, calibration=calib_with_empty, evaluation=data, modes=["float32"], threads=(1,),
-                       samples=10, runs=3, min_secs=0.0, max_secs=0.5, show_progress=False)
+                       samples=10, runs=3, min_secs=0.0, max_secs=0.5, progress=False)
     row = next(r for r in comp.rows if r.name == "float32")
     files = class_files(data, {"3": 3, "7": 7})
     ref, n = plain_litert_top1(comp.results["float32"].model_bytes, files), len(files)
@@ -128,12 +128,12 @@ def test_compare_and_budget_accuracy_on_classes_3_and_7_equal_a_plain_loop(digit
     labels.write_text("\n".join(words) + "\n")
     with pytest.warns(UserWarning, match="calibration: class folder"):
         comp = compare(digits, calibration=calib_with_empty, evaluation=named, labels=labels, modes=["float32"],
-                       threads=(1,), samples=10, runs=3, min_secs=0.0, max_secs=0.5, show_progress=False)
+                       threads=(1,), samples=10, runs=3, min_secs=0.0, max_secs=0.5, progress=False)
     assert next(r for r in comp.rows if r.name == "float32").top1 == pytest.approx(ref, abs=1e-12)
     assert comp.results["float32"].metadata.labels == words
     with pytest.raises(LabelMismatchError, match="2 class folders but the model has 10 outputs"):
         compare(digits, calibration=mnist_train / "3", evaluation=named, modes=["float32"], threads=(1,),
-                samples=4, runs=1, min_secs=0.0, max_secs=0.1, show_progress=False)
+                samples=4, runs=1, min_secs=0.0, max_secs=0.1, progress=False)
 
 
 def test_qat_keeps_folder_k_as_output_k(digits, mnist_train, tmp_path):
@@ -141,17 +141,17 @@ def test_qat_keeps_folder_k_as_output_k(digits, mnist_train, tmp_path):
 
     data = subset(mnist_train, tmp_path / "train", {3: None, 7: None}, per_class=8, empty=("0",))
     with pytest.warns(UserWarning, match="no image"):
-        result = qat(digits, data, epochs=1, batch_size=8, show_progress=False)
+        result = qat(digits, data, epochs=1, batch_size=8, progress=False)
     assert result.labels == tuple(str(d) for d in range(10))
     assert result.history["accuracy"][-1] > 0.5  # trained against classes 3 and 7, not 0 and 1
     beyond = subset(mnist_train, tmp_path / "beyond", {3: None, 7: "11"}, per_class=2)
     with pytest.raises(LabelMismatchError, match="class folder '11' is output 11"):
-        qat(digits, beyond, epochs=1, show_progress=False)
+        qat(digits, beyond, epochs=1, progress=False)
 
 
 def test_deploy_carries_empty_class_folders(tmp_path):
-    from edgeq.deployment import agent as _remote
-    from edgeq.deployment.board_run import _tar_folder, tree_sha256
+    from edgeq.deployment import agent
+    from edgeq.deployment.payload import tar_folder, tree_sha256
 
     data = tmp_path / "data"
     (data / "0").mkdir(parents=True)
@@ -161,8 +161,8 @@ def test_deploy_carries_empty_class_folders(tmp_path):
     (data / "2").mkdir()
     assert tree_sha256(data) != sha  # an added empty class folder is a change to copy
     work = tmp_path / "board"
-    proc = subprocess.run([sys.executable, "-c", _remote.SOURCE, "recv", str(work), "data/data", tree_sha256(data),
-                           "tar"], input=_tar_folder(data), capture_output=True, check=False)
+    proc = subprocess.run([sys.executable, agent.__file__, "recv", str(work), "data/data", tree_sha256(data),
+                           "tar"], input=tar_folder(data), capture_output=True, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert json.loads(proc.stdout)["sha256"] == tree_sha256(data)
     assert sorted(p.name for p in (work / "data" / "data").iterdir()) == ["0", "1", "2"]

@@ -18,7 +18,7 @@ from edgeq_device.preprocess import Preprocess
 from edgeq_device.runtime import ModelRunner
 
 from edgeq import convert, debug
-from edgeq.cli.app import cli
+from edgeq.cli import cli
 from edgeq.errors import DataError, InvalidArgumentError, OutputExistsError
 from edgeq.inputs.data import as_source
 from edgeq.quantize.budget import budget_search, top1_accuracy

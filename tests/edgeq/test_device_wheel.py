@@ -15,9 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from edgeq.deployment import agent as _remote
-from edgeq.deployment.board_run import build_device_wheel
-from edgeq.deployment.wheel import record_hash, verify_wheel
+from edgeq.deployment import agent
+from edgeq.deployment.wheel import build_device_wheel, record_hash, verify_wheel
 from edgeq.errors import DeployError
 
 
@@ -108,17 +107,15 @@ def test_a_changed_wheel_entry_is_refused(installed_device, tmp_path):
 
 
 def test_the_board_asks_the_index_only_for_the_wheels_requirements(installed_device, tmp_path):
-    """The helper's requirement list: the extra's markers resolved, never edgeq-device itself."""
+    """The agent's requirement list: the extra's markers resolved, never edgeq-device itself."""
     from packaging.requirements import Requirement
 
     wheel = build_device_wheel(tmp_path, distribution=_dist(installed_device))
-    helper: dict[str, object] = {}
-    exec(compile(_remote.SOURCE.replace("\nmain(sys.argv[1:])\n", "\n"), "helper", "exec"), helper)
     for extra, wanted in (("litert", {"ai-edge-litert"}), ("tflite-runtime", {"tflite-runtime"})):
-        reqs = [Requirement(r) for r in helper["wheel_requirements"](str(wheel), extra)]  # type: ignore[operator]
+        reqs = [Requirement(r) for r in agent.wheel_requirements(str(wheel), extra)]
         active = {r.name for r in reqs if r.marker is None or r.marker.evaluate()}
         assert active == {"numpy", "pillow", "flatbuffers", "click"} | wanted
         assert "edgeq-device" not in {r.name for r in reqs}
-    numpy_pins = [str(r.specifier) for r in (Requirement(x) for x in helper["wheel_requirements"](  # type: ignore[operator]
+    numpy_pins = [str(r.specifier) for r in (Requirement(x) for x in agent.wheel_requirements(
         str(wheel), "tflite-runtime")) if r.name == "numpy" and (r.marker is None or r.marker.evaluate())]
     assert sorted(numpy_pins) == ["<2", ">=1.23"]

@@ -16,16 +16,16 @@ from click.testing import CliRunner
 from edgeq_device.flatbuffer import read_flat_model
 from plain_tflite import plain_convert
 
-from edgeq.cli.app import cli
-from edgeq.errors import ConversionError, InvalidArgumentError, ModelFileError, OutputExistsError
-from edgeq.targets.edgetpu.rules import (
+from edgeq.cli import cli
+from edgeq.errors import (
     CompilerNotFoundError,
-    EdgeTPUPrediction,
-    check_edgetpu_ready,
-    parse_compiler_log,
-    predict_edgetpu,
-    run_edgetpu_compiler,
+    ConversionError,
+    InvalidArgumentError,
+    ModelFileError,
+    OutputExistsError,
 )
+from edgeq.targets.edgetpu.compiler import parse_compiler_log, run_edgetpu_compiler
+from edgeq.targets.edgetpu.rules import EdgeTPUPrediction, check_edgetpu_ready, predict_edgetpu
 
 keras = tf.keras
 

@@ -35,3 +35,59 @@ def test_every_error_derives_from_one_base():
     assert edgeq.EdgeqError is edgeq_device.EdgeqError
     assert edgeq.errors.EdgeqWarning is edgeq_device.errors.EdgeqWarning
     assert issubclass(edgeq.errors.EdgeqWarning, UserWarning)
+
+
+def _packages():
+    import importlib
+    import pkgutil
+
+    import edgeq_device
+
+    for root in (edgeq, edgeq_device):
+        yield root
+        for info in pkgutil.walk_packages(root.__path__, root.__name__ + "."):
+            if info.ispkg:
+                yield importlib.import_module(info.name)
+
+
+def test_no_name_shadows_a_submodule():
+    """``edgeq.x.y`` is always the module y: a package never binds a function or class to a submodule's name."""
+    import importlib
+    import pkgutil
+    import types
+
+    checked = 0
+    for pkg in _packages():
+        for info in pkgutil.iter_modules(pkg.__path__):
+            if info.name.startswith("__"):
+                continue
+            module = importlib.import_module(f"{pkg.__name__}.{info.name}")
+            bound = getattr(pkg, info.name)
+            assert isinstance(bound, types.ModuleType) and bound is module, (
+                f"{pkg.__name__}.{info.name} is {bound!r}, not the submodule")
+            checked += 1
+    assert checked > 20
+
+
+def test_one_name_per_concept_across_the_api():
+    """progress, max_drop, store and evaluation mean one thing wherever they appear."""
+    for func in (edgeq.convert, edgeq.convert_all, edgeq.compare, edgeq.debug, edgeq.qat, edgeq.deploy):
+        params = inspect.signature(func).parameters
+        assert "progress" in params and "show_progress" not in params, func.__name__
+    assert "max_drop" in inspect.signature(edgeq.compare).parameters
+    assert "max_drop" in inspect.signature(edgeq.convert).parameters
+    for func in (edgeq.compare, edgeq.deploy):
+        assert "store" in inspect.signature(func).parameters
+    for func in (edgeq.compare, edgeq.convert, edgeq.deploy):
+        assert "evaluation" in inspect.signature(func).parameters
+
+
+def test_convert_accepts_the_old_progress_name_with_a_warning(model_file):
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = edgeq.convert(model_file, "float32", show_progress=False)
+    assert result.size_bytes > 0
+    renamed = [w for w in caught if issubclass(w.category, DeprecationWarning) and "show_progress" in str(w.message)]
+    assert len(renamed) == 1 and renamed[0].filename == __file__

@@ -13,7 +13,7 @@ from edgeq_device.preprocess import Preprocess
 from edgeq_device.runtime import ModelRunner
 
 from edgeq import qat
-from edgeq.cli.app import cli
+from edgeq.cli import cli
 from edgeq.errors import DataError, InvalidArgumentError, QATError
 from edgeq.inputs.data import as_source
 from edgeq.quantize.converter import convert

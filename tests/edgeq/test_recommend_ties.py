@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from edgeq_device.bench import median_interval
 
-from edgeq.comparison.run import ModeRow, _recommend, latency_summary, round_levels
+from edgeq.comparison.recommend import latency_summary, recommend, round_levels
+from edgeq.comparison.records import ModeRow
 from edgeq.errors import InvalidArgumentError
 from edgeq.report.tables import p50_text
 
@@ -58,13 +59,13 @@ def test_overlapping_intervals_are_a_tie_and_int8_wins():
     assert dynamic.p50(1) < int8.p50(1)
     (lo8, hi8), (lod, hid) = int8.p50_interval(1), dynamic.p50_interval(1)
     assert lo8 <= hid and lod <= hi8  # they overlap
-    rec = _recommend(rows, 1.0, "size", 1, labeled=True)
+    rec = recommend(rows, 1.0, "size", 1, labeled=True)
     assert rec.mode == "int8" and rec.ties == ("int8", "dynamic")
     assert "tie" in rec.reason and "Edge TPU" in rec.reason and "microcontrollers" in rec.reason
     assert f"dynamic {p50_text(dynamic.latency_us[1])}" in rec.reason
     # the same rows give the same recommendation, and so do the rows in another order
-    assert _recommend(rows, 1.0, "size", 1, labeled=True) == rec
-    assert _recommend([rows[0], *rows[:0:-1]], 1.0, "size", 1, labeled=True).mode == "int8"
+    assert recommend(rows, 1.0, "size", 1, labeled=True) == rec
+    assert recommend([rows[0], *rows[:0:-1]], 1.0, "size", 1, labeled=True).mode == "int8"
 
 
 def test_a_small_but_clear_gap_is_still_a_tie():
@@ -73,7 +74,7 @@ def test_a_small_but_clear_gap_is_still_a_tie():
                   "int8": _rounds(10.9, 0.01, seed=2), "dynamic": _rounds(10.0, 0.01, seed=3)})
     int8, dynamic = rows[3], rows[4]
     assert dynamic.p50_interval(1)[1] < int8.p50_interval(1)[0]
-    rec = _recommend(rows, 1.0, "size", 1, labeled=True)
+    rec = recommend(rows, 1.0, "size", 1, labeled=True)
     assert rec.mode == "int8" and rec.ties == ("int8", "dynamic")
     assert "within 15%" in rec.reason and "not clearly faster" in rec.reason
 
@@ -85,7 +86,7 @@ def test_a_clearly_faster_mode_wins_even_when_the_load_changes():
              "dynamic": _rounds(10.0, 0.01, seed=3, shared=shared)}
     rows = _rows(timed)
     assert rows[3].p50_interval(1)[1] < rows[2].p50_interval(1)[0]  # no overlap
-    rec = _recommend(rows, 1.0, "size", 1, labeled=True)
+    rec = recommend(rows, 1.0, "size", 1, labeled=True)
     assert rec.mode == "dynamic" and rec.ties == ()
     assert "fastest of the smallest models" in rec.reason and "tie" not in rec.reason
     # without taking the shared load out, the same runs would look like a tie
@@ -97,7 +98,7 @@ def test_prefer_latency_tie_goes_to_the_smaller_then_the_more_portable():
     rows = _rows({"float32": _rounds(12.0, 0.2, seed=4), "float16": _rounds(30.0, 0.02, seed=7),
                   "dynamic": _rounds(11.8, 0.2, seed=3), "int8": _rounds(12.0, 0.2, seed=2),
                   "int16x8": _rounds(400.0, 0.02, seed=5)})
-    rec = _recommend(rows, 1.0, "latency", 1, labeled=True)
+    rec = recommend(rows, 1.0, "latency", 1, labeled=True)
     assert rec.mode == "int8" and set(rec.ties) == {"int8", "dynamic"}
 
 

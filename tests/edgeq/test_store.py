@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from edgeq.cli.app import cli
+from edgeq.cli import cli
 from edgeq.errors import DataError, InvalidArgumentError, ModelFileError, StoreError
 from edgeq.store.db import (
     SCHEMA_VERSION,
@@ -377,7 +377,7 @@ def test_import_a_real_bench_json(tiny_tflite: Path, tmp_path: Path) -> None:
 
 def test_import_a_real_eval_json(tiny_tflite: Path, mnist_test: Path, tmp_path: Path) -> None:
     """`edgeq-device eval --json` output on real MNIST digits, imported through the API."""
-    from edgeq_device.evaluate import evaluate
+    from edgeq_device.evaluation import evaluate
 
     result = evaluate(tiny_tflite, mnist_test, limit=60, threads=1)
     eval_json = tmp_path / "eval.json"

@@ -16,8 +16,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from edgeq.cli.app import cli
-from edgeq.deployment.board_run import Board, DeployReport, deploy, load_fleet
+from edgeq.cli import cli
+from edgeq.deployment.fleet import Board, load_fleet
+from edgeq.deployment.orchestrate import deploy
+from edgeq.deployment.results import DeployReport
 from edgeq.errors import InvalidArgumentError, ModelFileError
 from edgeq.store.db import ResultsStore
 
@@ -39,7 +41,7 @@ def first_deploy(loopback_ssh, tiny_models_dir, eval_folder, board_python, tmp_p
                   workdir=_workdir(tmp, "board"), ssh_config=str(loopback_ssh.ssh_config))
     lines: list[tuple[str, str]] = []
     t0 = time.perf_counter()
-    report = deploy(tiny_models_dir["int8"], to=board, bench=True, eval=eval_folder, db=db,
+    report = deploy(tiny_models_dir["int8"], to=board, bench=True, evaluation=eval_folder, store=db,
                     bench_args=QUICK, progress=lambda label, text: lines.append((label, text)))
     return {"report": report, "db": db, "board": board, "lines": lines, "seconds": time.perf_counter() - t0}
 
@@ -89,7 +91,7 @@ def test_results_stored_under_the_board_label(first_deploy):
 
 def test_second_deploy_reuses_venv_and_skips_unchanged_files(first_deploy, tiny_models_dir, eval_folder,
                                                              tmp_path):
-    report = deploy(tiny_models_dir["int8"], to=first_deploy["board"], eval=eval_folder, progress=False,
+    report = deploy(tiny_models_dir["int8"], to=first_deploy["board"], evaluation=eval_folder, progress=False,
                     store=False)
     res = report["pi4-kitchen"]
     assert res.ok, res.error
@@ -120,7 +122,7 @@ def test_eval_folder_with_empty_class_folders_keeps_its_indices_on_the_board(fir
             shutil.copy(f, data / name / f.name)
     with pytest.warns(UserWarning, match="no image"):
         here = evaluate(tiny_models_dir["int8"], data)
-    report = deploy(tiny_models_dir["int8"], to=first_deploy["board"], eval=data, progress=False, store=False)
+    report = deploy(tiny_models_dir["int8"], to=first_deploy["board"], evaluation=data, progress=False, store=False)
     res = report["pi4-kitchen"]
     assert res.ok, res.error
     assert res.actions["upload_data"].startswith("copied") and res.eval is not None
@@ -162,7 +164,7 @@ identity = "{loopback_ssh.identity}"
     assert [b.label for b in boards] == ["pi-a", "pi-b", "pi-gone"] and boards[0].threads == 1
     lines: list[tuple[str, str]] = []
     report = deploy(tiny_models_dir["int8"], fleet=fleet, bench=True, bench_args=QUICK, parallel=3,
-                    db=tmp_path / "r.db", progress=lambda label, text: lines.append((label, text)))
+                    store=tmp_path / "r.db", progress=lambda label, text: lines.append((label, text)))
     assert [b.label for b in report] == ["pi-a", "pi-b", "pi-gone"]
     assert report["pi-a"].ok and report["pi-b"].ok, (report["pi-a"].error, report["pi-b"].error)
     assert report["pi-a"].bench["threads"] == 1

@@ -19,7 +19,8 @@ REPO = Path(__file__).resolve().parents[2]
 _DEPLOY = """
 import json, sys
 import edgeq_device
-from edgeq.deployment.board_run import Board, deploy
+from edgeq.deployment.fleet import Board
+from edgeq.deployment.orchestrate import deploy
 target, python, workdir, ssh_config, model = sys.argv[1:6]
 board = Board(target, label="pi", python=python, workdir=workdir, ssh_config=ssh_config)
 res = deploy(model, to=board, bench=True, bench_args=["--runs", "5", "--min-secs", "0", "--warmup", "1"],

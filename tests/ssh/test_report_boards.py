@@ -6,9 +6,10 @@ import pytest
 from click.testing import CliRunner
 from demo import train_cnn
 
-from edgeq.cli.app import cli
+from edgeq.cli import cli
 from edgeq.comparison.run import compare
-from edgeq.deployment.board_run import Board, deploy
+from edgeq.deployment.fleet import Board
+from edgeq.deployment.orchestrate import deploy
 from edgeq.store.db import ResultsStore
 
 pytestmark = pytest.mark.ssh
@@ -25,7 +26,7 @@ def test_report_includes_board_measurements(loopback_ssh, board_python, eval_fol
     int8_file = out / "models" / comp.results["int8"].default_filename
     board = Board(loopback_ssh.target("board-a"), label="pi-report", python=board_python,
                   workdir=str(tmp_path / "board" / ".edgeq-device"), ssh_config=str(loopback_ssh.ssh_config))
-    report = deploy(int8_file, to=board, bench=True, eval=eval_folder, db=db,
+    report = deploy(int8_file, to=board, bench=True, evaluation=eval_folder, store=db,
                     bench_args=["--runs", "20", "--min-secs", "0.1", "--threads", "1"])
     assert report["pi-report"].ok, report["pi-report"].error
     measured = [m for m in ResultsStore(db).runs(device="pi-report") if m.kind == "bench"]

@@ -40,7 +40,7 @@ def build_models(out: Path, modes: tuple[str, ...] = ("float32", "int8")) -> dic
     for mode in modes:
         io = "int8" if mode == "int8-io" else "float"
         res = convert(model, mode.removesuffix("-io"), calibration=MNIST / "train", samples=100, preprocess=pre,
-                      labels=list(listing.class_names), io=io, show_progress=False)
+                      labels=list(listing.class_names), io=io, progress=False)
         paths[mode] = res.save(out / f"tiny_{mode}.tflite", overwrite=True)
     return paths
 

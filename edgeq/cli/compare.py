@@ -1,0 +1,114 @@
+"""``edgeq compare``: convert a model in every mode, measure size, accuracy, fidelity and latency, write a report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+from edgeq_device.clikit import Choice, ChoiceList, flatten_choices
+from edgeq_device.fileio import check_output_folder
+from edgeq_device.report_json import dumps_json
+from rich.console import Console
+
+from edgeq.cli.options import (
+    MODE_NAMES,
+    Channels,
+    build_preprocess,
+    check_db,
+    custom_objects_option,
+    db_option,
+    force_option,
+    format_option,
+    modes_arg,
+    native_log_option,
+    preprocess_options,
+)
+from edgeq.cli.output import make_console
+from edgeq.comparison.records import Comparison
+from edgeq.comparison.run import compare
+from edgeq.errors import InvalidArgumentError, OutputExistsError
+from edgeq.report.files import json_default
+from edgeq.report.markdown import markdown_table
+from edgeq.report.tables import csv_table, natural_width, rich_table, table_rows
+from edgeq.store.db import ResultsStore
+
+__all__ = ["compare_cmd", "print_compare"]
+
+
+@click.command("compare")
+@native_log_option
+@click.argument("model", type=click.Path())
+@click.option("--calib", "calib", type=click.Path(), required=True, help="Calibration data (image folder, .npy, .npz).")
+@click.option("--eval", "evaluation", type=click.Path(), required=True, help="Labeled evaluation data.")
+@click.option("--modes", type=ChoiceList((*MODE_NAMES, "all")), multiple=True, default=["all"],
+              callback=flatten_choices, show_default=True,
+              help="Modes to compare: all, or several as a comma list (int8,float16) or by repeating --modes.")
+@click.option("--threads", default=None, help="Comma-separated thread counts to time [1,<cores>].")
+@click.option("--io", type=Choice(["float", "int8", "uint8"]), default="float", show_default=True,
+              help="I/O type of the int8 model.")
+@click.option("--samples", type=int, default=200, show_default=True, help="Calibration samples.")
+@click.option("--eval-samples", type=int, default=None, help="Evaluate on a seeded subset of this many.")
+@click.option("--budget", type=float, default=1.0, show_default=True, help="Accuracy budget, points of top-1.")
+@click.option("--prefer", type=Choice(["size", "latency"]), default="size", show_default=True,
+              help="Recommend the smallest or the fastest mode within the budget.")
+@db_option
+@click.option("--no-store", is_flag=True, help="Do not record the measurements.")
+@click.option("--output", "-o", type=click.Path(), default="out/compare", show_default=True, help="Report folder.")
+@force_option("Overwrite existing report files.")
+@click.option("--labels", "labels", type=click.Path(), default=None, metavar="FILE",
+              help="Class names, one per line in output order, stored in the models; --eval's class folders "
+                   "are the outputs of their names (default: the calibration folder's classes, else --eval's: "
+                   "integer folder names are their output, other names sorted as Keras does).")
+@custom_objects_option
+@format_option
+@preprocess_options
+def compare_cmd(model: str, calib: str, evaluation: str, modes: tuple[str, ...], threads: str | None, io: str,
+                samples: int, eval_samples: int | None, budget: float, prefer: str, db: str | None, no_store: bool,
+                output: str, force: bool, fmt: str, labels: str | None, size: tuple[int, int] | None,
+                color: str | None, mean: Channels, std: Channels) -> None:
+    """Convert MODEL in every mode and compare size, accuracy, fidelity and latency; write a report."""
+    out = Path(output)
+    check_output_folder(out, argument="--output")
+    if not no_store:
+        check_db(db)
+    if (out / "results.json").exists() and not force:
+        raise OutputExistsError("a report exists in the output folder", argument="--output", received=str(out),
+                                fix="choose another --output or pass --force to overwrite")
+    thread_list = None
+    if threads:
+        try:
+            thread_list = [int(t) for t in threads.split(",")]
+        except ValueError:
+            raise InvalidArgumentError("expected comma-separated integers", argument="--threads",
+                                       received=threads, fix="give e.g. --threads 1,4") from None
+    mode_list: Any = modes_arg(modes)
+    pre = build_preprocess(size, color, mean, std, model)
+    store = None if no_store else ResultsStore(db)
+    comp = compare(model, calibration=calib, evaluation=evaluation, modes=mode_list, threads=thread_list, io=io,
+                   samples=samples, eval_samples=eval_samples, max_drop=budget, prefer=prefer, preprocess=pre,
+                   labels=labels, store=store)
+    console: Any
+    if fmt == "table":
+        console = Console()
+        if not console.is_terminal:  # piped: every column, each row on one line
+            console = Console(width=max(console.width, natural_width(*table_rows(comp.to_dict()))))
+        console.print(rich_table(comp))
+    else:  # the table (or results.json) alone on standard output; what else is said goes to stderr
+        print_compare(comp, fmt)
+        console = make_console(stderr=True)
+    for note in comp.notes:
+        console.print(f"note: {note}")
+    written = comp.save(out, overwrite=force)
+    console.print(f"wrote {out}/report.html, report.md, results.json ({len(written)} files)"
+                  + ("" if store is None else f"; measurements stored in {store.path}"))
+
+
+def print_compare(comp: Comparison, fmt: str) -> None:
+    """Print a comparison's table as Markdown or CSV, or its results.json (``fmt="json"``)."""
+    if fmt == "json":
+        click.echo(dumps_json(comp.to_dict(), indent=2, default=json_default))
+        return
+    header, rows = table_rows(comp.to_dict())
+    click.echo((markdown_table if fmt == "md" else csv_table)(header, rows), nl=False)
+

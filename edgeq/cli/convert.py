@@ -1,0 +1,144 @@
+"""``edgeq convert``: a Keras model to .tflite in one or several modes, and for the Edge TPU compiled."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import click
+from edgeq_device.clikit import Choice, ChoiceList, flatten_choices
+from edgeq_device.info import format_bytes
+from edgeq_device.report_json import dumps_json
+
+from edgeq.cli.options import (
+    MODE_NAMES,
+    Channels,
+    build_preprocess,
+    check_json_out,
+    check_output,
+    custom_objects_option,
+    force_option,
+    json_option,
+    modes_arg,
+    native_log_option,
+    preprocess_options,
+    write_json_out,
+)
+from edgeq.cli.output import make_console, print_rows
+from edgeq.errors import InvalidArgumentError, OutputExistsError
+from edgeq.quantize.converter import convert, convert_all
+from edgeq.targets.edgetpu.compiler import run_edgetpu_compiler
+
+__all__ = ["convert_cmd"]
+
+
+@click.command("convert")
+@native_log_option
+@click.argument("model", type=click.Path())
+@click.option("--mode", "-m", "modes", type=ChoiceList((*MODE_NAMES, "all")), multiple=True, default=["int8"],
+              callback=flatten_choices, show_default=True,
+              help="Quantization mode; several as a comma list (int8,float16) or by repeating --mode. "
+                   "int8 and int16x8 need --calib.")
+@click.option("--calib", "calib", type=click.Path(), default=None,
+              help="Calibration data: image folder, .npy or .npz (int8, int16x8).")
+@click.option("--samples", type=int, default=200, show_default=True, help="Calibration samples (seeded).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the calibration sample.")
+@click.option("--io", type=Choice(["float", "int8", "uint8", "int16"]), default=None,
+              help="Input/output type: float, int8, uint8, int16 [float; uint8 for edgetpu].")
+@click.option("--batch-size", type=int, default=None, help="Fix a dynamic batch dimension (e.g. 1).")
+@click.option("--allow-float", is_flag=True, help="Let ops that cannot be integer-quantized stay float.")
+@click.option("--target", type=Choice(["edgetpu"]), default=None,
+              help="Enforce a target's rules (edgetpu: int8, integer I/O, batch 1) and compile where "
+                   "edgetpu_compiler is installed.")
+@click.option("--output", "-o", type=click.Path(), default="out", show_default=True,
+              help="Output folder (or file name for one mode).")
+@force_option("Overwrite existing output files.")
+@json_option("Also write a JSON summary (- for stdout).")
+@click.option("--max-drop", type=float, default=None, metavar="POINTS",
+              help="Accuracy budget (int8): top-1 points the model may lose on --eval; tries int8, int8 with "
+                   "the worst layers in float, int16x8, float16 and keeps the first within it.")
+@click.option("--eval", "evaluation", type=click.Path(), default=None,
+              help="Labeled evaluation data for --max-drop (image folder with class subfolders, .npz).")
+@click.option("--labels", "labels", type=click.Path(), default=None, metavar="FILE",
+              help="Class names, one per line in output order, stored in the model (default: the calibration "
+                   "folder's classes: integer folder names are their output, other names sorted as Keras does).")
+@custom_objects_option
+@preprocess_options
+def convert_cmd(model: str, modes: tuple[str, ...], calib: str | None, samples: int, seed: int, io: str | None,
+                batch_size: int | None, allow_float: bool, target: str | None, output: str, force: bool,
+                json_out: str | None, max_drop: float | None, evaluation: str | None, labels: str | None,
+                size: tuple[int, int] | None, color: str | None, mean: Channels, std: Channels) -> None:
+    """Convert MODEL (.keras, .h5 or SavedModel folder) to .tflite and print what was written."""
+    out = Path(output)
+    check_output(out)
+    check_json_out(json_out, force)
+    mode = modes_arg(modes)
+    if isinstance(mode, list) and (target is not None or max_drop is not None):
+        raise InvalidArgumentError("--target and --max-drop take one mode", argument="--mode",
+                                   received=",".join(modes), fix="give --mode int8 alone")
+    pre = build_preprocess(size, color, mean, std, model)
+    io = io or ("uint8" if target == "edgetpu" else "float")
+    results: Any
+    if max_drop is not None or evaluation is not None:  # the accuracy budget search (edgeq.budget)
+        if max_drop is None or evaluation is None or target is not None:
+            raise InvalidArgumentError("--max-drop and --eval go together, without --target",
+                                       argument="--max-drop" if max_drop is None else "--eval",
+                                       received=max_drop if max_drop is None else evaluation,
+                                       fix="give both, e.g. --max-drop 0.5 --eval data/test")
+        results = convert(model, mode, calibration=calib, samples=samples, seed=seed, io=io,
+                          batch_size=batch_size, preprocess=pre, allow_float_fallback=allow_float,
+                          max_drop=max_drop, evaluation=evaluation, labels=labels)
+    else:
+        if isinstance(mode, list) or mode == "all":
+            results = convert_all(model, mode, calibration=calib, samples=samples, seed=seed, io=io,
+                                  batch_size=batch_size, preprocess=pre, allow_float_fallback=allow_float,
+                                  labels=labels)
+        else:
+            results = convert(model, mode, calibration=calib, samples=samples, seed=seed, io=io,
+                              batch_size=batch_size, preprocess=pre, allow_float_fallback=allow_float,
+                              target=target, labels=labels)
+    results = results if isinstance(results, list) else [results]
+    # Check every target before writing any, so a refusal leaves nothing half done.
+    single_file = len(results) == 1 and out.suffix == ".tflite"
+    targets = [out if single_file else out / r.default_filename for r in results]
+    for t in targets:
+        if t.exists() and not force:
+            raise OutputExistsError("output file exists", argument="--output", received=str(t),
+                                    fix="choose another --output or pass --force to overwrite")
+    written = [r.save(t, overwrite=force) for r, t in zip(results, targets)]
+    base = next((r for r in results if r.mode.value == "float32"), None)
+    rows = [[r.mode.value, r.io.value, format_bytes(r.size_bytes),
+             f"{base.size_bytes / r.size_bytes:.2f}x" if base else "-", f"{r.conversion_seconds:.1f}s",
+             str(len(r.float_ops)), path.name] for r, path in zip(results, written)]
+    print_rows(["mode", "io", "size", "vs float32", "time", "float ops", "file"], rows, "table",
+               err=json_out == "-", drop=("float ops", "time", "vs float32", "io"),
+               left=("mode", "io", "float ops", "file"), title=f"edgeq convert {Path(model).name}")
+    console = make_console(stderr=json_out == "-")
+    console.print(f"wrote {len(written)} file(s) to {written[0].parent}")
+    if target == "edgetpu":
+        _compile_for_edgetpu(results[0], written[0], force, console)
+    if results[0].budget is not None:
+        click.echo(results[0].budget.table(), nl=False, err=json_out == "-")
+    if json_out:
+        payload = dumps_json({"schema": "edgeq/convert/1",
+                              "results": [dict(r.to_dict(), path=str(p),
+                                               **({"budget": r.budget.to_dict()} if r.budget is not None else {}))
+                                          for r, p in zip(results, written)]},
+                             indent=2)
+        write_json_out(json_out, payload, force)
+
+
+def _compile_for_edgetpu(result: Any, path: Path, force: bool, console: Any) -> None:
+    """Show the predicted Edge TPU mapping; run edgetpu_compiler where it is installed."""
+    console.print(f"predicted Edge TPU mapping: {result.edgetpu.summary()}")
+    if shutil.which("edgetpu_compiler") is None:
+        console.print("edgetpu_compiler is not installed here (Linux x86-64 only, Debian package edgetpu-compiler "
+                      "from Coral's apt repository); the prediction above follows Coral's published rules: "
+                      f"see `edgeq analyze {path} --target edgetpu` op by op")
+        return
+    report = run_edgetpu_compiler(path, path.parent, overwrite=force)
+    console.print(f"edgetpu_compiler {report.compiler_version or ''}: {report.ops_on_edgetpu} of {report.total_ops} "
+                  f"ops on the Edge TPU, {report.ops_on_cpu} on the CPU, on-chip memory used "
+                  f"{format_bytes(report.on_chip_memory_used or 0)}; wrote {report.output_model}")
+

@@ -1,0 +1,146 @@
+"""The results store on the command line: ``edgeq store import`` records device JSON, ``edgeq history`` lists
+runs and finds regressions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+from edgeq_device.clikit import Choice
+from edgeq_device.report_json import dumps_json
+
+from edgeq.cli.options import (
+    MODE_NAMES,
+    check_db,
+    check_json_out,
+    db_option,
+    force_option,
+    format_option,
+    json_option,
+    write_json_out,
+)
+from edgeq.cli.output import print_rows
+from edgeq.errors import InvalidArgumentError
+from edgeq.store.db import ResultsStore
+
+__all__ = ["history_cmd", "store_group"]
+
+
+@click.group("store")
+def store_group() -> None:
+    """Record measurements in the results store (an SQLite file)."""
+
+
+@store_group.command("import")
+@click.argument("files", nargs=-1, required=True, metavar="FILE.json...")
+@click.option("--device", metavar="LABEL", default=None,
+              help="Device label to record (default: taken from the file's sysinfo).")
+@db_option
+def store_import(files: tuple[str, ...], device: str | None, db: str | None) -> None:
+    """Record JSON files written by `edgeq-device bench --json` or `edgeq-device eval --json`.
+
+    Every file is checked before any is recorded; a file already in the store is not
+    recorded twice.
+    """
+    check_db(db)
+    measurements = [ResultsStore.read_device_json(f, device=device) for f in files]
+    with ResultsStore(db) as store:
+        for f, m in zip(files, measurements):
+            row_id, new = store.record(m)
+            what = "recorded as" if new else "already recorded as"
+            click.echo(f"{f}: {what} run #{row_id} ({m.kind}, {m.label}, {m.mode}, {m.device}, "
+                       f"{m.runtime}, {m.threads or 'default'} threads)")
+
+
+def _parse_fraction(text: str, option: str) -> float:
+    """'10%' -> 0.10; '0.1' -> 0.1."""
+    raw = text.strip()
+    try:
+        value = float(raw[:-1]) / 100.0 if raw.endswith("%") else float(raw)
+    except ValueError:
+        raise InvalidArgumentError("not a percentage or fraction", argument=option, received=text,
+                                   fix="give e.g. 10% or 0.10") from None
+    if value < 0:
+        raise InvalidArgumentError("cannot be negative", argument=option, received=text, fix="give e.g. 10%")
+    return value
+
+
+def _fmt(value: float | None, scale: float = 1.0, digits: int = 3) -> str:
+    return "-" if value is None else f"{value * scale:.{digits}f}"
+
+
+def _write_json(items: list[dict[str, Any]], json_out: str | None, to_stdout: bool, force: bool) -> None:
+    """The JSON list to the --json file (if a path), and to standard output when ``to_stdout``."""
+    text = dumps_json(items, indent=2)
+    if json_out not in (None, "-"):
+        write_json_out(json_out, text, force)
+    if to_stdout:
+        write_json_out("-", text, force)
+
+
+_HISTORY_COLUMNS = ("#", "UTC", "model", "sha256", "mode", "device", "runtime", "thr", "kind", "KiB", "p50 ms",
+                    "p90 ms", "top-1 %", "agree %", "SQNR dB")
+# What a narrow terminal loses first; #, model, mode, device and p50 ms always stay.
+_HISTORY_LESSER = ("sha256", "SQNR dB", "p90 ms", "runtime", "agree %", "KiB", "thr", "kind", "UTC", "top-1 %")
+
+
+@click.command("history")
+@click.option("--model", metavar="NAME_OR_HASH", default=None,
+              help="Only this model: its name or a prefix (6+ hex digits) of its sha256.")
+@click.option("--device", metavar="LABEL", default=None, help="Only this device (host, a board label).")
+@click.option("--mode", type=Choice([*MODE_NAMES, "unknown"]), default=None,
+              help="Only this quantization mode.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, metavar="N", help="At most N runs.")
+@json_option("Write the runs (or, with --diff, the regressions) as JSON; '-' for standard output.")
+@force_option("Overwrite the --json file if it exists.")
+@click.option("--diff", is_flag=True,
+              help="Compare each model/mode/device/runtime/threads' latest run with the one before; "
+                   "exit 1 on a regression.")
+@click.option("--threshold-latency", default="10%", show_default=True, metavar="PCT",
+              help="With --diff: flag p50 latency up by more than this (10% or 0.10).")
+@click.option("--threshold-accuracy", type=float, default=0.5, show_default=True, metavar="POINTS",
+              help="With --diff: flag top-1 accuracy down by more than this many percentage points.")
+@format_option
+@db_option
+def history_cmd(model: str | None, device: str | None, mode: str | None, limit: int | None,
+                json_out: str | None, force: bool, diff: bool, threshold_latency: str,
+                threshold_accuracy: float, fmt: str, db: str | None) -> None:
+    """List recorded runs, newest first, or (--diff) find regressions against the previous run.
+
+    With --diff the exit status is 1 when a regression is found, so a CI script can fail on it.
+    """
+    lat = _parse_fraction(threshold_latency, "--threshold-latency")
+    check_json_out(json_out, force)
+    to_stdout = json_out == "-" or fmt == "json"  # the JSON document goes to standard output
+    if diff and fmt in ("md", "csv"):
+        raise InvalidArgumentError("--diff prints regressions as lines or JSON", argument="--format",
+                                   received=fmt, fix="use --format table or json with --diff")
+    with ResultsStore(db, create=False) as store:
+        if diff:
+            regressions = store.diff(model=model, device=device, mode=mode, latency_threshold=lat,
+                                     accuracy_threshold=threshold_accuracy)
+            _write_json([r.to_dict() for r in regressions], json_out, to_stdout, force)
+            if not to_stdout:
+                if not regressions:
+                    click.echo(f"no regressions (p50 latency within +{lat * 100:g}%, "
+                               f"top-1 accuracy within -{threshold_accuracy:g} points of the previous run)")
+                for r in regressions:
+                    click.echo(click.style("regression", fg="red", bold=True) + f": {r.describe()}")
+            if regressions:
+                raise SystemExit(1)
+            return
+        runs = store.runs(model=model, device=device, mode=mode, limit=limit)
+    _write_json([m.to_dict() for m in runs], json_out, to_stdout, force)
+    if to_stdout:
+        return
+    if not runs and fmt == "table":
+        click.echo("no runs recorded" + (" that match" if model or device or mode else ""))
+        return
+    rows = [[str(m.id), m.created[:16].replace("T", " "), m.label, m.model_sha256[:8], m.mode, m.device,
+             m.runtime, str(m.threads or "-"), m.kind, "-" if m.size_bytes is None else f"{m.size_bytes / 1024:.1f}",
+             _fmt(m.latency_p50_us, 1e-3), _fmt(m.latency_p90_us, 1e-3), _fmt(m.accuracy_top1, 100, 2),
+             _fmt(m.agreement, 100, 2), _fmt(m.sqnr_db, 1.0, 1)] for m in runs]
+    print_rows(list(_HISTORY_COLUMNS), rows, fmt, drop=_HISTORY_LESSER,
+               left=("UTC", "model", "sha256", "mode", "device", "runtime", "kind"),
+               title=f"{len(runs)} run(s), newest first")
+

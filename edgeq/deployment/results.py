@@ -1,0 +1,237 @@
+"""What a deploy returns: one :class:`BoardResult` per board in a :class:`DeployReport`.
+
+Both are frozen dataclasses with ``to_dict``/``from_dict`` (a ``"schema"`` key:
+``edgeq/board-result/1``, ``edgeq/deploy/1``), a plain-text ``__str__`` and
+``_repr_html_`` for notebooks. The bench and eval payloads are the boards'
+``edgeq-device ... --json`` documents, kept as they came.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import numbers
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+from edgeq_device.fileio import atomic_write_text
+from edgeq_device.report_json import dumps_json
+
+from edgeq.errors import InvalidArgumentError
+
+__all__ = ["BOARD_RESULT_SCHEMA", "DEPLOY_REPORT_SCHEMA", "BoardResult", "DeployReport", "bench_p50_ms",
+           "eval_top1"]
+
+BOARD_RESULT_SCHEMA = "edgeq/board-result/1"
+DEPLOY_REPORT_SCHEMA = "edgeq/deploy/1"
+
+
+def _number(value: Any) -> float | None:
+    """``value`` as a float when it is a real number (NumPy's included, bool not), else None."""
+    return float(value) if isinstance(value, numbers.Real) and not isinstance(value, bool) else None
+
+
+def _plain(value: Any) -> Any:
+    """``json.dumps`` fallback: NumPy scalars as Python numbers, anything else as text."""
+    item = getattr(value, "item", None)
+    return item() if callable(item) else str(value)
+
+
+def bench_p50_ms(payload: Mapping[str, Any] | None) -> float | None:
+    """The median latency in ms of an ``edgeq-device bench --json`` payload (``latency.p50_us``)."""
+    latency = (payload or {}).get("latency")
+    value = latency.get("p50_us") if isinstance(latency, Mapping) else None
+    us = _number(value)
+    return None if us is None else us / 1000.0
+
+
+def eval_top1(payload: Mapping[str, Any] | None) -> float | None:
+    """The top-1 accuracy of an ``edgeq-device eval --json`` payload (``top1``)."""
+    value = (payload or {}).get("top1")
+    return _number(value)
+
+
+def _check_schema(data: Mapping[str, Any], schema: str) -> dict[str, Any]:
+    if not isinstance(data, Mapping):
+        raise InvalidArgumentError("not a JSON object", argument="data", received=type(data).__name__,
+                                   fix=f"give the dict that to_dict() returned ({schema})")
+    got = data.get("schema", schema)
+    if got != schema:
+        raise InvalidArgumentError("the dict holds another kind of result or schema version", argument="data",
+                                   received=got, fix=f"give a {schema} document (upgrade edgeq if it is newer)")
+    return {k: v for k, v in data.items() if k != "schema"}
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "" if value is None else format(value, spec)
+
+
+@dataclass(frozen=True)
+class BoardResult:
+    """What happened on one board.
+
+    Attributes:
+        label: the board's label (results are stored under it).
+        host: where it was reached (``user@host:port``).
+        ok: every step succeeded.
+        error: why it failed (one line with the fix), or None.
+        error_kind: one of :data:`edgeq.errors.DEPLOY_ERROR_KINDS` (``unreachable``, ``auth``,
+            ``hostkey``, ``timeout``, ``no-python``, ``no-venv``, ``no-runtime``, ``missing-deps``,
+            ``setup``, ``transfer``, ``bench``, ``eval``, ``store``, ``interrupted``, ``remote``...).
+        timings: seconds per step (``connect``, ``probe``, ``setup``, ``upload_model``,
+            ``upload_data``, ``bench``, ``eval``, ``total``).
+        actions: what each step did (``created``/``reused`` venv, ``copied``/``unchanged`` files).
+        board: what the probe found (python version, machine, ...).
+        bench: the ``edgeq-device bench --json`` payload, or None.
+        eval: the ``edgeq-device eval --json`` payload, or None.
+        stored_ids: row ids in the results store.
+    """
+
+    label: str
+    host: str
+    ok: bool = False
+    error: str | None = None
+    error_kind: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    actions: dict[str, str] = field(default_factory=dict)
+    board: dict[str, Any] = field(default_factory=dict)
+    bench: dict[str, Any] | None = None
+    eval: dict[str, Any] | None = None
+    stored_ids: tuple[int, ...] = ()
+
+    @property
+    def p50_ms(self) -> float | None:
+        """The board's median latency in ms (from ``bench``), or None."""
+        return bench_p50_ms(self.bench)
+
+    @property
+    def top1(self) -> float | None:
+        """The board's top-1 accuracy (from ``eval``), or None."""
+        return eval_top1(self.eval)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict, ``"schema"`` first."""
+        body = {f.name: getattr(self, f.name) for f in fields(self)}
+        body["stored_ids"] = list(self.stored_ids)
+        return {"schema": BOARD_RESULT_SCHEMA, **json.loads(json.dumps(body, default=_plain))}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> BoardResult:
+        """Rebuild from :meth:`to_dict`'s output.
+
+        Raises:
+            InvalidArgumentError: another schema, or keys this version does not know.
+        """
+        body = _check_schema(data, BOARD_RESULT_SCHEMA)
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(body) - known)
+        if unknown or "label" not in body or "host" not in body:
+            raise InvalidArgumentError("not a board result", argument="data", received=unknown or sorted(body),
+                                       fix=f"give a dict with label, host and only {', '.join(sorted(known))}")
+        body["stored_ids"] = tuple(body.get("stored_ids") or ())
+        return cls(**body)
+
+    def __str__(self) -> str:
+        head = f"{self.label} ({self.host}): {'ok' if self.ok else 'FAILED'}"
+        parts = []
+        if self.p50_ms is not None:
+            parts.append(f"p50 {self.p50_ms:.3f} ms")
+        if self.top1 is not None:
+            parts.append(f"top-1 {self.top1:.4f}")
+        parts.append(f"{self.timings.get('total', 0.0):.1f} s")
+        text = head + ", " + ", ".join(parts)
+        if self.error:
+            text += f"\n  {self.error_kind}: {self.error}"
+        return text
+
+    def _html_row(self) -> str:
+        return (f"<tr><td>{html.escape(self.label)}</td><td>{'ok' if self.ok else 'FAILED'}</td>"
+                f"<td>{_fmt(self.p50_ms, '.3f')}</td><td>{_fmt(self.top1, '.3f')}</td>"
+                f"<td>{self.timings.get('total', 0.0):.1f}</td><td>{html.escape(self.error or '')}</td></tr>")
+
+    def _repr_html_(self) -> str:  # notebooks
+        return _HTML_HEAD + self._html_row() + "</table>"
+
+
+_HTML_HEAD = ("<table><tr><th>board</th><th>status</th><th>p50 ms</th><th>top-1</th><th>total s</th>"
+              "<th>error</th></tr>")
+
+
+@dataclass(frozen=True)
+class DeployReport:
+    """One :class:`BoardResult` per board, in the order the boards were given.
+
+    ``report["label"]`` is that board's result; iterating gives them in order.
+    """
+
+    model: str
+    boards: tuple[BoardResult, ...]
+    wall_seconds: float = 0.0
+    db: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "boards", tuple(self.boards))
+
+    @property
+    def ok(self) -> bool:
+        """Every board succeeded."""
+        return all(b.ok for b in self.boards)
+
+    @property
+    def failed(self) -> list[BoardResult]:
+        """The boards that did not succeed."""
+        return [b for b in self.boards if not b.ok]
+
+    def __iter__(self) -> Iterator[BoardResult]:
+        return iter(self.boards)
+
+    def __len__(self) -> int:
+        return len(self.boards)
+
+    def __getitem__(self, label: str) -> BoardResult:
+        for b in self.boards:
+            if b.label == label:
+                return b
+        raise KeyError(label)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict, ``"schema"`` first."""
+        return {"schema": DEPLOY_REPORT_SCHEMA, "model": self.model, "wall_seconds": self.wall_seconds,
+                "db": self.db, "boards": [b.to_dict() for b in self.boards]}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> DeployReport:
+        """Rebuild from :meth:`to_dict`'s output (or a saved report's JSON).
+
+        Raises:
+            InvalidArgumentError: another schema, or no ``model``/``boards``.
+        """
+        body = _check_schema(data, DEPLOY_REPORT_SCHEMA)
+        if "model" not in body or not isinstance(body.get("boards"), list):
+            raise InvalidArgumentError("not a deploy report", argument="data", received=sorted(body),
+                                       fix="give a dict with model and a list of boards")
+        return cls(str(body["model"]), tuple(BoardResult.from_dict(b) for b in body["boards"]),
+                   float(body.get("wall_seconds") or 0.0), body.get("db"))
+
+    def save(self, path: str | os.PathLike[str], overwrite: bool = False) -> Path:
+        """Write the report as JSON, atomically; refuse to overwrite unless asked."""
+        return atomic_write_text(path, dumps_json(self.to_dict(), indent=2, default=_plain) + "\n",
+                                 overwrite=overwrite, argument="path")
+
+    def summary(self) -> str:
+        """A plain-text table: one line per board."""
+        lines = [f"{'board':<18} {'status':<7} {'p50 ms':>8} {'top1':>6} {'total s':>8}  detail"]
+        for b in self.boards:
+            lines.append(f"{b.label:<18} {'ok' if b.ok else 'FAILED':<7} "
+                         f"{_fmt(b.p50_ms, '.3f'):>8} {_fmt(b.top1, '.3f'):>6} "
+                         f"{b.timings.get('total', 0.0):>8.1f}  {b.error or b.board.get('machine', '')}")
+        lines.append(f"{sum(b.ok for b in self.boards)}/{len(self.boards)} boards ok in {self.wall_seconds:.1f} s")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.summary()
+
+    def _repr_html_(self) -> str:  # notebooks
+        return _HTML_HEAD + "".join(b._html_row() for b in self.boards) + "</table>"

@@ -1,0 +1,137 @@
+"""What the accuracy budget search tried and chose: :class:`Candidate` and :class:`BudgetReport`.
+
+``BudgetReport.to_dict`` is versioned (``schema`` ``edgeq/budget/1``); its ``table()``
+(also ``str()``) is what the CLI prints.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from typing import Any
+
+from edgeq.quantize.result import ConversionResult
+
+__all__ = ["BudgetReport", "Candidate"]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One conversion the budget search tried.
+
+    Attributes:
+        name: ``int8``, ``int8+float(k)``, ``int16x8`` or ``float16``.
+        mode: the conversion mode.
+        float_layers: the worst layers, kept in float (int8 with float layers only).
+        float_readers: the layers reading their outputs, kept in float with them so the
+            damaged tensors are never re-quantized.
+        float_nodes: every op (by output tensor) kept in float.
+        size_bytes: the ``.tflite`` size (None if the conversion failed).
+        latency_ms: median latency of one inference on this machine.
+        accuracy: top-1 accuracy (0..1) on the evaluation data.
+        drop: accuracy lost against the float32 baseline, in percentage points.
+        within_budget: whether ``drop <= max_drop``.
+        error: why the conversion failed, if it did.
+        result: the conversion itself (not in ``to_dict``).
+    """
+
+    name: str
+    mode: str
+    float_layers: tuple[str, ...] = ()
+    float_readers: tuple[str, ...] = ()
+    float_nodes: tuple[str, ...] = ()
+    size_bytes: int | None = None
+    latency_ms: float | None = None
+    accuracy: float | None = None
+    drop: float | None = None
+    within_budget: bool = False
+    error: str | None = None
+    result: ConversionResult | None = field(default=None, repr=False, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "mode": self.mode, "float_layers": list(self.float_layers),
+                "float_readers": list(self.float_readers), "float_nodes": list(self.float_nodes), "size_bytes": self.size_bytes,
+                "latency_ms": None if self.latency_ms is None else round(self.latency_ms, 4),
+                "accuracy": self.accuracy, "drop_points": None if self.drop is None else round(self.drop, 4),
+                "within_budget": self.within_budget, "error": self.error}
+
+
+@dataclass(frozen=True)
+class BudgetReport:
+    """What the accuracy budget search tried and what it chose.
+
+    Attributes:
+        model: the model's name.
+        max_drop: the budget, in top-1 percentage points.
+        baseline_accuracy: top-1 (0..1) of the float32 ``.tflite`` on the evaluation data.
+        baseline_size_bytes, baseline_latency_ms: the float32 model's size and latency.
+        evaluation: what the accuracy was measured on, and ``samples`` how many.
+        candidates: every candidate tried, in order.
+        chosen: index of the chosen candidate in ``candidates``.
+        reason: why it was chosen.
+    """
+
+    model: str
+    max_drop: float
+    baseline_accuracy: float
+    baseline_size_bytes: int
+    baseline_latency_ms: float
+    evaluation: str
+    samples: int
+    candidates: tuple[Candidate, ...]
+    chosen: int
+    reason: str
+
+    @property
+    def choice(self) -> Candidate:
+        """The chosen candidate."""
+        return self.candidates[self.chosen]
+
+    @property
+    def within_budget(self) -> bool:
+        """Whether the chosen candidate meets the budget."""
+        return self.choice.within_budget
+
+    def table(self) -> str:
+        """The candidates as a text table, followed by the reason for the choice."""
+        from rich.console import Console
+        from rich.table import Table
+
+        t = Table(title=f"accuracy budget for {self.model}: top-1 drop <= {self.max_drop:g} points "
+                        f"({self.samples} samples of {self.evaluation})", title_justify="left")
+        for col in ("candidate", "size KiB", "latency ms", "top-1 %", "drop pts", "budget", "kept in float"):
+            t.add_column(col, justify="left" if col in ("candidate", "budget", "kept in float") else "right",
+                         overflow="fold")
+        t.add_row("float32 (baseline)", f"{self.baseline_size_bytes / 1024:.1f}",
+                  f"{self.baseline_latency_ms:.3f}", f"{self.baseline_accuracy * 100:.2f}", "-", "-", "")
+        for i, c in enumerate(self.candidates):
+            mark = "chosen" if i == self.chosen else ("ok" if c.within_budget else ("failed" if c.error else "over"))
+            t.add_row(c.name, "-" if c.size_bytes is None else f"{c.size_bytes / 1024:.1f}",
+                      "-" if c.latency_ms is None else f"{c.latency_ms:.3f}",
+                      "-" if c.accuracy is None else f"{c.accuracy * 100:.2f}",
+                      "-" if c.drop is None else f"{c.drop:+.2f}", mark,
+                      c.error[:80] if c.error else _float_text(c))
+        buf = io.StringIO()
+        Console(file=buf, width=140, color_system=None, force_jupyter=False, force_terminal=False).print(t)
+        buf.write(self.reason + "\n")
+        return buf.getvalue()
+
+    def __str__(self) -> str:
+        return self.table()
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready form."""
+        return {"schema": "edgeq/budget/1", "model": self.model, "max_drop_points": self.max_drop,
+                "baseline": {"mode": "float32", "accuracy": self.baseline_accuracy,
+                             "size_bytes": self.baseline_size_bytes,
+                             "latency_ms": round(self.baseline_latency_ms, 4)},
+                "evaluation": self.evaluation, "samples": self.samples,
+                "candidates": [c.to_dict() for c in self.candidates], "chosen": self.choice.name,
+                "within_budget": self.within_budget, "reason": self.reason}
+
+
+def _float_text(c: Candidate) -> str:
+    text = ", ".join(c.float_layers)
+    if c.float_readers:
+        text += f" (+ read by {', '.join(c.float_readers)})"
+    return text

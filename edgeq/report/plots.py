@@ -1,0 +1,106 @@
+"""The comparison's plots as PNG bytes: accuracy vs latency (with the Pareto front), file size, latency."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from edgeq.report.tables import Results, results_dict
+
+__all__ = ["plot_pngs"]
+
+
+def _pareto(points: list[tuple[float, float, str]]) -> list[str]:
+    """Names on the front: no other point is both faster (lower x) and more accurate (higher y)."""
+    front = []
+    for x, y, name in points:
+        if not any((x2 <= x and y2 >= y) and (x2 < x or y2 > y) for x2, y2, _ in points):
+            front.append(name)
+    return front
+
+
+def plot_pngs(results: Results, samples: Mapping[str, Sequence[float]] | None = None) -> dict[str, bytes]:
+    """The three plots as PNG bytes: accuracy vs latency, size, latency distribution.
+
+    Args:
+        results: the comparison's schema dict (or an object whose ``to_dict()`` gives it).
+        samples: every timed run (µs) of each mode at the first thread count, by mode name.
+            With every mode's runs the latency plot is a box plot of them; otherwise (a
+            report rebuilt from ``results.json``, which keeps no runs) it shows p50 and p90 bars.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    data = results_dict(results)
+    t0 = str(data["threads"][0])
+    modes = [r for r in data["rows"] if r["name"] != "keras"]
+    out: dict[str, bytes] = {}
+
+    def png(fig: Any) -> bytes:
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        return buf.getvalue()
+
+    # accuracy (or agreement) vs latency, marker area ~ size, Pareto front marked
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    metric = "top1" if data["labeled"] else "agreement"
+    pts = []
+    max_size = max((r["size_bytes"] or 1) for r in modes) if modes else 1
+    for r in modes:
+        lat = r["latency_us"].get(t0, {}).get("p50_us")
+        val = r[metric]
+        if lat is None or val is None:
+            continue
+        pts.append((lat / 1000, val * 100, r["name"]))
+        ax.scatter(lat / 1000, val * 100, s=60 + 900 * (r["size_bytes"] or 0) / max_size, alpha=0.55)
+        ax.annotate(r["name"], (lat / 1000, val * 100), textcoords="offset points", xytext=(6, 6), fontsize=9)
+    front = _pareto(pts)
+    fp = sorted((x, y) for x, y, n in pts if n in front)
+    if fp:
+        ax.plot([p[0] for p in fp], [p[1] for p in fp], "k--", lw=1, label="Pareto front")
+        ax.legend(loc="lower right", fontsize=8)
+    keras_row = data["rows"][0]
+    if keras_row.get(metric) is not None:
+        ax.axhline(keras_row[metric] * 100, color="grey", lw=0.8, ls=":")
+    xs = [p[0] for p in pts]
+    if xs and min(xs) > 0 and max(xs) / min(xs) > 20:  # one slow mode would squash the rest
+        ax.set_xscale("log")
+    ax.set_xlabel(f"p50 latency, ms ({t0} thread{'s' if t0 != '1' else ''})")
+    ax.set_ylabel("top-1 accuracy, %" if data["labeled"] else "agreement with Keras, %")
+    ax.set_title("accuracy vs latency (marker area = file size)")
+    out["accuracy_vs_latency.png"] = png(fig)
+
+    fig, ax = plt.subplots(figsize=(6.4, 3.4))
+    names = [r["name"] for r in modes]
+    sizes = [(r["size_bytes"] or 0) / 1024 for r in modes]
+    bars = ax.bar(names, sizes, color="#4c78a8")
+    for b, r in zip(bars, modes):
+        if r["size_ratio"]:
+            ax.annotate(f"{r['size_ratio']:.1f}x", (b.get_x() + b.get_width() / 2, b.get_height()),
+                        ha="center", va="bottom", fontsize=8)
+    ax.set_ylabel("KB")
+    ax.set_title("file size (ratio to float32)")
+    out["size.png"] = png(fig)
+
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    runs = [(samples or {}).get(r["name"]) for r in modes]
+    if all(runs):
+        ax.boxplot([[s / 1000 for s in ss] for ss in runs if ss], showfliers=False)
+        ax.set_xticks(range(1, len(names) + 1), names)
+    else:
+        p50 = [(r["latency_us"].get(t0, {}).get("p50_us") or 0) / 1000 for r in modes]
+        p90 = [(r["latency_us"].get(t0, {}).get("p90_us") or 0) / 1000 for r in modes]
+        ax.bar(names, p90, color="#f58518", label="p90")
+        ax.bar(names, p50, color="#4c78a8", label="p50")
+        ax.legend(fontsize=8)
+    p50s = [(r["latency_us"].get(t0, {}).get("p50_us") or 0) for r in modes]
+    if p50s and min(p50s) > 0 and max(p50s) / min(p50s) > 20:
+        ax.set_yscale("log")
+    ax.set_ylabel("ms")
+    ax.set_title(f"latency per mode ({t0} thread{'s' if t0 != '1' else ''})")
+    out["latency.png"] = png(fig)
+    return out
