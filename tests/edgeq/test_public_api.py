@@ -91,3 +91,18 @@ def test_convert_accepts_the_old_progress_name_with_a_warning(model_file):
     assert result.size_bytes > 0
     renamed = [w for w in caught if issubclass(w.category, DeprecationWarning) and "show_progress" in str(w.message)]
     assert len(renamed) == 1 and renamed[0].filename == __file__
+
+
+def test_no_module_is_over_500_lines():
+    """One concept per module: a module that grows past 500 lines holds more than one."""
+    from pathlib import Path
+
+    import edgeq_device
+
+    long = []
+    for root in (Path(edgeq.__file__).parent, Path(edgeq_device.__file__).parent):
+        for path in root.rglob("*.py"):
+            lines = len(path.read_text(encoding="utf-8").splitlines())
+            if lines > 500:
+                long.append(f"{path.relative_to(root.parent)}: {lines}")
+    assert not long
