@@ -9,21 +9,13 @@ import numpy as np
 import pytest
 import tf_keras
 from click.testing import CliRunner
-from edgeq_device.preprocess import Preprocess
 from edgeq_device.runtime import ModelRunner
 
 from edgeq import qat
 from edgeq.cli.app import cli
 from edgeq.errors import DataError, InvalidArgumentError, QATError
-from edgeq.inputs.data import as_source
 from edgeq.quantize.converter import convert
 from edgeq.quantize.qat.rebuild import check_equal, rebuild
-
-
-def _load(folder):
-    src = as_source(folder, Preprocess(size=(28, 28), color="l"))
-    xs, ys = zip(*((s.inputs, s.label) for s in src.samples()))
-    return np.stack(xs).astype(np.float32), np.asarray(ys)
 
 
 def _top1(model_bytes, x, y):
@@ -32,28 +24,14 @@ def _top1(model_bytes, x, y):
 
 
 @pytest.fixture(scope="module")
-def mnist(mnist_train, mnist_test):
-    return _load(mnist_train), _load(mnist_test)
+def mnist(digits_train_arrays, digits_test_arrays):
+    return digits_train_arrays, digits_test_arrays
 
 
 @pytest.fixture(scope="module")
-def float_cnn(mnist):
-    """A small Keras 3 CNN trained briefly (seeded) on the 4,000 training digits."""
-    (x, y), _ = mnist
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential([
-        keras.Input((28, 28, 1), name="image"),
-        keras.layers.Conv2D(8, 3, activation="relu"),
-        keras.layers.MaxPooling2D(),
-        keras.layers.Conv2D(16, 3, activation="relu"),
-        keras.layers.MaxPooling2D(),
-        keras.layers.Flatten(),
-        keras.layers.Dense(32, activation="relu"),
-        keras.layers.Dense(10, activation="softmax"),
-    ], name="digits")
-    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    model.fit(x, y, epochs=4, batch_size=32, verbose=0, shuffle=True)
-    return model
+def float_cnn(digits_cnn):
+    """The session's small Keras 3 CNN (``digits``), trained (seeded) on the 4,000 training digits."""
+    return digits_cnn
 
 
 def _bn_depthwise_residual_model():
