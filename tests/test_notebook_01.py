@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
+pytestmark = pytest.mark.slow
+
 
 def test_notebook_01_runs(tmp_path, monkeypatch, execute_notebook):
     monkeypatch.setenv("EDGEQ_DB", str(tmp_path / "results.db"))

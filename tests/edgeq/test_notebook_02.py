@@ -6,6 +6,10 @@ import re
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow
+
 
 def test_notebook_02_runs(tmp_path, execute_notebook):
     outputs = execute_notebook("02_qat_and_accuracy_budget.ipynb", timeout=300)

@@ -84,6 +84,7 @@ def test_rebuild_error_names_the_layer_or_operation():
     assert info.value.argument == "model" and "use a layer instead" in info.value.fix
 
 
+@pytest.mark.slow  # QAT on 4,000 digits
 def test_qat_int8_on_mnist_stays_within_0_3_points_of_float(float_cnn, mnist, mnist_train):
     _, (xt, yt) = mnist
     float_acc = float((np.asarray(float_cnn(xt, training=False)).argmax(axis=1) == yt).mean())
@@ -105,6 +106,7 @@ def test_qat_int8_on_mnist_stays_within_0_3_points_of_float(float_cnn, mnist, mn
     assert abs(_top1(int8_io.model_bytes, xt, yt) - qat_acc) <= 0.005
 
 
+@pytest.mark.slow  # QAT of an unusual model
 def test_layers_tfmot_cannot_quantize_get_a_config_and_the_model_exports_full_int8():
     keras.utils.set_random_seed(1)
     inp = keras.Input((16, 16, 3))
@@ -137,6 +139,7 @@ def test_layers_tfmot_cannot_quantize_get_a_config_and_the_model_exports_full_in
     assert np.abs(int8_out - float_out).max() < 0.25  # one epoch at a tiny learning rate barely moves it
 
 
+@pytest.mark.slow  # QAT
 def test_layers_without_a_scheme_stay_float_and_are_listed():
     inp = tf_keras.Input((8, 8, 1))
     h = tf_keras.layers.Conv2D(4, 3)(inp)
@@ -152,6 +155,7 @@ def test_layers_without_a_scheme_stay_float_and_are_listed():
     assert result.convert(calibration=x).float_ops == ()
 
 
+@pytest.mark.slow  # QAT
 def test_qat_under_a_distribution_strategy_and_from_tf_data():
     import tensorflow as tf
 
@@ -180,6 +184,7 @@ def test_bad_training_input_is_refused_with_the_argument_named():
         qat(model, (np.zeros((8, 4), np.float32), np.zeros(8, int)), strategy="mirrored")
 
 
+@pytest.mark.slow  # QAT through the CLI
 def test_cli_qat_writes_the_int8_model_and_refuses_to_overwrite(float_cnn, mnist_train, mnist_test, tmp_path):
     path = tmp_path / "digits.keras"
     float_cnn.save(path)
