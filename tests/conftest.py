@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -32,6 +33,64 @@ def mnist_test() -> Path:
     return MNIST / "test"
 
 
+@pytest.fixture(scope="session")
+def digits_train_arrays(mnist_train: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The 4,000 training digits as arrays ``([N, 28, 28, 1] float32 in [0, 1], [N] int64)``, seeded order."""
+    from fixtures.models import load_digits
+
+    return load_digits(mnist_train)
+
+
+@pytest.fixture(scope="session")
+def digits_test_arrays(mnist_test: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The 1,000 test digits as arrays, as :func:`digits_train_arrays`."""
+    from fixtures.models import load_digits
+
+    return load_digits(mnist_test)
+
+
+@pytest.fixture(scope="session")
+def digits_cnn(digits_train_arrays: tuple[np.ndarray, np.ndarray]):  # type: ignore[no-untyped-def]
+    """The seeded Keras 3 digits CNN (``digits``, layers ``hidden`` and ``classifier``), trained once per session.
+
+    Shared: a test must not train it further or change its weights (clone it for that).
+    """
+    pytest.importorskip("keras")
+    from fixtures.models import train_digits_cnn
+
+    return train_digits_cnn(*digits_train_arrays)
+
+
+@pytest.fixture(scope="session")
+def demo_cnn(mnist_train: Path):  # type: ignore[no-untyped-def]
+    """The demo's CNN (examples/demo.py ``train_cnn``, ``mnist_cnn``) trained one epoch, once per session.
+
+    Bigger than :func:`digits_cnn` (a 64-unit dense layer): its int8 file is over 3x smaller than
+    its float32 one, as a user's model would be. Shared: a test must not change it.
+    """
+    pytest.importorskip("keras")
+    from demo import train_cnn
+
+    return train_cnn(mnist_train, epochs=1, verbose=0)
+
+
+@pytest.fixture(scope="session")
+def digits_plain_tflite(digits_cnn, digits_train_arrays, tmp_path_factory: pytest.TempPathFactory  # type: ignore[no-untyped-def]
+                        ) -> dict[str, Path]:
+    """:func:`digits_cnn` converted with a plain TFLiteConverter in every mode of ``fixtures.models.PLAIN_MODES``."""
+    from fixtures.models import plain_tflite_files
+
+    return plain_tflite_files(digits_cnn, digits_train_arrays[0], tmp_path_factory.mktemp("plain-tflite"))
+
+
+@pytest.fixture(scope="session")
+def digits_edgeq_tflite(digits_cnn, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:  # type: ignore[no-untyped-def]
+    """:func:`digits_cnn` converted by edgeq.convert as float32, int8 and int8-io (int8 I/O), metadata inside."""
+    from fixtures.models import edgeq_tflite_files
+
+    return edgeq_tflite_files(digits_cnn, tmp_path_factory.mktemp("edgeq-tflite"), ("float32", "int8", "int8-io"))
+
+
 def _execute_notebook(name: str, timeout: int = 600) -> list[dict]:
     """Run notebooks/<name> top to bottom in a kernel of this Python; return its code outputs.
 
@@ -52,9 +111,14 @@ def _execute_notebook(name: str, timeout: int = 600) -> list[dict]:
 
 
 @pytest.fixture
-def execute_notebook(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
-    """The notebook runner, with progress bars off and TensorFlow's logging quiet."""
+def execute_notebook(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """The notebook runner, with progress bars off and TensorFlow's logging quiet.
+
+    A notebook writes its files under ``$EDGEQ_NOTEBOOK_OUT`` (default ``out/``): here the
+    test's ``tmp_path / "notebooks"``, so no run leaves files for the next.
+    """
     pytest.importorskip("nbclient")
+    monkeypatch.setenv("EDGEQ_NOTEBOOK_OUT", str(tmp_path / "notebooks"))
     monkeypatch.setenv("EDGEQ_PROGRESS", "0")
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
     return _execute_notebook

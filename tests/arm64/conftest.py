@@ -116,8 +116,9 @@ def x86_pythons() -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def tiny_models_dir(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    return _load_tiny_models().build_models(tmp_path_factory.mktemp("models"), ("float32", "int8", "int8-io"))
+def tiny_models_dir(digits_edgeq_tflite: dict[str, Path]) -> dict[str, Path]:
+    """The session's digits CNN as float32, int8 and int8-io .tflite with edgeq metadata."""
+    return digits_edgeq_tflite
 
 
 @pytest.fixture(scope="session")

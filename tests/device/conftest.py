@@ -1,9 +1,9 @@
 """Real models for the edgeq-device tests, made once per session.
 
-A tiny CNN is trained briefly on mnist5k and converted with plain
-``tf.lite.TFLiteConverter`` in every mode: float32, float16, dynamic range,
-int8 with float I/O, int8 with int8 I/O and int8 with uint8 I/O. TensorFlow
-is imported only here (the tests of ``edgeq_device`` itself never need it).
+The session's trained digits CNN (tests/conftest.py, ``digits_cnn``) converted with plain
+``tf.lite.TFLiteConverter`` in every mode: float32, float16, dynamic range, int8 with
+float I/O, int8 with int8 I/O and int8 with uint8 I/O. TensorFlow is used only by those
+fixtures (the tests of ``edgeq_device`` itself never need it).
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import os
 import shutil
 import subprocess
 import sys
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -24,21 +23,6 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 MNIST = REPO / "datasets" / "mnist5k"
 MODES = ("float32", "float16", "dynamic", "int8", "int8_io_int8", "int8_io_uint8")
-
-
-def _load_folder(folder: Path, per_class: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    from PIL import Image
-
-    xs, ys = [], []
-    for digit in range(10):
-        files = sorted((folder / str(digit)).glob("*.png"))
-        if per_class is not None:
-            files = files[:per_class]
-        for f in files:
-            with Image.open(f) as im:
-                xs.append(np.asarray(im.convert("L"), np.float32) / 255.0)
-            ys.append(digit)
-    return np.stack(xs)[..., None], np.asarray(ys)
 
 
 @dataclass(frozen=True)
@@ -123,60 +107,17 @@ def mnist_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def models(tmp_path_factory: pytest.TempPathFactory) -> TestModels:
-    """The trained CNN converted in every mode (see MODES), plus variants with metadata."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import keras
-    import tensorflow as tf
-
+def models(digits_plain_tflite: dict[str, Path], digits_train_arrays: tuple[np.ndarray, np.ndarray],
+           tmp_path_factory: pytest.TempPathFactory) -> TestModels:
+    """The session's trained CNN converted in every mode (see MODES), plus variants with metadata."""
     root = tmp_path_factory.mktemp("models")
-    x, y = _load_folder(MNIST / "train", per_class=150)
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential([
-        keras.Input((28, 28, 1)),
-        keras.layers.Conv2D(8, 3, activation="relu"),
-        keras.layers.MaxPooling2D(),
-        keras.layers.Conv2D(16, 3, activation="relu"),
-        keras.layers.MaxPooling2D(),
-        keras.layers.Flatten(),
-        keras.layers.Dense(10, activation="softmax"),
-    ])
-    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
-    model.fit(x, y, epochs=4, batch_size=32, verbose=0)
-
-    def representative() -> Any:
-        for i in range(0, 200, 2):
-            yield [x[i:i + 1]]
-
-    def convert(mode: str) -> bytes:
-        conv = tf.lite.TFLiteConverter.from_keras_model(model)
-        if mode != "float32":
-            conv.optimizations = [tf.lite.Optimize.DEFAULT]
-        if mode == "float16":
-            conv.target_spec.supported_types = [tf.float16]
-        if mode.startswith("int8"):
-            conv.representative_dataset = representative
-            conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-            if mode != "int8":
-                io = tf.int8 if mode.endswith("int8") and not mode.endswith("uint8") else tf.uint8
-                conv.inference_input_type = io
-                conv.inference_output_type = io
-        return conv.convert()
-
-    paths: dict[str, Path] = {}
-    for mode in MODES:
-        with warnings.catch_warnings():  # "Statistics for quantized inputs were expected" (int8 I/O)
-            warnings.simplefilter("ignore", UserWarning)
-            data = convert(mode)
-        p = root / f"mnist_{mode}.tflite"
-        p.write_bytes(data)
-        paths[mode] = p
+    paths: dict[str, Path] = dict(digits_plain_tflite)
     with_meta = add_edgeq_metadata(paths["int8_io_uint8"].read_bytes(), mnist_metadata())
     paths["meta_uint8"] = root / "mnist_meta_uint8.tflite"
     paths["meta_uint8"].write_bytes(with_meta)
     paths["edgetpu"] = root / "mnist_edgetpu.tflite"
     paths["edgetpu"].write_bytes(as_edgetpu_model(paths["int8_io_uint8"].read_bytes()))
-    return TestModels(root=root, paths=paths, train_x=x)
+    return TestModels(root=root, paths=paths, train_x=digits_train_arrays[0])
 
 
 @pytest.fixture(scope="session")

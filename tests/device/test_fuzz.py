@@ -79,6 +79,7 @@ def _check(result, what: str) -> str:
     return _reason(lines[-1])
 
 
+@pytest.mark.slow  # every mutant through every command in this process
 def test_mutated_models_never_crash_a_command(models, small_test_dir, tmp_path):
     from edgeq.cli import cli as host_cli
 

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 
 SCRIPT = """
@@ -40,6 +42,7 @@ def test_measuring_imports_neither_tensorflow_nor_keras(models, small_test_dir):
     assert seen["runtime"] == "litert" and seen["images"] == 20 and seen["outputs"] == [5, 10]
 
 
+@pytest.mark.slow  # a fresh venv and a pip install of edgeq-device[litert]
 def test_device_package_installs_alone_and_benchmarks(models, tmp_path):
     src = tmp_path / "device"
     shutil.copytree(REPO / "device", src,

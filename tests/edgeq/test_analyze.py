@@ -232,6 +232,7 @@ def analyze_mobilenet_v2() -> bytes:
     return _convert(model)
 
 
+@pytest.mark.slow  # builds and converts MobileNetV2
 def test_mobilenet_v2_macs_match_published(analyze_mobilenet_v2: bytes) -> None:
     result = analyze(analyze_mobilenet_v2)
     # MobileNetV2 paper, Table 4: 300M multiply-adds, 3.4M parameters at 1.0 / 224

@@ -108,6 +108,7 @@ def _convert_process(model_file, mnist_train, out, *extra):
                           capture_output=True, text=True, env=env, timeout=300, umask=0o022)
 
 
+@pytest.mark.slow  # two `edgeq convert` processes, each importing TensorFlow
 def test_tensorflow_native_logs_hidden_unless_verbose(model_file, mnist_train, tmp_path):
     proc = _convert_process(model_file, mnist_train, tmp_path / "quiet")
     assert proc.returncode == 0, proc.stderr

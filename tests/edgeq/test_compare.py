@@ -14,7 +14,6 @@ import subprocess
 
 import numpy as np
 import pytest
-from demo import train_cnn
 
 from edgeq.comparison.recommend import LATENCY_ROUNDS, LATENCY_TIE
 from edgeq.comparison.records import Comparison
@@ -27,8 +26,8 @@ EVAL_N = 300
 
 
 @pytest.fixture(scope="module")
-def trained(mnist_train):
-    return train_cnn(mnist_train, epochs=1, verbose=0)
+def trained(demo_cnn):
+    return demo_cnn
 
 
 @pytest.fixture(scope="module")
@@ -201,16 +200,17 @@ def _chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
 
-def test_report_renders_in_headless_chromium(comparison, repo_root):
+def test_report_renders_in_headless_chromium(comparison, tmp_path):
     """Render report.html in headless Chromium and check the table and plots are on the screenshot.
 
-    The screenshot is kept in out/test-artifacts/report.png for a person to look at.
+    The screenshot stays in the test's tmp_path (pytest keeps the last runs' folders under
+    /tmp/pytest-of-$USER/) for a person to look at.
     """
     browser = _chromium()
     if browser is None:
         pytest.skip("chromium is not installed (tests/setup_system.sh installs it)")
     comp, _ = comparison
-    folder = repo_root / "out" / "test-artifacts"
+    folder = tmp_path
     comp.save(folder / "report", overwrite=True)
     shot = folder / "report.png"
     shot.unlink(missing_ok=True)

@@ -12,7 +12,6 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
 from edgeq_device import LabelMismatchError
@@ -26,24 +25,9 @@ keras = pytest.importorskip("keras")
 
 
 @pytest.fixture(scope="module")
-def digits(mnist_train):
-    """A small CNN trained briefly on 1500 digits (10 outputs)."""
-    from edgeq_device.images import iter_images, list_image_folder
-    from edgeq_device.preprocess import Preprocess
-
-    pairs = list(iter_images(list_image_folder(mnist_train).sample(1500, 0), Preprocess(size=(28, 28), color="l")))
-    x = np.stack([a for a, _ in pairs])
-    y = np.asarray([b for _, b in pairs])
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential([
-        keras.Input((28, 28, 1), name="image"),
-        keras.layers.Conv2D(8, 3, activation="relu"), keras.layers.MaxPooling2D(),
-        keras.layers.Conv2D(16, 3, activation="relu"), keras.layers.MaxPooling2D(),
-        keras.layers.Flatten(), keras.layers.Dense(10, activation="softmax"),
-    ], name="digits")
-    model.compile("adam", "sparse_categorical_crossentropy")
-    model.fit(x, y, epochs=3, batch_size=32, verbose=0)
-    return model
+def digits(digits_cnn):
+    """The session's trained digits CNN (10 outputs)."""
+    return digits_cnn
 
 
 @pytest.fixture(scope="module")

@@ -14,38 +14,20 @@ import keras
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from edgeq_device.preprocess import Preprocess
 from edgeq_device.runtime import ModelRunner
 
 from edgeq import convert, debug
 from edgeq.cli import cli
 from edgeq.errors import DataError, InvalidArgumentError, OutputExistsError
-from edgeq.inputs.data import as_source
 from edgeq.quantize.budget import budget_search, top1_accuracy
 
 
-def _load(folder):
-    src = as_source(folder, Preprocess(size=(28, 28), color="l"))
-    xs, ys = zip(*((s.inputs, s.label) for s in src.samples()))
-    return np.stack(xs).astype(np.float32), np.asarray(ys)
-
-
 @pytest.fixture(scope="module")
-def models(mnist_train):
-    """(a trained CNN, the same CNN with a rare-outlier layer) as Keras 3 models."""
-    x, y = _load(mnist_train)
-    keras.utils.set_random_seed(0)
-    inp = keras.Input((28, 28, 1), name="image")
-    h = keras.layers.Conv2D(8, 3, activation="relu")(inp)
-    h = keras.layers.MaxPooling2D()(h)
-    h = keras.layers.Conv2D(16, 3, activation="relu")(h)
-    h = keras.layers.MaxPooling2D()(h)
-    h = keras.layers.Flatten()(h)
-    hidden = keras.layers.Dense(32, activation="relu", name="hidden")
-    head = keras.layers.Dense(10, activation="softmax", name="classifier")
-    good = keras.Model(inp, head(hidden(h)), name="good")
-    good.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    good.fit(x, y, epochs=3, batch_size=32, verbose=0, shuffle=True)
+def models(digits_cnn, digits_train_arrays):
+    """(the session's trained CNN, the same CNN with a rare-outlier layer) as Keras 3 models."""
+    x, _ = digits_train_arrays
+    good = digits_cnn
+    inp, hidden, head = good.inputs[0], good.get_layer("hidden"), good.get_layer("classifier")
 
     features = np.asarray(keras.Model(inp, hidden.output)(x))
     direction = np.random.default_rng(0).normal(size=32).astype(np.float32)
@@ -72,8 +54,8 @@ def _acc(model_bytes, x, y):
 
 
 @pytest.fixture(scope="module")
-def test_arrays(mnist_test):
-    return _load(mnist_test)
+def test_arrays(digits_test_arrays):
+    return digits_test_arrays
 
 
 def test_debug_puts_the_outlier_layer_first(models, mnist_train, tmp_path):

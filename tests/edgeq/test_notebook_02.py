@@ -6,8 +6,12 @@ import re
 import sys
 from pathlib import Path
 
+import pytest
 
-def test_notebook_02_runs(repo_root, execute_notebook):
+pytestmark = pytest.mark.slow
+
+
+def test_notebook_02_runs(tmp_path, execute_notebook):
     outputs = execute_notebook("02_qat_and_accuracy_budget.ipynb", timeout=300)
     # streams, plus what rich (the progress lines) displays as rich output in a notebook
     text = "".join(o.get("text", "") or o.get("data", {}).get("text/plain", "") for o in outputs)
@@ -17,5 +21,5 @@ def test_notebook_02_runs(repo_root, execute_notebook):
     assert "QAT int8" in text and "PTQ int8" in text
     assert "spiky" in text and "accuracy budget" in text and "chose int8+float" in text
     assert any("image/png" in o.get("data", {}) for o in outputs), "the layer plot did not display"
-    out = repo_root / "out" / "notebook02"
+    out = tmp_path / "notebooks" / "notebook02"
     assert (out / "layers.png").exists() and (out / "digits_qat_int8.tflite").exists()

@@ -9,21 +9,13 @@ import numpy as np
 import pytest
 import tf_keras
 from click.testing import CliRunner
-from edgeq_device.preprocess import Preprocess
 from edgeq_device.runtime import ModelRunner
 
 from edgeq import qat
 from edgeq.cli import cli
 from edgeq.errors import DataError, InvalidArgumentError, QATError
-from edgeq.inputs.data import as_source
 from edgeq.quantize.converter import convert
 from edgeq.quantize.qat.rebuild import check_equal, rebuild
-
-
-def _load(folder):
-    src = as_source(folder, Preprocess(size=(28, 28), color="l"))
-    xs, ys = zip(*((s.inputs, s.label) for s in src.samples()))
-    return np.stack(xs).astype(np.float32), np.asarray(ys)
 
 
 def _top1(model_bytes, x, y):
@@ -32,28 +24,14 @@ def _top1(model_bytes, x, y):
 
 
 @pytest.fixture(scope="module")
-def mnist(mnist_train, mnist_test):
-    return _load(mnist_train), _load(mnist_test)
+def mnist(digits_train_arrays, digits_test_arrays):
+    return digits_train_arrays, digits_test_arrays
 
 
 @pytest.fixture(scope="module")
-def float_cnn(mnist):
-    """A small Keras 3 CNN trained briefly (seeded) on the 4,000 training digits."""
-    (x, y), _ = mnist
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential([
-        keras.Input((28, 28, 1), name="image"),
-        keras.layers.Conv2D(8, 3, activation="relu"),
-        keras.layers.MaxPooling2D(),
-        keras.layers.Conv2D(16, 3, activation="relu"),
-        keras.layers.MaxPooling2D(),
-        keras.layers.Flatten(),
-        keras.layers.Dense(32, activation="relu"),
-        keras.layers.Dense(10, activation="softmax"),
-    ], name="digits")
-    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    model.fit(x, y, epochs=4, batch_size=32, verbose=0, shuffle=True)
-    return model
+def float_cnn(digits_cnn):
+    """The session's small Keras 3 CNN (``digits``), trained (seeded) on the 4,000 training digits."""
+    return digits_cnn
 
 
 def _bn_depthwise_residual_model():
@@ -106,6 +84,7 @@ def test_rebuild_error_names_the_layer_or_operation():
     assert info.value.argument == "model" and "use a layer instead" in info.value.fix
 
 
+@pytest.mark.slow  # QAT on 4,000 digits
 def test_qat_int8_on_mnist_stays_within_0_3_points_of_float(float_cnn, mnist, mnist_train):
     _, (xt, yt) = mnist
     float_acc = float((np.asarray(float_cnn(xt, training=False)).argmax(axis=1) == yt).mean())
@@ -127,6 +106,7 @@ def test_qat_int8_on_mnist_stays_within_0_3_points_of_float(float_cnn, mnist, mn
     assert abs(_top1(int8_io.model_bytes, xt, yt) - qat_acc) <= 0.005
 
 
+@pytest.mark.slow  # QAT of an unusual model
 def test_layers_tfmot_cannot_quantize_get_a_config_and_the_model_exports_full_int8():
     keras.utils.set_random_seed(1)
     inp = keras.Input((16, 16, 3))
@@ -159,6 +139,7 @@ def test_layers_tfmot_cannot_quantize_get_a_config_and_the_model_exports_full_in
     assert np.abs(int8_out - float_out).max() < 0.25  # one epoch at a tiny learning rate barely moves it
 
 
+@pytest.mark.slow  # QAT
 def test_layers_without_a_scheme_stay_float_and_are_listed():
     inp = tf_keras.Input((8, 8, 1))
     h = tf_keras.layers.Conv2D(4, 3)(inp)
@@ -174,6 +155,7 @@ def test_layers_without_a_scheme_stay_float_and_are_listed():
     assert result.convert(calibration=x).float_ops == ()
 
 
+@pytest.mark.slow  # QAT
 def test_qat_under_a_distribution_strategy_and_from_tf_data():
     import tensorflow as tf
 
@@ -202,6 +184,7 @@ def test_bad_training_input_is_refused_with_the_argument_named():
         qat(model, (np.zeros((8, 4), np.float32), np.zeros(8, int)), strategy="mirrored")
 
 
+@pytest.mark.slow  # QAT through the CLI
 def test_cli_qat_writes_the_int8_model_and_refuses_to_overwrite(float_cnn, mnist_train, mnist_test, tmp_path):
     path = tmp_path / "digits.keras"
     float_cnn.save(path)

@@ -139,9 +139,9 @@ def loopback_ssh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoopbackS
 
 
 @pytest.fixture(scope="session")
-def tiny_models_dir(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A tiny MNIST model as float32 and int8 .tflite (trained and converted once per session)."""
-    return tiny_models.build_models(tmp_path_factory.mktemp("models"))
+def tiny_models_dir(digits_edgeq_tflite: dict[str, Path]) -> dict[str, Path]:
+    """The session's digits CNN as float32, int8 and int8-io .tflite with edgeq metadata (made once per session)."""
+    return digits_edgeq_tflite
 
 
 @pytest.fixture(scope="session")

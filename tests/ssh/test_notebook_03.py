@@ -6,7 +6,7 @@ import sqlite3
 
 import pytest
 
-pytestmark = pytest.mark.ssh
+pytestmark = [pytest.mark.ssh, pytest.mark.slow]
 
 
 def test_notebook_03_deploys_and_compares(loopback_ssh, board_python, tmp_path, monkeypatch, execute_notebook):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 from click.testing import CliRunner
-from demo import train_cnn
 
 from edgeq.cli import cli
 from edgeq.comparison.run import compare
@@ -15,10 +14,10 @@ from edgeq.store.db import ResultsStore
 pytestmark = pytest.mark.ssh
 
 
-def test_report_includes_board_measurements(loopback_ssh, board_python, eval_folder, mnist_train, mnist_test,
-                                            tmp_path):
+def test_report_includes_board_measurements(loopback_ssh, board_python, eval_folder, demo_cnn, mnist_train,
+                                            mnist_test, tmp_path):
     db = tmp_path / "results.db"
-    model = train_cnn(mnist_train, epochs=1, verbose=0)
+    model = demo_cnn
     comp = compare(model, calibration=mnist_train, evaluation=mnist_test, modes=["float32", "int8"], samples=50,
                    eval_samples=100, threads=(1,), runs=10, min_secs=0.05, store=db)
     out = tmp_path / "report"
