@@ -28,7 +28,6 @@ from typing import Any
 
 import numpy as np
 from edgeq_device.analysis import analyze_flat_model
-from edgeq_device.bench import benchmark
 from edgeq_device.evaluation import predict_arrays
 from edgeq_device.runtime import resolve_runtime
 from edgeq_device.sysinfo import board_info
@@ -41,6 +40,7 @@ from edgeq.inputs.data import as_source
 from edgeq.inputs.models import load_model
 from edgeq.measure.evaluation import keras_outputs, load_eval_arrays, match_labels, top_k_accuracy
 from edgeq.measure.fidelity import argmax_agreement, fidelity
+from edgeq.measure.latency import interleaved_rounds
 from edgeq.nativelog import quiet_native_logs
 from edgeq.progress import task_progress
 from edgeq.quantize.calibration import default_preprocess, warnings_once
@@ -163,13 +163,11 @@ def compare(
             tick()
             measured[name] = {"out": out, "rounds": {t: [] for t in thread_list}}
         # Latency in rounds, the modes interleaved: see LATENCY_ROUNDS.
-        for _ in range(LATENCY_ROUNDS):
-            for t in thread_list:
-                for name, res in results.items():
-                    bench = benchmark(res.model_bytes, runs=round_runs, min_secs=min_secs / LATENCY_ROUNDS,
-                                      max_secs=max_secs / LATENCY_ROUNDS, warmup=3, threads=t, keep_samples=True)
-                    measured[name]["rounds"][t].append(list(bench.samples_us or ()))
-                tick()
+        rounds = interleaved_rounds({name: res.model_bytes for name, res in results.items()}, thread_list,
+                                    LATENCY_ROUNDS, round_runs, min_secs / LATENCY_ROUNDS,
+                                    max_secs / LATENCY_ROUNDS, seed=seed, tick=tick)
+        for name in results:
+            measured[name]["rounds"] = rounds[name]
         levels = {t: round_levels([measured[name]["rounds"][t] for name in results]) for t in thread_list}
         for i, (name, res) in enumerate(results.items()):
             out = measured[name]["out"]

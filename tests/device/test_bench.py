@@ -205,6 +205,7 @@ def test_edgetpu_delegate_missing_runtime_says_what_to_install(models, model_too
         benchmark(static, runs=1, min_secs=0, delegate="edgetpu", delegate_options={"device": "usb:0"})
 
 
+@pytest.mark.slow
 def test_runtime_can_be_chosen(models, small_test_dir):
     import warnings
 

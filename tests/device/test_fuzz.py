@@ -119,6 +119,7 @@ def test_mutated_models_never_crash_a_command(models, small_test_dir, tmp_path):
     assert tally["bench"]["ok"] > 0 and sum(tally["bench"].values()) == loaded
 
 
+@pytest.mark.slow
 def test_mutants_in_subprocesses_end_without_a_signal(models, cli, tmp_path):
     """A sample through the real command: exit 0 or 2, never a signal, one error line."""
     mutants = _mutants(models)

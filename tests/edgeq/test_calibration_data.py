@@ -126,6 +126,7 @@ def tf_keras_model():
                                 tf_keras.layers.Flatten(), tf_keras.layers.Dense(3)], name="legacy")
 
 
+@pytest.mark.slow
 def test_tf_keras_export_folder_is_removed_on_error_and_on_interrupt(tf_keras_model, private_tmp):
     x = _pixels()
     x[7, 0, 0, 0] = np.inf
@@ -254,6 +255,7 @@ def tiny_file(tiny, tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 def test_cli_inf_is_one_error_line_exit_2_no_crash(tiny_file, tmp_path):
     """Before: the process died by SIGSEGV (exit -11) inside the converter."""
     x = _pixels()
@@ -319,6 +321,7 @@ def test_export_folders_of_dead_processes_are_swept(private_tmp):
     assert sorted(_folders(private_tmp)) == sorted(n for k, n in names.items() if k != "dead_old")
 
 
+@pytest.mark.slow
 def test_qat_refuses_inf_in_training_data_before_training_and_in_calibration():
     """Before: the Inf poisoned the learnt quantization ranges and the int8 export died by SIGSEGV."""
     tf_keras = pytest.importorskip("tf_keras")
@@ -337,6 +340,7 @@ def test_qat_refuses_inf_in_training_data_before_training_and_in_calibration():
         result.convert(calibration=bad, samples=16)
 
 
+@pytest.mark.slow
 def test_a_qat_model_keeps_its_rescaling_layer_visible():
     """QAT wraps layers (QuantizeWrapper) and puts a fake-quantizer with weights first."""
     tf_keras = pytest.importorskip("tf_keras")

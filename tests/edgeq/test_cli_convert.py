@@ -78,6 +78,7 @@ def test_bad_input_is_one_line(args, message, model_file, mnist_train, tmp_path)
     assert len(lines) == 1 and message in lines[0], err
 
 
+@pytest.mark.slow
 def test_console_script_error_has_no_traceback(tmp_path):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     proc = subprocess.run([sys.executable, "-m", "edgeq.cli", "convert", str(tmp_path / "nope.h5")],

@@ -129,6 +129,7 @@ def test_latency_interval_comes_from_the_timed_runs(comparison):
             assert min(samples) <= lat["p50_lo_us"] <= lat["p50_us"] <= lat["p50_hi_us"] <= max(samples)
 
 
+@pytest.mark.slow
 def test_same_inputs_give_the_same_recommendation(comparison, trained, mnist_train, mnist_test):
     """Compare again on the same model and data: the same mode is recommended."""
     comp, _ = comparison
@@ -200,6 +201,7 @@ def _chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
 
+@pytest.mark.slow
 def test_report_renders_in_headless_chromium(comparison, tmp_path):
     """Render report.html in headless Chromium and check the table and plots are on the screenshot.
 
@@ -246,6 +248,7 @@ def test_report_includes_the_model_analysis(comparison, tmp_path):
         assert f"{comp.row(name).macs:,}" in line
 
 
+@pytest.mark.slow
 def test_compare_cli_writes_report_and_refuses_to_overwrite(trained, mnist_train, mnist_test, tmp_path):
     from click.testing import CliRunner
 
@@ -294,6 +297,7 @@ def test_table_fits_80_columns_and_piped_rows_stay_whole(comparison):
         assert all(c in line for c in cells), (cells, line)
 
 
+@pytest.mark.slow
 def test_compare_formats_md_csv_json(comparison, trained, mnist_train, mnist_test, tmp_path, capsys):
     from click.testing import CliRunner
 

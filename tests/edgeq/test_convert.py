@@ -124,6 +124,7 @@ def _check_all_modes(model, calibration, inputs, keras_inputs):
     return sizes
 
 
+@pytest.mark.slow
 def test_sequential_every_mode_close_and_smaller(cnn, mnist_train):
     x = _mnist_batch(mnist_train)
     sizes = _check_all_modes(cnn, mnist_train, {"image": x}, x)
@@ -133,6 +134,7 @@ def test_sequential_every_mode_close_and_smaller(cnn, mnist_train):
     assert 1.7 <= f32 / sizes[(Mode.FLOAT16, IOType.FLOAT)] <= 2.1
 
 
+@pytest.mark.slow
 def test_two_inputs_two_outputs_every_mode(two_input):
     rng = np.random.default_rng(0)
     feats = rng.normal(size=(100, 12)).astype(np.float32)
@@ -142,6 +144,7 @@ def test_two_inputs_two_outputs_every_mode(two_input):
     _check_all_modes(two_input, calib, inputs, [feats[80:], patch[80:]])
 
 
+@pytest.mark.slow
 def test_depthwise_batchnorm_residual_every_mode(residual):
     rng = np.random.default_rng(0)
     x = rng.uniform(size=(90, 16, 16, 3)).astype(np.float32)
@@ -198,6 +201,7 @@ def test_batch_size_fixes_dynamic_batch(cnn, mnist_train):
     assert fixed.outputs[0].shape == (1, 10)
 
 
+@pytest.mark.slow
 def test_model_from_files_keras_h5_and_saved_model(cnn, tmp_path):
     import tf_keras
 
@@ -221,6 +225,7 @@ def test_model_from_files_keras_h5_and_saved_model(cnn, tmp_path):
     assert r4.inputs[0].shape == (1, 28, 28, 1)
 
 
+@pytest.mark.slow
 def test_calibration_from_tf_data_generator_and_npz(cnn, mnist_train, tmp_path):
     import tensorflow as tf
 
@@ -246,6 +251,7 @@ def test_metadata_carries_preprocessing_and_labels(cnn, mnist_train):
     assert meta.extra["calibration_samples"] == 8
 
 
+@pytest.mark.slow
 def test_seeded_sampling_is_reproducible(cnn, mnist_train):
     a = edgeq.convert(cnn, "int8", calibration=mnist_train, samples=10, seed=5)
     b = edgeq.convert(cnn, "int8", calibration=mnist_train, samples=10, seed=5)

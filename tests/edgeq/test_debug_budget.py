@@ -150,6 +150,7 @@ def test_budget_refuses_bad_arguments(models, mnist_train, test_arrays):
     assert data_error.value.argument == "evaluation"
 
 
+@pytest.mark.slow
 def test_cli_convert_with_an_accuracy_budget_and_cli_debug(models, mnist_train, mnist_test, tmp_path):
     _, hard = models
     path = tmp_path / "hard.keras"
