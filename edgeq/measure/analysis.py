@@ -9,6 +9,7 @@ partition (:mod:`edgeq.edgetpu`).
 
 from __future__ import annotations
 
+import html
 import math
 import os
 from dataclasses import dataclass
@@ -134,6 +135,13 @@ class ModelAnalysis:
         """Write the analysis as JSON, atomically; refuses to replace a file unless ``overwrite``."""
         return atomic_write_text(Path(os.fspath(path)), self.to_json() + "\n", overwrite=overwrite,
                                  argument="path")
+
+    def __str__(self) -> str:
+        return self.summary()
+
+    def _repr_html_(self) -> str:
+        """The summary in a notebook."""
+        return "<pre>" + html.escape(self.summary()) + "</pre>"
 
     def summary(self) -> str:
         """A few lines of plain text: totals, memory, and the Edge TPU partition if predicted."""

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import html
 import io
 from dataclasses import dataclass, field
 from typing import Any
@@ -118,6 +119,10 @@ class BudgetReport:
 
     def __str__(self) -> str:
         return self.table()
+
+    def _repr_html_(self) -> str:
+        """The candidates as an HTML table (notebooks)."""
+        return "<pre>" + html.escape(self.table()) + "</pre>"
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready form."""

@@ -22,6 +22,7 @@ without calibrating again (the accuracy budget search uses it).
 from __future__ import annotations
 
 import contextlib
+import html
 import io
 import math
 import re
@@ -140,6 +141,10 @@ class LayerReport:
 
     def __str__(self) -> str:
         return self.table()
+
+    def _repr_html_(self) -> str:
+        """The per-layer table in a notebook."""
+        return "<pre>" + html.escape(self.table()) + "</pre>"
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready form."""

@@ -91,10 +91,12 @@ def test_int8_outputs_identical_to_x86(emulated_pi, shared, tiny_models_dir, inp
     assert pi.dtype == x86.dtype == np.int8
     assert pi.shape == x86.shape == (len(inputs), 10)
     if runtime == "litert" and not xnnpack:
-        # LiteRT's builtin optimized int8 kernels round differently on aarch64 and x86_64
-        # (measured: 8 of 500 outputs 1 LSB apart); the default XNNPACK path is bit-identical.
+        # LiteRT's builtin optimized int8 kernels round differently on aarch64 and x86_64, and a
+        # softmax output carries a rounding step of its input further (measured on the digits CNN:
+        # a few outputs 1-2 LSB apart); the default XNNPACK path is bit-identical.
         diff = np.abs(pi.astype(np.int16) - x86.astype(np.int16))
-        assert diff.max() <= 1 and (diff > 0).mean() < 0.05
+        print(f"reference kernels: {(diff > 0).sum()} of {diff.size} outputs differ, at most {diff.max()} LSB")
+        assert diff.max() <= 2 and (diff > 0).mean() < 0.05
     else:
         np.testing.assert_array_equal(pi, x86)
     assert len(np.unique(x86)) > 20  # real, varied outputs, not a constant

@@ -106,3 +106,17 @@ def test_no_module_is_over_500_lines():
             if lines > 500:
                 long.append(f"{path.relative_to(root.parent)}: {lines}")
     assert not long
+
+
+def test_result_objects_are_frozen_and_read_plainly():
+    """Every result the API returns is frozen, prints as text, shows as HTML in a notebook, has a dict form."""
+    import dataclasses
+
+    results = [edgeq.BoardResult, edgeq.BudgetReport, edgeq.Comparison, edgeq.ConversionResult,
+               edgeq.DeployReport, edgeq.LayerReport, edgeq.Measurement, edgeq.ModelAnalysis, edgeq.QATResult,
+               edgeq_device.BenchResult, edgeq_device.EvalResult, edgeq_device.ModelInfo]
+    for cls in results:
+        assert dataclasses.is_dataclass(cls) and cls.__dataclass_params__.frozen, cls.__name__
+        assert cls.__str__ is not object.__str__, cls.__name__
+        assert callable(getattr(cls, "_repr_html_", None)), cls.__name__
+        assert callable(getattr(cls, "to_dict", None)), cls.__name__

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 from edgeq_device.evaluation import read_labels
 from edgeq_device.preprocess import Preprocess
+from edgeq_device.result_view import html_table, plain_text
 
 from edgeq.deprecation import renamed_arguments
 from edgeq.errors import InvalidArgumentError, QATError
@@ -55,7 +56,7 @@ __all__ = [
 ]
 
 
-@dataclass
+@dataclass(frozen=True)
 class QATResult:
     """A quantization-aware trained ``tf_keras`` model, ready to export as int8.
 
@@ -113,6 +114,18 @@ class QATResult:
                 "seconds": round(self.seconds, 3), "history": self.history,
                 "rebuild_max_diff": self.rebuild_max_diff, "float_layers": list(self.float_layers),
                 "plan": [p.to_dict() for p in self.plan if p.how != "default"]}
+
+    def __str__(self) -> str:
+        return plain_text(f"QAT of {self.model.name}", self._view())
+
+    def _repr_html_(self) -> str:
+        """The summary as an HTML table (notebooks)."""
+        return html_table(f"QAT of {self.model.name}", self._view())
+
+    def _view(self) -> dict[str, Any]:
+        last = {k: v[-1] for k, v in self.history.items() if v}
+        return {"epochs": self.epochs, "seconds": round(self.seconds, 1), "last epoch": last,
+                "rebuild max diff": self.rebuild_max_diff, "float layers": ", ".join(self.float_layers) or "none"}
 
 
 # --- step 1: a tf_keras model ------------------------------------------------------------------
