@@ -36,9 +36,9 @@ test-arm64: $(STAMP)
 	EDGEQ_ARM64_BUILD=1 $(PY) -m pytest -q -m arm64 tests/arm64 $(PYTEST_ARGS)
 
 # The inner loop (about a minute on 2 cores): no notebooks, QAT, sshd, venv installs or other slow
-# end-to-end runs; one worker per core, each test module on one worker so its fixtures are built once.
+# end-to-end runs; one worker per core, each test file on one worker so its module fixtures are built once.
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -n 2 --dist loadscope -m "not slow and not ssh and not arm64" $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n 2 --dist loadfile -m "not slow and not ssh and not arm64" $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py
