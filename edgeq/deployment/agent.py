@@ -27,7 +27,6 @@ from __future__ import annotations
 import base64
 import csv
 import email.parser
-import fcntl
 import hashlib
 import importlib.util
 import io
@@ -118,6 +117,8 @@ def write_json(path: str, obj: Any) -> None:
 def lock(workdir: str) -> IO[str]:
     """Hold the workdir's lock until the returned file is closed (one deploy at a time per board user)."""
     fh = open(os.path.join(workdir, ".lock"), "w")
+    import fcntl  # the board is POSIX; the host imports this module for the hashes only
+
     fcntl.flock(fh, fcntl.LOCK_EX)
     return fh
 

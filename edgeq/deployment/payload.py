@@ -4,21 +4,23 @@
   installed: :func:`agent_program` (probe, recv, setup) and
   :func:`watch_program` (stops a measurement when the SSH session goes away).
   They are the text of the stdlib-only modules :mod:`edgeq.deployment.agent`
-  and :mod:`edgeq.deployment.watch`, read as package files, never imported here.
-- sha256 of the model file and of the evaluation folder, computed the same way
-  the agent computes them on the board (:func:`file_sha256`, :func:`tree_sha256`).
+  and :mod:`edgeq.deployment.watch`, sent as their files' text.
+- sha256 of the model file and of the evaluation folder, computed by the agent's
+  own functions, so the host and the board cannot hash differently
+  (:func:`file_sha256`, :func:`tree_sha256`).
 - the folder as an uncompressed tar stream (:func:`tar_folder`).
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
 import io
 import os
 import tarfile
 from importlib import resources
 from pathlib import Path
+
+from edgeq.deployment import agent
 
 __all__ = ["agent_program", "file_sha256", "tar_folder", "tree_sha256", "watch_program"]
 
@@ -39,26 +41,13 @@ def watch_program() -> str:
 
 
 def file_sha256(path: Path) -> str:
-    """sha256 of a file (hex)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    """sha256 of a file (hex): the agent's own function, so host and board hash alike."""
+    return agent.file_sha(os.fspath(path))
 
 
 def tree_sha256(root: Path) -> str:
-    """sha256 over a folder: relative paths and file hashes, and empty folders, sorted (same as on the board)."""
-    h = hashlib.sha256()
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        if not dirnames and not filenames and Path(dirpath) != root:  # an empty class folder is data too
-            h.update(Path(dirpath).relative_to(root).as_posix().encode("utf-8") + b"/\0dir\n")
-        for name in sorted(filenames):
-            full = Path(dirpath) / name
-            rel = full.relative_to(root).as_posix()
-            h.update(rel.encode("utf-8") + b"\0" + file_sha256(full).encode("ascii") + b"\n")
-    return h.hexdigest()
+    """sha256 over a folder (relative paths, file hashes, empty folders, sorted): the agent's own function."""
+    return agent.tree_sha(os.fspath(root))
 
 
 def tar_folder(root: Path) -> bytes:
