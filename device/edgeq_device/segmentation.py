@@ -55,11 +55,13 @@ def class_map(output: np.ndarray) -> np.ndarray:
 
 
 def resize_nearest(pred: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """``pred`` ``[h, w]`` at ``shape`` ``(H, W)`` by nearest-neighbour (pixel centres, as Pillow's NEAREST)."""
-    h, w = pred.shape
-    rows = np.minimum(((np.arange(shape[0]) + 0.5) * h / shape[0]).astype(np.int64), h - 1)
-    cols = np.minimum(((np.arange(shape[1]) + 0.5) * w / shape[1]).astype(np.int64), w - 1)
-    return pred[rows[:, None], cols[None, :]]
+    """``pred`` ``[h, w]`` at ``shape`` ``(H, W)`` by Pillow's nearest-neighbour (where a pixel centre falls on
+    a boundary between two source pixels, Pillow's rounding decides, so host and board agree)."""
+    p = np.asarray(pred)
+    if p.shape == tuple(shape):
+        return p
+    img = Image.fromarray(p.astype(np.int32), mode="I")
+    return np.asarray(img.resize((shape[1], shape[0]), Image.NEAREST), np.int64)
 
 
 def confusion_matrix(pred: np.ndarray, mask: np.ndarray, classes: int, ignore_index: int | None = 255) -> np.ndarray:

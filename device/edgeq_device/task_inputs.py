@@ -59,8 +59,6 @@ def match_keys(arrays: dict[str, np.ndarray], names: Sequence[str], what: str, a
     used: set[str] = set()
     for i, name in enumerate(names):
         key = name if name in arrays else str(i) if str(i) in arrays else None
-        if key is None and len(arrays) == 1 and len(names) == 1:
-            key = next(iter(arrays))
         if key is None:
             raise DataError(f"no array for the model's {what} {name!r}", argument=argument, received=received,
                             fix=f"name the arrays after the model's {what}s {list(names)} or their indices "
