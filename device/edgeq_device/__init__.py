@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ._version import __version__
 from .bench import BenchParams, BenchResult, LatencyStats, benchmark
+from .detection_eval import DetectionResult, evaluate_detection
 from .errors import (
     DataError,
     DelegateError,
@@ -18,15 +19,26 @@ from .errors import (
     RuntimeNotFoundError,
 )
 from .evaluation import EvalResult, evaluate, model_preprocess, predict
+from .fidelity import FidelityResult, evaluate_fidelity
 from .flatbuffer import FlatModel, read_flat_model
 from .images import FolderListing, list_image_folder
 from .info import ModelInfo, model_info
 from .metadata import EdgeqMetadata, read_metadata
 from .preprocess import Preprocess
 from .runtime import ModelRunner, Runtime, resolve_runtime
+from .segmentation import SegmentationResult, evaluate_segmentation
 from .sysinfo import BoardInfo, board_info
+from .tasks import TASKS, evaluate_task
 
 __all__ = [
+    "TASKS",
+    "DetectionResult",
+    "FidelityResult",
+    "SegmentationResult",
+    "evaluate_detection",
+    "evaluate_fidelity",
+    "evaluate_segmentation",
+    "evaluate_task",
     "BenchParams",
     "BenchResult",
     "BoardInfo",

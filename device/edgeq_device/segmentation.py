@@ -39,6 +39,7 @@ __all__ = ["ClassIoU", "SegmentationResult", "class_map", "confusion_matrix", "e
            "format_segmentation", "resize_nearest", "segmentation_scores"]
 
 MASK_SUFFIXES = (".png", ".bmp")
+_NEAREST = getattr(Image, "Resampling", Image).NEAREST  # Pillow < 9.1 has no Resampling
 
 
 def class_map(output: np.ndarray) -> np.ndarray:
@@ -60,8 +61,8 @@ def resize_nearest(pred: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     p = np.asarray(pred)
     if p.shape == tuple(shape):
         return p
-    img = Image.fromarray(p.astype(np.int32), mode="I")
-    return np.asarray(img.resize((shape[1], shape[0]), Image.NEAREST), np.int64)
+    img = Image.fromarray(p.astype(np.int32))  # mode "I"
+    return np.asarray(img.resize((shape[1], shape[0]), _NEAREST), np.int64)
 
 
 def confusion_matrix(pred: np.ndarray, mask: np.ndarray, classes: int, ignore_index: int | None = 255) -> np.ndarray:

@@ -13,16 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-from task_models import (
-    DET_SIZE,
-    SEG_CLASSES,
-    detection_set,
-    make_detector,
-    make_segmenters,
-    segmentation_set,
-)
-
 from edgeq_device import ModelRunner
 from edgeq_device.detection_eval import DetectionResult
 from edgeq_device.errors import DataError, InvalidArgumentError
@@ -33,6 +23,15 @@ from edgeq_device.preprocess import Preprocess, load_image
 from edgeq_device.segmentation import SegmentationResult
 from edgeq_device.task_loop import output_keys
 from edgeq_device.tasks import evaluate_task
+from PIL import Image
+from task_models import (
+    DET_SIZE,
+    SEG_CLASSES,
+    detection_set,
+    make_detector,
+    make_segmenters,
+    segmentation_set,
+)
 
 NEAREST = {"size": [DET_SIZE, DET_SIZE], "color": "rgb", "resize": "nearest", "crop": "none",
            "crop_fraction": 0.875, "mean": [0.0], "std": [255.0], "layout": "nhwc"}
