@@ -22,7 +22,7 @@ from .flatbuffer import FlatModel
 from .task_loop import output_keys
 
 __all__ = ["OUTPUT_ROLES", "POSTPROCESS_OP", "check_categories", "coco_boxes", "coco_detections", "coco_scores", "identify_outputs",
-           "parse_outputs_option"]
+           "parse_outputs_option", "require_pycocotools"]
 
 POSTPROCESS_OP = "TFLite_Detection_PostProcess"
 #: The four outputs of a detector and the signature names that identify each.
@@ -116,7 +116,8 @@ def coco_detections(image_id: int, outputs: Sequence[np.ndarray], roles: Mapping
             for k in range(n)]
 
 
-def _pycocotools() -> tuple[Any, Any]:
+def require_pycocotools() -> tuple[Any, Any]:
+    """pycocotools' ``COCO`` and ``COCOeval``; a missing install is an error naming the extra."""
     try:
         from pycocotools.coco import COCO
         from pycocotools.cocoeval import COCOeval
@@ -133,7 +134,7 @@ def coco_scores(ground_truth: Mapping[str, Any], results: Sequence[Mapping[str, 
     pycocotools' COCOeval (bbox, every area, 100 detections); a category with no ground
     truth box has AP None. No result at all scores 0.
     """
-    coco_cls, eval_cls = _pycocotools()
+    coco_cls, eval_cls = require_pycocotools()
     gt = coco_cls()
     gt.dataset = {"images": list(ground_truth["images"]), "annotations": list(ground_truth["annotations"]),
                   "categories": list(ground_truth["categories"])}

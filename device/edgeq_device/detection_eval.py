@@ -21,7 +21,7 @@ from typing import Any, Mapping
 from PIL import Image
 
 from ._version import __version__
-from .detection import check_categories, coco_detections, coco_scores, identify_outputs
+from .detection import check_categories, coco_detections, coco_scores, identify_outputs, require_pycocotools
 from .errors import DataError
 from .evaluation import model_preprocess
 from .fileio import atomic_write_text, check_writable
@@ -184,6 +184,7 @@ def evaluate_detection(
     model_bytes = load_model_bytes(model)
     flat = read_flat_model(model_bytes)
     meta = read_metadata(model_bytes)
+    require_pycocotools()  # before any work
     roles = identify_outputs(flat, outputs)
     if predictions is not None:
         check_writable(predictions, overwrite, argument="predictions")

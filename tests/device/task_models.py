@@ -128,3 +128,75 @@ def segmentation_set(root: Path, n: int = 5, size: tuple[int, int] = (24, 20)) -
         m[: h // 5] = 255
         Image.fromarray(m).save(masks / f"s{k}.png")
     return images, masks
+
+
+PP_CLASSES = 2  # classes of the post-processed detector (plus background)
+
+
+def make_postprocess_detector(path: Path) -> Path:
+    """A detector ending in the runtime's own ``TFLite_Detection_PostProcess`` custom operator.
+
+    TensorFlow turns the image's first row (as :func:`detection_image` writes it) into SSD
+    box encodings ``[1, 2, 4]`` against two unit anchors and class scores ``[1, 2, 3]``; the
+    post-processing operator (decode, non-max suppression, top boxes) is appended to the
+    flatbuffer with TFLite's schema object API, as the object-detection exporters do, and
+    its four outputs become the model's outputs.
+    """
+    import flatbuffers
+    import tensorflow as tf
+    from ai_edge_litert import schema_py_generated as schema
+    from flatbuffers import flexbuffers
+
+    class Head(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([1, DET_SIZE, DET_SIZE, 3], tf.float32)])
+        def __call__(self, x: Any) -> Any:
+            code = x[0, 0, :, 0]
+            b = tf.reshape(code[0:8], [2, 4])  # y0, x0, y1, x1
+            yc, xc = (b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2
+            h, w = tf.maximum(b[:, 2] - b[:, 0], 1e-3), tf.maximum(b[:, 3] - b[:, 1], 1e-3)
+            enc = tf.stack([(yc - 0.5) * 10.0, (xc - 0.5) * 10.0, 5.0 * tf.math.log(h), 5.0 * tf.math.log(w)], 1)
+            classes = tf.cast(tf.round(code[8:10] * 255.0), tf.int32) + 1  # 0 is the background
+            scores = tf.one_hot(classes, PP_CLASSES + 1) * code[10:12][:, None]
+            return tf.reshape(enc, [1, 2, 4]), tf.reshape(scores, [1, 2, PP_CLASSES + 1])
+
+    head = Head()
+    conv = tf.lite.TFLiteConverter.from_concrete_functions([head.__call__.get_concrete_function()], head)
+    data = bytearray(conv.convert())
+    m = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(data, 0))
+    sg = m.subgraphs[0]
+    outs = list(sg.outputs)
+    shapes = [list(sg.tensors[i].shape) for i in outs]
+    enc_out, cls_out = (outs[0], outs[1]) if shapes[0][-1] == 4 else (outs[1], outs[0])
+
+    def tensor(name: str, shape: list[int], buffer: int = 0) -> int:
+        t = schema.TensorT()
+        t.name, t.shape, t.type, t.buffer = name, shape, schema.TensorType.FLOAT32, buffer
+        sg.tensors.append(t)
+        return len(sg.tensors) - 1
+
+    buf = schema.BufferT()
+    buf.data = np.frombuffer(np.array([[0.5, 0.5, 1.0, 1.0]] * 2, np.float32).tobytes(), np.uint8)
+    m.buffers.append(buf)
+    anchors = tensor("anchors", [2, 4], len(m.buffers) - 1)
+    results = [tensor("TFLite_Detection_PostProcess", [1, 2, 4]), tensor("TFLite_Detection_PostProcess:1", [1, 2]),
+               tensor("TFLite_Detection_PostProcess:2", [1, 2]), tensor("TFLite_Detection_PostProcess:3", [1])]
+    code = schema.OperatorCodeT()
+    code.builtinCode = code.deprecatedBuiltinCode = schema.BuiltinOperator.CUSTOM
+    code.customCode = "TFLite_Detection_PostProcess"
+    code.version = 1
+    m.operatorCodes.append(code)
+    op = schema.OperatorT()
+    op.opcodeIndex = len(m.operatorCodes) - 1
+    op.inputs, op.outputs = [enc_out, cls_out, anchors], results
+    op.customOptions = list(flexbuffers.Dumps({
+        "max_detections": 2, "max_classes_per_detection": 1, "detections_per_class": 2, "use_regular_nms": False,
+        "nms_score_threshold": 0.05, "nms_iou_threshold": 0.6, "num_classes": PP_CLASSES,
+        "y_scale": 10.0, "x_scale": 10.0, "h_scale": 5.0, "w_scale": 5.0}))
+    op.customOptionsFormat = schema.CustomOptionsFormat.FLEXBUFFERS
+    sg.operators.append(op)
+    sg.outputs = results
+    m.signatureDefs = []  # the outputs are the operator's, named by their tensors
+    builder = flatbuffers.Builder(1 << 16)
+    builder.Finish(m.Pack(builder), file_identifier=b"TFL3")
+    path.write_bytes(bytes(builder.Output()))
+    return path

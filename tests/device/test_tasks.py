@@ -29,6 +29,7 @@ from task_models import (
     SEG_CLASSES,
     detection_set,
     make_detector,
+    make_postprocess_detector,
     make_segmenters,
     segmentation_set,
 )
@@ -42,6 +43,7 @@ def task_models(tmp_path_factory, model_tools):
     root = tmp_path_factory.mktemp("task_models")
     paths = make_segmenters(root)
     paths["det"] = make_detector(root / "det.tflite")
+    paths["postprocess"] = make_postprocess_detector(root / "det_postprocess.tflite")
     paths["det_unnamed"] = make_detector(root / "det_unnamed.tflite", ("a", "b", "c", "d"))
     meta = {"schema": 1, "mode": "float32", "io": "float", "preprocess": NEAREST, "labels": ["cat", "dog"],
             "task": "detection", "task_settings": {"class_offset": 1}}
@@ -113,6 +115,43 @@ def test_detection_outputs_by_flag_and_unidentified_outputs(cli, task_models, de
     line = _one_error(cli("eval", task_models["det_unnamed"], images, "--task", "detection", "--annotations", ann,
                           "--outputs", "boxes=zz,classes=b,scores=c", "-q"))
     assert "no output 'zz'" in line
+
+
+def test_detection_through_the_runtimes_postprocess_operator(task_models, det_data, tmp_path):
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    images, ann, coco = det_data
+    pred = tmp_path / "pred.json"
+    r = evaluate_task(task_models["postprocess"], images, task="detection", annotations=ann,
+                      preprocess=Preprocess.from_dict(NEAREST), predictions=pred)
+    assert isinstance(r, DetectionResult)
+    assert r.outputs == {"boxes": "TFLite_Detection_PostProcess", "classes": "TFLite_Detection_PostProcess:1",
+                         "scores": "TFLite_Detection_PostProcess:2", "count": "TFLite_Detection_PostProcess:3"}
+    results = json.loads(pred.read_text())
+    assert r.detections == len(results) == 12  # the operator keeps the box the signature model's count left out
+    truth = {(a["image_id"], a["category_id"]): a["bbox"] for a in coco["annotations"]}
+    first = next(d for d in results if d["image_id"] == 100 and d["category_id"] == 1)
+    assert first["bbox"] == pytest.approx(truth[(100, 1)], abs=0.05)  # decoded from SSD encodings
+    gt = COCO(str(ann))
+    ev = COCOeval(gt, gt.loadRes(str(pred)), "bbox")
+    ev.evaluate()
+    ev.accumulate()
+    ev.summarize()
+    assert r.map == pytest.approx(ev.stats[0], abs=1e-12) and 0.3 < r.map < 1.0
+
+
+def test_missing_pycocotools_is_one_line_naming_the_extra(task_models, det_data):
+    import subprocess
+    import sys
+
+    images, ann, _ = det_data
+    code = ("import sys; sys.modules['pycocotools'] = None; from edgeq_device.cli import main; "
+            f"main([{str(task_models['det_meta'])!r}, {str(images)!r}, '--annotations', {str(ann)!r}, '-q'])")
+    proc = subprocess.run([sys.executable, "-c", code.replace("main([", "main(['eval', ")], capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert _one_error(proc) == ("error: task: detection metrics need pycocotools; "
+                                "pip install 'edgeq-device[detection]'")
 
 
 @pytest.mark.parametrize("case", ["missing_image", "unannotated_image", "beyond_classes", "wrong_offset", "not_coco"])
