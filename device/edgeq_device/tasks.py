@@ -170,6 +170,11 @@ def evaluate_task(
         used = [k for k in image_keys if common.get(k)]
         raise InvalidArgumentError(f"{', '.join(used)} apply to classification only", argument=used[0],
                                    received=name, fix="leave them out for this task")
+    if predictions is not None and name != "detection":
+        raise InvalidArgumentError(f"a predictions file is written by detection, not {name}", argument="predictions",
+                                   received=str(predictions),
+                                   fix="for classification give --predictions alone (keep_predictions=True): "
+                                       "each image's prediction goes into --json")
     task_common = {k: v for k, v in common.items() if k not in image_keys}
     if name == "fidelity":
         _need(inputs, "--inputs (inputs=)", name)

@@ -315,6 +315,9 @@ def test_fidelity_bad_input(cli, models, tmp_path):
         assert want in line and not out.exists()
     with pytest.raises(InvalidArgumentError, match="reference"):
         evaluate_task(models["float32"], task="fidelity", inputs=tmp_path / "x.npy")
+    with pytest.raises(InvalidArgumentError, match="predictions file is written by detection, not fidelity"):
+        evaluate_task(models["float32"], inputs=tmp_path / "x.npy", reference=tmp_path / "wrong_key.npz",
+                      predictions=tmp_path / "p.json")
 
 
 # ----------------------------------------------------------------------------- arrays, task names
