@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ._version import __version__
 from .bench import BenchParams, BenchResult, LatencyStats, benchmark
+from .detection_eval import DetectionResult, evaluate_detection
 from .errors import (
     DataError,
     DelegateError,
@@ -18,13 +19,16 @@ from .errors import (
     RuntimeNotFoundError,
 )
 from .evaluation import EvalResult, evaluate, model_preprocess, predict
+from .fidelity import FidelityResult, evaluate_fidelity
 from .flatbuffer import FlatModel, read_flat_model
 from .images import FolderListing, list_image_folder
 from .info import ModelInfo, model_info
 from .metadata import EdgeqMetadata, read_metadata
 from .preprocess import Preprocess
 from .runtime import ModelRunner, Runtime, resolve_runtime
+from .segmentation import SegmentationResult, evaluate_segmentation
 from .sysinfo import BoardInfo, board_info
+from .tasks import TASKS, evaluate_task
 
 __all__ = [
     "BenchParams",
@@ -32,9 +36,11 @@ __all__ = [
     "BoardInfo",
     "DataError",
     "DelegateError",
+    "DetectionResult",
     "EdgeqError",
     "EdgeqMetadata",
     "EvalResult",
+    "FidelityResult",
     "FlatModel",
     "FolderListing",
     "InferenceError",
@@ -50,10 +56,16 @@ __all__ = [
     "Runtime",
     "RuntimeCrashError",
     "RuntimeNotFoundError",
+    "SegmentationResult",
+    "TASKS",
     "__version__",
     "benchmark",
     "board_info",
     "evaluate",
+    "evaluate_detection",
+    "evaluate_fidelity",
+    "evaluate_segmentation",
+    "evaluate_task",
     "list_image_folder",
     "model_info",
     "model_preprocess",

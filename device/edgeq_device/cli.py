@@ -26,10 +26,14 @@ from .clikit import (
     preprocess_options,
     write_json_out,
 )
-from .evaluation import evaluate, format_eval, model_preprocess
+from .detection import parse_outputs_option
+from .detection_eval import DetectionResult
+from .eval_result import EvalResult
+from .evaluation import format_eval, model_preprocess
 from .info import format_info, model_info
 from .report_json import JsonResult
 from .runtime import RUNTIME_NAMES
+from .tasks import TASKS, evaluate_task
 
 __all__ = ["cli", "main"]
 
@@ -137,7 +141,30 @@ def bench_cmd(model: str, runs: int, min_secs: float, max_secs: float, warmup: i
 
 @cli.command("eval")
 @click.argument("model")
-@click.argument("data")
+@click.argument("data", required=False)
+@click.option("--task", type=Choice(tuple(TASKS)),
+              help="What to measure (default: the task the model's metadata records; fidelity with "
+                   "--reference; else classification).")
+@click.option("--inputs", type=str, metavar="X",
+              help="Samples: a .npy (one-input model), an .npz keyed by input name or index, or an image "
+                   "folder (fidelity; classification with --labels-npy).")
+@click.option("--reference", type=str, metavar="Y.npz",
+              help="Expected outputs, keyed by output name or index: measures fidelity (SQNR, cosine, max "
+                   "error, arg-max agreement).")
+@click.option("--labels-npy", type=str, metavar="Y.npy",
+              help="Integer class labels of the --inputs samples (classification of non-image inputs).")
+@click.option("--annotations", type=str, metavar="instances.json",
+              help="COCO annotations of the images in DATA, matched by file_name (detection).")
+@click.option("--outputs", "outputs_text", type=str, metavar="boxes=NAME,classes=NAME,scores=NAME,count=NAME",
+              help="Which outputs a detector's are (default: TFLite_Detection_PostProcess's, or by name).")
+@click.option("--class-offset", type=int, metavar="N",
+              help="Category id = model class + N (detection; default: the model's metadata, else 1).")
+@click.option("--masks", type=str, metavar="DIR",
+              help="Class-index PNG/BMP masks named like the images in DATA (segmentation).")
+@click.option("--ignore-index", type=int, metavar="N",
+              help="Mask value that counts nowhere (segmentation; default: the model's metadata, else 255).")
+@click.option("--num-classes", type=click.IntRange(min=1), metavar="N",
+              help="Classes of the model (a segmenter's class-map output; detection's check of categories).")
 @click.option("--labels", type=str, metavar="FILE",
               help="Class names, one per line in output order; a class folder is the output of its name "
                    "(default: the model's metadata, else integer folder names are their output and other "
@@ -148,36 +175,51 @@ def bench_cmd(model: str, runs: int, min_secs: float, max_secs: float, warmup: i
 @click.option("--workers", type=click.IntRange(min=1), metavar="N",
               help="Interpreters run in parallel (default: one per core).")
 @click.option("--skip-unreadable", is_flag=True, help="Skip image files that cannot be read.")
-@click.option("--predictions", is_flag=True, help="Keep each image's prediction in the JSON.")
+@click.option("--predictions", metavar="[FILE]", is_flag=False, flag_value="", default=None,
+              help="Classification: keep each image's prediction in the JSON. Detection: write the COCO "
+                   "results JSON to FILE.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @_preprocess_options
 @_runtime_options
 @_output_options
-def eval_cmd(model: str, data: str, labels: str | None, limit: int | None, seed: int,
-             workers: int | None, skip_unreadable: bool, predictions: bool, quiet: bool,
-             size: tuple[int, int] | None, color: str | None, mean: Any, std: Any, runtime: str | None,
-             threads: int | None, xnnpack: bool, delegate: str | None, delegate_options: dict[str, str],
-             json_out: str | None, force: bool) -> None:
-    """Accuracy of MODEL on DATA, a folder with one subfolder of images per class.
+def eval_cmd(model: str, data: str | None, task: str | None, inputs: str | None, reference: str | None,
+             labels_npy: str | None, annotations: str | None, outputs_text: str | None,
+             class_offset: int | None, masks: str | None, ignore_index: int | None, num_classes: int | None,
+             labels: str | None, limit: int | None, seed: int, workers: int | None, skip_unreadable: bool,
+             predictions: str | None, quiet: bool, size: tuple[int, int] | None, color: str | None, mean: Any,
+             std: Any, runtime: str | None, threads: int | None, xnnpack: bool, delegate: str | None,
+             delegate_options: dict[str, str], json_out: str | None, force: bool) -> None:
+    """Accuracy of MODEL: classification, detection, segmentation, or fidelity to reference outputs.
 
-    Every subfolder is a class, empty ones included; the labels line says how folder
-    names became the model's outputs.
+    \b
+    classification  DATA: one subfolder of images per class (empty ones count; the labels
+                    line says how folder names became outputs); or --inputs X --labels-npy Y
+    detection       DATA: images, --annotations instances.json (COCO mAP by pycocotools)
+    segmentation    DATA: images, --masks DIR (mIoU, pixel accuracy)
+    fidelity        --inputs X --reference Y.npz (SQNR, cosine, max error per output)
 
-    Preprocessing and labels come from the model's edgeq metadata; for a model from
-    elsewhere give --size, --color, --mean/--std and --labels.
+    The task, preprocessing and labels come from the model's edgeq metadata; for a model
+    from elsewhere give --task, --size, --color, --mean/--std and --labels.
     """
     check_json_out(json_out, force)
     preprocess = model_preprocess(model, size=size, color=color, mean=mean, std=std)
+    outputs = parse_outputs_option(outputs_text) if outputs_text else None
+    keep = predictions == ""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
-        result = evaluate(model, data, preprocess=preprocess, labels=labels, limit=limit, seed=seed,
-                          workers=workers, runtime=runtime, threads=threads, xnnpack=xnnpack,
-                          delegate=delegate, delegate_options=delegate_options,
-                          skip_unreadable=skip_unreadable, keep_predictions=predictions,
-                          progress=not quiet)
+        result = evaluate_task(
+            model, data, task=task, inputs=inputs, reference=reference, labels_npy=labels_npy,
+            annotations=annotations, masks=masks, outputs=outputs, class_offset=class_offset,
+            ignore_index=ignore_index, num_classes=num_classes, predictions=predictions or None,
+            overwrite=force, preprocess=preprocess, labels=labels, limit=limit, seed=seed, workers=workers,
+            runtime=runtime, threads=threads, xnnpack=xnnpack, delegate=delegate,
+            delegate_options=delegate_options, skip_unreadable=skip_unreadable, keep_predictions=keep,
+            progress=not quiet)
     for w in caught:  # e.g. empty class folders: one line each, no source location
         echo_err(f"warning: {w.message}")
-    _emit(result, format_eval(result), json_out, force)
+    if predictions and isinstance(result, DetectionResult):
+        echo_err(f"wrote {predictions}")
+    _emit(result, format_eval(result) if isinstance(result, EvalResult) else str(result), json_out, force)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -3,7 +3,9 @@
 The host writes it (``edgeq.convert``) as a flatbuffer ``metadata`` entry named
 ``"edgeq"`` holding UTF-8 JSON; anything with this package reads it back with
 ``flatbuffers`` alone. It says how to preprocess inputs, the class labels, the
-quantization mode and I/O, and where the model came from.
+quantization mode and I/O, where the model came from, and its task (with the
+settings a board evaluates it with); metadata written before ``task`` existed reads
+as ``task=None``.
 """
 
 from __future__ import annotations
@@ -35,6 +37,11 @@ class EdgeqMetadata:
     edgeq_version: str | None = None
     created: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: what the model does: ``"classification"``, ``"detection"``, ``"segmentation"`` (None: not said)
+    task: str | None = None
+    #: the task's settings a board evaluates with, e.g. ``{"class_offset": 1}`` for detection,
+    #: ``{"ignore_index": 255, "num_classes": 21}`` for segmentation, ``{"outputs": {"boxes": ...}}``
+    task_settings: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
         """Serialize to the JSON stored in the model."""
@@ -48,6 +55,8 @@ class EdgeqMetadata:
             "edgeq_version": self.edgeq_version,
             "created": self.created,
             "extra": self.extra,
+            "task": self.task,
+            "task_settings": self.task_settings,
         }, sort_keys=True)
 
     @classmethod
@@ -65,6 +74,8 @@ class EdgeqMetadata:
             edgeq_version=d.get("edgeq_version"),
             created=d.get("created"),
             extra=dict(d.get("extra") or {}),
+            task=None if d.get("task") is None else str(d["task"]),
+            task_settings=dict(d.get("task_settings") or {}),
         )
 
 
