@@ -27,7 +27,7 @@ from typing import Any, Mapping, Sequence
 import flatbuffers
 import numpy as np
 
-__all__ = ["CONTROL_FLOW_OPS", "CutError", "OperatorCutter", "schema_module"]
+__all__ = ["CONTROL_FLOW_OPS", "CutError", "OperatorCutter", "overhead_model", "schema_module"]
 
 #: Operators that run other subgraphs: they cannot be cut alone.
 CONTROL_FLOW_OPS = frozenset({"IF", "WHILE", "CALL", "CALL_ONCE", "STABLEHLO_COMPOSITE", "STABLEHLO_WHILE",
@@ -177,6 +177,30 @@ class OperatorCutter:
             return None
         b = self._model.buffers[t.buffer]
         return b if b.data is not None and len(b.data) else None
+
+
+def overhead_model() -> bytes:
+    """A model of one ``ADD`` of a one-element float32 input to itself: timing it gives what one
+    operator's own ``invoke()`` costs beyond its arithmetic (the Python call, the interpreter's
+    loop, a delegate's setup), which a one-operator model pays once per operator and the whole
+    model once per run."""
+    s = schema_module()
+    t = s.TensorT()
+    t.shape, t.type, t.name, t.buffer = [1], s.TensorType.FLOAT32, "x", 0
+    out = s.TensorT()
+    out.shape, out.type, out.name, out.buffer = [1], s.TensorType.FLOAT32, "y", 0
+    op = s.OperatorT()
+    op.opcodeIndex, op.inputs, op.outputs = 0, [0, 0], [1]
+    op.builtinOptionsType, op.builtinOptions = s.BuiltinOptions.AddOptions, s.AddOptionsT()
+    code = s.OperatorCodeT()
+    code.builtinCode, code.deprecatedBuiltinCode, code.version = s.BuiltinOperator.ADD, s.BuiltinOperator.ADD, 1
+    sg = s.SubGraphT()
+    sg.tensors, sg.operators, sg.inputs, sg.outputs = [t, out], [op], [0], [1]
+    m = s.ModelT()
+    m.version, m.operatorCodes, m.subgraphs, m.buffers = 3, [code], [sg], [s.BufferT()]
+    builder = flatbuffers.Builder(256)
+    builder.Finish(m.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
 
 
 def _opcode_name(s: ModuleType, code: Any) -> str:

@@ -49,6 +49,8 @@ def format_profile(result: Any, top: int | None = None) -> str:
         if o.note:
             row += f"  {o.note}"
         lines.append(row)
+    if r.invoke_overhead_us is not None:
+        lines.append(f"{'':>4}  {'(invoke, once per run)':<24} {'':<18} {'':>7} {_us(r.invoke_overhead_us):>10}")
     lines.append("")
     n, timed = len(r.operators), len(r.timed)
     lines.append(f"  operators timed alone  {timed} of {n} ({r.coverage:.0%})")
