@@ -235,6 +235,31 @@ def record_tensors(model_bytes: bytes, runtime: Runtime, inputs: dict[int, np.nd
     return values
 
 
+def record_stepwise(cutter: OperatorCutter, flat: FlatModel, runtime: Runtime,
+                    inputs: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
+    """Tensor values of a model that does not run whole (e.g. a custom operator the runtime lacks):
+    its operators are run one by one as cut models, each fed the outputs of the ones before.
+    The outputs of an operator that fails are missing (the operators after it get random values)."""
+    values = dict(inputs)
+    sg = flat.main
+    for op in sg.operators:
+        if any(i >= 0 and i not in values and not sg.tensors[i].is_constant for i in op.inputs):
+            continue
+        try:
+            cut = cutter.cut(op.index, values, sorted(set(op.inputs) & set(values)))
+            interp = runtime.Interpreter(model_content=cut.content, **_resolver_kwargs(runtime))
+            interp.allocate_tensors()
+            for new_idx, full_idx in cut.inputs:
+                interp.set_tensor(new_idx, values[full_idx])
+            interp.invoke()
+            for full_idx in op.outputs:
+                if full_idx >= 0:
+                    values[full_idx] = np.array(interp.get_tensor(cut.outputs[list(op.outputs).index(full_idx)]))
+        except (CutError, RuntimeError, ValueError):
+            continue
+    return values
+
+
 def static_tensors(flat: FlatModel) -> set[int]:
     """Tensors of the primary subgraph computed from stored constants only (e.g. float16 weights'
     ``DEQUANTIZE``): the full model computes them once, so the cut operator reads them as constants."""
@@ -269,7 +294,14 @@ def _whole_model(model_bytes: bytes, runtime: Runtime, params: ProfileParams,
                   for i in sg.inputs}
         return None, inputs, exc.message
     arrays = random_inputs(runner.input_details, meta.preprocess if meta else None, params.seed)
-    return runner, {int(d["index"]): a for d, a in zip(runner.input_details, arrays)}, None
+    inputs = {int(d["index"]): a for d, a in zip(runner.input_details, arrays)}
+    try:
+        for idx, value in inputs.items():
+            runner.interpreter.set_tensor(idx, value)
+        runner.interpreter.invoke()
+    except (RuntimeError, ValueError) as exc:
+        return None, inputs, f"the model fails to run: {one_line(exc)}"
+    return runner, inputs, None
 
 
 def _time(invoke: Callable[[], object], warmup: int, runs: int, min_secs: float,
@@ -377,21 +409,25 @@ def profile_model(
         say("timing the whole model (in rounds between the operators)")
     whole.round()
 
-    values: dict[int, np.ndarray] = dict(inputs)
-    if whole_note is None:
-        say("recording every tensor's value")
-        try:
-            values = record_tensors(model_bytes, runtime, inputs, len(flat.main.tensors))
-        except (RuntimeError, ValueError) as exc:
-            say(f"recording failed ({one_line(exc)}); operators get random inputs")
     static = static_tensors(flat)
     folded = {op.index for op in flat.main.operators if op.outputs and all(o in static for o in op.outputs if o >= 0)}
-
     cut_note: str | None = None
     try:
         cutter = OperatorCutter(model_bytes)
     except CutError as exc:
         cut_note = str(exc)
+    values: dict[int, np.ndarray] = dict(inputs)
+    recorded = False
+    if whole_note is None:
+        say("recording every tensor's value")
+        try:
+            values = record_tensors(model_bytes, runtime, inputs, len(flat.main.tensors))
+            recorded = True
+        except (RuntimeError, ValueError) as exc:
+            say(f"the model fails to run without delegates ({one_line(exc)})")
+    if not recorded and cut_note is None:
+        say("recording tensor values operator by operator")
+        values = record_stepwise(cutter, flat, runtime, inputs)
     overhead: float | None = None
     if cut_note is None:
         try:
