@@ -12,9 +12,9 @@ packed at init) and an operator fed them as inputs would run a slower path.
 The model is written with the TFLite schema's object API (``ModelT``), which
 ships with ai-edge-litert (``ai_edge_litert.schema_py_generated``, needs only
 ``flatbuffers``); TensorFlow's copy is used where ai-edge-litert is absent.
-tflite-runtime has no copy of it: on a board with only tflite-runtime, install
-ai-edge-litert beside it (the runtime used for timing stays the one asked for),
-or the profile gives the whole model's time and says why operators were not cut.
+tflite-runtime has no copy of it: there :mod:`edgeq_device.opcut_raw` cuts with
+``flatbuffers`` alone (the profile picks it by itself, see
+:func:`edgeq_device.profile.make_cutter`).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import Any, Mapping, Sequence
 import flatbuffers
 import numpy as np
 
-__all__ = ["CONTROL_FLOW_OPS", "CutError", "OperatorCutter", "overhead_model", "schema_module"]
+__all__ = ["CONTROL_FLOW_OPS", "CutError", "CutModel", "OperatorCutter", "schema_module"]
 
 #: Operators that run other subgraphs: they cannot be cut alone.
 CONTROL_FLOW_OPS = frozenset({"IF", "WHILE", "CALL", "CALL_ONCE", "STABLEHLO_COMPOSITE", "STABLEHLO_WHILE",
@@ -177,30 +177,6 @@ class OperatorCutter:
             return None
         b = self._model.buffers[t.buffer]
         return b if b.data is not None and len(b.data) else None
-
-
-def overhead_model() -> bytes:
-    """A model of one ``ADD`` of a one-element float32 input to itself: timing it gives what one
-    operator's own ``invoke()`` costs beyond its arithmetic (the Python call, the interpreter's
-    loop, a delegate's setup), which a one-operator model pays once per operator and the whole
-    model once per run."""
-    s = schema_module()
-    t = s.TensorT()
-    t.shape, t.type, t.name, t.buffer = [1], s.TensorType.FLOAT32, "x", 0
-    out = s.TensorT()
-    out.shape, out.type, out.name, out.buffer = [1], s.TensorType.FLOAT32, "y", 0
-    op = s.OperatorT()
-    op.opcodeIndex, op.inputs, op.outputs = 0, [0, 0], [1]
-    op.builtinOptionsType, op.builtinOptions = s.BuiltinOptions.AddOptions, s.AddOptionsT()
-    code = s.OperatorCodeT()
-    code.builtinCode, code.deprecatedBuiltinCode, code.version = s.BuiltinOperator.ADD, s.BuiltinOperator.ADD, 1
-    sg = s.SubGraphT()
-    sg.tensors, sg.operators, sg.inputs, sg.outputs = [t, out], [op], [0], [1]
-    m = s.ModelT()
-    m.version, m.operatorCodes, m.subgraphs, m.buffers = 3, [code], [sg], [s.BufferT()]
-    builder = flatbuffers.Builder(256)
-    builder.Finish(m.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
 
 
 def _opcode_name(s: ModuleType, code: Any) -> str:

@@ -39,7 +39,9 @@ from .errors import EdgeqError, InvalidArgumentError
 from .flatbuffer import FlatModel, ModelSource, Tensor, load_model_bytes, read_flat_model
 from .loadcheck import check_loads_in_child
 from .metadata import read_metadata
-from .opcut import CONTROL_FLOW_OPS, CutError, OperatorCutter, overhead_model
+from .opcut import CutError
+from .opcut_raw import overhead_model
+from .profile_inputs import Cutter, make_cutter, record_stepwise, record_tensors, static_tensors
 from .profile_view import format_profile
 from .report_json import JsonResult
 from .runtime import ModelRunner, Runtime, one_line, resolve_runtime
@@ -64,6 +66,8 @@ class ProfileParams:
         delegate_options: options passed to the delegate.
         runtime: the runtime asked for (None: the first found).
         seed: seed of the random inputs.
+        cutter: ``"schema"`` (the TFLite schema's object API, :mod:`edgeq_device.opcut`), ``"raw"``
+            (``flatbuffers`` only, :mod:`edgeq_device.opcut_raw`) or None: the first that is installed.
     """
 
     runs: int = 20
@@ -78,6 +82,7 @@ class ProfileParams:
     delegate_options: dict[str, str] = field(default_factory=dict)
     runtime: str | None = None
     seed: int = 0
+    cutter: str | None = None
 
     def __post_init__(self) -> None:
         def bad(arg: str, value: object, fix: str) -> InvalidArgumentError:
@@ -205,77 +210,6 @@ def _random_value(t: Tensor, shape: tuple[int, ...], rng: np.random.Generator) -
     return rng.uniform(0.0, 1.0, size=shape).astype(dtype)
 
 
-def _resolver_kwargs(runtime: Runtime) -> dict[str, Any]:
-    resolver = getattr(runtime.module, "OpResolverType", None)
-    if resolver is None and runtime.name == "tensorflow":
-        resolver = runtime.module.experimental.OpResolverType
-    return {} if resolver is None else {
-        "experimental_op_resolver_type": resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES}
-
-
-def record_tensors(model_bytes: bytes, runtime: Runtime, inputs: dict[int, np.ndarray],
-                   tensor_count: int) -> dict[int, np.ndarray]:
-    """Every tensor's value after one run on ``inputs`` (tensor index -> array), without delegates.
-
-    Raises:
-        RuntimeError, ValueError: the runtime could not load or run the model.
-    """
-    interp = runtime.Interpreter(model_content=model_bytes, experimental_preserve_all_tensors=True,
-                                 **_resolver_kwargs(runtime))
-    interp.allocate_tensors()
-    for idx, value in inputs.items():
-        interp.set_tensor(idx, value)
-    interp.invoke()
-    values: dict[int, np.ndarray] = {}
-    for idx in range(tensor_count):
-        try:
-            values[idx] = np.array(interp.get_tensor(idx), copy=True)
-        except ValueError:  # tensors without data (optional, unused)
-            continue
-    return values
-
-
-def record_stepwise(cutter: OperatorCutter, flat: FlatModel, runtime: Runtime,
-                    inputs: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
-    """Tensor values of a model that does not run whole (e.g. a custom operator the runtime lacks):
-    its operators are run one by one as cut models, each fed the outputs of the ones before.
-    The outputs of an operator that fails are missing (the operators after it get random values)."""
-    values = dict(inputs)
-    sg = flat.main
-    for op in sg.operators:
-        if any(i >= 0 and i not in values and not sg.tensors[i].is_constant for i in op.inputs):
-            continue
-        try:
-            cut = cutter.cut(op.index, values, sorted(set(op.inputs) & set(values)))
-            interp = runtime.Interpreter(model_content=cut.content, **_resolver_kwargs(runtime))
-            interp.allocate_tensors()
-            for new_idx, full_idx in cut.inputs:
-                interp.set_tensor(new_idx, values[full_idx])
-            interp.invoke()
-            for full_idx in op.outputs:
-                if full_idx >= 0:
-                    values[full_idx] = np.array(interp.get_tensor(cut.outputs[list(op.outputs).index(full_idx)]))
-        except (CutError, RuntimeError, ValueError):
-            continue
-    return values
-
-
-def static_tensors(flat: FlatModel) -> set[int]:
-    """Tensors of the primary subgraph computed from stored constants only (e.g. float16 weights'
-    ``DEQUANTIZE``): the full model computes them once, so the cut operator reads them as constants."""
-    sg = flat.main
-    known = {t.index for t in sg.tensors if t.is_constant}
-    computed: set[int] = set()
-    for op in sg.operators:
-        ins = [i for i in op.inputs if i >= 0]
-        if ins and op.opcode not in CONTROL_FLOW_OPS and op.opcode != "CUSTOM" and all(i in known for i in ins):
-            for o in op.outputs:
-                if o >= 0 and not sg.tensors[o].is_variable:
-                    known.add(o)
-                    computed.add(o)
-    return computed
-
-
 def _whole_model(model_bytes: bytes, runtime: Runtime, params: ProfileParams,
                  flat: FlatModel) -> tuple[ModelRunner | None, dict[int, np.ndarray], str | None]:
     """The whole model's runner and its inputs (tensor index -> array), or None and the reason."""
@@ -312,10 +246,10 @@ def _time(invoke: Callable[[], object], warmup: int, runs: int, min_secs: float,
     return float(np.percentile(np.asarray(samples, np.float64) / 1000.0, 50)), len(samples)
 
 
-def _time_op(cutter: OperatorCutter, index: int, values: dict[int, np.ndarray], static: set[int],
+def _time_op(cutter: Cutter, index: int, values: dict[int, np.ndarray], static: set[int],
              flat: FlatModel, runtime: Runtime, params: ProfileParams,
              rng: np.random.Generator) -> tuple[float, int, str]:
-    cut = cutter.cut(index, values, sorted(static & set(values)))
+    cut = cutter.cut(index, values, sorted(static))
     runner = ModelRunner(cut.content, runtime=runtime, threads=params.threads, xnnpack=params.xnnpack,
                          delegate=params.delegate, delegate_options=params.delegate_options, probe=False)
     interp = runner.interpreter
@@ -413,7 +347,7 @@ def profile_model(
     folded = {op.index for op in flat.main.operators if op.outputs and all(o in static for o in op.outputs if o >= 0)}
     cut_note: str | None = None
     try:
-        cutter = OperatorCutter(model_bytes)
+        cutter = make_cutter(model_bytes, flat, params.cutter)
     except CutError as exc:
         cut_note = str(exc)
     values: dict[int, np.ndarray] = dict(inputs)
@@ -427,7 +361,7 @@ def profile_model(
             say(f"the model fails to run without delegates ({one_line(exc)})")
     if not recorded and cut_note is None:
         say("recording tensor values operator by operator")
-        values = record_stepwise(cutter, flat, runtime, inputs)
+        values = record_stepwise(cutter, flat, runtime, inputs, static)
     overhead: float | None = None
     if cut_note is None:
         try:

@@ -9,7 +9,13 @@ import pytest
 from edgeq_device.errors import DelegateError, InvalidArgumentError, ModelFileError
 from edgeq_device.flatbuffer import read_flat_model
 from edgeq_device.opcut import OperatorCutter
-from edgeq_device.profile import ProfileParams, ProfileResult, profile_model, record_tensors, static_tensors
+from edgeq_device.opcut_raw import RawOperatorCutter
+from edgeq_device.profile import (
+    ProfileParams,
+    ProfileResult,
+    profile_model,
+)
+from edgeq_device.profile_inputs import make_cutter, record_tensors, static_tensors
 from edgeq_device.runtime import ModelRunner, resolve_runtime
 
 # Timing runs long enough that the p50 of a ~10 µs model settles on a shared machine.
@@ -24,9 +30,11 @@ def _check_accounted(r: ProfileResult, path) -> None:
         assert o.p50_us is not None or o.note, f"operator {o.index} is neither timed nor explained"
 
 
-@pytest.mark.parametrize("mode", ["float32", "float16", "int8", "int8_io_uint8", "dynamic"])
-def test_operators_add_up_to_the_whole_model(models, mode):
-    r = profile_model(models[mode], **TIMING)
+@pytest.mark.parametrize(("mode", "cutter"), [("float32", None), ("float16", None), ("int8", None),
+                                               ("int8_io_uint8", None), ("dynamic", None), ("float16", "raw"),
+                                               ("int8_io_uint8", "raw")])
+def test_operators_add_up_to_the_whole_model(models, mode, cutter):
+    r = profile_model(models[mode], cutter=cutter, **TIMING)
     _check_accounted(r, models[mode])
     assert r.coverage >= 0.95, [o.note for o in r.operators if o.note]
     assert r.whole_p50_us is not None and r.whole_runs >= 300
@@ -40,9 +48,11 @@ def test_operators_add_up_to_the_whole_model(models, mode):
     assert sum(shares) == pytest.approx(1 - (r.invoke_overhead_us or 0) / r.sum_us, abs=1e-9)
 
 
-def test_a_cut_operator_computes_what_it_computes_in_the_model(models):
+@pytest.mark.parametrize("backend", ["schema", "raw"])
+@pytest.mark.parametrize("mode", ["int8", "float16"])
+def test_a_cut_operator_computes_what_it_computes_in_the_model(models, backend, mode):
     """Each cut model, fed its recorded inputs without delegates, gives the full run's output."""
-    data = models["int8"].read_bytes()
+    data = models[mode].read_bytes()
     flat = read_flat_model(data)
     runtime = resolve_runtime()
     runner = ModelRunner(data, xnnpack=False)
@@ -50,10 +60,13 @@ def test_a_cut_operator_computes_what_it_computes_in_the_model(models):
     runner.set_inputs([x])
     inputs = {int(d["index"]): runner.interpreter.get_tensor(d["index"]) for d in runner.input_details}
     values = record_tensors(data, runtime, inputs, len(flat.main.tensors))
-    cutter = OperatorCutter(data)
+    cutter = make_cutter(data, flat, backend)
+    assert isinstance(cutter, RawOperatorCutter if backend == "raw" else OperatorCutter)
     static = static_tensors(flat)
     for op in flat.main.operators:
-        cut = cutter.cut(op.index, values, sorted(static & set(values)))
+        if all(o in static for o in op.outputs):
+            continue  # computed once from constants: not timed, not cut
+        cut = cutter.cut(op.index, values, sorted(static))
         alone = ModelRunner(cut.content, xnnpack=False, probe=False)
         for new_idx, full_idx in cut.inputs:
             alone.interpreter.set_tensor(new_idx, values[full_idx])
