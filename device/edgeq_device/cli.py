@@ -1,4 +1,4 @@
-"""The ``edgeq-device`` command: ``info``, ``bench`` and ``eval`` on this machine.
+"""The ``edgeq-device`` command: ``info``, ``bench``, ``profile`` and ``eval`` on this machine.
 
 A thin layer over :func:`edgeq_device.model_info`, :func:`edgeq_device.benchmark`
 and :func:`edgeq_device.evaluate`: options become arguments, results are
@@ -31,6 +31,7 @@ from .detection_eval import DetectionResult
 from .eval_result import EvalResult
 from .evaluation import format_eval, model_preprocess
 from .info import format_info, model_info
+from .profile import ProfileParams, format_profile, profile_model
 from .report_json import JsonResult
 from .runtime import RUNTIME_NAMES
 from .tasks import TASKS, evaluate_task
@@ -137,6 +138,48 @@ def bench_cmd(model: str, runs: int, min_secs: float, max_secs: float, warmup: i
         preprocess = model_preprocess(model, size=size, color=color, mean=mean, std=std)
     result = benchmark(model, params, preprocess=preprocess, log=echo_err)
     _emit(result, format_bench(result), json_out, force)
+
+
+@cli.command("profile")
+@click.argument("model")
+@click.option("--runs", type=click.IntRange(min=1), default=20, show_default=True,
+              help="At least this many timed runs of each operator.")
+@click.option("--min-secs", type=click.FloatRange(min=0), default=0.02, show_default=True,
+              help="And at least this many seconds of each operator's runs.")
+@click.option("--top", type=click.IntRange(min=1), metavar="N",
+              help="Show only the N slowest operators (the JSON keeps every one).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random inputs.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@_runtime_options
+@_output_options
+def profile_cmd(model: str, runs: int, min_secs: float, top: int | None, seed: int, quiet: bool,
+                runtime: str | None, threads: int | None, xnnpack: bool, delegate: str | None,
+                delegate_options: dict[str, str], json_out: str | None, force: bool) -> None:
+    """Time every operator of MODEL alone, beside the whole model's time.
+
+    Each operator is cut into a model of its own, fed the values its inputs had in a
+    full run and timed as bench times a model; the table ends with the sum, the whole
+    model's p50 and the residual between them (what timing operators alone cannot see).
+    """
+    check_json_out(json_out, force)
+    params = ProfileParams(runs=runs, min_secs=min_secs, threads=threads, xnnpack=xnnpack, delegate=delegate,
+                           delegate_options=delegate_options, runtime=runtime, seed=seed)
+    show = not quiet and sys.stderr.isatty()
+    bar: Any = None
+
+    def progress(done: int, total: int) -> None:
+        nonlocal bar
+        if not show:
+            return
+        if bar is None:
+            bar = click.progressbar(length=total, label="operators", file=sys.stderr)
+            bar.__enter__()
+        bar.update(1)
+        if done == total:
+            bar.__exit__(None, None, None)
+
+    result = profile_model(model, params, log=None if quiet else echo_err, progress=progress)
+    _emit(result, format_profile(result, top=top), json_out, force)
 
 
 @cli.command("eval")

@@ -1,0 +1,116 @@
+"""edgeq profile: per-operator profiles of several modes side by side, on the session's digits CNN."""
+
+from __future__ import annotations
+
+import json
+
+import flatbuffers
+import pytest
+from ai_edge_litert import schema_py_generated as schema
+from click.testing import CliRunner
+from edgeq_device.profile import ProfileParams
+
+from edgeq.cli import cli
+from edgeq.cli.profile import profile_rows
+from edgeq.errors import InvalidArgumentError
+from edgeq.measure.profile import ProfileComparison, profile_models
+from edgeq.report.profile_plot import profile_plot_png
+
+QUICK = ProfileParams(runs=5, min_secs=0.0, whole_runs=5, whole_min_secs=0.0, threads=1)
+
+
+@pytest.fixture(scope="module")
+def float_and_int8(digits_plain_tflite) -> ProfileComparison:
+    return profile_models([digits_plain_tflite["float32"], digits_plain_tflite["int8_io_uint8"]], QUICK)
+
+
+def test_operators_line_up_across_modes(float_and_int8):
+    comp = float_and_int8
+    rows = comp.rows()
+    for k, prof in enumerate(comp.profiles):  # every operator of every model is on exactly one row
+        assert sorted(r.ops[k].index for r in rows if r.ops[k] is not None) == [o.index for o in prof.operators]
+    for r in rows:
+        assert all(o is None or o.op == r.op for o in r.ops)
+    convs = [r for r in rows if r.op == "CONV_2D"]
+    assert convs and all(None not in r.ops and r.ratio(1) is not None for r in convs)
+    only_int8 = [r for r in rows if r.ops[0] is None]
+    assert {r.op for r in only_int8} <= {"QUANTIZE", "DEQUANTIZE"} and only_int8
+    header, cells = profile_rows(comp)
+    assert header[-1] == "mnist_int8_io_uint8 / mnist_float32" and len(cells) == len(rows)
+    assert any(c[-1].endswith(("faster", "slower", "same")) for c in cells)
+    assert len(profile_rows(comp, top=3)[1]) == 3
+
+
+def test_json_round_trip_and_plot(float_and_int8):
+    comp = float_and_int8
+    doc = json.loads(comp.to_json())
+    assert doc["schema"] == "edgeq/profile-comparison/1"
+    assert ProfileComparison.from_dict(doc) == comp
+    png = profile_plot_png(comp, top=5)
+    assert png.startswith(b"\x89PNG")
+
+
+def _static_batch(data: bytes) -> bytes:
+    m = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(bytearray(data), 0))
+    for t in m.subgraphs[0].tensors:
+        t.shapeSignature = None
+    b = flatbuffers.Builder(len(data) + 1024)
+    b.Finish(m.Pack(b), file_identifier=b"TFL3")
+    return bytes(b.Output())
+
+
+def test_edgetpu_target_marks_the_mapped_operators(digits_plain_tflite, tmp_path):
+    path = tmp_path / "int8_static.tflite"
+    path.write_bytes(_static_batch(digits_plain_tflite["int8_io_uint8"].read_bytes()))
+    comp = profile_models([digits_plain_tflite["float32"], path], QUICK, target="edgetpu")
+    int8 = comp.profiles[1]
+    convs = [o for o in int8.operators if o.op == "CONV_2D"]
+    assert convs and all(comp.on_edgetpu(1, o) for o in convs)
+    assert not any(comp.on_edgetpu(0, o) for o in comp.profiles[0].operators)  # float32 cannot map
+    header, cells = profile_rows(comp)
+    assert header[-2:] == ["Edge TPU mnist_float32", "Edge TPU int8_static"]
+    assert any(c[-1] == "Edge TPU" for c in cells) and any(c[-1] == "CPU" for c in cells)
+
+
+def test_bad_input():
+    with pytest.raises(InvalidArgumentError, match="models"):
+        profile_models([], QUICK)
+    with pytest.raises(InvalidArgumentError, match="same file name"):
+        profile_models(["a/m.tflite", "b/m.tflite"], QUICK)
+
+
+def test_cli_side_by_side_plot_and_errors(digits_plain_tflite, tmp_path):
+    a, b = digits_plain_tflite["float32"], digits_plain_tflite["int8"]
+    plot, out = tmp_path / "top.png", tmp_path / "p.json"
+    res = CliRunner().invoke(cli, ["profile", str(a), str(b), "--runs", "3", "--min-secs", "0", "--format", "csv",
+                                   "--plot", str(plot), "--json", str(out)], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert "p50 mnist_float32,p50 mnist_int8,mnist_int8 / mnist_float32" in res.output
+    assert plot.read_bytes().startswith(b"\x89PNG")
+    assert json.loads(out.read_text())["schema"] == "edgeq/profile-comparison/1"
+    res = CliRunner().invoke(cli, ["profile", str(a), "--threads", "0"])
+    assert res.exit_code == 2 and "--threads" in res.output and "Traceback" not in res.output
+    res = CliRunner().invoke(cli, ["profile", str(a), "--plot", str(plot)])
+    assert res.exit_code == 2 and "--plot" in res.output and "--force" in res.output
+
+
+@pytest.mark.slow
+def test_mobilenet_v2_operators_add_up_in_every_mode(tmp_path, mnist_train):
+    """MobileNetV2 (weights=None) in float32, float16, int8 and int8 with uint8 I/O: ≥ 95% of the
+    operators timed alone, their sum within 25% of the whole model's p50 measured in the same run."""
+    import keras
+    from edgeq_device.preprocess import Preprocess
+    from edgeq_device.profile import profile_model
+
+    from edgeq.quantize.converter import convert
+
+    keras.utils.set_random_seed(0)
+    model = keras.applications.MobileNetV2(weights=None, input_shape=(224, 224, 3))
+    pre = Preprocess(size=(224, 224), color="rgb", mean=127.5, std=127.5)
+    for mode, io in [("float32", "float"), ("float16", "float"), ("int8", "float"), ("int8", "uint8")]:
+        res = convert(model, mode, calibration=mnist_train, samples=8, preprocess=pre, io=io, progress=False)
+        path = res.save(tmp_path / f"mnv2_{mode}_{io}.tflite")
+        r = profile_model(path, threads=1)
+        assert r.coverage >= 0.95, (mode, io, [o.note for o in r.operators if o.note])
+        assert r.whole_p50_us is not None
+        assert 0.75 <= r.sum_us / r.whole_p50_us <= 1.25, (mode, io, str(r))
