@@ -93,10 +93,11 @@ def plain_eval_images_per_s(model: Path, data: Path) -> float:
     interp = Interpreter(model_path=str(model))
     interp.allocate_tensors()
     inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+    size = (int(inp["shape"][2]), int(inp["shape"][1]))
     start = time.perf_counter()
     for f in files:
         with Image.open(f) as im:
-            x = np.asarray(im.convert("RGB").resize((96, 96)), np.float32)[None] / 255.0
+            x = np.asarray(im.convert("RGB").resize(size), np.float32)[None] / 255.0
         interp.set_tensor(inp["index"], x)
         interp.invoke()
         int(np.argmax(interp.get_tensor(out["index"])[0]))

@@ -168,7 +168,7 @@ def run_image_processes(runner: ModelRunner, job: ImageJob, workers: int,
     Returns the output vectors ``[n, width]`` and the mask of images that ran.
     """
     method = start_method()
-    ctx = mp.get_context(method)
+    ctx: Any = mp.get_context(method)
     if method == "forkserver":
         ctx.set_forkserver_preload([__name__])
     n = len(job.paths)
@@ -203,7 +203,7 @@ def _supervise(runner: ModelRunner, job: ImageJob, shared: _Shared, procs: Seque
     n = shared.n
 
     def check(timeout: float) -> None:
-        live = [(p, r) for p, r in procs if state[p.pid] not in ("finished", "gone")]
+        live = [(p, r) for p, r in procs if state[p.pid] != "finished"]
         readers = [r for p, r in live if not r.closed]
         ready = wait(readers + [p.sentinel for p, _ in live], timeout=timeout) if live else []
         for p, r in live:
@@ -218,9 +218,6 @@ def _supervise(runner: ModelRunner, job: ImageJob, shared: _Shared, procs: Seque
                 state[p.pid] = msg[0]
             elif p.sentinel in ready and (r.closed or not r.poll()):
                 p.join()
-                if state[p.pid] == "starting":  # never started working: the others carry on
-                    state[p.pid] = "gone"
-                    continue
                 raise InferenceError(f"an evaluation worker process stopped unexpectedly "
                                      f"(exit code {p.exitcode}; a negative code is the signal that ended it)",
                                      argument="workers", received=len(procs) + 1,
@@ -234,11 +231,8 @@ def _supervise(runner: ModelRunner, job: ImageJob, shared: _Shared, procs: Seque
             break
         _run_chunk(runner, job, todo, out, status)
         check(0)
-    while any(state[p.pid] not in ("finished", "gone") for p, _ in procs):
+    while any(state[p.pid] != "finished" for p, _ in procs):
         check(_POLL_S)
-    if np.count_nonzero(status) < n:  # chunks a worker took before it went: done here
-        for i in np.flatnonzero(status == PENDING):
-            _run_chunk(runner, job, range(int(i), int(i) + 1), out, status)
     if progress is not None:
         progress(n, n)
 
