@@ -125,7 +125,7 @@ def predict(
     _check_input(runners[0], preprocess)
     if in_processes:
         r = runners[0]
-        job = ImageJob(r.model_bytes, r.runtime.name, r.threads, xnnpack, tuple(str(p) for p in paths),
+        job = ImageJob(r.model_bytes, r.flat, r.runtime.name, r.threads, xnnpack, tuple(str(p) for p in paths),
                        preprocess, skip_unreadable, output_size(r.flat), _chunk(len(paths), n_workers))
         outputs, ok = run_image_processes(r, job, n_workers, progress)
     else:

@@ -41,6 +41,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .errors import DataError, InferenceError, InvalidArgumentError
+from .flatbuffer import FlatModel
 from .preprocess import Preprocess, load_image
 from .runtime import ModelRunner
 
@@ -56,6 +57,7 @@ class ImageJob:
     """What every worker needs: the model, how to run it, and the files."""
 
     model_bytes: bytes
+    flat: FlatModel
     runtime: str
     threads: int | None
     xnnpack: bool
@@ -142,7 +144,7 @@ def _worker(job: ImageJob, shared: _Shared, conn: Connection) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         runner = ModelRunner(job.model_bytes, runtime=job.runtime, threads=job.threads, xnnpack=job.xnnpack,
-                             probe=False)
+                             probe=False, flat=job.flat)
         conn.send(("ready",))
         out, status = shared.views()
         while True:
