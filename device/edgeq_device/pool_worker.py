@@ -17,9 +17,9 @@ alone if no process can start.
   worker process that dies (e.g. the runtime crashes) becomes an
   :class:`~edgeq_device.errors.InferenceError`. Workers ignore SIGINT: Ctrl-C
   reaches the calling process, which stops them.
-- Start method: ``fork`` where the calling process has a single thread and has
-  not loaded TensorFlow (the board, the ``edgeq-device`` CLI): workers start in
-  milliseconds. Otherwise ``forkserver`` (``spawn`` where it is missing), since
+- Start method: ``fork`` where the calling process has one Python thread, has
+  not loaded TensorFlow and runs one-thread interpreters (the board, the
+  ``edgeq-device`` CLI): workers start in milliseconds. Otherwise ``forkserver`` (``spawn`` where it is missing), since
   forking a multi-threaded process can deadlock the child; their workers
   import the main module as ``multiprocessing`` does, so a script calling
   :func:`~edgeq_device.evaluation.evaluate` needs the usual
@@ -80,11 +80,13 @@ def read_image(path: str | Path, preprocess: Preprocess, skip_unreadable: bool) 
         return None
 
 
-def start_method() -> str:
+def start_method(threads: int | None = 1) -> str:
     """``fork`` for a caller with one Python thread and no TensorFlow, else ``forkserver`` or ``spawn``.
 
-    ``EDGEQ_POOL_START`` (``fork``, ``forkserver``, ``spawn``) chooses it instead. Native thread pools that sit idle (NumPy's BLAS, which guards fork itself) do not count:
-    one is there as soon as NumPy is imported.
+    ``EDGEQ_POOL_START`` (``fork``, ``forkserver``, ``spawn``) chooses it instead. An idle
+    native thread pool does not count: NumPy's BLAS starts one at import and guards fork
+    itself; the caller's interpreter has none with one thread (``threads`` of each
+    interpreter), so more threads than one also rule fork out.
     """
     methods = mp.get_all_start_methods()
     chosen = os.environ.get("EDGEQ_POOL_START", "").strip().lower()
@@ -94,7 +96,7 @@ def start_method() -> str:
                                        fix=f"use one of: {', '.join(methods)}, or unset it")
         return chosen
     if ("fork" in methods and sys.platform != "darwin" and threading.active_count() == 1
-            and not any(name in sys.modules for name in _FORK_UNSAFE)):
+            and threads in (None, 1) and not any(name in sys.modules for name in _FORK_UNSAFE)):
         return "fork"
     return "forkserver" if "forkserver" in methods else "spawn"
 
@@ -169,7 +171,7 @@ def run_image_processes(runner: ModelRunner, job: ImageJob, workers: int,
 
     Returns the output vectors ``[n, width]`` and the mask of images that ran.
     """
-    method = start_method()
+    method = start_method(job.threads)
     ctx: Any = mp.get_context(method)
     if method == "forkserver":
         ctx.set_forkserver_preload([__name__])

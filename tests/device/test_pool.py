@@ -6,6 +6,8 @@ import multiprocessing
 import os
 import shutil
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +51,19 @@ def test_every_start_method_gives_the_same_outputs(models, small_test_dir, metho
     assert seen[-1] == (200, 200) and all(t == 200 for _, t in seen)
     assert [d for d, _ in seen] == sorted(d for d, _ in seen)
     assert not multiprocessing.active_children() and _shm() <= before
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="fork is chosen on Linux only")
+def test_fork_only_for_a_single_threaded_caller_with_one_thread_interpreters():
+    code = ("import threading, time\n"
+            "from edgeq_device.pool_worker import start_method\n"
+            "a, b = start_method(1), start_method(2)\n"
+            "threading.Thread(target=time.sleep, args=(1,), daemon=True).start()\n"
+            "print(a, b, start_method(1))\n")
+    env = {k: v for k, v in os.environ.items() if k != "EDGEQ_POOL_START"}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["fork", "forkserver", "forkserver"]
 
 
 def test_tensorflow_in_the_caller_means_no_fork(monkeypatch):
