@@ -126,7 +126,8 @@ def predict(
     if in_processes:
         r = runners[0]
         job = ImageJob(r.model_bytes, r.flat, r.runtime.name, r.threads, xnnpack, tuple(str(p) for p in paths),
-                       preprocess, skip_unreadable, output_size(r.flat), _chunk(len(paths), n_workers))
+                       preprocess, skip_unreadable, output_size(r.flat), _chunk(len(paths), n_workers),
+                       n_workers)
         outputs, ok = run_image_processes(r, job, n_workers, progress)
     else:
         outputs, ok = _run_pool(runners, len(paths),

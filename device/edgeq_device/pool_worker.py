@@ -66,6 +66,7 @@ class ImageJob:
     skip_unreadable: bool
     width: int
     chunk: int
+    workers: int
 
 
 def read_image(path: str | Path, preprocess: Preprocess, skip_unreadable: bool) -> np.ndarray | None:
@@ -115,10 +116,11 @@ class _Shared:
         out = np.frombuffer(self.outputs_raw, np.float32)[: self.n * self.width].reshape(self.n, self.width)
         return out, np.frombuffer(self.status_raw, np.int8)
 
-    def claim(self, chunk: int) -> range:
+    def claim(self, chunk: int, workers: int) -> range:
+        """The next images to run: ``chunk`` of them, fewer near the end so the workers end together."""
         with self.lock:
             start = int(self.next_raw.value)
-            stop = min(start + chunk, self.n)
+            stop = min(start + max(1, min(chunk, (self.n - start) // (2 * workers))), self.n)
             self.next_raw.value = max(stop, start)
         return range(start, stop)
 
@@ -150,7 +152,7 @@ def _worker(job: ImageJob, shared: _Shared, conn: Connection) -> None:
         conn.send(("ready",))
         out, status = shared.views()
         while True:
-            todo = shared.claim(job.chunk)
+            todo = shared.claim(job.chunk, job.workers)
             if not todo:
                 break
             _run_chunk(runner, job, todo, out, status)
@@ -230,7 +232,7 @@ def _supervise(runner: ModelRunner, job: ImageJob, shared: _Shared, procs: Seque
             progress(int(np.count_nonzero(status)), n)
 
     while True:
-        todo = shared.claim(job.chunk)
+        todo = shared.claim(job.chunk, job.workers)
         if not todo:
             break
         _run_chunk(runner, job, todo, out, status)
