@@ -175,8 +175,9 @@ def run_image_processes(runner: ModelRunner, job: ImageJob, workers: int,
     """
     method = start_method(job.threads)
     ctx: Any = mp.get_context(method)
-    if method == "forkserver":
-        ctx.set_forkserver_preload([__name__])
+    if method == "forkserver":  # the server imports these once; each worker forks from it
+        runtime_module = runner.runtime.import_path[0]
+        ctx.set_forkserver_preload([__name__] + ([runtime_module] if runtime_module != "tensorflow" else []))
     n = len(job.paths)
     shared = _Shared(ctx, n, job.width)
     out, status = shared.views()
