@@ -156,8 +156,9 @@ def predict_arrays(
 ) -> np.ndarray:
     """Run already-preprocessed float samples ``x`` (``[N, ...]``, no batch per sample) through the model.
 
-    The same pool of interpreters as :func:`predict`; returns float32 ``[N, outputs]``
-    dequantized vectors of the first output, in order.
+    Interpreters in threads of this process (no decoding here: ``invoke`` releases the GIL
+    for most of each sample); returns float32 ``[N, outputs]`` dequantized vectors of the
+    first output, in order.
     """
     x = np.asarray(x, np.float32)
     if x.ndim < 1 or len(x) == 0:
