@@ -123,7 +123,8 @@ class _T:
             return []
         size = flags.bytewidth  # type: ignore[attr-defined]
         start, n = self._target(o, size)
-        return [self.t.Get(flags, start + size * i) for i in range(n)]
+        code = flags.packer_type.format[-1]  # type: ignore[attr-defined]  # one unpack, not n Get calls
+        return list(struct.unpack_from(f"<{n}{code}", self.t.Bytes, start))
 
     def vec_bytes(self, field_no: int) -> tuple[int, int]:
         """(start, length) of a ubyte vector inside the buffer."""

@@ -6,9 +6,12 @@ labels; :func:`predict_arrays` does the same for preprocessed arrays. The host
 reuses them for agreement and SQNR, and :func:`edgeq_device.evaluation.evaluate`
 for accuracy.
 
-Samples are spread over a pool of interpreters, one per thread (``invoke``
-releases the GIL), so every core is used; each image is read when a worker
-takes it, so memory stays flat.
+Images are spread over interpreters in worker processes (see
+:mod:`edgeq_device.pool_worker`): decoding and preprocessing hold the GIL, so
+threads would serialize on them for a small model. Arrays, and any run with a
+delegate (which holds its device), go to a pool of interpreters in threads of
+this process (``invoke`` releases the GIL). One worker is a plain loop on one
+interpreter. Each image is read when a worker takes it, so memory stays flat.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ import numpy as np
 from .errors import DataError, InvalidArgumentError
 from .flatbuffer import FlatModel, ModelSource, load_model_bytes
 from .images import FolderListing, list_image_folder
-from .preprocess import Preprocess, load_image
+from .pool_worker import ImageJob, read_image, run_image_processes
+from .preprocess import Preprocess
 from .runtime import ModelRunner, Runtime, resolve_runtime
 
 __all__ = ["ProgressCallback", "output_size", "predict", "predict_arrays", "resolve_workers"]
@@ -92,8 +96,9 @@ def predict(
         model: path or bytes of the ``.tflite``.
         listing: a :class:`FolderListing` (e.g. ``list_image_folder(...).sample(n)``) or a folder.
         preprocess: how each image becomes input (see :func:`model_preprocess`).
-        workers: interpreters run in parallel, one per thread (default: ``os.cpu_count()``;
-            1 with a delegate, which usually owns one device).
+        workers: interpreters run in parallel: this process and ``workers - 1`` worker
+            processes (default: ``os.cpu_count()``; 1 with a delegate, which usually owns
+            one device; with a delegate and more workers, threads of this process).
         runtime, xnnpack, delegate, delegate_options: as for :class:`ModelRunner`.
         threads: threads of each interpreter (default: 1 when ``workers > 1``, else the
             runtime's default).
@@ -113,19 +118,20 @@ def predict(
         listing = list_image_folder(Path(os.fspath(listing)))
     paths = listing.paths
 
-    def load(i: int) -> np.ndarray | None:
-        try:
-            return load_image(paths[i], preprocess)
-        except DataError as exc:
-            if not skip_unreadable:
-                raise DataError("cannot read image", argument="data", received=str(paths[i]),
-                                fix="remove or replace the file (or skip such files with "
-                                    "--skip-unreadable)") from exc
-            return None
-
-    runners = _make_runners(model, len(paths), workers, runtime, threads, xnnpack, delegate, delegate_options)
+    n_workers = resolve_workers(workers, len(paths), delegate)
+    in_processes = n_workers > 1 and not delegate
+    runners = _make_runners(model, len(paths), 1 if in_processes else n_workers, runtime,
+                            _threads(threads, n_workers), xnnpack, delegate, delegate_options)
     _check_input(runners[0], preprocess)
-    outputs, ok = _run_pool(runners, len(paths), load, progress)
+    if in_processes:
+        r = runners[0]
+        job = ImageJob(r.model_bytes, r.flat, r.runtime.name, r.threads, xnnpack, tuple(str(p) for p in paths),
+                       preprocess, skip_unreadable, output_size(r.flat), _chunk(len(paths), n_workers),
+                       n_workers)
+        outputs, ok = run_image_processes(r, job, n_workers, progress)
+    else:
+        outputs, ok = _run_pool(runners, len(paths),
+                                lambda i: read_image(paths[i], preprocess, skip_unreadable), progress)
     bad = [paths[i] for i in np.flatnonzero(~ok)]
     if skipped is not None:
         skipped.extend(bad)
@@ -150,14 +156,17 @@ def predict_arrays(
 ) -> np.ndarray:
     """Run already-preprocessed float samples ``x`` (``[N, ...]``, no batch per sample) through the model.
 
-    The same pool of interpreters as :func:`predict`; returns float32 ``[N, outputs]``
-    dequantized vectors of the first output, in order.
+    Interpreters in threads of this process (no decoding here: ``invoke`` releases the GIL
+    for most of each sample); returns float32 ``[N, outputs]`` dequantized vectors of the
+    first output, in order.
     """
     x = np.asarray(x, np.float32)
     if x.ndim < 1 or len(x) == 0:
         raise DataError("no samples", argument="x", received=getattr(x, "shape", None),
                         fix="give an array shaped [N, ...] with N >= 1")
-    runners = _make_runners(model, len(x), workers, runtime, threads, xnnpack, delegate, delegate_options)
+    n_workers = resolve_workers(workers, len(x), delegate)
+    runners = _make_runners(model, len(x), n_workers, runtime, _threads(threads, n_workers), xnnpack, delegate,
+                            delegate_options)
     outputs, _ = _run_pool(runners, len(x), lambda i: x[i], progress)
     return outputs
 
@@ -168,10 +177,19 @@ def _make_runners(model: ModelSource, n: int, workers: int | None, runtime: Runt
     model_bytes = load_model_bytes(model)
     rt = runtime if isinstance(runtime, Runtime) else resolve_runtime(runtime)
     workers = resolve_workers(workers, n, delegate)
-    per_threads = threads if threads is not None else (1 if workers > 1 else None)
-    return [ModelRunner(model_bytes, runtime=rt, threads=per_threads, xnnpack=xnnpack,
+    return [ModelRunner(model_bytes, runtime=rt, threads=threads, xnnpack=xnnpack,
                         delegate=delegate, delegate_options=delegate_options)
             for _ in range(workers)]
+
+
+def _threads(threads: int | None, workers: int) -> int | None:
+    """Threads of each interpreter: as asked, else 1 when several interpreters share the cores."""
+    return threads if threads is not None else (1 if workers > 1 else None)
+
+
+def _chunk(n: int, workers: int) -> int:
+    """Images a worker takes at a time: few enough that the last ones spread evenly."""
+    return max(1, min(32, n // (workers * 8)))
 
 
 def _run_pool(runners: list[ModelRunner], n: int, load: Callable[[int], np.ndarray | None],

@@ -27,7 +27,7 @@ from typing import Any, Iterator, Mapping, Sequence, Union
 import numpy as np
 
 from .errors import DataError, DelegateError, InferenceError, InvalidArgumentError, RuntimeNotFoundError
-from .flatbuffer import ModelSource, load_model_bytes, read_flat_model
+from .flatbuffer import FlatModel, ModelSource, load_model_bytes, read_flat_model
 from .loadcheck import check_loads_in_child
 
 __all__ = [
@@ -231,6 +231,7 @@ class ModelRunner:
         delegate_options: options passed to the delegate (e.g. ``{"device": "usb:0"}``).
         probe: load the model in a child process first, once per model and process (see
             :func:`edgeq_device.validate.check_loads_in_child`); False when the caller has.
+        flat: the model's parsed flatbuffer when the caller has it (parsing takes a while).
     """
 
     def __init__(
@@ -243,9 +244,10 @@ class ModelRunner:
         delegate: str | None = None,
         delegate_options: Mapping[str, str] | None = None,
         probe: bool = True,
+        flat: FlatModel | None = None,
     ) -> None:
         self.model_bytes = load_model_bytes(model)
-        self.flat = read_flat_model(self.model_bytes)
+        self.flat = flat if flat is not None else read_flat_model(self.model_bytes)
         self.runtime = runtime if isinstance(runtime, Runtime) else resolve_runtime(runtime)
         if threads is not None and (not isinstance(threads, int) or threads < 1):
             raise InvalidArgumentError("must be a positive integer", argument="threads",

@@ -147,3 +147,19 @@ def test_eval_json_on_the_pi_agrees_with_x86(emulated_pi, shared, tiny_models_di
     assert pi["images"] == x86["images"] == 50
     assert (pi["top1"], pi["top5"]) == (x86["top1"], x86["top5"])
     assert pi["per_class"] == x86["per_class"]
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_pooled_eval_on_the_pi_equals_one_worker(emulated_pi, shared, runtime):
+    """Worker processes on the board (fork there; spawn when asked): each image's prediction as one worker's."""
+    runs = {}
+    for name, prefix, workers in (("one", [], "1"), ("fork", [], "2"), ("spawn", ["env", "EDGEQ_POOL_START=spawn"], "2")):
+        res = emulated_pi.run([*prefix, f"/opt/edgeq/{runtime}/bin/edgeq-device", "eval", shared["int8"], shared["data"],
+                               "--json", "-", "--workers", workers, "--predictions", "--quiet"])
+        assert res.returncode == 0, res.stderr[-2000:]
+        runs[name] = json.loads(res.stdout)
+    assert runs["one"]["workers"] == 1 and runs["fork"]["workers"] == runs["spawn"]["workers"] == 2
+    for name in ("fork", "spawn"):
+        assert runs[name]["predictions"] == runs["one"]["predictions"]
+        assert runs[name]["files"] == runs["one"]["files"] and len(runs[name]["files"]) == 50
+        assert runs[name]["top1"] == runs["one"]["top1"]
