@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from edgeq.report.profile_section import board_profile_blocks
 from edgeq.report.tables import (
     Results,
     analysis_rows,
@@ -54,6 +55,13 @@ def markdown(results: Results) -> str:
         lines += ["", "## On boards", "", "The same .tflite files measured on boards by `edgeq deploy`.", "",
                   "| " + " | ".join(b_head) + " |", "|" + "|".join("---" for _ in b_head) + "|"]
         lines += ["| " + " | ".join(cells) + " |" for cells in b_rows]
+    blocks = board_profile_blocks(data)
+    if blocks:
+        lines += ["", "## Per operator on boards", "", "Each operator timed alone on the board by "
+                  "`edgeq deploy --profile`: the slowest, the rest, and the residual the operators alone do "
+                  "not show (per-run work, fused operators and delegate partitions, caches).", ""]
+        for block in blocks:
+            lines += [f"### {block.title}", "", block.summary, "", markdown_table(block.header, block.rows)]
     if data["notes"]:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in data["notes"]]
     lines += ["", "## Plots", "", "![accuracy vs latency](plots/accuracy_vs_latency.png)", "",
