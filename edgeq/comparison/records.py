@@ -30,7 +30,8 @@ __all__ = ["COMPARE_SCHEMA", "KERAS", "Comparison", "ModeRow", "Recommendation"]
 
 #: The ``schema`` of ``results.json`` that this version writes and reads.
 COMPARE_SCHEMA = "edgeq/compare/2"
-#: Older ``results.json`` schemas :meth:`Comparison.from_dict` reads (version 1: no profiles).
+#: Older ``results.json`` schemas :meth:`Comparison.from_dict` reads (version 1: no ``profile`` and no
+#: ``board_profiles``).
 _OLD_COMPARE_SCHEMAS = ("edgeq/compare/1",)
 
 #: The name of the reference row (the Keras model).
@@ -170,6 +171,9 @@ class Comparison:
     board_profiles: tuple[dict[str, Any], ...] = ()
     """The boards' per-operator profiles of the same models: ``board``, ``mode``, ``runtime``,
     ``threads``, ``measured`` and ``profile`` (the ``edgeq-device/profile`` document)."""
+    profile: dict[str, Any] | None = None
+    """The modes' per-operator profiles on this host (``compare(..., profile=True)``): an
+    ``edgeq/profile-comparison`` document (:class:`~edgeq.measure.profile.ProfileComparison`), or None."""
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Comparison:
@@ -189,7 +193,8 @@ class Comparison:
                        eval_images=data["eval_images"], labeled=data["labeled"], notes=tuple(data["notes"]),
                        board=dict(data["board"]), created=data["created"],
                        boards=tuple(data.get("boards") or ()),
-                       board_profiles=tuple(data.get("board_profiles") or ()))
+                       board_profiles=tuple(data.get("board_profiles") or ()),
+                       profile=data.get("profile") or None)
         except (KeyError, TypeError, AttributeError, ValueError) as exc:
             raise DataError("the compare results file lacks a field or has one of the wrong type",
                             argument="results", received=repr(exc),
@@ -212,6 +217,7 @@ class Comparison:
             "rows": [r.to_dict() for r in self.rows],
             "boards": list(self.boards),
             "board_profiles": list(self.board_profiles),
+            "profile": self.profile,
         }
 
     def row(self, name: str) -> ModeRow:

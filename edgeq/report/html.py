@@ -11,7 +11,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from edgeq.report.plots import plot_pngs
-from edgeq.report.profile_section import ProfileBlock, board_profile_blocks
+from edgeq.report.profile_section import (
+    ProfileBlock,
+    board_profile_blocks,
+    mode_profile_rows,
+    mode_profile_totals,
+)
 from edgeq.report.tables import (
     Results,
     analysis_rows,
@@ -47,6 +52,14 @@ def _cells_table(header: list[str], rows: list[list[str]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _modes_profile_html(data: Mapping[str, Any]) -> str:
+    p_head, p_rows = mode_profile_rows(data)
+    if not p_rows:
+        return ""
+    return (f"<h3>Per operator</h3>{_cells_table(*mode_profile_totals(data))}"
+            f"<p></p>{_cells_table(p_head, p_rows)}")
+
+
 def _profile_html(blocks: list[ProfileBlock]) -> str:
     if not blocks:
         return ""
@@ -71,7 +84,7 @@ def html_fragment(results: Results, pngs: Mapping[str, bytes] | None = None) -> 
             + f"</div>{_html_table(data)}"
             f"<h3>Model analysis</h3>{_html_table(data, analysis_rows)}"
             + (f"<h3>On boards</h3>{_html_table(data, board_rows)}" if data.get("boards") else "")
-            + _profile_html(board_profile_blocks(data))
+            + _modes_profile_html(data) + _profile_html(board_profile_blocks(data))
             + (f"<ul class=\"notes\">{notes}</ul>" if notes else "") + f"<div>{imgs}</div>")
 
 

@@ -1,8 +1,14 @@
-"""The per-operator sections of the compare report: each board's profile (``edgeq deploy --profile``).
+"""The per-operator sections of the compare report, and the side-by-side table of ``edgeq profile``.
 
-Rendered from the comparison's schema dict: ``board_profiles`` holds, per board and mode, the
-``edgeq-device/profile`` document the board wrote, read back through
-:class:`edgeq_device.profile.ProfileResult` (its own schema, older versions included).
+Rendered from the comparison's schema dict:
+
+- ``profile`` (``compare(..., profile=True)``) holds the modes' profiles on the host as an
+  ``edgeq/profile-comparison`` document, read back through
+  :class:`~edgeq.measure.profile.ProfileComparison`: the modes side by side per operator
+  (:func:`profile_rows`);
+- ``board_profiles`` holds, per board and mode, the ``edgeq-device/profile`` document the board
+  wrote (``edgeq deploy --profile``), read back through
+  :class:`edgeq_device.profile.ProfileResult` (its own schema, older versions included).
 """
 
 from __future__ import annotations
@@ -13,7 +19,10 @@ from typing import Any
 
 from edgeq_device.profile import ProfileResult
 
-__all__ = ["TOP_OPERATORS", "ProfileBlock", "board_profile_blocks", "profile_block"]
+from edgeq.measure.profile import ProfileComparison
+
+__all__ = ["TOP_OPERATORS", "ProfileBlock", "board_profile_blocks", "mode_profile_comparison", "mode_profile_rows",
+           "mode_profile_totals", "profile_block", "profile_rows"]
 
 #: How many of the slowest operators a profile section lists (the others are summed on one row).
 TOP_OPERATORS = 10
@@ -27,6 +36,12 @@ class ProfileBlock:
     summary: str
     header: list[str]
     rows: list[list[str]]
+
+
+def _us(v: float | None) -> str:
+    if v is None:
+        return "-"
+    return f"{v / 1000:.2f} ms" if v >= 1000 else f"{v:.1f} µs"
 
 
 def _ms(us: float | None) -> str:
@@ -83,3 +98,56 @@ def board_profile_blocks(data: Mapping[str, Any], top: int = TOP_OPERATORS) -> l
         title = f"{entry['board']}: {entry['mode']}"
         blocks.append(profile_block(title, prof, top))
     return blocks
+
+
+def profile_rows(comp: ProfileComparison, top: int | None = None) -> tuple[list[str], list[list[str]]]:
+    """The side-by-side table: header and rows (the ``top`` slowest rows only, if given)."""
+    names = comp.names
+    header = ["#", "op", "output", "MACs"] + [f"p50 {n}" for n in names]
+    header += [f"{n} / {names[0]}" for n in names[1:]]
+    if comp.target == "edgetpu":
+        header += [f"Edge TPU {n}" for n in names]
+    rows = comp.rows()
+    if top is not None:
+        keep = {id(r) for r in sorted(rows, key=lambda r: -r.slowest_us)[:top]}
+        rows = [r for r in rows if id(r) in keep]
+    out = []
+    for r in rows:
+        first = next(o for o in r.ops if o is not None)
+        cells = ["/".join("" if o is None else str(o.index) for o in r.ops), r.op,
+                 "x".join(str(d) for d in first.output_shape), f"{first.macs / 1e6:.1f}M" if first.macs else ""]
+        for o in r.ops:
+            cells.append("" if o is None else "once" if o.inputs == "constant"
+                         else _us(o.p50_us) if o.p50_us is not None else "not isolated")
+        for k in range(1, len(names)):
+            ratio = r.ratio(k)
+            cells.append("" if ratio is None else f"{ratio:.2f}x " + ("faster" if ratio < 0.95 else
+                                                                      "slower" if ratio > 1.05 else "same"))
+        if comp.target == "edgetpu":
+            for k, o in enumerate(r.ops):
+                cells.append("" if o is None else "Edge TPU" if comp.on_edgetpu(k, o) else "CPU")
+        out.append(cells)
+    return header, out
+
+
+def mode_profile_comparison(data: Mapping[str, Any]) -> ProfileComparison | None:
+    """The modes' profiles of the comparison dict (its ``profile``), or None without them."""
+    doc = data.get("profile")
+    return None if not doc else ProfileComparison.from_dict(doc)
+
+
+def mode_profile_rows(data: Mapping[str, Any], top: int = TOP_OPERATORS) -> tuple[list[str], list[list[str]]]:
+    """The ``top`` slowest operators with every mode side by side (empty without profiles)."""
+    comp = mode_profile_comparison(data)
+    return ([], []) if comp is None else profile_rows(comp, top)
+
+
+def mode_profile_totals(data: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Per mode: operators timed, their sum, the whole model's p50 and the residual (empty without profiles)."""
+    comp = mode_profile_comparison(data)
+    if comp is None:
+        return [], []
+    header = ["model", "operators timed", "sum ms", "whole p50 ms", "residual ms", "residual share"]
+    rows = [[name, f"{len(p.timed)} of {len(p.operators)}", _ms(p.sum_us), _ms(p.whole_p50_us),
+             _ms(p.residual_us), _share(p.residual_us, p.whole_p50_us)] for name, p in zip(comp.names, comp.profiles)]
+    return header, rows
