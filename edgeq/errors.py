@@ -145,6 +145,7 @@ DEPLOY_ERROR_KINDS: Mapping[str, str] = MappingProxyType({
     "transfer": "a file arrived on the board with another sha256 than was sent",
     "bench": "edgeq-device bench failed on the board",
     "eval": "edgeq-device eval failed on the board",
+    "profile": "edgeq-device profile failed on the board",
     "store": "the board's result could not be written to the results store",
     "remote": "a command on the board failed otherwise",
 })

@@ -52,6 +52,8 @@ __all__ = ["compare_cmd", "print_compare"]
 @click.option("--budget", type=float, default=1.0, show_default=True, help="Accuracy budget, points of top-1.")
 @click.option("--prefer", type=Choice(["size", "latency"]), default="size", show_default=True,
               help="Recommend the smallest or the fastest mode within the budget.")
+@click.option("--profile", is_flag=True,
+              help="Also time every operator of each mode alone (first thread count): a per-operator section.")
 @db_option
 @click.option("--no-store", is_flag=True, help="Do not record the measurements.")
 @click.option("--output", "-o", type=click.Path(), default="out/compare", show_default=True, help="Report folder.")
@@ -64,7 +66,8 @@ __all__ = ["compare_cmd", "print_compare"]
 @format_option
 @preprocess_options
 def compare_cmd(model: str, calib: str, evaluation: str, modes: tuple[str, ...], threads: str | None, io: str,
-                samples: int, eval_samples: int | None, budget: float, prefer: str, db: str | None, no_store: bool,
+                samples: int, eval_samples: int | None, budget: float, prefer: str, profile: bool, db: str | None,
+                no_store: bool,
                 output: str, force: bool, fmt: str, labels: str | None, size: tuple[int, int] | None,
                 color: str | None, mean: Channels, std: Channels) -> None:
     """Convert MODEL in every mode and compare size, accuracy, fidelity and latency; write a report."""
@@ -87,7 +90,7 @@ def compare_cmd(model: str, calib: str, evaluation: str, modes: tuple[str, ...],
     store = None if no_store else ResultsStore(db)
     comp = compare(model, calibration=calib, evaluation=evaluation, modes=mode_list, threads=thread_list, io=io,
                    samples=samples, eval_samples=eval_samples, max_drop=budget, prefer=prefer, preprocess=pre,
-                   labels=labels, store=store)
+                   labels=labels, store=store, profile=profile)
     console: Any
     if fmt == "table":
         console = Console()

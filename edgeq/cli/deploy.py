@@ -19,6 +19,8 @@ __all__ = ["deploy_cmd"]
 @click.option("--fleet", type=click.Path(), default=None, metavar="devices.toml",
               help="Boards with labels and per-board options (port, identity, python, threads, runtime, ...).")
 @click.option("--bench", is_flag=True, help="Run edgeq-device bench on each board.")
+@click.option("--profile", is_flag=True,
+              help="Run edgeq-device profile on each board: every operator timed alone, beside the whole model.")
 @click.option("--eval", "eval_data", type=click.Path(), default=None, metavar="DATA",
               help="Evaluate on this image folder on each board (copied when it changed).")
 @click.option("--threads", type=click.IntRange(min=1), default=None, metavar="N", help="Interpreter threads.")
@@ -42,7 +44,8 @@ __all__ = ["deploy_cmd"]
               help="Also write the whole report as JSON.")
 @force_option("Overwrite the --report file if it exists.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines.")
-def deploy_cmd(model: str, targets: tuple[str, ...], fleet: str | None, bench: bool, eval_data: str | None,
+def deploy_cmd(model: str, targets: tuple[str, ...], fleet: str | None, bench: bool, profile: bool,
+               eval_data: str | None,
                threads: int | None, runtime: str | None, python: str | None, parallel: int,
                timeout: float | None, offline: bool | None, ssh_config: str | None, identity: str | None,
                workdir: str | None, bench_args: tuple[str, ...], db: str | None, no_store: bool,
@@ -64,7 +67,7 @@ def deploy_cmd(model: str, targets: tuple[str, ...], fleet: str | None, bench: b
                     runtime=runtime, python=python, parallel=parallel, timeout=timeout, offline=offline,
                     ssh_config=ssh_config, identity=identity, workdir=workdir,
                     store=False if no_store else (db or True),
-                    bench_args=bench_args, progress=not quiet)
+                    bench_args=bench_args, progress=not quiet, profile=profile)
     click.echo(report.summary())
     if report_path:
         report.save(report_path, overwrite=force)

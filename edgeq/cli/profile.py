@@ -10,8 +10,9 @@ from edgeq_device.runtime import RUNTIME_NAMES
 
 from edgeq.cli.options import check_json_out, force_option, format_option, json_option, write_json_out
 from edgeq.cli.output import print_rows
-from edgeq.measure.profile import ProfileComparison, profile_models
+from edgeq.measure.profile import profile_models
 from edgeq.report.profile_plot import profile_plot_png
+from edgeq.report.profile_section import profile_rows
 
 __all__ = ["profile_cmd", "profile_rows"]
 
@@ -20,36 +21,6 @@ def _us(v: float | None) -> str:
     if v is None:
         return "-"
     return f"{v / 1000:.2f} ms" if v >= 1000 else f"{v:.1f} µs"
-
-
-def profile_rows(comp: ProfileComparison, top: int | None = None) -> tuple[list[str], list[list[str]]]:
-    """The side-by-side table: header and rows (the ``top`` slowest rows only, if given)."""
-    names = comp.names
-    header = ["#", "op", "output", "MACs"] + [f"p50 {n}" for n in names]
-    header += [f"{n} / {names[0]}" for n in names[1:]]
-    if comp.target == "edgetpu":
-        header += [f"Edge TPU {n}" for n in names]
-    rows = comp.rows()
-    if top is not None:
-        keep = {id(r) for r in sorted(rows, key=lambda r: -r.slowest_us)[:top]}
-        rows = [r for r in rows if id(r) in keep]
-    out = []
-    for r in rows:
-        first = next(o for o in r.ops if o is not None)
-        cells = ["/".join("" if o is None else str(o.index) for o in r.ops), r.op,
-                 "x".join(str(d) for d in first.output_shape), f"{first.macs / 1e6:.1f}M" if first.macs else ""]
-        for o in r.ops:
-            cells.append("" if o is None else "once" if o.inputs == "constant"
-                         else _us(o.p50_us) if o.p50_us is not None else "not isolated")
-        for k in range(1, len(names)):
-            ratio = r.ratio(k)
-            cells.append("" if ratio is None else f"{ratio:.2f}x " + ("faster" if ratio < 0.95 else
-                                                                      "slower" if ratio > 1.05 else "same"))
-        if comp.target == "edgetpu":
-            for k, o in enumerate(r.ops):
-                cells.append("" if o is None else "Edge TPU" if comp.on_edgetpu(k, o) else "CPU")
-        out.append(cells)
-    return header, out
 
 
 @click.command("profile")

@@ -23,7 +23,8 @@ def report_cmd(folder: str, db: str | None) -> None:
     """Rewrite FOLDER's report (from its results.json) with what boards measured for the same models.
 
     Deploy a model from FOLDER/models with `edgeq deploy --bench --eval`, then run this: report.md,
-    report.html, results.json and the plots in FOLDER are written again with an "On boards" table.
+    report.html, results.json and the plots in FOLDER are written again with an "On boards" table
+    (and, after `edgeq deploy --profile`, each board's time per operator).
     """
     path = Path(folder) / "results.json"
     if path.is_file():
@@ -37,5 +38,7 @@ def report_cmd(folder: str, db: str | None) -> None:
     comp = comp.with_board_results(db)
     found = len(comp.boards)
     comp.save(folder, overwrite=True)
-    make_console().print(f"rewrote {folder}/report.html and report.md with {found} board measurement(s)")
+    profiles = len(comp.board_profiles)
+    make_console().print(f"rewrote {folder}/report.html and report.md with {found} board measurement(s)"
+                         + (f" and {profiles} per-operator profile(s)" if profiles else ""))
 

@@ -29,7 +29,10 @@ from edgeq.store.db import ResultsStore
 __all__ = ["COMPARE_SCHEMA", "KERAS", "Comparison", "ModeRow", "Recommendation"]
 
 #: The ``schema`` of ``results.json`` that this version writes and reads.
-COMPARE_SCHEMA = "edgeq/compare/1"
+COMPARE_SCHEMA = "edgeq/compare/2"
+#: Older ``results.json`` schemas :meth:`Comparison.from_dict` reads (version 1: no ``profile`` and no
+#: ``board_profiles``).
+_OLD_COMPARE_SCHEMAS = ("edgeq/compare/1",)
 
 #: The name of the reference row (the Keras model).
 KERAS = "keras"
@@ -165,15 +168,21 @@ class Comparison:
     """The converted models by mode (not in ``results.json``)."""
     boards: tuple[dict[str, Any], ...] = ()
     """What boards measured for the same models (see :meth:`with_board_results`)."""
+    board_profiles: tuple[dict[str, Any], ...] = ()
+    """The boards' per-operator profiles of the same models: ``board``, ``mode``, ``runtime``,
+    ``threads``, ``measured`` and ``profile`` (the ``edgeq-device/profile`` document)."""
+    profile: dict[str, Any] | None = None
+    """The modes' per-operator profiles on this host (``compare(..., profile=True)``): an
+    ``edgeq/profile-comparison`` document (:class:`~edgeq.measure.profile.ProfileComparison`), or None."""
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Comparison:
-        """Rebuild from ``results.json`` (without the model bytes or the latency samples).
+        """Rebuild from ``results.json`` (without the model bytes or the latency samples); version 1 reads too.
 
         Raises:
             DataError: ``data`` is not an edgeq compare results file, or lacks a field.
         """
-        if not isinstance(data, Mapping) or data.get("schema") != COMPARE_SCHEMA:
+        if not isinstance(data, Mapping) or data.get("schema") not in (COMPARE_SCHEMA, *_OLD_COMPARE_SCHEMAS):
             raise DataError("not an edgeq compare results file", argument="results",
                             received=data.get("schema") if isinstance(data, Mapping) else type(data).__name__,
                             fix="give the results.json that edgeq compare wrote")
@@ -183,7 +192,9 @@ class Comparison:
                        threads=tuple(data["threads"]), evaluation=data["evaluation"],
                        eval_images=data["eval_images"], labeled=data["labeled"], notes=tuple(data["notes"]),
                        board=dict(data["board"]), created=data["created"],
-                       boards=tuple(data.get("boards") or ()))
+                       boards=tuple(data.get("boards") or ()),
+                       board_profiles=tuple(data.get("board_profiles") or ()),
+                       profile=data.get("profile") or None)
         except (KeyError, TypeError, AttributeError, ValueError) as exc:
             raise DataError("the compare results file lacks a field or has one of the wrong type",
                             argument="results", received=repr(exc),
@@ -205,6 +216,8 @@ class Comparison:
             "notes": list(self.notes),
             "rows": [r.to_dict() for r in self.rows],
             "boards": list(self.boards),
+            "board_profiles": list(self.board_profiles),
+            "profile": self.profile,
         }
 
     def row(self, name: str) -> ModeRow:
@@ -223,7 +236,9 @@ class Comparison:
         """This comparison with what boards measured for these very models (same sha256) in the results store.
 
         Keeps the newest bench and eval per board, mode, runtime and thread count; ``boards``
-        of the copy holds them (the report's "On boards" table). ``store``: a
+        of the copy holds them (the report's "On boards" table). The newest profile per board,
+        mode, runtime and thread count goes to ``board_profiles`` (the report's per-operator
+        sections). ``store``: a
         :class:`~edgeq.store.db.ResultsStore`, a path, or None for the default store.
 
         Raises:
@@ -232,6 +247,7 @@ class Comparison:
         st = store if isinstance(store, ResultsStore) else ResultsStore(store, create=False)
         benches: dict[tuple[str, str, str, Any], dict[str, Any]] = {}
         evals: dict[tuple[str, str, str], dict[str, Any]] = {}
+        profiles: dict[tuple[str, str, str, Any], dict[str, Any]] = {}
         for row in self.rows[1:]:
             if not row.model_sha256:
                 continue
@@ -244,6 +260,9 @@ class Comparison:
                     benches.setdefault((m.device, row.name, m.runtime, m.threads), dict(
                         base, threads=m.threads, p50_us=m.latency_p50_us, p90_us=m.latency_p90_us,
                         measured=m.created))
+                elif m.kind == "profile":
+                    profiles.setdefault((m.device, row.name, m.runtime, m.threads), dict(
+                        base, threads=m.threads, measured=m.created, profile=m.payload))
                 elif m.kind == "eval":
                     evals.setdefault((m.device, row.name, m.runtime), {
                         "top1": m.accuracy_top1, "top5": m.accuracy_top5, "evaluated": m.created, **base})
@@ -253,8 +272,11 @@ class Comparison:
             rows.append({**entry, **{k: ev[k] for k in ("top1", "top5", "evaluated") if k in ev}})
         with_bench = {(e["board"], e["mode"], e["runtime"]) for e in rows}
         rows += [dict(e, threads=None) for k, e in evals.items() if k not in with_bench]
-        return dataclasses.replace(self, boards=tuple(sorted(rows, key=lambda e: (e["board"], e["mode"],
-                                                                                  str(e["threads"])))))
+        def order(e: Mapping[str, Any]) -> tuple[str, str, str]:
+            return e["board"], e["mode"], str(e["threads"])
+
+        return dataclasses.replace(self, boards=tuple(sorted(rows, key=order)),
+                                   board_profiles=tuple(sorted(profiles.values(), key=order)))
 
     def latency_samples(self) -> dict[str, Sequence[float]]:
         """Every timed run (µs) of each mode at the first thread count, by mode (empty after ``from_dict``)."""

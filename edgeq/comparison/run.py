@@ -9,7 +9,10 @@ each ``.tflite`` measures, on the same evaluation images:
 - output fidelity against the Keras model: SQNR (dB), max abs error, cosine;
 - host latency p50/p90 for each thread count, through ``edgeq_device``'s harness, the
   modes timed in interleaved rounds, with a 95% bootstrap interval of the p50;
-- conversion time, multiply-accumulates and achieved MAC/s.
+- conversion time, multiply-accumulates and achieved MAC/s;
+- with ``profile=True``, every operator of each mode timed alone at the first thread count
+  (:func:`edgeq_device.profile.profile_model`), the modes side by side per operator
+  (:class:`~edgeq.measure.profile.ProfileComparison`).
 
 It then recommends the smallest (or fastest) mode within an accuracy budget and
 says why in one sentence (:mod:`edgeq.comparison.recommend`). Every measurement can
@@ -29,6 +32,7 @@ from typing import Any
 import numpy as np
 from edgeq_device.analysis import analyze_flat_model
 from edgeq_device.evaluation import predict_arrays
+from edgeq_device.profile import ProfileParams, profile_model
 from edgeq_device.runtime import resolve_runtime
 from edgeq_device.sysinfo import board_info
 
@@ -41,6 +45,7 @@ from edgeq.inputs.models import load_model
 from edgeq.measure.evaluation import keras_outputs, load_eval_arrays, match_labels, top_k_accuracy
 from edgeq.measure.fidelity import argmax_agreement, fidelity
 from edgeq.measure.latency import interleaved_rounds
+from edgeq.measure.profile import compare_profiles
 from edgeq.nativelog import quiet_native_logs
 from edgeq.progress import task_progress
 from edgeq.quantize.calibration import default_preprocess, warnings_once
@@ -84,6 +89,7 @@ def compare(
     max_secs: float = 20.0,
     store: StoreLike = None,
     progress: bool | None = None,
+    profile: bool = False,
 ) -> Comparison:
     """Convert ``model`` in every mode and measure each against the Keras model.
 
@@ -110,6 +116,8 @@ def compare(
         store: where every measurement is recorded: a :class:`~edgeq.ResultsStore`, a database path,
             True for the default store (``$EDGEQ_DB`` or ``~/.edgeq/results.db``), None/False for none.
         progress: progress on stderr.
+        profile: also time every operator of each mode alone on this host, at the first thread
+            count (``Comparison.profile``; the report's "Per operator" section and plot).
 
     Raises:
         InvalidArgumentError, DataError, CalibrationError, ConversionError and the errors of convert.
@@ -199,15 +207,31 @@ def compare(
                              f"({a / 1000:.3f} ms vs {b / 1000:.3f} ms p50): quantized is not always faster; "
                              + _SLOW_WHY.get(r.name, "XNNPACK runs float32 well on this CPU."))
     rec = recommend(rows, float(max_drop), prefer, thread_list[0], labeled)
+    prof_doc = _profile_modes(results, thread_list[0], seed, progress) if profile else None
     board = board_info()
     comp = Comparison(
         model_name=results[next(iter(results))].source_name if results else loaded.name,
         rows=tuple(rows), recommendation=rec, threads=thread_list, evaluation=eval_src.description,
         eval_images=len(x), labeled=labeled, notes=tuple(notes), board=board.to_dict(),
-        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), results=results)
+        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), results=results,
+        profile=prof_doc)
     if store is not None and store is not False:
         record(comp, store)
     return comp
+
+
+def _profile_modes(results: dict[str, ConversionResult], threads: int, seed: int,
+                   progress: bool | None) -> dict[str, Any] | None:
+    """Every mode's per-operator profile on this host, side by side: the ``edgeq/profile-comparison`` dict."""
+    if not results:
+        return None
+    params = ProfileParams(threads=threads, seed=seed)
+    profiles = []
+    with task_progress("profiling modes", len(results), progress) as tick:
+        for res in results.values():
+            profiles.append(profile_model(res.model_bytes, params))
+            tick()
+    return compare_profiles(profiles, list(results)).to_dict()
 
 
 def record(comp: Comparison, store: StoreLike) -> int:

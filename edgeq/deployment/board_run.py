@@ -1,10 +1,10 @@
-"""One board's deploy, step by step: connect, probe, setup, upload, bench, eval.
+"""One board's deploy, step by step: connect, probe, setup, upload, bench, eval, profile.
 
 :class:`BoardRun` drives the steps over one :class:`~edgeq.deployment.ssh.SSHConnection`
 (each step timed, its note kept and reported through the progress callback),
 runs the agent (:mod:`edgeq.deployment.agent`) with the board's own Python for
 probe/recv/setup and ``edgeq-device`` under the watcher
-(:mod:`edgeq.deployment.watch`) for bench and eval, and ends with a frozen
+(:mod:`edgeq.deployment.watch`) for bench, eval and profile, and ends with a frozen
 :class:`~edgeq.deployment.results.BoardResult`. Every failure becomes that result's
 ``error`` and ``error_kind``; nothing raised here escapes :meth:`BoardRun.run`
 except the unexpected.
@@ -80,16 +80,17 @@ class BoardRun:
         extra_args: more arguments for ``edgeq-device bench``.
         progress: called with (label, text) after each step.
         cancel: set when the whole deploy is interrupted; the next step stops the board.
+        want_profile: also run ``edgeq-device profile`` (after bench and eval).
     """
 
     def __init__(self, board: Board, model: Path, model_sha: str, data: Path | None, data_sha: str | None,
                  wheel: Path, wheel_sha: str, want_bench: bool, want_eval: bool, extra_args: Sequence[str],
-                 progress: ProgressFn, cancel: threading.Event) -> None:
+                 progress: ProgressFn, cancel: threading.Event, want_profile: bool = False) -> None:
         self.b = board
         self.model, self.model_sha = model, model_sha
         self.data, self.data_sha = data, data_sha
         self.wheel, self.wheel_sha = wheel, wheel_sha
-        self.want_bench, self.want_eval = want_bench, want_eval
+        self.want_bench, self.want_eval, self.want_profile = want_bench, want_eval, want_profile
         self.extra_args = list(extra_args)
         self.progress = progress
         self.cancel = cancel
@@ -100,6 +101,7 @@ class BoardRun:
         self.board_info: dict[str, Any] = {}
         self.bench: dict[str, Any] | None = None
         self.eval: dict[str, Any] | None = None
+        self.profile: dict[str, Any] | None = None
         self.probe: dict[str, Any] = {}
         self.workdir = board.workdir
         self.venv_python = ""
@@ -168,6 +170,8 @@ class BoardRun:
                 self.step("bench", self._bench)
             if self.want_eval:
                 self.step("eval", self._eval)
+            if self.want_profile:
+                self.step("profile", self._profile)
             ok = True
         except _CancelledError:
             error, kind = "interrupted before this board finished", "interrupted"
@@ -180,7 +184,7 @@ class BoardRun:
         self.say("done" if ok else f"FAILED: {error}")
         return BoardResult(self.b.label, self.b.describe(), ok=ok, error=error, error_kind=kind,
                            timings=dict(self.timings), actions=dict(self.actions), board=dict(self.board_info),
-                           bench=self.bench, eval=self.eval)
+                           bench=self.bench, eval=self.eval, profile=self.profile)
 
     def kill_running(self) -> None:
         """Stop the board's running command and connection (Ctrl-C on the host)."""
@@ -257,3 +261,12 @@ class BoardRun:
         self.eval = payload
         top1 = eval_top1(payload)
         return None if top1 is None else f"top-1 {top1:.4f}"
+
+    def _profile(self) -> str | None:
+        payload = self._device_cmd("profile", self.remote_paths[f"models/{self.model.name}"], "--quiet")
+        self.profile = payload
+        ops = payload.get("operators")
+        if not isinstance(ops, list):
+            return None
+        timed = sum(1 for o in ops if isinstance(o, dict) and o.get("p50_us") is not None)
+        return f"{timed}/{len(ops)} operators timed"

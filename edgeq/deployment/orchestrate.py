@@ -18,7 +18,7 @@ each board, concurrently (at most ``parallel`` at once):
    them. A venv with the same wheel is reused as it is.
 4. **upload** the model (and with ``eval=`` the dataset folder) only when its
    sha256 differs from the board's manifest; files land atomically.
-5. **bench** / **eval** with ``edgeq-device ... --json -``.
+5. **bench** / **eval** / **profile** with ``edgeq-device ... --json -``.
 
 Each board runs as a :class:`~edgeq.deployment.board_run.BoardRun` and ends with a
 :class:`~edgeq.deployment.results.BoardResult`; a board that cannot be reached,
@@ -80,6 +80,7 @@ def deploy(
     db: str | os.PathLike[str] | None = None,
     bench_args: Sequence[str] = (),
     progress: bool | ProgressFn = True,
+    profile: bool = False,
 ) -> DeployReport:
     """Copy ``model`` to one or more boards over SSH, set them up, and optionally measure it there.
 
@@ -93,12 +94,14 @@ def deploy(
         threads, runtime, python, timeout, offline, ssh_config, identity, workdir: settings for every board
             that does not set its own (a board's own setting in ``devices.toml`` wins).
         parallel: at most this many boards at once.
-        store: where bench/eval results are recorded (tagged with each board's label) when a board
+        store: where bench/eval/profile results are recorded (tagged with each board's label) when a board
             finishes: True for the default store (``$EDGEQ_DB`` or ``~/.edgeq/results.db``), a
             :class:`~edgeq.ResultsStore` or a database path, False for none.
         db: the old way to give the store's path (``store=PATH``), accepted for one release.
         bench_args: extra arguments for ``edgeq-device bench`` (e.g. ``["--runs", "50"]``).
         progress: print one status line per step and board on stderr (or a callable(label, text)).
+        profile: run ``edgeq-device profile`` on each board: every operator timed alone beside the
+            whole model (``BoardResult.profile``; stored as a measurement of kind ``"profile"``).
 
     Returns:
         A :class:`DeployReport`. A board that failed has ``ok=False`` and ``error``; this
@@ -142,14 +145,14 @@ def deploy(
     data_sha = tree_sha256(data) if data is not None else None
     cancel = threading.Event()
     runs = [BoardRun(b, mpath, model_sha, data, data_sha, wheel, wheel_sha, bench, data is not None,
-                     bench_args, say, cancel) for b in boards]
+                     bench_args, say, cancel, want_profile=profile) for b in boards]
     results: dict[str, BoardResult] = {}
     if db is not None:
         warnings.warn("deploy(db=...) is replaced by store=PATH; db= goes in the next release",
                       DeprecationWarning, stacklevel=2)
         if store is True:
             store = db
-    store_obj, opened = resolve_store(store) if (bench or data is not None) else (None, False)
+    store_obj, opened = resolve_store(store) if (bench or profile or data is not None) else (None, False)
     db_path = None if store_obj is None else str(store_obj.path)
 
     pool = ThreadPoolExecutor(max_workers=min(parallel, len(runs)), thread_name_prefix="edgeq-deploy")
@@ -182,9 +185,9 @@ def deploy(
 
 
 def _store(store_obj: ResultsStore, res: BoardResult, model_name: str, say: ProgressFn) -> BoardResult:
-    """Record a finished board's bench/eval payloads under its label; the result with their row ids."""
+    """Record a finished board's bench/eval/profile payloads under its label; the result with their row ids."""
     ids: list[int] = []
-    for payload in (res.bench, res.eval):
+    for payload in (res.bench, res.eval, res.profile):
         if payload is None:
             continue
         try:

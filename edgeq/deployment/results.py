@@ -1,9 +1,10 @@
 """What a deploy returns: one :class:`BoardResult` per board in a :class:`DeployReport`.
 
 Both are frozen dataclasses with ``to_dict``/``from_dict`` (a ``"schema"`` key:
-``edgeq/board-result/1``, ``edgeq/deploy/1``), a plain-text ``__str__`` and
-``_repr_html_`` for notebooks. The bench and eval payloads are the boards'
-``edgeq-device ... --json`` documents, kept as they came.
+``edgeq/board-result/2``, ``edgeq/deploy/1``), a plain-text ``__str__`` and
+``_repr_html_`` for notebooks. The bench, eval and profile payloads are the boards'
+``edgeq-device ... --json`` documents, kept as they came. A board result of version 1
+(before ``profile``) still reads, with no profile.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from edgeq_device.fileio import atomic_write_text
+from edgeq_device.profile import ProfileResult
 from edgeq_device.report_json import dumps_json
 
 from edgeq.errors import InvalidArgumentError
@@ -24,7 +26,9 @@ from edgeq.errors import InvalidArgumentError
 __all__ = ["BOARD_RESULT_SCHEMA", "DEPLOY_REPORT_SCHEMA", "BoardResult", "DeployReport", "bench_p50_ms",
            "eval_top1"]
 
-BOARD_RESULT_SCHEMA = "edgeq/board-result/1"
+BOARD_RESULT_SCHEMA = "edgeq/board-result/2"
+#: Older board-result schemas :meth:`BoardResult.from_dict` reads (version 1 had no ``profile``).
+_OLD_BOARD_RESULT_SCHEMAS = ("edgeq/board-result/1",)
 DEPLOY_REPORT_SCHEMA = "edgeq/deploy/1"
 
 
@@ -53,12 +57,12 @@ def eval_top1(payload: Mapping[str, Any] | None) -> float | None:
     return _number(value)
 
 
-def _check_schema(data: Mapping[str, Any], schema: str) -> dict[str, Any]:
+def _check_schema(data: Mapping[str, Any], schema: str, older: tuple[str, ...] = ()) -> dict[str, Any]:
     if not isinstance(data, Mapping):
         raise InvalidArgumentError("not a JSON object", argument="data", received=type(data).__name__,
                                    fix=f"give the dict that to_dict() returned ({schema})")
     got = data.get("schema", schema)
-    if got != schema:
+    if got != schema and got not in older:
         raise InvalidArgumentError("the dict holds another kind of result or schema version", argument="data",
                                    received=got, fix=f"give a {schema} document (upgrade edgeq if it is newer)")
     return {k: v for k, v in data.items() if k != "schema"}
@@ -81,11 +85,12 @@ class BoardResult:
             ``hostkey``, ``timeout``, ``no-python``, ``no-venv``, ``no-runtime``, ``missing-deps``,
             ``setup``, ``transfer``, ``bench``, ``eval``, ``store``, ``interrupted``, ``remote``...).
         timings: seconds per step (``connect``, ``probe``, ``setup``, ``upload_model``,
-            ``upload_data``, ``bench``, ``eval``, ``total``).
+            ``upload_data``, ``bench``, ``eval``, ``profile``, ``total``).
         actions: what each step did (``created``/``reused`` venv, ``copied``/``unchanged`` files).
         board: what the probe found (python version, machine, ...).
         bench: the ``edgeq-device bench --json`` payload, or None.
         eval: the ``edgeq-device eval --json`` payload, or None.
+        profile: the ``edgeq-device profile --json`` payload, or None (read it with :attr:`profile_result`).
         stored_ids: row ids in the results store.
     """
 
@@ -99,6 +104,7 @@ class BoardResult:
     board: dict[str, Any] = field(default_factory=dict)
     bench: dict[str, Any] | None = None
     eval: dict[str, Any] | None = None
+    profile: dict[str, Any] | None = None
     stored_ids: tuple[int, ...] = ()
 
     @property
@@ -111,6 +117,16 @@ class BoardResult:
         """The board's top-1 accuracy (from ``eval``), or None."""
         return eval_top1(self.eval)
 
+    @property
+    def profile_result(self) -> ProfileResult | None:
+        """The board's per-operator profile, rebuilt from ``profile`` (None without one).
+
+        Raises:
+            InvalidArgumentError: the payload is not an ``edgeq-device/profile`` document this
+                version reads.
+        """
+        return None if self.profile is None else ProfileResult.from_dict(self.profile)
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict, ``"schema"`` first."""
         body = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -121,10 +137,12 @@ class BoardResult:
     def from_dict(cls, data: Mapping[str, Any]) -> BoardResult:
         """Rebuild from :meth:`to_dict`'s output.
 
+        Reads version 1 too (no ``profile``).
+
         Raises:
             InvalidArgumentError: another schema, or keys this version does not know.
         """
-        body = _check_schema(data, BOARD_RESULT_SCHEMA)
+        body = _check_schema(data, BOARD_RESULT_SCHEMA, _OLD_BOARD_RESULT_SCHEMAS)
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(body) - known)
         if unknown or "label" not in body or "host" not in body:
@@ -140,6 +158,9 @@ class BoardResult:
             parts.append(f"p50 {self.p50_ms:.3f} ms")
         if self.top1 is not None:
             parts.append(f"top-1 {self.top1:.4f}")
+        prof = self.profile_result
+        if prof is not None:
+            parts.append(f"profile {len(prof.timed)}/{len(prof.operators)} operators")
         parts.append(f"{self.timings.get('total', 0.0):.1f} s")
         text = head + ", " + ", ".join(parts)
         if self.error:

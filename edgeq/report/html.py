@@ -11,6 +11,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from edgeq.report.plots import plot_pngs
+from edgeq.report.profile_section import (
+    ProfileBlock,
+    board_profile_blocks,
+    mode_profile_rows,
+    mode_profile_totals,
+)
 from edgeq.report.tables import (
     Results,
     analysis_rows,
@@ -40,6 +46,28 @@ def _html_table(data: Mapping[str, Any], rows_fn: Any = None) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _cells_table(header: list[str], rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>" for cells in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _modes_profile_html(data: Mapping[str, Any]) -> str:
+    p_head, p_rows = mode_profile_rows(data)
+    if not p_rows:
+        return ""
+    return (f"<h3>Per operator</h3>{_cells_table(*mode_profile_totals(data))}"
+            f"<p></p>{_cells_table(p_head, p_rows)}")
+
+
+def _profile_html(blocks: list[ProfileBlock]) -> str:
+    if not blocks:
+        return ""
+    return "<h3>Per operator on boards</h3>" + "".join(
+        f"<h4>{html.escape(b.title)}</h4><p>{html.escape(b.summary)}</p>{_cells_table(b.header, b.rows)}"
+        for b in blocks)
+
+
 def html_fragment(results: Results, pngs: Mapping[str, bytes] | None = None) -> str:
     """The report body: recommendation, table, notes and inline plots (also Jupyter's display).
 
@@ -56,6 +84,7 @@ def html_fragment(results: Results, pngs: Mapping[str, bytes] | None = None) -> 
             + f"</div>{_html_table(data)}"
             f"<h3>Model analysis</h3>{_html_table(data, analysis_rows)}"
             + (f"<h3>On boards</h3>{_html_table(data, board_rows)}" if data.get("boards") else "")
+            + _modes_profile_html(data) + _profile_html(board_profile_blocks(data))
             + (f"<ul class=\"notes\">{notes}</ul>" if notes else "") + f"<div>{imgs}</div>")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from edgeq.report.profile_section import board_profile_blocks, mode_profile_rows, mode_profile_totals
 from edgeq.report.tables import (
     Results,
     analysis_rows,
@@ -54,6 +55,21 @@ def markdown(results: Results) -> str:
         lines += ["", "## On boards", "", "The same .tflite files measured on boards by `edgeq deploy`.", "",
                   "| " + " | ".join(b_head) + " |", "|" + "|".join("---" for _ in b_head) + "|"]
         lines += ["| " + " | ".join(cells) + " |" for cells in b_rows]
+    p_head, p_rows = mode_profile_rows(data)
+    if p_rows:
+        t_head, t_rows = mode_profile_totals(data)
+        lines += ["", "## Per operator", "", "Each operator of each mode timed alone on this host "
+                  f"({data['profile']['profiles'][0]['threads'] or 'default'} thread(s)), the slowest side by side; "
+                  "the residual is what the operators alone do not show (per-run work, fused operators and "
+                  "delegate partitions, caches).", "", markdown_table(t_head, t_rows),
+                  markdown_table(p_head, p_rows), "![slowest operators](plots/profile.png)"]
+    blocks = board_profile_blocks(data)
+    if blocks:
+        lines += ["", "## Per operator on boards", "", "Each operator timed alone on the board by "
+                  "`edgeq deploy --profile`: the slowest, the rest, and the residual the operators alone do "
+                  "not show (per-run work, fused operators and delegate partitions, caches).", ""]
+        for block in blocks:
+            lines += [f"### {block.title}", "", block.summary, "", markdown_table(block.header, block.rows)]
     if data["notes"]:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in data["notes"]]
     lines += ["", "## Plots", "", "![accuracy vs latency](plots/accuracy_vs_latency.png)", "",

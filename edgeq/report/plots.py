@@ -6,6 +6,8 @@ import io
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from edgeq.measure.profile import ProfileComparison
+from edgeq.report.profile_plot import profile_plot_png
 from edgeq.report.tables import Results, results_dict
 
 __all__ = ["plot_pngs"]
@@ -21,7 +23,8 @@ def _pareto(points: list[tuple[float, float, str]]) -> list[str]:
 
 
 def plot_pngs(results: Results, samples: Mapping[str, Sequence[float]] | None = None) -> dict[str, bytes]:
-    """The three plots as PNG bytes: accuracy vs latency, size, latency distribution.
+    """The plots as PNG bytes: accuracy vs latency, size, latency distribution (and the slowest operators
+    when the comparison has profiles).
 
     Args:
         results: the comparison's schema dict (or an object whose ``to_dict()`` gives it).
@@ -103,4 +106,6 @@ def plot_pngs(results: Results, samples: Mapping[str, Sequence[float]] | None = 
     ax.set_ylabel("ms")
     ax.set_title(f"latency per mode ({t0} thread{'s' if t0 != '1' else ''})")
     out["latency.png"] = png(fig)
+    if data.get("profile"):  # compare(..., profile=True): the slowest operators, modes side by side
+        out["profile.png"] = profile_plot_png(ProfileComparison.from_dict(data["profile"]))
     return out

@@ -296,22 +296,23 @@ class ResultsStore:
     def measurement_from_device(payload: Mapping[str, Any], *, device: str | None = None,
                                 source: str = "device", model_name: str | None = None,
                                 origin: str = "payload") -> Measurement:
-        """Turn an ``edgeq-device`` bench/eval result into a :class:`Measurement` (not stored).
+        """Turn an ``edgeq-device`` bench/eval/profile result into a :class:`Measurement` (not stored).
 
         See :func:`edgeq.store.device_json.measurement_from_device`.
 
         Raises:
-            DataError: the payload is not edgeq-device bench/eval JSON.
+            DataError: the payload is not edgeq-device bench/eval/profile JSON.
         """
         return measurement_from_device(payload, device=device, source=source, model_name=model_name,
                                        origin=origin)
 
     def add_device_result(self, payload: dict[str, Any], *, device: str | None = None, source: str = "device",
                           model_name: str | None = None) -> int:
-        """Record the result of ``edgeq-device bench`` or ``eval`` (the dict its ``--json`` writes).
+        """Record the result of ``edgeq-device bench``, ``eval`` or ``profile`` (the dict its ``--json`` writes).
 
         Args:
-            payload: the parsed JSON (``"schema": "edgeq-device/bench/1"`` or ``".../eval/1"``).
+            payload: the parsed JSON (``"schema": "edgeq-device/bench/1"``, ``".../eval/1"`` or
+                ``".../profile/1"``).
             device: the board's label; None takes a name from the payload's sysinfo.
             source: where it came from (``"device"``, ``"deploy"``, ...).
             model_name: a name for the model; None takes it from the payload (model path's stem).

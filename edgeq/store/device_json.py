@@ -1,9 +1,10 @@
-"""Device results into the store: ``edgeq-device bench/eval --json`` as :class:`Measurement` rows.
+"""Device results into the store: ``edgeq-device bench/eval/profile --json`` as :class:`Measurement` rows.
 
 A device result is read only through ``edgeq_device``'s own schema: its
 ``"schema"`` key names the kind and version, and the kind's class
 (:class:`~edgeq_device.bench.BenchResult`,
-:class:`~edgeq_device.eval_result.EvalResult`) rebuilds it with ``from_dict``,
+:class:`~edgeq_device.eval_result.EvalResult`,
+:class:`~edgeq_device.profile.ProfileResult`) rebuilds it with ``from_dict``,
 which also reads the previous versions of its JSON. The measurement's figures
 are then that object's fields; nothing is guessed from other key names. The
 model file, when it is on this machine and has the result's hash, adds what
@@ -16,21 +17,24 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
 
 from edgeq_device.bench import BenchResult
 from edgeq_device.errors import DataError, InvalidArgumentError, ModelFileError
 from edgeq_device.eval_result import EvalResult
 from edgeq_device.metadata import read_metadata
+from edgeq_device.profile import ProfileResult
 from edgeq_device.report_json import JsonResult, parse_schema
 
 from edgeq.store.records import Measurement, file_sha256
 
-__all__ = ["DEVICE_RESULTS", "measurement_from_device", "read_device_json"]
+__all__ = ["DEVICE_RESULTS", "DeviceResult", "measurement_from_device", "parse_device_result", "read_device_json"]
 
 #: The device results the store records, by the kind in their schema.
-DEVICE_RESULTS: dict[str, type[BenchResult] | type[EvalResult]] = {"bench": BenchResult, "eval": EvalResult}
-_FIX = "give a file written by edgeq-device bench --json or eval --json"
+DeviceResult = Union[BenchResult, EvalResult, ProfileResult]
+DEVICE_RESULTS: dict[str, type[BenchResult] | type[EvalResult] | type[ProfileResult]] = {
+    "bench": BenchResult, "eval": EvalResult, "profile": ProfileResult}
+_FIX = "give a file written by edgeq-device bench --json, eval --json or profile --json"
 
 
 def _describe(obj: Any) -> str:
@@ -41,16 +45,17 @@ def _describe(obj: Any) -> str:
     return f"a JSON {type(obj).__name__}"
 
 
-def parse_device_result(payload: Any, origin: str = "payload") -> BenchResult | EvalResult:
-    """Rebuild an ``edgeq-device`` bench or eval result from its JSON dict.
+def parse_device_result(payload: Any, origin: str = "payload") -> DeviceResult:
+    """Rebuild an ``edgeq-device`` bench, eval or profile result from its JSON dict.
 
     Raises:
-        DataError: not edgeq-device bench/eval JSON, a version newer than this edgeq reads,
+        DataError: not edgeq-device bench/eval/profile JSON, a version newer than this edgeq reads,
             or a document that does not fit its schema (the message names ``origin``).
     """
     parsed = parse_schema(payload.get("schema")) if isinstance(payload, Mapping) else None
     if parsed is None or parsed[0] != "edgeq-device" or parsed[1] not in DEVICE_RESULTS:
-        raise DataError("not edgeq-device JSON (no 'schema': 'edgeq-device/bench/N' or 'edgeq-device/eval/N')",
+        raise DataError("not edgeq-device JSON (no 'schema': 'edgeq-device/bench/N', '.../eval/N' or "
+                        "'.../profile/N')",
                         argument=origin, received=_describe(payload), fix=_FIX)
     cls = DEVICE_RESULTS[parsed[1]]
     if parsed[2] > cls.VERSION:
@@ -84,7 +89,10 @@ def _runtime_label(result: JsonResult) -> str:
 
 def measurement_from_device(payload: Mapping[str, Any], *, device: str | None = None, source: str = "device",
                             model_name: str | None = None, origin: str = "payload") -> Measurement:
-    """Turn an ``edgeq-device`` bench/eval result (its JSON dict) into a :class:`Measurement` (not stored).
+    """Turn an ``edgeq-device`` bench/eval/profile result (its JSON dict) into a :class:`Measurement` (not stored).
+
+    A profile's latency is the whole model's p50 measured in the same run; its operators stay
+    in the payload (read them back with :func:`parse_device_result`).
 
     Args:
         payload: the parsed JSON.
@@ -94,7 +102,7 @@ def measurement_from_device(payload: Mapping[str, Any], *, device: str | None = 
         origin: where the payload came from, for error messages (e.g. a file path).
 
     Raises:
-        DataError: the payload is not edgeq-device bench/eval JSON (see :func:`parse_device_result`).
+        DataError: the payload is not edgeq-device bench/eval/profile JSON (see :func:`parse_device_result`).
     """
     result = parse_device_result(payload, origin)
     sha = result.model_sha256.lower()
@@ -112,6 +120,10 @@ def measurement_from_device(payload: Mapping[str, Any], *, device: str | None = 
         size: int | None = result.model_size_bytes
         lat = result.latency
         p50, p90, mean = lat.p50_us, lat.p90_us, lat.mean_us
+        top1 = top5 = None
+    elif isinstance(result, ProfileResult):  # the whole model's p50, timed in the same run
+        size = local.stat().st_size if same_file else None  # type: ignore[union-attr]
+        p50, p90, mean = result.whole_p50_us, None, None
         top1 = top5 = None
     else:
         size = local.stat().st_size if same_file else None  # type: ignore[union-attr]

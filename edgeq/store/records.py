@@ -38,7 +38,7 @@ __all__ = [
 ]
 
 #: The kinds of run a measurement records.
-KINDS = ("bench", "eval", "compare")
+KINDS = ("bench", "eval", "compare", "profile")
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
 BytesOrPath = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview]
@@ -114,8 +114,8 @@ class Measurement(JsonResult):
     """One recorded run: a model in one mode on one device with one runtime and thread count.
 
     Required: ``model_sha256`` (64 hex digits), ``mode``, ``device``, ``runtime``, ``kind``
-    (``"bench"``, ``"eval"`` or ``"compare"``). Every figure is optional (None when the run
-    did not measure it). ``created`` defaults to now and is normalized to ISO UTC.
+    (``"bench"``, ``"eval"``, ``"compare"`` or ``"profile"``, whose latency is the whole model's
+    p50). Every figure is optional (None when the run did not measure it). ``created`` defaults to now and is normalized to ISO UTC.
     Accuracies and agreement are fractions in [0, 1]; latencies are microseconds.
     ``id`` is the row number once stored (None before).
 

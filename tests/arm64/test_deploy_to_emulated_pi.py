@@ -102,6 +102,11 @@ def test_deploy_bench_and_eval_on_the_emulated_pi(emulated_pi, pi_sshd, tiny_mod
     with sqlite3.connect(db) as conn:
         rows = sorted(conn.execute("select device, kind from measurements").fetchall())
     assert rows == [("pi4-emulated", "bench"), ("pi4-emulated", "eval")]
-    # a second deploy reuses the venv and copies nothing
-    again = deploy(tiny_models_dir["int8"], to=board, evaluation=eval_folder, store=False, progress=False)["pi4-emulated"]
+    # a second deploy reuses the venv and copies nothing; it profiles every operator on the Pi
+    again = deploy(tiny_models_dir["int8"], to=board, evaluation=eval_folder, profile=True, store=False,
+                   progress=False)["pi4-emulated"]
     assert again.ok and again.actions["upload_model"] == "unchanged" and "venv reused" in again.actions["setup"]
+    prof = again.profile_result
+    assert prof is not None and prof.board.architecture == "aarch64" and prof.threads == 1
+    assert prof.operators and prof.coverage == 1.0 and prof.whole_p50_us and prof.whole_p50_us > 0
+    print(f"profile on the emulated Pi (qemu: not a Pi's speed): {again.timings['profile']:.1f} s\n{prof}")

@@ -21,7 +21,7 @@ from edgeq.deployment.fleet import Board, load_fleet
 from edgeq.deployment.orchestrate import deploy
 from edgeq.deployment.results import DeployReport
 from edgeq.errors import InvalidArgumentError, ModelFileError
-from edgeq.store.db import ResultsStore
+from edgeq.store.db import ResultsStore, file_sha256
 
 pytestmark = pytest.mark.ssh
 
@@ -292,6 +292,34 @@ def test_cli_deploy(loopback_ssh, tiny_models_dir, board_python, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "edgeq.cli", "deploy", str(tmp_path / "none.tflite"),
                            "--to", "pi@x"], capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 2 and proc.stderr.startswith("error: model: ")
+
+
+def test_cli_deploy_profile_runs_on_the_board_and_is_stored(loopback_ssh, tiny_models_dir, board_python, tmp_path):
+    from edgeq_device.profile import ProfileResult
+
+    from edgeq.store.device_json import parse_device_result
+
+    db = tmp_path / "profile.db"
+    out_json = tmp_path / "report.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "edgeq.cli", "deploy", str(tiny_models_dir["int8"]),
+         "--to", loopback_ssh.target("board-a"), "--ssh-config", str(loopback_ssh.ssh_config),
+         "--python", board_python, "--threads", "1", "--workdir", _workdir(tmp_path, "profile"), "--profile",
+         "--db", str(db), "--report", str(out_json)],
+        capture_output=True, text=True, env={**os.environ, "EDGEQ_PROGRESS": "0"}, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "[board-a] profile " in proc.stderr and "operators timed" in proc.stderr
+    res = DeployReport.from_dict(json.loads(out_json.read_text()))["board-a"]
+    assert res.ok and res.bench is None and res.eval is None and res.timings["profile"] > 0
+    prof = res.profile_result
+    assert isinstance(prof, ProfileResult) and prof.threads == 1 and prof.runtime == "litert"
+    assert prof.operators and prof.coverage == 1.0 and prof.whole_p50_us and prof.whole_p50_us > 0
+    assert prof.model_sha256 == file_sha256(tiny_models_dir["int8"])
+    with ResultsStore(db) as store:
+        (m,) = store.runs(device="board-a")
+    assert m.kind == "profile" and m.source == "deploy" and list(res.stored_ids) == [m.id]
+    assert m.latency_p50_us == prof.whole_p50_us
+    assert parse_device_result(m.payload) == prof
 
 
 def test_ctrl_c_stores_nothing_half_done(loopback_ssh, tiny_models_dir, board_python, tmp_path):
