@@ -13,7 +13,6 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import os
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -26,7 +25,14 @@ from .errors import DataError, InvalidArgumentError, LabelMismatchError
 from .eval_result import ClassScore, EvalResult, format_eval
 from .flatbuffer import FlatModel, ModelSource, Tensor, load_model_bytes, read_flat_model
 from .images import FolderListing, list_image_folder
-from .inference_pool import ProgressCallback, output_size, predict, predict_arrays, resolve_workers
+from .inference_pool import (
+    ProgressCallback,
+    output_size,
+    predict,
+    predict_arrays,
+    progress_callback,
+    resolve_workers,
+)
 from .metadata import read_metadata
 from .preprocess import ColorMode, Preprocess
 from .runtime import Runtime, resolve_runtime
@@ -215,29 +221,12 @@ def evaluate(
     rt = runtime if isinstance(runtime, Runtime) else resolve_runtime(runtime)
     n_workers = resolve_workers(workers, len(listing), delegate)
 
-    callback: ProgressCallback | None = progress if callable(progress) else None
-    bar = None
-    if progress is True and os.environ.get("EDGEQ_PROGRESS", "1").lower() not in ("0", "false", "no"):
-        import click
-
-        bar = click.progressbar(length=len(listing), label="evaluating", file=sys.stderr,
-                                show_pos=True, show_eta=True)
-        bar.__enter__()
-        last = [0]
-
-        def callback(done: int, total: int) -> None:
-            bar.update(done - last[0])  # type: ignore[union-attr]
-            last[0] = done
-
     skipped: list[Path] = []
     t0 = time.perf_counter()
-    try:
+    with progress_callback(progress, len(listing), "evaluating") as callback:
         outputs, y = predict(model_bytes, listing, pre, workers=n_workers, runtime=rt, threads=threads,
                              xnnpack=xnnpack, delegate=delegate, delegate_options=delegate_options,
                              skip_unreadable=skip_unreadable, skipped=skipped, progress=callback)
-    finally:
-        if bar is not None:
-            bar.__exit__(None, None, None)
     seconds = time.perf_counter() - t0
     assert y is not None
     pred = outputs.argmax(axis=1)

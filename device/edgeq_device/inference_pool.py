@@ -16,7 +16,9 @@ interpreter. Each image is read when a worker takes it, so memory stays flat.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 import threading
 from pathlib import Path
 from typing import Callable, Iterator, Mapping
@@ -30,9 +32,34 @@ from .pool_worker import ImageJob, read_image, run_image_processes
 from .preprocess import Preprocess
 from .runtime import ModelRunner, Runtime, resolve_runtime
 
-__all__ = ["ProgressCallback", "output_size", "predict", "predict_arrays", "resolve_workers"]
+__all__ = ["ProgressCallback", "interpreter_threads", "make_runners", "output_size", "predict", "predict_arrays",
+           "progress_callback", "resolve_workers", "run_in_threads"]
 
 ProgressCallback = Callable[[int, int], None]
+
+
+@contextlib.contextmanager
+def progress_callback(progress: bool | ProgressCallback, total: int, label: str) -> Iterator[ProgressCallback | None]:
+    """The ``progress(done, total)`` to hand the loop: the caller's, a bar on stderr for True, else None.
+
+    ``EDGEQ_PROGRESS=0`` silences the bar.
+    """
+    if callable(progress):
+        yield progress
+        return
+    if progress is not True or os.environ.get("EDGEQ_PROGRESS", "1").lower() in ("0", "false", "no"):
+        yield None
+        return
+    import click
+
+    with click.progressbar(length=total, label=label, file=sys.stderr, show_pos=True, show_eta=True) as bar:
+        last = [0]
+
+        def update(done: int, _total: int) -> None:
+            bar.update(done - last[0])
+            last[0] = done
+
+        yield update
 
 
 def output_size(flat: FlatModel) -> int:
@@ -120,8 +147,8 @@ def predict(
 
     n_workers = resolve_workers(workers, len(paths), delegate)
     in_processes = n_workers > 1 and not delegate
-    runners = _make_runners(model, len(paths), 1 if in_processes else n_workers, runtime,
-                            _threads(threads, n_workers), xnnpack, delegate, delegate_options)
+    runners = make_runners(model, len(paths), 1 if in_processes else n_workers, runtime,
+                            interpreter_threads(threads, n_workers), xnnpack, delegate, delegate_options)
     _check_input(runners[0], preprocess)
     if in_processes:
         r = runners[0]
@@ -165,15 +192,16 @@ def predict_arrays(
         raise DataError("no samples", argument="x", received=getattr(x, "shape", None),
                         fix="give an array shaped [N, ...] with N >= 1")
     n_workers = resolve_workers(workers, len(x), delegate)
-    runners = _make_runners(model, len(x), n_workers, runtime, _threads(threads, n_workers), xnnpack, delegate,
+    runners = make_runners(model, len(x), n_workers, runtime, interpreter_threads(threads, n_workers), xnnpack, delegate,
                             delegate_options)
     outputs, _ = _run_pool(runners, len(x), lambda i: x[i], progress)
     return outputs
 
 
-def _make_runners(model: ModelSource, n: int, workers: int | None, runtime: Runtime | str | None,
-                  threads: int | None, xnnpack: bool, delegate: str | None,
-                  delegate_options: Mapping[str, str] | None) -> list[ModelRunner]:
+def make_runners(model: ModelSource, n: int, workers: int | None, runtime: Runtime | str | None,
+                 threads: int | None, xnnpack: bool, delegate: str | None,
+                 delegate_options: Mapping[str, str] | None) -> list[ModelRunner]:
+    """One interpreter per worker (see :func:`resolve_workers`), each with ``threads`` threads."""
     model_bytes = load_model_bytes(model)
     rt = runtime if isinstance(runtime, Runtime) else resolve_runtime(runtime)
     workers = resolve_workers(workers, n, delegate)
@@ -182,7 +210,7 @@ def _make_runners(model: ModelSource, n: int, workers: int | None, runtime: Runt
             for _ in range(workers)]
 
 
-def _threads(threads: int | None, workers: int) -> int | None:
+def interpreter_threads(threads: int | None, workers: int) -> int | None:
     """Threads of each interpreter: as asked, else 1 when several interpreters share the cores."""
     return threads if threads is not None else (1 if workers > 1 else None)
 
@@ -192,15 +220,14 @@ def _chunk(n: int, workers: int) -> int:
     return max(1, min(32, n // (workers * 8)))
 
 
-def _run_pool(runners: list[ModelRunner], n: int, load: Callable[[int], np.ndarray | None],
-              progress: ProgressCallback | None) -> tuple[np.ndarray, np.ndarray]:
-    """Spread samples ``load(0..n-1)`` over the runners, one thread each; ``None`` marks a skip.
+def run_in_threads(runners: list[ModelRunner], n: int, step: Callable[[ModelRunner, int], None],
+                   progress: ProgressCallback | None, name: str = "edgeq-eval") -> None:
+    """Run samples ``0..n-1`` over the runners, one thread each: ``step(runner, i)`` runs sample ``i``.
 
-    Returns the first output's vectors ``[n, width]`` and a mask of the samples that ran.
+    Each thread takes the next sample when it comes free (``invoke`` releases the GIL). An
+    exception in any step stops every thread and is raised here; ``progress(done, n)`` is
+    called from this thread.
     """
-    width = output_size(runners[0].flat)
-    outputs = np.zeros((n, width), np.float32)
-    ok = np.ones(n, bool)
     workers = len(runners)
     done = [0] * workers
     errors: list[BaseException] = []
@@ -210,28 +237,19 @@ def _run_pool(runners: list[ModelRunner], n: int, load: Callable[[int], np.ndarr
 
     def work(w: int) -> None:
         runner = runners[w]
-        set_inputs, invoke, get_outputs = runner.set_inputs, runner.invoke, runner.get_outputs
         try:
             while not stop.is_set():
                 with lock:
                     i = next(order, None)
                 if i is None:
                     return
-                x = load(i)
-                if x is None:
-                    ok[i] = False
-                    done[w] += 1
-                    continue
-                set_inputs(x[None])
-                invoke()
-                outputs[i] = get_outputs()[0].reshape(-1)[:width]
+                step(runner, i)
                 done[w] += 1
         except BaseException as exc:  # handed to the calling thread
             errors.append(exc)
             stop.set()
 
-    pool = [threading.Thread(target=work, args=(w,), name=f"edgeq-eval-{w}", daemon=True)
-            for w in range(workers)]
+    pool = [threading.Thread(target=work, args=(w,), name=f"{name}-{w}", daemon=True) for w in range(workers)]
     for t in pool:
         t.start()
     try:
@@ -251,4 +269,26 @@ def _run_pool(runners: list[ModelRunner], n: int, load: Callable[[int], np.ndarr
         progress(sum(done), n)
     if errors:
         raise errors[0]
+
+
+def _run_pool(runners: list[ModelRunner], n: int, load: Callable[[int], np.ndarray | None],
+              progress: ProgressCallback | None) -> tuple[np.ndarray, np.ndarray]:
+    """Spread samples ``load(0..n-1)`` over the runners, one thread each; ``None`` marks a skip.
+
+    Returns the first output's vectors ``[n, width]`` and a mask of the samples that ran.
+    """
+    width = output_size(runners[0].flat)
+    outputs = np.zeros((n, width), np.float32)
+    ok = np.ones(n, bool)
+
+    def step(runner: ModelRunner, i: int) -> None:
+        x = load(i)
+        if x is None:
+            ok[i] = False
+            return
+        runner.set_inputs(x[None])
+        runner.invoke()
+        outputs[i] = runner.get_outputs()[0].reshape(-1)[:width]
+
+    run_in_threads(runners, n, step, progress)
     return outputs, ok

@@ -12,17 +12,20 @@ it, so each task keeps only what it scores (a class map, a few boxes).
 
 from __future__ import annotations
 
-import contextlib
-import os
-import sys
-import threading
-from typing import Callable, Iterator, Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
 from .flatbuffer import FlatModel
-from .inference_pool import ProgressCallback, resolve_workers
-from .runtime import ModelRunner, Runtime, resolve_runtime
+from .inference_pool import (
+    ProgressCallback,
+    interpreter_threads,
+    make_runners,
+    progress_callback,
+    resolve_workers,
+    run_in_threads,
+)
+from .runtime import ModelRunner, Runtime
 
 __all__ = ["input_keys", "output_keys", "progress_callback", "run_samples"]
 
@@ -40,30 +43,6 @@ def input_keys(flat: FlatModel) -> list[str]:
     """The inputs' names in the model's order: signature names, else tensor names."""
     names = flat.signature_names("inputs")
     return [names.get(i, flat.main.tensors[i].name) for i in flat.main.inputs]
-
-
-@contextlib.contextmanager
-def progress_callback(progress: bool | ProgressCallback, total: int, label: str) -> Iterator[ProgressCallback | None]:
-    """The ``progress(done, total)`` to hand the loop: the caller's, a bar on stderr for True, else None.
-
-    ``EDGEQ_PROGRESS=0`` silences the bar.
-    """
-    if callable(progress):
-        yield progress
-        return
-    if progress is not True or os.environ.get("EDGEQ_PROGRESS", "1").lower() in ("0", "false", "no"):
-        yield None
-        return
-    import click
-
-    with click.progressbar(length=total, label=label, file=sys.stderr, show_pos=True, show_eta=True) as bar:
-        last = [0]
-
-        def update(done: int, _total: int) -> None:
-            bar.update(done - last[0])
-            last[0] = done
-
-        yield update
 
 
 def run_samples(
@@ -86,52 +65,14 @@ def run_samples(
     write to slot ``i`` of what it fills. An exception in ``load``, the model or
     ``reduce`` stops every worker and is raised here. Returns the number of workers used.
     """
-    rt = runtime if isinstance(runtime, Runtime) else resolve_runtime(runtime)
     n_workers = resolve_workers(workers, n, delegate)
-    per_threads = threads if threads is not None else (1 if n_workers > 1 else None)
-    runners = [ModelRunner(model_bytes, runtime=rt, threads=per_threads, xnnpack=xnnpack, delegate=delegate,
-                           delegate_options=delegate_options, probe=w == 0) for w in range(n_workers)]
-    done = [0] * n_workers
-    errors: list[BaseException] = []
-    stop = threading.Event()
-    lock = threading.Lock()
-    order = iter(range(n))
+    runners = make_runners(model_bytes, n, n_workers, runtime, interpreter_threads(threads, n_workers), xnnpack,
+                           delegate, delegate_options)
 
-    def work(w: int) -> None:
-        runner = runners[w]
-        try:
-            while not stop.is_set():
-                with lock:
-                    i = next(order, None)
-                if i is None:
-                    return
-                runner.set_inputs(list(load(i)))
-                runner.invoke()
-                reduce(i, runner.get_outputs())
-                done[w] += 1
-        except BaseException as exc:  # handed to the calling thread
-            errors.append(exc)
-            stop.set()
+    def step(runner: ModelRunner, i: int) -> None:
+        runner.set_inputs(list(load(i)))
+        runner.invoke()
+        reduce(i, runner.get_outputs())
 
-    pool = [threading.Thread(target=work, args=(w,), name=f"edgeq-task-{w}", daemon=True)
-            for w in range(n_workers)]
-    for t in pool:
-        t.start()
-    try:
-        while True:
-            alive = [t for t in pool if t.is_alive()]
-            if not alive:
-                break
-            alive[0].join(timeout=0.05)
-            if progress is not None:
-                progress(sum(done), n)
-    except BaseException:
-        stop.set()
-        for t in pool:
-            t.join()
-        raise
-    if progress is not None:
-        progress(sum(done), n)
-    if errors:
-        raise errors[0]
+    run_in_threads(runners, n, step, progress, name="edgeq-task")
     return n_workers
