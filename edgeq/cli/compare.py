@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 from edgeq_device.clikit import Choice, ChoiceList, flatten_choices
+from edgeq_device.detection import parse_outputs_option
 from edgeq_device.fileio import check_output_folder
 from edgeq_device.report_json import dumps_json
 from rich.console import Console
@@ -54,6 +55,19 @@ __all__ = ["compare_cmd", "print_compare"]
               help="Recommend the smallest or the fastest mode within the budget.")
 @click.option("--profile", is_flag=True,
               help="Also time every operator of each mode alone (first thread count): a per-operator section.")
+@click.option("--task", type=Choice(["classification", "detection", "segmentation"]), default="classification",
+              show_default=True, help="What accuracy means: top-1, COCO mAP (--annotations) or mIoU (--masks); "
+                                      "--budget is then in points of mAP@[.5:.95] or mIoU.")
+@click.option("--annotations", type=click.Path(), default=None, metavar="instances.json",
+              help="Detection: COCO annotations of the --eval images (matched by file_name).")
+@click.option("--masks", type=click.Path(), default=None, metavar="DIR",
+              help="Segmentation: class-index PNG/BMP masks named like the --eval images.")
+@click.option("--outputs", "det_outputs", default=None, metavar="boxes=NAME,classes=NAME,scores=NAME,count=NAME",
+              help="Detection: which Keras outputs are which (default: found by their names).")
+@click.option("--class-offset", type=int, default=1, show_default=True,
+              help="Detection: category id = model class + this.")
+@click.option("--ignore-index", type=int, default=255, show_default=True,
+              help="Segmentation: the mask value that counts nowhere.")
 @db_option
 @click.option("--no-store", is_flag=True, help="Do not record the measurements.")
 @click.option("--output", "-o", type=click.Path(), default="out/compare", show_default=True, help="Report folder.")
@@ -66,8 +80,9 @@ __all__ = ["compare_cmd", "print_compare"]
 @format_option
 @preprocess_options
 def compare_cmd(model: str, calib: str, evaluation: str, modes: tuple[str, ...], threads: str | None, io: str,
-                samples: int, eval_samples: int | None, budget: float, prefer: str, profile: bool, db: str | None,
-                no_store: bool,
+                samples: int, eval_samples: int | None, budget: float, prefer: str, profile: bool, task: str,
+                annotations: str | None, masks: str | None, det_outputs: str | None, class_offset: int,
+                ignore_index: int, db: str | None, no_store: bool,
                 output: str, force: bool, fmt: str, labels: str | None, size: tuple[int, int] | None,
                 color: str | None, mean: Channels, std: Channels) -> None:
     """Convert MODEL in every mode and compare size, accuracy, fidelity and latency; write a report."""
@@ -85,12 +100,20 @@ def compare_cmd(model: str, calib: str, evaluation: str, modes: tuple[str, ...],
         except ValueError:
             raise InvalidArgumentError("expected comma-separated integers", argument="--threads",
                                        received=threads, fix="give e.g. --threads 1,4") from None
+    if task == "detection" and annotations is None:
+        raise InvalidArgumentError("--task detection needs the COCO annotations of the --eval images",
+                                   argument="--annotations", received=None, fix="give --annotations instances.json")
+    if task == "segmentation" and masks is None:
+        raise InvalidArgumentError("--task segmentation needs the masks of the --eval images", argument="--masks",
+                                   received=None, fix="give --masks DIR of class-index PNG/BMP")
+    roles = parse_outputs_option(det_outputs) if det_outputs else None
     mode_list: Any = modes_arg(modes)
     pre = build_preprocess(size, color, mean, std, model)
     store = None if no_store else ResultsStore(db)
     comp = compare(model, calibration=calib, evaluation=evaluation, modes=mode_list, threads=thread_list, io=io,
                    samples=samples, eval_samples=eval_samples, max_drop=budget, prefer=prefer, preprocess=pre,
-                   labels=labels, store=store, profile=profile)
+                   labels=labels, store=store, profile=profile, task=task, annotations=annotations, masks=masks,
+                   outputs=roles, class_offset=class_offset, ignore_index=ignore_index)
     console: Any
     if fmt == "table":
         console = Console()
@@ -103,7 +126,9 @@ def compare_cmd(model: str, calib: str, evaluation: str, modes: tuple[str, ...],
     for note in comp.notes:
         console.print(f"note: {note}")
     written = comp.save(out, overwrite=force)
-    console.print(f"wrote {out}/report.html, report.md, results.json ({len(written)} files)"
+    console.print(f"wrote {out}/report.html, report.md, results.json"
+                  + (", inputs.npz, reference.npz" if "reference.npz" in written else "")
+                  + f" ({len(written)} files)"
                   + ("" if store is None else f"; measurements stored in {store.path}"))
 
 

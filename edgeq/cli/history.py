@@ -22,6 +22,7 @@ from edgeq.cli.options import (
 from edgeq.cli.output import print_rows
 from edgeq.errors import InvalidArgumentError
 from edgeq.store.db import ResultsStore
+from edgeq.store.records import TASK_METRICS
 
 __all__ = ["history_cmd", "store_group"]
 
@@ -79,9 +80,10 @@ def _write_json(items: list[dict[str, Any]], json_out: str | None, to_stdout: bo
 
 
 _HISTORY_COLUMNS = ("#", "UTC", "model", "sha256", "mode", "device", "runtime", "thr", "kind", "KiB", "p50 ms",
-                    "p90 ms", "top-1 %", "agree %", "SQNR dB")
+                    "p90 ms", "top-1 %", "task %", "agree %", "SQNR dB")
 # What a narrow terminal loses first; #, model, mode, device and p50 ms always stay.
-_HISTORY_LESSER = ("sha256", "SQNR dB", "p90 ms", "runtime", "agree %", "KiB", "thr", "kind", "UTC", "top-1 %")
+_HISTORY_LESSER = ("sha256", "SQNR dB", "p90 ms", "runtime", "agree %", "KiB", "thr", "kind", "UTC", "task %",
+                   "top-1 %")
 
 
 @click.command("history")
@@ -100,12 +102,17 @@ _HISTORY_LESSER = ("sha256", "SQNR dB", "p90 ms", "runtime", "agree %", "KiB", "
               help="With --diff: flag p50 latency up by more than this (10% or 0.10).")
 @click.option("--threshold-accuracy", type=float, default=0.5, show_default=True, metavar="POINTS",
               help="With --diff: flag top-1 accuracy down by more than this many percentage points.")
+@click.option("--threshold-sqnr", type=float, default=3.0, show_default=True, metavar="DB",
+              help="With --diff: flag the output SQNR against the float model down by more than this many dB.")
 @format_option
 @db_option
 def history_cmd(model: str | None, device: str | None, mode: str | None, limit: int | None,
                 json_out: str | None, force: bool, diff: bool, threshold_latency: str,
-                threshold_accuracy: float, fmt: str, db: str | None) -> None:
+                threshold_accuracy: float, threshold_sqnr: float, fmt: str, db: str | None) -> None:
     """List recorded runs, newest first, or (--diff) find regressions against the previous run.
+
+    "task %" is a detection's mAP@[.5:.95] or a segmentation's mIoU; --diff also flags their drops
+    (--threshold-accuracy points) and an output SQNR down by more than --threshold-sqnr dB.
 
     With --diff the exit status is 1 when a regression is found, so a CI script can fail on it.
     """
@@ -118,12 +125,13 @@ def history_cmd(model: str | None, device: str | None, mode: str | None, limit: 
     with ResultsStore(db, create=False) as store:
         if diff:
             regressions = store.diff(model=model, device=device, mode=mode, latency_threshold=lat,
-                                     accuracy_threshold=threshold_accuracy)
+                                     accuracy_threshold=threshold_accuracy, sqnr_threshold=threshold_sqnr)
             _write_json([r.to_dict() for r in regressions], json_out, to_stdout, force)
             if not to_stdout:
                 if not regressions:
                     click.echo(f"no regressions (p50 latency within +{lat * 100:g}%, "
-                               f"top-1 accuracy within -{threshold_accuracy:g} points of the previous run)")
+                               f"top-1 accuracy, mAP and mIoU within -{threshold_accuracy:g} points, "
+                               f"SQNR within -{threshold_sqnr:g} dB of the previous run)")
                 for r in regressions:
                     click.echo(click.style("regression", fg="red", bold=True) + f": {r.describe()}")
             if regressions:
@@ -139,6 +147,8 @@ def history_cmd(model: str | None, device: str | None, mode: str | None, limit: 
     rows = [[str(m.id), m.created[:16].replace("T", " "), m.label, m.model_sha256[:8], m.mode, m.device,
              m.runtime, str(m.threads or "-"), m.kind, "-" if m.size_bytes is None else f"{m.size_bytes / 1024:.1f}",
              _fmt(m.latency_p50_us, 1e-3), _fmt(m.latency_p90_us, 1e-3), _fmt(m.accuracy_top1, 100, 2),
+             "-" if m.task_metric is None else f"{TASK_METRICS[m.task or ''][0] if m.task else ''} "
+                                               f"{m.task_metric * 100:.2f}".strip(),
              _fmt(m.agreement, 100, 2), _fmt(m.sqnr_db, 1.0, 1)] for m in runs]
     print_rows(list(_HISTORY_COLUMNS), rows, fmt, drop=_HISTORY_LESSER,
                left=("UTC", "model", "sha256", "mode", "device", "runtime", "kind"),

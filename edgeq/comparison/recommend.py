@@ -37,6 +37,9 @@ LATENCY_TIE = 0.15
 
 # When modes tie (sizes within 2%, latencies as above), the one that runs on more targets
 # wins: first in this order.
+#: The figure a task's budget is on: its key in ``ModeRow.task_metrics`` and its name.
+_TASK_METRICS = {"detection": ("map", "mAP@[.5:.95]"), "segmentation": ("miou", "mIoU")}
+
 PORTABILITY: tuple[str, ...] = ("int8", "float32", "float16", "int16x8", "dynamic")
 _RUNS_ON = {
     "int8": "full-integer int8 runs on the most targets: CPUs, the Edge TPU, microcontrollers "
@@ -109,29 +112,34 @@ def latency_summary(rounds_us: Sequence[Sequence[float]], levels: Sequence[float
             "p50_hi_us": float(np.clip(p50 * hi / centre, p50, every.max())), "rounds": len(pairs)}
 
 
-def recommend(rows: Sequence[ModeRow], budget: float, prefer: str, threads: int, labeled: bool) -> Recommendation:
+def recommend(rows: Sequence[ModeRow], budget: float, prefer: str, threads: int, labeled: bool,
+              task: str = "classification") -> Recommendation:
     """The mode to ship among ``rows`` (``rows[0]`` the Keras model) and why, in one sentence.
 
     The candidates are the modes within ``budget`` points of top-1 of the Keras model (or, with
-    ``labeled`` False, of agreement with it). ``prefer="size"`` takes the smallest (sizes within 2%
+    ``labeled`` False, of agreement with it; for ``task`` ``"detection"`` or ``"segmentation"``,
+    of its mAP@[.5:.95] or mIoU, ``ModeRow.task_change_points``). ``prefer="size"`` takes the smallest (sizes within 2%
     tie, then latency decides), ``"latency"`` the fastest at ``threads`` threads (p50s tie as in
     :func:`latency_ties`, then size decides); a tie goes to the mode that runs on more targets
     (:data:`PORTABILITY`). With no candidate, the mode is None and the reason says what to try.
     """
     keras_row = rows[0]
     candidates = []
+    task_metric = _TASK_METRICS.get(task)
     for r in rows[1:]:
-        if labeled and r.top1_change_points is not None:
+        if task_metric is not None:
+            ok = r.task_change_points is not None and -r.task_change_points <= budget
+        elif labeled and r.top1_change_points is not None:
             ok = -r.top1_change_points <= budget
         else:
             ok = r.agreement is not None and (1 - r.agreement) * 100 <= budget
         if ok:
             candidates.append(r)
-    metric = "top-1 accuracy" if labeled else "agreement with the Keras model"
+    metric = task_metric[1] if task_metric else "top-1 accuracy" if labeled else "agreement with the Keras model"
     if not candidates:
-        worst = min(rows[1:], key=lambda r: r.top1_change_points or 0.0)
+        worst = min(rows[1:], key=lambda r: (r.task_change_points if task_metric else r.top1_change_points) or 0.0)
         return Recommendation(None, f"No mode stays within the {budget:g}-point budget on {metric}; the closest "
-                                    f"is {_closest(rows[1:], labeled)}. Try quantization-aware training "
+                                    f"is {_closest(rows[1:], labeled, task)}. Try quantization-aware training "
                                     f"(edgeq qat) or keep sensitive layers in float (--max-drop). "
                                     f"Largest drop: {worst.name}.", budget, prefer)
 
@@ -176,7 +184,12 @@ def recommend(rows: Sequence[ModeRow], budget: float, prefer: str, threads: int,
     if best.p50(threads) and f32 and f32.p50(threads):
         ratio = f32.p50(threads) / best.p50(threads)  # type: ignore[operator]
         parts.append(f"{ratio:.2f}x the float32 speed")
-    if labeled and best.top1 is not None:
+    if task_metric is not None and task_metric[0] in best.task_metrics:
+        key, name = task_metric
+        ref = keras_row.task_metrics.get(key)
+        parts.append(f"{name} {best.task_metrics[key] * 100:.1f} ({best.task_change_points or 0.0:+.1f} points vs "
+                     f"Keras" + (f" {ref * 100:.1f})" if ref is not None else ")"))
+    elif labeled and best.top1 is not None:
         parts.append(f"top-1 {best.top1 * 100:.1f}% ({best.top1_change_points:+.1f} points vs Keras "
                      f"{keras_row.top1 * 100:.1f}%)" if keras_row.top1 is not None else "")
     elif best.agreement is not None:
@@ -213,7 +226,10 @@ def _p50_text(r: ModeRow, threads: int) -> str:
     return p50_text(r.latency_us.get(threads, {}))
 
 
-def _closest(rows: Sequence[ModeRow], labeled: bool) -> str:
+def _closest(rows: Sequence[ModeRow], labeled: bool, task: str = "classification") -> str:
+    if task in _TASK_METRICS:
+        r = max(rows, key=lambda r: r.task_change_points if r.task_change_points is not None else -1e9)
+        return f"{r.name} ({r.task_change_points or 0.0:+.1f} points)"
     if labeled:
         r = max(rows, key=lambda r: r.top1_change_points if r.top1_change_points is not None else -1e9)
         return f"{r.name} ({r.top1_change_points:+.1f} points)"

@@ -29,13 +29,16 @@ from edgeq.store.db import ResultsStore
 __all__ = ["COMPARE_SCHEMA", "KERAS", "Comparison", "ModeRow", "Recommendation"]
 
 #: The ``schema`` of ``results.json`` that this version writes and reads.
-COMPARE_SCHEMA = "edgeq/compare/2"
+COMPARE_SCHEMA = "edgeq/compare/3"
 #: Older ``results.json`` schemas :meth:`Comparison.from_dict` reads (version 1: no ``profile`` and no
-#: ``board_profiles``).
-_OLD_COMPARE_SCHEMAS = ("edgeq/compare/1",)
+#: ``board_profiles``; version 2: no ``task``, ``task_details``, nor the rows' task metrics and
+#: per-output fidelity).
+_OLD_COMPARE_SCHEMAS = ("edgeq/compare/1", "edgeq/compare/2")
 
 #: The name of the reference row (the Keras model).
 KERAS = "keras"
+#: How the task figures read in text.
+_METRIC_NAMES = {"map": "mAP", "map50": "mAP@.5", "miou": "mIoU", "pixel_accuracy": "pixel acc"}
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,14 @@ class ModeRow:
     model_sha256: str | None = None
     path: str | None = None
     float_ops: tuple[str, ...] = ()
+    task_metrics: dict[str, float] = field(default_factory=dict)
+    """The task's figures (fractions): ``map``/``map50`` (detection) or ``miou``/``pixel_accuracy``
+    (segmentation); empty for classification."""
+    task_change_points: float | None = None
+    """The task's first figure (mAP@[.5:.95] or mIoU) minus the Keras model's, in points."""
+    outputs_fidelity: tuple[dict[str, Any], ...] = ()
+    """Per output, against the Keras model's reference outputs: ``name``, ``sqnr_db``, ``cosine``,
+    ``max_abs_error``, ``argmax_agreement`` (None for outputs that are not vectors)."""
 
     def p50(self, threads: int) -> float | None:
         """Median latency in microseconds at ``threads`` threads (None if not measured)."""
@@ -89,6 +100,7 @@ class ModeRow:
         d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "latency_samples_us"}
         d["latency_us"] = {str(t): v for t, v in self.latency_us.items()}
         d["float_ops"] = list(self.float_ops)
+        d["outputs_fidelity"] = [dict(o) for o in self.outputs_fidelity]
         d["macs_per_second"] = {str(t): self.macs_per_second(t) for t in self.latency_us}
         return d
 
@@ -99,6 +111,8 @@ class ModeRow:
         kw = {k: v for k, v in data.items() if k in known}
         kw["latency_us"] = {int(t): dict(v) for t, v in data["latency_us"].items()}
         kw["float_ops"] = tuple(data.get("float_ops") or ())
+        kw["task_metrics"] = dict(data.get("task_metrics") or {})
+        kw["outputs_fidelity"] = tuple(dict(o) for o in data.get("outputs_fidelity") or ())
         return cls(**kw)
 
     def __str__(self) -> str:
@@ -108,6 +122,10 @@ class ModeRow:
         if self.top1 is not None:
             parts.append(f"top-1 {self.top1 * 100:.2f}%"
                          + ("" if self.top1_change_points is None else f" ({self.top1_change_points:+.2f} points)"))
+        for k, v in self.task_metrics.items():
+            parts.append(f"{_METRIC_NAMES.get(k, k)} {v * 100:.2f}")
+        if self.task_metrics and self.task_change_points is not None:
+            parts[-len(self.task_metrics)] += f" ({self.task_change_points:+.2f} points)"
         if self.agreement is not None:
             parts.append(f"agreement {self.agreement * 100:.2f}%")
         if self.sqnr_db is not None:
@@ -174,6 +192,15 @@ class Comparison:
     profile: dict[str, Any] | None = None
     """The modes' per-operator profiles on this host (``compare(..., profile=True)``): an
     ``edgeq/profile-comparison`` document (:class:`~edgeq.measure.profile.ProfileComparison`), or None."""
+    task: str = "classification"
+    """What the accuracy figures measure: ``classification`` (top-1/top-5), ``detection`` (COCO mAP)
+    or ``segmentation`` (mIoU)."""
+    task_details: dict[str, Any] | None = None
+    """What the task's plots draw, by row name: ``curves`` (precision at 101 recall points at IoU .5,
+    detection) and ``per_class`` (AP or IoU by class name)."""
+    files: dict[str, bytes] = field(repr=False, compare=False, default_factory=dict)
+    """Files written beside ``results.json`` by :meth:`save` (not in it): ``inputs.npz`` and
+    ``reference.npz``, the evaluation inputs and the Keras model's outputs on them."""
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Comparison:
@@ -194,7 +221,8 @@ class Comparison:
                        board=dict(data["board"]), created=data["created"],
                        boards=tuple(data.get("boards") or ()),
                        board_profiles=tuple(data.get("board_profiles") or ()),
-                       profile=data.get("profile") or None)
+                       profile=data.get("profile") or None, task=data.get("task") or "classification",
+                       task_details=data.get("task_details") or None)
         except (KeyError, TypeError, AttributeError, ValueError) as exc:
             raise DataError("the compare results file lacks a field or has one of the wrong type",
                             argument="results", received=repr(exc),
@@ -218,6 +246,8 @@ class Comparison:
             "boards": list(self.boards),
             "board_profiles": list(self.board_profiles),
             "profile": self.profile,
+            "task": self.task,
+            "task_details": self.task_details,
         }
 
     def row(self, name: str) -> ModeRow:
@@ -296,7 +326,7 @@ class Comparison:
         """
         return write_report(self.to_dict(), folder, overwrite=overwrite, plots=plots,
                             models={r.default_filename: r.model_bytes for r in self.results.values()},
-                            samples=self.latency_samples())
+                            samples=self.latency_samples(), extra=self.files)
 
     def __str__(self) -> str:
         return plain_text(self.to_dict())

@@ -26,18 +26,19 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 from edgeq_device.analysis import analyze_flat_model
-from edgeq_device.evaluation import predict_arrays
+from edgeq_device.evaluation import predict_arrays, read_labels
 from edgeq_device.profile import ProfileParams, profile_model
 from edgeq_device.runtime import resolve_runtime
 from edgeq_device.sysinfo import board_info
 
 from edgeq.comparison.recommend import LATENCY_ROUNDS, latency_summary, recommend, round_levels
 from edgeq.comparison.records import KERAS, Comparison, ModeRow
+from edgeq.comparison.task_rows import TaskRun, reference_files
 from edgeq.deprecation import renamed_arguments
 from edgeq.errors import InvalidArgumentError
 from edgeq.inputs.data import as_source
@@ -90,6 +91,12 @@ def compare(
     store: StoreLike = None,
     progress: bool | None = None,
     profile: bool = False,
+    task: str = "classification",
+    annotations: str | os.PathLike[str] | None = None,
+    masks: str | os.PathLike[str] | None = None,
+    outputs: Mapping[str, str] | None = None,
+    class_offset: int = 1,
+    ignore_index: int | None = 255,
 ) -> Comparison:
     """Convert ``model`` in every mode and measure each against the Keras model.
 
@@ -118,6 +125,20 @@ def compare(
         progress: progress on stderr.
         profile: also time every operator of each mode alone on this host, at the first thread
             count (``Comparison.profile``; the report's "Per operator" section and plot).
+        task: ``"classification"`` (top-1), ``"detection"`` (COCO mAP@[.5:.95] and mAP@.5; ``evaluation``
+            a folder of images and ``annotations`` a COCO ``instances.json``) or ``"segmentation"``
+            (mIoU and pixel accuracy; ``masks`` a folder of class-index PNG/BMP named like the images).
+            The budget ``max_drop`` is then in points of mAP or mIoU. Every mode is scored by
+            ``edgeq_device``'s one evaluation loop, the Keras model by the same metric functions.
+        annotations, masks: the truth of detection and segmentation.
+        outputs: a detector's outputs by role (``{"boxes": NAME, "classes": NAME, "scores": NAME,
+            "count": NAME}``, a Keras output name or index); default: found by name.
+        class_offset: detection: category id = model class + this.
+        ignore_index: segmentation: the mask value that counts nowhere.
+
+    The comparison also keeps the evaluation inputs and the Keras model's outputs on them
+    (``Comparison.files``: ``inputs.npz``, ``reference.npz``, written by ``save``) for
+    ``edgeq-device eval --inputs --reference`` on a board.
 
     Raises:
         InvalidArgumentError, DataError, CalibrationError, ConversionError and the errors of convert.
@@ -127,6 +148,14 @@ def compare(
     if not isinstance(max_drop, (int, float)) or max_drop < 0:
         raise InvalidArgumentError("must be a number of points >= 0", argument="max_drop", received=max_drop,
                                    fix="give e.g. 1.0 (one point of top-1 accuracy)")
+    if task not in ("classification", "detection", "segmentation"):
+        raise InvalidArgumentError("unknown task", argument="task", received=task,
+                                   fix="give classification, detection or segmentation")
+    if task == "classification" and (annotations is not None or masks is not None):
+        raise InvalidArgumentError("annotations and masks are the truth of detection and segmentation",
+                                   argument="annotations" if annotations is not None else "masks",
+                                   received=str(annotations if annotations is not None else masks),
+                                   fix="give --task detection (annotations) or --task segmentation (masks)")
     if isinstance(modes, str) and modes.lower() != "all":
         modes = [modes]
     mode_list = list(MODES) if isinstance(modes, str) else [
@@ -144,17 +173,30 @@ def compare(
         raise InvalidArgumentError("compare takes single-input models", argument="model",
                                    received=[s.name for s in loaded.inputs], fix="use convert() and evaluate() per input")
     pre = preprocess or default_preprocess(loaded.inputs[0])
-    eval_src = as_source(evaluation, pre, argument="evaluation")
-    x, y = load_eval_arrays(eval_src, eval_samples, seed)
-    keras_out = keras_outputs(loaded, x)
-    calib = as_source(calibration, pre)
-    names, y, label_note = match_labels(labels, calib, eval_src, y, keras_out.shape[1])
-    labeled = y is not None
-    keras_top1 = top_k_accuracy(keras_out, y, 1) if labeled else None
+    run: TaskRun | None = None
+    if task != "classification":
+        given_names = None if labels is None else _label_names(labels)
+        run = TaskRun.start(task, loaded, evaluation, pre, annotations=annotations, masks=masks, outputs=outputs,
+                            class_offset=class_offset, ignore_index=ignore_index, class_names=given_names,
+                            limit=eval_samples, seed=seed, progress=progress)
+        x, y, keras_out = run.data.x, None, run.keras_outputs[0].reshape(len(run.data.x), -1)
+        calib = as_source(calibration, pre)
+        names, label_note, eval_desc = given_names, "", f"{run.data.data} ({task})"
+    else:
+        eval_src = as_source(evaluation, pre, argument="evaluation")
+        x, y = load_eval_arrays(eval_src, eval_samples, seed)
+        keras_out = keras_outputs(loaded, x)
+        calib = as_source(calibration, pre)
+        names, y, label_note = match_labels(labels, calib, eval_src, y, keras_out.shape[1])
+        eval_desc = eval_src.description
+    labeled = y is not None or run is not None
+    keras_top1 = top_k_accuracy(keras_out, y, 1) if y is not None else None
     rows = [ModeRow(
         name=KERAS, mode=KERAS, io="float", size_bytes=None, size_ratio=None, top1=keras_top1,
-        top5=top_k_accuracy(keras_out, y, 5) if labeled else None, top1_change_points=0.0 if labeled else None,
-        agreement=1.0, sqnr_db=None, max_abs_error=0.0, cosine=1.0, latency_us={})]
+        top5=top_k_accuracy(keras_out, y, 5) if y is not None else None,
+        top1_change_points=0.0 if y is not None else None,
+        agreement=1.0, sqnr_db=None, max_abs_error=0.0, cosine=1.0, latency_us={},
+        **(run.keras_fields() if run is not None else {}))]
     results: dict[str, ConversionResult] = {}
     for mode in mode_list:
         res = convert(loaded, mode, calibration=calib if mode.needs_calibration else None, samples=samples,
@@ -167,7 +209,7 @@ def compare(
     with task_progress("measuring modes", len(results) + LATENCY_ROUNDS * len(thread_list),
                        progress) as tick:
         for name, res in results.items():
-            out = predict_arrays(res.model_bytes, x, workers=None)
+            out = predict_arrays(res.model_bytes, x, workers=None) if run is None else None
             tick()
             measured[name] = {"out": out, "rounds": {t: [] for t in thread_list}}
         # Latency in rounds, the modes interleaved: see LATENCY_ROUNDS.
@@ -177,24 +219,28 @@ def compare(
         for name in results:
             measured[name]["rounds"] = rounds[name]
         levels = {t: round_levels([measured[name]["rounds"][t] for name in results]) for t in thread_list}
-        for i, (name, res) in enumerate(results.items()):
-            out = measured[name]["out"]
+    task_fields = {name: run.measure(name, res.model_bytes) for name, res in results.items()} if run else {}
+    for i, (name, res) in enumerate(results.items()):
+        out = measured[name]["out"]
+        if run is None:
             fid = fidelity(keras_out, out)
-            top1 = top_k_accuracy(out, y, 1) if labeled else None
-            lat = {t: latency_summary(measured[name]["rounds"][t], None if (lv := levels[t]) is None else lv[i])
-                   for t in thread_list}
-            samples_us = {t: [v for r in measured[name]["rounds"][t] for v in r] for t in thread_list}
-            ana = analyze_flat_model(res.model_bytes)
-            rows.append(ModeRow(
-                name=name, mode=res.mode.value, io=res.io.value, size_bytes=res.size_bytes,
-                size_ratio=None if not f32_size else f32_size / res.size_bytes,
-                top1=top1, top5=top_k_accuracy(out, y, 5) if labeled else None,
-                top1_change_points=None if top1 is None or keras_top1 is None else (top1 - keras_top1) * 100,
-                agreement=argmax_agreement(keras_out, out), sqnr_db=fid["sqnr_db"],
-                max_abs_error=fid["max_abs_error"], cosine=fid["cosine"], latency_us=lat,
-                latency_samples_us=samples_us, conversion_seconds=res.conversion_seconds,
-                macs=ana.total_macs, params=ana.total_params, peak_activation_bytes=ana.peak_activation_bytes,
-                model_sha256=file_sha256(res.model_bytes), float_ops=res.float_ops))
+            fields: dict[str, Any] = {"agreement": argmax_agreement(keras_out, out), **fid}
+        else:
+            fields = task_fields[name]
+        top1 = top_k_accuracy(out, y, 1) if y is not None else None
+        lat = {t: latency_summary(measured[name]["rounds"][t], None if (lv := levels[t]) is None else lv[i])
+               for t in thread_list}
+        samples_us = {t: [v for r in measured[name]["rounds"][t] for v in r] for t in thread_list}
+        ana = analyze_flat_model(res.model_bytes)
+        rows.append(ModeRow(
+            name=name, mode=res.mode.value, io=res.io.value, size_bytes=res.size_bytes,
+            size_ratio=None if not f32_size else f32_size / res.size_bytes,
+            top1=top1, top5=top_k_accuracy(out, y, 5) if y is not None else None,
+            top1_change_points=None if top1 is None or keras_top1 is None else (top1 - keras_top1) * 100,
+            **fields, latency_us=lat,
+            latency_samples_us=samples_us, conversion_seconds=res.conversion_seconds,
+            macs=ana.total_macs, params=ana.total_params, peak_activation_bytes=ana.peak_activation_bytes,
+            model_sha256=file_sha256(res.model_bytes), float_ops=res.float_ops))
     notes = [label_note] if label_note else []
     f32 = next((r for r in rows if r.name == "float32"), None)
     for r in rows[1:]:
@@ -206,18 +252,35 @@ def compare(
                 notes.append(f"{r.name} is slower than float32 on this CPU at {t} thread{'s' if t > 1 else ''} "
                              f"({a / 1000:.3f} ms vs {b / 1000:.3f} ms p50): quantized is not always faster; "
                              + _SLOW_WHY.get(r.name, "XNNPACK runs float32 well on this CPU."))
-    rec = recommend(rows, float(max_drop), prefer, thread_list[0], labeled)
+    rec = recommend(rows, float(max_drop), prefer, thread_list[0], labeled, task)
     prof_doc = _profile_modes(results, thread_list[0], seed, progress) if profile else None
     board = board_info()
     comp = Comparison(
         model_name=results[next(iter(results))].source_name if results else loaded.name,
-        rows=tuple(rows), recommendation=rec, threads=thread_list, evaluation=eval_src.description,
+        rows=tuple(rows), recommendation=rec, threads=thread_list, evaluation=eval_desc,
         eval_images=len(x), labeled=labeled, notes=tuple(notes), board=board.to_dict(),
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), results=results,
-        profile=prof_doc)
+        profile=prof_doc, task=task, task_details=run.details(KERAS) if run is not None else None,
+        files=_reference_files(run, results, loaded, x, keras_out))
     if store is not None and store is not False:
         record(comp, store)
     return comp
+
+
+def _label_names(labels: Sequence[str] | str | os.PathLike[str]) -> tuple[str, ...]:
+    return read_labels(labels) if isinstance(labels, (str, os.PathLike)) else tuple(str(n) for n in labels)
+
+
+def _reference_files(run: TaskRun | None, results: dict[str, ConversionResult], loaded: Any, x: np.ndarray,
+                     keras_out: np.ndarray) -> dict[str, bytes]:
+    """``inputs.npz`` and ``reference.npz`` keyed as the converted models (none for a multi-output classifier,
+    whose other outputs compare does not run)."""
+    if not results:
+        return {}
+    model_bytes = next(iter(results.values())).model_bytes
+    if run is not None:
+        return run.files(model_bytes)
+    return reference_files(model_bytes, x, [keras_out]) if loaded.num_outputs == 1 else {}
 
 
 def _profile_modes(results: dict[str, ConversionResult], threads: int, seed: int,
@@ -259,6 +322,9 @@ def _record_rows(comp: Comparison, st: ResultsStore) -> int:
                 size_bytes=r.size_bytes, latency_p50_us=lat["p50_us"], latency_p90_us=lat["p90_us"],
                 latency_mean_us=lat["mean_us"], accuracy_top1=r.top1, accuracy_top5=r.top5,
                 agreement=r.agreement, sqnr_db=r.sqnr_db if r.sqnr_db is not None and np.isfinite(r.sqnr_db) else None,
+                task=comp.task if comp.task != "classification" else None,
+                task_metric=next(iter(r.task_metrics.values()), None),
+                task_metric2=list(r.task_metrics.values())[1] if len(r.task_metrics) > 1 else None,
                 source="compare", payload={"row": r.to_dict(), "board": board, "evaluation": comp.evaluation}))
             n += 1
     return n

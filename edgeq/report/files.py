@@ -22,7 +22,8 @@ __all__ = ["json_default", "write_report"]
 
 def write_report(results: Results, folder: str | os.PathLike[str], overwrite: bool = False, plots: bool = True, *,
                  models: Mapping[str, bytes] | None = None,
-                 samples: Mapping[str, Sequence[float]] | None = None) -> dict[str, Path]:
+                 samples: Mapping[str, Sequence[float]] | None = None,
+                 extra: Mapping[str, bytes] | None = None) -> dict[str, Path]:
     """Write results.json, report.md, report.html, plots/*.png and models/*.tflite into ``folder``.
 
     Every target is checked before anything is written, so a refusal leaves the folder as it was.
@@ -34,6 +35,7 @@ def write_report(results: Results, folder: str | os.PathLike[str], overwrite: bo
         plots: draw the plots (``plots/*.png``, and embedded in ``report.html``).
         models: ``.tflite`` bytes by file name, written into ``models/``.
         samples: the timed runs of each mode for the latency plot (see :func:`~edgeq.report.plots.plot_pngs`).
+        extra: more files by name, written as they are (``inputs.npz``, ``reference.npz``).
 
     Raises:
         OutputExistsError: a report file exists and ``overwrite`` is False (nothing is written then).
@@ -49,6 +51,7 @@ def write_report(results: Results, folder: str | os.PathLike[str], overwrite: bo
     }
     files.update({f"plots/{name}": b for name, b in pngs.items()})
     files.update({f"models/{name}": b for name, b in (models or {}).items()})
+    files.update(extra or {})
     targets = {name: out / name for name in files}
     clash = [str(p) for p in targets.values() if p.exists()]
     if clash and not overwrite:

@@ -25,6 +25,7 @@ from edgeq.report.tables import (
     results_dict,
     table_rows,
 )
+from edgeq.report.task_section import task_sections
 
 __all__ = ["html_fragment", "html_page"]
 
@@ -85,6 +86,8 @@ def html_fragment(results: Results, pngs: Mapping[str, bytes] | None = None) -> 
             f"<h3>Model analysis</h3>{_html_table(data, analysis_rows)}"
             + (f"<h3>On boards</h3>{_html_table(data, board_rows)}" if data.get("boards") else "")
             + _modes_profile_html(data) + _profile_html(board_profile_blocks(data))
+            + "".join(f"<h3>{html.escape(sec.title)}</h3><p>{html.escape(sec.intro)}</p>"
+                      f"{_cells_table(sec.header, sec.rows)}" for sec in task_sections(data))
             + (f"<ul class=\"notes\">{notes}</ul>" if notes else "") + f"<div>{imgs}</div>")
 
 

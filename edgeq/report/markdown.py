@@ -13,6 +13,7 @@ from edgeq.report.tables import (
     results_dict,
     table_rows,
 )
+from edgeq.report.task_section import task_sections
 
 __all__ = ["markdown", "markdown_table"]
 
@@ -70,6 +71,10 @@ def markdown(results: Results) -> str:
                   "not show (per-run work, fused operators and delegate partitions, caches).", ""]
         for block in blocks:
             lines += [f"### {block.title}", "", block.summary, "", markdown_table(block.header, block.rows)]
+    for sec in task_sections(data):
+        lines += ["", f"## {sec.title}", "", sec.intro, "", markdown_table(sec.header, sec.rows)]
+        if sec.plot:
+            lines.append(f"![{sec.title.lower()}](plots/{sec.plot})")
     if data["notes"]:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in data["notes"]]
     lines += ["", "## Plots", "", "![accuracy vs latency](plots/accuracy_vs_latency.png)", "",

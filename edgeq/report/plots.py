@@ -9,6 +9,7 @@ from typing import Any
 from edgeq.measure.profile import ProfileComparison
 from edgeq.report.profile_plot import profile_plot_png
 from edgeq.report.tables import Results, results_dict
+from edgeq.report.task_section import task_plot_pngs
 
 __all__ = ["plot_pngs"]
 
@@ -51,11 +52,16 @@ def plot_pngs(results: Results, samples: Mapping[str, Sequence[float]] | None = 
     # accuracy (or agreement) vs latency, marker area ~ size, Pareto front marked
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     metric = "top1" if data["labeled"] else "agreement"
+    task_key = {"detection": "map", "segmentation": "miou"}.get(data.get("task") or "")
+
+    def value(r: Mapping[str, Any]) -> Any:
+        return (r.get("task_metrics") or {}).get(task_key) if task_key else r[metric]
+
     pts = []
     max_size = max((r["size_bytes"] or 1) for r in modes) if modes else 1
     for r in modes:
         lat = r["latency_us"].get(t0, {}).get("p50_us")
-        val = r[metric]
+        val = value(r)
         if lat is None or val is None:
             continue
         pts.append((lat / 1000, val * 100, r["name"]))
@@ -67,13 +73,14 @@ def plot_pngs(results: Results, samples: Mapping[str, Sequence[float]] | None = 
         ax.plot([p[0] for p in fp], [p[1] for p in fp], "k--", lw=1, label="Pareto front")
         ax.legend(loc="lower right", fontsize=8)
     keras_row = data["rows"][0]
-    if keras_row.get(metric) is not None:
-        ax.axhline(keras_row[metric] * 100, color="grey", lw=0.8, ls=":")
+    if value(keras_row) is not None:
+        ax.axhline(value(keras_row) * 100, color="grey", lw=0.8, ls=":")
     xs = [p[0] for p in pts]
     if xs and min(xs) > 0 and max(xs) / min(xs) > 20:  # one slow mode would squash the rest
         ax.set_xscale("log")
     ax.set_xlabel(f"p50 latency, ms ({t0} thread{'s' if t0 != '1' else ''})")
-    ax.set_ylabel("top-1 accuracy, %" if data["labeled"] else "agreement with Keras, %")
+    ax.set_ylabel({"map": "mAP@[.5:.95], %", "miou": "mIoU, %"}.get(task_key or "") or
+                  ("top-1 accuracy, %" if data["labeled"] else "agreement with Keras, %"))
     ax.set_title("accuracy vs latency (marker area = file size)")
     out["accuracy_vs_latency.png"] = png(fig)
 
@@ -106,6 +113,7 @@ def plot_pngs(results: Results, samples: Mapping[str, Sequence[float]] | None = 
     ax.set_ylabel("ms")
     ax.set_title(f"latency per mode ({t0} thread{'s' if t0 != '1' else ''})")
     out["latency.png"] = png(fig)
+    out.update(task_plot_pngs(data))  # precision-recall (detection) or IoU per class (segmentation)
     if data.get("profile"):  # compare(..., profile=True): the slowest operators, modes side by side
         out["profile.png"] = profile_plot_png(ProfileComparison.from_dict(data["profile"]))
     return out

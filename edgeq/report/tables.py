@@ -16,7 +16,7 @@ from typing import Any, Protocol, Union
 
 from edgeq_device.info import format_bytes
 
-__all__ = ["COLUMNS", "FittedTable", "Results", "ResultsSource", "analysis_rows", "board_rows", "csv_table",
+__all__ = ["COLUMNS", "TASK_COLUMNS", "FittedTable", "Results", "ResultsSource", "analysis_rows", "board_rows", "csv_table",
            "fitted_table", "latency_intervals", "natural_width", "p50_text", "plain_text", "results_dict",
            "rich_table", "table_rows"]
 
@@ -84,18 +84,32 @@ def latency_intervals(data: Mapping[str, Any]) -> str:
             + ", ".join(items) + f". Overlapping intervals{f', or p50s within {tie:.0%},' if tie else ''} are ties.")
 
 
+#: The accuracy columns of a task's table (in place of top-1, Δ top-1, top-5) and the figures they show.
+TASK_COLUMNS = {"detection": (("mAP", "Δ mAP", "mAP@.5"), ("map", "map50")),
+                "segmentation": (("mIoU", "Δ mIoU", "pixel acc"), ("miou", "pixel_accuracy"))}
+
+
 def table_rows(data: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
-    """Header and cells of the comparison table, from the ``results.json`` dict."""
+    """Header and cells of the comparison table, from the ``results.json`` dict.
+
+    For a detection or segmentation comparison the accuracy columns are the task's
+    (:data:`TASK_COLUMNS`): mAP@[.5:.95], its change in points and mAP@.5, or mIoU, its
+    change and pixel accuracy.
+    """
     threads = data["threads"]
-    header = list(COLUMNS)
+    task = TASK_COLUMNS.get(data.get("task") or "classification")
+    header = list(COLUMNS) if task is None else [COLUMNS[0], COLUMNS[1], COLUMNS[2], *task[0], *COLUMNS[6:]]
     for t in threads:
         header += [f"p50 ms ({t}T)", f"p90 ms ({t}T)"]
     header += ["MACs/s (1st T)", "convert s"]
     rows = []
     for r in data["rows"]:
         cells = [
-            r["name"], format_bytes(r["size_bytes"]), _num(r["size_ratio"], "{:.2f}x"), _pct(r["top1"]),
-            _num(r["top1_change_points"], "{:+.2f}"), _pct(r["top5"]), _pct(r["agreement"]),
+            r["name"], format_bytes(r["size_bytes"]), _num(r["size_ratio"], "{:.2f}x"),
+            *([_pct(r["top1"]), _num(r["top1_change_points"], "{:+.2f}"), _pct(r["top5"])] if task is None else
+              [_pct((r.get("task_metrics") or {}).get(task[1][0])), _num(r.get("task_change_points"), "{:+.2f}"),
+               _pct((r.get("task_metrics") or {}).get(task[1][1]))]),
+            _pct(r["agreement"]),
             _num(r["sqnr_db"], "{:.1f}"), _num(r["max_abs_error"], "{:.4f}"), _num(r["cosine"], "{:.5f}"),
         ]
         for t in threads:
@@ -132,7 +146,8 @@ def board_rows(data: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
 
 
 # Columns of the comparison table a narrow terminal loses first (the rest: model, size, top-1, p50 ms).
-_LESSER = ("convert s", "MACs/s (1st T)", "max err", "cosine", "top-5", "vs f32", "SQNR dB", "agree", "Δ top-1")
+_LESSER = ("convert s", "MACs/s (1st T)", "max err", "cosine", "top-5", "mAP@.5", "pixel acc", "vs f32", "SQNR dB",
+           "agree", "Δ top-1", "Δ mAP", "Δ mIoU")
 
 
 def _cell_width(text: str) -> int:

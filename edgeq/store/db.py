@@ -39,7 +39,7 @@ from edgeq_device.report_json import loads_json
 
 from edgeq.errors import StoreError
 from edgeq.store.device_json import DEVICE_RESULTS, measurement_from_device, read_device_json
-from edgeq.store.records import KINDS, Measurement, Regression, canonical_json, file_sha256
+from edgeq.store.records import KINDS, Measurement, Regression, canonical_json, file_sha256, task_regressions
 
 __all__ = [
     "DEVICE_SCHEMAS",
@@ -71,9 +71,15 @@ _COLUMNS = ("model_sha256", "model_name", "mode", "device", "runtime", "runtime_
             "accuracy_top5", "agreement", "sqnr_db", "source", "payload")
 
 
+#: Columns added by later migrations: in a run's fingerprint only where set, so the runs recorded before
+#: them keep theirs (and the same JSON imported again is still found).
+_TASK_COLUMNS = ("task", "task_metric", "task_metric2")
+
+
 def _fingerprint(values: Mapping[str, Any]) -> str:
     """What makes two rows the same run: everything but the row number."""
-    return hashlib.sha256(canonical_json({k: values[k] for k in _COLUMNS}).encode()).hexdigest()
+    keys = (*_COLUMNS, *(k for k in _TASK_COLUMNS if values.get(k) is not None))
+    return hashlib.sha256(canonical_json({k: values[k] for k in keys}).encode()).hexdigest()
 
 
 def _migrate_1(conn: sqlite3.Connection) -> None:
@@ -125,8 +131,18 @@ def _migrate_2(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX ix_measurements_created ON measurements (created)")
 
 
+def _migrate_task_metrics(conn: sqlite3.Connection) -> None:
+    """Task metrics: the task (detection, segmentation, fidelity) and its two figures as columns.
+
+    Rows already stored are classification runs or runs of no task: their new columns stay NULL.
+    """
+    conn.execute("ALTER TABLE measurements ADD COLUMN task TEXT")
+    conn.execute("ALTER TABLE measurements ADD COLUMN task_metric REAL")
+    conn.execute("ALTER TABLE measurements ADD COLUMN task_metric2 REAL")
+
+
 #: Schema migrations in order; ``MIGRATIONS[i]`` takes a version-``i`` file to version ``i + 1``.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migrate_1, _migrate_2]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migrate_1, _migrate_2, _migrate_task_metrics]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -264,11 +280,11 @@ class ResultsStore:
         if not isinstance(m, Measurement):
             raise InvalidArgumentError("must be an edgeq.store.Measurement", argument="m",
                                        received=type(m).__name__, fix="build one with Measurement(...)")
-        values = {k: getattr(m, k) for k in _COLUMNS}
+        values = {k: getattr(m, k) for k in (*_COLUMNS, *_TASK_COLUMNS)}
         fp = _fingerprint(values)
         values["payload"] = canonical_json(m.payload)
-        cols = ", ".join((*_COLUMNS, "fingerprint"))
-        marks = ", ".join("?" for _ in range(len(_COLUMNS) + 1))
+        cols = ", ".join((*values, "fingerprint"))
+        marks = ", ".join("?" for _ in range(len(values) + 1))
 
         def write() -> tuple[int, bool]:
             with self._transaction() as conn:
@@ -374,7 +390,7 @@ class ResultsStore:
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", args
 
     def _select(self, sql: str, args: list[Any]) -> list[Measurement]:
-        cols = ", ".join(("id", *_COLUMNS))
+        cols = ", ".join(("id", *_COLUMNS, *_TASK_COLUMNS))
         try:
             rows = self._conn.execute(f"SELECT {cols} FROM measurements{sql}", args).fetchall()
         except sqlite3.Error as exc:
@@ -382,7 +398,7 @@ class ResultsStore:
                              fix="check the file is an edgeq results store") from exc
         out = []
         for row in rows:
-            values = dict(zip(_COLUMNS, row[1:]))
+            values = dict(zip((*_COLUMNS, *_TASK_COLUMNS), row[1:]))
             try:
                 values["payload"] = loads_json(values["payload"])
             except (TypeError, ValueError):
@@ -411,7 +427,8 @@ class ResultsStore:
         return self._select(sql, args)
 
     def diff(self, *, model: str | None = None, device: str | None = None, mode: str | None = None,
-             latency_threshold: float = 0.10, accuracy_threshold: float = 0.5) -> list[Regression]:
+             latency_threshold: float = 0.10, accuracy_threshold: float = 0.5,
+             sqnr_threshold: float = 3.0) -> list[Regression]:
         """Regressions of each key's latest run against the run before it.
 
         A key is model hash + mode + device + runtime + threads. For each key, the newest run
@@ -420,12 +437,15 @@ class ResultsStore:
 
         Args:
             latency_threshold: flag p50 latency up by more than this fraction (0.10 = 10 %).
-            accuracy_threshold: flag top-1 accuracy down by more than this many percentage points.
+            accuracy_threshold: flag top-1 accuracy, or a task's mAP@[.5:.95] or mIoU, down by more than
+                this many percentage points.
+            sqnr_threshold: flag the output SQNR against the float model down by more than this many dB.
 
         Returns:
             The regressions found (empty when none).
         """
-        for name, value in (("latency_threshold", latency_threshold), ("accuracy_threshold", accuracy_threshold)):
+        for name, value in (("latency_threshold", latency_threshold), ("accuracy_threshold", accuracy_threshold),
+                            ("sqnr_threshold", sqnr_threshold)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                 raise InvalidArgumentError("must be a non-negative number", argument=name, received=value,
                                            fix="give e.g. 0.10 for latency, 0.5 points for accuracy")
@@ -449,6 +469,7 @@ class ResultsStore:
                 points = (c - p) * 100.0
                 if -points > accuracy_threshold:
                     found.append(self._regression(prev, cur, "accuracy_top1", p, c, points))
+            found += task_regressions(runs, accuracy_threshold, sqnr_threshold)
         found.sort(key=lambda r: r.created_current, reverse=True)
         return found
 

@@ -29,16 +29,21 @@ from edgeq_device.result_view import plain_text
 
 __all__ = [
     "KINDS",
+    "TASK_METRICS",
     "Measurement",
     "Regression",
     "canonical_json",
     "file_sha256",
     "normalize_time",
     "now_iso",
+    "task_regressions",
 ]
 
 #: The kinds of run a measurement records.
 KINDS = ("bench", "eval", "compare", "profile")
+#: The tasks whose figures a measurement keeps in ``task_metric`` and ``task_metric2``, with their names.
+TASK_METRICS: dict[str, tuple[str, str]] = {"detection": ("mAP", "mAP@.5"), "segmentation": ("mIoU", "pixel acc"),
+                                            "fidelity": ("", "")}
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
 BytesOrPath = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview]
@@ -116,7 +121,10 @@ class Measurement(JsonResult):
     Required: ``model_sha256`` (64 hex digits), ``mode``, ``device``, ``runtime``, ``kind``
     (``"bench"``, ``"eval"``, ``"compare"`` or ``"profile"``, whose latency is the whole model's
     p50). Every figure is optional (None when the run did not measure it). ``created`` defaults to now and is normalized to ISO UTC.
-    Accuracies and agreement are fractions in [0, 1]; latencies are microseconds.
+    Accuracies and agreement are fractions in [0, 1]; latencies are microseconds. ``task`` says
+    what ``task_metric`` and ``task_metric2`` are (fractions): ``detection`` mAP@[.5:.95] and mAP@.5,
+    ``segmentation`` mIoU and pixel accuracy (None for classification, whose figures are the top-k).
+    ``sqnr_db`` is the output SQNR against the float Keras model (the lowest over the outputs).
     ``id`` is the row number once stored (None before).
 
     Raises:
@@ -143,6 +151,9 @@ class Measurement(JsonResult):
     accuracy_top5: float | None = None
     agreement: float | None = None
     sqnr_db: float | None = None
+    task: str | None = None
+    task_metric: float | None = None
+    task_metric2: float | None = None
     source: str = "host"
     payload: dict[str, Any] = field(default_factory=dict)
     id: int | None = field(default=None, compare=False)
@@ -169,8 +180,11 @@ class Measurement(JsonResult):
         if self.size_bytes is not None and (not isinstance(self.size_bytes, int) or self.size_bytes < 0):
             raise InvalidArgumentError("must be a non-negative integer or None", argument="size_bytes",
                                        received=self.size_bytes, fix="give the .tflite size in bytes")
+        if self.task is not None and self.task not in TASK_METRICS:
+            raise InvalidArgumentError("unknown task", argument="task", received=self.task,
+                                       fix=f"use one of: {', '.join(TASK_METRICS)}, or None")
         for name in ("latency_p50_us", "latency_p90_us", "latency_mean_us", "sqnr_db",
-                     "accuracy_top1", "accuracy_top5", "agreement"):
+                     "accuracy_top1", "accuracy_top5", "agreement", "task_metric", "task_metric2"):
             value = getattr(self, name)
             if value is None:
                 continue
@@ -185,7 +199,8 @@ class Measurement(JsonResult):
             if name.startswith("latency") and value < 0:
                 raise InvalidArgumentError("a latency cannot be negative", argument=name, received=value,
                                            fix="give microseconds")
-            if name in ("accuracy_top1", "accuracy_top5", "agreement") and not 0.0 <= value <= 1.0:
+            if name in ("accuracy_top1", "accuracy_top5", "agreement", "task_metric", "task_metric2") \
+                    and not 0.0 <= value <= 1.0:
                 raise InvalidArgumentError("must be a fraction in [0, 1]", argument=name, received=value,
                                            fix="divide a percentage by 100")
         object.__setattr__(self, "created", normalize_time(self.created))
@@ -209,8 +224,10 @@ class Measurement(JsonResult):
 class Regression(JsonResult):
     """A figure that got worse between two consecutive runs with the same key.
 
-    ``metric`` is ``"latency_p50_us"`` (``change``: relative increase, 0.25 = 25 % slower) or
-    ``"accuracy_top1"`` (``change``: difference in percentage points, negative when worse).
+    ``metric`` is ``"latency_p50_us"`` (``change``: relative increase, 0.25 = 25 % slower),
+    ``"accuracy_top1"``, ``"map"`` or ``"miou"`` (a task's figure; ``change``: difference in
+    percentage points, negative when worse) or ``"sqnr_db"`` (output SQNR against the float
+    model; ``change`` in dB, negative when worse).
     ``previous`` and ``current`` are in the metric's own unit (microseconds, fraction).
     """
 
@@ -237,5 +254,37 @@ class Regression(JsonResult):
         if self.metric == "latency_p50_us":
             return (f"{where}: p50 latency {self.change * 100:+.1f}% "
                     f"({self.previous / 1000:.3f} ms -> {self.current / 1000:.3f} ms)")
+        if self.metric == "sqnr_db":
+            return f"{where}: output SQNR {self.change:+.1f} dB ({self.previous:.1f} dB -> {self.current:.1f} dB)"
+        if self.metric in ("map", "miou"):
+            name = "mAP@[.5:.95]" if self.metric == "map" else "mIoU"
+            return (f"{where}: {name} {self.change:+.2f} points "
+                    f"({self.previous * 100:.2f} -> {self.current * 100:.2f})")
         return (f"{where}: top-1 accuracy {self.change:+.2f} points "
                 f"({self.previous * 100:.2f}% -> {self.current * 100:.2f}%)")
+
+
+def _between(prev: Measurement, cur: Measurement, metric: str, p: float, c: float, change: float) -> Regression:
+    return Regression(model=cur.label, mode=cur.mode, device=cur.device, threads=cur.threads, metric=metric,
+                      previous=p, current=c, change=change, created_previous=prev.created,
+                      created_current=cur.created, runtime=cur.runtime, model_sha256=cur.model_sha256)
+
+
+def task_regressions(runs: list[Measurement], points: float, sqnr_db: float) -> list[Regression]:
+    """Of one key's runs (oldest first): the task figure (mAP or mIoU) of the latest run down by more than
+    ``points`` against the run before that measured it, and its output SQNR down by more than ``sqnr_db``."""
+    found: list[Regression] = []
+    for task, metric in (("detection", "map"), ("segmentation", "miou")):
+        scored = [r for r in runs if r.task == task and r.task_metric is not None]
+        if len(scored) >= 2:
+            prev, cur = scored[-2], scored[-1]
+            p, c = float(prev.task_metric), float(cur.task_metric)  # type: ignore[arg-type]
+            if (p - c) * 100.0 > points:
+                found.append(_between(prev, cur, metric, p, c, (c - p) * 100.0))
+    faithful = [r for r in runs if r.sqnr_db is not None]
+    if len(faithful) >= 2:
+        prev, cur = faithful[-2], faithful[-1]
+        p, c = float(prev.sqnr_db), float(cur.sqnr_db)  # type: ignore[arg-type]
+        if p - c > sqnr_db:
+            found.append(_between(prev, cur, "sqnr_db", p, c, c - p))
+    return found
