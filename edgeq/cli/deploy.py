@@ -23,6 +23,11 @@ __all__ = ["deploy_cmd"]
               help="Run edgeq-device profile on each board: every operator timed alone, beside the whole model.")
 @click.option("--eval", "eval_data", type=click.Path(), default=None, metavar="DATA",
               help="Evaluate on this image folder on each board (copied when it changed).")
+@click.option("--reference", type=click.Path(), default=None, metavar="Y.npz|DIR",
+              help="Measure each board's fidelity to the float Keras model: expected outputs (.npz), or the "
+                   "folder edgeq compare wrote (its reference.npz and inputs.npz).")
+@click.option("--inputs", type=click.Path(), default=None, metavar="X.npz",
+              help="The inputs --reference answers (default with a compare folder: its inputs.npz).")
 @click.option("--threads", type=click.IntRange(min=1), default=None, metavar="N", help="Interpreter threads.")
 @click.option("--runtime", type=Choice(["litert", "tflite-runtime", "tensorflow"]), default=None,
               help="TFLite runtime on the boards (default: first found).")
@@ -45,7 +50,7 @@ __all__ = ["deploy_cmd"]
 @force_option("Overwrite the --report file if it exists.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines.")
 def deploy_cmd(model: str, targets: tuple[str, ...], fleet: str | None, bench: bool, profile: bool,
-               eval_data: str | None,
+               eval_data: str | None, reference: str | None, inputs: str | None,
                threads: int | None, runtime: str | None, python: str | None, parallel: int,
                timeout: float | None, offline: bool | None, ssh_config: str | None, identity: str | None,
                workdir: str | None, bench_args: tuple[str, ...], db: str | None, no_store: bool,
@@ -67,7 +72,7 @@ def deploy_cmd(model: str, targets: tuple[str, ...], fleet: str | None, bench: b
                     runtime=runtime, python=python, parallel=parallel, timeout=timeout, offline=offline,
                     ssh_config=ssh_config, identity=identity, workdir=workdir,
                     store=False if no_store else (db or True),
-                    bench_args=bench_args, progress=not quiet, profile=profile)
+                    bench_args=bench_args, progress=not quiet, profile=profile, inputs=inputs, reference=reference)
     click.echo(report.summary())
     if report_path:
         report.save(report_path, overwrite=force)

@@ -21,7 +21,7 @@ from typing import Any, Callable, Sequence
 
 from edgeq.deployment.fleet import Board
 from edgeq.deployment.payload import agent_program, tar_folder, watch_program
-from edgeq.deployment.results import BoardResult, bench_p50_ms, eval_top1
+from edgeq.deployment.results import BoardResult, bench_p50_ms, eval_top1, fidelity_sqnr
 from edgeq.deployment.ssh import SSHConnection
 from edgeq.errors import DEPLOY_ERROR_KINDS, DeployError
 
@@ -81,11 +81,14 @@ class BoardRun:
         progress: called with (label, text) after each step.
         cancel: set when the whole deploy is interrupted; the next step stops the board.
         want_profile: also run ``edgeq-device profile`` (after bench and eval).
+        fidelity: ``(inputs.npz, its sha256, reference.npz, its sha256)``: copy them (when they changed)
+            and run ``edgeq-device eval MODEL --inputs --reference`` (after eval).
     """
 
     def __init__(self, board: Board, model: Path, model_sha: str, data: Path | None, data_sha: str | None,
                  wheel: Path, wheel_sha: str, want_bench: bool, want_eval: bool, extra_args: Sequence[str],
-                 progress: ProgressFn, cancel: threading.Event, want_profile: bool = False) -> None:
+                 progress: ProgressFn, cancel: threading.Event, want_profile: bool = False,
+                 fidelity: tuple[Path, str, Path, str] | None = None) -> None:
         self.b = board
         self.model, self.model_sha = model, model_sha
         self.data, self.data_sha = data, data_sha
@@ -102,6 +105,8 @@ class BoardRun:
         self.bench: dict[str, Any] | None = None
         self.eval: dict[str, Any] | None = None
         self.profile: dict[str, Any] | None = None
+        self.fidelity_files = fidelity
+        self.fidelity: dict[str, Any] | None = None
         self.probe: dict[str, Any] = {}
         self.workdir = board.workdir
         self.venv_python = ""
@@ -170,6 +175,8 @@ class BoardRun:
                 self.step("bench", self._bench)
             if self.want_eval:
                 self.step("eval", self._eval)
+            if self.fidelity_files is not None:
+                self.step("fidelity", self._fidelity)
             if self.want_profile:
                 self.step("profile", self._profile)
             ok = True
@@ -184,7 +191,7 @@ class BoardRun:
         self.say("done" if ok else f"FAILED: {error}")
         return BoardResult(self.b.label, self.b.describe(), ok=ok, error=error, error_kind=kind,
                            timings=dict(self.timings), actions=dict(self.actions), board=dict(self.board_info),
-                           bench=self.bench, eval=self.eval, profile=self.profile)
+                           bench=self.bench, eval=self.eval, profile=self.profile, fidelity=self.fidelity)
 
     def kill_running(self) -> None:
         """Stop the board's running command and connection (Ctrl-C on the host)."""
@@ -261,6 +268,18 @@ class BoardRun:
         self.eval = payload
         top1 = eval_top1(payload)
         return None if top1 is None else f"top-1 {top1:.4f}"
+
+    def _fidelity(self) -> str | None:
+        assert self.fidelity_files is not None
+        x, x_sha, ref, ref_sha = self.fidelity_files
+        for local, sha, name in ((x, x_sha, "inputs.npz"), (ref, ref_sha, "reference.npz")):
+            self._upload(local, f"fidelity/{name}", sha, "file")
+        payload = self._device_cmd("eval", self.remote_paths[f"models/{self.model.name}"],
+                                   "--inputs", self.remote_paths["fidelity/inputs.npz"],
+                                   "--reference", self.remote_paths["fidelity/reference.npz"])
+        self.fidelity = payload
+        sqnr = fidelity_sqnr(payload)
+        return None if sqnr is None else f"SQNR {sqnr:.1f} dB vs the reference"
 
     def _profile(self) -> str | None:
         payload = self._device_cmd("profile", self.remote_paths[f"models/{self.model.name}"], "--quiet")

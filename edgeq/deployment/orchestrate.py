@@ -39,6 +39,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from edgeq_device.flatbuffer import read_flat_model
+from edgeq_device.preprocess import Preprocess
+from edgeq_device.task_inputs import load_reference, load_samples
+
 from edgeq.deployment.board_run import BoardRun, ProgressFn
 from edgeq.deployment.fleet import Board, boards_for
 from edgeq.deployment.payload import file_sha256, tree_sha256
@@ -81,6 +85,8 @@ def deploy(
     bench_args: Sequence[str] = (),
     progress: bool | ProgressFn = True,
     profile: bool = False,
+    inputs: str | os.PathLike[str] | None = None,
+    reference: str | os.PathLike[str] | None = None,
 ) -> DeployReport:
     """Copy ``model`` to one or more boards over SSH, set them up, and optionally measure it there.
 
@@ -102,6 +108,12 @@ def deploy(
         progress: print one status line per step and board on stderr (or a callable(label, text)).
         profile: run ``edgeq-device profile`` on each board: every operator timed alone beside the
             whole model (``BoardResult.profile``; stored as a measurement of kind ``"profile"``).
+        inputs, reference: measure each board's fidelity to the float Keras model: ``reference`` an
+            ``.npz`` of expected outputs, or the folder ``edgeq compare`` wrote (its ``reference.npz``,
+            and its ``inputs.npz`` unless ``inputs`` is given); ``inputs`` the ``.npz``/``.npy`` they
+            answer. Both are checked against the model here, copied when they changed, and the board
+            runs ``edgeq-device eval MODEL --inputs --reference`` (``BoardResult.fidelity``; stored as an
+            eval measurement of task ``fidelity`` with its SQNR).
 
     Returns:
         A :class:`DeployReport`. A board that failed has ``ok=False`` and ``error``; this
@@ -130,6 +142,7 @@ def deploy(
         if not data.is_dir():
             raise InvalidArgumentError("the evaluation data must be an image folder", argument="evaluation",
                                        received=str(evaluation), fix="give a folder with one sub-folder of images per label")
+    fidelity = _fidelity_files(mpath, inputs, reference)
     boards = boards_for(to, fleet, {
         "threads": threads, "runtime": runtime, "python": python, "timeout": timeout, "offline": offline,
         "ssh_config": None if ssh_config is None else str(Path(ssh_config).expanduser()),
@@ -145,14 +158,15 @@ def deploy(
     data_sha = tree_sha256(data) if data is not None else None
     cancel = threading.Event()
     runs = [BoardRun(b, mpath, model_sha, data, data_sha, wheel, wheel_sha, bench, data is not None,
-                     bench_args, say, cancel, want_profile=profile) for b in boards]
+                     bench_args, say, cancel, want_profile=profile, fidelity=fidelity) for b in boards]
     results: dict[str, BoardResult] = {}
     if db is not None:
         warnings.warn("deploy(db=...) is replaced by store=PATH; db= goes in the next release",
                       DeprecationWarning, stacklevel=2)
         if store is True:
             store = db
-    store_obj, opened = resolve_store(store) if (bench or profile or data is not None) else (None, False)
+    measures = bench or profile or data is not None or fidelity is not None
+    store_obj, opened = resolve_store(store) if measures else (None, False)
     db_path = None if store_obj is None else str(store_obj.path)
 
     pool = ThreadPoolExecutor(max_workers=min(parallel, len(runs)), thread_name_prefix="edgeq-deploy")
@@ -184,10 +198,37 @@ def deploy(
                         db_path)
 
 
+def _fidelity_files(model: Path, inputs: str | os.PathLike[str] | None,
+                    reference: str | os.PathLike[str] | None) -> tuple[Path, str, Path, str] | None:
+    """The inputs and reference to ship, checked against the model here (keys, shapes, sample counts)."""
+    if reference is None:
+        if inputs is not None:
+            raise InvalidArgumentError("inputs without a reference measure nothing", argument="inputs",
+                                       received=str(inputs), fix="also give --reference (reference=)")
+        return None
+    ref = Path(reference).expanduser()
+    if ref.is_dir():  # a compare results folder
+        x = Path(inputs).expanduser() if inputs is not None else ref / "inputs.npz"
+        ref = ref / "reference.npz"
+    elif inputs is None:
+        raise InvalidArgumentError("a reference needs the inputs it answers", argument="inputs", received=None,
+                                   fix="give --inputs X.npz, or --reference the folder edgeq compare wrote")
+    else:
+        x = Path(inputs).expanduser()
+    for path, arg in ((x, "inputs"), (ref, "reference")):
+        if not path.is_file() or path.suffix.lower() not in (".npz", ".npy"):
+            raise InvalidArgumentError("no such .npz/.npy file", argument=arg, received=str(path),
+                                       fix="give the inputs.npz and reference.npz that edgeq compare wrote")
+    flat = read_flat_model(model.read_bytes())
+    samples = load_samples(x, flat, Preprocess(), argument="inputs")
+    load_reference(ref, flat, samples.n)
+    return x, file_sha256(x), ref, file_sha256(ref)
+
+
 def _store(store_obj: ResultsStore, res: BoardResult, model_name: str, say: ProgressFn) -> BoardResult:
     """Record a finished board's bench/eval/profile payloads under its label; the result with their row ids."""
     ids: list[int] = []
-    for payload in (res.bench, res.eval, res.profile):
+    for payload in (res.bench, res.eval, res.profile, res.fidelity):
         if payload is None:
             continue
         try:

@@ -24,11 +24,12 @@ from edgeq_device.report_json import dumps_json
 from edgeq.errors import InvalidArgumentError
 
 __all__ = ["BOARD_RESULT_SCHEMA", "DEPLOY_REPORT_SCHEMA", "BoardResult", "DeployReport", "bench_p50_ms",
-           "eval_top1"]
+           "eval_top1", "fidelity_sqnr"]
 
-BOARD_RESULT_SCHEMA = "edgeq/board-result/2"
-#: Older board-result schemas :meth:`BoardResult.from_dict` reads (version 1 had no ``profile``).
-_OLD_BOARD_RESULT_SCHEMAS = ("edgeq/board-result/1",)
+BOARD_RESULT_SCHEMA = "edgeq/board-result/3"
+#: Older board-result schemas :meth:`BoardResult.from_dict` reads (version 1 had no ``profile``, version 2
+#: no ``fidelity``).
+_OLD_BOARD_RESULT_SCHEMAS = ("edgeq/board-result/1", "edgeq/board-result/2")
 DEPLOY_REPORT_SCHEMA = "edgeq/deploy/1"
 
 
@@ -55,6 +56,14 @@ def eval_top1(payload: Mapping[str, Any] | None) -> float | None:
     """The top-1 accuracy of an ``edgeq-device eval --json`` payload (``top1``)."""
     value = (payload or {}).get("top1")
     return _number(value)
+
+
+def fidelity_sqnr(payload: Mapping[str, Any] | None) -> float | None:
+    """The lowest output SQNR (dB) of an ``edgeq-device eval --inputs --reference --json`` payload."""
+    outs = (payload or {}).get("outputs")
+    values = [_number(o.get("sqnr_db")) for o in outs if isinstance(o, Mapping)] if isinstance(outs, list) else []
+    known = [v for v in values if v is not None]
+    return min(known) if known else None
 
 
 def _check_schema(data: Mapping[str, Any], schema: str, older: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -91,6 +100,8 @@ class BoardResult:
         bench: the ``edgeq-device bench --json`` payload, or None.
         eval: the ``edgeq-device eval --json`` payload, or None.
         profile: the ``edgeq-device profile --json`` payload, or None (read it with :attr:`profile_result`).
+        fidelity: the ``edgeq-device eval --inputs --reference --json`` payload (the board's outputs
+            against the float Keras model's), or None.
         stored_ids: row ids in the results store.
     """
 
@@ -106,6 +117,7 @@ class BoardResult:
     eval: dict[str, Any] | None = None
     profile: dict[str, Any] | None = None
     stored_ids: tuple[int, ...] = ()
+    fidelity: dict[str, Any] | None = None
 
     @property
     def p50_ms(self) -> float | None:
@@ -161,6 +173,9 @@ class BoardResult:
         prof = self.profile_result
         if prof is not None:
             parts.append(f"profile {len(prof.timed)}/{len(prof.operators)} operators")
+        sqnr = fidelity_sqnr(self.fidelity)
+        if sqnr is not None:
+            parts.append(f"SQNR {sqnr:.1f} dB vs Keras")
         parts.append(f"{self.timings.get('total', 0.0):.1f} s")
         text = head + ", " + ", ".join(parts)
         if self.error:

@@ -54,7 +54,7 @@ __all__ = [
 ]
 
 #: The device JSON schemas the store records, and the kind of run each is.
-DEVICE_SCHEMAS = {cls.schema(): kind for kind, cls in DEVICE_RESULTS.items()}
+DEVICE_SCHEMAS = {cls.schema(): kind if kind in KINDS else "eval" for kind, cls in DEVICE_RESULTS.items()}
 _BUSY_TIMEOUT_S = 60.0
 
 

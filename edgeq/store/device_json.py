@@ -14,27 +14,34 @@ a result may lack (the mode of a model without edgeq metadata, an eval's size).
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Union
 
 from edgeq_device.bench import BenchResult
+from edgeq_device.detection_eval import DetectionResult
 from edgeq_device.errors import DataError, InvalidArgumentError, ModelFileError
 from edgeq_device.eval_result import EvalResult
+from edgeq_device.fidelity import FidelityResult
 from edgeq_device.metadata import read_metadata
 from edgeq_device.profile import ProfileResult
 from edgeq_device.report_json import JsonResult, parse_schema
+from edgeq_device.segmentation import SegmentationResult
 
 from edgeq.store.records import Measurement, file_sha256
 
 __all__ = ["DEVICE_RESULTS", "DeviceResult", "measurement_from_device", "parse_device_result", "read_device_json"]
 
 #: The device results the store records, by the kind in their schema.
-DeviceResult = Union[BenchResult, EvalResult, ProfileResult]
-DEVICE_RESULTS: dict[str, type[BenchResult] | type[EvalResult] | type[ProfileResult]] = {
-    "bench": BenchResult, "eval": EvalResult, "profile": ProfileResult}
+DeviceResult = Union[BenchResult, EvalResult, ProfileResult, FidelityResult, DetectionResult, SegmentationResult]
+DEVICE_RESULTS: dict[str, type[DeviceResult]] = {
+    "bench": BenchResult, "eval": EvalResult, "profile": ProfileResult, "fidelity": FidelityResult,
+    "detection": DetectionResult, "segmentation": SegmentationResult}
 _FIX = "give a file written by edgeq-device bench --json, eval --json or profile --json"
+#: The device results of a task: stored as runs of kind ``eval`` with their task and figures.
+_TASK_RESULTS = (FidelityResult, DetectionResult, SegmentationResult)
 
 
 def _describe(obj: Any) -> str:
@@ -54,8 +61,8 @@ def parse_device_result(payload: Any, origin: str = "payload") -> DeviceResult:
     """
     parsed = parse_schema(payload.get("schema")) if isinstance(payload, Mapping) else None
     if parsed is None or parsed[0] != "edgeq-device" or parsed[1] not in DEVICE_RESULTS:
-        raise DataError("not edgeq-device JSON (no 'schema': 'edgeq-device/bench/N', '.../eval/N' or "
-                        "'.../profile/N')",
+        raise DataError("not edgeq-device JSON (no 'schema': 'edgeq-device/bench/N', '.../eval/N', "
+                        "'.../profile/N', '.../fidelity/N', '.../detection/N' or '.../segmentation/N')",
                         argument=origin, received=_describe(payload), fix=_FIX)
     cls = DEVICE_RESULTS[parsed[1]]
     if parsed[2] > cls.VERSION:
@@ -116,6 +123,7 @@ def measurement_from_device(payload: Mapping[str, Any], *, device: str | None = 
     mean: float | None
     top1: float | None
     top5: float | None
+    task, metric, metric2, sqnr, agree = _task_figures(result)
     if isinstance(result, BenchResult):
         size: int | None = result.model_size_bytes
         lat = result.latency
@@ -125,6 +133,9 @@ def measurement_from_device(payload: Mapping[str, Any], *, device: str | None = 
         size = local.stat().st_size if same_file else None  # type: ignore[union-attr]
         p50, p90, mean = result.whole_p50_us, None, None
         top1 = top5 = None
+    elif isinstance(result, _TASK_RESULTS):
+        size = local.stat().st_size if same_file else None  # type: ignore[union-attr]
+        p50 = p90 = mean = top1 = top5 = None
     else:
         size = local.stat().st_size if same_file else None  # type: ignore[union-attr]
         p50 = p90 = mean = None
@@ -138,8 +149,8 @@ def measurement_from_device(payload: Mapping[str, Any], *, device: str | None = 
         device=device or result.board.name,
         runtime=_runtime_label(result),
         runtime_version=result.runtime_version,
-        threads=result.threads if result.threads and result.threads > 0 else None,
-        kind=result.KIND,
+        threads=threads if isinstance(threads := getattr(result, "threads", None), int) and threads > 0 else None,
+        kind="eval" if isinstance(result, _TASK_RESULTS) else result.KIND,
         created=result.started,
         size_bytes=size,
         latency_p50_us=p50,
@@ -147,9 +158,31 @@ def measurement_from_device(payload: Mapping[str, Any], *, device: str | None = 
         latency_mean_us=mean,
         accuracy_top1=top1,
         accuracy_top5=top5,
+        agreement=agree,
+        sqnr_db=sqnr,
+        task=task,
+        task_metric=metric,
+        task_metric2=metric2,
         source=source,
         payload=dict(payload),
     )
+
+
+def _task_figures(result: DeviceResult) -> tuple[str | None, float | None, float | None, float | None,
+                                                 float | None]:
+    """``(task, task_metric, task_metric2, sqnr_db, agreement)`` of a task's result (Nones for the others).
+
+    Fidelity: the lowest finite output SQNR and the first vector output's arg-max agreement.
+    """
+    if isinstance(result, DetectionResult):
+        return "detection", result.map, result.map50, None, None
+    if isinstance(result, SegmentationResult):
+        return "segmentation", result.miou, result.pixel_accuracy, None, None
+    if isinstance(result, FidelityResult):
+        finite = [o.sqnr_db for o in result.outputs if math.isfinite(o.sqnr_db)]
+        agree = next((o.argmax_agreement for o in result.outputs if o.argmax_agreement is not None), None)
+        return "fidelity", None, None, min(finite) if finite else None, agree
+    return None, None, None, None, None
 
 
 def read_device_json(path: str | os.PathLike[str], *, device: str | None = None,
