@@ -59,7 +59,7 @@ def test_report_includes_board_measurements(loopback_ssh, board_python, eval_fol
     page = (out / "report.html").read_text()
     assert "Per operator on boards" in page and "pi-report: int8" in page
     saved = json.loads((out / "results.json").read_text())
-    assert saved["schema"] == "edgeq/compare/2"
+    assert saved["schema"] == "edgeq/compare/3"
     assert [(p["board"], p["mode"]) for p in saved["board_profiles"]] == [("pi-report", "int8")]
     assert Comparison.from_dict(saved).board_profiles[0]["profile"] == report["pi-report"].profile
 

@@ -29,7 +29,7 @@ def profiled(demo_cnn, mnist_train, mnist_test, tmp_path_factory):
 
 def test_the_modes_are_profiled_side_by_side(profiled):
     data = json.loads((profiled / "results.json").read_text())
-    assert data["schema"] == "edgeq/compare/2" and data["profile"]["schema"] == "edgeq/profile-comparison/1"
+    assert data["schema"] == "edgeq/compare/3" and data["profile"]["schema"] == "edgeq/profile-comparison/1"
     comp = ProfileComparison.from_dict(data["profile"])
     assert comp.names == ("float32", "int8")
     for prof in comp.profiles:

@@ -46,7 +46,7 @@ def test_results_are_frozen():
 def test_a_report_round_trips_through_its_dict_and_json():
     r = report()
     d = r.to_dict()
-    assert d["schema"] == "edgeq/deploy/1" and d["boards"][0]["schema"] == "edgeq/board-result/2"
+    assert d["schema"] == "edgeq/deploy/1" and d["boards"][0]["schema"] == "edgeq/board-result/3"
     assert d["boards"][0]["stored_ids"] == [4, 5]
     again = DeployReport.from_dict(json.loads(json.dumps(d, allow_nan=False)))
     assert again == r
