@@ -201,7 +201,7 @@ def compare(
     for mode in mode_list:
         res = convert(loaded, mode, calibration=calib if mode.needs_calibration else None, samples=samples,
                       seed=seed, io=io if mode is Mode.INT8 else "float", preprocess=pre,
-                      labels=names or (), progress=progress)
+                      labels=names if names and run is None else (), progress=progress)
         results[mode.value] = res
     f32_size = results["float32"].size_bytes if "float32" in results else None
     round_runs = max(1, -(-runs // LATENCY_ROUNDS))

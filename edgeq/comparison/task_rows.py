@@ -83,6 +83,7 @@ class TaskRun:
     class_offset: int
     ignore_index: int | None
     progress: bool | None
+    class_names: tuple[str, ...] | None = None
     scores: dict[str, TaskScore] = field(default_factory=dict)
     _reference: tuple[dict[str, np.ndarray], dict[str, np.ndarray]] | None = None
 
@@ -106,7 +107,8 @@ class TaskRun:
         roles = task_roles(names, outputs) if task == "detection" else None
         score = keras_task_score(data, outs, roles=roles, class_offset=class_offset, ignore_index=ignore_index,
                                  class_names=class_names)
-        return cls(data, preprocess, outs, names, score, roles, class_offset, ignore_index, progress)
+        return cls(data, preprocess, outs, names, score, roles, class_offset, ignore_index, progress,
+                   tuple(class_names) if class_names else None)
 
     @property
     def task(self) -> str:
@@ -125,7 +127,7 @@ class TaskRun:
             outputs = {role: keys[pos] for role, pos in self.roles.items()}
         score = tflite_task_score(model_bytes, self.data, self.preprocess, outputs=outputs,
                                   class_offset=self.class_offset, ignore_index=self.ignore_index,
-                                  progress=self.progress)
+                                  class_names=self.class_names, progress=self.progress)
         self.scores[name] = score
         if self._reference is None:
             self._reference = reference_arrays(model_bytes, self.data.x, self.keras_outputs, self.keras_names)

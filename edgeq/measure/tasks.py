@@ -303,8 +303,13 @@ def keras_task_score(data: TaskData, outputs: Sequence[np.ndarray], *, roles: Ma
 
 def tflite_task_score(model_bytes: bytes, data: TaskData, preprocess: Preprocess, *,
                       outputs: Mapping[str, str] | None = None, class_offset: int = 1,
-                      ignore_index: int | None = 255, progress: bool | None = None) -> TaskScore:
-    """The task's figures of a ``.tflite`` on ``data``, by ``edgeq_device``'s one evaluation loop."""
+                      ignore_index: int | None = 255, class_names: Sequence[str] | None = None,
+                      progress: bool | None = None) -> TaskScore:
+    """The task's figures of a ``.tflite`` on ``data``, by ``edgeq_device``'s one evaluation loop.
+
+    ``class_names`` names a segmenter's classes (as for :func:`keras_task_score`); a detector's
+    are its annotations' categories.
+    """
     common: dict[str, Any] = {"limit": data.limit, "seed": data.seed, "preprocess": preprocess,
                               "progress": bool(progress)}
     if data.task == "detection":
@@ -317,7 +322,7 @@ def tflite_task_score(model_bytes: bytes, data: TaskData, preprocess: Preprocess
         return TaskScore({"map": r.map, "map50": r.map50}, {c.name: c.ap for c in r.per_class},
                          precision_recall(data.ground_truth(), results), r.seconds)
     r2 = evaluate_task(model_bytes, data.data, task="segmentation", masks=data.masks, ignore_index=ignore_index,
-                       **common)
+                       class_names=class_names, **common)
     assert isinstance(r2, SegmentationResult)
     return TaskScore({"miou": r2.miou, "pixel_accuracy": r2.pixel_accuracy},
                      {c.name: c.iou for c in r2.per_class}, None, r2.seconds)
