@@ -87,7 +87,7 @@ def det_comparison(det_data, tmp_path_factory):
     images, ann, _ = det_data
     db = tmp_path_factory.mktemp("store") / "results.db"
     comp = compare(_detector(), calibration=images, evaluation=images, task="detection", annotations=ann,
-                   modes=["float32", "int8"], store=db, preprocess=NEAREST, **FAST)
+                   modes=["float32", "int8"], store=db, preprocess=NEAREST, labels=("cat", "dog"), **FAST)
     return comp, db
 
 
@@ -236,6 +236,24 @@ def test_segmentation_miou_against_numpy_and_the_device(seg_model, seg_data, tmp
         runs = st.runs(mode="int8")
     assert runs and runs[0].task == "segmentation"
     assert runs[0].task_metric == pytest.approx(comp.row("int8").task_metrics["miou"])
+
+
+def test_cli_compare_task_segmentation_writes_the_report_and_the_reference(seg_model, seg_data, tmp_path):
+    images, masks = seg_data
+    model = tmp_path / "seg.keras"
+    seg_model.save(model)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, [str(a) for a in (
+        "compare", model, "--calib", images, "--eval", images, "--task", "segmentation", "--masks", masks,
+        "--modes", "int8", "--threads", "1", "--samples", "8", "--no-store", "-o", out, "--format", "md")],
+        catch_exceptions=False)
+    assert result.exit_code == 0, result.stderr
+    assert "| mIoU | Δ mIoU | pixel acc |" in result.stdout
+    assert "inputs.npz, reference.npz" in result.stderr
+    data = json.loads((out / "results.json").read_text())
+    assert data["schema"] == "edgeq/compare/3" and data["task"] == "segmentation"
+    assert set(data["task_details"]["per_class"]) == {"keras", "int8"}
+    assert (out / "reference.npz").is_file() and (out / "plots" / "class_iou.png").is_file()
 
 
 def _one_line(*args):
