@@ -59,7 +59,7 @@ def test_the_board_measures_fidelity_to_the_reference_and_it_is_stored(loopback_
 def test_a_reference_that_does_not_fit_the_model_fails_before_connecting(tiny_models_dir, compare_folder, tmp_path):
     bad = tmp_path / "bad.npz"
     np.savez(bad, nope=np.zeros((40, 10), np.float32))
-    with pytest.raises(DataError, match="no array for the model.s output"):
+    with pytest.raises(DataError, match=r"no array for the model.s output"):
         deploy(tiny_models_dir["int8"], to="pi@192.0.2.1", inputs=compare_folder / "inputs.npz", reference=bad,
                store=False, progress=False)
     with pytest.raises(InvalidArgumentError, match="inputs"):
