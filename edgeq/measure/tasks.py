@@ -47,6 +47,7 @@ from edgeq_device.tasks import evaluate_task
 from PIL import Image
 
 from edgeq.errors import DataError, InvalidArgumentError
+from edgeq.progress import task_progress
 
 __all__ = ["IMAGE_TASKS", "TaskData", "TaskScore", "keras_task_score", "load_task_data", "precision_recall",
            "task_roles", "tflite_task_score"]
@@ -189,7 +190,7 @@ def load_task_data(task: str, evaluation: str | os.PathLike[str], preprocess: Pr
                     w, h = im.size
             sizes.append((int(w), int(h)))
         paths = tuple(p for _, p in chosen)
-        x = np.stack([load_image(p, preprocess) for p in paths]).astype(np.float32)
+        x = _read_images(paths, preprocess)
         return TaskData(task, root, paths, x, limit, seed, annotations=ann, coco=coco,
                         image_ids=tuple(i for i, _ in chosen), sizes=tuple(sizes))
     mask_dir = Path(os.fspath(given))
@@ -202,8 +203,18 @@ def load_task_data(task: str, evaluation: str | os.PathLike[str], preprocess: Pr
     mask_paths = tuple(_mask_for(p, mask_dir) for p in paths)
     for m, p in zip(mask_paths, paths):
         _read_mask(m, p)  # every mask readable and the size of its image before any work
-    x = np.stack([load_image(p, preprocess) for p in paths]).astype(np.float32)
+    x = _read_images(paths, preprocess)
     return TaskData(task, root, paths, x, limit, seed, masks=mask_dir, mask_paths=mask_paths)
+
+
+def _read_images(paths: Sequence[Path], preprocess: Preprocess) -> np.ndarray:
+    """The images preprocessed as the evaluation loop will, stacked (float32), with a progress bar."""
+    out = []
+    with task_progress("reading evaluation images", len(paths)) as tick:
+        for p in paths:
+            out.append(load_image(p, preprocess))
+            tick()
+    return np.stack(out).astype(np.float32)
 
 
 def task_roles(names: Sequence[str], given: Mapping[str, str] | None = None) -> dict[str, int]:
