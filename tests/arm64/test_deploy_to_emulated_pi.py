@@ -110,3 +110,37 @@ def test_deploy_bench_and_eval_on_the_emulated_pi(emulated_pi, pi_sshd, tiny_mod
     assert prof is not None and prof.board.architecture == "aarch64" and prof.threads == 1
     assert prof.operators and prof.coverage == 1.0 and prof.whole_p50_us and prof.whole_p50_us > 0
     print(f"profile on the emulated Pi (qemu: not a Pi's speed): {again.timings['profile']:.1f} s\n{prof}")
+
+
+def test_deploy_reference_measures_fidelity_on_the_emulated_pi(emulated_pi, pi_sshd, tiny_models_dir, tmp_path):
+    """The board's fidelity to the float model, from the inputs and reference compare leaves, measured on aarch64."""
+    import numpy as np
+    from edgeq_device.fidelity import evaluate_fidelity
+    from edgeq_device.flatbuffer import read_flat_model
+    from edgeq_device.inference_pool import predict_arrays
+    from edgeq_device.task_loop import input_keys, output_keys
+
+    folder = tmp_path / "compare_out"
+    folder.mkdir()
+    flat = read_flat_model(tiny_models_dir["float32"].read_bytes())
+    shape = tuple(int(d) for d in flat.main.tensors[flat.main.inputs[0]].shape[1:])
+    x = np.random.default_rng(4).uniform(0, 1, (20, *shape)).astype(np.float32)
+    np.savez(folder / "inputs.npz", **{input_keys(flat)[0]: x})
+    np.savez(folder / "reference.npz",
+             **{output_keys(flat)[0]: predict_arrays(tiny_models_dir["float32"].read_bytes(), x, workers=1)})
+    board = Board("root@127.0.0.1", port=pi_sshd["port"], label="pi4-emulated", identity=str(pi_sshd["identity"]),
+                  ssh_options=(f"UserKnownHostsFile={pi_sshd['known_hosts']}", "StrictHostKeyChecking=yes"),
+                  python="/opt/edgeq/litert/bin/python", threads=1, timeout=900,
+                  workdir=f"{emulated_pi.share_in}/home/.edgeq-device")
+    db = tmp_path / "results.db"
+    res = deploy(tiny_models_dir["int8"], to=board, reference=folder, store=db, progress=False)["pi4-emulated"]
+    assert res.ok, res.error
+    assert res.fidelity["schema"] == "edgeq-device/fidelity/1" and res.fidelity["board"]["architecture"] == "aarch64"
+    here = evaluate_fidelity(tiny_models_dir["int8"], folder / "inputs.npz", folder / "reference.npz")
+    (out,) = res.fidelity["outputs"]
+    print(f"\nfidelity of int8 to float32 on the emulated Pi: {out['sqnr_db']:.2f} dB (x86: "
+          f"{here.outputs[0].sqnr_db:.2f} dB), {res.timings['fidelity']:.1f} s")
+    assert out["sqnr_db"] == pytest.approx(here.outputs[0].sqnr_db, rel=0.02)
+    assert out["argmax_agreement"] == pytest.approx(here.outputs[0].argmax_agreement, abs=0.05)
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("select kind, task from measurements").fetchall() == [("eval", "fidelity")]
