@@ -37,7 +37,7 @@ def results_dict(results: Results) -> Mapping[str, Any]:
     return results if isinstance(results, Mapping) else results.to_dict()
 
 
-COLUMNS = ("model", "size", "vs f32", "top-1", "Δ top-1", "top-5", "agree", "SQNR dB", "max err", "cosine")
+COLUMNS = ("model", "size", "gzip -9", "vs f32", "top-1", "Δ top-1", "top-5", "agree", "SQNR dB", "max err", "cosine")
 
 
 def _pct(v: float | None) -> str:
@@ -94,7 +94,8 @@ def table_rows(data: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
     rows = []
     for r in data["rows"]:
         cells = [
-            r["name"], format_bytes(r["size_bytes"]), _num(r["size_ratio"], "{:.2f}x"), _pct(r["top1"]),
+            r["name"], format_bytes(r["size_bytes"]), format_bytes(r.get("compressed_size_bytes")),
+            _num(r["size_ratio"], "{:.2f}x"), _pct(r["top1"]),
             _num(r["top1_change_points"], "{:+.2f}"), _pct(r["top5"]), _pct(r["agreement"]),
             _num(r["sqnr_db"], "{:.1f}"), _num(r["max_abs_error"], "{:.4f}"), _num(r["cosine"], "{:.5f}"),
         ]
@@ -132,7 +133,7 @@ def board_rows(data: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
 
 
 # Columns of the comparison table a narrow terminal loses first (the rest: model, size, top-1, p50 ms).
-_LESSER = ("convert s", "MACs/s (1st T)", "max err", "cosine", "top-5", "vs f32", "SQNR dB", "agree", "Δ top-1")
+_LESSER = ("convert s", "MACs/s (1st T)", "max err", "cosine", "top-5", "vs f32", "gzip -9", "SQNR dB", "agree", "Δ top-1")
 
 
 def _cell_width(text: str) -> int:

@@ -1,6 +1,7 @@
 """An int4 model (4-bit weights, float activations) on the emulated Raspberry Pi 4.
 
-LiteRT on aarch64 gives the answers LiteRT gives on x86. tflite-runtime 2.14 has no int4
+LiteRT on aarch64 gives the classes LiteRT gives on x86 (outputs within 0.03: its hybrid kernels
+round the on-the-fly activation quantization differently on the two). tflite-runtime 2.14 has no int4
 kernels: its raw interpreter loads the model and answers wrongly, so edgeq-device refuses
 the pairing with one line, and ``edgeq-device info`` says so up front.
 """
@@ -68,7 +69,12 @@ def test_litert_on_the_pi_runs_int4_as_on_x86(emulated_pi, int4_files) -> None: 
     host = int4_files["host"]
     assert pi.shape == host.shape and np.isfinite(pi).all()
     assert (pi.argmax(1) == host.argmax(1)).all() and len(set(host.argmax(1))) > 3
-    np.testing.assert_allclose(pi, host, atol=1e-3)
+    # Not bit-identical: the hybrid (float activation, int4 weight) kernels quantize activations on the fly
+    # and round differently on aarch64 and x86_64 (measured: 13 of 200 softmax outputs more than 1e-3 apart,
+    # at most 0.0076), the classes the same.
+    diff = float(np.abs(pi - host).max())
+    print(f"int4 LiteRT: max |arm64 - x86| = {diff:.3g}")
+    assert diff < 0.03
 
 
 def test_tflite_runtime_is_refused_with_one_line_and_info_says_so(emulated_pi, int4_files) -> None:  # type: ignore[no-untyped-def]
