@@ -133,7 +133,7 @@ def compare(
     if isinstance(modes, str) and modes.lower() != "all":
         modes = [modes]
     mode_list = list(MODES) if isinstance(modes, str) else [
-        enum_arg(Mode, m, "modes", [v.value for v in MODES]) for m in modes]
+        enum_arg(Mode, m, "modes", [v.value for v in Mode]) for m in modes]
     if not mode_list:
         raise InvalidArgumentError("no modes to compare", argument="modes", received=modes,
                                    fix="give 'all' or modes such as ['int8', 'float16']")
