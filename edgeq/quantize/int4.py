@@ -6,9 +6,19 @@ per-channel symmetric 4-bit weights in ``[-7, 7]`` on ``CONV_2D`` and
 ``FULLY_CONNECTED``; activations stay float and the runtime quantizes them on the fly).
 With :attr:`~edgeq.quantize.rounding.Rounding.OPTIMIZED` rounding, edgeq then replaces
 each nearest-rounded weight tensor (its packed nibbles and per-channel scales) by the
-rounding :func:`~edgeq.quantize.rounding.optimize_int4` chose on the layer's real inputs
-(the float model run over the calibration samples with every tensor kept), and
-corrects the float bias by the mean output shift ``(W − Ŵ) E[x]``.
+rounding :func:`~edgeq.quantize.rounding.optimize_int4` chose on the layer's real inputs,
+layer after layer in graph order: the float model's input ``x`` of the layer and the input
+``x̂`` it gets in the model whose earlier layers are already 4-bit (both runs over the
+calibration samples with every tensor kept) give the objective
+``Σ |W x − Ŵ x̂|² + λ|Ŵ − W|²`` (λ = 1% of the mean input energy keeps weights of inputs the
+calibration never excites), a quadratic ``(ŵ − w*)ᵀ H (ŵ − w*)`` per channel with
+``H = E[x̂ x̂ᵀ] + λ`` and ``w* = H⁻¹ (E[x̂ xᵀ] w + λ w)``: each layer makes up for part of the
+error the earlier ones left in its input. The float bias then takes the mean output shift
+``W E[x] − Ŵ E[x̂]``.
+
+On a digits ResNet-8 (held out, against float) this took arg-max agreement from 90.6% (nearest)
+to 95.7% with float inputs alone and to 99.0% sequentially (SQNR 14.0 → 20.9 → 31.8 dB; int8:
+98.8%, 29.1 dB).
 
 Why float activations: on LiteRT 2.3 both ``dynamic_wi4_afp32`` and a static int4-weight /
 int8-activation model run; on a digits ResNet-8 the static one agreed less with the float
@@ -34,7 +44,7 @@ INT4_TYPE = 17
 """The TFLite schema's ``TensorType.INT4``."""
 
 _CONV, _FC = 3, 9  # BuiltinOperator CONV_2D, FULLY_CONNECTED
-_MAX_ROWS = 20000  # input rows (patches) kept per layer for H
+_MAX_ROWS = 8192  # input rows (patches) kept per layer for H
 
 
 @dataclass(frozen=True)
@@ -122,6 +132,14 @@ def _patches(x: np.ndarray, kh: int, kw: int, options: object) -> np.ndarray:
     return win.transpose(0, 1, 2, 4, 5, 3).reshape(-1, kh * kw * x.shape[-1])
 
 
+def _rows(values: list[np.ndarray], op: object, shape: tuple[int, ...]) -> np.ndarray:
+    """The rows ``[N, inputs]`` a layer's weights multiply, from its input tensor's values."""
+    x = np.concatenate(values).astype(np.float32)
+    if len(shape) == 4:
+        return _patches(x, shape[1], shape[2], op.builtinOptions)  # type: ignore[attr-defined]
+    return x.reshape(-1, int(np.prod(shape[1:])))
+
+
 def _layer_inputs(float_bytes: bytes, samples: Iterable[dict[str, np.ndarray]],
                   wanted: set[str]) -> dict[str, list[np.ndarray]]:
     """The float model's values of the ``wanted`` tensors (by name) over the samples."""
@@ -190,18 +208,23 @@ def int4_model(float_bytes: bytes, samples: Iterable[dict[str, np.ndarray]] | No
     inputs = _layer_inputs(float_bytes, data, wanted)
     rng = np.random.default_rng(0)
     for done, (op, t) in enumerate(layers):
-        name = t.name.decode()
+        name, in_name = t.name.decode(), sg.tensors[op.inputs[0]].name.decode()
         ft = fweights[name]
         w = np.frombuffer(bytes(bytearray(fmodel.buffers[ft.buffer].data)), np.float32)  # type: ignore[attr-defined]
         shape = tuple(int(d) for d in t.shape)
-        w2 = w.reshape(shape[0], -1)
-        x = np.concatenate(inputs[sg.tensors[op.inputs[0]].name.decode()]).astype(np.float32)
-        rows = _patches(x, shape[1], shape[2], op.builtinOptions) if len(shape) == 4 else x.reshape(-1, w2.shape[1])
-        if len(rows) > _MAX_ROWS:
-            rows = rows[rng.choice(len(rows), _MAX_ROWS, replace=False)]
-        rows64 = rows.astype(np.float64)
-        h = rows64.T @ rows64 / len(rows64)
-        q, scales, report = optimize_int4(w2, h, name, rounding)
+        w2 = w.reshape(shape[0], -1).astype(np.float64)
+        x = _rows(inputs[in_name], op, shape)
+        # What the layer sees in the model with the earlier layers already 4-bit: their error is
+        # in its input, and its own rounding can make up for part of it.
+        seen = x if done == 0 else _rows(
+            _layer_inputs(_write(model), data, {in_name})[in_name], op, shape)
+        pick = rng.choice(len(x), _MAX_ROWS, replace=False) if len(x) > _MAX_ROWS else slice(None)
+        x, seen = x[pick].astype(np.float64), seen[pick].astype(np.float64)
+        h = seen.T @ seen / len(seen)
+        damp = 0.01 * float(np.mean(np.diag(h))) * np.eye(len(h)) + 1e-12 * np.eye(len(h))
+        # min |W x − Ŵ x̂|² + damp |Ŵ − W|²  ==  min (ŵ − w*)ᵀ (H + damp) (ŵ − w*) per channel
+        target = np.linalg.solve(h + damp, (seen.T @ x / len(x)) @ w2.T + damp @ w2.T).T
+        q, scales, report = optimize_int4(target, h + damp, name, rounding)
         reports.append(report)
         model.buffers[t.buffer].data = pack_int4(q)  # type: ignore[attr-defined]
         t.quantization.scale = scales.astype(np.float32)
@@ -211,7 +234,7 @@ def int4_model(float_bytes: bytes, samples: Iterable[dict[str, np.ndarray]] | No
             buf = model.buffers[bt.buffer]  # type: ignore[attr-defined]
             if bt.type == 0 and buf.data is not None and len(buf.data) == 4 * shape[0]:
                 bias = np.frombuffer(bytes(bytearray(buf.data)), np.float32).astype(np.float64)
-                shift = (w2 - scales[:, None] * q) @ rows64.mean(axis=0)
+                shift = w2 @ x.mean(axis=0) - (scales[:, None] * q) @ seen.mean(axis=0)
                 buf.data = np.frombuffer((bias + shift).astype(np.float32).tobytes(), np.uint8)
         if progress is not None:
             progress(done + 1, len(layers))

@@ -85,7 +85,7 @@ def nearest_int4(w: np.ndarray, scales: np.ndarray | None = None) -> tuple[np.nd
 def output_error(w: np.ndarray, q: np.ndarray, scales: np.ndarray, h: np.ndarray) -> np.ndarray:
     """Per channel ``(w − s·q)ᵀ H (w − s·q)``: the layer's squared output error over the inputs ``H`` summarises."""
     d = w - scales[:, None] * q
-    return np.einsum("ci,ij,cj->c", d, h, d)
+    return np.sum((d @ h) * d, axis=1)
 
 
 def _search_scales(w: np.ndarray, h: np.ndarray) -> np.ndarray:
@@ -155,7 +155,7 @@ def optimize_int4(w: np.ndarray, h: np.ndarray, name: str = "layer",
     w = np.asarray(w, np.float64)
     h = np.asarray(h, np.float64)
     q0, s0 = nearest_int4(w)
-    total = float(np.einsum("ci,ij,cj->", w, h, w)) or 1.0
+    total = float(np.sum((w @ h) * w)) or 1.0
     e0 = output_error(w, q0, s0, h)
     if rounding is Rounding.NEAREST:
         err = float(e0.sum()) / total

@@ -30,8 +30,9 @@ def _resnet8(x: np.ndarray, y: np.ndarray):  # type: ignore[no-untyped-def]
     def block(h, filters, stride):  # type: ignore[no-untyped-def]
         skip = h
         h = keras.layers.Conv2D(filters, 3, strides=stride, padding="same")(h)
-        h = keras.layers.ReLU()(keras.layers.BatchNormalization()(h))
-        h = keras.layers.BatchNormalization()(keras.layers.Conv2D(filters, 3, padding="same")(h))
+        h = keras.layers.ReLU()(keras.layers.BatchNormalization(momentum=0.9)(h))
+        h = keras.layers.BatchNormalization(momentum=0.9)(
+            keras.layers.Conv2D(filters, 3, padding="same")(h))
         if stride != 1 or skip.shape[-1] != filters:
             skip = keras.layers.Conv2D(filters, 1, strides=stride)(skip)
         return keras.layers.ReLU()(keras.layers.Add()([h, skip]))
@@ -79,7 +80,8 @@ def test_optimized_rounding_beats_nearest_on_held_out_digits(resnet8_modes, digi
     got = {name: _outputs(r.model_bytes, x) for name, r in resnet8_modes.items() if name != "float32"}
     sqnr = {name: fidelity(ref, out)["sqnr_db"] for name, out in got.items()}
     agree = {name: argmax_agreement(ref, out) for name, out in got.items()}
-    assert sqnr["int4 optimized"] > sqnr["int4 nearest"] + 6, sqnr
+    print({n: (round(sqnr[n], 2), agree[n]) for n in got})
+    assert sqnr["int4 optimized"] > sqnr["int4 nearest"] + 12, sqnr  # measured: 26.4 -> 45.6 dB (int8 41.7)
     assert agree["int4 optimized"] >= max(0.95, agree["int4 nearest"]), agree
 
 
