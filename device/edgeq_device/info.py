@@ -16,6 +16,7 @@ from typing import Any
 
 from .analysis import analyze_flat_model
 from .flatbuffer import FlatModel, ModelSource, Tensor, load_model_bytes, read_flat_model
+from .int4 import INT4_NOTE, int4_tensors
 from .metadata import EdgeqMetadata, read_metadata
 from .report_json import JsonResult
 
@@ -108,6 +109,8 @@ class ModelInfo(JsonResult):
     macs: int | None = None
     params: int | None = None
     peak_activation_bytes: int | None = None
+    int4_tensors: int = 0
+    """INT4 (4-bit weight) tensors: such a model needs LiteRT (:mod:`edgeq_device.int4`)."""
 
     @property
     def is_dynamic(self) -> bool:
@@ -165,6 +168,7 @@ def model_info(model: ModelSource) -> ModelInfo:
         macs=graph.total_macs,
         params=graph.total_params,
         peak_activation_bytes=graph.peak_activation_bytes,
+        int4_tensors=int4_tensors(flat),
     )
 
 
@@ -186,6 +190,8 @@ def format_info(info: ModelInfo) -> str:
              f"size       {format_bytes(info.model_size_bytes)} (constants {format_bytes(info.constant_bytes)})",
              f"subgraphs  {info.subgraphs}, operators {info.num_ops}"
              + (", compiled for the Edge TPU" if info.edgetpu else "")]
+    if info.int4_tensors:
+        lines.append(f"4-bit      {info.int4_tensors} INT4 weight tensor(s): {INT4_NOTE}")
     if info.macs is not None:
         lines.append(f"compute    {info.macs:,} multiply-accumulates, {info.params or 0:,} parameters, "
                      f"peak activations ~{format_bytes(info.peak_activation_bytes or 0)} (estimate)")

@@ -28,6 +28,7 @@ import numpy as np
 
 from .errors import DataError, DelegateError, InferenceError, InvalidArgumentError, RuntimeNotFoundError
 from .flatbuffer import FlatModel, ModelSource, load_model_bytes, read_flat_model
+from .int4 import check_int4
 from .loadcheck import check_loads_in_child
 
 __all__ = [
@@ -249,6 +250,7 @@ class ModelRunner:
         self.model_bytes = load_model_bytes(model)
         self.flat = flat if flat is not None else read_flat_model(self.model_bytes)
         self.runtime = runtime if isinstance(runtime, Runtime) else resolve_runtime(runtime)
+        check_int4(self.flat, self.runtime)
         if threads is not None and (not isinstance(threads, int) or threads < 1):
             raise InvalidArgumentError("must be a positive integer", argument="threads",
                                        received=threads, fix="give e.g. 1 or 4")

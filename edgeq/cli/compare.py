@@ -9,11 +9,13 @@ import click
 from edgeq_device.clikit import Choice, ChoiceList, flatten_choices
 from edgeq_device.detection import parse_outputs_option
 from edgeq_device.fileio import check_output_folder
+from edgeq_device.int4 import INT4_NOTE
 from edgeq_device.report_json import dumps_json
 from rich.console import Console
 
 from edgeq.cli.options import (
     MODE_NAMES,
+    NAMED_MODE_NAMES,
     Channels,
     build_preprocess,
     check_db,
@@ -42,9 +44,10 @@ __all__ = ["compare_cmd", "print_compare"]
 @click.argument("model", type=click.Path())
 @click.option("--calib", "calib", type=click.Path(), required=True, help="Calibration data (image folder, .npy, .npz).")
 @click.option("--eval", "evaluation", type=click.Path(), required=True, help="Labeled evaluation data.")
-@click.option("--modes", type=ChoiceList((*MODE_NAMES, "all")), multiple=True, default=["all"],
+@click.option("--modes", type=ChoiceList((*MODE_NAMES, *NAMED_MODE_NAMES, "all")), multiple=True, default=["all"],
               callback=flatten_choices, show_default=True,
-              help="Modes to compare: all, or several as a comma list (int8,float16) or by repeating --modes.")
+              help="Modes to compare: all, or several as a comma list (int8,float16) or by repeating --modes; "
+                   "int4 (4-bit weights) when named.")
 @click.option("--threads", default=None, help="Comma-separated thread counts to time [1,<cores>].")
 @click.option("--io", type=Choice(["float", "int8", "uint8"]), default="float", show_default=True,
               help="I/O type of the int8 model.")
@@ -110,6 +113,9 @@ def compare_cmd(model: str, calib: str, evaluation: str, modes: tuple[str, ...],
     mode_list: Any = modes_arg(modes)
     pre = build_preprocess(size, color, mean, std, model)
     store = None if no_store else ResultsStore(db)
+    up_front = f"int4: {INT4_NOTE}"
+    if "int4" in modes:  # said before the conversions start, not after minutes of measuring
+        make_console(stderr=True).print(f"note: {up_front}")
     comp = compare(model, calibration=calib, evaluation=evaluation, modes=mode_list, threads=thread_list, io=io,
                    samples=samples, eval_samples=eval_samples, max_drop=budget, prefer=prefer, preprocess=pre,
                    labels=labels, store=store, profile=profile, task=task, annotations=annotations, masks=masks,
@@ -124,7 +130,8 @@ def compare_cmd(model: str, calib: str, evaluation: str, modes: tuple[str, ...],
         print_compare(comp, fmt)
         console = make_console(stderr=True)
     for note in comp.notes:
-        console.print(f"note: {note}")
+        if note != up_front:
+            console.print(f"note: {note}")
     written = comp.save(out, overwrite=force)
     console.print(f"wrote {out}/report.html, report.md, results.json"
                   + (", inputs.npz, reference.npz" if "reference.npz" in written else "")

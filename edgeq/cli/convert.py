@@ -13,6 +13,7 @@ from edgeq_device.report_json import dumps_json
 
 from edgeq.cli.options import (
     MODE_NAMES,
+    NAMED_MODE_NAMES,
     Channels,
     build_preprocess,
     check_json_out,
@@ -23,6 +24,7 @@ from edgeq.cli.options import (
     modes_arg,
     native_log_option,
     preprocess_options,
+    rounding_option,
     write_json_out,
 )
 from edgeq.cli.output import make_console, print_rows
@@ -36,10 +38,10 @@ __all__ = ["convert_cmd"]
 @click.command("convert")
 @native_log_option
 @click.argument("model", type=click.Path())
-@click.option("--mode", "-m", "modes", type=ChoiceList((*MODE_NAMES, "all")), multiple=True, default=["int8"],
+@click.option("--mode", "-m", "modes", type=ChoiceList((*MODE_NAMES, *NAMED_MODE_NAMES, "all")), multiple=True, default=["int8"],
               callback=flatten_choices, show_default=True,
               help="Quantization mode; several as a comma list (int8,float16) or by repeating --mode. "
-                   "int8 and int16x8 need --calib.")
+                   "int8 and int16x8 need --calib; int4 (4-bit weights) takes it for --rounding optimized.")
 @click.option("--calib", "calib", type=click.Path(), default=None,
               help="Calibration data: image folder, .npy or .npz (int8, int16x8).")
 @click.option("--samples", type=int, default=200, show_default=True, help="Calibration samples (seeded).")
@@ -63,12 +65,14 @@ __all__ = ["convert_cmd"]
 @click.option("--labels", "labels", type=click.Path(), default=None, metavar="FILE",
               help="Class names, one per line in output order, stored in the model (default: the calibration "
                    "folder's classes: integer folder names are their output, other names sorted as Keras does).")
+@rounding_option
 @custom_objects_option
 @preprocess_options
 def convert_cmd(model: str, modes: tuple[str, ...], calib: str | None, samples: int, seed: int, io: str | None,
                 batch_size: int | None, allow_float: bool, target: str | None, output: str, force: bool,
                 json_out: str | None, max_drop: float | None, evaluation: str | None, labels: str | None,
-                size: tuple[int, int] | None, color: str | None, mean: Channels, std: Channels) -> None:
+                size: tuple[int, int] | None, color: str | None, mean: Channels, std: Channels,
+                rounding: str = "optimized") -> None:
     """Convert MODEL (.keras, .h5 or SavedModel folder) to .tflite and print what was written."""
     out = Path(output)
     check_output(out)
@@ -93,11 +97,11 @@ def convert_cmd(model: str, modes: tuple[str, ...], calib: str | None, samples: 
         if isinstance(mode, list) or mode == "all":
             results = convert_all(model, mode, calibration=calib, samples=samples, seed=seed, io=io,
                                   batch_size=batch_size, preprocess=pre, allow_float_fallback=allow_float,
-                                  labels=labels)
+                                  labels=labels, rounding=rounding)
         else:
             results = convert(model, mode, calibration=calib, samples=samples, seed=seed, io=io,
                               batch_size=batch_size, preprocess=pre, allow_float_fallback=allow_float,
-                              target=target, labels=labels)
+                              target=target, labels=labels, rounding=rounding)
     results = results if isinstance(results, list) else [results]
     # Check every target before writing any, so a refusal leaves nothing half done.
     single_file = len(results) == 1 and out.suffix == ".tflite"
@@ -108,11 +112,11 @@ def convert_cmd(model: str, modes: tuple[str, ...], calib: str | None, samples: 
                                     fix="choose another --output or pass --force to overwrite")
     written = [r.save(t, overwrite=force) for r, t in zip(results, targets)]
     base = next((r for r in results if r.mode.value == "float32"), None)
-    rows = [[r.mode.value, r.io.value, format_bytes(r.size_bytes),
+    rows = [[r.mode.value, r.io.value, format_bytes(r.size_bytes), format_bytes(r.compressed_size),
              f"{base.size_bytes / r.size_bytes:.2f}x" if base else "-", f"{r.conversion_seconds:.1f}s",
              str(len(r.float_ops)), path.name] for r, path in zip(results, written)]
-    print_rows(["mode", "io", "size", "vs float32", "time", "float ops", "file"], rows, "table",
-               err=json_out == "-", drop=("float ops", "time", "vs float32", "io"),
+    print_rows(["mode", "io", "size", "gzip -9", "vs float32", "time", "float ops", "file"], rows, "table",
+               err=json_out == "-", drop=("float ops", "time", "vs float32", "gzip -9", "io"),
                left=("mode", "io", "float ops", "file"), title=f"edgeq convert {Path(model).name}")
     console = make_console(stderr=json_out == "-")
     console.print(f"wrote {len(written)} file(s) to {written[0].parent}")

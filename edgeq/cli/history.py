@@ -11,6 +11,7 @@ from edgeq_device.report_json import dumps_json
 
 from edgeq.cli.options import (
     MODE_NAMES,
+    NAMED_MODE_NAMES,
     check_db,
     check_json_out,
     db_option,
@@ -90,7 +91,7 @@ _HISTORY_LESSER = ("sha256", "SQNR dB", "p90 ms", "runtime", "agree %", "KiB", "
 @click.option("--model", metavar="NAME_OR_HASH", default=None,
               help="Only this model: its name or a prefix (6+ hex digits) of its sha256.")
 @click.option("--device", metavar="LABEL", default=None, help="Only this device (host, a board label).")
-@click.option("--mode", type=Choice([*MODE_NAMES, "unknown"]), default=None,
+@click.option("--mode", type=Choice([*MODE_NAMES, *NAMED_MODE_NAMES, "unknown"]), default=None,
               help="Only this quantization mode.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, metavar="N", help="At most N runs.")
 @json_option("Write the runs (or, with --diff, the regressions) as JSON; '-' for standard output.")

@@ -25,11 +25,13 @@ from edgeq.nativelog import quiet_native_logs, show_native_logs
 from edgeq.quantize.converter import default_preprocess
 from edgeq.store.db import default_db_path
 
-__all__ = ["MODE_NAMES", "Channels", "build_preprocess", "check_db", "check_free", "check_json_out", "check_output",
+__all__ = ["MODE_NAMES", "NAMED_MODE_NAMES", "Channels", "build_preprocess", "check_db", "check_free", "check_json_out", "check_output",
            "custom_objects_option", "db_option", "force_option", "format_option", "json_option", "modes_arg",
-           "native_log_option", "preprocess_options", "write_json_out"]
+           "native_log_option", "preprocess_options", "rounding_option", "write_json_out"]
 
 MODE_NAMES = ("float32", "dynamic", "float16", "int8", "int16x8")
+NAMED_MODE_NAMES = ("int4",)
+"""Modes converted only when named (``all`` is :data:`MODE_NAMES`)."""
 
 Channels = float | tuple[float, ...] | None
 """What ``--mean``/``--std`` give a command: one number, one per channel (R, G, B), or None when not given."""
@@ -76,6 +78,13 @@ def native_log_option(f: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--verbose", "-v", is_flag=True,
                         help="Show TensorFlow's own log lines on standard error (as `edgeq --verbose` does; "
                              "also the traceback of an internal error).")(run)
+
+
+def rounding_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    """``--rounding nearest|optimized``: how int4 rounds its 4-bit weights."""
+    return click.option(
+        "--rounding", type=Choice(["optimized", "nearest"]), default="optimized", show_default=True,
+        help="int4 weight rounding: optimized on the calibration data (--calib), or nearest (no data needed).")(f)
 
 
 def build_preprocess(size: tuple[int, int] | None, color: str | None, mean: Channels, std: Channels,

@@ -74,6 +74,8 @@ class ModeRow:
     outputs_fidelity: tuple[dict[str, Any], ...] = ()
     """Per output, against the Keras model's reference outputs: ``name``, ``sqnr_db``, ``cosine``,
     ``max_abs_error``, ``argmax_agreement`` (None for outputs that are not vectors)."""
+    compressed_size_bytes: int | None = None
+    """The file gzip-compressed at level 9 (None in results written before it was measured)."""
 
     def p50(self, threads: int) -> float | None:
         """Median latency in microseconds at ``threads`` threads (None if not measured)."""
@@ -119,6 +121,8 @@ class ModeRow:
         parts = [f"{self.name} ({self.mode}, {self.io} I/O)"]
         if self.size_bytes is not None:
             parts.append(format_bytes(self.size_bytes))
+        if self.compressed_size_bytes is not None:
+            parts.append(f"{format_bytes(self.compressed_size_bytes)} gzip -9")
         if self.top1 is not None:
             parts.append(f"top-1 {self.top1 * 100:.2f}%"
                          + ("" if self.top1_change_points is None else f" ({self.top1_change_points:+.2f} points)"))

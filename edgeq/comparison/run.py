@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 from edgeq_device.analysis import analyze_flat_model
 from edgeq_device.evaluation import predict_arrays, read_labels
+from edgeq_device.int4 import INT4_NOTE, runs_int4
 from edgeq_device.profile import ProfileParams, profile_model
 from edgeq_device.runtime import resolve_runtime
 from edgeq_device.sysinfo import board_info
@@ -64,6 +65,8 @@ _SLOW_WHY = {
                "runs float32 well.",
     "int16x8": "int16x8 kernels are the reference ones, without XNNPACK or SIMD-optimized paths.",
     "float16": "float16 weights are turned back to float32 at load time; speed should match float32.",
+    "int4": "int4 weights are unpacked and activations quantized on the fly at every inference (no XNNPACK "
+            "path for 4-bit filters), while XNNPACK runs float32 well.",
 }
 
 
@@ -159,10 +162,15 @@ def compare(
     if isinstance(modes, str) and modes.lower() != "all":
         modes = [modes]
     mode_list = list(MODES) if isinstance(modes, str) else [
-        enum_arg(Mode, m, "modes", [v.value for v in MODES]) for m in modes]
+        enum_arg(Mode, m, "modes", [v.value for v in Mode]) for m in modes]
     if not mode_list:
         raise InvalidArgumentError("no modes to compare", argument="modes", received=modes,
                                    fix="give 'all' or modes such as ['int8', 'float16']")
+    if Mode.INT4 in mode_list and not runs_int4(host_runtime := resolve_runtime()):
+        raise InvalidArgumentError(
+            f"mode 'int4' needs a runtime with int4 kernels; this host measures with {host_runtime.name} "
+            f"{host_runtime.version}", argument="modes", received="int4",
+            fix="install LiteRT (pip install ai-edge-litert) or leave int4 out of --modes")
     cores = os.cpu_count() or 1
     thread_list = tuple(sorted(set(threads))) if threads else tuple(sorted({1, cores}))
     if any((not isinstance(t, int)) or t < 1 for t in thread_list):
@@ -199,7 +207,8 @@ def compare(
         **(run.keras_fields() if run is not None else {}))]
     results: dict[str, ConversionResult] = {}
     for mode in mode_list:
-        res = convert(loaded, mode, calibration=calib if mode.needs_calibration else None, samples=samples,
+        calibrated = mode.needs_calibration or mode is Mode.INT4
+        res = convert(loaded, mode, calibration=calib if calibrated else None, samples=samples,
                       seed=seed, io=io if mode is Mode.INT8 else "float", preprocess=pre,
                       labels=names if names and run is None else (), progress=progress)
         results[mode.value] = res
@@ -240,8 +249,10 @@ def compare(
             **fields, latency_us=lat,
             latency_samples_us=samples_us, conversion_seconds=res.conversion_seconds,
             macs=ana.total_macs, params=ana.total_params, peak_activation_bytes=ana.peak_activation_bytes,
-            model_sha256=file_sha256(res.model_bytes), float_ops=res.float_ops))
-    notes = [label_note] if label_note else []
+            model_sha256=file_sha256(res.model_bytes), float_ops=res.float_ops,
+            compressed_size_bytes=res.compressed_size))
+    notes = [f"int4: {INT4_NOTE}"] if Mode.INT4 in mode_list else []
+    notes += [label_note] if label_note else []
     f32 = next((r for r in rows if r.name == "float32"), None)
     for r in rows[1:]:
         if f32 is None or r is f32:
@@ -319,7 +330,7 @@ def _record_rows(comp: Comparison, st: ResultsStore) -> int:
             st.add_measurement(Measurement(
                 model_sha256=r.model_sha256 or "", model_name=comp.model_name, mode=r.mode, device=device,
                 runtime=rt.name, runtime_version=rt.version, threads=t, kind="compare",
-                size_bytes=r.size_bytes, latency_p50_us=lat["p50_us"], latency_p90_us=lat["p90_us"],
+                size_bytes=r.size_bytes, compressed_size_bytes=r.compressed_size_bytes, latency_p50_us=lat["p50_us"], latency_p90_us=lat["p90_us"],
                 latency_mean_us=lat["mean_us"], accuracy_top1=r.top1, accuracy_top5=r.top5,
                 agreement=r.agreement, sqnr_db=r.sqnr_db if r.sqnr_db is not None and np.isfinite(r.sqnr_db) else None,
                 task=comp.task if comp.task != "classification" else None,

@@ -6,7 +6,9 @@ export): load the model, stream the calibration data through
 :func:`~edgeq.quantize.calibration.representative_dataset`, configure and run
 ``TFLiteConverter`` (:mod:`edgeq.quantize.tflite`), store the labels and
 preprocessing as metadata (:mod:`edgeq.quantize.metadata`) and refuse an
-integer-only model that kept float ops.
+integer-only model that kept float ops. ``int4`` converts to float32 first and gives that
+file 4-bit weights (:func:`~edgeq.quantize.int4.int4_model`), rounded on the calibration
+samples unless ``rounding="nearest"``.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from edgeq.errors import CalibrationError, EdgeqError, QuantizationError
 from edgeq.inputs.data import as_source
 from edgeq.inputs.models import LoadedModel, load_model
 from edgeq.nativelog import quiet_native_logs
-from edgeq.progress import _console
+from edgeq.progress import _console, task_progress
 from edgeq.quantize.calibration import (
     CalibrationStats,
     default_preprocess,
@@ -33,9 +35,11 @@ from edgeq.quantize.calibration import (
     warn_about_calibration,
     warnings_once,
 )
+from edgeq.quantize.int4 import int4_model
 from edgeq.quantize.metadata import build_metadata, embed_metadata, labels_for
 from edgeq.quantize.modes import IOType, Mode, check_io, enum_arg, positive_int
 from edgeq.quantize.result import ConversionResult, safe_name, tensor_details
+from edgeq.quantize.rounding import Rounding
 from edgeq.quantize.tflite import configure_converter, float_ops, run_converter
 
 __all__ = ["convert_mode"]
@@ -56,6 +60,7 @@ def convert_mode(
     labels: Sequence[str] | str | os.PathLike[str] | None = None,
     allow_float_fallback: bool = False,
     progress: bool | None = None,
+    rounding: str | Rounding = "optimized",
 ) -> ConversionResult:
     """Convert ``model`` in one mode; the arguments are :func:`edgeq.convert`'s.
 
@@ -66,6 +71,7 @@ def convert_mode(
     if isinstance(labels, (str, os.PathLike)):
         labels = read_labels(labels)
     mode_ = enum_arg(Mode, mode, "mode", [m.value for m in Mode] + ["all"])
+    rounding_ = enum_arg(Rounding, rounding, "rounding")
     io_ = enum_arg(IOType, io, "io")
     check_io(mode_, io_)
     positive_int(batch_size, "batch_size", "1", optional=True)
@@ -74,15 +80,17 @@ def convert_mode(
     if preprocess is None and len(loaded.inputs) == 1:
         preprocess = default_preprocess(loaded.inputs[0])
     source = None
-    if mode_.needs_calibration:
+    calibrated = mode_.needs_calibration or (mode_ is Mode.INT4 and rounding_ is Rounding.OPTIMIZED)
+    if calibrated:
         if calibration is None:
             raise CalibrationError(
                 f"mode {mode_.value!r} needs calibration data", argument="calibration", received=None,
-                fix="pass calibration= an image folder, arrays or a tf.data.Dataset (--calib at the CLI)")
+                fix="pass calibration= an image folder, arrays or a tf.data.Dataset (--calib at the CLI)"
+                    + (", or rounding='nearest' (--rounding nearest)" if mode_ is Mode.INT4 else ""))
         source = as_source(calibration, preprocess)
         preprocess = getattr(source, "preprocess", None) or preprocess
     label_source = source
-    if labels is None and calibration is not None and not mode_.needs_calibration:
+    if labels is None and calibration is not None and not calibrated:
         label_source = as_source(calibration, preprocess)
 
     rep = None
@@ -106,8 +114,18 @@ def convert_mode(
 
     start = time.perf_counter()
     with loaded.converter(batch_size) as converter:
-        configure_converter(converter, mode_, io_, rep, allow_float_fallback)
-        raw = run_converter(converter, mode_, allow_float_fallback, failures)
+        if mode_ is Mode.INT4:
+            raw = run_converter(converter, Mode.FLOAT32, allow_float_fallback, failures)
+        else:
+            configure_converter(converter, mode_, io_, rep, allow_float_fallback)
+            raw = run_converter(converter, mode_, allow_float_fallback, failures)
+    rounding_extra: dict[str, Any] = {}
+    if mode_ is Mode.INT4:
+        samples_ = list(rep()) if rep is not None else None
+        with task_progress("rounding 4-bit weights", None, progress) as tick:
+            four = int4_model(raw, samples_, rounding_, progress=lambda done, total: tick())
+        raw = four.model_bytes
+        rounding_extra = {"rounding": rounding_.value, "int4_weights": four.weights}
     seconds = time.perf_counter() - start
     stored_labels = labels_for(labels, label_source, output_classes(raw))
     if source is not None:
@@ -119,7 +137,7 @@ def convert_mode(
         mode=mode_.value, io=io_.value, preprocess=preprocess, labels=stored_labels, source=loaded.name,
         extra={"calibration": None if source is None else source.description,
                "calibration_samples": counter["n"], "batch_size": batch_size,
-               "inputs": [s.name for s in loaded.inputs]},
+               "inputs": [s.name for s in loaded.inputs], **rounding_extra},
     )
     data = embed_metadata(raw, meta)
     flat = read_flat_model(data)

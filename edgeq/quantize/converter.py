@@ -10,6 +10,8 @@ dynamic   int8 weights, float activations no           float
 float16   float16 weights                 no           float
 int8      full integer                    yes          float, int8 or uint8
 int16x8   int16 activations, int8 weights yes          float or int16
+int4      4-bit weights, float activations optimized   float
+                                          rounding
 ========  ==============================  ===========  =========================
 
 With ``max_drop`` it runs the accuracy budget search (:mod:`edgeq.quantize.budget`); with
@@ -98,6 +100,7 @@ def convert(
     max_drop: float | None = ...,
     evaluation: Any = ...,
     target: str | None = ...,
+    rounding: str = ...,
 ) -> list[ConversionResult]: ...
 @overload
 def convert(
@@ -116,6 +119,7 @@ def convert(
     max_drop: float | None = ...,
     evaluation: Any = ...,
     target: str | None = ...,
+    rounding: str = ...,
 ) -> ConversionResult: ...
 
 
@@ -138,12 +142,13 @@ def convert(
     max_drop: float | None = None,
     evaluation: Any = None,
     target: str | None = None,
+    rounding: str = "optimized",
 ) -> ConversionResult | list[ConversionResult]:
     """Convert a Keras model to TFLite in one mode.
 
     Args:
         model: a Keras 3 or tf_keras model, a ``.keras``/``.h5`` file or a SavedModel folder.
-        mode: ``float32``, ``dynamic``, ``float16``, ``int8`` or ``int16x8``. Deprecated: ``all``
+        mode: ``float32``, ``dynamic``, ``float16``, ``int8``, ``int16x8`` or ``int4``. Deprecated: ``all``
             or a list of modes (a list of results, in that order); use :func:`convert_all`.
         calibration: data for int8/int16x8: an image folder, arrays, ``.npy``/``.npz``, a
             ``tf.data.Dataset``, an iterable or a :class:`~edgeq.inputs.data.DataSource`.
@@ -164,6 +169,8 @@ def convert(
         evaluation: labeled data for ``max_drop`` (image folder with class subfolders, (x, y)).
         target: ``"edgetpu"`` enforces what the Edge TPU compiler needs (full int8, integer I/O,
             static batch 1, no float fallback) and attaches the predicted op mapping as ``edgetpu``.
+        rounding: ``int4``'s weight rounding: ``optimized`` (default; chosen on the calibration
+            data, see :mod:`edgeq.quantize.rounding`) or ``nearest``.
 
     Raises:
         InvalidArgumentError, ModelLoadError, CalibrationError, QuantizationError, ConversionError,
@@ -198,7 +205,7 @@ def convert(
                            allow_float_fallback=allow_float_fallback, progress=progress)
     return convert_mode(model, mode, calibration=calibration, samples=samples, seed=seed, io=io,
                         batch_size=batch_size, preprocess=preprocess, labels=labels,
-                        allow_float_fallback=allow_float_fallback, progress=progress)
+                        allow_float_fallback=allow_float_fallback, progress=progress, rounding=rounding)
 
 
 @renamed_arguments(show_progress="progress")
@@ -217,6 +224,7 @@ def convert_all(
     labels: Sequence[str] | str | os.PathLike[str] | None = None,
     allow_float_fallback: bool = False,
     progress: bool | None = None,
+    rounding: str = "optimized",
 ) -> list[ConversionResult]:
     """Convert one model in several modes: one result per mode, in that order.
 
@@ -228,7 +236,7 @@ def convert_all(
         io: applies to the modes that take it (``int8``/``uint8`` for int8, ``int16`` for
             int16x8); the others keep float I/O.
         calibration, samples, seed, batch_size, preprocess, labels, allow_float_fallback,
-            progress: as for :func:`convert`.
+            progress, rounding: as for :func:`convert`.
 
     Raises:
         InvalidArgumentError: no modes, or a mode or I/O type that does not exist; and what
@@ -250,5 +258,5 @@ def convert_all(
     return [convert_mode(shared, m, calibration=src, samples=samples, seed=seed,
                          io=io_arg if io_arg in VALID_IO[m] else IOType.FLOAT, batch_size=batch_size,
                          preprocess=preprocess, labels=labels, allow_float_fallback=allow_float_fallback,
-                         progress=progress)
+                         progress=progress, rounding=rounding)
             for m in wanted]

@@ -8,6 +8,8 @@ dynamic   int8 weights, float activations no           float
 float16   float16 weights                 no           float
 int8      full integer                    yes          float, int8 or uint8
 int16x8   int16 activations, int8 weights yes          float or int16
+int4      4-bit weights, float activations optimized   float
+                                          rounding
 ========  ==============================  ===========  =========================
 """
 
@@ -30,6 +32,7 @@ class Mode(str, Enum):
     FLOAT16 = "float16"
     INT8 = "int8"
     INT16X8 = "int16x8"
+    INT4 = "int4"
 
     @property
     def needs_calibration(self) -> bool:
@@ -37,7 +40,8 @@ class Mode(str, Enum):
         return self in (Mode.INT8, Mode.INT16X8)
 
 
-MODES: tuple[Mode, ...] = tuple(Mode)
+MODES: tuple[Mode, ...] = tuple(m for m in Mode if m is not Mode.INT4)
+"""The modes ``"all"`` means; ``int4`` (4-bit weights) is converted when named."""
 
 
 class IOType(str, Enum):
@@ -54,6 +58,7 @@ VALID_IO: dict[Mode, frozenset[IOType]] = {
     Mode.FLOAT16: frozenset({IOType.FLOAT}),
     Mode.INT8: frozenset({IOType.FLOAT, IOType.INT8, IOType.UINT8}),
     Mode.INT16X8: frozenset({IOType.FLOAT, IOType.INT16}),
+    Mode.INT4: frozenset({IOType.FLOAT}),
 }
 """The I/O types each mode can give its model."""
 

@@ -7,6 +7,7 @@ Its JSON form (:meth:`ConversionResult.to_dict`) is versioned by ``schema``
 
 from __future__ import annotations
 
+import gzip
 import html
 import re
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from edgeq_device.metadata import EdgeqMetadata, read_metadata
 from edgeq.errors import InvalidArgumentError
 from edgeq.quantize.modes import IOType, Mode, enum_arg
 
-__all__ = ["SCHEMA", "ConversionResult", "TensorDetail", "safe_name", "tensor_details"]
+__all__ = ["SCHEMA", "ConversionResult", "TensorDetail", "compressed_size", "safe_name", "tensor_details"]
 
 SCHEMA = "edgeq/conversion/1"
 """The ``schema`` of :meth:`ConversionResult.to_dict`; a new version is a new number."""
@@ -69,6 +70,11 @@ def tensor_details(flat: FlatModel, which: str) -> tuple[TensorDetail, ...]:
     return tuple(out)
 
 
+def compressed_size(data: bytes) -> int:
+    """Bytes of ``data`` gzip-compressed at level 9 (no timestamp, so the same bytes give the same size)."""
+    return len(gzip.compress(data, compresslevel=9, mtime=0))
+
+
 def safe_name(name: str) -> str:
     """``name`` with only letters, digits, ``_``, ``.`` and ``-`` (a file name's stem); ``model`` if none."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "model"
@@ -105,6 +111,11 @@ class ConversionResult:
         return len(self.model_bytes)
 
     @property
+    def compressed_size(self) -> int:
+        """Size of the ``.tflite`` file gzip-compressed at level 9: what an over-the-air update downloads."""
+        return compressed_size(self.model_bytes)
+
+    @property
     def default_filename(self) -> str:
         """``<model name>_<mode>[_<io>].tflite``."""
         suffix = "" if self.io is IOType.FLOAT else f"_{self.io.value}io"
@@ -127,7 +138,8 @@ class ConversionResult:
         """A JSON-ready summary (without the bytes), versioned by ``schema``."""
         return {
             "schema": SCHEMA, "mode": self.mode.value, "io": self.io.value, "source": self.source_name,
-            "size_bytes": self.size_bytes, "conversion_seconds": round(self.conversion_seconds, 4),
+            "size_bytes": self.size_bytes, "compressed_size_bytes": self.compressed_size,
+            "conversion_seconds": round(self.conversion_seconds, 4),
             "calibration_samples": self.calibration_samples, "float_ops": list(self.float_ops),
             "op_counts": dict(self.op_counts), "inputs": [t.to_dict() for t in self.inputs],
             "outputs": [t.to_dict() for t in self.outputs], "target": self.target,
@@ -177,12 +189,16 @@ class ConversionResult:
     def _headline(self) -> str:
         io = "" if self.io is IOType.FLOAT else f", {self.io.value} I/O"
         target = f", for {self.target}" if self.target else ""
-        return f"{self.source_name}: {self.mode.value}{io}{target}, {self.size_bytes / 1024:.1f} KiB"
+        return (f"{self.source_name}: {self.mode.value}{io}{target}, {self.size_bytes / 1024:.1f} KiB "
+                f"({self.compressed_size / 1024:.1f} KiB gzip -9)")
 
     def _facts(self) -> list[tuple[str, str]]:
         facts = [("converted in", f"{self.conversion_seconds:.2f} s")]
         if self.calibration_samples:
             facts.append(("calibration samples", str(self.calibration_samples)))
+        if self.metadata.extra.get("rounding"):
+            facts.append(("4-bit weights", f"{self.metadata.extra.get('int4_weights')}, "
+                                            f"{self.metadata.extra['rounding']} rounding"))
         facts += [("inputs", "; ".join(str(t) for t in self.inputs)),
                   ("outputs", "; ".join(str(t) for t in self.outputs)),
                   ("ops", ", ".join(f"{k} {v}" for k, v in sorted(self.op_counts.items()))),

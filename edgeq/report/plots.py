@@ -6,6 +6,8 @@ import io
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
 from edgeq.measure.profile import ProfileComparison
 from edgeq.report.profile_plot import profile_plot_png
 from edgeq.report.tables import Results, results_dict
@@ -87,13 +89,20 @@ def plot_pngs(results: Results, samples: Mapping[str, Sequence[float]] | None = 
     fig, ax = plt.subplots(figsize=(6.4, 3.4))
     names = [r["name"] for r in modes]
     sizes = [(r["size_bytes"] or 0) / 1024 for r in modes]
-    bars = ax.bar(names, sizes, color="#4c78a8")
+    packed = [(r.get("compressed_size_bytes") or 0) / 1024 for r in modes]
+    x = np.arange(len(names))
+    width = 0.4 if any(packed) else 0.8
+    bars = ax.bar(x - (width / 2 if any(packed) else 0), sizes, width, color="#4c78a8", label="file")
+    if any(packed):  # results written before the compressed size was measured have none
+        ax.bar(x + width / 2, packed, width, color="#9ecae9", label="gzip -9 (an over-the-air download)")
+        ax.legend(fontsize=8)
+    ax.set_xticks(x, names)
     for b, r in zip(bars, modes):
         if r["size_ratio"]:
             ax.annotate(f"{r['size_ratio']:.1f}x", (b.get_x() + b.get_width() / 2, b.get_height()),
                         ha="center", va="bottom", fontsize=8)
     ax.set_ylabel("KB")
-    ax.set_title("file size (ratio to float32)")
+    ax.set_title("file size (ratio to float32) and compressed size")
     out["size.png"] = png(fig)
 
     fig, ax = plt.subplots(figsize=(6.4, 3.6))

@@ -37,7 +37,7 @@ def results_dict(results: Results) -> Mapping[str, Any]:
     return results if isinstance(results, Mapping) else results.to_dict()
 
 
-COLUMNS = ("model", "size", "vs f32", "top-1", "Δ top-1", "top-5", "agree", "SQNR dB", "max err", "cosine")
+COLUMNS = ("model", "size", "gzip -9", "vs f32", "top-1", "Δ top-1", "top-5", "agree", "SQNR dB", "max err", "cosine")
 
 
 def _pct(v: float | None) -> str:
@@ -98,14 +98,15 @@ def table_rows(data: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
     """
     threads = data["threads"]
     task = TASK_COLUMNS.get(data.get("task") or "classification")
-    header = list(COLUMNS) if task is None else [COLUMNS[0], COLUMNS[1], COLUMNS[2], *task[0], *COLUMNS[6:]]
+    header = list(COLUMNS) if task is None else [*COLUMNS[:4], *task[0], *COLUMNS[7:]]
     for t in threads:
         header += [f"p50 ms ({t}T)", f"p90 ms ({t}T)"]
     header += ["MACs/s (1st T)", "convert s"]
     rows = []
     for r in data["rows"]:
         cells = [
-            r["name"], format_bytes(r["size_bytes"]), _num(r["size_ratio"], "{:.2f}x"),
+            r["name"], format_bytes(r["size_bytes"]), format_bytes(r.get("compressed_size_bytes")),
+            _num(r["size_ratio"], "{:.2f}x"),
             *([_pct(r["top1"]), _num(r["top1_change_points"], "{:+.2f}"), _pct(r["top5"])] if task is None else
               [_pct((r.get("task_metrics") or {}).get(task[1][0])), _num(r.get("task_change_points"), "{:+.2f}"),
                _pct((r.get("task_metrics") or {}).get(task[1][1]))]),
@@ -146,8 +147,8 @@ def board_rows(data: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
 
 
 # Columns of the comparison table a narrow terminal loses first (the rest: model, size, top-1, p50 ms).
-_LESSER = ("convert s", "MACs/s (1st T)", "max err", "cosine", "top-5", "mAP@.5", "pixel acc", "vs f32", "SQNR dB",
-           "agree", "Δ top-1", "Δ mAP", "Δ mIoU")
+_LESSER = ("convert s", "MACs/s (1st T)", "max err", "cosine", "top-5", "mAP@.5", "pixel acc", "vs f32",
+           "gzip -9", "SQNR dB", "agree", "Δ top-1", "Δ mAP", "Δ mIoU")
 
 
 def _cell_width(text: str) -> int:

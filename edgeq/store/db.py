@@ -141,8 +141,17 @@ def _migrate_task_metrics(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE measurements ADD COLUMN task_metric2 REAL")
 
 
+def _migrate_compressed_size(conn: sqlite3.Connection) -> None:
+    """A ``compressed_size_bytes`` column (gzip -9 of the file); rows stored before have NULL.
+
+    Not part of the fingerprint: the same file always compresses to the same size.
+    """
+    conn.execute("ALTER TABLE measurements ADD COLUMN compressed_size_bytes INTEGER")
+
+
 #: Schema migrations in order; ``MIGRATIONS[i]`` takes a version-``i`` file to version ``i + 1``.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migrate_1, _migrate_2, _migrate_task_metrics]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migrate_1, _migrate_2, _migrate_task_metrics,
+                                                           _migrate_compressed_size]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -283,6 +292,7 @@ class ResultsStore:
         values = {k: getattr(m, k) for k in (*_COLUMNS, *_TASK_COLUMNS)}
         fp = _fingerprint(values)
         values["payload"] = canonical_json(m.payload)
+        values["compressed_size_bytes"] = m.compressed_size_bytes  # not fingerprinted
         cols = ", ".join((*values, "fingerprint"))
         marks = ", ".join("?" for _ in range(len(values) + 1))
 
@@ -390,7 +400,7 @@ class ResultsStore:
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", args
 
     def _select(self, sql: str, args: list[Any]) -> list[Measurement]:
-        cols = ", ".join(("id", *_COLUMNS, *_TASK_COLUMNS))
+        cols = ", ".join(("id", *_COLUMNS, *_TASK_COLUMNS, "compressed_size_bytes"))
         try:
             rows = self._conn.execute(f"SELECT {cols} FROM measurements{sql}", args).fetchall()
         except sqlite3.Error as exc:
@@ -398,7 +408,7 @@ class ResultsStore:
                              fix="check the file is an edgeq results store") from exc
         out = []
         for row in rows:
-            values = dict(zip((*_COLUMNS, *_TASK_COLUMNS), row[1:]))
+            values = dict(zip((*_COLUMNS, *_TASK_COLUMNS, "compressed_size_bytes"), row[1:]))
             try:
                 values["payload"] = loads_json(values["payload"])
             except (TypeError, ValueError):

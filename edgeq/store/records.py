@@ -144,6 +144,8 @@ class Measurement(JsonResult):
     kind: str
     created: str = field(default_factory=now_iso)
     size_bytes: int | None = None
+    compressed_size_bytes: int | None = None
+    """The file gzip-compressed at level 9: what an over-the-air update downloads."""
     latency_p50_us: float | None = None
     latency_p90_us: float | None = None
     latency_mean_us: float | None = None
@@ -177,9 +179,11 @@ class Measurement(JsonResult):
             if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1:
                 raise InvalidArgumentError("must be a positive integer or None", argument="threads",
                                            received=self.threads, fix="give e.g. 1 or 4")
-        if self.size_bytes is not None and (not isinstance(self.size_bytes, int) or self.size_bytes < 0):
-            raise InvalidArgumentError("must be a non-negative integer or None", argument="size_bytes",
-                                       received=self.size_bytes, fix="give the .tflite size in bytes")
+        for name in ("size_bytes", "compressed_size_bytes"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                raise InvalidArgumentError("must be a non-negative integer or None", argument=name, received=value,
+                                           fix="give the .tflite size in bytes (gzip -9 for compressed_size_bytes)")
         if self.task is not None and self.task not in TASK_METRICS:
             raise InvalidArgumentError("unknown task", argument="task", received=self.task,
                                        fix=f"use one of: {', '.join(TASK_METRICS)}, or None")

@@ -60,7 +60,7 @@ def test_output_exists_without_force(model_file, tmp_path):
 @pytest.mark.parametrize(("args", "message"), [
     (["convert", "missing.keras"], "error: model: model path not found (received 'missing.keras')"),
     (["convert", "{model}", "--mode", "int8"], "error: calibration: mode 'int8' needs calibration data"),
-    (["convert", "{model}", "--mode", "int4"], "error: --mode: unknown value (received 'int4')"),
+    (["convert", "{model}", "--mode", "int2"], "error: --mode: unknown value (received 'int2')"),
     (["convert", "{model}", "--mode", "int8", "--calib", "{empty}"], "error: calibration: no image files in folder"),
     (["convert", "{model}", "--mode", "int8", "--calib", "{train}", "--size", "32x32"],
      "error: calibration: sample shape (32, 32, 1) does not match input 'image' shape (28, 28, 1)"),

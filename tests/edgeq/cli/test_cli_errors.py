@@ -18,7 +18,7 @@ from edgeq.errors import EdgeqError, InvalidArgumentError, ModelLoadError, Outpu
 
 keras = pytest.importorskip("keras")
 
-MODE_FIX = "use one of: float32, dynamic, float16, int8, int16x8, all"
+MODE_FIX = "use one of: float32, dynamic, float16, int8, int16x8, int4, all"
 
 
 def _run(*args):
@@ -40,19 +40,19 @@ def _one_line(*args) -> str:
 
 
 @pytest.mark.parametrize(("args", "line"), [
-    (["compare", "m.keras", "--calib", "c", "--eval", "e", "--modes", "int4"],
-     f"error: --modes: unknown value (received 'int4'); {MODE_FIX}"),
-    (["compare", "m.keras", "--calib", "c", "--eval", "e", "--modes", "int8,int4"],
-     f"error: --modes: unknown value 'int4' (received 'int8,int4'); {MODE_FIX}"),
+    (["compare", "m.keras", "--calib", "c", "--eval", "e", "--modes", "int2"],
+     f"error: --modes: unknown value (received 'int2'); {MODE_FIX}"),
+    (["compare", "m.keras", "--calib", "c", "--eval", "e", "--modes", "int8,int2"],
+     f"error: --modes: unknown value 'int2' (received 'int8,int2'); {MODE_FIX}"),
     (["compare", "m.keras", "--calib", "c", "--eval", "e", "--io", "int16"],
      "error: --io: unknown value (received 'int16'); use one of: float, int8, uint8"),
     (["compare", "m.keras", "--calib", "c", "--eval", "e", "--prefer", "speed"],
      "error: --prefer: unknown value (received 'speed'); use one of: size, latency"),
-    (["convert", "m.keras", "--mode", "int4"], f"error: --mode: unknown value (received 'int4'); {MODE_FIX}"),
+    (["convert", "m.keras", "--mode", "int2"], f"error: --mode: unknown value (received 'int2'); {MODE_FIX}"),
     (["convert", "m.keras", "--mode", "int8", "--mode", "fp16"],
      f"error: --mode: unknown value (received 'fp16'); {MODE_FIX}"),
-    (["convert", "m.keras", "--io", "int4"],
-     "error: --io: unknown value (received 'int4'); use one of: float, int8, uint8, int16"),
+    (["convert", "m.keras", "--io", "int2"],
+     "error: --io: unknown value (received 'int2'); use one of: float, int8, uint8, int16"),
     (["convert", "m.keras", "--target", "coral"], "error: --target: unknown value (received 'coral'); use one of: edgetpu"),
     (["convert", "m.keras", "--color", "cmyk"], "error: --color: unknown value (received 'cmyk'); use one of: rgb, l"),
     (["qat", "m.keras", "--train", "t", "--io", "int16"],
@@ -60,8 +60,8 @@ def _one_line(*args) -> str:
     (["analyze", "m.tflite", "--target", "tpu"], "error: --target: unknown value (received 'tpu'); use one of: edgetpu"),
     (["deploy", "m.tflite", "--runtime", "onnx"],
      "error: --runtime: unknown value (received 'onnx'); use one of: litert, tflite-runtime, tensorflow"),
-    (["history", "--mode", "int4"],
-     "error: --mode: unknown value (received 'int4'); use one of: float32, dynamic, float16, int8, int16x8, unknown"),
+    (["history", "--mode", "int2"],
+     "error: --mode: unknown value (received 'int2'); use one of: float32, dynamic, float16, int8, int16x8, int4, unknown"),
 ])
 def test_enum_option_lists_valid_values(args, line):
     assert _one_line(*args) == line
@@ -85,11 +85,11 @@ def test_mode_takes_repeats_and_comma_lists(model_file, tmp_path):
 def test_library_rejects_unknown_modes_with_the_documented_error(model_file):
     from edgeq import compare, convert
 
-    with pytest.raises(InvalidArgumentError, match=r"mode: unknown value \(received 'int4'\); use one of: "
-                                                   r"float32, dynamic, float16, int8, int16x8$"):
-        convert(model_file, ["float32", "int4"])
-    with pytest.raises(InvalidArgumentError, match=r"modes: unknown value \(received 'int4'\)"):
-        compare(model_file, calibration="c", evaluation="e", modes=["int4"])
+    with pytest.raises(InvalidArgumentError, match=r"mode: unknown value \(received 'int2'\); use one of: "
+                                                   r"float32, dynamic, float16, int8, int16x8, int4$"):
+        convert(model_file, ["float32", "int2"])
+    with pytest.raises(InvalidArgumentError, match=r"modes: unknown value \(received 'int2'\)"):
+        compare(model_file, calibration="c", evaluation="e", modes=["int2"])
 
 
 # --- preprocessing flags: parsed as edgeq-device parses them ------------------------------------------

@@ -153,10 +153,10 @@ def test_depthwise_batchnorm_residual_every_mode(residual):
 
 def test_convert_all_returns_one_result_per_mode(cnn, mnist_train, tmp_path):
     results = edgeq.convert_all(cnn, calibration=mnist_train, samples=16, io="uint8")
-    assert [r.mode for r in results] == list(Mode)
+    assert [r.mode for r in results] == list(edgeq.MODES)  # int4 only when named
     assert {r.mode: r.io for r in results}[Mode.INT8] is IOType.UINT8
     paths = [r.save(tmp_path) for r in results]
-    assert len({p.name for p in paths}) == len(Mode)
+    assert len({p.name for p in paths}) == len(edgeq.MODES)
     assert all(p.stat().st_size == r.size_bytes for p, r in zip(paths, results))
 
 
@@ -165,8 +165,8 @@ def test_convert_with_a_list_of_modes_still_works_and_points_to_convert_all(cnn)
         results = edgeq.convert(cnn, ["dynamic", "float32"])
     assert [r.mode for r in results] == [Mode.DYNAMIC, Mode.FLOAT32]
     assert caught[0].filename == __file__  # points at the caller's line, not into edgeq
-    with pytest.raises(InvalidArgumentError, match=r"^modes: unknown value \(received 'int4'\)"):
-        edgeq.convert_all(cnn, ["float32", "int4"])
+    with pytest.raises(InvalidArgumentError, match=r"^modes: unknown value \(received 'int2'\)"):
+        edgeq.convert_all(cnn, ["float32", "int2"])
     with pytest.raises(InvalidArgumentError, match=r"^modes: no modes to convert"):
         edgeq.convert_all(cnn, [])
 
@@ -180,7 +180,8 @@ def test_result_summary_is_versioned_reads_back_and_prints_plainly(cnn, mnist_tr
     assert replace(back, conversion_seconds=result.conversion_seconds) == result
     assert back.metadata.labels == result.metadata.labels and back.to_dict() == data
     text = str(result)
-    assert text.splitlines()[0] == f"cnn: int8, int8 I/O, {result.size_bytes / 1024:.1f} KiB"
+    assert text.splitlines()[0] == (f"cnn: int8, int8 I/O, {result.size_bytes / 1024:.1f} KiB "
+                                   f"({result.compressed_size / 1024:.1f} KiB gzip -9)")
     assert "input" in text and "float ops: none" in text
     assert "np." not in text and "np." not in repr(result)
     html = result._repr_html_()
@@ -284,8 +285,8 @@ def test_file_that_is_not_a_model(tmp_path):
 
 
 def test_unknown_mode_and_bad_io(cnn):
-    with pytest.raises(InvalidArgumentError, match=r"mode: unknown value \(received 'int4'\); use one of: float32"):
-        edgeq.convert(cnn, "int4")
+    with pytest.raises(InvalidArgumentError, match=r"mode: unknown value \(received 'int2'\); use one of: float32"):
+        edgeq.convert(cnn, "int2")
     with pytest.raises(InvalidArgumentError, match=r"io: I/O type 'uint8' is not available in mode 'float16'"):
         edgeq.convert(cnn, "float16", io="uint8")
 
