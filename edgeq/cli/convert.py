@@ -63,12 +63,16 @@ __all__ = ["convert_cmd"]
 @click.option("--labels", "labels", type=click.Path(), default=None, metavar="FILE",
               help="Class names, one per line in output order, stored in the model (default: the calibration "
                    "folder's classes: integer folder names are their output, other names sorted as Keras does).")
+@click.option("--a16", "a16", default=None, metavar="LAYERS|K",
+              help="int8 with these layers' activations at 16 bits (comma list of layer names from edgeq debug), "
+                   "or K: the K worst layers; the rest stays int8.")
 @custom_objects_option
 @preprocess_options
 def convert_cmd(model: str, modes: tuple[str, ...], calib: str | None, samples: int, seed: int, io: str | None,
                 batch_size: int | None, allow_float: bool, target: str | None, output: str, force: bool,
                 json_out: str | None, max_drop: float | None, evaluation: str | None, labels: str | None,
-                size: tuple[int, int] | None, color: str | None, mean: Channels, std: Channels) -> None:
+                size: tuple[int, int] | None, color: str | None, mean: Channels, std: Channels,
+                a16: str | None = None) -> None:
     """Convert MODEL (.keras, .h5 or SavedModel folder) to .tflite and print what was written."""
     out = Path(output)
     check_output(out)
@@ -89,6 +93,14 @@ def convert_cmd(model: str, modes: tuple[str, ...], calib: str | None, samples: 
         results = convert(model, mode, calibration=calib, samples=samples, seed=seed, io=io,
                           batch_size=batch_size, preprocess=pre, allow_float_fallback=allow_float,
                           max_drop=max_drop, evaluation=evaluation, labels=labels)
+    elif a16 is not None:
+        if isinstance(mode, list) or target is not None:
+            raise InvalidArgumentError("--a16 takes --mode int8 alone, without --target", argument="--a16",
+                                       received=a16, fix="give --mode int8 --a16 2 (or layer names)")
+        layers = [n.strip() for n in a16.split(",") if n.strip()]
+        results = convert(model, mode, calibration=calib, samples=samples, seed=seed, io=io, batch_size=batch_size,
+                          preprocess=pre, labels=labels,
+                          a16_layers=int(a16) if a16.strip().isdigit() else layers)
     else:
         if isinstance(mode, list) or mode == "all":
             results = convert_all(model, mode, calibration=calib, samples=samples, seed=seed, io=io,

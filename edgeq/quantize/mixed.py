@@ -33,6 +33,7 @@ import dataclasses
 import io
 import re
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -147,6 +148,8 @@ def plan_a16(model_bytes: bytes, nodes: Sequence[str]) -> MixedPlan:
     wanted: set[str] = set()
     for node in nodes:
         wanted.add(node)
+        if by_name[node][0] not in A16_OPS:  # its output cannot be int16: nothing for its readers to gain
+            continue
         todo = list(by_name[node][2])
         while todo:
             for reader in readers.get(todo.pop(), []):
@@ -203,9 +206,12 @@ def _litert_quantize(model_bytes: bytes, items: Sequence[dict[str, np.ndarray]],
         for end in (qtyping.TFLOperationName.INPUT, qtyping.TFLOperationName.OUTPUT):
             qt.update_quantization_recipe(".*", end, algorithm_key="no_quantize")
     key, data = _signature_items(model_bytes, items)
-    with contextlib.redirect_stderr(io.StringIO()):  # its tqdm bar; edgeq's own bar read the samples
+    # Its tqdm bar (edgeq's own bar read the samples) and LiteRT's warning that keeping every
+    # tensor is for debugging (it is what calibration needs) stay off the user's console.
+    with contextlib.redirect_stderr(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
         calib = calibrator.Calibrator(bytes(model_bytes), num_threads=1, qsv_update_func=qsv_utils.min_max_update)
-        calib.calibrate({key: data}, qt._recipe_manager)  # noqa: SLF001 - what Quantizer.calibrate passes
+        calib.calibrate({key: data}, qt._recipe_manager)  # what Quantizer.calibrate passes it
         result = qt.quantize(calib.get_model_qsvs(), enable_progress_bar=False, enable_progress_report=False)
     return bytes(result.quantized_model)
 
