@@ -213,7 +213,51 @@ def _litert_quantize(model_bytes: bytes, items: Sequence[dict[str, np.ndarray]],
         calib = calibrator.Calibrator(bytes(model_bytes), num_threads=1, qsv_update_func=qsv_utils.min_max_update)
         calib.calibrate({key: data}, qt._recipe_manager)  # what Quantizer.calibrate passes it
         result = qt.quantize(calib.get_model_qsvs(), enable_progress_bar=False, enable_progress_report=False)
-    return bytes(result.quantized_model)
+    return _portable(bytes(result.quantized_model))
+
+
+def _portable(raw: bytes) -> bytes:
+    """The model with each int8 -> int16 QUANTIZE done as DEQUANTIZE then QUANTIZE (through float32).
+
+    tflite-runtime 2.14 (the last release, what a Pi on numpy<2 runs) re-quantizes int16 to int8
+    but not int8 to int16; int8 values are exact in float32, so the detour gives the same int16
+    values, and every runtime runs it.
+    """
+    from ai_edge_litert import schema_py_generated as fb
+    from ai_edge_litert.tools import flatbuffer_utils as fbu
+
+    model = fbu.read_model_from_bytearray(raw)
+    codes = model.operatorCodes
+    quantize = [i for i, c in enumerate(codes)
+                if fbu.get_builtin_code_from_operator_code(c) == fb.BuiltinOperator.QUANTIZE]
+    deq = next((i for i, c in enumerate(codes)
+                if fbu.get_builtin_code_from_operator_code(c) == fb.BuiltinOperator.DEQUANTIZE), None)
+    changed = False
+    for sg in model.subgraphs:
+        ops = []
+        for op in sg.operators:
+            src, dst = (sg.tensors[op.inputs[0]], sg.tensors[op.outputs[0]]) if op.opcodeIndex in quantize \
+                else (None, None)
+            if src is None or dst is None or src.type != fb.TensorType.INT8 or dst.type != fb.TensorType.INT16:
+                ops.append(op)
+                continue
+            if deq is None:
+                code = fb.OperatorCodeT()
+                code.builtinCode = code.deprecatedBuiltinCode = fb.BuiltinOperator.DEQUANTIZE
+                code.version = 1
+                codes.append(code)
+                deq = len(codes) - 1
+            mid = fb.TensorT()
+            mid.name, mid.type, mid.buffer = f"{src.name}_float", fb.TensorType.FLOAT32, 0
+            mid.shape, mid.shapeSignature = src.shape, src.shapeSignature
+            sg.tensors.append(mid)
+            to_float = fb.OperatorT()
+            to_float.opcodeIndex, to_float.inputs, to_float.outputs = deq, [int(op.inputs[0])], [len(sg.tensors) - 1]
+            op.inputs = [len(sg.tensors) - 1]
+            ops += [to_float, op]
+            changed = True
+        sg.operators = ops
+    return bytes(fbu.convert_object_to_bytearray(model)) if changed else raw
 
 
 def int16_tensors(model_bytes: bytes) -> tuple[str, ...]:
