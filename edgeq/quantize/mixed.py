@@ -9,9 +9,12 @@ The route: edgeq's float32 ``.tflite`` is quantized by litert-quantizer (Google'
 quantizer for ``.tflite`` files) with an a8w8 recipe for every op and an a16w8 recipe
 for the chosen ops, then edgeq's metadata is embedded. Ranges come from one plain
 min/max pass over the calibration samples (``qsv_utils.min_max_update``), the
-converter's own rule: litert-quantizer's default moving average would clip the
-ranges to the last few dozen samples. With no 16-bit layer the result matches the
-converter's int8 model output for output (tested).
+converter's own rule (litert-quantizer's default moving average would clip the
+ranges to the last few dozen samples), then replaced by the ranges the converter's
+calibration recorded (:func:`converter_ranges`, from the quantization debugger's
+calibrated model) where it has them: the converter widens some ranges (the inputs of
+an ADD, measured on a ResNet-8) and its choice gives the better int8 model. With no
+16-bit layer the result is then the converter's int8 model, output for output (tested).
 
 What gets 16 bits: for each chosen op (named by its output tensor, as
 :class:`~edgeq.quantize.layer_error.LayerError` names it, or by its Keras layer),
@@ -34,7 +37,7 @@ import io
 import re
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,7 +54,7 @@ from edgeq.quantize.modes import IOType, Mode, enum_arg
 from edgeq.quantize.result import ConversionResult, tensor_details
 from edgeq.quantize.tflite import float_ops
 
-__all__ = ["A16_OPS", "PASS_THROUGH_OPS", "MixedPlan", "convert_a16", "int16_tensors", "mixed_result", "plan_a16",
+__all__ = ["A16_OPS", "PASS_THROUGH_OPS", "MixedPlan", "convert_a16", "converter_ranges", "int16_tensors", "mixed_result", "plan_a16",
            "quantize_mixed", "resolve_nodes"]
 
 A16_OPS: frozenset[str] = frozenset({
@@ -191,9 +194,26 @@ def _signature_items(model_bytes: bytes, items: Sequence[dict[str, np.ndarray]]
     return key, out
 
 
+def converter_ranges(calibrated_model: bytes) -> dict[str, tuple[float, float]]:
+    """Each tensor's ``(min, max)`` as the converter's calibration recorded it in its calibrated model
+    (:attr:`QuantDebugSession.calibrated_model <edgeq.quantize.layer_error.QuantDebugSession>`)."""
+    from ai_edge_litert.tools import flatbuffer_utils as fbu
+
+    model = fbu.read_model_from_bytearray(calibrated_model)
+    found: dict[str, tuple[float, float]] = {}
+    for sg in model.subgraphs:
+        for t in sg.tensors:
+            q = t.quantization
+            if q is not None and q.min is not None and q.max is not None and len(q.min) == 1 and len(q.max) == 1:
+                name = t.name.decode() if isinstance(t.name, bytes) else str(t.name)
+                found[name] = (float(q.min[0]), float(q.max[0]))
+    return found
+
+
 def _litert_quantize(model_bytes: bytes, items: Sequence[dict[str, np.ndarray]], a16_scopes: Sequence[str],
-                     io_: IOType) -> bytes:
-    """The one call into litert-quantizer: a8w8 everywhere, a16w8 on ``a16_scopes``, plain min/max ranges."""
+                     io_: IOType, ranges: Mapping[str, tuple[float, float]]) -> bytes:
+    """The one call into litert-quantizer: a8w8 everywhere, a16w8 on ``a16_scopes``; plain min/max
+    ranges, replaced by ``ranges`` where it names the tensor."""
     from litert_quantizer import calibrator, qtyping, quantizer
     from litert_quantizer.utils import qsv_utils
 
@@ -212,7 +232,12 @@ def _litert_quantize(model_bytes: bytes, items: Sequence[dict[str, np.ndarray]],
         warnings.simplefilter("ignore", UserWarning)
         calib = calibrator.Calibrator(bytes(model_bytes), num_threads=1, qsv_update_func=qsv_utils.min_max_update)
         calib.calibrate({key: data}, qt._recipe_manager)  # what Quantizer.calibrate passes it
-        result = qt.quantize(calib.get_model_qsvs(), enable_progress_bar=False, enable_progress_report=False)
+        qsvs = dict(calib.get_model_qsvs())
+        for name, (low, high) in ranges.items():
+            if qsvs.get(name):
+                qsvs[name] = {**qsvs[name], "min": np.full_like(qsvs[name]["min"], low),
+                              "max": np.full_like(qsvs[name]["max"], high)}
+        result = qt.quantize(qsvs, enable_progress_bar=False, enable_progress_report=False)
     return _portable(bytes(result.quantized_model))
 
 
@@ -269,11 +294,14 @@ def int16_tensors(model_bytes: bytes) -> tuple[str, ...]:
 
 
 def quantize_mixed(float_model: bytes, items: Sequence[dict[str, np.ndarray]], plan: MixedPlan,
-                   io_: IOType = IOType.FLOAT) -> tuple[bytes, float]:
+                   io_: IOType = IOType.FLOAT, ranges: Mapping[str, tuple[float, float]] | None = None
+                   ) -> tuple[bytes, float]:
     """The int8 model of ``float_model`` with ``plan``'s ops at 16-bit activations; and the seconds it took.
 
     ``items`` are the calibration samples (dicts keyed by input name, as
-    :func:`~edgeq.quantize.calibration.representative_dataset` yields them).
+    :func:`~edgeq.quantize.calibration.representative_dataset` yields them). ``ranges``
+    (tensor name -> ``(min, max)``, e.g. :func:`converter_ranges`) replace the plain min/max
+    of those tensors: with the converter's, every int8 tensor gets the converter's scale.
 
     Raises:
         InvalidArgumentError: ``io_`` other than float or int8; QuantizationError: litert-quantizer
@@ -288,7 +316,7 @@ def quantize_mixed(float_model: bytes, items: Sequence[dict[str, np.ndarray]], p
     flat = read_flat_model(float_model)
     start = time.perf_counter()
     try:
-        raw = _litert_quantize(float_model, items, [_scope(flat, n) for n in plan.a16_nodes], io_)
+        raw = _litert_quantize(float_model, items, [_scope(flat, n) for n in plan.a16_nodes], io_, ranges or {})
     except (ValueError, RuntimeError, KeyError, TypeError) as exc:
         raise QuantizationError(f"litert-quantizer failed: {str(exc).splitlines()[0][:300]}",
                                 argument="a16_layers", received=list(plan.chosen)[:4],
@@ -364,5 +392,5 @@ def convert_a16(model: Any, a16_layers: Sequence[str] | int, *, calibration: Any
             "no op of these layers has a 16-bit kernel: " + ", ".join(f"{n.split(';')[0]} ({op})"
                                                                      for n, op in plan.kept_int8[:4]),
             argument="a16_layers", received=list(names)[:4], fix="choose other layers, or convert in int16x8")
-    raw, _ = quantize_mixed(base.model_bytes, session.items, plan, io_)
+    raw, _ = quantize_mixed(base.model_bytes, session.items, plan, io_, converter_ranges(session.calibrated_model))
     return mixed_result(base, raw, plan, io_, time.perf_counter() - start, session.samples, names)
