@@ -57,7 +57,8 @@ __all__ = ["convert_cmd"]
 @json_option("Also write a JSON summary (- for stdout).")
 @click.option("--max-drop", type=float, default=None, metavar="POINTS",
               help="Accuracy budget (int8): top-1 points the model may lose on --eval; tries int8, int8 with "
-                   "the worst layers in float, int16x8, float16 and keeps the first within it.")
+                   "the worst layers at 16-bit activations, then in float, int16x8, float16 and keeps the first "
+                   "within it.")
 @click.option("--eval", "evaluation", type=click.Path(), default=None,
               help="Labeled evaluation data for --max-drop (image folder with class subfolders, .npz).")
 @click.option("--labels", "labels", type=click.Path(), default=None, metavar="FILE",

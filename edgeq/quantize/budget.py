@@ -223,6 +223,9 @@ def budget_search(
         why = f"; {', '.join(over)} lost more than {max_drop:g} points" if over else ""
         reason = (f"chose {c.name}: the smallest candidate within the budget ({c.drop:+.2f} points <= "
                   f"{max_drop:g}), {c.size_bytes / 1024:.1f} KiB{why}")  # type: ignore[operator]
+        first = tried[0]
+        if c.a16_layers and first.latency_ms and c.latency_ms:  # int16 kernels are reference ones
+            reason += f"; its 16-bit layers make it {c.latency_ms / first.latency_ms:.1f}x int8's latency here"
     elif measured:
         chosen = max(measured, key=lambda i: (tried[i].accuracy or 0.0, -(tried[i].size_bytes or 0)))
         c = tried[chosen]

@@ -163,7 +163,7 @@ def convert(
         allow_float_fallback: let ops that cannot be integer-quantized stay float.
         progress: progress bar on stderr (default on, ``EDGEQ_PROGRESS=0`` silences).
         max_drop: an accuracy budget in top-1 points (int8 only): search int8, int8 with the
-            worst layers in float, int16x8, float16 for the first within it, measured on
+            worst layers at 16-bit activations, then in float, int16x8, float16 for the first within it, measured on
             ``evaluation``; the report is the result's ``budget`` (see :mod:`edgeq.quantize.budget`).
         evaluation: labeled data for ``max_drop`` (image folder with class subfolders, (x, y)).
         target: ``"edgetpu"`` enforces what the Edge TPU compiler needs (full int8, integer I/O,
