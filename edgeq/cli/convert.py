@@ -86,11 +86,12 @@ def convert_cmd(model: str, modes: tuple[str, ...], calib: str | None, samples: 
     io = io or ("uint8" if target == "edgetpu" else "float")
     results: Any
     if max_drop is not None or evaluation is not None:  # the accuracy budget search (edgeq.budget)
-        if max_drop is None or evaluation is None or target is not None:
+        if max_drop is None or evaluation is None or target is not None or a16 is not None:
             raise InvalidArgumentError("--max-drop and --eval go together, without --target",
                                        argument="--max-drop" if max_drop is None else "--eval",
                                        received=max_drop if max_drop is None else evaluation,
-                                       fix="give both, e.g. --max-drop 0.5 --eval data/test")
+                                       fix="give both, e.g. --max-drop 0.5 --eval data/test (the budget tries "
+                                           "16-bit layers itself)")
         results = convert(model, mode, calibration=calib, samples=samples, seed=seed, io=io,
                           batch_size=batch_size, preprocess=pre, allow_float_fallback=allow_float,
                           max_drop=max_drop, evaluation=evaluation, labels=labels)

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import html
 import io
 import re
 import time
@@ -93,9 +94,31 @@ class MixedPlan:
     kept_int8: tuple[tuple[str, str], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready form (stored in the model's metadata)."""
+        """A JSON-ready form (stored in the model's metadata as ``extra["a16"]``)."""
         return {"chosen": list(self.chosen), "a16_nodes": list(self.a16_nodes),
                 "kept_int8": [list(k) for k in self.kept_int8]}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MixedPlan:
+        """The plan :meth:`to_dict` wrote (e.g. a model's ``metadata.extra["a16"]``).
+
+        Raises:
+            InvalidArgumentError: not such a dict.
+        """
+        try:
+            return cls(tuple(map(str, data["chosen"])), tuple(map(str, data["a16_nodes"])),
+                       tuple((str(n), str(op)) for n, op in data.get("kept_int8", ())))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InvalidArgumentError(f"not a 16-bit plan ({type(exc).__name__}: {exc})", argument="data",
+                                       received=type(data).__name__, fix="give the dict MixedPlan.to_dict() wrote") from None
+
+    def __str__(self) -> str:
+        kept = "; kept int8 (no 16-bit kernel): " + ", ".join(f"{n.split(';')[0]} ({op})" for n, op in self.kept_int8)
+        return (f"16-bit activations on {len(self.a16_nodes)} op(s) for {len(self.chosen)} chosen: "
+                + ", ".join(n.split(";")[0] for n in self.a16_nodes) + (kept if self.kept_int8 else ""))
+
+    def _repr_html_(self) -> str:
+        return "<pre>" + html.escape(str(self)) + "</pre>"
 
 
 def _op_nodes(flat: FlatModel) -> list[tuple[str, str, list[int], list[int]]]:

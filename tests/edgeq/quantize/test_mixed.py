@@ -24,7 +24,7 @@ from edgeq.quantize.budget import budget_search
 from edgeq.quantize.budget_report import BudgetReport
 from edgeq.quantize.budget_steps import fidelity
 from edgeq.quantize.layer_error import QuantDebugSession
-from edgeq.quantize.mixed import A16_OPS, converter_ranges, int16_tensors, plan_a16, quantize_mixed
+from edgeq.quantize.mixed import A16_OPS, MixedPlan, converter_ranges, int16_tensors, plan_a16, quantize_mixed
 
 
 def _outlier_model(good, x):  # type: ignore[no-untyped-def]
@@ -160,7 +160,15 @@ def test_budget_picks_16bit_layers_when_they_fit(hard, mnist_train, digits_test_
     assert payload["schema"] == "edgeq/budget/2" and payload["chosen"] == chosen.name
     again = BudgetReport.from_dict(payload)
     assert again.choice.name == chosen.name and again.choice.agreement == chosen.agreement
-    assert "agree %" in report.table() and "16-bit: spiky" in report.table()
+    assert "agree %" in report.table() and "16-bit: spiky" in report.table() and "latency" in report.reason
+    old = {k: v for k, v in payload.items() if k != "schema"} | {"schema": "edgeq/budget/1"}
+    old["candidates"] = [{k: v for k, v in c.items() if k not in ("a16_layers", "a16_nodes", "agreement", "sqnr_db")}
+                         for c in payload["candidates"]]
+    assert BudgetReport.from_dict(old).choice.agreement is None
+    with pytest.raises(InvalidArgumentError):
+        BudgetReport.from_dict({"schema": "edgeq/budget/9"})
+    plan = MixedPlan.from_dict(result.metadata.extra["a16"])
+    assert plan.a16_nodes == chosen.a16_nodes and "spiky" in str(plan) and "16-bit" in str(result)
     print("\n" + report.table())
 
 
