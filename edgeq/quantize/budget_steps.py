@@ -98,7 +98,7 @@ def a16_candidates(sessions: SharedDebugSession, base: ConversionResult, io_: IO
         name = f"int8+a16({len(worst)})"
         t0 = time.perf_counter()
         try:
-            plan = plan_a16(base.model_bytes, [r.name for r in worst])
+            plan = plan_a16(base.model_bytes, [r.name for r in worst], int8_outputs=io_ is IOType.INT8)
             if not plan.a16_nodes or frozenset(plan.a16_nodes) in seen:
                 continue
             seen.add(frozenset(plan.a16_nodes))

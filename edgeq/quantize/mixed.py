@@ -22,8 +22,8 @@ the op and the ops reading its output, followed through ops that only move value
 (pooling by max, reshape, pad, ...) up to the first op that computes from them. The
 damaged tensor is then read at 16 bits and re-quantized to int8 only after the next
 computing op, where the int8 model rounded anyway. An op without a 16-bit kernel in
-LiteRT (:data:`A16_OPS` says which have one) stays int8 and is listed in
-:attr:`MixedPlan.kept_int8`; never a silently different model: the result must load
+LiteRT (:data:`A16_OPS` says which have one), and with int8 I/O an op writing a model
+output, stays int8 and is listed in :attr:`MixedPlan.kept_int8`; never a silently different model: the result must load
 and run one sample in this machine's runtime.
 
 Only :func:`_litert_quantize` calls litert-quantizer, so its upgrades touch one place.
@@ -154,8 +154,11 @@ def resolve_nodes(flat: FlatModel, names: Sequence[str], layer_of: Callable[[str
     return tuple(dict.fromkeys(found))
 
 
-def plan_a16(model_bytes: bytes, nodes: Sequence[str]) -> MixedPlan:
+def plan_a16(model_bytes: bytes, nodes: Sequence[str], *, int8_outputs: bool = False) -> MixedPlan:
     """Give ``nodes`` (op output names of the float ``.tflite``) and their readers 16-bit activations.
+
+    With ``int8_outputs`` (int8 I/O) an op writing one of the model's outputs stays int8
+    (listed in ``kept_int8``), so the outputs are int8 as asked.
 
     Raises:
         InvalidArgumentError: a node that is not an op output of the model.
@@ -186,8 +189,14 @@ def plan_a16(model_bytes: bytes, nodes: Sequence[str]) -> MixedPlan:
                 if op in PASS_THROUGH_OPS:
                     todo.extend(by_name[reader][2])
     order = [n for n, *_ in ops]
-    kept = tuple((n, by_name[n][0]) for n in order if n in wanted and by_name[n][0] not in A16_OPS)
-    a16 = tuple(n for n in order if n in wanted and by_name[n][0] in A16_OPS)
+    outputs = set(flat.main.outputs) if int8_outputs else set()
+
+    def can(node: str) -> bool:
+        op, _, outs = by_name[node]
+        return op in A16_OPS and not outputs.intersection(outs)
+
+    kept = tuple((n, by_name[n][0]) for n in order if n in wanted and not can(n))
+    a16 = tuple(n for n in order if n in wanted and can(n))
     return MixedPlan(tuple(dict.fromkeys(nodes)), a16, kept)
 
 
@@ -409,10 +418,10 @@ def convert_a16(model: Any, a16_layers: Sequence[str] | int, *, calibration: Any
     else:
         nodes = resolve_nodes(flat, a16_layers, session.layer_of)
         names = list(a16_layers)
-    plan = plan_a16(base.model_bytes, nodes)
+    plan = plan_a16(base.model_bytes, nodes, int8_outputs=io_ is IOType.INT8)
     if not plan.a16_nodes:
         raise QuantizationError(
-            "no op of these layers has a 16-bit kernel: " + ", ".join(f"{n.split(';')[0]} ({op})"
+            "no op of these layers can take 16 bits (no 16-bit kernel, or an int8 model output): " + ", ".join(f"{n.split(';')[0]} ({op})"
                                                                      for n, op in plan.kept_int8[:4]),
             argument="a16_layers", received=list(names)[:4], fix="choose other layers, or convert in int16x8")
     raw, _ = quantize_mixed(base.model_bytes, session.items, plan, io_, converter_ranges(session.calibrated_model))

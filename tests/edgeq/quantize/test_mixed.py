@@ -127,6 +127,9 @@ def test_a16_by_count_takes_the_worst_layers_and_lists_ops_without_16bit_kernels
     plan = mixed.metadata.extra["a16"]
     assert [op for _, op in plan["kept_int8"]] == ["HARD_SWISH"]  # listed, kept int8
     assert len(plan["a16_nodes"]) == 1 and int16_tensors(mixed.model_bytes) == tuple(plan["a16_nodes"])
+    int8_io = convert(model, "int8", calibration=calib, a16_layers=["out"], samples=50, io="int8")
+    assert int8_io.outputs[0].dtype == "int8" and int8_io.inputs[0].dtype == "int8"  # as asked
+    assert [op for _, op in int8_io.metadata.extra["a16"]["kept_int8"]] == ["SOFTMAX"]  # writes the output
     with pytest.raises(QuantizationError, match="16-bit kernel") as info:
         convert(model, "int8", calibration=calib, a16_layers=["swish"], samples=50)
     assert info.value.argument == "a16_layers"
