@@ -113,7 +113,7 @@ class MixedPlan:
                                        received=type(data).__name__, fix="give the dict MixedPlan.to_dict() wrote") from None
 
     def __str__(self) -> str:
-        kept = "; kept int8 (no 16-bit kernel): " + ", ".join(f"{n.split(';')[0]} ({op})" for n, op in self.kept_int8)
+        kept = "; kept int8: " + ", ".join(f"{n.split(';')[0]} ({op})" for n, op in self.kept_int8)
         return (f"16-bit activations on {len(self.a16_nodes)} op(s) for {len(self.chosen)} chosen: "
                 + ", ".join(n.split(";")[0] for n in self.a16_nodes) + (kept if self.kept_int8 else ""))
 
