@@ -59,20 +59,24 @@ __all__ = ["convert_cmd"]
 @json_option("Also write a JSON summary (- for stdout).")
 @click.option("--max-drop", type=float, default=None, metavar="POINTS",
               help="Accuracy budget (int8): top-1 points the model may lose on --eval; tries int8, int8 with "
-                   "the worst layers in float, int16x8, float16 and keeps the first within it.")
+                   "the worst layers at 16-bit activations, then in float, int16x8, float16 and keeps the first "
+                   "within it.")
 @click.option("--eval", "evaluation", type=click.Path(), default=None,
               help="Labeled evaluation data for --max-drop (image folder with class subfolders, .npz).")
 @click.option("--labels", "labels", type=click.Path(), default=None, metavar="FILE",
               help="Class names, one per line in output order, stored in the model (default: the calibration "
                    "folder's classes: integer folder names are their output, other names sorted as Keras does).")
 @rounding_option
+@click.option("--a16", "a16", default=None, metavar="LAYERS|K",
+              help="int8 with these layers' activations at 16 bits (comma list of layer names from edgeq debug), "
+                   "or K: the K worst layers; the rest stays int8.")
 @custom_objects_option
 @preprocess_options
 def convert_cmd(model: str, modes: tuple[str, ...], calib: str | None, samples: int, seed: int, io: str | None,
                 batch_size: int | None, allow_float: bool, target: str | None, output: str, force: bool,
                 json_out: str | None, max_drop: float | None, evaluation: str | None, labels: str | None,
                 size: tuple[int, int] | None, color: str | None, mean: Channels, std: Channels,
-                rounding: str = "optimized") -> None:
+                rounding: str = "optimized", a16: str | None = None) -> None:
     """Convert MODEL (.keras, .h5 or SavedModel folder) to .tflite and print what was written."""
     out = Path(output)
     check_output(out)
@@ -85,14 +89,23 @@ def convert_cmd(model: str, modes: tuple[str, ...], calib: str | None, samples: 
     io = io or ("uint8" if target == "edgetpu" else "float")
     results: Any
     if max_drop is not None or evaluation is not None:  # the accuracy budget search (edgeq.budget)
-        if max_drop is None or evaluation is None or target is not None:
+        if max_drop is None or evaluation is None or target is not None or a16 is not None:
             raise InvalidArgumentError("--max-drop and --eval go together, without --target",
                                        argument="--max-drop" if max_drop is None else "--eval",
                                        received=max_drop if max_drop is None else evaluation,
-                                       fix="give both, e.g. --max-drop 0.5 --eval data/test")
+                                       fix="give both, e.g. --max-drop 0.5 --eval data/test (the budget tries "
+                                           "16-bit layers itself)")
         results = convert(model, mode, calibration=calib, samples=samples, seed=seed, io=io,
                           batch_size=batch_size, preprocess=pre, allow_float_fallback=allow_float,
                           max_drop=max_drop, evaluation=evaluation, labels=labels)
+    elif a16 is not None:
+        if isinstance(mode, list) or target is not None:
+            raise InvalidArgumentError("--a16 takes --mode int8 alone, without --target", argument="--a16",
+                                       received=a16, fix="give --mode int8 --a16 2 (or layer names)")
+        layers = [n.strip() for n in a16.split(",") if n.strip()]
+        results = convert(model, mode, calibration=calib, samples=samples, seed=seed, io=io, batch_size=batch_size,
+                          preprocess=pre, labels=labels,
+                          a16_layers=int(a16) if a16.strip().isdigit() else layers)
     else:
         if isinstance(mode, list) or mode == "all":
             results = convert_all(model, mode, calibration=calib, samples=samples, seed=seed, io=io,

@@ -5,17 +5,22 @@ float32 ``.tflite``'s top-1 accuracy on the evaluation data, then tries, in orde
 stopping at the first candidate whose drop is at most ``max_drop`` points:
 
 1. full ``int8``;
-2. ``int8`` keeping the worst layers in float, a few more each time (1, 2, 4 by
+2. ``int8`` with the worst layers' activations at 16 bits (a16w8), a few more each time
+   (1, 2, 4 by default; :mod:`edgeq.quantize.mixed`): the layer and the ops reading its
+   output run int16 kernels (reference ones, slower: the latency column shows the cost),
+   the file stays about the int8 size;
+3. ``int8`` keeping the worst layers in float, a few more each time (1, 2, 4 by
    default). The worst layers come from the quantization debugger
    (:mod:`edgeq.quantize.layer_error`, lowest SQNR first). Keeping a layer in float keeps its output
    tensor in float: the layer and the ops reading that tensor run in float, so the
    damaged tensor is never re-quantized;
-3. ``int16x8`` (int16 activations, int8 weights);
-4. ``float16``.
+4. ``int16x8`` (int16 activations, int8 weights);
+5. ``float16``.
 
 The candidates come in order of size, so the first within budget is the smallest
 of those tried. Every candidate tried is reported with its size, latency on this
-machine, accuracy and drop, and why the search chose what it chose. When none is
+machine, accuracy and drop, its fidelity to the float32 model (arg-max agreement and
+output SQNR on the evaluation data), and why the search chose what it chose. When none is
 within budget, the most accurate is returned and the report says so.
 
 ``edgeq.convert(model, "int8", max_drop=..., evaluation=...)`` runs this search and
@@ -38,23 +43,24 @@ from edgeq_device.preprocess import Preprocess
 
 from edgeq.deprecation import renamed_arguments
 from edgeq.errors import CalibrationError, ConversionError, EdgeqError, InvalidArgumentError
-from edgeq.inputs.data import DataSource, as_source
-from edgeq.inputs.models import LoadedModel, load_model
+from edgeq.inputs.data import as_source
+from edgeq.inputs.models import load_model
 from edgeq.nativelog import quiet_native_logs
 from edgeq.progress import _console, progress_enabled
 from edgeq.quantize.accuracy import EvalData, latency_ms, top1_accuracy
 from edgeq.quantize.budget_report import BudgetReport, Candidate
+from edgeq.quantize.budget_steps import SharedDebugSession, a16_candidates, fidelity
 from edgeq.quantize.calibration import default_preprocess, warnings_once
 from edgeq.quantize.conversion import convert_mode
-from edgeq.quantize.layer_error import QuantDebugSession
 from edgeq.quantize.metadata import embed_metadata
 from edgeq.quantize.modes import IOType, Mode, enum_arg
 from edgeq.quantize.result import ConversionResult, tensor_details
 from edgeq.quantize.tflite import float_ops
 
-__all__ = ["DEFAULT_FLOAT_STEPS", "BudgetReport", "Candidate", "budget_search", "top1_accuracy"]
+__all__ = ["DEFAULT_A16_STEPS", "DEFAULT_FLOAT_STEPS", "BudgetReport", "Candidate", "budget_search", "top1_accuracy"]
 
 DEFAULT_FLOAT_STEPS = (1, 2, 4)
+DEFAULT_A16_STEPS = (1, 2, 4)
 
 
 def _from_bytes(raw: bytes, base: ConversionResult, io_: IOType, float_nodes: Sequence[str],
@@ -95,8 +101,10 @@ def budget_search(
     eval_samples: int | None = None,
     float_steps: Sequence[int] = DEFAULT_FLOAT_STEPS,
     progress: bool | None = None,
+    a16_steps: Sequence[int] = DEFAULT_A16_STEPS,
 ) -> ConversionResult:
-    """Convert ``model`` to the first candidate (int8, int8 with float layers, int16x8, float16)
+    """Convert ``model`` to the first candidate (int8, int8 with 16-bit layers, int8 with float layers,
+    int16x8, float16)
     whose top-1 accuracy drop is at most ``max_drop`` points; the report is attached as ``.budget``.
 
     Args:
@@ -109,6 +117,7 @@ def budget_search(
         io: I/O type of the int8 candidates (``float`` or ``int8``); others keep float I/O.
         eval_samples: evaluate on a seeded subset of this many samples (default: all).
         float_steps: how many of the worst layers to keep in float, one candidate per count.
+        a16_steps: how many of the worst layers to give 16-bit activations, one candidate per count.
         progress: progress on stderr (default: on unless ``EDGEQ_PROGRESS=0``).
 
     Raises:
@@ -132,6 +141,7 @@ def budget_search(
         raise InvalidArgumentError("the budget search converts int8 candidates with float or int8 I/O",
                                    argument="io", received=io, fix="use io='float' or io='int8'")
     steps = sorted({int(k) for k in float_steps if int(k) > 0})
+    a16 = sorted({int(k) for k in a16_steps if int(k) > 0})
     show = progress_enabled(progress)
     loaded = load_model(model)
     if preprocess is None and len(loaded.inputs) == 1:
@@ -145,6 +155,7 @@ def budget_search(
     common: dict[str, Any] = dict(preprocess=preprocess, labels=labels or (), progress=progress)
     eval_src = as_source(evaluation, preprocess, argument="evaluation", labels=labels)
     data = EvalData(eval_src, loaded, eval_samples, seed, output_classes(base.model_bytes))
+    base_out, _ = data.outputs(base.model_bytes)
     base_acc = data.top1(base.model_bytes)
     base_lat = latency_ms(base.model_bytes)
     _say(show, f"budget: float32 top-1 {base_acc * 100:.2f}% on {data.count} samples; "
@@ -153,12 +164,16 @@ def budget_search(
 
     def measure(name: str, mode: Mode, result: ConversionResult, float_layers: Sequence[str] = (),
                 float_readers: Sequence[str] = (), float_nodes: Sequence[str] = ()) -> Candidate:
-        acc = data.top1(result.model_bytes)
+        out, y = data.outputs(result.model_bytes)
+        acc = float((out.argmax(axis=1) == y).mean()) if len(y) else 0.0
         drop = (base_acc - acc) * 100.0
+        agreement, sqnr = fidelity(base_out, out)
+        extra = result.metadata.extra.get("a16") or {}
         cand = Candidate(name, mode.value, tuple(float_layers), tuple(float_readers), tuple(float_nodes),
                          result.size_bytes,
                          latency_ms(result.model_bytes), acc, drop, drop <= max_drop + 1e-9,
-                         None, result)
+                         None, result, tuple(result.metadata.extra.get("a16_layers") or ()),
+                         tuple(extra.get("a16_nodes", ())), agreement, sqnr)
         tried.append(cand)
         _say(show, f"budget: {name}: top-1 {acc * 100:.2f}% (drop {drop:+.2f} points), "
                    f"{result.size_bytes / 1024:.1f} KiB -> {'within budget' if cand.within_budget else 'over'}")
@@ -179,9 +194,11 @@ def budget_search(
     except EdgeqError as exc:
         failed("int8", Mode.INT8, exc)
 
+    sessions = SharedDebugSession(loaded, calib, samples, seed, preprocess, batch_size, progress, failed)
+    if not done and a16:
+        done = a16_candidates(sessions, base, io_, a16, measure, failed)
     if not done and steps:
-        done = _float_layer_candidates(loaded, calib, samples, seed, batch_size, preprocess, io_,
-                                       int8_result or base, steps, measure, failed, progress)
+        done = _float_layer_candidates(sessions, io_, int8_result or base, steps, measure, failed)
     if not done:
         try:
             done = measure("int16x8", Mode.INT16X8, convert_mode(
@@ -206,6 +223,9 @@ def budget_search(
         why = f"; {', '.join(over)} lost more than {max_drop:g} points" if over else ""
         reason = (f"chose {c.name}: the smallest candidate within the budget ({c.drop:+.2f} points <= "
                   f"{max_drop:g}), {c.size_bytes / 1024:.1f} KiB{why}")  # type: ignore[operator]
+        first = tried[0]
+        if c.a16_layers and first.latency_ms and c.latency_ms:  # int16 kernels are reference ones
+            reason += f"; its 16-bit layers make it {c.latency_ms / first.latency_ms:.1f}x int8's latency here"
     elif measured:
         chosen = max(measured, key=lambda i: (tried[i].accuracy or 0.0, -(tried[i].size_bytes or 0)))
         c = tried[chosen]
@@ -228,22 +248,13 @@ def _all_failed(tried: Sequence[Candidate]) -> EdgeqError:
         fix="check the model converts with edgeq convert --mode float16")
 
 
-def _float_layer_candidates(loaded: LoadedModel, calib: DataSource, samples: int, seed: int,
-                            batch_size: int | None, preprocess: Preprocess | None, io_: IOType,
-                            base: ConversionResult, steps: Sequence[int], measure: Any, failed: Any,
-                            progress: bool | None) -> bool:
+def _float_layer_candidates(sessions: SharedDebugSession, io_: IOType, base: ConversionResult, steps: Sequence[int],
+                            measure: Any, failed: Any) -> bool:
     """Try int8 with the worst 1, 2, 4... layers in float; True once one is within budget."""
-    start = time.perf_counter()
-    try:
-        session = QuantDebugSession(loaded, calib, samples=samples, seed=seed, preprocess=preprocess,
-                                    batch_size=batch_size, progress=progress)
-        report = session.report()
-    except CalibrationError:
-        raise
-    except EdgeqError as exc:
-        failed("int8+float layers", Mode.INT8, exc)
+    got = sessions.get("int8+float layers")
+    if got is None:
         return False
-    setup = time.perf_counter() - start
+    session, report, setup = got
     ranked = [r for r in report.layers if r.sqnr_db < 120.0]
     seen: set[frozenset[str]] = set()
     for k in steps:

@@ -55,6 +55,7 @@ from edgeq.quantize.calibration import check_finite as _check_finite
 from edgeq.quantize.calibration import warnings_once as _warnings_once
 from edgeq.quantize.conversion import convert_mode
 from edgeq.quantize.metadata import embed_metadata
+from edgeq.quantize.mixed import convert_a16
 from edgeq.quantize.modes import MODES, VALID_IO, IOType, Mode, enum_arg
 from edgeq.quantize.modes import enum_arg as _enum_arg
 from edgeq.quantize.result import ConversionResult, TensorDetail
@@ -101,6 +102,7 @@ def convert(
     evaluation: Any = ...,
     target: str | None = ...,
     rounding: str = ...,
+    a16_layers: Sequence[str] | int | None = ...,
 ) -> list[ConversionResult]: ...
 @overload
 def convert(
@@ -120,6 +122,7 @@ def convert(
     evaluation: Any = ...,
     target: str | None = ...,
     rounding: str = ...,
+    a16_layers: Sequence[str] | int | None = ...,
 ) -> ConversionResult: ...
 
 
@@ -143,6 +146,7 @@ def convert(
     evaluation: Any = None,
     target: str | None = None,
     rounding: str = "optimized",
+    a16_layers: Sequence[str] | int | None = None,
 ) -> ConversionResult | list[ConversionResult]:
     """Convert a Keras model to TFLite in one mode.
 
@@ -164,13 +168,17 @@ def convert(
         allow_float_fallback: let ops that cannot be integer-quantized stay float.
         progress: progress bar on stderr (default on, ``EDGEQ_PROGRESS=0`` silences).
         max_drop: an accuracy budget in top-1 points (int8 only): search int8, int8 with the
-            worst layers in float, int16x8, float16 for the first within it, measured on
+            worst layers at 16-bit activations, then in float, int16x8, float16 for the first within it, measured on
             ``evaluation``; the report is the result's ``budget`` (see :mod:`edgeq.quantize.budget`).
         evaluation: labeled data for ``max_drop`` (image folder with class subfolders, (x, y)).
         target: ``"edgetpu"`` enforces what the Edge TPU compiler needs (full int8, integer I/O,
             static batch 1, no float fallback) and attaches the predicted op mapping as ``edgetpu``.
         rounding: ``int4``'s weight rounding: ``optimized`` (default; chosen on the calibration
             data, see :mod:`edgeq.quantize.rounding`) or ``nearest``.
+        a16_layers: int8 only: these layers (Keras layer names, or op output names from
+            :func:`edgeq.debug`) get 16-bit activations, or a number ``k``: the ``k`` worst layers
+            of :func:`edgeq.debug`; the rest stays int8 (see :mod:`edgeq.quantize.mixed`). The
+            result's metadata ``extra["a16"]`` lists the ops at 16 bits and those kept int8.
 
     Raises:
         InvalidArgumentError, ModelLoadError, CalibrationError, QuantizationError, ConversionError,
@@ -178,6 +186,14 @@ def convert(
     """
     if isinstance(labels, (str, os.PathLike)):
         labels = read_labels(labels)
+    if a16_layers is not None:
+        if getattr(mode, "value", str(mode).lower()) != Mode.INT8.value or target is not None \
+                or max_drop is not None or allow_float_fallback:
+            raise InvalidArgumentError(
+                "16-bit layers are a choice within int8, without target, max_drop or float fallback",
+                argument="mode", received=mode, fix="call convert(model, 'int8', calibration=..., a16_layers=[...])")
+        return convert_a16(model, a16_layers, calibration=calibration, samples=samples, seed=seed, io=io,
+                           batch_size=batch_size, preprocess=preprocess, labels=labels, progress=progress)
     if target is not None:
         check_target_args(target, mode, io, batch_size, allow_float_fallback)
         res = convert_mode(model, Mode.INT8, calibration=calibration, samples=samples, seed=seed, io=io,

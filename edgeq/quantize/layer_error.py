@@ -299,6 +299,11 @@ class QuantDebugSession:
     def samples(self) -> int:
         return len(self._items)
 
+    @property
+    def items(self) -> list[dict[str, np.ndarray]]:
+        """The calibration samples, as dicts keyed by input name."""
+        return self._items
+
     def _order_inputs(self, names: list[str]) -> list[str]:
         """Input names in the order of the debug interpreter's inputs."""
         if len(names) == 1:

@@ -203,6 +203,10 @@ class ConversionResult:
                   ("outputs", "; ".join(str(t) for t in self.outputs)),
                   ("ops", ", ".join(f"{k} {v}" for k, v in sorted(self.op_counts.items()))),
                   ("float ops", ", ".join(self.float_ops) or "none")]
+        a16 = self.metadata.extra.get("a16") if isinstance(self.metadata.extra, dict) else None
+        if a16:
+            facts.append(("16-bit activations", ", ".join(str(n).split(";")[0] for n in a16.get("a16_nodes", ()))
+                          + "".join(f"; kept int8: {str(n).split(';')[0]} ({op})" for n, op in a16.get("kept_int8", ()))))
         if self.metadata.labels:
             shown = ", ".join(self.metadata.labels[:10])
             facts.append(("labels", shown + (f", ... ({len(self.metadata.labels)})"
