@@ -28,6 +28,7 @@ from edgeq.cli.output import make_console
 from edgeq.comparison.records import Comparison
 from edgeq.comparison.run import compare
 from edgeq.errors import InvalidArgumentError, OutputExistsError
+from edgeq.quantize.qat.sparsity import TRAINED_MODES, check_clusters, check_sparsity
 from edgeq.report.files import json_default
 from edgeq.report.markdown import markdown_table
 from edgeq.report.tables import csv_table, natural_width, rich_table, table_rows
@@ -41,9 +42,10 @@ __all__ = ["compare_cmd", "print_compare"]
 @click.argument("model", type=click.Path())
 @click.option("--calib", "calib", type=click.Path(), required=True, help="Calibration data (image folder, .npy, .npz).")
 @click.option("--eval", "evaluation", type=click.Path(), required=True, help="Labeled evaluation data.")
-@click.option("--modes", type=ChoiceList((*MODE_NAMES, "all")), multiple=True, default=["all"],
+@click.option("--modes", type=ChoiceList((*MODE_NAMES, *TRAINED_MODES, "all")), multiple=True, default=["all"],
               callback=flatten_choices, show_default=True,
-              help="Modes to compare: all, or several as a comma list (int8,float16) or by repeating --modes.")
+              help="Modes to compare: all, or several as a comma list (int8,float16) or by repeating --modes; "
+                   "qat, clustered and pruned need --train.")
 @click.option("--threads", default=None, help="Comma-separated thread counts to time [1,<cores>].")
 @click.option("--io", type=Choice(["float", "int8", "uint8"]), default="float", show_default=True,
               help="I/O type of the int8 model.")
@@ -54,6 +56,13 @@ __all__ = ["compare_cmd", "print_compare"]
               help="Recommend the smallest or the fastest mode within the budget.")
 @click.option("--profile", is_flag=True,
               help="Also time every operator of each mode alone (first thread count): a per-operator section.")
+@click.option("--train", "train", type=click.Path(), default=None,
+              help="Labeled training data: enables the qat, clustered and pruned modes (fine-tuned, then int8).")
+@click.option("--clusters", type=int, default=16, show_default=True, help="Values per kernel of the clustered mode.")
+@click.option("--prune", "sparsity", type=float, default=0.5, show_default=True,
+              help="Target sparsity (0-1) of the pruned mode.")
+@click.option("--train-epochs", type=int, default=2, show_default=True,
+              help="Epochs of fine-tuning of the qat, clustered and pruned modes.")
 @db_option
 @click.option("--no-store", is_flag=True, help="Do not record the measurements.")
 @click.option("--output", "-o", type=click.Path(), default="out/compare", show_default=True, help="Report folder.")
@@ -66,7 +75,8 @@ __all__ = ["compare_cmd", "print_compare"]
 @format_option
 @preprocess_options
 def compare_cmd(model: str, calib: str, evaluation: str, modes: tuple[str, ...], threads: str | None, io: str,
-                samples: int, eval_samples: int | None, budget: float, prefer: str, profile: bool, db: str | None,
+                samples: int, eval_samples: int | None, budget: float, prefer: str, profile: bool,
+                train: str | None, clusters: int, sparsity: float, train_epochs: int, db: str | None,
                 no_store: bool,
                 output: str, force: bool, fmt: str, labels: str | None, size: tuple[int, int] | None,
                 color: str | None, mean: Channels, std: Channels) -> None:
@@ -85,12 +95,16 @@ def compare_cmd(model: str, calib: str, evaluation: str, modes: tuple[str, ...],
         except ValueError:
             raise InvalidArgumentError("expected comma-separated integers", argument="--threads",
                                        received=threads, fix="give e.g. --threads 1,4") from None
+    if train is not None:
+        check_clusters(clusters, "--clusters")
+        check_sparsity(sparsity, "--prune")
     mode_list: Any = modes_arg(modes)
     pre = build_preprocess(size, color, mean, std, model)
     store = None if no_store else ResultsStore(db)
     comp = compare(model, calibration=calib, evaluation=evaluation, modes=mode_list, threads=thread_list, io=io,
                    samples=samples, eval_samples=eval_samples, max_drop=budget, prefer=prefer, preprocess=pre,
-                   labels=labels, store=store, profile=profile)
+                   labels=labels, store=store, profile=profile, train=train, clusters=clusters, sparsity=sparsity,
+                   train_epochs=train_epochs)
     console: Any
     if fmt == "table":
         console = Console()

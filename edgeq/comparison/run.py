@@ -51,6 +51,7 @@ from edgeq.progress import task_progress
 from edgeq.quantize.calibration import default_preprocess, warnings_once
 from edgeq.quantize.converter import convert
 from edgeq.quantize.modes import MODES, IOType, Mode, enum_arg
+from edgeq.quantize.qat.sparsity import TRAINED_MODES, check_clusters, check_sparsity, trained_results
 from edgeq.quantize.result import ConversionResult
 from edgeq.store.db import Measurement, ResultsStore, file_sha256
 from edgeq.store.resolve import StoreLike, resolve_store
@@ -90,6 +91,10 @@ def compare(
     store: StoreLike = None,
     progress: bool | None = None,
     profile: bool = False,
+    train: Any = None,
+    clusters: int = 16,
+    sparsity: float = 0.5,
+    train_epochs: int = 2,
 ) -> Comparison:
     """Convert ``model`` in every mode and measure each against the Keras model.
 
@@ -118,6 +123,10 @@ def compare(
         progress: progress on stderr.
         profile: also time every operator of each mode alone on this host, at the first thread
             count (``Comparison.profile``; the report's "Per operator" section and plot).
+        train: labeled training data: enables the modes that fine-tune the model, ``qat``,
+            ``clustered`` (``clusters`` per kernel) and ``pruned`` (to ``sparsity``), each
+            ``train_epochs`` of fine-tuning then int8 (see :mod:`edgeq.quantize.qat.sparsity`);
+            ``modes="all"`` then takes them too.
 
     Raises:
         InvalidArgumentError, DataError, CalibrationError, ConversionError and the errors of convert.
@@ -129,9 +138,19 @@ def compare(
                                    fix="give e.g. 1.0 (one point of top-1 accuracy)")
     if isinstance(modes, str) and modes.lower() != "all":
         modes = [modes]
+    trained = ([m for m in TRAINED_MODES if train is not None] if isinstance(modes, str)
+               else [str(m).lower() for m in modes if str(m).lower() in TRAINED_MODES])
+    if trained and train is None:
+        raise InvalidArgumentError(f"mode {trained[0]!r} fine-tunes the model and needs training data",
+                                   argument="train", received=None, fix="give train= (labeled data), or leave the "
+                                   "mode out")
+    if train is not None:
+        check_clusters(clusters)
+        check_sparsity(sparsity)
     mode_list = list(MODES) if isinstance(modes, str) else [
-        enum_arg(Mode, m, "modes", [v.value for v in MODES]) for m in modes]
-    if not mode_list:
+        enum_arg(Mode, m, "modes", [v.value for v in MODES] + list(TRAINED_MODES)) for m in modes
+        if str(m).lower() not in TRAINED_MODES]
+    if not mode_list and not trained:
         raise InvalidArgumentError("no modes to compare", argument="modes", received=modes,
                                    fix="give 'all' or modes such as ['int8', 'float16']")
     cores = os.cpu_count() or 1
@@ -161,6 +180,10 @@ def compare(
                       seed=seed, io=io if mode is Mode.INT8 else "float", preprocess=pre,
                       labels=names or (), progress=progress)
         results[mode.value] = res
+    results.update(trained_results(loaded, trained, train,
+                                   clusters=clusters, sparsity=sparsity, epochs=train_epochs, calibration=calib,
+                                   samples=samples, seed=seed, io=io, preprocess=pre, labels=names,
+                                   progress=progress))
     f32_size = results["float32"].size_bytes if "float32" in results else None
     round_runs = max(1, -(-runs // LATENCY_ROUNDS))
     measured: dict[str, dict[str, Any]] = {}

@@ -25,6 +25,7 @@ so a layer wrapped once cannot be wrapped again: tfmot 0.8.1's pruning then fail
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import time
@@ -41,10 +42,11 @@ from edgeq.nativelog import quiet_native_logs
 from edgeq.progress import _console, progress_enabled
 from edgeq.quantize.qat.data import positive
 from edgeq.quantize.qat.plan import LayerPlan, _unsafe_lambdas, plan_quantization, quantize_model
-from edgeq.quantize.qat.train import QATResult, epoch_callback, loss_for, read_training, to_tf_keras
+from edgeq.quantize.qat.train import QATResult, epoch_callback, loss_for, qat, read_training, to_tf_keras
+from edgeq.quantize.result import ConversionResult
 
 __all__ = ["SCHEDULES", "TECHNIQUES", "TRAINED_MODES", "SparsityResult", "check_clusters", "check_sparsity",
-           "cluster", "prune"]
+           "cluster", "prune", "trained_results"]
 
 #: The weight techniques of this module, by the name their mode has in ``compare``.
 TECHNIQUES = ("clustered", "pruned")
@@ -131,7 +133,9 @@ def _fresh_copy(model: Any) -> Any:
 
 def _choose_layers(model: Any, technique: str, clusters: int) -> tuple[set[str], tuple[LayerPlan, ...]]:
     """The layers to wrap, and those with weights left as they are (with the reason)."""
-    from tensorflow_model_optimization.python.core.clustering.keras.clustering_registry import ClusteringRegistry
+    from tensorflow_model_optimization.python.core.clustering.keras.clustering_registry import (
+        ClusteringRegistry,
+    )
     from tensorflow_model_optimization.python.core.sparsity.keras.prune_registry import PruneRegistry
 
     registry: Any = ClusteringRegistry if technique == "clustered" else PruneRegistry
@@ -343,3 +347,32 @@ def prune(model: Any, train: Any, *, sparsity: float = 0.5, schedule: str = "pol
     return _train(model, "pruned", s, schedule=schedule, train=train, validation=validation, epochs=epochs,
                   qat_epochs=qat_epochs, learning_rate=learning_rate, batch_size=batch_size, preprocess=preprocess,
                   samples=samples, seed=seed, tolerance=tolerance, progress=progress, labels=labels)
+
+
+def trained_results(model: Any, modes: Sequence[str], train: Any, *, clusters: int = 16, sparsity: float = 0.5,
+                    epochs: int = 2, calibration: Any = None, samples: int = 200, seed: int = 0, io: str = "float",
+                    preprocess: Preprocess | None = None, labels: Sequence[str] | None = None,
+                    progress: bool | None = None) -> dict[str, ConversionResult]:
+    """The int8 ``.tflite`` of each of ``modes`` (``qat``, ``clustered``, ``pruned``), trained on ``train``.
+
+    Each result's source name ends in the mode (``<model>_clustered``), so its file name differs
+    from the plain int8 one. ``calibration`` (default: the training data) fills in any tensor
+    training did not quantize.
+    """
+    found: dict[str, ConversionResult] = {}
+    for mode in modes:
+        common: dict[str, Any] = dict(epochs=epochs, preprocess=preprocess, seed=seed, progress=progress,
+                                      labels=labels or None)
+        if mode == "clustered":
+            result: QATResult = cluster(model, train, clusters=clusters, **common)
+        elif mode == "pruned":
+            result = prune(model, train, sparsity=sparsity, **common)
+        elif mode == "qat":
+            result = qat(model, train, **common)
+        else:
+            raise InvalidArgumentError("not a mode that trains", argument="modes", received=mode,
+                                       fix=f"use one of: {', '.join(TRAINED_MODES)}")
+        res = result.convert(io=io, calibration=calibration, samples=samples, seed=seed, progress=progress)
+        found[mode] = (res if res.source_name.endswith(f"_{mode}")
+                       else dataclasses.replace(res, source_name=f"{res.source_name}_{mode}"))
+    return found
