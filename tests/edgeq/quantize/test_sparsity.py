@@ -13,7 +13,7 @@ from edgeq.cli import cli
 from edgeq.comparison.run import compare
 from edgeq.errors import InvalidArgumentError
 from edgeq.quantize.converter import convert
-from edgeq.quantize.qat.sparsity import check_clusters, check_sparsity, cluster, prune
+from edgeq.quantize.qat.sparsity import check_clusters, check_sparsity, cluster
 from edgeq.quantize.weight_stats import gzip_size, weight_stats
 
 
