@@ -12,7 +12,6 @@ from edgeq_device.evaluation import predict_arrays
 from edgeq.cli import cli
 from edgeq.comparison.run import compare
 from edgeq.errors import InvalidArgumentError
-from edgeq.quantize.converter import convert
 from edgeq.quantize.qat.sparsity import check_clusters, check_sparsity, cluster
 from edgeq.quantize.weight_stats import gzip_size, weight_stats
 
@@ -56,33 +55,46 @@ def _tiny_data(n: int = 96, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
+def _tiny_model():  # type: ignore[no-untyped-def]
+    """A tf_keras model (no Keras 3 rebuild) whose 3-weight head is too small for 4 clusters."""
+    import tf_keras
+
+    tf_keras.utils.set_random_seed(0)
+    inp = tf_keras.Input((8, 8, 1), name="image")
+    h = tf_keras.layers.Conv2D(6, 3, activation="relu", name="conv")(inp)
+    h = tf_keras.layers.GlobalAveragePooling2D()(h)
+    h = tf_keras.layers.Dense(12, activation="relu", name="hidden")(h)
+    out = tf_keras.layers.Dense(3, activation="softmax", name="head", use_bias=False)(
+        tf_keras.layers.Dense(1, name="squeeze")(h))
+    return tf_keras.Model(inp, out, name="tiny")
+
+
 def test_small_model_clusters_every_kernel_it_can_and_lists_the_rest():
     """Fast: 4 clusters on a tiny model; the 3-weight head is too small to cluster: listed, left as it is."""
-    import keras
-
-    keras.utils.set_random_seed(0)
-    inp = keras.Input((8, 8, 1), name="image")
-    h = keras.layers.Conv2D(6, 3, activation="relu", name="conv")(inp)
-    h = keras.layers.GlobalAveragePooling2D()(h)
-    h = keras.layers.Dense(12, activation="relu", name="hidden")(h)
-    out = keras.layers.Dense(3, activation="softmax", name="head", use_bias=False)(
-        keras.layers.Dense(1, name="squeeze")(h))
-    model = keras.Model(inp, out, name="tiny")
-    x, y = _tiny_data()
+    model = _tiny_model()
+    assert np.unique(model.get_layer("conv").get_weights()[0]).size > 4  # so the check below can fail
+    x, y = _tiny_data(32)
     res = cluster(model, (x, y), clusters=4, epochs=1, batch_size=32, progress=False)
     assert set(res.weighted) == {"conv", "hidden", "squeeze"}
     assert {p.layer for p in res.skipped} == {"head"}
     assert all("not more than 4 clusters" in p.reason for p in res.skipped)
     assert "head" in str(res) and res.to_dict()["schema"] == "edgeq/sparsity/1"
-    int8 = res.convert(calibration=(x, y), samples=32)
+    for name in ("conv", "hidden", "squeeze"):
+        assert np.unique(res.float_model.get_layer(name).get_weights()[0]).size <= 4, name
+    assert np.unique(res.float_model.get_layer("head").get_weights()[0]).size == 3
+
+
+@pytest.mark.slow
+def test_clustered_int8_kernel_holds_at_most_n_codes():
+    """One weight scale per clustered kernel: the whole int8 kernel holds at most 4 codes (per channel: more)."""
+    x, y = _tiny_data(64)
+    res = cluster(_tiny_model(), (x, y), clusters=4, epochs=1, batch_size=32, progress=False)
+    int8 = res.convert(calibration=(x, y), samples=16)
     stats = {s.tensor.split("/")[1]: s for s in weight_stats(int8.model_bytes)}
-    assert stats["quant_conv"].dtype == "INT8" and stats["quant_conv"].distinct_per_channel <= 4
-    assert stats["quant_hidden"].distinct_per_channel <= 4
+    assert stats["quant_conv"].dtype == "INT8" and stats["quant_conv"].distinct <= 4
+    assert stats["quant_hidden"].distinct <= 4
     out_q = predict_arrays(int8.model_bytes, x[:16])  # runs in the TFLite runtime
     assert out_q.shape == (16, 3) and np.isfinite(out_q).all()
-    plain = convert(model, "int8", calibration=(x, y), samples=32)
-    plain_stats = {s.tensor.split("/")[1]: s for s in weight_stats(plain.model_bytes)}
-    assert max(s.distinct_per_channel for s in plain_stats.values()) > 4  # the check can fail
     assert gzip_size(int8.model_bytes) < int8.size_bytes
 
 
@@ -101,12 +113,13 @@ def test_digits_clustered_and_pruned_against_int8(demo_cnn, mnist_train, mnist_t
         assert r.top1 is not None and int8.top1 is not None and r.top1 >= int8.top1 - 0.03, (name, r.top1)
         assert r.agreement is not None and r.agreement >= 0.95
     clustered = weight_stats(comp.results["clustered"].model_bytes)
-    assert clustered and all(s.dtype == "INT8" and s.distinct_per_channel <= 16 for s in clustered)
+    assert clustered and all(s.dtype == "INT8" and s.distinct <= 16 for s in clustered)  # one scale per kernel
     pruned = weight_stats(comp.results["pruned"].model_bytes)
     assert all(abs(s.zero_fraction - 0.5) <= 0.02 for s in pruned), [s.zero_fraction for s in pruned]
     assert max(s.zero_fraction for s in weight_stats(comp.results["int8"].model_bytes)) < 0.2
     g8 = gzip_size(comp.results["int8"].model_bytes)
-    assert gzip_size(comp.results["clustered"].model_bytes) < 0.75 * g8
+    assert gzip_size(comp.results["clustered"].model_bytes) < 0.6 * g8  # the issue's goal; measured 0.53x
+    assert rows["clustered"].top1 >= rows["keras"].top1 - 0.005
     assert gzip_size(comp.results["pruned"].model_bytes) < 0.8 * g8
     written = comp.save(tmp_path / "report")
     assert len({p.name for p in written.values() if p.suffix == ".tflite"}) == 3
