@@ -11,7 +11,7 @@ from edgeq_device.evaluation import predict_arrays
 
 from edgeq.cli import cli
 from edgeq.comparison.run import compare
-from edgeq.errors import InvalidArgumentError
+from edgeq.errors import InvalidArgumentError, QATError
 from edgeq.quantize.qat.sparsity import check_clusters, check_sparsity, cluster
 from edgeq.quantize.weight_stats import gzip_size, weight_stats
 
@@ -69,11 +69,30 @@ def _tiny_model():  # type: ignore[no-untyped-def]
     return tf_keras.Model(inp, out, name="tiny")
 
 
-def test_small_model_clusters_every_kernel_it_can_and_lists_the_rest():
-    """Fast: 4 clusters on a tiny model; the 3-weight head is too small to cluster: listed, left as it is."""
-    model = _tiny_model()
-    assert np.unique(model.get_layer("conv").get_weights()[0]).size > 4  # so the check below can fail
+def test_model_with_no_kernel_to_cluster_is_refused_before_training():
+    """Fast: a real tiny model whose only kernel (3 weights) is too small for 4 clusters: one clear error."""
+    import tf_keras
+
+    inp = tf_keras.Input((8, 8, 1), name="image")
+    out = tf_keras.layers.Dense(3, activation="softmax", name="head", use_bias=False)(
+        tf_keras.layers.GlobalAveragePooling2D()(inp))
     x, y = _tiny_data(32)
+    with pytest.raises(QATError) as err:
+        cluster(tf_keras.Model(inp, out, name="headonly"), (x, y), clusters=4, progress=False)
+    assert err.value.argument == "model" and "no layer of the model can be clustered" in str(err.value)
+    assert "headonly" in str(err.value)
+
+
+@pytest.mark.slow
+def test_small_model_clusters_every_kernel_it_can_and_lists_the_rest():
+    """4 clusters on a tiny model; the 3-weight head is too small to cluster: listed, left as it is.
+
+    One weight scale per clustered kernel: the whole int8 kernel holds at most 4 codes
+    (with tfmot's per-channel scales, or without tying the centroid copies, it held 5).
+    """
+    model = _tiny_model()
+    assert np.unique(model.get_layer("conv").get_weights()[0]).size > 4  # so the checks below can fail
+    x, y = _tiny_data(64)
     res = cluster(model, (x, y), clusters=4, epochs=1, batch_size=32, progress=False)
     assert set(res.weighted) == {"conv", "hidden", "squeeze"}
     assert {p.layer for p in res.skipped} == {"head"}
@@ -82,13 +101,6 @@ def test_small_model_clusters_every_kernel_it_can_and_lists_the_rest():
     for name in ("conv", "hidden", "squeeze"):
         assert np.unique(res.float_model.get_layer(name).get_weights()[0]).size <= 4, name
     assert np.unique(res.float_model.get_layer("head").get_weights()[0]).size == 3
-
-
-@pytest.mark.slow
-def test_clustered_int8_kernel_holds_at_most_n_codes():
-    """One weight scale per clustered kernel: the whole int8 kernel holds at most 4 codes (per channel: more)."""
-    x, y = _tiny_data(64)
-    res = cluster(_tiny_model(), (x, y), clusters=4, epochs=1, batch_size=32, progress=False)
     int8 = res.convert(calibration=(x, y), samples=16)
     stats = {s.tensor.split("/")[1]: s for s in weight_stats(int8.model_bytes)}
     assert stats["quant_conv"].dtype == "INT8" and stats["quant_conv"].distinct <= 4
