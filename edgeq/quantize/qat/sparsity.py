@@ -23,14 +23,15 @@ choices aim at a small compressed file:
 - One int8 scale per clustered kernel, not one per output channel (tfmot's default for
   convolutions). With per-channel scales the N shared centroids become up to N different
   int8 codes in every channel, many across the kernel; with one scale the whole kernel
-  holds at most N codes. Measured with 16 clusters (gzip level 9, ratio to the plain int8
+  holds at most N codes (tfmot's QAT trains one copy of the centroids per output channel;
+  the copies, which drift apart a little, are tied back after it). Measured with 16 clusters (gzip level 9, ratio to the plain int8
   file of the same model, top-1 on the 1,000 test digits): the demo digits CNN (57k weights,
   mostly one dense layer, already one scale per kernel) 0.551x per channel, 0.534x per
   kernel, 93.3% and 93.4%; a four-convolution digits CNN (249k weights, mostly convolution)
   0.575x per channel, 0.487x per kernel, 93.5% and 93.6%.
 - Centroids initialised equally spaced (tfmot's ``LINEAR``), not by k-means++: most weights
-  are small and share a few central centroids, so the codes' entropy is lower. Same model:
-  k-means++ 0.618x (per channel) and 0.609x (per kernel), top-1 93.7% and 93.4%.
+  are small and share a few central centroids, so the codes' entropy is lower. On the demo
+  CNN, k-means++ gave 0.618x (per channel) and 0.609x (per kernel), top-1 93.7% and 93.4%.
 
 tfmot's wrappers wrap the model's own layer objects and replace their kernels by tensors,
 so a layer wrapped once cannot be wrapped again: tfmot 0.8.1's pruning then fails during
