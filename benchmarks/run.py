@@ -14,7 +14,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-MODULES = ("bench_convert", "bench_device", "bench_profile", "bench_tasks", "bench_int4", "bench_mixed")
+MODULES = ("bench_convert", "bench_device", "bench_profile", "bench_tasks", "bench_int4", "bench_mixed",
+           "bench_sparsity")
 
 
 def main() -> int:

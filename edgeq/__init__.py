@@ -28,6 +28,7 @@ from edgeq.measure.analysis import ModelAnalysis, analyze
 from edgeq.quantize.budget import BudgetReport
 from edgeq.quantize.converter import MODES, ConversionResult, IOType, Mode, convert, convert_all
 from edgeq.quantize.layer_error import LayerReport, debug
+from edgeq.quantize.qat.sparsity import SparsityResult, cluster, prune
 from edgeq.quantize.qat.train import QATResult, qat
 from edgeq.store.db import Measurement, ResultsStore
 
@@ -53,10 +54,12 @@ __all__ = [
     "Preprocess",
     "QATResult",
     "ResultsStore",
+    "SparsityResult",
     "TFDataSource",
     "__version__",
     "analyze",
     "as_source",
+    "cluster",
     "compare",
     "convert",
     "convert_all",
@@ -64,6 +67,7 @@ __all__ = [
     "deploy",
     "errors",
     "load_model",
+    "prune",
     "qat",
     "read_metadata",
 ]

@@ -31,6 +31,7 @@ from edgeq.cli.output import make_console
 from edgeq.comparison.records import Comparison
 from edgeq.comparison.run import compare
 from edgeq.errors import InvalidArgumentError, OutputExistsError
+from edgeq.quantize.qat.sparsity import TRAINED_MODES, check_clusters, check_sparsity
 from edgeq.report.files import json_default
 from edgeq.report.markdown import markdown_table
 from edgeq.report.tables import csv_table, natural_width, rich_table, table_rows
@@ -44,10 +45,10 @@ __all__ = ["compare_cmd", "print_compare"]
 @click.argument("model", type=click.Path())
 @click.option("--calib", "calib", type=click.Path(), required=True, help="Calibration data (image folder, .npy, .npz).")
 @click.option("--eval", "evaluation", type=click.Path(), required=True, help="Labeled evaluation data.")
-@click.option("--modes", type=ChoiceList((*MODE_NAMES, *NAMED_MODE_NAMES, "all")), multiple=True, default=["all"],
-              callback=flatten_choices, show_default=True,
+@click.option("--modes", type=ChoiceList((*MODE_NAMES, *NAMED_MODE_NAMES, *TRAINED_MODES, "all")), multiple=True,
+              default=["all"], callback=flatten_choices, show_default=True,
               help="Modes to compare: all, or several as a comma list (int8,float16) or by repeating --modes; "
-                   "int4 (4-bit weights) when named.")
+                   "int4 (4-bit weights) when named; qat, clustered and pruned need --train.")
 @click.option("--threads", default=None, help="Comma-separated thread counts to time [1,<cores>].")
 @click.option("--io", type=Choice(["float", "int8", "uint8"]), default="float", show_default=True,
               help="I/O type of the int8 model.")
@@ -71,6 +72,13 @@ __all__ = ["compare_cmd", "print_compare"]
               help="Detection: category id = model class + this.")
 @click.option("--ignore-index", type=int, default=255, show_default=True,
               help="Segmentation: the mask value that counts nowhere.")
+@click.option("--train", "train", type=click.Path(), default=None,
+              help="Labeled training data: enables the qat, clustered and pruned modes (fine-tuned, then int8).")
+@click.option("--clusters", type=int, default=16, show_default=True, help="Values per kernel of the clustered mode.")
+@click.option("--prune", "sparsity", type=float, default=0.5, show_default=True,
+              help="Target sparsity (0-1) of the pruned mode.")
+@click.option("--train-epochs", type=int, default=2, show_default=True,
+              help="Epochs of fine-tuning of the qat, clustered and pruned modes.")
 @db_option
 @click.option("--no-store", is_flag=True, help="Do not record the measurements.")
 @click.option("--output", "-o", type=click.Path(), default="out/compare", show_default=True, help="Report folder.")
@@ -85,7 +93,8 @@ __all__ = ["compare_cmd", "print_compare"]
 def compare_cmd(model: str, calib: str, evaluation: str, modes: tuple[str, ...], threads: str | None, io: str,
                 samples: int, eval_samples: int | None, budget: float, prefer: str, profile: bool, task: str,
                 annotations: str | None, masks: str | None, det_outputs: str | None, class_offset: int,
-                ignore_index: int, db: str | None, no_store: bool,
+                ignore_index: int, train: str | None, clusters: int, sparsity: float, train_epochs: int,
+                db: str | None, no_store: bool,
                 output: str, force: bool, fmt: str, labels: str | None, size: tuple[int, int] | None,
                 color: str | None, mean: Channels, std: Channels) -> None:
     """Convert MODEL in every mode and compare size, accuracy, fidelity and latency; write a report."""
@@ -110,6 +119,9 @@ def compare_cmd(model: str, calib: str, evaluation: str, modes: tuple[str, ...],
         raise InvalidArgumentError("--task segmentation needs the masks of the --eval images", argument="--masks",
                                    received=None, fix="give --masks DIR of class-index PNG/BMP")
     roles = parse_outputs_option(det_outputs) if det_outputs else None
+    if train is not None:
+        check_clusters(clusters, "--clusters")
+        check_sparsity(sparsity, "--prune")
     mode_list: Any = modes_arg(modes)
     pre = build_preprocess(size, color, mean, std, model)
     store = None if no_store else ResultsStore(db)
@@ -119,7 +131,8 @@ def compare_cmd(model: str, calib: str, evaluation: str, modes: tuple[str, ...],
     comp = compare(model, calibration=calib, evaluation=evaluation, modes=mode_list, threads=thread_list, io=io,
                    samples=samples, eval_samples=eval_samples, max_drop=budget, prefer=prefer, preprocess=pre,
                    labels=labels, store=store, profile=profile, task=task, annotations=annotations, masks=masks,
-                   outputs=roles, class_offset=class_offset, ignore_index=ignore_index)
+                   outputs=roles, class_offset=class_offset, ignore_index=ignore_index, train=train,
+                   clusters=clusters, sparsity=sparsity, train_epochs=train_epochs)
     console: Any
     if fmt == "table":
         console = Console()

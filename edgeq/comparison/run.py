@@ -53,6 +53,7 @@ from edgeq.progress import task_progress
 from edgeq.quantize.calibration import default_preprocess, warnings_once
 from edgeq.quantize.converter import convert
 from edgeq.quantize.modes import MODES, IOType, Mode, enum_arg
+from edgeq.quantize.qat.sparsity import TRAINED_MODES, check_clusters, check_sparsity, trained_results
 from edgeq.quantize.result import ConversionResult
 from edgeq.store.db import Measurement, ResultsStore, file_sha256
 from edgeq.store.resolve import StoreLike, resolve_store
@@ -100,6 +101,10 @@ def compare(
     outputs: Mapping[str, str] | None = None,
     class_offset: int = 1,
     ignore_index: int | None = 255,
+    train: Any = None,
+    clusters: int = 16,
+    sparsity: float = 0.5,
+    train_epochs: int = 2,
 ) -> Comparison:
     """Convert ``model`` in every mode and measure each against the Keras model.
 
@@ -139,6 +144,10 @@ def compare(
         class_offset: detection: category id = model class + this.
         ignore_index: segmentation: the mask value that counts nowhere.
 
+        train: labeled training data: enables the modes that fine-tune the model, ``qat``,
+            ``clustered`` (``clusters`` per kernel) and ``pruned`` (to ``sparsity``), each
+            ``train_epochs`` of fine-tuning then int8 (see :mod:`edgeq.quantize.qat.sparsity`);
+            ``modes="all"`` then takes them too.
     The comparison also keeps the evaluation inputs and the Keras model's outputs on them
     (``Comparison.files``: ``inputs.npz``, ``reference.npz``, written by ``save``) for
     ``edgeq-device eval --inputs --reference`` on a board.
@@ -161,9 +170,19 @@ def compare(
                                    fix="give --task detection (annotations) or --task segmentation (masks)")
     if isinstance(modes, str) and modes.lower() != "all":
         modes = [modes]
+    trained = ([m for m in TRAINED_MODES if train is not None] if isinstance(modes, str)
+               else [str(m).lower() for m in modes if str(m).lower() in TRAINED_MODES])
+    if trained and train is None:
+        raise InvalidArgumentError(f"mode {trained[0]!r} fine-tunes the model and needs training data",
+                                   argument="train", received=None, fix="give train= (labeled data), or leave the "
+                                   "mode out")
+    if train is not None:
+        check_clusters(clusters)
+        check_sparsity(sparsity)
     mode_list = list(MODES) if isinstance(modes, str) else [
-        enum_arg(Mode, m, "modes", [v.value for v in Mode]) for m in modes]
-    if not mode_list:
+        enum_arg(Mode, m, "modes", [v.value for v in Mode] + list(TRAINED_MODES)) for m in modes
+        if str(m).lower() not in TRAINED_MODES]
+    if not mode_list and not trained:
         raise InvalidArgumentError("no modes to compare", argument="modes", received=modes,
                                    fix="give 'all' or modes such as ['int8', 'float16']")
     if Mode.INT4 in mode_list and not runs_int4(host_runtime := resolve_runtime()):
@@ -212,6 +231,10 @@ def compare(
                       seed=seed, io=io if mode is Mode.INT8 else "float", preprocess=pre,
                       labels=names if names and run is None else (), progress=progress)
         results[mode.value] = res
+    results.update(trained_results(loaded, trained, train,
+                                   clusters=clusters, sparsity=sparsity, epochs=train_epochs, calibration=calib,
+                                   samples=samples, seed=seed, io=io, preprocess=pre, labels=names,
+                                   progress=progress))
     f32_size = results["float32"].size_bytes if "float32" in results else None
     round_runs = max(1, -(-runs // LATENCY_ROUNDS))
     measured: dict[str, dict[str, Any]] = {}

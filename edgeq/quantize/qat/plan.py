@@ -195,8 +195,12 @@ def _failing_layer(message: str, names: Sequence[str]) -> str | None:
     return max(hits, key=len) if hits else None
 
 
-def quantize_model(model: Any, plan: Sequence[LayerPlan] | None = None) -> tuple[Any, tuple[LayerPlan, ...]]:
+def quantize_model(model: Any, plan: Sequence[LayerPlan] | None = None,
+                   scheme: Any = None) -> tuple[Any, tuple[LayerPlan, ...]]:
     """Annotate a ``tf_keras`` model per ``plan`` and apply tfmot's quantization.
+
+    ``scheme`` is tfmot's quantize scheme (default: its 8-bit one); the cluster- and
+    pruning-preserving schemes keep a clustered or pruned model's weights so.
 
     A layer tfmot still refuses is moved to ``float`` (and the plan says so), so a
     model never fails with tfmot's own message.
@@ -232,7 +236,8 @@ def quantize_model(model: Any, plan: Sequence[LayerPlan] | None = None) -> tuple
             # caller's own code, already running in this process, so it may be deserialized.
             with _unsafe_lambdas(), qk.quantize_scope(classes):
                 annotated = tf_keras.models.clone_model(model, clone_function=annotate)
-                return qk.quantize_apply(annotated), tuple(plans.values())
+                applied = qk.quantize_apply(annotated) if scheme is None else qk.quantize_apply(annotated, scheme)
+                return applied, tuple(plans.values())
         except QATError:
             raise
         except Exception as exc:

@@ -49,9 +49,13 @@ from edgeq.quantize.result import ConversionResult
 __all__ = [
     "LayerPlan",
     "QATResult",
+    "TrainingData",
+    "epoch_callback",
+    "loss_for",
     "plan_quantization",
     "qat",
     "quantize_model",
+    "read_training",
     "to_tf_keras",
 ]
 
@@ -150,9 +154,64 @@ def to_tf_keras(model: Any, inputs: list[np.ndarray] | None = None,
     return built.model, built.max_abs_diff
 
 
+@dataclass(frozen=True)
+class TrainingData:
+    """A model to fine-tune and its labeled data, read and checked (what every training route starts from).
+
+    Attributes:
+        loaded: the model.
+        preprocess: how images become input.
+        source: the training data source (the default calibration of the int8 export).
+        x: the training inputs, one array per model input.
+        y: the training labels.
+        validation: ``(inputs, labels)`` for ``fit``'s ``validation_data``, or None.
+        labels: the class names, when known.
+    """
+
+    loaded: LoadedModel
+    preprocess: Preprocess | None
+    source: DataSource = field(repr=False)
+    x: list[np.ndarray] = field(repr=False)
+    y: np.ndarray = field(repr=False)
+    validation: tuple[Any, np.ndarray] | None = field(repr=False)
+    labels: tuple[str, ...] | None
+
+
+def read_training(model: Any, train: Any, validation: Any = None, preprocess: Preprocess | None = None,
+                  labels: Sequence[str] | str | os.PathLike[str] | None = None, samples: int | None = None,
+                  seed: int = 0) -> TrainingData:
+    """Load ``model`` and read its labeled training (and validation) data, checked (see :func:`qat`).
+
+    Raises:
+        QATError: a SavedModel (no Keras layers to train).
+        DataError, LabelMismatchError: as :func:`qat`.
+    """
+    loaded: LoadedModel = load_model(model)
+    if loaded.kind == "saved_model":
+        raise QATError("a SavedModel has no Keras layers to train", argument="model", received=str(loaded.path),
+                       fix="give the Keras model (object, .keras or .h5 file)")
+    if preprocess is None and len(loaded.inputs) == 1:
+        preprocess = default_preprocess(loaded.inputs[0])
+    if isinstance(labels, (str, os.PathLike)):
+        labels = read_labels(labels)
+    train_src = as_source(train, preprocess, argument="train", labels=labels)
+    x, y = training_arrays(train_src, loaded.inputs, "train", samples, seed)
+    outputs = int(np.prod(np.shape(loaded.predict([a[:1] for a in x])[0])[1:]))
+    names = class_names(labels, train_src, y, outputs)
+    val = None
+    if validation is not None:
+        val_src = as_source(validation, preprocess, argument="validation", labels=names)
+        if isinstance(val_src, ImageFolder) and val_src.listing.labels is not None:
+            val_src.listing.fit_outputs(outputs, "validation")
+        vx, vy = training_arrays(val_src, loaded.inputs, "validation")
+        check_label_range(vy, outputs, "validation", val_src.description)
+        val = (vx[0] if len(vx) == 1 else vx, vy)
+    return TrainingData(loaded, preprocess, train_src, x, y, val, names)
+
+
 # --- training --------------------------------------------------------------------------------
 
-def _loss_for(model: Any, x: list[np.ndarray]) -> Any:
+def loss_for(model: Any, x: list[np.ndarray]) -> Any:
     """Sparse categorical cross-entropy on probabilities or logits, as the model's output is."""
     import tf_keras
 
@@ -164,7 +223,8 @@ def _loss_for(model: Any, x: list[np.ndarray]) -> Any:
     return tf_keras.losses.SparseCategoricalCrossentropy(from_logits=not probs)
 
 
-def _epoch_callback(epochs: int, show: bool) -> Any:
+def epoch_callback(epochs: int, show: bool, label: str = "qat") -> Any:
+    """A ``tf_keras`` callback printing each epoch's metrics and time on stderr as ``<label> epoch i/n``."""
     import tf_keras
 
     class EpochProgress(tf_keras.callbacks.Callback):  # type: ignore[misc]
@@ -175,7 +235,7 @@ def _epoch_callback(epochs: int, show: bool) -> Any:
             if not show:
                 return
             parts = [f"{k} {float(v):.4f}" for k, v in (logs or {}).items()]
-            _console.print(f"qat epoch {epoch + 1}/{epochs}: {', '.join(parts)} "
+            _console.print(f"{label} epoch {epoch + 1}/{epochs}: {', '.join(parts)} "
                            f"({time.perf_counter() - self._start:.1f}s)", highlight=False, soft_wrap=True)
 
     return EpochProgress()
@@ -241,26 +301,9 @@ def qat(
         raise InvalidArgumentError("not a tf.distribute strategy", argument="strategy",
                                    received=type(strategy).__name__,
                                    fix="give e.g. tf.distribute.MirroredStrategy(), or leave it out")
-    loaded: LoadedModel = load_model(model)
-    if loaded.kind == "saved_model":
-        raise QATError("a SavedModel has no Keras layers to train", argument="model", received=str(loaded.path),
-                       fix="give the Keras model (object, .keras or .h5 file)")
-    if preprocess is None and len(loaded.inputs) == 1:
-        preprocess = default_preprocess(loaded.inputs[0])
-    if isinstance(labels, (str, os.PathLike)):
-        labels = read_labels(labels)
-    train_src = as_source(train, preprocess, argument="train", labels=labels)
-    x, y = training_arrays(train_src, loaded.inputs, "train", samples, seed)
-    outputs = int(np.prod(np.shape(loaded.predict([a[:1] for a in x])[0])[1:]))
-    names = class_names(labels, train_src, y, outputs)
-    val = None
-    if validation is not None:
-        val_src = as_source(validation, preprocess, argument="validation", labels=names)
-        if isinstance(val_src, ImageFolder) and val_src.listing.labels is not None:
-            val_src.listing.fit_outputs(outputs, "validation")
-        vx, vy = training_arrays(val_src, loaded.inputs, "validation")
-        check_label_range(vy, outputs, "validation", val_src.description)
-        val = (vx[0] if len(vx) == 1 else vx, vy)
+    data = read_training(model, train, validation, preprocess, labels, samples, seed)
+    loaded, preprocess, train_src, x, y, val, names = (data.loaded, data.preprocess, data.source, data.x, data.y,
+                                                       data.validation, data.labels)
     show = progress_enabled(progress)
     tf_keras.utils.set_random_seed(seed)
     scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
@@ -270,7 +313,7 @@ def qat(
         qmodel, plan = quantize_model(base, plan)
         qmodel = tf_keras.Model(qmodel.inputs, qmodel.outputs, name=f"{loaded.name}_qat")
         qmodel.compile(optimizer=tf_keras.optimizers.Adam(learning_rate=float(learning_rate)),
-                       loss=loss if loss is not None else _loss_for(base, x), metrics=["accuracy"])
+                       loss=loss if loss is not None else loss_for(base, x), metrics=["accuracy"])
     if show:
         unusual = [p for p in plan if p.how != "default"]
         _console.print(f"qat: {len(x[0])} training samples, {epochs} epoch(s), {len(plan)} layers"
@@ -280,7 +323,7 @@ def qat(
     start = time.perf_counter()
     history = qmodel.fit(x[0] if len(x) == 1 else x, y, validation_data=val, epochs=epochs,
                          batch_size=batch_size, shuffle=True, verbose=0,
-                         callbacks=[_epoch_callback(epochs, show)])
+                         callbacks=[epoch_callback(epochs, show)])
     seconds = time.perf_counter() - start
     return QATResult(
         model=qmodel, float_model=base, plan=plan,
