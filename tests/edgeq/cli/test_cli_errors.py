@@ -19,6 +19,7 @@ from edgeq.errors import EdgeqError, InvalidArgumentError, ModelLoadError, Outpu
 keras = pytest.importorskip("keras")
 
 MODE_FIX = "use one of: float32, dynamic, float16, int8, int16x8, int4, all"
+COMPARE_MODE_FIX = "use one of: float32, dynamic, float16, int8, int16x8, int4, qat, clustered, pruned, all"
 
 
 def _run(*args):
@@ -41,9 +42,9 @@ def _one_line(*args) -> str:
 
 @pytest.mark.parametrize(("args", "line"), [
     (["compare", "m.keras", "--calib", "c", "--eval", "e", "--modes", "int2"],
-     f"error: --modes: unknown value (received 'int2'); {MODE_FIX}"),
+     f"error: --modes: unknown value (received 'int2'); {COMPARE_MODE_FIX}"),
     (["compare", "m.keras", "--calib", "c", "--eval", "e", "--modes", "int8,int2"],
-     f"error: --modes: unknown value 'int2' (received 'int8,int2'); {MODE_FIX}"),
+     f"error: --modes: unknown value 'int2' (received 'int8,int2'); {COMPARE_MODE_FIX}"),
     (["compare", "m.keras", "--calib", "c", "--eval", "e", "--io", "int16"],
      "error: --io: unknown value (received 'int16'); use one of: float, int8, uint8"),
     (["compare", "m.keras", "--calib", "c", "--eval", "e", "--prefer", "speed"],
