@@ -108,6 +108,9 @@ def _grid_decode_layer() -> Any:
 
         The class index is the expectation of a sharpened softmax (no ARG_MAX and no CAST, so an
         integer-only model has no float op); the score is objectness times the class probability.
+        Every cell is a detection (COCOeval ranks them by score): ``count`` is the constant 36, a
+        constant output tensor in every mode (a count computed in the graph, a SUM of ones, comes
+        out 1 in int16x8).
         """
 
         def call(self, raw: Any) -> dict[str, Any]:
@@ -123,7 +126,7 @@ def _grid_decode_layer() -> Any:
             half = geo[..., 2:4] / 2.0  # (h, w) / 2
             boxes = ops.concatenate([centre - half, centre + half], axis=-1)
             return {"boxes": ops.reshape(boxes, (-1, k, 4)), "classes": ops.reshape(classes, (-1, k)),
-                    "scores": scores, "count": ops.sum(ops.ones_like(scores), axis=-1)}
+                    "scores": scores, "count": ops.full((1,), float(k))}
 
         def compute_output_spec(self, raw: Any) -> dict[str, Any]:
             k, b = GRID * GRID, raw.shape[0]
