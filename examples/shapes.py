@@ -115,7 +115,7 @@ def _grid_decode_layer() -> Any:
 
         def call(self, raw: Any) -> dict[str, Any]:
             k = GRID * GRID
-            cells = np.stack(np.mgrid[0:GRID, 0:GRID], axis=-1).astype(np.float32)  # (row, col) per cell
+            cells = np.stack(list(np.mgrid[0:GRID, 0:GRID]), axis=-1).astype(np.float32)  # (row, col) per cell
             obj = ops.sigmoid(raw[..., 0])
             probs = ops.softmax(raw[..., 1:4], axis=-1)
             sharp = ops.softmax(raw[..., 1:4] * 16.0, axis=-1)
