@@ -1,5 +1,11 @@
 """The shapes segmenter, int8, evaluated on the emulated Raspberry Pi from its recorded task (no --task): the
-same mIoU as on this x86 machine, as int8 outputs are bit-identical on both."""
+mIoU of this x86 machine, to a few pixels of 590,000.
+
+Unlike the digits CNN's, this model's int8 outputs are not bit-identical on the two machines
+(it has bilinear upsampling and additions of two quantized tensors, which the digits CNN has
+not): measured with LiteRT, about 26 of the 589,824 pixels, near a tie between two classes,
+change their arg-max.
+"""
 
 from __future__ import annotations
 
@@ -31,4 +37,8 @@ def test_segmenter_miou_on_the_pi_equals_x86(emulated_pi, shapes_segmenter_files
     host = json.loads(x86.stdout)
     assert pi["board"]["architecture"] == "aarch64" and pi["images"] == 64
     assert pi["miou"] > 0.3
-    assert pi["miou"] == host["miou"] and pi["confusion"] == host["confusion"]
+    differ = sum(abs(a - b) for ra, rb in zip(pi["confusion"], host["confusion"]) for a, b in zip(ra, rb))
+    pixels = sum(map(sum, host["confusion"]))
+    assert pixels == 64 * 96 * 96 and differ <= pixels * 1e-3, (differ, pixels)
+    assert pi["miou"] == pytest.approx(host["miou"], abs=2e-3)
+    print(f"pi mIoU {pi['miou']:.5f}, x86 {host['miou']:.5f}; confusion entries differ by {differ} of {pixels}")
