@@ -27,7 +27,7 @@ __all__ = ["CATEGORIES", "GRID", "SIZE", "SPLITS", "Sample", "make_sample", "mak
 
 SIZE = 96
 GRID = 6  # centres of two shapes never share a cell of this grid
-CATEGORIES = ({"id": 1, "name": "circle"}, {"id": 2, "name": "square"}, {"id": 3, "name": "triangle"})
+CATEGORIES: tuple[dict[str, Any], ...] = ({"id": 1, "name": "circle"}, {"id": 2, "name": "square"}, {"id": 3, "name": "triangle"})
 #: split name -> (images, seed)
 SPLITS: dict[str, tuple[int, int]] = {"train": (256, 12), "val": (64, 13)}
 _SQRT3_2 = float(np.sqrt(3.0)) / 2.0
@@ -133,7 +133,7 @@ def make_sample(rng: np.random.Generator) -> Sample:
     want = int(rng.integers(1, 4))
     taken: list[tuple[int, int, int, int]] = []
     cells: set[tuple[int, int]] = set()
-    boxes = []
+    boxes: list[tuple[int, int, int, int, int, int]] = []
     for _ in range(40):  # tries
         if len(boxes) == want:
             break
@@ -166,7 +166,8 @@ def make_split(split: str) -> list[Sample]:
 
 def coco_annotations(split: str, samples: list[Sample]) -> dict[str, Any]:
     """The COCO ``instances_<split>.json`` of a split's samples."""
-    images, anns = [], []
+    images: list[dict[str, Any]] = []
+    anns: list[dict[str, Any]] = []
     for k, s in enumerate(samples):
         images.append({"id": k + 1, "file_name": f"{k:04d}.png", "width": SIZE, "height": SIZE})
         for category, x, y, w, h, area in s.boxes:

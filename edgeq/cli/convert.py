@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 from edgeq_device.clikit import Choice, ChoiceList, flatten_choices
+from edgeq_device.detection import parse_outputs_option
 from edgeq_device.info import format_bytes
 from edgeq_device.report_json import dumps_json
 
@@ -70,15 +71,32 @@ __all__ = ["convert_cmd"]
 @click.option("--a16", "a16", default=None, metavar="LAYERS|K",
               help="int8 with these layers' activations at 16 bits (comma list of layer names from edgeq debug), "
                    "or K: the K worst layers; the rest stays int8.")
+@click.option("--task", type=Choice(["classification", "detection", "segmentation"]), default=None,
+              help="What the model does, recorded in it: edgeq-device eval then needs no --task.")
+@click.option("--class-offset", type=int, default=None, metavar="N",
+              help="Detection: category id = model class + N (recorded; a board's default is 1).")
+@click.option("--num-classes", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Detection/segmentation: classes the model emits (recorded).")
+@click.option("--ignore-index", type=int, default=None, metavar="N",
+              help="Segmentation: mask value that counts nowhere (recorded; a board's default is 255).")
+@click.option("--outputs", "outputs_text", type=str, default=None, metavar="boxes=NAME,classes=NAME,scores=NAME,count=NAME",
+              help="Detection: which outputs are boxes, classes, scores and count (recorded).")
 @custom_objects_option
 @preprocess_options
 def convert_cmd(model: str, modes: tuple[str, ...], calib: str | None, samples: int, seed: int, io: str | None,
                 batch_size: int | None, allow_float: bool, target: str | None, output: str, force: bool,
                 json_out: str | None, max_drop: float | None, evaluation: str | None, labels: str | None,
-                size: tuple[int, int] | None, color: str | None, mean: Channels, std: Channels,
-                rounding: str = "optimized", a16: str | None = None) -> None:
+                size: tuple[int, int] | None, color: str | None, mean: Channels, std: Channels, task: str | None,
+                class_offset: int | None, num_classes: int | None, ignore_index: int | None,
+                outputs_text: str | None, rounding: str = "optimized", a16: str | None = None) -> None:
     """Convert MODEL (.keras, .h5 or SavedModel folder) to .tflite and print what was written."""
     out = Path(output)
+    given = {"class_offset": class_offset, "num_classes": num_classes, "ignore_index": ignore_index,
+             "outputs": None if outputs_text is None else parse_outputs_option(outputs_text)}
+    settings = {k: v for k, v in given.items() if v is not None}
+    if settings and task is None:
+        raise InvalidArgumentError(f"--{next(iter(settings)).replace('_', '-')} is a task setting", argument="--task",
+                                   received=None, fix="give --task detection or --task segmentation with it")
     check_output(out)
     check_json_out(json_out, force)
     mode = modes_arg(modes)
@@ -97,7 +115,7 @@ def convert_cmd(model: str, modes: tuple[str, ...], calib: str | None, samples: 
                                            "16-bit layers itself)")
         results = convert(model, mode, calibration=calib, samples=samples, seed=seed, io=io,
                           batch_size=batch_size, preprocess=pre, allow_float_fallback=allow_float,
-                          max_drop=max_drop, evaluation=evaluation, labels=labels)
+                          max_drop=max_drop, evaluation=evaluation, labels=labels, task=task, task_settings=settings)
     elif a16 is not None:
         if isinstance(mode, list) or target is not None:
             raise InvalidArgumentError("--a16 takes --mode int8 alone, without --target", argument="--a16",
@@ -110,11 +128,12 @@ def convert_cmd(model: str, modes: tuple[str, ...], calib: str | None, samples: 
         if isinstance(mode, list) or mode == "all":
             results = convert_all(model, mode, calibration=calib, samples=samples, seed=seed, io=io,
                                   batch_size=batch_size, preprocess=pre, allow_float_fallback=allow_float,
-                                  labels=labels, rounding=rounding)
+                                  labels=labels, rounding=rounding, task=task, task_settings=settings)
         else:
             results = convert(model, mode, calibration=calib, samples=samples, seed=seed, io=io,
                               batch_size=batch_size, preprocess=pre, allow_float_fallback=allow_float,
-                              target=target, labels=labels, rounding=rounding)
+                              target=target, labels=labels, rounding=rounding, task=task,
+                              task_settings=settings)
     results = results if isinstance(results, list) else [results]
     # Check every target before writing any, so a refusal leaves nothing half done.
     single_file = len(results) == 1 and out.suffix == ".tflite"

@@ -19,6 +19,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
+from edgeq_device.detection import identify_outputs
 from edgeq_device.evaluation import output_classes, read_labels
 from edgeq_device.flatbuffer import read_flat_model
 from edgeq_device.preprocess import Preprocess
@@ -36,7 +37,7 @@ from edgeq.quantize.calibration import (
     warnings_once,
 )
 from edgeq.quantize.int4 import int4_model
-from edgeq.quantize.metadata import build_metadata, embed_metadata, labels_for
+from edgeq.quantize.metadata import build_metadata, check_task, embed_metadata, labels_for
 from edgeq.quantize.modes import IOType, Mode, check_io, enum_arg, positive_int
 from edgeq.quantize.result import ConversionResult, safe_name, tensor_details
 from edgeq.quantize.rounding import Rounding
@@ -61,6 +62,8 @@ def convert_mode(
     allow_float_fallback: bool = False,
     progress: bool | None = None,
     rounding: str | Rounding = "optimized",
+    task: str | None = None,
+    task_settings: dict[str, Any] | None = None,
 ) -> ConversionResult:
     """Convert ``model`` in one mode; the arguments are :func:`edgeq.convert`'s.
 
@@ -70,6 +73,7 @@ def convert_mode(
     """
     if isinstance(labels, (str, os.PathLike)):
         labels = read_labels(labels)
+    task_, settings = check_task(task, task_settings)
     mode_ = enum_arg(Mode, mode, "mode", [m.value for m in Mode] + ["all"])
     rounding_ = enum_arg(Rounding, rounding, "rounding")
     io_ = enum_arg(IOType, io, "io")
@@ -127,7 +131,10 @@ def convert_mode(
         raw = four.model_bytes
         rounding_extra = {"rounding": rounding_.value, "int4_weights": four.weights}
     seconds = time.perf_counter() - start
-    stored_labels = labels_for(labels, label_source, output_classes(raw))
+    if task_ in ("detection", "segmentation"):  # labels name classes, not outputs; never a folder's
+        stored_labels = labels_for(labels, None, settings.get("num_classes", len(labels or ())))
+    else:
+        stored_labels = labels_for(labels, label_source, output_classes(raw))
     if source is not None:
         warn_about_calibration(loaded, source, stats, samples)
     if source is not None and getattr(source, "skipped", None):
@@ -138,9 +145,12 @@ def convert_mode(
         extra={"calibration": None if source is None else source.description,
                "calibration_samples": counter["n"], "batch_size": batch_size,
                "inputs": [s.name for s in loaded.inputs], **rounding_extra},
+        task=task_, task_settings=settings,
     )
     data = embed_metadata(raw, meta)
     flat = read_flat_model(data)
+    if task_ == "detection":  # a board must find the four outputs: refuse a model it would not
+        identify_outputs(flat, settings.get("outputs"))
     stayed_float = float_ops(flat, mode_)
     if stayed_float and not allow_float_fallback:
         # The converter leaves ops without an integer kernel in float even when integer-only

@@ -103,6 +103,8 @@ def convert(
     target: str | None = ...,
     rounding: str = ...,
     a16_layers: Sequence[str] | int | None = ...,
+    task: str | None = ...,
+    task_settings: dict[str, Any] | None = ...,
 ) -> list[ConversionResult]: ...
 @overload
 def convert(
@@ -123,6 +125,8 @@ def convert(
     target: str | None = ...,
     rounding: str = ...,
     a16_layers: Sequence[str] | int | None = ...,
+    task: str | None = ...,
+    task_settings: dict[str, Any] | None = ...,
 ) -> ConversionResult: ...
 
 
@@ -147,6 +151,8 @@ def convert(
     target: str | None = None,
     rounding: str = "optimized",
     a16_layers: Sequence[str] | int | None = None,
+    task: str | None = None,
+    task_settings: dict[str, Any] | None = None,
 ) -> ConversionResult | list[ConversionResult]:
     """Convert a Keras model to TFLite in one mode.
 
@@ -179,6 +185,11 @@ def convert(
             :func:`edgeq.debug`) get 16-bit activations, or a number ``k``: the ``k`` worst layers
             of :func:`edgeq.debug`; the rest stays int8 (see :mod:`edgeq.quantize.mixed`). The
             result's metadata ``extra["a16"]`` lists the ops at 16 bits and those kept int8.
+        task: what the model does, recorded in its metadata so ``edgeq-device eval`` needs no
+            ``--task``: ``classification``, ``detection`` or ``segmentation``.
+        task_settings: the task's settings a board evaluates with: detection ``class_offset``,
+            ``num_classes``, ``outputs`` (``{"boxes": NAME, ...}``); segmentation ``ignore_index``,
+            ``num_classes`` (see :func:`edgeq.quantize.metadata.check_task`).
 
     Raises:
         InvalidArgumentError, ModelLoadError, CalibrationError, QuantizationError, ConversionError,
@@ -197,9 +208,13 @@ def convert(
     if target is not None:
         check_target_args(target, mode, io, batch_size, allow_float_fallback)
         res = convert_mode(model, Mode.INT8, calibration=calibration, samples=samples, seed=seed, io=io,
-                           batch_size=1, preprocess=preprocess, labels=labels, progress=progress)
+                           batch_size=1, preprocess=preprocess, labels=labels, progress=progress, task=task,
+                           task_settings=task_settings)
         return replace(res, target="edgetpu", edgetpu=predict_edgetpu(res.model_bytes))
     if max_drop is not None or evaluation is not None:
+        if task not in (None, "classification"):
+            raise InvalidArgumentError("the accuracy budget measures top-1 of a classifier", argument="task",
+                                       received=task, fix="leave out max_drop and evaluation for this task")
         if max_drop is None or getattr(mode, "value", str(mode).lower()) != Mode.INT8.value:
             raise InvalidArgumentError(
                 "an accuracy budget needs mode 'int8', max_drop and evaluation data together",
@@ -218,10 +233,12 @@ def convert(
                                        fix="give a mode, or use convert_all(model, modes=[...])")
         return convert_all(model, modes, calibration=calibration, samples=samples, seed=seed, io=io,
                            batch_size=batch_size, preprocess=preprocess, labels=labels,
-                           allow_float_fallback=allow_float_fallback, progress=progress)
+                           allow_float_fallback=allow_float_fallback, progress=progress, rounding=rounding,
+                           task=task, task_settings=task_settings)
     return convert_mode(model, mode, calibration=calibration, samples=samples, seed=seed, io=io,
                         batch_size=batch_size, preprocess=preprocess, labels=labels,
-                        allow_float_fallback=allow_float_fallback, progress=progress, rounding=rounding)
+                        allow_float_fallback=allow_float_fallback, progress=progress, rounding=rounding,
+                        task=task, task_settings=task_settings)
 
 
 @renamed_arguments(show_progress="progress")
@@ -241,6 +258,8 @@ def convert_all(
     allow_float_fallback: bool = False,
     progress: bool | None = None,
     rounding: str = "optimized",
+    task: str | None = None,
+    task_settings: dict[str, Any] | None = None,
 ) -> list[ConversionResult]:
     """Convert one model in several modes: one result per mode, in that order.
 
@@ -252,7 +271,7 @@ def convert_all(
         io: applies to the modes that take it (``int8``/``uint8`` for int8, ``int16`` for
             int16x8); the others keep float I/O.
         calibration, samples, seed, batch_size, preprocess, labels, allow_float_fallback,
-            progress, rounding: as for :func:`convert`.
+            progress, rounding, task, task_settings: as for :func:`convert`.
 
     Raises:
         InvalidArgumentError: no modes, or a mode or I/O type that does not exist; and what
@@ -274,5 +293,5 @@ def convert_all(
     return [convert_mode(shared, m, calibration=src, samples=samples, seed=seed,
                          io=io_arg if io_arg in VALID_IO[m] else IOType.FLOAT, batch_size=batch_size,
                          preprocess=preprocess, labels=labels, allow_float_fallback=allow_float_fallback,
-                         progress=progress, rounding=rounding)
+                         progress=progress, rounding=rounding, task=task, task_settings=task_settings)
             for m in wanted]

@@ -12,25 +12,90 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from edgeq_device.detection import OUTPUT_ROLES
 from edgeq_device.metadata import METADATA_NAME, EdgeqMetadata
 from edgeq_device.preprocess import Preprocess
 
 from edgeq._version import __version__
-from edgeq.errors import LabelMismatchError
+from edgeq.errors import InvalidArgumentError, LabelMismatchError
 from edgeq.inputs.data import DataSource, class_labels
 
-__all__ = ["build_metadata", "embed_metadata", "labels_for"]
+__all__ = ["MODEL_TASKS", "TASK_SETTINGS", "build_metadata", "check_task", "embed_metadata", "labels_for"]
+
+#: The tasks a converted model can record (``edgeq-device eval`` then needs no ``--task``).
+MODEL_TASKS = ("classification", "detection", "segmentation")
+#: The settings each task records, read by ``edgeq_device.tasks.evaluate_task`` on the board.
+TASK_SETTINGS: dict[str, tuple[str, ...]] = {
+    "classification": (),
+    "detection": ("class_offset", "num_classes", "outputs"),
+    "segmentation": ("ignore_index", "num_classes"),
+}
+
+
+def _int_setting(value: Any, key: str, low: int, example: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise InvalidArgumentError(f"task setting {key!r} must be an integer >= {low}", argument="task_settings",
+                                   received={key: value}, fix=f"give e.g. {{{key!r}: {example}}}")
+    return value
+
+
+def check_task(task: str | None, settings: dict[str, Any] | None) -> tuple[str | None, dict[str, Any]]:
+    """``(task, settings)`` checked and normalized for the metadata.
+
+    Detection takes ``class_offset`` (category id = model class + it, default 1), ``num_classes``
+    and ``outputs`` (``{"boxes": NAME, "classes": NAME, "scores": NAME, "count": NAME}``, output
+    names of the converted model); segmentation ``ignore_index`` (0..255, or None: every mask
+    value counts) and ``num_classes``; classification none.
+
+    Raises:
+        InvalidArgumentError: an unknown task, settings without a task, an unknown or bad setting.
+    """
+    given = dict(settings or {})
+    if task is None:
+        if given:
+            raise InvalidArgumentError("task settings need a task", argument="task_settings", received=given,
+                                       fix=f"give task= one of {', '.join(MODEL_TASKS)} (--task at the CLI)")
+        return None, {}
+    name = str(task).lower()
+    if name not in MODEL_TASKS:
+        raise InvalidArgumentError("unknown task", argument="task", received=task,
+                                   fix=f"give one of {', '.join(MODEL_TASKS)}")
+    allowed = TASK_SETTINGS[name]
+    unknown = sorted(k for k in given if k not in allowed)
+    if unknown:
+        raise InvalidArgumentError(f"{name} has no setting {unknown[0]!r}", argument="task_settings",
+                                   received=given, fix=f"its settings are {', '.join(allowed) or 'none'}")
+    out: dict[str, Any] = {}
+    for key, value in given.items():
+        if key == "class_offset":
+            out[key] = _int_setting(value, key, -1000, "1")
+        elif key == "num_classes":
+            out[key] = _int_setting(value, key, 1, "3")
+        elif key == "ignore_index":
+            out[key] = None if value is None else _int_setting(value, key, 0, "255")
+        elif key == "outputs":
+            roles = value if isinstance(value, dict) else None
+            if not roles or any(r not in OUTPUT_ROLES or not isinstance(n, str) or not n for r, n in roles.items()) \
+                    or not {"boxes", "classes", "scores"} <= set(roles):
+                raise InvalidArgumentError("task setting 'outputs' names the detector's outputs by role",
+                                           argument="task_settings", received={key: value},
+                                           fix="give {'outputs': {'boxes': NAME, 'classes': NAME, 'scores': NAME, "
+                                               "'count': NAME}} (count may be left out)")
+            out[key] = {r: roles[r] for r in OUTPUT_ROLES if r in roles}
+    return name, out
 
 
 def build_metadata(*, mode: str, io: str, preprocess: Preprocess | None, labels: Sequence[str] | None,
-                   source: str, extra: dict[str, Any]) -> EdgeqMetadata:
-    """The metadata of a conversion made now by this edgeq version."""
+                   source: str, extra: dict[str, Any], task: str | None = None,
+                   task_settings: dict[str, Any] | None = None) -> EdgeqMetadata:
+    """The metadata of a conversion made now by this edgeq version (``task``, ``task_settings`` as checked by
+    :func:`check_task`)."""
     return EdgeqMetadata(
         mode=mode, io=io, preprocess=preprocess,
         labels=None if labels is None else tuple(str(x) for x in labels),
         source=source, edgeq_version=__version__,
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        extra=extra,
+        extra=extra, task=task, task_settings=dict(task_settings or {}),
     )
 
 
