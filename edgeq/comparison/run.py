@@ -225,11 +225,15 @@ def compare(
         agreement=1.0, sqnr_db=None, max_abs_error=0.0, cosine=1.0, latency_us={},
         **(run.keras_fields() if run is not None else {}))]
     results: dict[str, ConversionResult] = {}
+    # A detector's or segmenter's models carry their task, so a board evaluates them without flags.
+    task_kw: dict[str, Any] = {} if run is None else {
+        "task": task, "task_settings": ({"class_offset": class_offset} if task == "detection" else
+                                        {"ignore_index": ignore_index} if task == "segmentation" else {})}
     for mode in mode_list:
         calibrated = mode.needs_calibration or mode is Mode.INT4
         res = convert(loaded, mode, calibration=calib if calibrated else None, samples=samples,
                       seed=seed, io=io if mode is Mode.INT8 else "float", preprocess=pre,
-                      labels=names if names and run is None else (), progress=progress)
+                      labels=names if names and run is None else (), progress=progress, **task_kw)
         results[mode.value] = res
     results.update(trained_results(loaded, trained, train,
                                    clusters=clusters, sparsity=sparsity, epochs=train_epochs, calibration=calib,

@@ -133,6 +133,7 @@ def test_detection_keras_map_equals_pycocotools_on_its_own_outputs(det_compariso
 
 def test_detection_modes_equal_edgeq_device_on_the_saved_models(det_comparison, det_data, tmp_path):
     from edgeq_device.fidelity import evaluate_fidelity
+    from edgeq_device.metadata import read_metadata
     from edgeq_device.tasks import evaluate_task
 
     comp, _ = det_comparison
@@ -144,6 +145,10 @@ def test_detection_modes_equal_edgeq_device_on_the_saved_models(det_comparison, 
     for row in comp.rows[1:]:
         model = tmp_path / "out" / "models" / comp.results[row.name].default_filename
         r = evaluate_task(model, images, task="detection", annotations=ann)  # outputs found by their names
+        meta = read_metadata(model.read_bytes())
+        assert meta is not None and meta.task == "detection" and meta.task_settings == {"class_offset": 1}
+        untold = evaluate_task(model, images, annotations=ann)  # the task from the model's metadata
+        assert untold.map == pytest.approx(r.map, abs=1e-12)
         assert row.task_metrics["map"] == pytest.approx(r.map, abs=1e-9)
         assert row.task_metrics["map50"] == pytest.approx(r.map50, abs=1e-9)
         fid = evaluate_fidelity(model, tmp_path / "out" / "inputs.npz", tmp_path / "out" / "reference.npz")
