@@ -35,6 +35,7 @@ from edgeq.quantize.calibration import (
 )
 from edgeq.quantize.metadata import build_metadata, embed_metadata, labels_for
 from edgeq.quantize.modes import IOType, Mode, check_io, enum_arg, positive_int
+from edgeq.quantize.ranges import check_ranges, convert_with_ranges
 from edgeq.quantize.result import ConversionResult, safe_name, tensor_details
 from edgeq.quantize.tflite import configure_converter, float_ops, run_converter
 
@@ -56,6 +57,8 @@ def convert_mode(
     labels: Sequence[str] | str | os.PathLike[str] | None = None,
     allow_float_fallback: bool = False,
     progress: bool | None = None,
+    ranges: str = "minmax",
+    percentile: float = 99.99,
 ) -> ConversionResult:
     """Convert ``model`` in one mode; the arguments are :func:`edgeq.convert`'s.
 
@@ -68,6 +71,7 @@ def convert_mode(
     mode_ = enum_arg(Mode, mode, "mode", [m.value for m in Mode] + ["all"])
     io_ = enum_arg(IOType, io, "io")
     check_io(mode_, io_)
+    ranges_ = check_ranges(ranges, percentile, mode_)
     positive_int(batch_size, "batch_size", "1", optional=True)
     positive_int(samples, "samples", "200")
     loaded: LoadedModel = load_model(model)
@@ -107,7 +111,12 @@ def convert_mode(
     start = time.perf_counter()
     with loaded.converter(batch_size) as converter:
         configure_converter(converter, mode_, io_, rep, allow_float_fallback)
-        raw = run_converter(converter, mode_, allow_float_fallback, failures)
+        choice = None
+        if ranges_ != "minmax" and rep is not None:
+            raw, choice = convert_with_ranges(converter, rep, ranges_, percentile, io_,
+                                              [s.name for s in loaded.inputs], failures)
+        else:
+            raw = run_converter(converter, mode_, allow_float_fallback, failures)
     seconds = time.perf_counter() - start
     stored_labels = labels_for(labels, label_source, output_classes(raw))
     if source is not None:
@@ -119,7 +128,8 @@ def convert_mode(
         mode=mode_.value, io=io_.value, preprocess=preprocess, labels=stored_labels, source=loaded.name,
         extra={"calibration": None if source is None else source.description,
                "calibration_samples": counter["n"], "batch_size": batch_size,
-               "inputs": [s.name for s in loaded.inputs]},
+               "inputs": [s.name for s in loaded.inputs],
+               **({} if choice is None else {"ranges": choice.to_dict()})},
     )
     data = embed_metadata(raw, meta)
     flat = read_flat_model(data)

@@ -98,6 +98,8 @@ def convert(
     max_drop: float | None = ...,
     evaluation: Any = ...,
     target: str | None = ...,
+    ranges: str = ...,
+    percentile: float = ...,
 ) -> list[ConversionResult]: ...
 @overload
 def convert(
@@ -116,6 +118,8 @@ def convert(
     max_drop: float | None = ...,
     evaluation: Any = ...,
     target: str | None = ...,
+    ranges: str = ...,
+    percentile: float = ...,
 ) -> ConversionResult: ...
 
 
@@ -138,6 +142,8 @@ def convert(
     max_drop: float | None = None,
     evaluation: Any = None,
     target: str | None = None,
+    ranges: str = "minmax",
+    percentile: float = 99.99,
 ) -> ConversionResult | list[ConversionResult]:
     """Convert a Keras model to TFLite in one mode.
 
@@ -164,6 +170,14 @@ def convert(
         evaluation: labeled data for ``max_drop`` (image folder with class subfolders, (x, y)).
         target: ``"edgetpu"`` enforces what the Edge TPU compiler needs (full int8, integer I/O,
             static batch 1, no float fallback) and attaches the predicted op mapping as ``edgetpu``.
+        ranges: how int8 activation ranges are chosen (int8 only; see :mod:`edgeq.quantize.ranges`):
+            ``minmax`` (the converter's: the widest value seen), ``percentile``, ``mse``, ``entropy``
+            (from one more streamed pass collecting per-tensor histograms), or ``auto`` (holds out
+            every fourth sample and keeps the method with the best output SQNR there, never worse
+            than minmax on it). The default stays ``minmax``, the converter's own int8, until
+            ``auto`` has proven itself on held-out models; the choice is recorded in the result's
+            :attr:`~edgeq.quantize.result.ConversionResult.ranges` and the model's metadata.
+        percentile: the percentile ``ranges="percentile"`` keeps, in (0, 100].
 
     Raises:
         InvalidArgumentError, ModelLoadError, CalibrationError, QuantizationError, ConversionError,
@@ -174,8 +188,13 @@ def convert(
     if target is not None:
         check_target_args(target, mode, io, batch_size, allow_float_fallback)
         res = convert_mode(model, Mode.INT8, calibration=calibration, samples=samples, seed=seed, io=io,
-                           batch_size=1, preprocess=preprocess, labels=labels, progress=progress)
+                           batch_size=1, preprocess=preprocess, labels=labels, progress=progress,
+                           ranges=ranges, percentile=percentile)
         return replace(res, target="edgetpu", edgetpu=predict_edgetpu(res.model_bytes))
+    if (max_drop is not None or evaluation is not None) and str(getattr(ranges, "value", ranges)) != "minmax":
+        raise InvalidArgumentError("the accuracy budget search uses the converter's min/max ranges",
+                                   argument="ranges", received=ranges,
+                                   fix="leave ranges='minmax' with max_drop, or drop max_drop")
     if max_drop is not None or evaluation is not None:
         if max_drop is None or getattr(mode, "value", str(mode).lower()) != Mode.INT8.value:
             raise InvalidArgumentError(
@@ -198,7 +217,8 @@ def convert(
                            allow_float_fallback=allow_float_fallback, progress=progress)
     return convert_mode(model, mode, calibration=calibration, samples=samples, seed=seed, io=io,
                         batch_size=batch_size, preprocess=preprocess, labels=labels,
-                        allow_float_fallback=allow_float_fallback, progress=progress)
+                        allow_float_fallback=allow_float_fallback, progress=progress,
+                        ranges=ranges, percentile=percentile)
 
 
 @renamed_arguments(show_progress="progress")

@@ -19,6 +19,7 @@ from edgeq_device.metadata import EdgeqMetadata, read_metadata
 
 from edgeq.errors import InvalidArgumentError
 from edgeq.quantize.modes import IOType, Mode, enum_arg
+from edgeq.quantize.ranges_result import RangesChoice
 
 __all__ = ["SCHEMA", "ConversionResult", "TensorDetail", "safe_name", "tensor_details"]
 
@@ -100,6 +101,12 @@ class ConversionResult:
     edgetpu: Any = field(default=None, repr=False, compare=False)
 
     @property
+    def ranges(self) -> RangesChoice | None:
+        """How the int8 activation ranges were chosen, when not the converter's min/max."""
+        data = (self.metadata.extra or {}).get("ranges")
+        return RangesChoice.from_dict(data) if isinstance(data, dict) else None
+
+    @property
     def size_bytes(self) -> int:
         """Size of the ``.tflite`` file in bytes."""
         return len(self.model_bytes)
@@ -131,6 +138,7 @@ class ConversionResult:
             "calibration_samples": self.calibration_samples, "float_ops": list(self.float_ops),
             "op_counts": dict(self.op_counts), "inputs": [t.to_dict() for t in self.inputs],
             "outputs": [t.to_dict() for t in self.outputs], "target": self.target,
+            **({} if self.ranges is None else {"ranges": self.ranges.to_dict()}),
         }
 
     @classmethod
@@ -187,6 +195,8 @@ class ConversionResult:
                   ("outputs", "; ".join(str(t) for t in self.outputs)),
                   ("ops", ", ".join(f"{k} {v}" for k, v in sorted(self.op_counts.items()))),
                   ("float ops", ", ".join(self.float_ops) or "none")]
+        if self.ranges is not None:
+            facts.append(("activation ranges", self.ranges.summary()))
         if self.metadata.labels:
             shown = ", ".join(self.metadata.labels[:10])
             facts.append(("labels", shown + (f", ... ({len(self.metadata.labels)})"

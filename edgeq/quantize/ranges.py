@@ -1,0 +1,298 @@
+"""Chosen activation ranges for int8: calibrate, choose each tensor's range, quantize.
+
+The route (TensorFlow 2.21's converter does int8 in two steps, and this module runs them apart):
+
+1. :func:`calibrate_only`: ``TFLiteConverter`` with ``_experimental_calibrate_only`` returns the
+   *calibrated* model: the float ``.tflite`` in which the calibrator has written each activation
+   tensor's observed range into the flatbuffer's ``QuantizationParameters.min`` and ``.max``
+   (one value each: per-tensor; no ``scale``/``zero_point`` yet).
+2. Histograms: the calibrated model runs in LiteRT (``experimental_preserve_all_tensors``) over the
+   calibration samples once more, one sample at a time, counting each of those tensors' values
+   (:class:`~edgeq.quantize.histograms.TensorHistogram` over its min/max: memory flat in samples).
+3. :func:`quantize_calibrated` (the one function that touches TF's quantizer) writes the chosen
+   ranges into ``min``/``max`` and calls ``tensorflow.lite.python.convert.mlir_quantize``, as the
+   converter's int8 path does (``_quantize`` with ``experimental_new_quantizer``): same per-channel
+   options and I/O types, then the converter's read-only buffer de-duplication. ``mlir_quantize``
+   imports ``min``/``max`` as each tensor's statistics (``quantfork.stats``) and derives the int8
+   scale and zero point from them (the range widened to hold 0, the zero point nudged to an
+   integer), except where an op fixes its output's scale (softmax, logistic, tanh) or makes
+   operands share one (concatenation, reshape, pooling): those are kept at min/max here.
+
+With ``minmax`` nothing is rewritten, and the result is the converter's int8 model (the same
+operators, tensors, scales and weights; ``tests/edgeq/quantize/test_ranges.py`` checks it).
+``auto`` holds out every fourth sample, calibrates on the rest, quantizes with every method and
+keeps the one whose model output has the best SQNR against the float model on the held-out
+samples; ``minmax`` is a candidate, so ``auto`` is never worse than it there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io as _io
+import math
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+from edgeq_device.flatbuffer import read_flat_model
+
+from edgeq.errors import CalibrationError, ConversionError, EdgeqError, InvalidArgumentError
+from edgeq.quantize.histograms import METHODS, TensorHistogram, choose_range
+from edgeq.quantize.modes import IOType, Mode
+from edgeq.quantize.ranges_result import RANGES_METHODS, RangesChoice
+from edgeq.quantize.tflite import run_converter
+
+__all__ = ["HOLD_OUT_EVERY", "calibrate_only", "check_ranges", "choose_ranges", "collect_histograms",
+           "convert_with_ranges", "output_sqnr", "quantize_calibrated", "tensor_ranges"]
+
+HOLD_OUT_EVERY = 4
+"""``auto`` holds out every fourth calibration sample to compare the methods."""
+
+# Ops whose int8 output range TFLite fixes (the quantizer ignores the statistics).
+_FIXED_OUTPUT = {"SOFTMAX", "LOGISTIC", "TANH", "LOG_SOFTMAX"}
+# Ops whose int8 kernels take their operands and results at one scale.
+_SAME_SCALE = {"RESHAPE", "SQUEEZE", "EXPAND_DIMS", "MAX_POOL_2D", "AVERAGE_POOL_2D", "TRANSPOSE", "PAD",
+               "PADV2", "GATHER", "SLICE", "STRIDED_SLICE", "SPACE_TO_DEPTH", "DEPTH_TO_SPACE", "SPLIT",
+               "SPLIT_V", "BATCH_TO_SPACE_ND", "SPACE_TO_BATCH_ND", "TILE", "BROADCAST_TO",
+               "RESIZE_NEAREST_NEIGHBOR", "MAXIMUM", "MINIMUM", "CONCATENATION", "PACK", "UNPACK"}
+# Of those, the ones joining several tensors: their group keeps min/max (never shrunk).
+_JOINING = {"CONCATENATION", "PACK", "UNPACK", "SPLIT", "SPLIT_V"}
+
+
+def check_ranges(ranges: Any, percentile: Any, mode: Mode) -> str:
+    """``ranges`` as a method name, checked with ``percentile`` against ``mode``.
+
+    Raises:
+        InvalidArgumentError: an unknown method, a percentile outside (0, 100], or a method other
+            than minmax for a mode that does not quantize activations to int8.
+    """
+    name = str(getattr(ranges, "value", ranges)).lower()
+    if name not in RANGES_METHODS:
+        raise InvalidArgumentError("unknown activation ranges method", argument="ranges", received=ranges,
+                                   fix=f"use one of: {', '.join(RANGES_METHODS)}")
+    if isinstance(percentile, bool) or not isinstance(percentile, (int, float)) or not 0 < percentile <= 100:
+        raise InvalidArgumentError("a percentile must be in (0, 100]", argument="percentile", received=percentile,
+                                   fix="give e.g. percentile=99.99 (--percentile 99.99)")
+    if name != "minmax" and mode is not Mode.INT8:
+        raise InvalidArgumentError(
+            f"mode {mode.value!r} has no int8 activation ranges to choose", argument="ranges", received=name,
+            fix="use mode='int8' (--mode int8) with ranges, or leave ranges='minmax'")
+    return name
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    with contextlib.redirect_stdout(_io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        yield
+
+
+def calibrate_only(converter: Any, failures: Sequence[EdgeqError] = ()) -> bytes:
+    """The converter's calibrated float model (each activation's min/max in its flatbuffer)."""
+    converter._experimental_calibrate_only = True  # the documented route above
+    try:
+        return run_converter(converter, Mode.INT8, False, failures)
+    finally:
+        converter._experimental_calibrate_only = False
+
+
+def tensor_ranges(calibrated: bytes) -> dict[int, tuple[float, float]]:
+    """``{tensor index: (min, max)}`` of the main subgraph's calibrated (per-tensor) activations."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(bytearray(calibrated), 0)
+    found = {}
+    for i, t in enumerate(model.subgraphs[0].tensors):
+        q = t.quantization
+        if q is not None and q.min is not None and q.max is not None and len(q.min) == 1 and len(q.max) == 1:
+            found[i] = (float(q.min[0]), float(q.max[0]))
+    return found
+
+
+def quantize_calibrated(calibrated: bytes, ranges: dict[int, tuple[float, float]], converter: Any,
+                        io: IOType) -> bytes:
+    """Write ``ranges`` into the calibrated model's min/max and quantize it as the converter would."""
+    import flatbuffers
+    import tensorflow as tf
+    from tensorflow.lite.python import convert as tf_convert
+    from tensorflow.lite.python import lite as tf_lite
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    data = calibrated
+    if ranges:
+        model = schema.ModelT.InitFromPackedBuf(bytearray(calibrated), 0)
+        tensors = model.subgraphs[0].tensors
+        for i, (low, high) in ranges.items():
+            tensors[i].quantization.min = np.array([low], np.float32)
+            tensors[i].quantization.max = np.array([high], np.float32)
+        builder = flatbuffers.Builder(len(calibrated) + 1024)
+        builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+        data = bytes(builder.Output())
+    io_type = {IOType.FLOAT: tf.float32, IOType.INT8: tf.int8, IOType.UINT8: tf.uint8}[io]
+    try:
+        with _quiet():
+            quantized = tf_convert.mlir_quantize(
+                data, converter._experimental_disable_per_channel,
+                input_data_type=io_type, output_data_type=io_type, enable_variable_quantization=False,
+                disable_per_channel_for_dense_layers=(
+                    converter._experimental_disable_per_channel_quantization_for_dense_layers))
+            return bytes(tf_lite._deduplicate_readonly_buffers(quantized))
+    except Exception as exc:  # the quantizer raises many kinds
+        raise ConversionError(f"quantizing with chosen ranges failed: {str(exc).splitlines()[0][:300]}",
+                              argument="ranges", fix="convert with ranges='minmax'") from exc
+
+
+class _Runner:
+    """The calibrated (float) model in LiteRT, every tensor kept readable after invoke."""
+
+    def __init__(self, model: bytes, input_names: Sequence[str], preserve: bool = True) -> None:
+        try:
+            from ai_edge_litert.interpreter import Interpreter
+        except ImportError:  # pragma: no cover - the host always has TF's copy
+            from tensorflow.lite import Interpreter  # type: ignore[no-redef]
+        self.interpreter = Interpreter(model_content=model, experimental_preserve_all_tensors=preserve)
+        self.interpreter.allocate_tensors()
+        details = self.interpreter.get_input_details()
+        self.inputs = []
+        for n, d in enumerate(details):
+            match = [x for x in input_names if d["name"] in (f"serving_default_{x}:0", x)]
+            self.inputs.append((d["index"], match[0] if match else input_names[n]))
+        self.outputs = [d["index"] for d in self.interpreter.get_output_details()]
+
+    def run(self, item: dict[str, np.ndarray]) -> list[np.ndarray]:
+        for index, name in self.inputs:
+            self.interpreter.set_tensor(index, item[name])
+        self.interpreter.invoke()
+        return [self.interpreter.get_tensor(i) for i in self.outputs]
+
+    def tensor(self, index: int) -> np.ndarray:
+        return self.interpreter.get_tensor(index)
+
+
+def collect_histograms(calibrated: bytes, samples: Iterable[dict[str, np.ndarray]], input_names: Sequence[str],
+                       minmax: dict[int, tuple[float, float]]) -> tuple[dict[int, TensorHistogram], int]:
+    """One streamed pass: each calibrated tensor's histogram over its min/max, and the samples seen."""
+    runner = _Runner(calibrated, input_names)
+    hists = {i: TensorHistogram(low, high) for i, (low, high) in minmax.items()}
+    seen = 0
+    for item in samples:
+        runner.run(item)
+        seen += 1
+        for i, h in hists.items():
+            h.add(runner.tensor(i))
+    return hists, seen
+
+
+def _constraints(calibrated: bytes, minmax: dict[int, tuple[float, float]]) -> tuple[dict[int, str], list[set[int]]]:
+    """Tensors kept at min/max (with why) and the groups of tensors that share one scale."""
+    sg = read_flat_model(calibrated).main
+    kept: dict[int, str] = {i: "model input" for i in sg.inputs if i in minmax}
+    parent = {i: i for i in minmax}
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    joined: set[int] = set()
+    for op in sg.operators:
+        if op.opcode in _FIXED_OUTPUT:
+            kept.update({i: f"range fixed by {op.opcode}" for i in op.outputs if i in minmax})
+        if op.opcode in _SAME_SCALE:
+            members = [i for i in (*op.inputs, *op.outputs) if i in minmax]
+            for m in members[1:]:
+                parent[find(m)] = find(members[0])
+            if op.opcode in _JOINING and members:
+                joined.add(members[0])
+    groups: dict[int, set[int]] = {}
+    for i in minmax:
+        groups.setdefault(find(i), set()).add(i)
+    joined_roots = {find(i) for i in joined}
+    for root in joined_roots:
+        kept.update({i: "shares its scale with a concatenation" for i in groups[root] if i not in kept})
+    return kept, [g for r, g in groups.items() if len(g) > 1 and r not in joined_roots]
+
+
+def choose_ranges(calibrated: bytes, hists: dict[int, TensorHistogram], method: str,
+                  percentile: float) -> tuple[dict[int, tuple[float, float]], RangesChoice]:
+    """The ranges ``method`` chooses for each tensor, constraints applied, and what was decided."""
+    minmax = {i: (h.low, h.high) for i, h in hists.items()}
+    kept, groups = _constraints(calibrated, minmax)
+    names = read_flat_model(calibrated).main.tensors
+    constant = tuple(names[i].name for i, h in hists.items() if h.constant)
+    chosen = {i: (minmax[i] if i in kept else choose_range(h, method, percentile)) for i, h in hists.items()}
+    for group in groups:  # one scale: the widest of the members' choices
+        low = min(chosen[i][0] for i in group)
+        high = max(chosen[i][1] for i in group)
+        chosen.update({i: (low, high) for i in group if i not in kept})
+    narrowed = sum(1 for i, r in chosen.items() if r != minmax[i])
+    rewrite = {i: r for i, r in chosen.items() if r != minmax[i]}
+    choice = RangesChoice(method=method, chosen=method, percentile=float(percentile), narrowed=narrowed,
+                          kept=tuple(f"{names[i].name}: {why}" for i, why in sorted(kept.items())),
+                          constant=constant)
+    return rewrite, choice
+
+
+def output_sqnr(reference: Sequence[list[np.ndarray]], model: bytes, samples: Iterable[dict[str, np.ndarray]],
+                input_names: Sequence[str]) -> float:
+    """Output SQNR (dB) of ``model`` against ``reference`` outputs: total signal over total noise."""
+    runner = _Runner(model, input_names, preserve=False)
+    signal = noise = 0.0
+    for ref, item in zip(reference, samples):
+        for r, q in zip(ref, runner.run(item)):
+            r64 = r.astype(np.float64)
+            signal += float(np.sum(np.square(r64)))
+            noise += float(np.sum(np.square(q.astype(np.float64) - r64)))
+    if noise <= 0:
+        return math.inf
+    return 10 * math.log10(max(signal, 1e-300) / noise)
+
+
+def _split(rep: Callable[[], Iterator[dict[str, np.ndarray]]], held: bool) -> Callable[[], Iterator[Any]]:
+    def gen() -> Iterator[dict[str, np.ndarray]]:
+        for n, item in enumerate(rep()):
+            if (n % HOLD_OUT_EVERY == HOLD_OUT_EVERY - 1) == held:
+                yield item
+    return gen
+
+
+def convert_with_ranges(converter: Any, rep: Callable[[], Iterator[dict[str, np.ndarray]]], method: str,
+                        percentile: float, io: IOType, input_names: Sequence[str],
+                        failures: Sequence[EdgeqError] = ()) -> tuple[bytes, RangesChoice]:
+    """An int8 model of a converter configured for int8, with activation ranges chosen by ``method``.
+
+    Raises:
+        CalibrationError: ``auto`` with fewer than 4 samples (nothing to hold out).
+        ConversionError, QuantizationError: as the converter.
+    """
+    fit = _split(rep, held=False) if method == "auto" else rep
+    converter.representative_dataset = fit
+    calibrated = calibrate_only(converter, failures)
+    minmax = tensor_ranges(calibrated)
+    hists, samples = collect_histograms(calibrated, fit(), input_names, minmax)
+    if method != "auto":
+        rewrite, choice = choose_ranges(calibrated, hists, method, percentile)
+        return quantize_calibrated(calibrated, rewrite, converter, io), replace(choice, samples=samples)
+    held = _split(rep, held=True)
+    float_runner = _Runner(calibrated, input_names, preserve=False)
+    reference = [[o.copy() for o in float_runner.run(item)] for item in held()]
+    if not reference:
+        raise CalibrationError("ranges='auto' holds out every fourth sample and needs at least 4",
+                               argument="samples", received=samples,
+                               fix="give more calibration samples (e.g. samples=200), or choose a method")
+    scores: dict[str, float] = {}
+    candidates = {}
+    for m in METHODS:
+        rewrite, choice = choose_ranges(calibrated, hists, m, percentile)
+        candidates[m] = (rewrite, choice)
+        scores[m] = output_sqnr(reference, quantize_calibrated(calibrated, rewrite, converter, IOType.FLOAT),
+                                held(), input_names)
+    best = max(METHODS, key=lambda m: (scores[m], m == "minmax"))
+    rewrite, choice = candidates[best]
+    final = quantize_calibrated(calibrated, rewrite, converter, io)
+    return final, replace(choice, method="auto", chosen=best, samples=samples, held_out=len(reference),
+                        sqnr_db=scores)
+
