@@ -28,6 +28,7 @@ from edgeq.cli.options import (
 from edgeq.cli.output import make_console, print_rows
 from edgeq.errors import InvalidArgumentError, OutputExistsError
 from edgeq.quantize.converter import convert, convert_all
+from edgeq.quantize.ranges_result import RANGES_METHODS
 from edgeq.targets.edgetpu.compiler import run_edgetpu_compiler
 
 __all__ = ["convert_cmd"]
@@ -63,12 +64,18 @@ __all__ = ["convert_cmd"]
 @click.option("--labels", "labels", type=click.Path(), default=None, metavar="FILE",
               help="Class names, one per line in output order, stored in the model (default: the calibration "
                    "folder's classes: integer folder names are their output, other names sorted as Keras does).")
+@click.option("--ranges", type=Choice(list(RANGES_METHODS)), default="minmax", show_default=True,
+              help="How int8 activation ranges are chosen: minmax (the converter's), percentile, mse, entropy "
+                   "(from per-tensor histograms), auto (the best output SQNR on held-out calibration samples).")
+@click.option("--percentile", type=float, default=99.99, show_default=True,
+              help="The percentile --ranges percentile keeps, in (0, 100].")
 @custom_objects_option
 @preprocess_options
 def convert_cmd(model: str, modes: tuple[str, ...], calib: str | None, samples: int, seed: int, io: str | None,
                 batch_size: int | None, allow_float: bool, target: str | None, output: str, force: bool,
                 json_out: str | None, max_drop: float | None, evaluation: str | None, labels: str | None,
-                size: tuple[int, int] | None, color: str | None, mean: Channels, std: Channels) -> None:
+                size: tuple[int, int] | None, color: str | None, mean: Channels, std: Channels,
+                ranges: str = "minmax", percentile: float = 99.99) -> None:
     """Convert MODEL (.keras, .h5 or SavedModel folder) to .tflite and print what was written."""
     out = Path(output)
     check_output(out)
@@ -88,8 +95,11 @@ def convert_cmd(model: str, modes: tuple[str, ...], calib: str | None, samples: 
                                        fix="give both, e.g. --max-drop 0.5 --eval data/test")
         results = convert(model, mode, calibration=calib, samples=samples, seed=seed, io=io,
                           batch_size=batch_size, preprocess=pre, allow_float_fallback=allow_float,
-                          max_drop=max_drop, evaluation=evaluation, labels=labels)
+                          max_drop=max_drop, evaluation=evaluation, labels=labels, ranges=ranges)
     else:
+        if (isinstance(mode, list) or mode == "all") and ranges != "minmax":
+            raise InvalidArgumentError("--ranges takes one mode, int8", argument="--ranges", received=ranges,
+                                       fix="give --mode int8 alone with --ranges")
         if isinstance(mode, list) or mode == "all":
             results = convert_all(model, mode, calibration=calib, samples=samples, seed=seed, io=io,
                                   batch_size=batch_size, preprocess=pre, allow_float_fallback=allow_float,
@@ -97,7 +107,7 @@ def convert_cmd(model: str, modes: tuple[str, ...], calib: str | None, samples: 
         else:
             results = convert(model, mode, calibration=calib, samples=samples, seed=seed, io=io,
                               batch_size=batch_size, preprocess=pre, allow_float_fallback=allow_float,
-                              target=target, labels=labels)
+                              target=target, labels=labels, ranges=ranges, percentile=percentile)
     results = results if isinstance(results, list) else [results]
     # Check every target before writing any, so a refusal leaves nothing half done.
     single_file = len(results) == 1 and out.suffix == ".tflite"
@@ -116,6 +126,9 @@ def convert_cmd(model: str, modes: tuple[str, ...], calib: str | None, samples: 
                left=("mode", "io", "float ops", "file"), title=f"edgeq convert {Path(model).name}")
     console = make_console(stderr=json_out == "-")
     console.print(f"wrote {len(written)} file(s) to {written[0].parent}")
+    for r in results:
+        if r.ranges is not None:
+            console.print(r.ranges.summary(), markup=False)
     if target == "edgetpu":
         _compile_for_edgetpu(results[0], written[0], force, console)
     if results[0].budget is not None:

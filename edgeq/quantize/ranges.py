@@ -44,8 +44,9 @@ from edgeq.quantize.modes import IOType, Mode
 from edgeq.quantize.ranges_result import RANGES_METHODS, RangesChoice
 from edgeq.quantize.tflite import run_converter
 
-__all__ = ["HOLD_OUT_EVERY", "calibrate_only", "check_ranges", "choose_ranges", "collect_histograms",
-           "convert_with_ranges", "output_sqnr", "quantize_calibrated", "tensor_ranges"]
+__all__ = ["HOLD_OUT_EVERY", "LiteRunner", "calibrate_only", "check_ranges", "choose_ranges", "collect_histograms",
+           "convert_with_ranges", "output_sqnr", "quantize_calibrated", "rewrite_ranges",
+           "tensor_ranges"]
 
 HOLD_OUT_EVERY = 4
 """``auto`` holds out every fourth calibration sample to compare the methods."""
@@ -111,25 +112,31 @@ def tensor_ranges(calibrated: bytes) -> dict[int, tuple[float, float]]:
     return found
 
 
+def rewrite_ranges(calibrated: bytes, ranges: dict[int, tuple[float, float]]) -> bytes:
+    """The calibrated model with ``ranges`` (``{tensor index: (min, max)}``) in its min/max."""
+    import flatbuffers
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    if not ranges:
+        return calibrated
+    model = schema.ModelT.InitFromPackedBuf(bytearray(calibrated), 0)
+    tensors = model.subgraphs[0].tensors
+    for i, (low, high) in ranges.items():
+        tensors[i].quantization.min = np.array([low], np.float32)
+        tensors[i].quantization.max = np.array([high], np.float32)
+    builder = flatbuffers.Builder(len(calibrated) + 1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
 def quantize_calibrated(calibrated: bytes, ranges: dict[int, tuple[float, float]], converter: Any,
                         io: IOType) -> bytes:
     """Write ``ranges`` into the calibrated model's min/max and quantize it as the converter would."""
-    import flatbuffers
     import tensorflow as tf
     from tensorflow.lite.python import convert as tf_convert
     from tensorflow.lite.python import lite as tf_lite
-    from tensorflow.lite.python import schema_py_generated as schema
 
-    data = calibrated
-    if ranges:
-        model = schema.ModelT.InitFromPackedBuf(bytearray(calibrated), 0)
-        tensors = model.subgraphs[0].tensors
-        for i, (low, high) in ranges.items():
-            tensors[i].quantization.min = np.array([low], np.float32)
-            tensors[i].quantization.max = np.array([high], np.float32)
-        builder = flatbuffers.Builder(len(calibrated) + 1024)
-        builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-        data = bytes(builder.Output())
+    data = rewrite_ranges(calibrated, ranges)
     io_type = {IOType.FLOAT: tf.float32, IOType.INT8: tf.int8, IOType.UINT8: tf.uint8}[io]
     try:
         with _quiet():
@@ -144,8 +151,9 @@ def quantize_calibrated(calibrated: bytes, ranges: dict[int, tuple[float, float]
                               argument="ranges", fix="convert with ranges='minmax'") from exc
 
 
-class _Runner:
-    """The calibrated (float) model in LiteRT, every tensor kept readable after invoke."""
+class LiteRunner:
+    """A ``.tflite`` model in LiteRT fed dicts keyed by input name; with ``preserve`` every tensor stays
+    readable after invoke (the calibrated model's histograms)."""
 
     def __init__(self, model: bytes, input_names: Sequence[str], preserve: bool = True) -> None:
         try:
@@ -174,7 +182,7 @@ class _Runner:
 def collect_histograms(calibrated: bytes, samples: Iterable[dict[str, np.ndarray]], input_names: Sequence[str],
                        minmax: dict[int, tuple[float, float]]) -> tuple[dict[int, TensorHistogram], int]:
     """One streamed pass: each calibrated tensor's histogram over its min/max, and the samples seen."""
-    runner = _Runner(calibrated, input_names)
+    runner = LiteRunner(calibrated, input_names)
     hists = {i: TensorHistogram(low, high) for i, (low, high) in minmax.items()}
     seen = 0
     for item in samples:
@@ -239,7 +247,7 @@ def choose_ranges(calibrated: bytes, hists: dict[int, TensorHistogram], method: 
 def output_sqnr(reference: Sequence[list[np.ndarray]], model: bytes, samples: Iterable[dict[str, np.ndarray]],
                 input_names: Sequence[str]) -> float:
     """Output SQNR (dB) of ``model`` against ``reference`` outputs: total signal over total noise."""
-    runner = _Runner(model, input_names, preserve=False)
+    runner = LiteRunner(model, input_names, preserve=False)
     signal = noise = 0.0
     for ref, item in zip(reference, samples):
         for r, q in zip(ref, runner.run(item)):
@@ -277,7 +285,7 @@ def convert_with_ranges(converter: Any, rep: Callable[[], Iterator[dict[str, np.
         rewrite, choice = choose_ranges(calibrated, hists, method, percentile)
         return quantize_calibrated(calibrated, rewrite, converter, io), replace(choice, samples=samples)
     held = _split(rep, held=True)
-    float_runner = _Runner(calibrated, input_names, preserve=False)
+    float_runner = LiteRunner(calibrated, input_names, preserve=False)
     reference = [[o.copy() for o in float_runner.run(item)] for item in held()]
     if not reference:
         raise CalibrationError("ranges='auto' holds out every fourth sample and needs at least 4",
