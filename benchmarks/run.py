@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-MODULES = ("bench_convert", "bench_device", "bench_profile")
+MODULES = ("bench_convert", "bench_device", "bench_profile", "bench_ranges")
 
 
 def main() -> int:

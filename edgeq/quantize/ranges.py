@@ -160,7 +160,9 @@ class LiteRunner:
             from ai_edge_litert.interpreter import Interpreter
         except ImportError:  # pragma: no cover - the host always has TF's copy
             from tensorflow.lite import Interpreter  # type: ignore[no-redef]
-        self.interpreter = Interpreter(model_content=model, experimental_preserve_all_tensors=preserve)
+        with warnings.catch_warnings():  # "preserve_all_tensors is for debugging": here it is the point
+            warnings.simplefilter("ignore", UserWarning)
+            self.interpreter = Interpreter(model_content=model, experimental_preserve_all_tensors=preserve)
         self.interpreter.allocate_tensors()
         details = self.interpreter.get_input_details()
         self.inputs = []
