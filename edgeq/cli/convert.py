@@ -68,7 +68,7 @@ __all__ = ["convert_cmd"]
               help="How int8 activation ranges are chosen: minmax (the converter's), percentile, mse, entropy "
                    "(from per-tensor histograms), auto (the best output SQNR on held-out calibration samples).")
 @click.option("--percentile", type=float, default=99.99, show_default=True,
-              help="The percentile --ranges percentile keeps, in (0, 100].")
+              help="The percentile --ranges percentile keeps, in (0, 100]; entropy clips no more than it gives up.")
 @custom_objects_option
 @preprocess_options
 def convert_cmd(model: str, modes: tuple[str, ...], calib: str | None, samples: int, seed: int, io: str | None,

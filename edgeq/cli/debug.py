@@ -45,7 +45,7 @@ __all__ = ["debug_cmd"]
               help="Per-layer SQNR under each activation-ranges method side by side (all, or a comma list "
                    "such as minmax,mse), with the output SQNR per method.")
 @click.option("--percentile", type=float, default=99.99, show_default=True,
-              help="The percentile --ranges percentile keeps, in (0, 100].")
+              help="The percentile --ranges percentile keeps, in (0, 100]; entropy clips no more than it gives up.")
 @custom_objects_option
 @preprocess_options
 def debug_cmd(model: str, calib: str, samples: int, seed: int, limit: int, plot_path: str | None,

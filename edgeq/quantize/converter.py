@@ -177,7 +177,8 @@ def convert(
             than minmax on it). The default stays ``minmax``, the converter's own int8, until
             ``auto`` has proven itself on held-out models; the choice is recorded in the result's
             :attr:`~edgeq.quantize.result.ConversionResult.ranges` and the model's metadata.
-        percentile: the percentile ``ranges="percentile"`` keeps, in (0, 100].
+        percentile: the percentile ``ranges="percentile"`` keeps, in (0, 100]; ``entropy`` clips no more
+            values than it gives up.
 
     Raises:
         InvalidArgumentError, ModelLoadError, CalibrationError, QuantizationError, ConversionError,

@@ -11,7 +11,8 @@ flat in the number of samples). :func:`choose_range` turns a histogram into a cl
   inside, clipping outside) of the histogram, searched one end at a time over the bin edges;
 - ``entropy``: the range minimising the KL divergence between the histogram clipped to it and
   its quantized form, per side, as TensorRT's entropy calibrator does on ``|x|`` (each side
-  gets the share of the 255 int8 steps its width takes).
+  gets the share of the 255 int8 steps its width takes), among the ends that clip no more of
+  the values than ``percentile`` does (KL alone clipped a sixth of a spiky tensor's values).
 
 TFLite's int8 activations are asymmetric (a zero point per tensor), so each end is chosen
 on its own; with ``symmetric=True`` (int16 activations) one magnitude is chosen for both.
@@ -21,6 +22,7 @@ A chosen range never grows past the histogram's and always holds 0.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -83,7 +85,7 @@ def choose_range(hist: TensorHistogram, method: str, percentile: float = 99.99,
     elif method == "mse":
         low, high = _mse(hist)
     elif method == "entropy":
-        low, high = _entropy(hist)
+        low, high = _entropy(hist, percentile)
     else:
         raise ValueError(f"unknown ranges method {method!r}")
     return min(low, 0.0), max(high, 0.0)
@@ -126,45 +128,78 @@ def _mse(hist: TensorHistogram) -> tuple[float, float]:
     return low, high
 
 
-def _kl_threshold(side: np.ndarray, levels: int, stride: int = 8) -> int:
-    """TensorRT's entropy calibration on a one-sided histogram: how many bins to keep."""
+def _kl(side: np.ndarray, levels: int, keep: np.ndarray) -> np.ndarray:
+    """TensorRT's entropy calibration on a one-sided histogram: for each number of bins kept in
+    ``keep``, the KL divergence between the histogram clipped there and its ``levels``-step
+    quantized form (each step's mass spread over the bins of it that held values)."""
     n = len(side)
-    if n <= levels or side.sum() == 0:
-        return n
-    best, best_i = math.inf, n
-    for i in range(levels, n + 1, stride):
-        p = side[:i].astype(np.float64)
-        p[-1] += side[i:].sum()
-        chunks = np.array_split(np.arange(i), levels)
-        starts = np.array([c[0] for c in chunks])
+    kls = np.full(len(keep), math.inf)
+    tails = np.cumsum(side[::-1])[::-1].astype(np.float64)  # tails[i] = side[i:].sum()
+    step = np.arange(levels)
+    for k, i in enumerate(keep):
         ref = side[:i].astype(np.float64)
+        p = ref.copy()
+        if i < n:
+            p[-1] += tails[i]
+        starts = step * (i // levels) + np.minimum(step, i % levels)  # np.array_split's chunks
         nonzero = (ref > 0).astype(np.float64)
         sums = np.add.reduceat(ref, starts)
         used = np.add.reduceat(nonzero, starts)
         per = np.divide(sums, used, out=np.zeros_like(sums), where=used > 0)
-        q = np.repeat(per, [len(c) for c in chunks]) * nonzero
+        q = np.repeat(per, np.diff(np.r_[starts, i])) * nonzero
         if p.sum() == 0 or q.sum() == 0:
             continue
         p /= p.sum()
         q /= q.sum()
         mask = p > 0
-        kl = float(np.sum(p[mask] * np.log(p[mask] / np.maximum(q[mask], 1e-12))))
-        if kl < best:
-            best, best_i = kl, i
-    return best_i
+        kls[k] = float(np.sum(p[mask] * np.log(p[mask] / np.maximum(q[mask], 1e-12))))
+    return kls
 
 
-def _entropy(hist: TensorHistogram) -> tuple[float, float]:
+def _kl_end(side: np.ndarray, levels: int, end: Callable[[np.ndarray], np.ndarray], clipped: np.ndarray,
+            tail: float, stride: int = 8) -> float | None:
+    """The end (``end(bins kept)``) of least KL among those clipping at most ``tail`` values
+    (``clipped[i]``: the values past the first ``i`` bins)."""
+    n = len(side)
+    if n <= levels or side.sum() == 0:
+        return None
+    keep = np.unique(np.r_[np.arange(levels, n + 1, stride), n])
+    ends = end(keep)
+    allowed = clipped[keep] <= tail
+    if not allowed.any():
+        return None
+    kls = _kl(side, levels, keep[allowed])
+    return float(ends[allowed][int(np.argmin(kls))])
+
+
+def _entropy(hist: TensorHistogram, percentile: float) -> tuple[float, float]:
+    """KL per side, among the ends that clip no more values than ``percentile`` gives up.
+
+    KL compares bin masses and is blind to how far a value moves. On a histogram of a few
+    distinct values (a constant background through a ReLU, a small calibration set) spreading a
+    spike over its neighbours costs it more than clipping a sixth of the tensor to an eighth of
+    its range, and on a smooth ReLU tail it clips a few percent of the values; either ruins a
+    model. TensorRT's calibrator is meant to shed rare outliers, so an end is only a candidate
+    if it clips at most ``100 - percentile`` percent of the values; of those, the least KL wins.
+    """
+    counts = hist.counts.astype(np.float64)
     zero = round(-hist.low / hist.width)
     positive, negative = hist.counts[zero:], hist.counts[:zero][::-1]
     total = len(hist.counts)
     low, high = hist.low, hist.high
+    tail = counts.sum() * (100.0 - percentile) / 100.0
     if len(positive) and hist.high > 0:
-        levels = max(16, round(_LEVELS * len(positive) / total))
-        high = (_kl_threshold(positive, levels) + zero) * hist.width + hist.low
+        above = np.r_[np.cumsum(positive[::-1])[::-1], 0]  # above[i]: values past the first i bins
+        found = _kl_end(positive, max(16, round(_LEVELS * len(positive) / total)),
+                        lambda keep: np.minimum((keep + zero) * hist.width + hist.low, hist.high),
+                        above, tail)
+        high = hist.high if found is None else found
     if len(negative) and hist.low < 0:
-        levels = max(16, round(_LEVELS * len(negative) / total))
-        low = hist.low + (zero - _kl_threshold(negative, levels)) * hist.width
+        below = np.r_[np.cumsum(negative[::-1])[::-1], 0]
+        found = _kl_end(negative, max(16, round(_LEVELS * len(negative) / total)),
+                        lambda keep: np.maximum(hist.low + (zero - keep) * hist.width, hist.low),
+                        below, tail)
+        low = hist.low if found is None else found
     return max(low, hist.low), min(high, hist.high)
 
 
