@@ -45,7 +45,7 @@ from edgeq.quantize.ranges_result import RANGES_METHODS, RangesChoice
 from edgeq.quantize.tflite import run_converter
 
 __all__ = ["HOLD_OUT_EVERY", "LiteRunner", "calibrate_only", "check_ranges", "choose_ranges", "collect_histograms",
-           "convert_with_ranges", "output_sqnr", "quantize_calibrated", "rewrite_ranges",
+           "convert_with_ranges", "model_facts", "output_sqnr", "quantize_calibrated", "rewrite_ranges", "scan",
            "tensor_ranges"]
 
 HOLD_OUT_EVERY = 4
@@ -184,15 +184,35 @@ class LiteRunner:
 def collect_histograms(calibrated: bytes, samples: Iterable[dict[str, np.ndarray]], input_names: Sequence[str],
                        minmax: dict[int, tuple[float, float]]) -> tuple[dict[int, TensorHistogram], int]:
     """One streamed pass: each calibrated tensor's histogram over its min/max, and the samples seen."""
+    hists, seen, _, _ = scan(calibrated, lambda: iter(samples), input_names, minmax, hold_out=False)
+    return hists, seen
+
+
+def scan(calibrated: bytes, rep: Callable[[], Iterator[dict[str, np.ndarray]]], input_names: Sequence[str],
+         minmax: dict[int, tuple[float, float]], hold_out: bool
+         ) -> tuple[dict[int, TensorHistogram], int, list[dict[str, np.ndarray]], list[list[np.ndarray]]]:
+    """One streamed pass of the calibrated (float) model over ``rep()``.
+
+    Returns the histograms of the samples calibrated on and how many they were; with
+    ``hold_out``, every :data:`HOLD_OUT_EVERY`-th sample is held out instead (not counted),
+    and kept with the float model's outputs on it, so ``auto`` scores every method on them
+    without reading the calibration data again.
+    """
     runner = LiteRunner(calibrated, input_names)
     hists = {i: TensorHistogram(low, high) for i, (low, high) in minmax.items()}
     seen = 0
-    for item in samples:
-        runner.run(item)
+    held: list[dict[str, np.ndarray]] = []
+    reference: list[list[np.ndarray]] = []
+    for n, item in enumerate(rep()):
+        outputs = runner.run(item)
+        if hold_out and n % HOLD_OUT_EVERY == HOLD_OUT_EVERY - 1:
+            held.append({k: np.array(v) for k, v in item.items()})  # a copy: a source may reuse its buffers
+            reference.append([o.copy() for o in outputs])
+            continue
         seen += 1
         for i, h in hists.items():
             h.add(runner.tensor(i))
-    return hists, seen
+    return hists, seen, held, reference
 
 
 def _constraints(calibrated: bytes, minmax: dict[int, tuple[float, float]]) -> tuple[dict[int, str], list[set[int]]]:
@@ -226,13 +246,16 @@ def _constraints(calibrated: bytes, minmax: dict[int, tuple[float, float]]) -> t
     return kept, [g for r, g in groups.items() if len(g) > 1 and r not in joined_roots]
 
 
-def choose_ranges(calibrated: bytes, hists: dict[int, TensorHistogram], method: str,
-                  percentile: float) -> tuple[dict[int, tuple[float, float]], RangesChoice]:
-    """The ranges ``method`` chooses for each tensor, constraints applied, and what was decided."""
+def choose_ranges(calibrated: bytes, hists: dict[int, TensorHistogram], method: str, percentile: float,
+                  facts: tuple[dict[int, str], list[set[int]], list[str]] | None = None
+                  ) -> tuple[dict[int, tuple[float, float]], RangesChoice]:
+    """The ranges ``method`` chooses for each tensor, constraints applied, and what was decided.
+
+    ``facts`` is :func:`model_facts` of ``calibrated`` when the caller has it already.
+    """
     minmax = {i: (h.low, h.high) for i, h in hists.items()}
-    kept, groups = _constraints(calibrated, minmax)
-    names = read_flat_model(calibrated).main.tensors
-    constant = tuple(names[i].name for i, h in hists.items() if h.constant)
+    kept, groups, names = facts if facts is not None else model_facts(calibrated, minmax)
+    constant = tuple(names[i] for i, h in hists.items() if h.constant)
     chosen = {i: (minmax[i] if i in kept else choose_range(h, method, percentile)) for i, h in hists.items()}
     for group in groups:  # one scale: the widest of the members' choices
         low = min(chosen[i][0] for i in group)
@@ -241,9 +264,17 @@ def choose_ranges(calibrated: bytes, hists: dict[int, TensorHistogram], method: 
     narrowed = sum(1 for i, r in chosen.items() if r != minmax[i])
     rewrite = {i: r for i, r in chosen.items() if r != minmax[i]}
     choice = RangesChoice(method=method, chosen=method, percentile=float(percentile), narrowed=narrowed,
-                          kept=tuple(f"{names[i].name}: {why}" for i, why in sorted(kept.items())),
+                          kept=tuple(f"{names[i]}: {why}" for i, why in sorted(kept.items())),
                           constant=constant)
     return rewrite, choice
+
+
+def model_facts(calibrated: bytes, minmax: dict[int, tuple[float, float]]
+                ) -> tuple[dict[int, str], list[set[int]], list[str]]:
+    """What :func:`choose_ranges` needs of the model: tensors kept at min/max (with why), the
+    groups sharing one scale, and every tensor's name."""
+    kept, groups = _constraints(calibrated, minmax)
+    return kept, groups, [t.name for t in read_flat_model(calibrated).main.tensors]
 
 
 def output_sqnr(reference: Sequence[list[np.ndarray]], model: bytes, samples: Iterable[dict[str, np.ndarray]],
@@ -261,10 +292,11 @@ def output_sqnr(reference: Sequence[list[np.ndarray]], model: bytes, samples: It
     return 10 * math.log10(max(signal, 1e-300) / noise)
 
 
-def _split(rep: Callable[[], Iterator[dict[str, np.ndarray]]], held: bool) -> Callable[[], Iterator[Any]]:
+def _fit(rep: Callable[[], Iterator[dict[str, np.ndarray]]]) -> Callable[[], Iterator[Any]]:
+    """``rep`` without the samples ``auto`` holds out."""
     def gen() -> Iterator[dict[str, np.ndarray]]:
         for n, item in enumerate(rep()):
-            if (n % HOLD_OUT_EVERY == HOLD_OUT_EVERY - 1) == held:
+            if n % HOLD_OUT_EVERY != HOLD_OUT_EVERY - 1:
                 yield item
     return gen
 
@@ -274,35 +306,42 @@ def convert_with_ranges(converter: Any, rep: Callable[[], Iterator[dict[str, np.
                         failures: Sequence[EdgeqError] = ()) -> tuple[bytes, RangesChoice]:
     """An int8 model of a converter configured for int8, with activation ranges chosen by ``method``.
 
+    The calibration data is read twice, as for any method: by the converter's calibration and
+    by the one pass (:func:`scan`) that collects histograms and, for ``auto``, keeps the held-out
+    samples and the float model's outputs on them. ``auto`` then quantizes and scores each
+    distinct set of ranges once (methods that choose the same ranges as another, or nothing
+    but minmax's, share its model and score).
+
     Raises:
         CalibrationError: ``auto`` with fewer than 4 samples (nothing to hold out).
         ConversionError, QuantizationError: as the converter.
     """
-    fit = _split(rep, held=False) if method == "auto" else rep
-    converter.representative_dataset = fit
+    auto = method == "auto"
+    converter.representative_dataset = _fit(rep) if auto else rep
     calibrated = calibrate_only(converter, failures)
     minmax = tensor_ranges(calibrated)
-    hists, samples = collect_histograms(calibrated, fit(), input_names, minmax)
-    if method != "auto":
-        rewrite, choice = choose_ranges(calibrated, hists, method, percentile)
+    hists, samples, held, reference = scan(calibrated, rep, input_names, minmax, hold_out=auto)
+    facts = model_facts(calibrated, minmax)
+    if not auto:
+        rewrite, choice = choose_ranges(calibrated, hists, method, percentile, facts)
         return quantize_calibrated(calibrated, rewrite, converter, io), replace(choice, samples=samples)
-    held = _split(rep, held=True)
-    float_runner = LiteRunner(calibrated, input_names, preserve=False)
-    reference = [[o.copy() for o in float_runner.run(item)] for item in held()]
     if not reference:
         raise CalibrationError("ranges='auto' holds out every fourth sample and needs at least 4",
                                argument="samples", received=samples,
                                fix="give more calibration samples (e.g. samples=200), or choose a method")
     scores: dict[str, float] = {}
     candidates = {}
+    scored: dict[tuple[tuple[int, tuple[float, float]], ...], tuple[float, bytes]] = {}
     for m in METHODS:
-        rewrite, choice = choose_ranges(calibrated, hists, m, percentile)
-        candidates[m] = (rewrite, choice)
-        scores[m] = output_sqnr(reference, quantize_calibrated(calibrated, rewrite, converter, IOType.FLOAT),
-                                held(), input_names)
+        rewrite, choice = choose_ranges(calibrated, hists, m, percentile, facts)
+        key = tuple(sorted(rewrite.items()))
+        if key not in scored:
+            model = quantize_calibrated(calibrated, rewrite, converter, IOType.FLOAT)
+            scored[key] = (output_sqnr(reference, model, held, input_names), model)
+        candidates[m] = (rewrite, choice, key)
+        scores[m] = scored[key][0]
     best = max(METHODS, key=lambda m: (scores[m], m == "minmax"))
-    rewrite, choice = candidates[best]
-    final = quantize_calibrated(calibrated, rewrite, converter, io)
+    rewrite, choice, key = candidates[best]
+    final = scored[key][1] if io is IOType.FLOAT else quantize_calibrated(calibrated, rewrite, converter, io)
     return final, replace(choice, method="auto", chosen=best, samples=samples, held_out=len(reference),
-                        sqnr_db=scores)
-
+                          sqnr_db=scores)
