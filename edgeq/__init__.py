@@ -29,6 +29,8 @@ from edgeq.quantize.budget import BudgetReport
 from edgeq.quantize.converter import MODES, ConversionResult, IOType, Mode, convert, convert_all
 from edgeq.quantize.layer_error import LayerReport, debug
 from edgeq.quantize.qat.train import QATResult, qat
+from edgeq.quantize.ranges_debug import RangesDebugReport, debug_ranges
+from edgeq.quantize.ranges_result import RangesChoice
 from edgeq.store.db import Measurement, ResultsStore
 
 __all__ = [
@@ -52,6 +54,8 @@ __all__ = [
     "ModelAnalysis",
     "Preprocess",
     "QATResult",
+    "RangesChoice",
+    "RangesDebugReport",
     "ResultsStore",
     "TFDataSource",
     "__version__",
@@ -61,6 +65,7 @@ __all__ = [
     "convert",
     "convert_all",
     "debug",
+    "debug_ranges",
     "deploy",
     "errors",
     "load_model",
