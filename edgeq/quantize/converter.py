@@ -173,8 +173,8 @@ def convert(
         ranges: how int8 activation ranges are chosen (int8 only; see :mod:`edgeq.quantize.ranges`):
             ``minmax`` (the converter's: the widest value seen), ``percentile``, ``mse``, ``entropy``
             (from one more streamed pass collecting per-tensor histograms), or ``auto`` (holds out
-            every fourth sample and keeps the method with the best output SQNR there, never worse
-            than minmax on it). The default stays ``minmax``, the converter's own int8, until
+            every fourth sample and keeps the method with the best output SQNR there, of minmax and
+            the methods ahead of it on each fifth of those samples; never worse than minmax there). The default stays ``minmax``, the converter's own int8, until
             ``auto`` has proven itself on held-out models; the choice is recorded in the result's
             :attr:`~edgeq.quantize.result.ConversionResult.ranges` and the model's metadata.
         percentile: the percentile ``ranges="percentile"`` keeps, in (0, 100]; ``entropy`` clips no more

@@ -13,11 +13,14 @@ from typing import Any
 
 from edgeq.errors import InvalidArgumentError
 
-__all__ = ["RANGES_METHODS", "RANGES_SCHEMA", "RangesChoice"]
+__all__ = ["FOLDS", "RANGES_METHODS", "RANGES_SCHEMA", "RangesChoice"]
 
 RANGES_SCHEMA = "edgeq/ranges/1"
 RANGES_METHODS = ("minmax", "percentile", "mse", "entropy", "auto")
 """The ``ranges=`` methods (``--ranges``)."""
+FOLDS = 5
+"""``auto`` keeps a method over minmax only if it is better on each of this many interleaved parts of
+the held-out samples."""
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,8 @@ class RangesChoice:
         samples: calibration samples the ranges were chosen on.
         held_out: samples ``auto`` held out to compare the methods (0 otherwise).
         sqnr_db: ``auto``: output SQNR (dB) vs the float model on the held-out samples, per method.
+        folds_won: ``auto``: per method other than minmax, on how many of the parts of the held-out
+            samples it beat minmax (it is only chosen if on all of them).
         narrowed: activation tensors whose range the method narrowed.
         kept: tensors kept at their min/max, as ``"name: reason"`` (a range TFLite fixes, a shared
             scale, the model's input).
@@ -43,6 +48,7 @@ class RangesChoice:
     samples: int = 0
     held_out: int = 0
     sqnr_db: dict[str, float] = field(default_factory=dict)
+    folds_won: dict[str, int] = field(default_factory=dict)
     narrowed: int = 0
     kept: tuple[str, ...] = ()
     constant: tuple[str, ...] = ()
@@ -52,6 +58,7 @@ class RangesChoice:
         return {"schema": RANGES_SCHEMA, "method": self.method, "chosen": self.chosen,
                 "percentile": self.percentile, "samples": self.samples, "held_out": self.held_out,
                 "sqnr_db": {k: (v if math.isfinite(v) else None) for k, v in self.sqnr_db.items()},
+                "folds_won": dict(self.folds_won),
                 "narrowed": self.narrowed, "kept": list(self.kept), "constant": list(self.constant)}
 
     @classmethod
@@ -68,6 +75,7 @@ class RangesChoice:
         return cls(method=str(data["method"]), chosen=str(data["chosen"]), percentile=float(data["percentile"]),
                    samples=int(data["samples"]), held_out=int(data["held_out"]),
                    sqnr_db={str(k): (math.inf if v is None else float(v)) for k, v in data["sqnr_db"].items()},
+                   folds_won={str(k): int(v) for k, v in data.get("folds_won", {}).items()},
                    narrowed=int(data["narrowed"]), kept=tuple(data["kept"]), constant=tuple(data["constant"]))
 
     def summary(self) -> str:
@@ -78,7 +86,9 @@ class RangesChoice:
         if self.method == "auto":
             text += f" chose {self.chosen} on {self.held_out} held-out samples"
             if self.sqnr_db:
-                text += " (output SQNR " + ", ".join(f"{k} {v:.1f} dB" for k, v in self.sqnr_db.items()) + ")"
+                text += " (output SQNR " + ", ".join(
+                    f"{k} {v:.1f} dB" + (f" better on {self.folds_won[k]}/{FOLDS} parts" if k in self.folds_won
+                                         else "") for k, v in self.sqnr_db.items()) + ")"
         return text + f"; {self.narrowed} range(s) narrowed, {len(self.kept)} kept, {len(self.constant)} constant"
 
     def __str__(self) -> str:

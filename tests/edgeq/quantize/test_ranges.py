@@ -20,7 +20,7 @@ from edgeq.quantize.histograms import TensorHistogram, choose_range
 from edgeq.quantize.modes import IOType, Mode
 from edgeq.quantize.ranges import LiteRunner, calibrate_only, output_sqnr, quantize_calibrated
 from edgeq.quantize.ranges_debug import RangesDebugReport, debug_ranges
-from edgeq.quantize.ranges_result import RangesChoice
+from edgeq.quantize.ranges_result import FOLDS, RangesChoice
 from edgeq.quantize.tflite import configure_converter, run_converter
 
 METHODS = ("percentile", "mse", "entropy", "auto")
@@ -91,6 +91,9 @@ def test_each_method_gives_a_standard_int8_model(digits_cnn: Any, digits_train_a
     assert choice is not None and choice.held_out == 30 and set(choice.sqnr_db) == {"minmax", "percentile",
                                                                                     "mse", "entropy"}
     assert choice.sqnr_db[choice.chosen] >= choice.sqnr_db["minmax"]  # never worse than minmax on the split
+    assert set(choice.folds_won) == {"percentile", "mse", "entropy"}
+    assert choice.chosen == "minmax" or choice.folds_won[choice.chosen] == FOLDS  # ahead on every part, not the total
+    assert RangesChoice.from_dict(json.loads(dumps_json(choice.to_dict()))) == choice
 
 
 def _outlier_model() -> Any:
