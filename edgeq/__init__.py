@@ -30,6 +30,8 @@ from edgeq.quantize.converter import MODES, ConversionResult, IOType, Mode, conv
 from edgeq.quantize.layer_error import LayerReport, debug
 from edgeq.quantize.qat.sparsity import SparsityResult, cluster, prune
 from edgeq.quantize.qat.train import QATResult, qat
+from edgeq.quantize.ranges_debug import RangesDebugReport, debug_ranges
+from edgeq.quantize.ranges_result import RangesChoice
 from edgeq.store.db import Measurement, ResultsStore
 
 __all__ = [
@@ -53,6 +55,8 @@ __all__ = [
     "ModelAnalysis",
     "Preprocess",
     "QATResult",
+    "RangesChoice",
+    "RangesDebugReport",
     "ResultsStore",
     "SparsityResult",
     "TFDataSource",
@@ -64,6 +68,7 @@ __all__ = [
     "convert",
     "convert_all",
     "debug",
+    "debug_ranges",
     "deploy",
     "errors",
     "load_model",

@@ -31,6 +31,7 @@ from edgeq.cli.options import (
 from edgeq.cli.output import make_console, print_rows
 from edgeq.errors import InvalidArgumentError, OutputExistsError
 from edgeq.quantize.converter import convert, convert_all
+from edgeq.quantize.ranges_result import RANGES_METHODS
 from edgeq.targets.edgetpu.compiler import run_edgetpu_compiler
 
 __all__ = ["convert_cmd"]
@@ -81,6 +82,11 @@ __all__ = ["convert_cmd"]
               help="Segmentation: mask value that counts nowhere (recorded; a board's default is 255).")
 @click.option("--outputs", "outputs_text", type=str, default=None, metavar="boxes=NAME,classes=NAME,scores=NAME,count=NAME",
               help="Detection: which outputs are boxes, classes, scores and count (recorded).")
+@click.option("--ranges", type=Choice(list(RANGES_METHODS)), default="minmax", show_default=True,
+              help="How int8 activation ranges are chosen: minmax (the converter's), percentile, mse, entropy "
+                   "(from per-tensor histograms), auto (the best output SQNR on held-out calibration samples).")
+@click.option("--percentile", type=float, default=99.99, show_default=True,
+              help="The percentile --ranges percentile keeps, in (0, 100]; entropy clips no more than it gives up.")
 @custom_objects_option
 @preprocess_options
 def convert_cmd(model: str, modes: tuple[str, ...], calib: str | None, samples: int, seed: int, io: str | None,
@@ -88,7 +94,8 @@ def convert_cmd(model: str, modes: tuple[str, ...], calib: str | None, samples: 
                 json_out: str | None, max_drop: float | None, evaluation: str | None, labels: str | None,
                 size: tuple[int, int] | None, color: str | None, mean: Channels, std: Channels, task: str | None,
                 class_offset: int | None, num_classes: int | None, ignore_index: int | None,
-                outputs_text: str | None, rounding: str = "optimized", a16: str | None = None) -> None:
+                outputs_text: str | None, rounding: str = "optimized", a16: str | None = None,
+                ranges: str = "minmax", percentile: float = 99.99) -> None:
     """Convert MODEL (.keras, .h5 or SavedModel folder) to .tflite and print what was written."""
     out = Path(output)
     given = {"class_offset": class_offset, "num_classes": num_classes, "ignore_index": ignore_index,
@@ -115,7 +122,8 @@ def convert_cmd(model: str, modes: tuple[str, ...], calib: str | None, samples: 
                                            "16-bit layers itself)")
         results = convert(model, mode, calibration=calib, samples=samples, seed=seed, io=io,
                           batch_size=batch_size, preprocess=pre, allow_float_fallback=allow_float,
-                          max_drop=max_drop, evaluation=evaluation, labels=labels, task=task, task_settings=settings)
+                          max_drop=max_drop, evaluation=evaluation, labels=labels, task=task, task_settings=settings,
+                          ranges=ranges)
     elif a16 is not None:
         if isinstance(mode, list) or target is not None:
             raise InvalidArgumentError("--a16 takes --mode int8 alone, without --target", argument="--a16",
@@ -125,6 +133,9 @@ def convert_cmd(model: str, modes: tuple[str, ...], calib: str | None, samples: 
                           preprocess=pre, labels=labels,
                           a16_layers=int(a16) if a16.strip().isdigit() else layers)
     else:
+        if (isinstance(mode, list) or mode == "all") and ranges != "minmax":
+            raise InvalidArgumentError("--ranges takes one mode, int8", argument="--ranges", received=ranges,
+                                       fix="give --mode int8 alone with --ranges")
         if isinstance(mode, list) or mode == "all":
             results = convert_all(model, mode, calibration=calib, samples=samples, seed=seed, io=io,
                                   batch_size=batch_size, preprocess=pre, allow_float_fallback=allow_float,
@@ -133,7 +144,7 @@ def convert_cmd(model: str, modes: tuple[str, ...], calib: str | None, samples: 
             results = convert(model, mode, calibration=calib, samples=samples, seed=seed, io=io,
                               batch_size=batch_size, preprocess=pre, allow_float_fallback=allow_float,
                               target=target, labels=labels, rounding=rounding, task=task,
-                              task_settings=settings)
+                              task_settings=settings, ranges=ranges, percentile=percentile)
     results = results if isinstance(results, list) else [results]
     # Check every target before writing any, so a refusal leaves nothing half done.
     single_file = len(results) == 1 and out.suffix == ".tflite"
@@ -152,6 +163,9 @@ def convert_cmd(model: str, modes: tuple[str, ...], calib: str | None, samples: 
                left=("mode", "io", "float ops", "file"), title=f"edgeq convert {Path(model).name}")
     console = make_console(stderr=json_out == "-")
     console.print(f"wrote {len(written)} file(s) to {written[0].parent}")
+    for r in results:
+        if r.ranges is not None:
+            console.print(r.ranges.summary(), markup=False)
     if target == "edgetpu":
         _compile_for_edgetpu(results[0], written[0], force, console)
     if results[0].budget is not None:

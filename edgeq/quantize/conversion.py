@@ -39,6 +39,7 @@ from edgeq.quantize.calibration import (
 from edgeq.quantize.int4 import int4_model
 from edgeq.quantize.metadata import build_metadata, check_task, embed_metadata, labels_for
 from edgeq.quantize.modes import IOType, Mode, check_io, enum_arg, positive_int
+from edgeq.quantize.ranges import check_ranges, convert_with_ranges
 from edgeq.quantize.result import ConversionResult, safe_name, tensor_details
 from edgeq.quantize.rounding import Rounding
 from edgeq.quantize.tflite import configure_converter, float_ops, run_converter
@@ -64,6 +65,8 @@ def convert_mode(
     rounding: str | Rounding = "optimized",
     task: str | None = None,
     task_settings: dict[str, Any] | None = None,
+    ranges: str = "minmax",
+    percentile: float = 99.99,
 ) -> ConversionResult:
     """Convert ``model`` in one mode; the arguments are :func:`edgeq.convert`'s.
 
@@ -78,6 +81,7 @@ def convert_mode(
     rounding_ = enum_arg(Rounding, rounding, "rounding")
     io_ = enum_arg(IOType, io, "io")
     check_io(mode_, io_)
+    ranges_ = check_ranges(ranges, percentile, mode_)
     positive_int(batch_size, "batch_size", "1", optional=True)
     positive_int(samples, "samples", "200")
     loaded: LoadedModel = load_model(model)
@@ -118,11 +122,16 @@ def convert_mode(
 
     start = time.perf_counter()
     with loaded.converter(batch_size) as converter:
+        choice = None
         if mode_ is Mode.INT4:
             raw = run_converter(converter, Mode.FLOAT32, allow_float_fallback, failures)
         else:
             configure_converter(converter, mode_, io_, rep, allow_float_fallback)
-            raw = run_converter(converter, mode_, allow_float_fallback, failures)
+            if ranges_ != "minmax" and rep is not None:
+                raw, choice = convert_with_ranges(converter, rep, ranges_, percentile, io_,
+                                                  [s.name for s in loaded.inputs], failures)
+            else:
+                raw = run_converter(converter, mode_, allow_float_fallback, failures)
     rounding_extra: dict[str, Any] = {}
     if mode_ is Mode.INT4:
         samples_ = list(rep()) if rep is not None else None
@@ -144,7 +153,8 @@ def convert_mode(
         mode=mode_.value, io=io_.value, preprocess=preprocess, labels=stored_labels, source=loaded.name,
         extra={"calibration": None if source is None else source.description,
                "calibration_samples": counter["n"], "batch_size": batch_size,
-               "inputs": [s.name for s in loaded.inputs], **rounding_extra},
+               "inputs": [s.name for s in loaded.inputs], **rounding_extra,
+               **({} if choice is None else {"ranges": choice.to_dict()})},
         task=task_, task_settings=settings,
     )
     data = embed_metadata(raw, meta)

@@ -105,6 +105,8 @@ def convert(
     a16_layers: Sequence[str] | int | None = ...,
     task: str | None = ...,
     task_settings: dict[str, Any] | None = ...,
+    ranges: str = ...,
+    percentile: float = ...,
 ) -> list[ConversionResult]: ...
 @overload
 def convert(
@@ -127,6 +129,8 @@ def convert(
     a16_layers: Sequence[str] | int | None = ...,
     task: str | None = ...,
     task_settings: dict[str, Any] | None = ...,
+    ranges: str = ...,
+    percentile: float = ...,
 ) -> ConversionResult: ...
 
 
@@ -153,6 +157,8 @@ def convert(
     a16_layers: Sequence[str] | int | None = None,
     task: str | None = None,
     task_settings: dict[str, Any] | None = None,
+    ranges: str = "minmax",
+    percentile: float = 99.99,
 ) -> ConversionResult | list[ConversionResult]:
     """Convert a Keras model to TFLite in one mode.
 
@@ -190,6 +196,15 @@ def convert(
         task_settings: the task's settings a board evaluates with: detection ``class_offset``,
             ``num_classes``, ``outputs`` (``{"boxes": NAME, ...}``); segmentation ``ignore_index``,
             ``num_classes`` (see :func:`edgeq.quantize.metadata.check_task`).
+        ranges: how int8 activation ranges are chosen (int8 only; see :mod:`edgeq.quantize.ranges`):
+            ``minmax`` (the converter's: the widest value seen), ``percentile``, ``mse``, ``entropy``
+            (from one more streamed pass collecting per-tensor histograms), or ``auto`` (holds out
+            every fourth sample and keeps the method with the best output SQNR there, of minmax and
+            the methods ahead of it on each fifth of those samples; never worse than minmax there). The default stays ``minmax``, the converter's own int8, until
+            ``auto`` has proven itself on held-out models; the choice is recorded in the result's
+            :attr:`~edgeq.quantize.result.ConversionResult.ranges` and the model's metadata.
+        percentile: the percentile ``ranges="percentile"`` keeps, in (0, 100]; ``entropy`` clips no more
+            values than it gives up.
 
     Raises:
         InvalidArgumentError, ModelLoadError, CalibrationError, QuantizationError, ConversionError,
@@ -209,8 +224,13 @@ def convert(
         check_target_args(target, mode, io, batch_size, allow_float_fallback)
         res = convert_mode(model, Mode.INT8, calibration=calibration, samples=samples, seed=seed, io=io,
                            batch_size=1, preprocess=preprocess, labels=labels, progress=progress, task=task,
-                           task_settings=task_settings)
+                           task_settings=task_settings,
+                           ranges=ranges, percentile=percentile)
         return replace(res, target="edgetpu", edgetpu=predict_edgetpu(res.model_bytes))
+    if (max_drop is not None or evaluation is not None) and str(getattr(ranges, "value", ranges)) != "minmax":
+        raise InvalidArgumentError("the accuracy budget search uses the converter's min/max ranges",
+                                   argument="ranges", received=ranges,
+                                   fix="leave ranges='minmax' with max_drop, or drop max_drop")
     if max_drop is not None or evaluation is not None:
         if task not in (None, "classification"):
             raise InvalidArgumentError("the accuracy budget measures top-1 of a classifier", argument="task",
@@ -238,7 +258,7 @@ def convert(
     return convert_mode(model, mode, calibration=calibration, samples=samples, seed=seed, io=io,
                         batch_size=batch_size, preprocess=preprocess, labels=labels,
                         allow_float_fallback=allow_float_fallback, progress=progress, rounding=rounding,
-                        task=task, task_settings=task_settings)
+                        task=task, task_settings=task_settings, ranges=ranges, percentile=percentile)
 
 
 @renamed_arguments(show_progress="progress")

@@ -20,6 +20,7 @@ from edgeq_device.metadata import EdgeqMetadata, read_metadata
 
 from edgeq.errors import InvalidArgumentError
 from edgeq.quantize.modes import IOType, Mode, enum_arg
+from edgeq.quantize.ranges_result import RangesChoice
 
 __all__ = ["SCHEMA", "ConversionResult", "TensorDetail", "compressed_size", "safe_name", "tensor_details"]
 
@@ -106,6 +107,12 @@ class ConversionResult:
     edgetpu: Any = field(default=None, repr=False, compare=False)
 
     @property
+    def ranges(self) -> RangesChoice | None:
+        """How the int8 activation ranges were chosen, when not the converter's min/max."""
+        data = (self.metadata.extra or {}).get("ranges")
+        return RangesChoice.from_dict(data) if isinstance(data, dict) else None
+
+    @property
     def size_bytes(self) -> int:
         """Size of the ``.tflite`` file in bytes."""
         return len(self.model_bytes)
@@ -143,6 +150,7 @@ class ConversionResult:
             "calibration_samples": self.calibration_samples, "float_ops": list(self.float_ops),
             "op_counts": dict(self.op_counts), "inputs": [t.to_dict() for t in self.inputs],
             "outputs": [t.to_dict() for t in self.outputs], "target": self.target,
+            **({} if self.ranges is None else {"ranges": self.ranges.to_dict()}),
         }
 
     @classmethod
@@ -207,6 +215,8 @@ class ConversionResult:
         if a16:
             facts.append(("16-bit activations", ", ".join(str(n).split(";")[0] for n in a16.get("a16_nodes", ()))
                           + "".join(f"; kept int8: {str(n).split(';')[0]} ({op})" for n, op in a16.get("kept_int8", ()))))
+        if self.ranges is not None:
+            facts.append(("activation ranges", self.ranges.summary()))
         if self.metadata.labels:
             shown = ", ".join(self.metadata.labels[:10])
             facts.append(("labels", shown + (f", ... ({len(self.metadata.labels)})"

@@ -20,6 +20,7 @@ def test_notebook_02_runs(tmp_path, execute_notebook):
     assert "qat epoch 2/2" in text  # progress per epoch
     assert "QAT int8" in text and "PTQ int8" in text
     assert "spiky" in text and "accuracy budget" in text and "chose int8+float" in text
+    assert "ranges auto chose" in text and "best output SQNR" in text  # section 4: the ranges methods
     assert any("image/png" in o.get("data", {}) for o in outputs), "the layer plot did not display"
     out = tmp_path / "notebooks" / "notebook02"
     assert (out / "layers.png").exists() and (out / "digits_qat_int8.tflite").exists()

@@ -71,7 +71,8 @@ def test_no_name_shadows_a_submodule():
 
 def test_one_name_per_concept_across_the_api():
     """progress, max_drop, store and evaluation mean one thing wherever they appear."""
-    for func in (edgeq.convert, edgeq.convert_all, edgeq.compare, edgeq.debug, edgeq.qat, edgeq.deploy):
+    for func in (edgeq.convert, edgeq.convert_all, edgeq.compare, edgeq.debug, edgeq.debug_ranges, edgeq.qat,
+                 edgeq.deploy):
         params = inspect.signature(func).parameters
         assert "progress" in params and "show_progress" not in params, func.__name__
     assert "max_drop" in inspect.signature(edgeq.compare).parameters
@@ -114,6 +115,7 @@ def test_result_objects_are_frozen_and_read_plainly():
 
     results = [edgeq.BoardResult, edgeq.BudgetReport, edgeq.Comparison, edgeq.ConversionResult,
                edgeq.DeployReport, edgeq.LayerReport, edgeq.Measurement, edgeq.ModelAnalysis, edgeq.QATResult,
+               edgeq.RangesChoice, edgeq.RangesDebugReport,
                edgeq_device.BenchResult, edgeq_device.EvalResult, edgeq_device.ModelInfo]
     for cls in results:
         assert dataclasses.is_dataclass(cls) and cls.__dataclass_params__.frozen, cls.__name__
