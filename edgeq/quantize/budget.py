@@ -60,7 +60,9 @@ from edgeq.quantize.tflite import float_ops
 __all__ = ["DEFAULT_A16_STEPS", "DEFAULT_FLOAT_STEPS", "BudgetReport", "Candidate", "budget_search", "top1_accuracy"]
 
 DEFAULT_FLOAT_STEPS = (1, 2, 4)
-DEFAULT_A16_STEPS = (1, 2, 4)
+DEFAULT_A16_STEPS = (1, 2, 4, 8)
+# 16-bit activations keep int8 weights, so even eight such layers stay near int8's size, where each
+# layer kept in float grows the file: the search tries them further before it spends float layers.
 
 
 def _from_bytes(raw: bytes, base: ConversionResult, io_: IOType, float_nodes: Sequence[str],
