@@ -36,7 +36,7 @@ from .sysinfo import BoardInfo, board_info
 from .task_inputs import sample_indices
 from .task_loop import output_keys, progress_callback, run_samples
 
-__all__ = ["ClassAP", "DetectionResult", "evaluate_detection", "format_detection", "read_coco"]
+__all__ = ["ClassAP", "DetectionResult", "evaluate_detection", "format_detection", "match_images", "read_coco"]
 
 
 @dataclass(frozen=True)
@@ -118,8 +118,13 @@ def read_coco(path: str | os.PathLike[str]) -> dict[str, Any]:
     return d
 
 
-def _match_images(coco: Mapping[str, Any], root: Path, annotations: str) -> list[tuple[int, Path]]:
-    """``(image id, file)`` for every annotated image; refuse missing files and unannotated images."""
+def match_images(coco: Mapping[str, Any], root: Path, annotations: str, *, data: str = "DATA",
+                 data_argument: str = "data") -> list[tuple[int, Path]]:
+    """``(image id, file)`` for every annotated image; refuse missing files and unannotated images.
+
+    ``data`` names the image folder in the messages (``DATA`` here, ``--eval`` for ``edgeq compare``)
+    and ``data_argument`` is the argument a :class:`DataError` about it names.
+    """
     files = {p.name: p for p in sorted(root.rglob("*")) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES}
     rel = {str(p.relative_to(root)): p for p in files.values()}
     pairs, missing = [], []
@@ -131,15 +136,15 @@ def _match_images(coco: Mapping[str, Any], root: Path, annotations: str) -> list
         else:
             pairs.append((int(im["id"]), p))
     if missing:
-        raise DataError(f"the annotations name {len(missing)} image(s) not in DATA, e.g. {missing[0]!r}",
+        raise DataError(f"the annotations name {len(missing)} image(s) not in {data}, e.g. {missing[0]!r}",
                         argument="annotations", received=annotations,
-                        fix="put every annotated image in DATA, or give the annotations of these images")
+                        fix=f"put every annotated image in {data}, or give the annotations of these images")
     used = {p for _, p in pairs}
     extra = sorted(str(p.relative_to(root)) for p in files.values() if p not in used)
     if extra:
-        raise DataError(f"{len(extra)} image(s) in DATA have no entry in the annotations, e.g. {extra[0]!r}",
-                        argument="data", received=str(root),
-                        fix="remove them from DATA or add them to the annotations' images")
+        raise DataError(f"{len(extra)} image(s) in {data} have no entry in the annotations, e.g. {extra[0]!r}",
+                        argument=data_argument, received=str(root),
+                        fix=f"remove them from {data} or add them to the annotations' images")
     return pairs
 
 
@@ -200,7 +205,7 @@ def evaluate_detection(
             raise DataError(f"categories {never[:8]} are beyond the model's {n_classes} classes (category id = "
                             f"class + {class_offset})", argument="annotations", received=str(annotations),
                             fix="check --class-offset, or evaluate on annotations of the model's classes")
-    pairs = _match_images(coco, root, str(annotations))
+    pairs = match_images(coco, root, str(annotations))
     idx = sample_indices(len(pairs), limit, seed)
     chosen = [pairs[int(i)] for i in idx]
     sizes = {int(im["id"]): (im.get("width"), im.get("height")) for im in coco["images"]}

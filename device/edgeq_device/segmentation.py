@@ -36,7 +36,7 @@ from .task_inputs import sample_indices
 from .task_loop import progress_callback, run_samples
 
 __all__ = ["ClassIoU", "SegmentationResult", "class_map", "confusion_matrix", "evaluate_segmentation",
-           "format_segmentation", "resize_nearest", "segmentation_scores"]
+           "format_segmentation", "mask_for", "resize_nearest", "segmentation_scores"]
 
 MASK_SUFFIXES = (".png", ".bmp")
 _NEAREST = getattr(Image, "Resampling", Image).NEAREST  # Pillow < 9.1 has no Resampling
@@ -147,7 +147,8 @@ def format_segmentation(r: SegmentationResult, max_classes: int = 30) -> str:
     return "\n".join(lines)
 
 
-def _mask_for(image: Path, masks: Path) -> Path:
+def mask_for(image: Path, masks: Path) -> Path:
+    """The mask of ``image`` in ``masks`` (same stem, ``.png`` or ``.bmp``); DataError naming ``masks`` if none."""
     for suffix in MASK_SUFFIXES:
         for cand in (masks / (image.stem + suffix), masks / (image.stem + suffix.upper())):
             if cand.is_file():
@@ -224,7 +225,7 @@ def evaluate_segmentation(
     listing = list_image_folder(root)
     idx = sample_indices(len(listing.paths), limit, seed)
     paths = [listing.paths[int(i)] for i in idx]
-    mask_paths = [_mask_for(p, mask_dir) for p in paths]  # every mask exists before any work
+    mask_paths = [mask_for(p, mask_dir) for p in paths]  # every mask exists before any work
     pre = preprocess if preprocess is not None else model_preprocess(model_bytes)
     cm = np.zeros((classes, classes), np.int64)
     lock = threading.Lock()

@@ -31,14 +31,15 @@ from edgeq_device.detection import (
     coco_scores,
     require_pycocotools,
 )
-from edgeq_device.detection_eval import DetectionResult, read_coco
-from edgeq_device.images import IMAGE_SUFFIXES, list_image_folder
+from edgeq_device.detection_eval import DetectionResult, match_images, read_coco
+from edgeq_device.images import list_image_folder
 from edgeq_device.preprocess import Preprocess, load_image
 from edgeq_device.report_json import loads_json
 from edgeq_device.segmentation import (
     SegmentationResult,
     class_map,
     confusion_matrix,
+    mask_for,
     resize_nearest,
     segmentation_scores,
 )
@@ -55,7 +56,6 @@ __all__ = ["IMAGE_TASKS", "TaskData", "TaskScore", "keras_task_score", "load_tas
 #: The tasks :func:`edgeq.compare` scores beside classification, with their two figures.
 IMAGE_TASKS: dict[str, tuple[str, str]] = {"detection": ("map", "map50"),
                                            "segmentation": ("miou", "pixel_accuracy")}
-_MASK_SUFFIXES = (".png", ".bmp")
 
 
 @dataclass(frozen=True)
@@ -94,39 +94,6 @@ class TaskScore:
     per_class: dict[str, float | None]
     curve: list[float | None] | None = None
     seconds: float | None = None
-
-
-def _match_images(coco: Mapping[str, Any], root: Path, annotations: Path) -> list[tuple[int, Path]]:
-    files = {p.name: p for p in sorted(root.rglob("*")) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES}
-    rel = {str(p.relative_to(root)): p for p in files.values()}
-    pairs, missing = [], []
-    for im in coco["images"]:
-        name = str(im.get("file_name", ""))
-        p = rel.get(name) or files.get(Path(name).name)
-        if p is None:
-            missing.append(name)
-        else:
-            pairs.append((int(im["id"]), p))
-    if missing:
-        raise DataError(f"the annotations name {len(missing)} image(s) not in the evaluation folder, e.g. "
-                        f"{missing[0]!r}", argument="annotations", received=str(annotations),
-                        fix="put every annotated image in --eval, or give the annotations of these images")
-    used = {p for _, p in pairs}
-    extra = sorted(str(p.relative_to(root)) for p in files.values() if p not in used)
-    if extra:
-        raise DataError(f"{len(extra)} image(s) in the evaluation folder have no entry in the annotations, "
-                        f"e.g. {extra[0]!r}", argument="evaluation", received=str(root),
-                        fix="remove them from --eval or add them to the annotations' images")
-    return pairs
-
-
-def _mask_for(image: Path, masks: Path) -> Path:
-    for suffix in _MASK_SUFFIXES:
-        for cand in (masks / (image.stem + suffix), masks / (image.stem + suffix.upper())):
-            if cand.is_file():
-                return cand
-    raise DataError(f"no mask for image {image.name}", argument="masks", received=str(masks),
-                    fix=f"give a class-index PNG or BMP named {image.stem}.png for every image")
 
 
 def _read_mask(path: Path, image: Path) -> np.ndarray:
@@ -178,7 +145,8 @@ def load_task_data(task: str, evaluation: str | os.PathLike[str], preprocess: Pr
     if task == "detection":
         ann = Path(os.fspath(given))
         coco = read_coco(ann)
-        pairs = _match_images(coco, root, ann)
+        pairs = match_images(coco, root, str(ann), data="the evaluation folder (--eval)",
+                             data_argument="evaluation")
         idx = sample_indices(len(pairs), limit, seed)
         chosen = [pairs[int(i)] for i in idx]
         dims = {int(im["id"]): (im.get("width"), im.get("height")) for im in coco["images"]}
@@ -200,7 +168,7 @@ def load_task_data(task: str, evaluation: str | os.PathLike[str], preprocess: Pr
     listing = list_image_folder(root, argument="evaluation")
     idx = sample_indices(len(listing.paths), limit, seed)
     paths = tuple(listing.paths[int(i)] for i in idx)
-    mask_paths = tuple(_mask_for(p, mask_dir) for p in paths)
+    mask_paths = tuple(mask_for(p, mask_dir) for p in paths)
     for m, p in zip(mask_paths, paths):
         _read_mask(m, p)  # every mask readable and the size of its image before any work
     x = _read_images(paths, preprocess)
