@@ -96,6 +96,39 @@ def test_each_method_gives_a_standard_int8_model(digits_cnn: Any, digits_train_a
     assert RangesChoice.from_dict(json.loads(dumps_json(choice.to_dict()))) == choice
 
 
+def _big_channel_model() -> Any:
+    """A residual CNN (seeded, untrained) whose block output has four of 16 channels scaled up 32x:
+    min/max int8 spends its steps on those channels' rare big values."""
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((28, 28, 1), name="image")
+    h = layers.Conv2D(16, 3, padding="same", activation="relu")(inp)
+    y = layers.Conv2D(16, 3, padding="same", activation="relu")(h)
+    y = layers.Conv2D(16, 3, padding="same")(y)
+    factors = np.ones(16, np.float32)
+    factors[::4] = 32.0
+    h = layers.Rescaling(factors)(layers.ReLU()(layers.Add()([h, y])))
+    h = layers.Conv2D(32, 3, strides=2, padding="same", activation="relu")(h)
+    return keras.Model(inp, layers.Dense(10, name="logits")(layers.GlobalAveragePooling2D()(h)), name="big_channels")
+
+
+def test_auto_and_cautious_gain_on_an_activation_limited_model(digits_train_arrays: Any) -> None:
+    x = digits_train_arrays[0]
+    model = _big_channel_model()
+    ref = LiteRunner(edgeq.convert(model, "float32").model_bytes, ["image"], preserve=False)
+    items = _items(x[300:400], "image")  # images none of the conversions calibrated on
+    reference = [[o.copy() for o in ref.run(i)] for i in items]
+    sqnr = {}
+    for method in ("minmax", "cautious", "auto"):
+        res = edgeq.convert(model, "int8", calibration=x[:120], samples=120, ranges=method)
+        sqnr[method] = output_sqnr(reference, res.model_bytes, items, ["image"])
+        if method == "auto":
+            assert res.ranges is not None and res.ranges.chosen != "minmax", res.ranges
+    assert sqnr["cautious"] > sqnr["minmax"] + 1.5 and sqnr["auto"] > sqnr["minmax"] + 1.5, sqnr
+
+
 def _outlier_model() -> Any:
     """Dense(16 -> 32 relu -> 4) with fixed weights: feature 0 drives hidden unit 0 alone."""
     import keras
