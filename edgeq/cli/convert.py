@@ -83,8 +83,8 @@ __all__ = ["convert_cmd"]
 @click.option("--outputs", "outputs_text", type=str, default=None, metavar="boxes=NAME,classes=NAME,scores=NAME,count=NAME",
               help="Detection: which outputs are boxes, classes, scores and count (recorded).")
 @click.option("--ranges", type=Choice(list(RANGES_METHODS)), default="minmax", show_default=True,
-              help="How int8 activation ranges are chosen: minmax (the converter's), percentile, mse, entropy "
-                   "(from per-tensor histograms), auto (the best output SQNR on held-out calibration samples).")
+              help="How int8 activation ranges are chosen: minmax (the converter's), percentile, mse, entropy, "
+                   "cautious (from per-tensor histograms), auto (the best output SQNR on held-out calibration samples).")
 @click.option("--percentile", type=float, default=99.99, show_default=True,
               help="The percentile --ranges percentile keeps, in (0, 100]; entropy clips no more than it gives up.")
 @custom_objects_option

@@ -197,8 +197,8 @@ def convert(
             ``num_classes``, ``outputs`` (``{"boxes": NAME, ...}``); segmentation ``ignore_index``,
             ``num_classes`` (see :func:`edgeq.quantize.metadata.check_task`).
         ranges: how int8 activation ranges are chosen (int8 only; see :mod:`edgeq.quantize.ranges`):
-            ``minmax`` (the converter's: the widest value seen), ``percentile``, ``mse``, ``entropy``
-            (from one more streamed pass collecting per-tensor histograms), or ``auto`` (holds out
+            ``minmax`` (the converter's: the widest value seen), ``percentile``, ``mse``, ``entropy``,
+            ``cautious`` (per tensor, the least error with clipping costed dearer than rounding) (from one more streamed pass collecting per-tensor histograms), or ``auto`` (holds out
             every fourth sample and keeps the method with the best output SQNR there, of minmax and
             the methods ahead of it on each fifth of those samples; never worse than minmax there). The default stays ``minmax``, the converter's own int8, until
             ``auto`` has proven itself on held-out models; the choice is recorded in the result's

@@ -12,7 +12,14 @@ flat in the number of samples). :func:`choose_range` turns a histogram into a cl
 - ``entropy``: the range minimising the KL divergence between the histogram clipped to it and
   its quantized form, per side, as TensorRT's entropy calibrator does on ``|x|`` (each side
   gets the share of the 255 int8 steps its width takes), among the ends that clip no more of
-  the values than ``percentile`` does (KL alone clipped a sixth of a spiky tensor's values).
+  the values than ``percentile`` does (KL alone clipped a sixth of a spiky tensor's values);
+- ``cautious``: per tensor, of the ranges minmax, the 99.9th, 99.99th and 99.999th percentiles and
+  mse choose, the one of least quantization error when an error from clipping counts
+  :data:`CLIP_COST` times one from rounding. A clipped value is an outlier cut short, and the
+  layers after it (a residual add, the logits) carry that error on; rounding noise averages out.
+  Plain mse trades them one for one and on a ResNet-8 narrowed tensors the model needed
+  (-0.8 dB output SQNR); with clipping costed this way the same tensors keep their min/max and a
+  tensor of rare big values is still narrowed.
 
 TFLite's int8 activations are asymmetric (a zero point per tensor), so each end is chosen
 on its own; with ``symmetric=True`` (int16 activations) one magnitude is chosen for both.
@@ -27,10 +34,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["DEFAULT_BINS", "METHODS", "TensorHistogram", "choose_range"]
+__all__ = ["CLIP_COST", "DEFAULT_BINS", "METHODS", "TensorHistogram", "choose_range", "quantization_error"]
 
 DEFAULT_BINS = 2048
-METHODS = ("minmax", "percentile", "mse", "entropy")
+METHODS = ("minmax", "percentile", "mse", "entropy", "cautious")
+CLIP_COST = 64.0
+"""``cautious``: how many times an error from clipping counts against one from rounding."""
+_CAUTIOUS_PERCENTILES = (99.9, 99.99, 99.999)
 _LEVELS = 255  # int8 steps between the ends of a range
 _CANDIDATES = 128  # ends tried per search in mse
 
@@ -86,6 +96,8 @@ def choose_range(hist: TensorHistogram, method: str, percentile: float = 99.99,
         low, high = _mse(hist)
     elif method == "entropy":
         low, high = _entropy(hist, percentile)
+    elif method == "cautious":
+        low, high = _cautious(hist)
     else:
         raise ValueError(f"unknown ranges method {method!r}")
     return min(low, 0.0), max(high, 0.0)
@@ -126,6 +138,30 @@ def _mse(hist: TensorHistogram) -> tuple[float, float]:
             cand = np.linspace(low / _CANDIDATES, low, _CANDIDATES)
             low = float(cand[np.argmin(_mse_of(centers, counts, cand, np.full_like(cand, high)))])
     return low, high
+
+
+def quantization_error(hist: TensorHistogram, low: float, high: float) -> tuple[float, float]:
+    """The histogram's int8 quantization error over ``[low, high]``: (rounding, clipping), each a
+    sum of squares over the values, clipping the part from values outside the range."""
+    edges = hist.edges()
+    centers = (edges[:-1] + edges[1:]) / 2
+    counts = hist.counts.astype(np.float64)
+    step = max(high - low, 1e-30) / _LEVELS
+    zero = round(-low / step)
+    q = (np.clip(np.round(centers / step) + zero, 0, _LEVELS) - zero) * step
+    err = np.square(q - centers) * counts
+    inside = (centers >= low) & (centers <= high)
+    return float(err[inside].sum()), float(err[~inside].sum())
+
+
+def _cautious(hist: TensorHistogram) -> tuple[float, float]:
+    candidates = [(hist.low, hist.high), _mse(hist), *(_percentile(hist, p) for p in _CAUTIOUS_PERCENTILES)]
+    costs = []
+    for low, high in candidates:
+        low, high = min(low, 0.0), max(high, 0.0)
+        rounding, clipping = quantization_error(hist, low, high)
+        costs.append(rounding + CLIP_COST * clipping)
+    return candidates[int(np.argmin(costs))]
 
 
 def _kl(side: np.ndarray, levels: int, keep: np.ndarray) -> np.ndarray:

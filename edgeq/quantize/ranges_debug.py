@@ -142,7 +142,7 @@ def debug_ranges(model: Any, calibration: Any, *, methods: Sequence[str] = METHO
     """Per-layer and output SQNR of ``model`` in int8 under each ranges method in ``methods``.
 
     Args:
-        methods: any of ``minmax``, ``percentile``, ``mse``, ``entropy`` (``auto`` is not a range
+        methods: any of ``minmax``, ``percentile``, ``mse``, ``entropy``, ``cautious`` (``auto`` is not a range
             of its own: it picks the best of these).
         percentile, model, calibration, samples, seed, preprocess, batch_size, progress: as for
             :func:`edgeq.convert` and :func:`edgeq.debug`.

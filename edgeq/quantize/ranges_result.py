@@ -16,7 +16,7 @@ from edgeq.errors import InvalidArgumentError
 __all__ = ["FOLDS", "RANGES_METHODS", "RANGES_SCHEMA", "RangesChoice"]
 
 RANGES_SCHEMA = "edgeq/ranges/1"
-RANGES_METHODS = ("minmax", "percentile", "mse", "entropy", "auto")
+RANGES_METHODS = ("minmax", "percentile", "mse", "entropy", "cautious", "auto")
 """The ``ranges=`` methods (``--ranges``)."""
 FOLDS = 5
 """``auto`` keeps a method over minmax only if it is better on each of this many interleaved parts of
@@ -28,8 +28,9 @@ class RangesChoice:
     """How the activation ranges of an int8 model were chosen.
 
     Attributes:
-        method: the method asked for (``minmax``, ``percentile``, ``mse``, ``entropy``, ``auto``).
-        chosen: the method whose ranges the model has (``auto``'s pick; else ``method``).
+        method: the method asked for (``minmax``, ``percentile``, ``mse``, ``entropy``, ``cautious``, ``auto``).
+        chosen: the method whose ranges the model has (``auto``'s pick, a key of ``sqnr_db``:
+            ``percentile@99.999`` is the percentile method at that percentile; else ``method``).
         percentile: the percentile ``percentile`` uses.
         samples: calibration samples the ranges were chosen on.
         held_out: samples ``auto`` held out to compare the methods (0 otherwise).

@@ -16,14 +16,14 @@ from edgeq_device.runtime import ModelRunner
 import edgeq
 from edgeq.cli import cli
 from edgeq.errors import InvalidArgumentError
-from edgeq.quantize.histograms import TensorHistogram, choose_range
+from edgeq.quantize.histograms import CLIP_COST, TensorHistogram, choose_range, quantization_error
 from edgeq.quantize.modes import IOType, Mode
 from edgeq.quantize.ranges import LiteRunner, calibrate_only, output_sqnr, quantize_calibrated
 from edgeq.quantize.ranges_debug import RangesDebugReport, debug_ranges
 from edgeq.quantize.ranges_result import FOLDS, RangesChoice
 from edgeq.quantize.tflite import configure_converter, run_converter
 
-METHODS = ("percentile", "mse", "entropy", "auto")
+METHODS = ("percentile", "mse", "entropy", "cautious", "auto")
 
 
 def _items(x: np.ndarray, name: str) -> list[dict[str, np.ndarray]]:
@@ -88,12 +88,45 @@ def test_each_method_gives_a_standard_int8_model(digits_cnn: Any, digits_train_a
         assert "ranges " + method in str(res)
     auto = edgeq.convert(digits_cnn, "int8", calibration=x[:120], samples=120, ranges="auto")
     choice = auto.ranges
-    assert choice is not None and choice.held_out == 30 and set(choice.sqnr_db) == {"minmax", "percentile",
-                                                                                    "mse", "entropy"}
+    assert choice is not None and choice.held_out == 30 and set(choice.sqnr_db) == {
+        "minmax", "percentile", "percentile@99.999", "mse", "entropy", "cautious"}
     assert choice.sqnr_db[choice.chosen] >= choice.sqnr_db["minmax"]  # never worse than minmax on the split
-    assert set(choice.folds_won) == {"percentile", "mse", "entropy"}
+    assert set(choice.folds_won) == set(choice.sqnr_db) - {"minmax"}
     assert choice.chosen == "minmax" or choice.folds_won[choice.chosen] == FOLDS  # ahead on every part, not the total
     assert RangesChoice.from_dict(json.loads(dumps_json(choice.to_dict()))) == choice
+
+
+def _big_channel_model() -> Any:
+    """A residual CNN (seeded, untrained) whose block output has four of 16 channels scaled up 32x:
+    min/max int8 spends its steps on those channels' rare big values."""
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((28, 28, 1), name="image")
+    h = layers.Conv2D(16, 3, padding="same", activation="relu")(inp)
+    y = layers.Conv2D(16, 3, padding="same", activation="relu")(h)
+    y = layers.Conv2D(16, 3, padding="same")(y)
+    factors = np.ones(16, np.float32)
+    factors[::4] = 32.0
+    h = layers.Rescaling(factors)(layers.ReLU()(layers.Add()([h, y])))
+    h = layers.Conv2D(32, 3, strides=2, padding="same", activation="relu")(h)
+    return keras.Model(inp, layers.Dense(10, name="logits")(layers.GlobalAveragePooling2D()(h)), name="big_channels")
+
+
+def test_auto_and_cautious_gain_on_an_activation_limited_model(digits_train_arrays: Any) -> None:
+    x = digits_train_arrays[0]
+    model = _big_channel_model()
+    ref = LiteRunner(edgeq.convert(model, "float32").model_bytes, ["image"], preserve=False)
+    items = _items(x[300:400], "image")  # images none of the conversions calibrated on
+    reference = [[o.copy() for o in ref.run(i)] for i in items]
+    sqnr = {}
+    for method in ("minmax", "cautious", "auto"):
+        res = edgeq.convert(model, "int8", calibration=x[:120], samples=120, ranges=method)
+        sqnr[method] = output_sqnr(reference, res.model_bytes, items, ["image"])
+        if method == "auto":
+            assert res.ranges is not None and res.ranges.chosen != "minmax", res.ranges
+    assert sqnr["cautious"] > sqnr["minmax"] + 1.5 and sqnr["auto"] > sqnr["minmax"] + 1.5, sqnr
 
 
 def _outlier_model() -> Any:
@@ -150,6 +183,25 @@ def test_histogram_choices_keep_zero_and_constant_tensors() -> None:
     assert low == -high
 
 
+def test_cautious_counts_clipping_dearer_than_rounding() -> None:
+    rng = np.random.default_rng(4)
+    base = rng.uniform(0, 1, 1_000_000)
+    lone = TensorHistogram(0.0, 40.0)  # one value far out: mse and percentile cut it, cautious keeps it
+    lone.add(np.r_[base, 40.0])
+    assert choose_range(lone, "mse")[1] < 30 and choose_range(lone, "percentile", 99.99)[1] < 2
+    assert choose_range(lone, "cautious") == (0.0, 40.0)
+    assert quantization_error(lone, 0.0, 40.0)[1] == 0.0
+    rounding, clipping = quantization_error(lone, 0.0, 1.0)
+    assert clipping > 1000 and rounding < quantization_error(lone, 0.0, 40.0)[0] / 100
+    wide = TensorHistogram(-1.0, 8.0)  # a tail of 0.1% of the values: rounding everywhere costs more
+    wide.add(np.r_[rng.normal(0, 0.2, 1_000_000), rng.uniform(1, 8, 1000)])
+    low, high = choose_range(wide, "cautious")
+    assert -1.0 <= low < 0 < high < 8.0
+    r_min, c_min = quantization_error(wide, -1.0, 8.0)
+    r, c = quantization_error(wide, low, high)
+    assert r + CLIP_COST * c < r_min + CLIP_COST * c_min
+
+
 @pytest.mark.parametrize("percentile", [99.99, 99.9])
 def test_entropy_sheds_rare_values_only(percentile: float) -> None:
     rng = np.random.default_rng(3)
@@ -203,7 +255,7 @@ def test_cli_ranges_and_bad_input(digits_cnn: Any, mnist_train: Any, tmp_path: A
     assert shown.exit_code == 0, shown.output
     assert "minmax" in shown.output and "entropy" in shown.output and "best output SQNR" in shown.output
     report = RangesDebugReport.from_dict(json.loads((tmp_path / "d.json").read_text()))
-    assert report.methods == ("minmax", "percentile", "mse", "entropy") and report.layers
+    assert report.methods == ("minmax", "percentile", "mse", "entropy", "cautious") and report.layers
 
 
 def test_debug_ranges_side_by_side(digits_cnn: Any, digits_train_arrays: Any) -> None:
