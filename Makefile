@@ -20,13 +20,14 @@ demo: $(STAMP)
 	$(PY) examples/demo.py --out out/demo
 
 # arm64 tests run here only when the emulated Pi's root is cached (make test-arm64 builds it).
-# They run beside the rest: qemu emulates one core's work while the host tests use the other,
-# so the suite ends about as soon as the host tests do. Their output follows the host tests'.
+# They run beside the rest: qemu emulates one core's work while the host tests share the cores in
+# two workers (each test file on one worker, so its module fixtures are built once); the slowest
+# tests are listed at the end. The emulated Pi's output follows the host tests'.
 test: $(STAMP)
 	bash tests/setup_system.sh
 	@mkdir -p out
 	@$(PY) -m pytest -q -p no:cacheprovider -m arm64 tests/arm64 $(PYTEST_ARGS) > out/arm64-tests.log 2>&1 & arm=$$!; \
-	$(PY) -m pytest -q -m "not arm64" $(PYTEST_ARGS); host=$$?; \
+	$(PY) -m pytest -q -n 2 --dist loadfile --durations=15 -m "not arm64" $(PYTEST_ARGS); host=$$?; \
 	wait $$arm; arm_rc=$$?; echo "--- emulated Raspberry Pi (tests/arm64) ---"; cat out/arm64-tests.log; \
 	test $$host = 0 && test $$arm_rc = 0
 
