@@ -14,10 +14,11 @@ __all__ = ["make_console", "print_rows"]
 
 
 def make_console(stderr: bool = False) -> Any:
-    """A rich console; not a terminal (a pipe, a file, a notebook capture) gets 140 columns, not 80."""
+    """A rich console; not a terminal (a pipe, a file, a notebook capture) gets 140 columns, not 80,
+    and lines that are never wrapped, so a path in ``wrote ...`` stays on its line for grep."""
     out = Console(stderr=stderr)
     if not out.is_terminal:
-        out = Console(stderr=stderr, width=140)
+        out = Console(stderr=stderr, width=140, soft_wrap=True)
     return out
 
 
