@@ -26,7 +26,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	bash tests/setup_system.sh
 	@mkdir -p out
-	@$(PY) -m pytest -q -p no:cacheprovider -m arm64 tests/arm64 $(PYTEST_ARGS) > out/arm64-tests.log 2>&1 & arm=$$!; \
+	@$(PY) -m pytest -q -p no:cacheprovider --durations=8 -m arm64 tests/arm64 $(PYTEST_ARGS) > out/arm64-tests.log 2>&1 & arm=$$!; \
 	$(PY) -m pytest -q -n 2 --dist loadfile --durations=15 -m "not arm64" $(PYTEST_ARGS); host=$$?; \
 	wait $$arm; arm_rc=$$?; echo "--- emulated Raspberry Pi (tests/arm64) ---"; cat out/arm64-tests.log; \
 	test $$host = 0 && test $$arm_rc = 0
