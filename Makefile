@@ -22,14 +22,16 @@ demo: $(STAMP)
 # arm64 tests run here only when the emulated Pi's root is cached (make test-arm64 builds it).
 # They run beside the rest: qemu emulates one core's work while the host tests share the cores in
 # two workers (each test file on one worker, so its module fixtures are built once); the slowest
-# tests are listed at the end. The emulated Pi's output follows the host tests'.
+# tests are listed at the end. The emulated Pi's output follows the host tests'. EDGEQ_TEST_CACHE
+# lets all three sessions share the models that take long to train (tests/conftest.py).
 test: $(STAMP)
 	bash tests/setup_system.sh
 	@mkdir -p out
-	@$(PY) -m pytest -q -p no:cacheprovider --durations=8 -m arm64 tests/arm64 $(PYTEST_ARGS) > out/arm64-tests.log 2>&1 & arm=$$!; \
+	@export EDGEQ_TEST_CACHE=$$(mktemp -d "$$PWD/out/test-cache.XXXXXX"); \
+	$(PY) -m pytest -q -p no:cacheprovider --durations=8 -m arm64 tests/arm64 $(PYTEST_ARGS) > out/arm64-tests.log 2>&1 & arm=$$!; \
 	$(PY) -m pytest -q -n 2 --dist loadfile --durations=15 -m "not arm64" $(PYTEST_ARGS); host=$$?; \
 	wait $$arm; arm_rc=$$?; echo "--- emulated Raspberry Pi (tests/arm64) ---"; cat out/arm64-tests.log; \
-	test $$host = 0 && test $$arm_rc = 0
+	rm -rf "$$EDGEQ_TEST_CACHE"; test $$host = 0 && test $$arm_rc = 0
 
 # Build (cold: ~8 min) and cache the Debian bookworm arm64 root, then run the emulated-Pi tests.
 test-arm64: $(STAMP)

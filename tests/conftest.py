@@ -160,6 +160,9 @@ def installed_device(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 # --- the shapes detector and segmenter (examples/shapes.py), once per session, and their .tflite files ---
+# `make test` sets EDGEQ_TEST_CACHE to a folder of its own for the run: the host's workers and the
+# emulated Pi's session then train and convert each model once between them (the first takes a
+# lock and writes the files; the others wait and read them). Without it, each session trains its own.
 @pytest.fixture(scope="session")
 def shapes_detector() -> Any:
     """The grid detector of examples/shapes.py, trained with its defaults (seeded). Shared: do not change it."""
@@ -178,30 +181,43 @@ def shapes_segmenter() -> Any:
     return train_segmenter()
 
 
-def _convert_shapes(model: Any, folder: Path, modes: tuple[str, ...], task: str,
-                    settings: dict[str, Any]) -> dict[str, Path]:
-    import edgeq
+def _convert_shapes(request: pytest.FixtureRequest, model_fixture: str, folder: Path, modes: tuple[str, ...],
+                    task: str, settings: dict[str, Any]) -> dict[str, Path]:
+    import fcntl
 
-    paths = {}
-    for r in edgeq.convert_all(model, modes, calibration=SHAPES / "train", samples=64, task=task,
-                               task_settings=settings, labels=SHAPES / "labels.txt" if task == "detection" else None):
-        paths[r.mode.value] = r.save(folder / f"{task}_{r.mode.value}.tflite")
-    return paths
+    shared = os.environ.get("EDGEQ_TEST_CACHE")
+    if shared:
+        folder = Path(shared) / f"shapes-{task}"
+        folder.mkdir(parents=True, exist_ok=True)
+    expected = {m: folder / f"{task}_{m}.tflite" for m in modes}
+    with open(folder / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another process writing these files finishes first
+        if all(p.is_file() for p in expected.values()) and (folder / ".done").is_file():
+            return expected
+        import edgeq
+
+        model = request.getfixturevalue(model_fixture)
+        for r in edgeq.convert_all(model, modes, calibration=SHAPES / "train", samples=64, task=task,
+                                   task_settings=settings,
+                                   labels=SHAPES / "labels.txt" if task == "detection" else None):
+            r.save(expected[r.mode.value], overwrite=True)
+        (folder / ".done").write_text("")
+    return expected
 
 
 @pytest.fixture(scope="session")
-def shapes_detector_files(shapes_detector: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def shapes_detector_files(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The detector converted in every mode with ``task="detection"`` recorded (labels: circle, square, triangle)."""
     from shapes import DETECTION_SETTINGS
 
-    return _convert_shapes(shapes_detector, tmp_path_factory.mktemp("shapes-det"),
+    return _convert_shapes(request, "shapes_detector", tmp_path_factory.mktemp("shapes-det"),
                            ("float32", "dynamic", "float16", "int8", "int16x8"), "detection", DETECTION_SETTINGS)
 
 
 @pytest.fixture(scope="session")
-def shapes_segmenter_files(shapes_segmenter: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def shapes_segmenter_files(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The segmenter converted as float32 and int8 with ``task="segmentation"`` recorded."""
     from shapes import SEGMENTATION_SETTINGS
 
-    return _convert_shapes(shapes_segmenter, tmp_path_factory.mktemp("shapes-seg"), ("float32", "int8"),
+    return _convert_shapes(request, "shapes_segmenter", tmp_path_factory.mktemp("shapes-seg"), ("float32", "int8"),
                            "segmentation", SEGMENTATION_SETTINGS)
