@@ -68,7 +68,18 @@ def _schema() -> object:
 
 
 def _read(model_bytes: bytes) -> object:
-    return _schema().ModelT.InitFromPackedBuf(bytearray(model_bytes), 0)  # type: ignore[attr-defined]
+    """The model as the schema's object tree, every buffer's bytes inline.
+
+    litert-quantizer stores larger models' buffers after the flatbuffer (``Buffer.offset`` and
+    ``.size`` into the file, not ``.data``); re-packing the tree would drop them, so they are
+    read into ``.data`` here and :func:`_write` writes one self-contained flatbuffer.
+    """
+    model = _schema().ModelT.InitFromPackedBuf(bytearray(model_bytes), 0)  # type: ignore[attr-defined]
+    for buf in model.buffers or ():
+        if (buf.offset or 0) > 1:  # 0 and 1 mean "no data outside the flatbuffer"
+            buf.data = np.frombuffer(model_bytes[buf.offset:buf.offset + buf.size], np.uint8)
+            buf.offset, buf.size = 0, 0
+    return model
 
 
 def _write(model: object) -> bytes:

@@ -120,3 +120,22 @@ def test_nearest_int4_needs_no_calibration_and_matches_litert_rounding(digits_cn
     assert res.calibration_samples == 0 and res.metadata.extra["rounding"] == "nearest"
     flat = read_flat_model(res.model_bytes)
     assert sum(t.dtype == "INT4" for t in flat.main.tensors) == 4
+
+
+@pytest.mark.slow
+def test_optimized_rounding_keeps_the_weights_litert_quantizer_stores_after_the_flatbuffer():
+    """Above 256 KiB of packed weights litert-quantizer writes them after the flatbuffer (Buffer.offset);
+    the rewritten model must still hold them (MobileNetV2 0.35 failed to load before)."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4, 4, 128)), keras.layers.DepthwiseConv2D(3, padding="same"),
+                              keras.layers.Flatten(), keras.layers.Dense(256, activation="relu"), keras.layers.Dense(10)])
+    x = np.random.default_rng(0).normal(size=(16, 4, 4, 128)).astype(np.float32)
+    # 256 KiB of 4-bit weights: litert-quantizer stores the buffers after the flatbuffer, the depthwise
+    # kernel (float, 4.5 KiB) among them, and edgeq's rounding rewrites every other weight but that one
+    r = edgeq.convert(model, "int4", calibration=x, samples=16, progress=False)
+    assert r.size_bytes > 2048 * 256 // 2  # the 4-bit kernel is in the file
+    ref = model.predict(x, verbose=0)
+    out = _outputs(r.model_bytes, x)
+    assert fidelity(ref, out)["sqnr_db"] > 15
