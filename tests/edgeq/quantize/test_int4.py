@@ -62,6 +62,7 @@ def resnet8_modes(resnet8, digits_train_arrays):  # type: ignore[no-untyped-def]
                                          ("int4 optimized", "int4", "optimized"))}
 
 
+@pytest.mark.slow
 def test_int4_is_smaller_than_int8_with_4_bit_weight_tensors(resnet8_modes) -> None:  # type: ignore[no-untyped-def]
     int8, int4 = resnet8_modes["int8"], resnet8_modes["int4 optimized"]
     assert int4.size_bytes <= 0.65 * int8.size_bytes, (int4.size_bytes, int8.size_bytes)
@@ -74,6 +75,7 @@ def test_int4_is_smaller_than_int8_with_4_bit_weight_tensors(resnet8_modes) -> N
     assert "gzip -9" in str(int4) and int4.to_dict()["compressed_size_bytes"] == int4.compressed_size
 
 
+@pytest.mark.slow
 def test_optimized_rounding_beats_nearest_on_held_out_digits(resnet8_modes, digits_test_arrays) -> None:  # type: ignore[no-untyped-def]
     x = digits_test_arrays[0][:300]
     ref = _outputs(resnet8_modes["float32"].model_bytes, x)

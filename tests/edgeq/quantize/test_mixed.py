@@ -147,6 +147,7 @@ def test_a16_by_count_takes_the_worst_layers_and_lists_ops_without_16bit_kernels
     assert info.value.argument == "io"
 
 
+@pytest.mark.slow
 def test_budget_picks_16bit_layers_when_they_fit(hard, mnist_train, digits_test_arrays):
     xt, yt = digits_test_arrays
     result = budget_search(hard, max_drop=0.5, calibration=mnist_train, evaluation=(xt[:400], yt[:400]),
@@ -175,6 +176,7 @@ def test_budget_picks_16bit_layers_when_they_fit(hard, mnist_train, digits_test_
     print("\n" + report.table())
 
 
+@pytest.mark.slow
 def test_cli_convert_a16(hard, mnist_train, tmp_path):
     path = tmp_path / "hard.keras"
     hard.save(path)

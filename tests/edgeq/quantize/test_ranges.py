@@ -65,6 +65,7 @@ def test_minmax_route_is_the_converters_int8(digits_cnn: Any, digits_train_array
         assert all(np.array_equal(p, q) for p, q in zip(fa, fb))
 
 
+@pytest.mark.slow
 def test_each_method_gives_a_standard_int8_model(digits_cnn: Any, digits_train_arrays: Any) -> None:
     x = digits_train_arrays[0]
     base = edgeq.convert(digits_cnn, "int8", calibration=x[:120], samples=120)
@@ -114,6 +115,7 @@ def _big_channel_model() -> Any:
     return keras.Model(inp, layers.Dense(10, name="logits")(layers.GlobalAveragePooling2D()(h)), name="big_channels")
 
 
+@pytest.mark.slow
 def test_auto_and_cautious_gain_on_an_activation_limited_model(digits_train_arrays: Any) -> None:
     x = digits_train_arrays[0]
     model = _big_channel_model()
