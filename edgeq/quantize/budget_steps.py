@@ -21,7 +21,7 @@ from edgeq.errors import CalibrationError, EdgeqError
 from edgeq.inputs.data import DataSource
 from edgeq.inputs.models import LoadedModel
 from edgeq.quantize.layer_error import LayerReport, QuantDebugSession
-from edgeq.quantize.mixed import converter_ranges, mixed_result, plan_a16, quantize_mixed
+from edgeq.quantize.mixed import converter_ranges, mixed_result, plan_a16, quantize_runnable
 from edgeq.quantize.modes import IOType, Mode
 from edgeq.quantize.result import ConversionResult
 
@@ -102,7 +102,7 @@ def a16_candidates(sessions: SharedDebugSession, base: ConversionResult, io_: IO
             if not plan.a16_nodes or frozenset(plan.a16_nodes) in seen:
                 continue
             seen.add(frozenset(plan.a16_nodes))
-            raw, _ = quantize_mixed(base.model_bytes, session.items, plan, io_, ranges)
+            raw, plan = quantize_runnable(base.model_bytes, session.items, plan, io_, ranges)
             layers = tuple(dict.fromkeys(r.layer if r.layer != "-" else r.op for r in worst))
             result = mixed_result(base, raw, plan, io_, setup + time.perf_counter() - t0, session.samples, layers)
         except (EdgeqError, ValueError, RuntimeError) as exc:

@@ -55,8 +55,8 @@ from edgeq.quantize.modes import IOType, Mode, enum_arg
 from edgeq.quantize.result import ConversionResult, tensor_details
 from edgeq.quantize.tflite import float_ops
 
-__all__ = ["A16_OPS", "PASS_THROUGH_OPS", "MixedPlan", "convert_a16", "converter_ranges", "int16_tensors", "mixed_result", "plan_a16",
-           "quantize_mixed", "resolve_nodes"]
+__all__ = ["A16_OPS", "PASS_THROUGH_OPS", "MixedPlan", "convert_a16", "converter_ranges", "int16_tensors", "mixed_result",
+           "plan_a16", "quantize_mixed", "quantize_runnable", "resolve_nodes"]
 
 A16_OPS: frozenset[str] = frozenset({
     "ADD", "AVERAGE_POOL_2D", "BATCH_MATMUL", "CONCATENATION", "CONV_2D", "TRANSPOSE_CONV", "DEPTHWISE_CONV_2D",
@@ -364,6 +364,50 @@ def quantize_mixed(float_model: bytes, items: Sequence[dict[str, np.ndarray]], p
     return raw, time.perf_counter() - start
 
 
+_UNPREPARED = re.compile(r"Node number (\d+) \((\w+)\) failed to prepare")
+
+
+def quantize_runnable(float_model: bytes, items: Sequence[dict[str, np.ndarray]], plan: MixedPlan,
+                      io_: IOType = IOType.FLOAT, ranges: Mapping[str, tuple[float, float]] | None = None,
+                      attempts: int = 8) -> tuple[bytes, MixedPlan]:
+    """:func:`quantize_mixed`, moving back to int8 each 16-bit op the runtime cannot prepare.
+
+    A 16-bit kernel can refuse its scales (LiteRT's depthwise convolution checks that its
+    rescaling cannot overflow): that op is kept int8, added to the plan's ``kept_int8`` and
+    the model quantized again, up to ``attempts`` times. Returns the model and the plan it has.
+
+    Raises:
+        QuantizationError: what :func:`quantize_mixed` raises for any other reason, or no op
+            left at 16 bits.
+    """
+    flat = read_flat_model(float_model)
+    for _ in range(attempts):
+        try:
+            return quantize_mixed(float_model, items, plan, io_, ranges)[0], plan
+        except QuantizationError as exc:
+            found = _UNPREPARED.search(str(exc))
+            if found is None:
+                raise
+            raw = _litert_quantize(float_model, items, [_scope(flat, n) for n in plan.a16_nodes], io_, ranges or {})
+            graph = read_flat_model(raw).main
+            index = int(found.group(1))
+            outs = graph.operators[index].outputs if index < len(graph.operators) else []
+            names = {graph.tensors[i].name for i in outs if i >= 0}
+            bad = [n for n in plan.a16_nodes if n in names]
+            if not bad:
+                raise
+            plan = dataclasses.replace(plan, a16_nodes=tuple(n for n in plan.a16_nodes if n not in bad),
+                                       kept_int8=plan.kept_int8 + tuple((n, found.group(2)) for n in bad))
+            if not plan.a16_nodes:
+                raise QuantizationError(
+                    f"no chosen op runs at 16 bits here ({found.group(2)} refused its 16-bit scales)",
+                    argument="a16_layers", received=list(plan.chosen)[:4],
+                    fix="choose other layers, or convert in int16x8") from exc
+    raise QuantizationError("the mixed int8/int16 model still does not run after keeping "
+                            f"{len(plan.kept_int8)} op(s) int8", argument="a16_layers",
+                            received=list(plan.chosen)[:4], fix="choose other layers, or convert in int16x8")
+
+
 def mixed_result(base: ConversionResult, raw: bytes, plan: MixedPlan, io_: IOType, seconds: float,
                  samples: int, layers: Sequence[str] = ()) -> ConversionResult:
     """``raw`` (a mixed model of ``base``'s float model) as a result: ``base``'s metadata with the plan in it."""
@@ -424,5 +468,6 @@ def convert_a16(model: Any, a16_layers: Sequence[str] | int, *, calibration: Any
             "no op of these layers can take 16 bits (no 16-bit kernel, or an int8 model output): " + ", ".join(f"{n.split(';')[0]} ({op})"
                                                                      for n, op in plan.kept_int8[:4]),
             argument="a16_layers", received=list(names)[:4], fix="choose other layers, or convert in int16x8")
-    raw, _ = quantize_mixed(base.model_bytes, session.items, plan, io_, converter_ranges(session.calibrated_model))
+    raw, plan = quantize_runnable(base.model_bytes, session.items, plan, io_,
+                                  converter_ranges(session.calibrated_model))
     return mixed_result(base, raw, plan, io_, time.perf_counter() - start, session.samples, names)

@@ -188,3 +188,18 @@ def test_cli_convert_a16(hard, mnist_train, tmp_path):
     bad = runner.invoke(cli, ["convert", str(path), "--mode", "int8", "--calib", str(mnist_train), "--a16", "nope",
                               "-o", str(tmp_path / "n.tflite")])
     assert bad.exit_code != 0 and "a16_layers" in bad.output and "Traceback" not in bad.output
+
+
+@pytest.mark.slow
+def test_ops_the_runtime_refuses_at_16_bits_go_back_to_int8_and_are_listed():
+    """MobileNetV2's 16-bit depthwise convolutions fail LiteRT's overflow check on their scales: they stay
+    int8 (listed), the chosen projections keep 16-bit activations, and the model runs."""
+    keras.utils.set_random_seed(0)
+    model = keras.applications.MobileNetV2(weights=None, input_shape=(96, 96, 3), alpha=0.35, classes=10)
+    x = np.random.default_rng(0).uniform(-1, 1, (24, 96, 96, 3)).astype(np.float32)
+    r = convert(model, "int8", calibration=x, samples=24, progress=False, a16_layers=2)
+    a16 = r.metadata.extra["a16"]
+    assert a16["a16_nodes"] and int16_tensors(r.model_bytes)
+    assert any(op == "DEPTHWISE_CONV_2D" for _, op in a16["kept_int8"]), a16["kept_int8"]
+    out = ModelRunner(r.model_bytes).run([x[:1]])[0]
+    assert np.isfinite(out).all() and out.shape == (1, 10)
