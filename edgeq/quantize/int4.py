@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgeq.errors import QuantizationError
+from edgeq.quantize.flatbuffer import read_model, write_model
 from edgeq.quantize.rounding import Rounding, RoundingReport, optimize_int4
 
 __all__ = ["INT4_TYPE", "Int4Model", "int4_model", "int4_tensors"]
@@ -61,35 +62,6 @@ class Int4Model:
         return sum(layer.weights for layer in self.layers)
 
 
-def _schema() -> object:
-    from tensorflow.lite.python import schema_py_generated as schema
-
-    return schema
-
-
-def _read(model_bytes: bytes) -> object:
-    """The model as the schema's object tree, every buffer's bytes inline.
-
-    litert-quantizer stores larger models' buffers after the flatbuffer (``Buffer.offset`` and
-    ``.size`` into the file, not ``.data``); re-packing the tree would drop them, so they are
-    read into ``.data`` here and :func:`_write` writes one self-contained flatbuffer.
-    """
-    model = _schema().ModelT.InitFromPackedBuf(bytearray(model_bytes), 0)  # type: ignore[attr-defined]
-    for buf in model.buffers or ():
-        if (buf.offset or 0) > 1:  # 0 and 1 mean "no data outside the flatbuffer"
-            buf.data = np.frombuffer(model_bytes[buf.offset:buf.offset + buf.size], np.uint8)
-            buf.offset, buf.size = 0, 0
-    return model
-
-
-def _write(model: object) -> bytes:
-    import flatbuffers
-
-    builder = flatbuffers.Builder(1024)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")  # type: ignore[attr-defined]
-    return bytes(builder.Output())
-
-
 def _opcode(model: object, op: object) -> int:
     code = model.operatorCodes[op.opcodeIndex]  # type: ignore[attr-defined]
     return int(max(code.builtinCode, code.deprecatedBuiltinCode))
@@ -97,7 +69,7 @@ def _opcode(model: object, op: object) -> int:
 
 def int4_tensors(model_bytes: bytes) -> list[str]:
     """Names of the INT4 tensors of a ``.tflite`` (empty for a model without 4-bit weights)."""
-    model = _read(model_bytes)
+    model = read_model(model_bytes)
     return [t.name.decode() for sg in model.subgraphs for t in sg.tensors  # type: ignore[attr-defined]
             if t.type == INT4_TYPE]
 
@@ -193,7 +165,7 @@ def int4_model(float_bytes: bytes, samples: Iterable[dict[str, np.ndarray]] | No
             4-bit weights, or ``optimized`` rounding without calibration samples.
     """
     quantized = _quantize_with_litert(float_bytes)
-    model = _read(quantized)
+    model = read_model(quantized)
     sg = model.subgraphs[0]  # type: ignore[attr-defined]
     layers = [(op, sg.tensors[op.inputs[1]]) for op in sg.operators
               if _opcode(model, op) in (_CONV, _FC) and len(op.inputs) > 1 and op.inputs[1] >= 0
@@ -212,7 +184,7 @@ def int4_model(float_bytes: bytes, samples: Iterable[dict[str, np.ndarray]] | No
     if not data:
         raise QuantizationError("optimized 4-bit rounding needs calibration samples", argument="calibration",
                                 received=None, fix="pass calibration= data, or rounding='nearest'")
-    fmodel = _read(float_bytes)
+    fmodel = read_model(float_bytes)
     fsg = fmodel.subgraphs[0]  # type: ignore[attr-defined]
     fweights = {t.name.decode(): t for t in fsg.tensors}
     wanted = {sg.tensors[op.inputs[0]].name.decode() for op, _ in layers}
@@ -228,7 +200,7 @@ def int4_model(float_bytes: bytes, samples: Iterable[dict[str, np.ndarray]] | No
         # What the layer sees in the model with the earlier layers already 4-bit: their error is
         # in its input, and its own rounding can make up for part of it.
         seen = x if done == 0 else _rows(
-            _layer_inputs(_write(model), data, {in_name})[in_name], op, shape)
+            _layer_inputs(write_model(model), data, {in_name})[in_name], op, shape)
         pick = rng.choice(len(x), _MAX_ROWS, replace=False) if len(x) > _MAX_ROWS else slice(None)
         x, seen = x[pick].astype(np.float64), seen[pick].astype(np.float64)
         h = seen.T @ seen / len(seen)
@@ -249,4 +221,4 @@ def int4_model(float_bytes: bytes, samples: Iterable[dict[str, np.ndarray]] | No
                 buf.data = np.frombuffer((bias + shift).astype(np.float32).tobytes(), np.uint8)
         if progress is not None:
             progress(done + 1, len(layers))
-    return Int4Model(_write(model), rounding, tuple(reports))
+    return Int4Model(write_model(model), rounding, tuple(reports))

@@ -19,6 +19,7 @@ from edgeq_device.preprocess import Preprocess
 from edgeq._version import __version__
 from edgeq.errors import InvalidArgumentError, LabelMismatchError
 from edgeq.inputs.data import DataSource, class_labels
+from edgeq.quantize.flatbuffer import read_model, write_model
 
 __all__ = ["MODEL_TASKS", "TASK_SETTINGS", "build_metadata", "check_task", "embed_metadata", "labels_for"]
 
@@ -121,10 +122,9 @@ def embed_metadata(model_bytes: bytes, metadata: EdgeqMetadata) -> bytes:
 
     An existing ``"edgeq"`` entry is replaced. Uses TFLite's schema object API.
     """
-    import flatbuffers
-    from tensorflow.lite.python import schema_py_generated as schema
+    from ai_edge_litert import schema_py_generated as schema
 
-    model = schema.ModelT.InitFromPackedBuf(bytearray(model_bytes), 0)
+    model = read_model(model_bytes)
     payload = np.frombuffer(metadata.to_json().encode("utf-8"), dtype=np.uint8)
     buf = schema.BufferT()
     buf.data = payload
@@ -134,6 +134,4 @@ def embed_metadata(model_bytes: bytes, metadata: EdgeqMetadata) -> bytes:
     entry.buffer = len(model.buffers) - 1
     model.metadata = [m for m in (model.metadata or []) if m.name not in (METADATA_NAME, METADATA_NAME.encode())]
     model.metadata.append(entry)
-    builder = flatbuffers.Builder(len(model_bytes) + 1024)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
+    return write_model(model)

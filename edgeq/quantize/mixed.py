@@ -49,6 +49,7 @@ from edgeq_device.runtime import ModelRunner
 
 from edgeq.errors import CalibrationError, EdgeqError, InvalidArgumentError, QuantizationError
 from edgeq.quantize.conversion import convert_mode
+from edgeq.quantize.flatbuffer import read_model, write_model
 from edgeq.quantize.layer_error import QuantDebugSession
 from edgeq.quantize.metadata import embed_metadata
 from edgeq.quantize.modes import IOType, Mode, enum_arg
@@ -229,9 +230,7 @@ def _signature_items(model_bytes: bytes, items: Sequence[dict[str, np.ndarray]]
 def converter_ranges(calibrated_model: bytes) -> dict[str, tuple[float, float]]:
     """Each tensor's ``(min, max)`` as the converter's calibration recorded it in its calibrated model
     (:attr:`QuantDebugSession.calibrated_model <edgeq.quantize.layer_error.QuantDebugSession>`)."""
-    from ai_edge_litert.tools import flatbuffer_utils as fbu
-
-    model = fbu.read_model_from_bytearray(calibrated_model)
+    model = read_model(calibrated_model)
     found: dict[str, tuple[float, float]] = {}
     for sg in model.subgraphs:
         for t in sg.tensors:
@@ -283,7 +282,7 @@ def _portable(raw: bytes) -> bytes:
     from ai_edge_litert import schema_py_generated as fb
     from ai_edge_litert.tools import flatbuffer_utils as fbu
 
-    model = fbu.read_model_from_bytearray(raw)
+    model = read_model(raw)
     codes = model.operatorCodes
     quantize = [i for i, c in enumerate(codes)
                 if fbu.get_builtin_code_from_operator_code(c) == fb.BuiltinOperator.QUANTIZE]
@@ -314,7 +313,7 @@ def _portable(raw: bytes) -> bytes:
             ops += [to_float, op]
             changed = True
         sg.operators = ops
-    return bytes(fbu.convert_object_to_bytearray(model)) if changed else raw
+    return write_model(model) if changed else raw
 
 
 def int16_tensors(model_bytes: bytes) -> tuple[str, ...]:

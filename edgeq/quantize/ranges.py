@@ -44,6 +44,7 @@ import numpy as np
 from edgeq_device.flatbuffer import read_flat_model
 
 from edgeq.errors import CalibrationError, ConversionError, EdgeqError, InvalidArgumentError
+from edgeq.quantize.flatbuffer import read_model, write_model
 from edgeq.quantize.histograms import METHODS, TensorHistogram, choose_range
 from edgeq.quantize.modes import IOType, Mode
 from edgeq.quantize.ranges_result import FOLDS, RANGES_METHODS, RangesChoice
@@ -110,9 +111,7 @@ def calibrate_only(converter: Any, failures: Sequence[EdgeqError] = ()) -> bytes
 
 def tensor_ranges(calibrated: bytes) -> dict[int, tuple[float, float]]:
     """``{tensor index: (min, max)}`` of the main subgraph's calibrated (per-tensor) activations."""
-    from tensorflow.lite.python import schema_py_generated as schema
-
-    model = schema.ModelT.InitFromPackedBuf(bytearray(calibrated), 0)
+    model = read_model(calibrated)
     found = {}
     for i, t in enumerate(model.subgraphs[0].tensors):
         q = t.quantization
@@ -123,19 +122,14 @@ def tensor_ranges(calibrated: bytes) -> dict[int, tuple[float, float]]:
 
 def rewrite_ranges(calibrated: bytes, ranges: dict[int, tuple[float, float]]) -> bytes:
     """The calibrated model with ``ranges`` (``{tensor index: (min, max)}``) in its min/max."""
-    import flatbuffers
-    from tensorflow.lite.python import schema_py_generated as schema
-
     if not ranges:
         return calibrated
-    model = schema.ModelT.InitFromPackedBuf(bytearray(calibrated), 0)
+    model = read_model(calibrated)
     tensors = model.subgraphs[0].tensors
     for i, (low, high) in ranges.items():
         tensors[i].quantization.min = np.array([low], np.float32)
         tensors[i].quantization.max = np.array([high], np.float32)
-    builder = flatbuffers.Builder(len(calibrated) + 1024)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
+    return write_model(model)
 
 
 def quantize_calibrated(calibrated: bytes, ranges: dict[int, tuple[float, float]], converter: Any,

@@ -125,7 +125,8 @@ def test_nearest_int4_needs_no_calibration_and_matches_litert_rounding(digits_cn
 
 
 @pytest.mark.slow
-def test_optimized_rounding_keeps_the_weights_litert_quantizer_stores_after_the_flatbuffer():
+@pytest.mark.parametrize("rounding", ["optimized", "nearest"])
+def test_optimized_rounding_keeps_the_weights_litert_quantizer_stores_after_the_flatbuffer(rounding):
     """Above 256 KiB of packed weights litert-quantizer writes them after the flatbuffer (Buffer.offset);
     the rewritten model must still hold them (MobileNetV2 0.35 failed to load before)."""
     import keras
@@ -136,7 +137,7 @@ def test_optimized_rounding_keeps_the_weights_litert_quantizer_stores_after_the_
     x = np.random.default_rng(0).normal(size=(16, 4, 4, 128)).astype(np.float32)
     # 256 KiB of 4-bit weights: litert-quantizer stores the buffers after the flatbuffer, the depthwise
     # kernel (float, 4.5 KiB) among them, and edgeq's rounding rewrites every other weight but that one
-    r = edgeq.convert(model, "int4", calibration=x, samples=16, progress=False)
+    r = edgeq.convert(model, "int4", calibration=x, samples=16, progress=False, rounding=rounding)
     assert r.size_bytes > 2048 * 256 // 2  # the 4-bit kernel is in the file
     ref = model.predict(x, verbose=0)
     out = _outputs(r.model_bytes, x)
