@@ -38,7 +38,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from edgeq_device.evaluation import output_classes
-from edgeq_device.flatbuffer import read_flat_model
 from edgeq_device.preprocess import Preprocess
 
 from edgeq.deprecation import renamed_arguments
@@ -52,10 +51,8 @@ from edgeq.quantize.budget_report import BudgetReport, Candidate
 from edgeq.quantize.budget_steps import SharedDebugSession, a16_candidates, fidelity
 from edgeq.quantize.calibration import default_preprocess, warnings_once
 from edgeq.quantize.conversion import convert_mode
-from edgeq.quantize.metadata import embed_metadata
 from edgeq.quantize.modes import IOType, Mode, enum_arg
-from edgeq.quantize.result import ConversionResult, tensor_details
-from edgeq.quantize.tflite import float_ops
+from edgeq.quantize.result import ConversionResult, int8_variant
 
 __all__ = ["DEFAULT_A16_STEPS", "DEFAULT_FLOAT_STEPS", "BudgetReport", "Candidate", "budget_search", "top1_accuracy"]
 
@@ -67,16 +64,8 @@ DEFAULT_A16_STEPS = (1, 2, 4, 8)
 
 def _from_bytes(raw: bytes, base: ConversionResult, io_: IOType, float_nodes: Sequence[str],
                 float_layers: Sequence[str], seconds: float, samples: int) -> ConversionResult:
-    meta = dataclasses.replace(base.metadata, mode=Mode.INT8.value, io=io_.value,
-                               extra={**base.metadata.extra, "float_nodes": list(float_nodes),
-                                      "float_layers": list(float_layers), "calibration_samples": samples})
-    data = embed_metadata(raw, meta)
-    flat = read_flat_model(data)
-    return ConversionResult(
-        mode=Mode.INT8, io=io_, model_bytes=data, source_name=base.source_name,
-        inputs=tensor_details(flat, "inputs"), outputs=tensor_details(flat, "outputs"), conversion_seconds=seconds,
-        calibration_samples=samples, float_ops=float_ops(flat, Mode.INT8), op_counts=flat.op_counts(),
-        metadata=meta)
+    return int8_variant(base, raw, io_, {"float_nodes": list(float_nodes), "float_layers": list(float_layers)},
+                        seconds, samples)
 
 
 def _say(show: bool, text: str) -> None:

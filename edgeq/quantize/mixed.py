@@ -51,10 +51,8 @@ from edgeq.errors import CalibrationError, EdgeqError, InvalidArgumentError, Qua
 from edgeq.quantize.conversion import convert_mode
 from edgeq.quantize.flatbuffer import read_model, write_model
 from edgeq.quantize.layer_error import QuantDebugSession
-from edgeq.quantize.metadata import embed_metadata
 from edgeq.quantize.modes import IOType, Mode, enum_arg
-from edgeq.quantize.result import ConversionResult, tensor_details
-from edgeq.quantize.tflite import float_ops
+from edgeq.quantize.result import ConversionResult, int8_variant
 
 __all__ = ["A16_OPS", "PASS_THROUGH_OPS", "MixedPlan", "convert_a16", "converter_ranges", "int16_tensors", "mixed_result",
            "plan_a16", "quantize_mixed", "quantize_runnable", "resolve_nodes"]
@@ -410,16 +408,8 @@ def quantize_runnable(float_model: bytes, items: Sequence[dict[str, np.ndarray]]
 def mixed_result(base: ConversionResult, raw: bytes, plan: MixedPlan, io_: IOType, seconds: float,
                  samples: int, layers: Sequence[str] = ()) -> ConversionResult:
     """``raw`` (a mixed model of ``base``'s float model) as a result: ``base``'s metadata with the plan in it."""
-    meta = dataclasses.replace(base.metadata, mode=Mode.INT8.value, io=io_.value,
-                               extra={**base.metadata.extra, "a16_layers": list(layers), "a16": plan.to_dict(),
-                                      "quantizer": "litert-quantizer", "calibration_samples": samples})
-    data = embed_metadata(raw, meta)
-    flat = read_flat_model(data)
-    return ConversionResult(
-        mode=Mode.INT8, io=io_, model_bytes=data, source_name=base.source_name,
-        inputs=tensor_details(flat, "inputs"), outputs=tensor_details(flat, "outputs"), conversion_seconds=seconds,
-        calibration_samples=samples, float_ops=float_ops(flat, Mode.INT8), op_counts=flat.op_counts(),
-        metadata=meta)
+    return int8_variant(base, raw, io_, {"a16_layers": list(layers), "a16": plan.to_dict(),
+                                         "quantizer": "litert-quantizer"}, seconds, samples)
 
 
 def convert_a16(model: Any, a16_layers: Sequence[str] | int, *, calibration: Any, samples: int = 200,

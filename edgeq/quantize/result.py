@@ -7,6 +7,7 @@ Its JSON form (:meth:`ConversionResult.to_dict`) is versioned by ``schema``
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import html
 import re
@@ -15,14 +16,17 @@ from pathlib import Path
 from typing import Any
 
 from edgeq_device.fileio import atomic_write_bytes
-from edgeq_device.flatbuffer import FlatModel
+from edgeq_device.flatbuffer import FlatModel, read_flat_model
 from edgeq_device.metadata import EdgeqMetadata, read_metadata
 
 from edgeq.errors import InvalidArgumentError
+from edgeq.quantize.metadata import embed_metadata
 from edgeq.quantize.modes import IOType, Mode, enum_arg
 from edgeq.quantize.ranges_result import RangesChoice
+from edgeq.quantize.tflite import float_ops
 
-__all__ = ["SCHEMA", "ConversionResult", "TensorDetail", "compressed_size", "safe_name", "tensor_details"]
+__all__ = ["SCHEMA", "ConversionResult", "TensorDetail", "compressed_size", "int8_variant", "safe_name",
+           "tensor_details"]
 
 SCHEMA = "edgeq/conversion/1"
 """The ``schema`` of :meth:`ConversionResult.to_dict`; a new version is a new number."""
@@ -230,3 +234,18 @@ class ConversionResult:
         rows = "".join(f"<tr><th style='text-align:left'>{html.escape(k)}</th>"
                        f"<td style='text-align:left'>{html.escape(v)}</td></tr>" for k, v in self._facts())
         return f"<div><b>{html.escape(self._headline())}</b><table>{rows}</table></div>"
+
+
+def int8_variant(base: ConversionResult, raw: bytes, io_: IOType, extra: dict[str, Any], seconds: float,
+                 samples: int) -> ConversionResult:
+    """``raw``, an int8 model made from ``base``'s float model (some layers kept float or at 16 bits),
+    as a result: ``base``'s metadata with ``extra`` added to its ``extra``, embedded in the file."""
+    meta = dataclasses.replace(base.metadata, mode=Mode.INT8.value, io=io_.value,
+                               extra={**base.metadata.extra, **extra, "calibration_samples": samples})
+    data = embed_metadata(raw, meta)
+    flat = read_flat_model(data)
+    return ConversionResult(
+        mode=Mode.INT8, io=io_, model_bytes=data, source_name=base.source_name,
+        inputs=tensor_details(flat, "inputs"), outputs=tensor_details(flat, "outputs"), conversion_seconds=seconds,
+        calibration_samples=samples, float_ops=float_ops(flat, Mode.INT8), op_counts=flat.op_counts(),
+        metadata=meta)
