@@ -183,12 +183,15 @@ class BoardRun:
         except _CancelledError:
             error, kind = "interrupted before this board finished", "interrupted"
         except DeployError as exc:  # SSHError included
-            error, kind = str(exc), exc.kind
+            if self.cancel.is_set():  # the host stopped this board's commands: not the board's fault
+                error, kind = "interrupted before this board finished", "interrupted"
+            else:
+                error, kind = str(exc), exc.kind
         finally:
             if self.conn is not None:
                 self.conn.close()
             self.timings["total"] = round(time.perf_counter() - t0, 3)
-        self.say("done" if ok else f"FAILED: {error}")
+        self.say("done" if ok else (f"stopped: {error}" if kind == "interrupted" else f"FAILED: {error}"))
         return BoardResult(self.b.label, self.b.describe(), ok=ok, error=error, error_kind=kind,
                            timings=dict(self.timings), actions=dict(self.actions), board=dict(self.board_info),
                            bench=self.bench, eval=self.eval, profile=self.profile, fidelity=self.fidelity)

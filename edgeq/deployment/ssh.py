@@ -6,6 +6,9 @@ as in their terminal. One connection per board is opened as a control master
 (``ControlMaster``/``ControlPath`` in a private temporary folder), and every later
 step rides on it, so a deploy pays one handshake per board, not one per step.
 ``BatchMode=yes`` makes sure nothing ever prompts: a missing key fails at once.
+Every ``ssh`` runs in a session of its own, so a Ctrl-C in the terminal reaches only
+edgeq, which then stops the boards' commands itself: an interrupt is never seen as
+an ssh that died, that is, as a broken board.
 
 Failures become :class:`~edgeq.errors.SSHError` (defined with the rest of the
 tree in :mod:`edgeq.errors`, importable from here too) with a ``kind``
@@ -181,7 +184,7 @@ class SSHConnection:
             cmd[1:1] = ["-f", "-N"]
             try:
                 proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errf,
-                                      timeout=self.target.connect_timeout + 10)
+                                      timeout=self.target.connect_timeout + 10, start_new_session=True)
             except subprocess.TimeoutExpired:
                 raise SSHError(f"connection to {self.target.describe()} timed out after "
                                f"{self.target.connect_timeout + 10:.0f} s", kind="timeout",
@@ -231,7 +234,7 @@ class SSHConnection:
         try:
             subprocess.run([*self.ssh_args(master="no")[:-1], "-O", "exit", self.target.destination],
                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                           timeout=10)
+                           timeout=10, start_new_session=True)
         except (subprocess.TimeoutExpired, OSError):
             pass
         self._master = False
@@ -260,7 +263,8 @@ class SSHConnection:
         # than becoming a background master that would hold this command's pipes open.
         args = [*self.ssh_args(master="no"), "--", command]
         proc = subprocess.Popen(args, stdin=subprocess.PIPE if isinstance(stdin, bytes) or hold_stdin else (
-            subprocess.DEVNULL if stdin is None else stdin), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            subprocess.DEVNULL if stdin is None else stdin), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            start_new_session=True)
         with self._lock:
             self._procs.add(proc)
         try:
