@@ -33,6 +33,7 @@ _CSS = """body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;ma
 table{border-collapse:collapse;font-size:13px}th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}
 th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}tr.rec{background:#e7f6e7;font-weight:bold}
 .rec-box{border-left:4px solid #2e7d32;padding:.5em 1em;background:#f4faf4}img{max-width:100%;margin:1em 0}
+.plot svg{max-width:100%;height:auto;margin:1em 0}
 .notes li{margin:.3em 0}"""
 
 
@@ -69,15 +70,24 @@ def _profile_html(blocks: list[ProfileBlock]) -> str:
         for b in blocks)
 
 
+def _figure(name: str, payload: bytes) -> str:
+    """A plot inline: an SVG as markup (its text stays text), a PNG as a data URI."""
+    if name.endswith(".svg"):
+        svg = payload.decode("utf-8")
+        return f'<div class="plot" role="img" aria-label="{html.escape(name)}">{svg[svg.index("<svg"):]}</div>'
+    return f'<img alt="{html.escape(name)}" src="data:image/png;base64,{base64.b64encode(payload).decode()}">'
+
+
 def html_fragment(results: Results, pngs: Mapping[str, bytes] | None = None) -> str:
     """The report body: recommendation, table, notes and inline plots (also Jupyter's display).
 
-    ``pngs``: the plots to embed (default: :func:`~edgeq.report.plots.plot_pngs` of ``results``).
+    ``pngs``: the plots to embed by file name (default: :func:`~edgeq.report.plots.plot_pngs` of
+    ``results``); an ``.svg`` is inlined as markup in place of the ``.png`` of the same name.
     """
     data = results_dict(results)
     pngs = plot_pngs(data) if pngs is None else pngs
-    imgs = "".join(f'<img alt="{html.escape(name)}" src="data:image/png;base64,{base64.b64encode(b).decode()}">'
-                   for name, b in pngs.items())
+    imgs = "".join(_figure(name, b) for name, b in pngs.items()
+                   if not (name.endswith(".png") and name[:-4] + ".svg" in pngs))
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in data["notes"])
     return (f"<div class=\"rec-box\"><b>{html.escape(str(data['recommendation']['mode'] or 'none'))}</b>: "
             f"{html.escape(data['recommendation']['reason'])}"

@@ -1,4 +1,5 @@
-"""The comparison's plots as PNG bytes: accuracy vs latency (with the Pareto front), file size, latency."""
+"""The comparison's plots as PNG bytes: accuracy vs latency (with the Pareto front; also as SVG, which
+report.html embeds as text), file size, latency."""
 
 from __future__ import annotations
 
@@ -9,20 +10,12 @@ from typing import Any
 import numpy as np
 
 from edgeq.measure.profile import ProfileComparison
+from edgeq.report.front_plot import FrontPoint, front_figure, wilson_interval
 from edgeq.report.profile_plot import profile_plot_png
 from edgeq.report.tables import Results, results_dict
 from edgeq.report.task_section import task_plot_pngs
 
 __all__ = ["plot_pngs"]
-
-
-def _pareto(points: list[tuple[float, float, str]]) -> list[str]:
-    """Names on the front: no other point is both faster (lower x) and more accurate (higher y)."""
-    front = []
-    for x, y, name in points:
-        if not any((x2 <= x and y2 >= y) and (x2 < x or y2 > y) for x2, y2, _ in points):
-            front.append(name)
-    return front
 
 
 def plot_pngs(results: Results, samples: Mapping[str, Sequence[float]] | None = None) -> dict[str, bytes]:
@@ -51,39 +44,36 @@ def plot_pngs(results: Results, samples: Mapping[str, Sequence[float]] | None = 
         plt.close(fig)
         return buf.getvalue()
 
-    # accuracy (or agreement) vs latency, marker area ~ size, Pareto front marked
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    # accuracy (or agreement) vs latency: intervals, the front as a step line, names in a legend
     metric = "top1" if data["labeled"] else "agreement"
     task_key = {"detection": "map", "segmentation": "miou"}.get(data.get("task") or "")
 
     def value(r: Mapping[str, Any]) -> Any:
         return (r.get("task_metrics") or {}).get(task_key) if task_key else r[metric]
 
+    n = int(data.get("eval_images") or 0)
     pts = []
-    max_size = max((r["size_bytes"] or 1) for r in modes) if modes else 1
     for r in modes:
-        lat = r["latency_us"].get(t0, {}).get("p50_us")
+        lat = r["latency_us"].get(t0, {})
         val = value(r)
-        if lat is None or val is None:
+        if lat.get("p50_us") is None or val is None:
             continue
-        pts.append((lat / 1000, val * 100, r["name"]))
-        ax.scatter(lat / 1000, val * 100, s=60 + 900 * (r["size_bytes"] or 0) / max_size, alpha=0.55)
-        ax.annotate(r["name"], (lat / 1000, val * 100), textcoords="offset points", xytext=(6, 6), fontsize=9)
-    front = _pareto(pts)
-    fp = sorted((x, y) for x, y, n in pts if n in front)
-    if fp:
-        ax.plot([p[0] for p in fp], [p[1] for p in fp], "k--", lw=1, label="Pareto front")
-        ax.legend(loc="lower right", fontsize=8)
-    keras_row = data["rows"][0]
-    if value(keras_row) is not None:
-        ax.axhline(value(keras_row) * 100, color="grey", lw=0.8, ls=":")
-    xs = [p[0] for p in pts]
-    if xs and min(xs) > 0 and max(xs) / min(xs) > 20:  # one slow mode would squash the rest
-        ax.set_xscale("log")
-    ax.set_xlabel(f"p50 latency, ms ({t0} thread{'s' if t0 != '1' else ''})")
-    ax.set_ylabel({"map": "mAP@[.5:.95], %", "miou": "mIoU, %"}.get(task_key or "") or
-                  ("top-1 accuracy, %" if data["labeled"] else "agreement with Keras, %"))
-    ax.set_title("accuracy vs latency (marker area = file size)")
+        # top-1 and agreement are shares of n images: their Wilson interval; a task metric has none here
+        lo, hi = wilson_interval(val, n) if not task_key else (val, val)
+        pts.append(FrontPoint(r["name"], lat["p50_us"] / 1000, lat.get("p50_lo_us", lat["p50_us"]) / 1000,
+                              lat.get("p50_hi_us", lat["p50_us"]) / 1000, val * 100, lo * 100, hi * 100,
+                              r["size_bytes"]))
+    keras_value = value(data["rows"][0])
+    fig = front_figure(
+        pts, xlabel=f"p50 latency, ms ({t0} thread{'s' if t0 != '1' else ''}), 95% interval",
+        ylabel={"map": "mAP@[.5:.95], %", "miou": "mIoU, %"}.get(task_key or "")
+        or ("top-1 accuracy, %" if data["labeled"] else "agreement with Keras, %"),
+        title="accuracy vs latency" + (f" (95% intervals over {n} images)" if n and not task_key else ""),
+        reference=None if keras_value is None else keras_value * 100)
+    svg = io.BytesIO()
+    with matplotlib.rc_context({"svg.fonttype": "none"}):  # text stays text: selectable, checkable
+        fig.savefig(svg, format="svg", bbox_inches="tight")
+    out["accuracy_vs_latency.svg"] = svg.getvalue()
     out["accuracy_vs_latency.png"] = png(fig)
 
     fig, ax = plt.subplots(figsize=(6.4, 3.4))

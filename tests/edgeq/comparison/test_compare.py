@@ -14,6 +14,7 @@ import subprocess
 
 import numpy as np
 import pytest
+from report_chromium import svg_text_layout
 
 from edgeq.comparison.recommend import LATENCY_ROUNDS, LATENCY_TIE
 from edgeq.comparison.records import Comparison
@@ -193,8 +194,9 @@ def test_html_is_self_contained(comparison, tmp_path):
     comp.save(tmp_path, overwrite=True)
     page = (tmp_path / "report.html").read_text()
     assert not re.search(r"""(src|href)\s*=\s*["'](?!data:|#)""", page)
-    assert "url(" not in page and "@import" not in page
-    assert page.count("data:image/png;base64,") == 3
+    assert not re.search(r"url\((?!#)", page) and "@import" not in page  # url(#id): the SVG's own clip paths
+    assert page.count("data:image/png;base64,") == 2  # size and latency
+    assert page.count("<svg") == 1 and "accuracy vs latency" in page  # inline, its text as text
 
 
 def _chromium() -> str | None:
@@ -232,6 +234,9 @@ def test_report_renders_in_headless_chromium(comparison, tmp_path):
     # The plots: the bar/marker colour #4c78a8 appears in quantity below the table.
     blue = (np.abs(img - np.array([0x4c, 0x78, 0xa8])).sum(axis=2) < 40)
     assert blue.sum() > 2000, "no plot visible"
+    # The accuracy-vs-latency plot is inline SVG: where Chromium lays its texts out, none covers another.
+    layout = svg_text_layout(folder / "report" / "report.html", folder)
+    assert layout["texts"] >= 10 and layout["overlaps"] == [], layout
 
 
 def test_report_includes_the_model_analysis(comparison, tmp_path):
