@@ -1,0 +1,220 @@
+"""A model on a microcontroller, measured in TFLM's interpreter: :func:`check_mcu` → :class:`MCUReport`.
+
+What it says, none of it needing a board:
+
+- whether TFLM runs every operator, and if not which ones and why, in TFLM's own words;
+- the tensor arena in bytes: what TFLM's recording allocator printed (total, head, tail) with
+  the smallest arena that loads and runs the model, found by bisection (the total is the arena
+  stated; it equals that smallest arena on the models tried);
+- flash: the model's bytes, plus an estimate of the interpreter's code for the ops used
+  (:data:`CODE_CORE_BYTES` + :data:`CODE_PER_OP_BYTES` per operator type; both stated, not measured);
+- the outputs against LiteRT's reference kernels (``BUILTIN_REF``) on the same inputs: the largest
+  difference (in the output's own units: quantization steps for int8) and the arg-max agreement;
+- with a board, whether it fits (:mod:`edgeq.targets.mcu.boards`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from edgeq.targets.mcu.boards import Board, BoardFit, board_fit
+from edgeq.targets.mcu.ops import op_key
+from edgeq.targets.mcu.run import TFLMRun, model_io, refusals, run_tflm
+
+__all__ = ["CODE_CORE_BYTES", "CODE_ESTIMATE_SOURCE", "CODE_PER_OP_BYTES", "MCU_SCHEMA", "MCUReport",
+           "ReferenceMatch", "check_mcu", "random_inputs", "reference_outputs"]
+
+MCU_SCHEMA = "edgeq/mcu/1"
+CODE_CORE_BYTES = 16 * 1024
+CODE_PER_OP_BYTES = 4 * 1024
+CODE_ESTIMATE_SOURCE = ("interpreter core 16 KiB: TFLM's documentation (tensorflow.org/lite/microcontrollers, "
+                        "\"the core runtime just fits in 16 KB on an Arm Cortex M3\"); kernels 4 KiB per operator "
+                        "type: an assumption of edgeq, not a measurement (reference kernels range from under 1 KiB "
+                        "to tens of KiB with optimized libraries such as CMSIS-NN)")
+
+
+@dataclass(frozen=True)
+class ReferenceMatch:
+    """TFLM's outputs against LiteRT's reference kernels on the same inputs."""
+
+    samples: int
+    max_abs_diff: float
+    argmax_agreement: float
+    bit_exact: bool
+    against: str = "LiteRT BUILTIN_REF"
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready form."""
+        return {"samples": self.samples, "max_abs_diff": self.max_abs_diff,
+                "argmax_agreement": self.argmax_agreement, "bit_exact": self.bit_exact, "against": self.against}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ReferenceMatch:
+        """Read :meth:`to_dict`'s form back."""
+        return cls(int(data["samples"]), float(data["max_abs_diff"]), float(data["argmax_agreement"]),
+                   bool(data["bit_exact"]), str(data.get("against", "LiteRT BUILTIN_REF")))
+
+    def summary(self) -> str:
+        """One line."""
+        if self.bit_exact:
+            return f"bit-exact with {self.against} on {self.samples} inputs"
+        return (f"differs from {self.against} on {self.samples} inputs: max |diff| {self.max_abs_diff:.6g}, "
+                f"arg-max agreement {self.argmax_agreement:.1%}")
+
+
+@dataclass(frozen=True)
+class MCUReport:
+    """One model in TFLM's interpreter: support, arena, flash, fidelity to LiteRT, board fit."""
+
+    tflm_version: str
+    ops: tuple[str, ...]
+    supported: bool
+    unsupported: tuple[tuple[str, str], ...] = ()
+    messages: str = ""
+    arena_bytes: int = 0
+    arena_head: int = 0
+    arena_tail: int = 0
+    smallest_arena: int = 0
+    model_bytes: int = 0
+    code_estimate_bytes: int = 0
+    reference: ReferenceMatch | None = None
+    fit: BoardFit | None = None
+
+    @property
+    def flash_bytes(self) -> int:
+        """Model bytes plus the interpreter's code estimate."""
+        return self.model_bytes + self.code_estimate_bytes
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready form, versioned by ``schema``."""
+        return {"schema": MCU_SCHEMA, "tflm_version": self.tflm_version, "ops": list(self.ops),
+                "supported": self.supported, "unsupported": [list(u) for u in self.unsupported],
+                "messages": self.messages, "arena_bytes": self.arena_bytes, "arena_head": self.arena_head,
+                "arena_tail": self.arena_tail, "smallest_arena": self.smallest_arena, "model_bytes": self.model_bytes,
+                "code_estimate_bytes": self.code_estimate_bytes, "code_estimate_source": CODE_ESTIMATE_SOURCE,
+                "flash_bytes": self.flash_bytes,
+                "reference": self.reference.to_dict() if self.reference else None,
+                "fit": self.fit.to_dict() if self.fit else None}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> MCUReport:
+        """Read :meth:`to_dict`'s form back."""
+        return cls(str(data["tflm_version"]), tuple(data["ops"]), bool(data["supported"]),
+                   tuple((str(o), str(r)) for o, r in data.get("unsupported", ())), str(data.get("messages", "")),
+                   int(data.get("arena_bytes", 0)), int(data.get("arena_head", 0)), int(data.get("arena_tail", 0)),
+                   int(data.get("smallest_arena", 0)), int(data.get("model_bytes", 0)), int(data.get("code_estimate_bytes", 0)),
+                   ReferenceMatch.from_dict(data["reference"]) if data.get("reference") else None,
+                   BoardFit.from_dict(data["fit"]) if data.get("fit") else None)
+
+    def summary(self) -> str:
+        """A few lines: what TFLM said, arena, flash, fidelity, fit."""
+        if not self.supported:
+            if self.unsupported:
+                named = "; ".join(f"{op}: {why}" for op, why in self.unsupported)
+            else:
+                named = self.messages.strip().splitlines()[-1] if self.messages.strip() else "no reason given"
+            return f"TFLM {self.tflm_version} cannot run this model: {named}"
+        lines = [f"TFLM {self.tflm_version}: runs all {len(self.ops)} operator types ({', '.join(self.ops)})",
+                 f"arena: {self.arena_bytes:,} bytes ({self.arena_bytes / 1024:.1f} KiB; head {self.arena_head:,}, "
+                 f"tail {self.arena_tail:,}; the smallest arena that runs, found by bisection: "
+                 f"{self.smallest_arena:,})",
+                 f"flash: {self.flash_bytes:,} bytes ({self.flash_bytes / 1024:.1f} KiB) = model {self.model_bytes:,} "
+                 f"+ interpreter code estimate {self.code_estimate_bytes:,}"]
+        if self.reference is not None:
+            lines.append(f"outputs: {self.reference.summary()}")
+        if self.fit is not None:
+            lines.append(self.fit.summary())
+        return "\n".join(lines)
+
+
+def random_inputs(model_bytes: bytes, samples: int = 8, seed: int = 0) -> list[np.ndarray]:
+    """``samples`` seeded random inputs per model input, over the dtype's range (floats in [-1, 1])."""
+    io = model_io(model_bytes)
+    rng = np.random.default_rng(seed)
+    out = []
+    for dtype, shape in zip(io.dtypes, io.shapes):
+        dt = np.dtype(dtype)
+        full = (samples,) + tuple(max(1, d) for d in shape[1:])
+        if np.issubdtype(dt, np.integer):
+            info = np.iinfo(dt)
+            lo, hi = max(int(info.min), -32768), min(int(info.max), 32767)
+            out.append(rng.integers(lo, hi + 1, size=full).astype(dt))
+        elif dt == np.bool_:
+            out.append(rng.integers(0, 2, size=full).astype(bool))
+        else:
+            out.append(rng.uniform(-1, 1, size=full).astype(dt))
+    return out
+
+
+def reference_outputs(model_bytes: bytes, inputs: Sequence[np.ndarray]) -> tuple[np.ndarray, ...]:
+    """The model's outputs from LiteRT's reference kernels (``BUILTIN_REF``), one sample at a time."""
+    from ai_edge_litert import interpreter as litert
+
+    interp = litert.Interpreter(model_content=model_bytes, num_threads=1,
+                                experimental_op_resolver_type=litert.OpResolverType.BUILTIN_REF)
+    ins, outs = interp.get_input_details(), interp.get_output_details()
+    for d, x in zip(ins, inputs):
+        if tuple(d["shape"]) != (1,) + x.shape[1:]:
+            interp.resize_tensor_input(d["index"], (1,) + x.shape[1:])
+    interp.allocate_tensors()
+    results: list[list[np.ndarray]] = [[] for _ in outs]
+    for s in range(len(inputs[0])):
+        for d, x in zip(ins, inputs):
+            interp.set_tensor(d["index"], x[s:s + 1])
+        interp.invoke()
+        for k, d in enumerate(outs):
+            results[k].append(np.array(interp.get_tensor(d["index"])))
+    return tuple(np.concatenate(r) for r in results)
+
+
+def _match(tflm: Sequence[np.ndarray], ref: Sequence[np.ndarray], against: str) -> ReferenceMatch:
+    diffs, agree = [], []
+    for a, b in zip(tflm, ref):
+        a64, b64 = a.astype(np.float64), b.astype(np.float64)
+        diffs.append(float(np.max(np.abs(a64 - b64))) if a.size else 0.0)
+        if a.ndim >= 2 and a.shape[-1] > 1:
+            agree.append(float(np.mean(a64.reshape(len(a), -1).argmax(1) == b64.reshape(len(b), -1).argmax(1))))
+    exact = all(a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b) for a, b in zip(tflm, ref))
+    return ReferenceMatch(len(tflm[0]) if tflm else 0, max(diffs, default=0.0),
+                          float(np.mean(agree)) if agree else 1.0, exact, against)
+
+
+def check_mcu(model: bytes, inputs: Sequence[np.ndarray] | None = None, *, samples: int = 8, seed: int = 0,
+              board: Board | None = None, reserve_ram: int = 0, reserve_flash: int = 0,
+              reference: bool = True, against: Sequence[np.ndarray] | None = None,
+              against_name: str = "LiteRT BUILTIN_REF") -> MCUReport:
+    """Load and run ``model`` in TFLM: support, smallest arena, flash, outputs vs LiteRT, board fit.
+
+    Args:
+        model: the ``.tflite`` bytes.
+        inputs: one array per model input (samples first, the input's dtype); default
+            ``samples`` seeded random inputs (:func:`random_inputs`).
+        board: say whether the model fits this board, keeping ``reserve_ram`` and
+            ``reserve_flash`` bytes for the rest of the application.
+        reference: compare the outputs with LiteRT's reference kernels on the same inputs.
+        against: compare with these outputs instead (e.g. the uncompressed model's in TFLM).
+
+    Raises:
+        RuntimeNotFoundError: tflite-micro is not installed.
+        RuntimeCrashError: TFLM's interpreter crashed on the model (in a child process).
+    """
+    xs = list(inputs) if inputs is not None else random_inputs(model, samples, seed)
+    io = model_io(model)
+    ops = tuple(sorted({op_key(op, custom) for op, custom in io.ops}))
+    run: TFLMRun = run_tflm(model, xs)
+    if not run.ok:
+        return MCUReport(run.tflm_version, ops, False, refusals(run.messages), run.messages,
+                         model_bytes=len(model))
+    match = None
+    if against is not None:
+        match = _match(run.outputs, against, against_name)
+    elif reference:
+        match = _match(run.outputs, reference_outputs(model, xs), "LiteRT BUILTIN_REF")
+    code = CODE_CORE_BYTES + CODE_PER_OP_BYTES * len(ops)
+    fit = board_fit(board, run.arena_total, len(model) + code, reserve_ram, reserve_flash) if board else None
+    return MCUReport(run.tflm_version, ops, True, (), "", run.arena_total, run.arena_head, run.arena_tail,
+                     run.smallest_arena, len(model), code, match, fit)
