@@ -21,12 +21,13 @@ from typing import Any
 
 import numpy as np
 
+from edgeq.errors import InvalidArgumentError
 from edgeq.targets.mcu.boards import Board, BoardFit, board_fit
 from edgeq.targets.mcu.ops import op_key
 from edgeq.targets.mcu.run import TFLMRun, model_io, refusals, run_tflm
 
 __all__ = ["CODE_CORE_BYTES", "CODE_ESTIMATE_SOURCE", "CODE_PER_OP_BYTES", "MCU_SCHEMA", "MCUReport",
-           "ReferenceMatch", "check_mcu", "random_inputs", "reference_outputs"]
+           "ReferenceMatch", "check_mcu", "check_mcu_args", "random_inputs", "reference_outputs"]
 
 MCU_SCHEMA = "edgeq/mcu/1"
 CODE_CORE_BYTES = 16 * 1024
@@ -218,3 +219,23 @@ def check_mcu(model: bytes, inputs: Sequence[np.ndarray] | None = None, *, sampl
     fit = board_fit(board, run.arena_total, len(model) + code, reserve_ram, reserve_flash) if board else None
     return MCUReport(run.tflm_version, ops, True, (), "", run.arena_total, run.arena_head, run.arena_tail,
                      run.smallest_arena, len(model), code, match, fit)
+
+
+def check_mcu_args(mode: Any, batch_size: int | None, allow_float_fallback: bool) -> None:
+    """Refuse conversion options a microcontroller build cannot take, each with its fix.
+
+    Raises:
+        InvalidArgumentError: a mode other than int8, a batch other than 1, or float fallback.
+    """
+    value = str(getattr(mode, "value", mode)).lower()
+    if value != "int8":
+        raise InvalidArgumentError("the mcu target converts to full-integer int8 (what TFLM's optimized kernels run)",
+                                   argument="mode", received=value, fix="use mode='int8' (--mode int8) with calibration "
+                                   "data; check another .tflite with analyze(path, target='mcu')")
+    if batch_size not in (None, 1):
+        raise InvalidArgumentError("a microcontroller runs one sample at a time (static batch 1)",
+                                   argument="batch_size", received=batch_size, fix="use batch_size=1 or leave it out")
+    if allow_float_fallback:
+        raise InvalidArgumentError("float fallback leaves float ops, slow or missing in TFLM",
+                                   argument="allow_float_fallback", received=True,
+                                   fix="leave float fallback off for the mcu target")
