@@ -84,6 +84,7 @@ class MCUReport:
     code_estimate_bytes: int = 0
     reference: ReferenceMatch | None = None
     fit: BoardFit | None = None
+    reference_note: str = ""
 
     @property
     def flash_bytes(self) -> int:
@@ -99,7 +100,7 @@ class MCUReport:
                 "code_estimate_bytes": self.code_estimate_bytes, "code_estimate_source": CODE_ESTIMATE_SOURCE,
                 "flash_bytes": self.flash_bytes,
                 "reference": self.reference.to_dict() if self.reference else None,
-                "fit": self.fit.to_dict() if self.fit else None}
+                "fit": self.fit.to_dict() if self.fit else None, "reference_note": self.reference_note}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> MCUReport:
@@ -109,7 +110,7 @@ class MCUReport:
                    int(data.get("arena_bytes", 0)), int(data.get("arena_head", 0)), int(data.get("arena_tail", 0)),
                    int(data.get("smallest_arena", 0)), int(data.get("model_bytes", 0)), int(data.get("code_estimate_bytes", 0)),
                    ReferenceMatch.from_dict(data["reference"]) if data.get("reference") else None,
-                   BoardFit.from_dict(data["fit"]) if data.get("fit") else None)
+                   BoardFit.from_dict(data["fit"]) if data.get("fit") else None, str(data.get("reference_note", "")))
 
     def summary(self) -> str:
         """A few lines: what TFLM said, arena, flash, fidelity, fit."""
@@ -127,6 +128,8 @@ class MCUReport:
                  f"+ interpreter code estimate {self.code_estimate_bytes:,}"]
         if self.reference is not None:
             lines.append(f"outputs: {self.reference.summary()}")
+        elif self.reference_note:
+            lines.append(f"outputs: not compared ({self.reference_note})")
         if self.fit is not None:
             lines.append(self.fit.summary())
         return "\n".join(lines)
@@ -210,15 +213,19 @@ def check_mcu(model: bytes, inputs: Sequence[np.ndarray] | None = None, *, sampl
     if not run.ok:
         return MCUReport(run.tflm_version, ops, False, refusals(run.messages), run.messages,
                          model_bytes=len(model))
-    match = None
+    match, note = None, ""
     if against is not None:
         match = _match(run.outputs, against, against_name)
     elif reference:
-        match = _match(run.outputs, reference_outputs(model, xs), "LiteRT BUILTIN_REF")
+        try:
+            match = _match(run.outputs, reference_outputs(model, xs), "LiteRT BUILTIN_REF")
+        except (ValueError, RuntimeError) as e:  # LiteRT refuses what TFLM ran (e.g. a TFLM-only custom op)
+            note = f"LiteRT cannot run it: {str(e).strip().splitlines()[0][:200]}"
+
     code = CODE_CORE_BYTES + CODE_PER_OP_BYTES * len(ops)
     fit = board_fit(board, run.arena_total, len(model) + code, reserve_ram, reserve_flash) if board else None
     return MCUReport(run.tflm_version, ops, True, (), "", run.arena_total, run.arena_head, run.arena_tail,
-                     run.smallest_arena, len(model), code, match, fit)
+                     run.smallest_arena, len(model), code, match, fit, note)
 
 
 def check_mcu_args(mode: Any, batch_size: int | None, allow_float_fallback: bool) -> None:
