@@ -98,6 +98,8 @@ def main(folder: str) -> int:
 
     result: dict = {"version": _version()}
     max_arena = int(request["max_arena"])
+    if request.get("dump_sample") is not None:
+        return _dump(folder, runtime, model, xs, int(request["dump_sample"]), max_arena, result)
     outs, text, _ = _attempt(runtime, model, max_arena, xs, 0, record=False)
     if outs is None:
         result.update(ok=False, messages=text)
@@ -123,8 +125,36 @@ def main(folder: str) -> int:
         outputs.append(o)
     below = _attempt(runtime, model, smallest - 1, xs, 0, record=False)[1] if smallest > 1 else ""
     result.update(ok=True, smallest_arena=smallest, recorded=alloc, below_message=below[-500:])
-    ys = {f"y{i}": np.concatenate([o[i] for o in outputs]) for i in range(len(outputs[0]))}
+    ys: dict = {f"y{i}": np.concatenate([o[i] for o in outputs]) for i in range(len(outputs[0]))}
     _write(folder, result, ys)
+    return 0
+
+
+def _dump(folder: str, runtime, model: bytes, xs: list, sample: int, arena: int, result: dict) -> int:  # type: ignore[no-untyped-def]
+    """Run one sample keeping every tensor; write them as ``t<index>`` in ``tensors.npz``."""
+    from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as fb
+
+    n = fb.Model.GetRootAsModel(model, 0).Subgraphs(0).TensorsLength()
+    with _Captured() as cap:
+        try:
+            interp = runtime.Interpreter.from_bytes(model, arena_size=arena,
+                                                    intrepreter_config=runtime.InterpreterConfig.kPreserveAllTensors)
+            for i, x in enumerate(xs):
+                interp.set_input(np.ascontiguousarray(x[sample:sample + 1]), i)
+            interp.invoke()
+            tensors: dict = {}
+            for i in range(n):
+                try:
+                    tensors[f"t{i}"] = np.asarray(interp.GetTensor(i, 0)["tensor_data"])
+                except Exception:
+                    continue
+        except (RuntimeError, ValueError) as e:
+            result.update(ok=False, messages=f"{type(e).__name__}: {e}")
+            _write(folder, result, None)
+            return 0
+    np.savez(os.path.join(folder, "tensors.npz"), **tensors)
+    result.update(ok=True, messages=cap.text[-500:])
+    _write(folder, result, None)
     return 0
 
 
@@ -133,7 +163,7 @@ def _version() -> str:
         import tflite_micro
 
         return str(tflite_micro.__version__)
-    except Exception:  # noqa: BLE001 - the version is information, not a requirement
+    except Exception:
         return ""
 
 

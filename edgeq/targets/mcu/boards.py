@@ -16,11 +16,12 @@ estimate plus ``reserve_flash`` fits in its flash (:func:`board_fit`).
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from edgeq.errors import InvalidArgumentError
 

@@ -16,7 +16,7 @@ What it says, none of it needing a board:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -27,7 +27,7 @@ from edgeq.targets.mcu.ops import op_key
 from edgeq.targets.mcu.run import TFLMRun, model_io, refusals, run_tflm
 
 __all__ = ["CODE_CORE_BYTES", "CODE_ESTIMATE_SOURCE", "CODE_PER_OP_BYTES", "MCU_SCHEMA", "MCUReport",
-           "ReferenceMatch", "check_mcu", "check_mcu_args", "random_inputs", "reference_outputs"]
+           "ReferenceMatch", "check_mcu", "check_mcu_args", "first_difference", "random_inputs", "reference_outputs"]
 
 MCU_SCHEMA = "edgeq/mcu/1"
 CODE_CORE_BYTES = 16 * 1024
@@ -47,24 +47,31 @@ class ReferenceMatch:
     argmax_agreement: float
     bit_exact: bool
     against: str = "LiteRT BUILTIN_REF"
+    max_abs_reference: float = 0.0
+    """The largest ``|output|`` of the reference: the scale the difference is read against."""
+    first_difference: str = ""
+    """Where the two first part: the first operator whose output differs, and by how much."""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready form."""
         return {"samples": self.samples, "max_abs_diff": self.max_abs_diff,
-                "argmax_agreement": self.argmax_agreement, "bit_exact": self.bit_exact, "against": self.against}
+                "argmax_agreement": self.argmax_agreement, "bit_exact": self.bit_exact, "against": self.against,
+                "max_abs_reference": self.max_abs_reference, "first_difference": self.first_difference}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ReferenceMatch:
         """Read :meth:`to_dict`'s form back."""
         return cls(int(data["samples"]), float(data["max_abs_diff"]), float(data["argmax_agreement"]),
-                   bool(data["bit_exact"]), str(data.get("against", "LiteRT BUILTIN_REF")))
+                   bool(data["bit_exact"]), str(data.get("against", "LiteRT BUILTIN_REF")),
+                   float(data.get("max_abs_reference", 0.0)), str(data.get("first_difference", "")))
 
     def summary(self) -> str:
         """One line."""
         if self.bit_exact:
             return f"bit-exact with {self.against} on {self.samples} inputs"
-        return (f"differs from {self.against} on {self.samples} inputs: max |diff| {self.max_abs_diff:.6g}, "
-                f"arg-max agreement {self.argmax_agreement:.1%}")
+        text = (f"differs from {self.against} on {self.samples} inputs: max |diff| {self.max_abs_diff:.6g} "
+                f"(largest |output| {self.max_abs_reference:.6g}), arg-max agreement {self.argmax_agreement:.1%}")
+        return text + (f"; first difference: {self.first_difference}" if self.first_difference else "")
 
 
 @dataclass(frozen=True)
@@ -87,6 +94,15 @@ class MCUReport:
     reference_note: str = ""
 
     @property
+    def arena_needed(self) -> int:
+        """The arena a firmware must give: the larger of the recorded total and the smallest arena that ran.
+
+        They are equal on most models; where TFLM needs room while preparing that it gives back
+        before the recording ends, the smallest arena that runs is larger than the total.
+        """
+        return max(self.arena_bytes, self.smallest_arena)
+
+    @property
     def flash_bytes(self) -> int:
         """Model bytes plus the interpreter's code estimate."""
         return self.model_bytes + self.code_estimate_bytes
@@ -96,7 +112,8 @@ class MCUReport:
         return {"schema": MCU_SCHEMA, "tflm_version": self.tflm_version, "ops": list(self.ops),
                 "supported": self.supported, "unsupported": [list(u) for u in self.unsupported],
                 "messages": self.messages, "arena_bytes": self.arena_bytes, "arena_head": self.arena_head,
-                "arena_tail": self.arena_tail, "smallest_arena": self.smallest_arena, "model_bytes": self.model_bytes,
+                "arena_tail": self.arena_tail, "smallest_arena": self.smallest_arena,
+                "arena_needed": self.arena_needed, "model_bytes": self.model_bytes,
                 "code_estimate_bytes": self.code_estimate_bytes, "code_estimate_source": CODE_ESTIMATE_SOURCE,
                 "flash_bytes": self.flash_bytes,
                 "reference": self.reference.to_dict() if self.reference else None,
@@ -120,10 +137,13 @@ class MCUReport:
             else:
                 named = self.messages.strip().splitlines()[-1] if self.messages.strip() else "no reason given"
             return f"TFLM {self.tflm_version} cannot run this model: {named}"
+        smallest = ("the same as the smallest arena that runs, found by bisection"
+                    if self.smallest_arena == self.arena_bytes else
+                    f"the smallest arena that runs, found by bisection, is {self.smallest_arena:,}: give "
+                    f"{self.arena_needed:,}")
         lines = [f"TFLM {self.tflm_version}: runs all {len(self.ops)} operator types ({', '.join(self.ops)})",
                  f"arena: {self.arena_bytes:,} bytes ({self.arena_bytes / 1024:.1f} KiB; head {self.arena_head:,}, "
-                 f"tail {self.arena_tail:,}; the smallest arena that runs, found by bisection: "
-                 f"{self.smallest_arena:,})",
+                 f"tail {self.arena_tail:,}; {smallest})",
                  f"flash: {self.flash_bytes:,} bytes ({self.flash_bytes / 1024:.1f} KiB) = model {self.model_bytes:,} "
                  f"+ interpreter code estimate {self.code_estimate_bytes:,}"]
         if self.reference is not None:
@@ -142,7 +162,7 @@ def random_inputs(model_bytes: bytes, samples: int = 8, seed: int = 0) -> list[n
     out = []
     for dtype, shape in zip(io.dtypes, io.shapes):
         dt = np.dtype(dtype)
-        full = (samples,) + tuple(max(1, d) for d in shape[1:])
+        full = (samples, *(max(1, d) for d in shape[1:]))
         if np.issubdtype(dt, np.integer):
             info = np.iinfo(dt)
             lo, hi = max(int(info.min), -32768), min(int(info.max), 32767)
@@ -162,8 +182,8 @@ def reference_outputs(model_bytes: bytes, inputs: Sequence[np.ndarray]) -> tuple
                                 experimental_op_resolver_type=litert.OpResolverType.BUILTIN_REF)
     ins, outs = interp.get_input_details(), interp.get_output_details()
     for d, x in zip(ins, inputs):
-        if tuple(d["shape"]) != (1,) + x.shape[1:]:
-            interp.resize_tensor_input(d["index"], (1,) + x.shape[1:])
+        if tuple(d["shape"]) != (1, *x.shape[1:]):
+            interp.resize_tensor_input(d["index"], (1, *x.shape[1:]))
     interp.allocate_tensors()
     results: list[list[np.ndarray]] = [[] for _ in outs]
     for s in range(len(inputs[0])):
@@ -183,8 +203,53 @@ def _match(tflm: Sequence[np.ndarray], ref: Sequence[np.ndarray], against: str) 
         if a.ndim >= 2 and a.shape[-1] > 1:
             agree.append(float(np.mean(a64.reshape(len(a), -1).argmax(1) == b64.reshape(len(b), -1).argmax(1))))
     exact = all(a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b) for a, b in zip(tflm, ref))
+    scale = max((float(np.max(np.abs(b.astype(np.float64)))) for b in ref if b.size), default=0.0)
     return ReferenceMatch(len(tflm[0]) if tflm else 0, max(diffs, default=0.0),
-                          float(np.mean(agree)) if agree else 1.0, exact, against)
+                          float(np.mean(agree)) if agree else 1.0, exact, against, scale)
+
+
+def first_difference(model: bytes, inputs: Sequence[np.ndarray]) -> str:
+    """The first operator whose output differs between TFLM and LiteRT's reference kernels.
+
+    Runs the sample of ``inputs`` whose final outputs differ most with every tensor kept, in both
+    interpreters, and walks the operators in order. "" when no tensor differs.
+    """
+    from ai_edge_litert import interpreter as litert
+    from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as fb
+
+    tflm_all = run_tflm(model, inputs).outputs
+    ref_all = reference_outputs(model, inputs)
+    per_sample = np.zeros(len(inputs[0]))
+    for a, b in zip(tflm_all, ref_all):
+        per_sample = np.maximum(per_sample, np.abs(a.astype(np.float64) - b.astype(np.float64)).reshape(len(a), -1)
+                                .max(1))
+    sample = int(per_sample.argmax())
+    dumped = run_tflm(model, inputs, dump_sample=sample).tensors
+    interp = litert.Interpreter(model_content=model, num_threads=1, experimental_preserve_all_tensors=True,
+                                experimental_op_resolver_type=litert.OpResolverType.BUILTIN_REF)
+    interp.allocate_tensors()
+    for d, x in zip(interp.get_input_details(), inputs):
+        interp.set_tensor(d["index"], x[sample:sample + 1])
+    interp.invoke()
+    m = fb.Model.GetRootAsModel(model, 0)
+    sg = m.Subgraphs(0)
+    names = {v: k for k, v in vars(fb.BuiltinOperator).items() if not k.startswith("_")}
+    for i in range(sg.OperatorsLength()):
+        op = sg.Operators(i)
+        code = m.OperatorCodes(op.OpcodeIndex())
+        opname = names.get(max(code.BuiltinCode(), code.DeprecatedBuiltinCode()), "?")
+        for k in range(op.OutputsLength()):
+            t = op.Outputs(k)
+            if t not in dumped:
+                continue
+            ref = np.asarray(interp.get_tensor(t)).astype(np.float64).ravel()
+            got = dumped[t].astype(np.float64).ravel()
+            if ref.size == got.size and not np.array_equal(ref, got):
+                diff = np.abs(ref - got)
+                name = sg.Tensors(t).Name().decode(errors="replace")
+                return (f"op {i} {opname} (output tensor {t} {name!r}): max |diff| {diff.max():.6g} on "
+                        f"{int((diff > 0).sum())} of {diff.size} values (sample {sample})")
+    return ""
 
 
 def check_mcu(model: bytes, inputs: Sequence[np.ndarray] | None = None, *, samples: int = 8, seed: int = 0,
@@ -219,11 +284,13 @@ def check_mcu(model: bytes, inputs: Sequence[np.ndarray] | None = None, *, sampl
     elif reference:
         try:
             match = _match(run.outputs, reference_outputs(model, xs), "LiteRT BUILTIN_REF")
+            if not match.bit_exact:
+                match = replace(match, first_difference=first_difference(model, xs))
         except (ValueError, RuntimeError) as e:  # LiteRT refuses what TFLM ran (e.g. a TFLM-only custom op)
             note = f"LiteRT cannot run it: {str(e).strip().splitlines()[0][:200]}"
 
     code = CODE_CORE_BYTES + CODE_PER_OP_BYTES * len(ops)
-    fit = board_fit(board, run.arena_total, len(model) + code, reserve_ram, reserve_flash) if board else None
+    fit = board_fit(board, max(run.arena_total, run.smallest_arena), len(model) + code, reserve_ram, reserve_flash) if board else None
     return MCUReport(run.tflm_version, ops, True, (), "", run.arena_total, run.arena_head, run.arena_tail,
                      run.smallest_arena, len(model), code, match, fit, note)
 

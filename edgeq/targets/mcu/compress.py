@@ -85,7 +85,7 @@ class TFLMCompression:
                 f"DIFFERENT outputs in TFLM: {self.report.reference.summary() if self.report.reference else '?'}")
         return (f"TFLM lookup-table compression: {self.original_size:,} → {self.size:,} bytes "
                 f"({self.ratio:.2f}x) with {len(self.tensors)} tensors at {'/'.join(map(str, bits))}-bit indices; "
-                f"arena {self.original_report.arena_bytes:,} → {self.report.arena_bytes:,} bytes (decoded weights "
+                f"arena {self.original_report.arena_needed:,} → {self.report.arena_needed:,} bytes (decoded weights "
                 f"live in the arena); {same}")
 
 

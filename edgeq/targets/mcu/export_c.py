@@ -76,6 +76,13 @@ def export_c(model: bytes, folder: str | os.PathLike[str], name: str = "model", 
             known ``MicroMutableOpResolver`` call.
         OutputExistsError: a file exists and ``overwrite`` is False (nothing is written).
     """
+    ident = c_identifier(name)
+    out = Path(folder)
+    stems = [f"{ident}_model.h", f"{ident}_model.c", f"{ident}_op_resolver.h", f"{ident}_main.cc"]
+    existing = [str(out / f) for f in stems if (out / f).exists()]
+    if existing and not overwrite:
+        raise OutputExistsError("C sources exist already", argument="folder", received=existing,
+                                fix="pass overwrite=True (--force) or choose another folder or name")
     rep = report if report is not None else check_mcu(model, reference=False)
     if not rep.supported:
         raise InvalidArgumentError("TFLM cannot run this model, so no C sources were written", argument="model",
@@ -85,22 +92,16 @@ def export_c(model: bytes, folder: str | os.PathLike[str], name: str = "model", 
     if unknown:
         raise InvalidArgumentError("no MicroMutableOpResolver call is known for these ops", argument="model",
                                    received=unknown, fix="register them by hand in the generated resolver")
-    ident = c_identifier(name)
     upper = ident.upper()
-    out = Path(folder)
     files = {
         out / f"{ident}_model.h": _header(ident, upper, len(model), rep),
         out / f"{ident}_model.c": _source(ident, model),
         out / f"{ident}_op_resolver.h": _resolver(ident, upper, [(op, str(c)) for op, c in calls]),
         out / f"{ident}_main.cc": _main(ident, upper),
     }
-    existing = [str(p) for p in files if p.exists()]
-    if existing and not overwrite:
-        raise OutputExistsError("C sources exist already", argument="folder", received=existing,
-                                fix="pass overwrite=True (--force) or choose another folder or name")
     written = tuple(atomic_write_bytes(p, text.encode(), overwrite=overwrite, argument="folder")
                     for p, text in files.items())
-    return CExport(written, f"g_{ident}_model", len(model), rep.arena_bytes,
+    return CExport(written, f"g_{ident}_model", len(model), rep.arena_needed,
                    tuple((op, str(c)) for op, c in calls))
 
 
@@ -117,10 +118,11 @@ extern "C" {{
 extern const unsigned char g_{ident}_model[];
 extern const unsigned int g_{ident}_model_len;
 
-/* Tensor arena in bytes: TFLM {rep.tflm_version}'s recording allocator's total with the smallest
-   arena that ran the model (head {rep.arena_head}, tail {rep.arena_tail}), measured on a 64-bit host;
-   a 32-bit board's pointers are smaller, so this is enough there. Align the arena to {ALIGNMENT} bytes. */
-#define {upper}_TENSOR_ARENA_SIZE {rep.arena_bytes}
+/* Tensor arena in bytes, measured in TFLM {rep.tflm_version} on a 64-bit host: the recording
+   allocator's total {rep.arena_bytes} (head {rep.arena_head}, tail {rep.arena_tail}) and the smallest
+   arena that ran the model, {rep.smallest_arena}; the larger of the two. A 32-bit board's pointers
+   are smaller, so this is enough there. Align the arena to {ALIGNMENT} bytes. */
+#define {upper}_TENSOR_ARENA_SIZE {rep.arena_needed}
 
 #ifdef __cplusplus
 }}

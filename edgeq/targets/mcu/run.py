@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from edgeq_device.errors import RuntimeCrashError
 
 from edgeq.errors import InvalidArgumentError, RuntimeNotFoundError
@@ -83,7 +82,7 @@ def model_io(model_bytes: bytes, which: str = "inputs") -> ModelIO:
             builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
             custom = code.CustomCode()
             ops.append((names.get(builtin, str(builtin)), custom.decode() if custom else None))
-    except Exception as e:  # noqa: BLE001 - any parse failure means the bytes are not a model
+    except Exception as e:
         raise InvalidArgumentError("not a .tflite flatbuffer TFLM can read", argument="model",
                                    received=f"<{len(model_bytes)} bytes>", fix="pass a .tflite file") from e
     return ModelIO(dtypes, shapes, tuple(ops))
@@ -102,10 +101,11 @@ class TFLMRun:
     arena_tail: int = 0
     below_message: str = ""
     outputs: tuple[np.ndarray, ...] = field(default=(), repr=False, compare=False)
+    tensors: dict[int, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
 
 
 def run_tflm(model_bytes: bytes, inputs: Sequence[np.ndarray], *, max_arena: int | None = None,
-             timeout: float = TFLM_TIMEOUT_S) -> TFLMRun:
+             timeout: float = TFLM_TIMEOUT_S, dump_sample: int | None = None) -> TFLMRun:
     """Load and run ``model_bytes`` in TFLM with the smallest arena that works, in a child process.
 
     Args:
@@ -114,6 +114,8 @@ def run_tflm(model_bytes: bytes, inputs: Sequence[np.ndarray], *, max_arena: int
             input of shape ``[1, ...]``), in the input's own dtype.
         max_arena: the largest arena tried, in bytes (default: 16 MiB, or 10x the model).
         timeout: seconds before the child counts as hung and is stopped.
+        dump_sample: instead, run only this sample with every tensor kept, and return them all in
+            :attr:`TFLMRun.tensors` (by tensor index; TFLM's ``kPreserveAllTensors``).
 
     Raises:
         RuntimeNotFoundError: tflite-micro is not installed.
@@ -126,8 +128,9 @@ def run_tflm(model_bytes: bytes, inputs: Sequence[np.ndarray], *, max_arena: int
     with tempfile.TemporaryDirectory(prefix="edgeq-tflm-") as tmp:
         folder = Path(tmp)
         (folder / "model.tflite").write_bytes(model_bytes)
-        np.savez(folder / "inputs.npz", **{f"x{i}": np.asarray(x) for i, x in enumerate(inputs)})
-        (folder / "request.json").write_text(json.dumps({"max_arena": max_arena}))
+        named: dict[str, Any] = {f"x{i}": np.asarray(x) for i, x in enumerate(inputs)}
+        np.savez(folder / "inputs.npz", **named)
+        (folder / "request.json").write_text(json.dumps({"max_arena": max_arena, "dump_sample": dump_sample}))
         try:
             proc = subprocess.run([sys.executable, _WORKER, str(folder)], capture_output=True, text=True,
                                   timeout=timeout)
@@ -147,12 +150,16 @@ def run_tflm(model_bytes: bytes, inputs: Sequence[np.ndarray], *, max_arena: int
         if (folder / "outputs.npz").is_file():
             with np.load(folder / "outputs.npz") as z:
                 outputs = tuple(z[f"y{i}"] for i in range(len(z.files)))
+        tensors: dict[int, np.ndarray] = {}
+        if (folder / "tensors.npz").is_file():
+            with np.load(folder / "tensors.npz") as z:
+                tensors = {int(k[1:]): z[k] for k in z.files}
     rec = data.get("recorded", {})
     return TFLMRun(ok=bool(data["ok"]), tflm_version=str(data.get("version") or version),
                    messages=str(data.get("messages", "")), smallest_arena=int(data.get("smallest_arena", 0)),
                    arena_total=int(rec.get("total", 0)), arena_head=int(rec.get("head", 0)),
                    arena_tail=int(rec.get("tail", 0)), below_message=str(data.get("below_message", "")),
-                   outputs=outputs)
+                   outputs=outputs, tensors=tensors)
 
 
 _MISSING = re.compile(r"Didn't find op for builtin opcode '([A-Z0-9_]+)'|Didn't find (?:custom )?op for "
