@@ -63,7 +63,7 @@ def _attempt(runtime, model: bytes, arena: int, xs: list, sample: int, record: b
             outs = [np.array(interp.get_output(i)) for i in range(n_out)]
             if record:
                 interp.print_allocations()
-        except (RuntimeError, ValueError) as e:
+        except Exception as e:
             outs = None
             error = f"{type(e).__name__}: {e}"
         else:

@@ -144,7 +144,8 @@ def run_tflm(model_bytes: bytes, inputs: Sequence[np.ndarray], *, max_arena: int
             tail = " ".join(proc.stderr.strip().splitlines()[-3:])[:400]
             raise RuntimeCrashError(f"TFLM's interpreter crashed ({name}) on this model: {tail}".rstrip(": "),
                                     signal=sig, argument="model",
-                                    fix="the model cannot run on a microcontroller as it is; see the ops it uses")
+                                    fix="TFLM does not check a model's structure: check the file loads in LiteRT "
+                                    "(edgeq analyze MODEL) and that its ops are ones TFLM has")
         data: dict[str, Any] = json.loads(result_path.read_text())
         outputs: tuple[np.ndarray, ...] = ()
         if (folder / "outputs.npz").is_file():
