@@ -27,7 +27,7 @@ from edgeq.targets.mcu.ops import op_key
 from edgeq.targets.mcu.run import TFLMRun, model_io, refusals, run_tflm
 
 __all__ = ["CODE_CORE_BYTES", "CODE_ESTIMATE_SOURCE", "CODE_PER_OP_BYTES", "MCU_SCHEMA", "MCUReport",
-           "ReferenceMatch", "check_mcu", "check_mcu_args", "first_difference", "random_inputs", "reference_outputs"]
+           "ReferenceMatch", "check_mcu", "check_mcu_args", "first_difference", "mcu_cell", "random_inputs", "reference_outputs"]
 
 MCU_SCHEMA = "edgeq/mcu/1"
 CODE_CORE_BYTES = 16 * 1024
@@ -313,3 +313,16 @@ def check_mcu_args(mode: Any, batch_size: int | None, allow_float_fallback: bool
         raise InvalidArgumentError("float fallback leaves float ops, slow or missing in TFLM",
                                    argument="allow_float_fallback", received=True,
                                    fix="leave float fallback off for the mcu target")
+
+
+def mcu_cell(model: bytes, board: Board | None = None, reserve_ram: int = 0, reserve_flash: int = 0) -> dict[str, Any]:
+    """What a comparison row shows for the mcu target: TFLM support, arena, flash, board fit (a plain dict).
+
+    Keys: ``supported``, ``unsupported`` (op names), ``arena_bytes`` (what a firmware must give),
+    ``flash_bytes`` (model + code estimate), ``board`` and ``fits`` (None without a board).
+    """
+    rep = check_mcu(model, board=board, reserve_ram=reserve_ram, reserve_flash=reserve_flash, reference=False)
+    return {"supported": rep.supported, "unsupported": [op for op, _ in rep.unsupported],
+            "arena_bytes": rep.arena_needed if rep.supported else None,
+            "flash_bytes": rep.flash_bytes if rep.supported else None,
+            "board": board.name if board else None, "fits": rep.fit.fits if rep.fit else None}

@@ -18,16 +18,16 @@ import pytest
 
 pytest.importorskip("tflite_micro")
 
-from click.testing import CliRunner  # noqa: E402
-from edgeq_device.errors import RuntimeCrashError  # noqa: E402
+from click.testing import CliRunner
+from edgeq_device.errors import RuntimeCrashError
 
-from edgeq.cli import cli  # noqa: E402
-from edgeq.errors import InvalidArgumentError, OutputExistsError  # noqa: E402
-from edgeq.targets.mcu.boards import BOARDS, board_fit, get_board, load_boards  # noqa: E402
-from edgeq.targets.mcu.check import check_mcu  # noqa: E402
-from edgeq.targets.mcu.export_c import export_c  # noqa: E402
-from edgeq.targets.mcu.ops import CUSTOM_CALLS, RESOLVER_CALLS  # noqa: E402
-from edgeq.targets.mcu.run import run_tflm  # noqa: E402
+from edgeq.cli import cli
+from edgeq.errors import InvalidArgumentError, OutputExistsError
+from edgeq.targets.mcu.boards import BOARDS, board_fit, get_board, load_boards
+from edgeq.targets.mcu.check import check_mcu
+from edgeq.targets.mcu.export_c import export_c
+from edgeq.targets.mcu.ops import CUSTOM_CALLS, RESOLVER_CALLS
+from edgeq.targets.mcu.run import run_tflm
 
 RECORDED = re.compile(r"Arena allocation total (\d+) bytes")
 
@@ -156,7 +156,7 @@ def test_boards_fit_by_how_much_and_reserves():
             "sparkfun-edge"} <= set(BOARDS)
     with pytest.raises(InvalidArgumentError, match="reserve_ram"):
         board_fit(pico, 1, 1, reserve_ram=-1)
-    with pytest.raises(InvalidArgumentError, match="unknown board.*pico2"):
+    with pytest.raises(InvalidArgumentError, match=r"unknown board.*pico2"):
         get_board("pico3")
 
 
@@ -249,3 +249,28 @@ def test_target_mcu_refuses_what_a_microcontroller_cannot_take(digits_cnn):
         edgeq.convert(digits_cnn, "float16", target="mcu")
     with pytest.raises(InvalidArgumentError, match="batch"):
         edgeq.convert(digits_cnn, "int8", target="mcu", batch_size=4)
+
+
+def test_compare_has_an_mcu_column_with_the_board(digits_cnn, mnist_train, mnist_test):
+    """compare(target='mcu'): each mode's arena, flash, TFLM support and fit; the table shows them."""
+    import edgeq
+    from edgeq.report.tables import table_rows
+
+    comp = edgeq.compare(digits_cnn, calibration=mnist_train, evaluation=mnist_test, modes=["float32", "int8"],
+                         eval_samples=64, threads=[1], runs=3, min_secs=0.01, max_secs=0.2, store=None,
+                         progress=False, target="mcu", mcu_board=get_board("arduino-nano-33-ble-sense"))
+    rows = {r.name: r for r in comp.rows}
+    assert rows["keras"].mcu is None
+    for name in ("float32", "int8"):
+        m = rows[name].mcu
+        assert m is not None and m["supported"] and m["board"] == "arduino-nano-33-ble-sense"
+        rep = check_mcu(comp.results[name].model_bytes, reference=False)
+        assert m["arena_bytes"] == rep.arena_needed and m["flash_bytes"] == rep.flash_bytes
+        assert m["fits"] == (rep.arena_needed <= 256 * 1024 and rep.flash_bytes <= 1024 * 1024)
+    assert rows["int8"].mcu["arena_bytes"] < rows["float32"].mcu["arena_bytes"]  # int8 activations: a quarter
+    header, cells = table_rows(comp.to_dict())
+    assert header[-4:] == ["MCU arena KiB", "MCU flash KiB", "TFLM", "fits arduino-nano-33-ble-sense"]
+    int8_cells = next(c for c in cells if c[0] == "int8")
+    assert int8_cells[-4] == f"{rows['int8'].mcu['arena_bytes'] / 1024:.1f}" and int8_cells[-2] == "yes"
+    again = type(comp).from_dict(comp.to_dict())
+    assert again.row("int8").mcu == rows["int8"].mcu

