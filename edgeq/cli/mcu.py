@@ -85,6 +85,10 @@ def export_cmd(model: str, fmt: str, output: str, name: str | None, compress: bo
     if compress:
         result = compress_for_tflm(data)
         click.echo(result.summary())
+        if not result.report.supported or not result.same_outputs:
+            raise InvalidArgumentError("TFLM does not give the uncompressed model's outputs for the compressed one, so "
+                                       "nothing was written", argument="--compress", received=result.report.summary(),
+                                       fix="export without --compress")
         data, report = result.model_bytes, result.report
     else:
         report = check_mcu(data)

@@ -145,6 +145,9 @@ const unsigned int g_{ident}_model_len = {len(model)};
 
 def _resolver(ident: str, upper: str, calls: list[tuple[str, str]]) -> str:
     adds = "\n".join(f"  if (resolver.{call}() != kTfLiteOk) return kTfLiteError;  // {op}" for op, call in calls)
+    if any(op == "TFLM_DECODE" for op, _ in calls):
+        adds = ("  // The model's weights are compressed: TFLM must be built with its compression support\n"
+                "  // (USE_TFLM_COMPRESSION), which TFLM_DECODE needs.\n" + adds)
     camel = "".join(part.capitalize() for part in ident.split("_"))
     return f"""// {ident}: exactly the operators the model uses, registered with TFLM. Written by edgeq.
 #ifndef {upper}_OP_RESOLVER_H_

@@ -274,3 +274,18 @@ def test_compare_has_an_mcu_column_with_the_board(digits_cnn, mnist_train, mnist
     assert int8_cells[-4] == f"{rows['int8'].mcu['arena_bytes'] / 1024:.1f}" and int8_cells[-2] == "yes"
     again = type(comp).from_dict(comp.to_dict())
     assert again.row("int8").mcu == rows["int8"].mcu
+
+
+def test_cli_convert_target_mcu_with_a_board(digits_cnn, mnist_train, tmp_path):
+    path = tmp_path / "digits.keras"
+    digits_cnn.save(path)
+    out = CliRunner().invoke(cli, ["convert", str(path), "--calib", str(mnist_train), "--samples", "32", "--target",
+                                   "mcu", "--board", "sparkfun-edge", "--reserve-flash", "900K", "-o", str(tmp_path)])
+    assert out.exit_code == 0, out.output
+    assert "runs all" in out.output and "arena:" in out.output
+    written = tmp_path / "digits_int8_int8io.tflite"
+    assert written.is_file()
+    rep = check_mcu(written.read_bytes(), reference=False)
+    flash_left = 1024 * 1024 - rep.flash_bytes - 900 * 1024
+    assert f"sparkfun-edge: {'fits' if flash_left >= 0 else 'does not fit'}" in out.output
+    assert f"flash {abs(flash_left) / 1024:.1f} KiB {'left' if flash_left >= 0 else 'short'}" in out.output
