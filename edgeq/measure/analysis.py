@@ -3,8 +3,9 @@
 ``edgeq.analyze(path_or_bytes)`` reads the flatbuffer itself (no interpreter),
 with the same code ``edgeq-device info`` uses on a board
 (:mod:`edgeq_device.analysis`), and adds what the host knows: achieved MAC/s
-from a measured latency, and with ``target="edgetpu"`` the predicted Edge TPU
-partition (:mod:`edgeq.edgetpu`).
+from a measured latency, with ``target="edgetpu"`` the predicted Edge TPU
+partition (:mod:`edgeq.targets.edgetpu`), and with ``target="mcu"`` what TFLM's own
+interpreter says of the model (:mod:`edgeq.targets.mcu`: it runs the model, in a child process).
 """
 
 from __future__ import annotations
