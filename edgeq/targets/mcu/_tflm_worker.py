@@ -3,7 +3,8 @@
 Run as a script by path (``python _tflm_worker.py FOLDER``), so only tflite-micro and numpy are
 imported: not edgeq, not TensorFlow. ``FOLDER`` holds ``model.tflite``, ``inputs.npz`` (``x0``,
 ``x1``, ...: one array of samples per model input, samples on the first axis) and
-``request.json`` (``max_arena``: the largest arena tried). The worker
+``request.json`` (``max_arena``: the largest arena tried; ``alt_decompression``: bytes of separate
+memory for decoded compressed tensors). The worker
 
 1. loads the model with the largest arena and runs the first sample: TFLM's own error text
    (an operator it lacks, a type a kernel refuses) is the answer when that fails;
@@ -55,7 +56,7 @@ def _attempt(runtime, model: bytes, arena: int, xs: list, sample: int, record: b
     """Load ``model`` with ``arena`` bytes and run ``sample``: ``(outputs or None, messages, allocations)``."""
     with _Captured() as cap:
         try:
-            interp = runtime.Interpreter.from_bytes(model, arena_size=arena)
+            interp = runtime.Interpreter.from_bytes(model, arena_size=arena, alt_decompression_memory_size=_ALT[0])
             for i, x in enumerate(xs):
                 interp.set_input(np.ascontiguousarray(x[sample:sample + 1]), i)
             interp.invoke()
@@ -74,6 +75,7 @@ def _attempt(runtime, model: bytes, arena: int, xs: list, sample: int, record: b
 
 
 _N_OUT: dict = {}
+_ALT = [0]  # bytes of separate memory TFLM decodes compressed tensors into (0: into the arena)
 
 
 def _count_outputs(model: bytes) -> int:
@@ -98,6 +100,7 @@ def main(folder: str) -> int:
 
     result: dict = {"version": _version()}
     max_arena = int(request["max_arena"])
+    _ALT[0] = int(request.get("alt_decompression") or 0)
     if request.get("dump_sample") is not None:
         return _dump(folder, runtime, model, xs, int(request["dump_sample"]), max_arena, result)
     outs, text, _ = _attempt(runtime, model, max_arena, xs, 0, record=False)

@@ -54,6 +54,10 @@ class TFLMCompression:
     tensors: tuple[CompressedTensor, ...]
     report: MCUReport
     original_report: MCUReport
+    alt_memory_bytes: int = 0
+    """Bytes of the decoded weights (each 16-byte aligned): the separate memory TFLM can decode into."""
+    alt_arena_bytes: int = 0
+    """The smallest arena that runs when the weights are decoded into that separate memory instead."""
 
     @property
     def size(self) -> int:
@@ -73,6 +77,7 @@ class TFLMCompression:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready form."""
         return {"size": self.size, "original_size": self.original_size, "ratio": self.ratio,
+                "alt_memory_bytes": self.alt_memory_bytes, "alt_arena_bytes": self.alt_arena_bytes,
                 "same_outputs": self.same_outputs,
                 "tensors": [{"name": t.name, "index": t.index, "bits": t.bits, "axis": t.per_channel_axis,
                              "original_bytes": t.original_bytes} for t in self.tensors],
@@ -86,7 +91,8 @@ class TFLMCompression:
         return (f"TFLM lookup-table compression: {self.original_size:,} → {self.size:,} bytes "
                 f"({self.ratio:.2f}x) with {len(self.tensors)} tensors at {'/'.join(map(str, bits))}-bit indices; "
                 f"arena {self.original_report.arena_needed:,} → {self.report.arena_needed:,} bytes (decoded weights "
-                f"live in the arena); {same}")
+                f"live in the arena; or {self.alt_arena_bytes:,} bytes with {self.alt_memory_bytes:,} bytes of separate "
+                f"decompression memory); {same}")
 
 
 def _candidates(model: Any, max_bits: int) -> list[tuple[int, Any, int, int | None]]:
@@ -156,4 +162,7 @@ def compress_for_tflm(model: bytes, inputs: Sequence[np.ndarray] | None = None, 
     report = check_mcu(packed, xs, against=plain.outputs if plain.ok else None, reference=False,
                        against_name="the uncompressed model in TFLM")
     tensors = tuple(CompressedTensor(str(t.name), i, bits, axis, len(t.buffer.data)) for i, t, bits, axis in chosen)
-    return TFLMCompression(packed, len(model), tensors, report, original)
+    alt = sum(-(-t.original_bytes // 16) * 16 for t in tensors)
+    apart = run_tflm(packed, xs, alt_decompression=alt)
+    return TFLMCompression(packed, len(model), tensors, report, original, alt,
+                           max(apart.arena_total, apart.smallest_arena) if apart.ok else 0)

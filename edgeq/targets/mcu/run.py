@@ -105,7 +105,8 @@ class TFLMRun:
 
 
 def run_tflm(model_bytes: bytes, inputs: Sequence[np.ndarray], *, max_arena: int | None = None,
-             timeout: float = TFLM_TIMEOUT_S, dump_sample: int | None = None) -> TFLMRun:
+             timeout: float = TFLM_TIMEOUT_S, dump_sample: int | None = None,
+             alt_decompression: int = 0) -> TFLMRun:
     """Load and run ``model_bytes`` in TFLM with the smallest arena that works, in a child process.
 
     Args:
@@ -116,6 +117,8 @@ def run_tflm(model_bytes: bytes, inputs: Sequence[np.ndarray], *, max_arena: int
         timeout: seconds before the child counts as hung and is stopped.
         dump_sample: instead, run only this sample with every tensor kept, and return them all in
             :attr:`TFLMRun.tensors` (by tensor index; TFLM's ``kPreserveAllTensors``).
+        alt_decompression: bytes of memory apart from the arena that TFLM decodes compressed
+            tensors into (its ``alt_decompression_memory_size``); 0: they are decoded into the arena.
 
     Raises:
         RuntimeNotFoundError: tflite-micro is not installed.
@@ -130,7 +133,8 @@ def run_tflm(model_bytes: bytes, inputs: Sequence[np.ndarray], *, max_arena: int
         (folder / "model.tflite").write_bytes(model_bytes)
         named: dict[str, Any] = {f"x{i}": np.asarray(x) for i, x in enumerate(inputs)}
         np.savez(folder / "inputs.npz", **named)
-        (folder / "request.json").write_text(json.dumps({"max_arena": max_arena, "dump_sample": dump_sample}))
+        (folder / "request.json").write_text(json.dumps({"max_arena": max_arena, "dump_sample": dump_sample,
+                                                         "alt_decompression": int(alt_decompression)}))
         try:
             proc = subprocess.run([sys.executable, _WORKER, str(folder)], capture_output=True, text=True,
                                   timeout=timeout)

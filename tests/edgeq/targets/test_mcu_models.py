@@ -162,4 +162,7 @@ def test_clustered_digits_cnn_compressed_for_tflm_is_smaller_and_gives_the_same_
     assert comp.size <= 0.6 * int8.size_bytes, (comp.size, int8.size_bytes)
     # The decoded weights live in the arena: RAM pays for the flash saved, and the report says so.
     assert comp.report.arena_needed > comp.original_report.arena_needed
+    # Decoded into memory apart from the arena instead, the arena is about the uncompressed model's again.
+    assert comp.alt_memory_bytes >= sum(t.original_bytes for t in comp.tensors)
+    assert comp.original_report.arena_needed <= comp.alt_arena_bytes < comp.report.arena_needed
     assert "arena" in comp.summary()
