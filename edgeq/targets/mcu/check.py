@@ -255,7 +255,7 @@ def first_difference(model: bytes, inputs: Sequence[np.ndarray]) -> str:
 def check_mcu(model: bytes, inputs: Sequence[np.ndarray] | None = None, *, samples: int = 8, seed: int = 0,
               board: Board | None = None, reserve_ram: int = 0, reserve_flash: int = 0,
               reference: bool = True, against: Sequence[np.ndarray] | None = None,
-              against_name: str = "LiteRT BUILTIN_REF") -> MCUReport:
+              against_name: str = "LiteRT BUILTIN_REF", max_arena: int | None = None) -> MCUReport:
     """Load and run ``model`` in TFLM: support, smallest arena, flash, outputs vs LiteRT, board fit.
 
     Args:
@@ -266,6 +266,7 @@ def check_mcu(model: bytes, inputs: Sequence[np.ndarray] | None = None, *, sampl
             ``reserve_flash`` bytes for the rest of the application.
         reference: compare the outputs with LiteRT's reference kernels on the same inputs.
         against: compare with these outputs instead (e.g. the uncompressed model's in TFLM).
+        max_arena: the largest arena tried, in bytes (default 16 MiB, or 10x the model's size).
 
     Raises:
         RuntimeNotFoundError: tflite-micro is not installed.
@@ -274,10 +275,15 @@ def check_mcu(model: bytes, inputs: Sequence[np.ndarray] | None = None, *, sampl
     xs = list(inputs) if inputs is not None else random_inputs(model, samples, seed)
     io = model_io(model)
     ops = tuple(sorted({op_key(op, custom) for op, custom in io.ops}))
-    run: TFLMRun = run_tflm(model, xs)
+    run: TFLMRun = run_tflm(model, xs, max_arena=max_arena)
     if not run.ok:
-        return MCUReport(run.tflm_version, ops, False, refusals(run.messages), run.messages,
-                         model_bytes=len(model))
+        named = refusals(run.messages)
+        if "Failed to allocate" in run.messages and not any("no kernel" in why for _, why in named):
+            # An operator that fails to prepare for want of memory is not the operator's fault.
+            tried = int(max_arena or max(16 << 20, 10 * len(model)))
+            named = (("arena", f"the model does not run with {tried:,} bytes of arena, the most tried: too big for "
+                               "a microcontroller's RAM"),)
+        return MCUReport(run.tflm_version, ops, False, named, run.messages, model_bytes=len(model))
     match, note = None, ""
     if against is not None:
         match = _match(run.outputs, against, against_name)

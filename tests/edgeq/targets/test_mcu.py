@@ -289,3 +289,9 @@ def test_cli_convert_target_mcu_with_a_board(digits_cnn, mnist_train, tmp_path):
     flash_left = 1024 * 1024 - rep.flash_bytes - 900 * 1024
     assert f"sparkfun-edge: {'fits' if flash_left >= 0 else 'does not fit'}" in out.output
     assert f"flash {abs(flash_left) / 1024:.1f} KiB {'left' if flash_left >= 0 else 'short'}" in out.output
+
+
+def test_a_model_bigger_than_the_arenas_tried_says_so(digits_mcu):
+    res, _ = digits_mcu
+    rep = check_mcu(res.model_bytes, max_arena=2000)
+    assert not rep.supported and rep.unsupported[0][0] == "arena" and "2,000 bytes" in rep.unsupported[0][1]
