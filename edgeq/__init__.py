@@ -33,6 +33,8 @@ from edgeq.quantize.qat.train import QATResult, qat
 from edgeq.quantize.ranges_debug import RangesDebugReport, debug_ranges
 from edgeq.quantize.ranges_result import RangesChoice
 from edgeq.store.db import Measurement, ResultsStore
+from edgeq.targets.mcu.check import MCUReport
+from edgeq.targets.mcu.compress import compress_for_tflm
 
 __all__ = [
     "ArraySource",
@@ -49,6 +51,7 @@ __all__ = [
     "ImageFolder",
     "IterableSource",
     "LayerReport",
+    "MCUReport",
     "MODES",
     "Measurement",
     "Mode",
@@ -65,6 +68,7 @@ __all__ = [
     "as_source",
     "cluster",
     "compare",
+    "compress_for_tflm",
     "convert",
     "convert_all",
     "debug",

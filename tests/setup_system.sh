@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # System packages the test suite needs: the loopback sshd for deploy tests and
-# headless Chromium to render the HTML report.
+# headless Chromium to render the HTML report; the Arm cross compiler for the C export.
 # Installs only what is missing; needs root (CI and the dev machines are root).
 set -u
 need=()
 command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ] || need+=(openssh-server)
 command -v ssh >/dev/null 2>&1 || need+=(openssh-client)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+# The C export's array is compiled for a Cortex-M by the mcu tests.
+command -v arm-none-eabi-gcc >/dev/null 2>&1 || need+=(gcc-arm-none-eabi)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing ${need[*]}"

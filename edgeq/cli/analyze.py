@@ -7,6 +7,7 @@ from edgeq_device.clikit import Choice
 from edgeq_device.info import format_bytes
 from rich.table import Table
 
+from edgeq.cli.mcu import mcu_options, parse_bytes, resolve_board
 from edgeq.cli.options import check_json_out, force_option, format_option, json_option, write_json_out
 from edgeq.cli.output import make_console, print_rows
 from edgeq.measure.analysis import analyze
@@ -17,22 +18,28 @@ __all__ = ["analyze_cmd"]
 
 @click.command("analyze")
 @click.argument("model", type=click.Path())
-@click.option("--target", type=Choice(["edgetpu"]), default=None,
-              help="Predict which ops map to this accelerator (edgetpu: Coral Edge TPU).")
+@click.option("--target", type=Choice(["edgetpu", "mcu"]), default=None,
+              help="Predict which ops map to this accelerator (edgetpu: Coral Edge TPU); mcu: load and run the "
+                   "model in TensorFlow Lite Micro's interpreter (ops it refuses, arena, flash, outputs).")
 @click.option("--latency-us", type=float, default=None, metavar="X",
               help="A measured latency in microseconds, to report achieved MAC/s.")
 @json_option("Write the analysis as JSON to PATH (- for stdout; the tables then go to stderr).")
 @force_option("Overwrite the --json file if it exists.")
 @format_option
+@mcu_options
 def analyze_cmd(model: str, target: str | None, latency_us: float | None, json_out: str | None,
-                force: bool, fmt: str) -> None:
+                force: bool, fmt: str, board: str | None, boards_file: str | None, reserve_ram: str,
+                reserve_flash: str) -> None:
     """Analyze MODEL.tflite: ops in order with tensors and MACs, parameters, peak memory, Edge TPU mapping.
 
     Peak activation memory is an estimate from tensor lifetimes; the runtime's
     arena planner may reuse memory in place.
     """
     check_json_out(json_out, force)
-    result = analyze(model, target=target, latency_us=latency_us)
+    result = analyze(model, target=target, latency_us=latency_us,
+                     board=resolve_board(board, boards_file, target),
+                     reserve_ram=parse_bytes(reserve_ram, "--reserve-ram"),
+                     reserve_flash=parse_bytes(reserve_flash, "--reserve-flash"))
     if fmt == "json":
         if json_out and json_out != "-":
             write_json_out(json_out, result.to_json(), force)
@@ -100,6 +107,9 @@ def analyze_cmd(model: str, target: str | None, latency_us: float | None, json_o
             more = f" (and {len(where) - 1} more ops)" if len(where) > 1 else ""
             at = f"op {prob.op_index} {prob.op_name}: " if prob.op_index is not None else ""
             console.print(f"  {tag} {at}{prob.message}{more}\n      fix: {prob.fix}", highlight=False)
+    if result.mcu is not None:
+        colour = "green" if result.mcu.supported and (result.mcu.fit is None or result.mcu.fit.fits) else "red"
+        console.print(f"[bold]microcontroller (TFLM):[/] [{colour}]{result.mcu.summary()}[/]", highlight=False)
     if json_out and write_json_out(json_out, result.to_json(), force) is not None:
         console.print(f"wrote {json_out}")
 

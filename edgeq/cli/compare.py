@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from edgeq_device.int4 import INT4_NOTE
 from edgeq_device.report_json import dumps_json
 from rich.console import Console
 
+from edgeq.cli.mcu import mcu_options, parse_bytes, resolve_board
 from edgeq.cli.options import (
     MODE_NAMES,
     NAMED_MODE_NAMES,
@@ -87,6 +89,9 @@ __all__ = ["compare_cmd", "print_compare"]
               help="Class names, one per line in output order, stored in the models; --eval's class folders "
                    "are the outputs of their names (default: the calibration folder's classes, else --eval's: "
                    "integer folder names are their output, other names sorted as Keras does).")
+@click.option("--target", type=Choice(["mcu"]), default=None,
+              help="mcu: add each mode's TensorFlow Lite Micro figures (arena, flash, support; --board: fits).")
+@mcu_options
 @custom_objects_option
 @format_option
 @preprocess_options
@@ -96,8 +101,14 @@ def compare_cmd(model: str, calib: str, evaluation: str, modes: tuple[str, ...],
                 ignore_index: int, train: str | None, clusters: int, sparsity: float, train_epochs: int,
                 db: str | None, no_store: bool,
                 output: str, force: bool, fmt: str, labels: str | None, size: tuple[int, int] | None,
-                color: str | None, mean: Channels, std: Channels) -> None:
+                color: str | None, mean: Channels, std: Channels, target: str | None = None,
+                board: str | None = None, boards_file: str | None = None, reserve_ram: str = "0",
+                reserve_flash: str = "0") -> None:
     """Convert MODEL in every mode and compare size, accuracy, fidelity and latency; write a report."""
+    chosen_board = resolve_board(board, boards_file, target)
+    if chosen_board is not None:
+        chosen_board = replace(chosen_board, ram_bytes=chosen_board.ram_bytes - parse_bytes(reserve_ram, "--reserve-ram"),
+                               flash_bytes=chosen_board.flash_bytes - parse_bytes(reserve_flash, "--reserve-flash"))
     out = Path(output)
     check_output_folder(out, argument="--output")
     if not no_store:
@@ -132,7 +143,8 @@ def compare_cmd(model: str, calib: str, evaluation: str, modes: tuple[str, ...],
                    samples=samples, eval_samples=eval_samples, max_drop=budget, prefer=prefer, preprocess=pre,
                    labels=labels, store=store, profile=profile, task=task, annotations=annotations, masks=masks,
                    outputs=roles, class_offset=class_offset, ignore_index=ignore_index, train=train,
-                   clusters=clusters, sparsity=sparsity, train_epochs=train_epochs)
+                   clusters=clusters, sparsity=sparsity, train_epochs=train_epochs, target=target,
+                   mcu_board=chosen_board)
     console: Any
     if fmt == "table":
         console = Console()

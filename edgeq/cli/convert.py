@@ -12,6 +12,7 @@ from edgeq_device.detection import parse_outputs_option
 from edgeq_device.info import format_bytes
 from edgeq_device.report_json import dumps_json
 
+from edgeq.cli.mcu import mcu_options, parse_bytes, resolve_board
 from edgeq.cli.options import (
     MODE_NAMES,
     NAMED_MODE_NAMES,
@@ -33,6 +34,7 @@ from edgeq.errors import InvalidArgumentError, OutputExistsError
 from edgeq.quantize.converter import convert, convert_all
 from edgeq.quantize.ranges_result import RANGES_METHODS
 from edgeq.targets.edgetpu.compiler import run_edgetpu_compiler
+from edgeq.targets.mcu.boards import board_fit
 
 __all__ = ["convert_cmd"]
 
@@ -52,9 +54,10 @@ __all__ = ["convert_cmd"]
               help="Input/output type: float, int8, uint8, int16 [float; uint8 for edgetpu].")
 @click.option("--batch-size", type=int, default=None, help="Fix a dynamic batch dimension (e.g. 1).")
 @click.option("--allow-float", is_flag=True, help="Let ops that cannot be integer-quantized stay float.")
-@click.option("--target", type=Choice(["edgetpu"]), default=None,
+@click.option("--target", type=Choice(["edgetpu", "mcu"]), default=None,
               help="Enforce a target's rules (edgetpu: int8, integer I/O, batch 1) and compile where "
-                   "edgetpu_compiler is installed.")
+                   "edgetpu_compiler is installed; mcu: int8, batch 1, int8 I/O by default, then run in "
+                   "TensorFlow Lite Micro's interpreter (arena, flash, ops it refuses).")
 @click.option("--output", "-o", type=click.Path(), default="out", show_default=True,
               help="Output folder (or file name for one mode).")
 @force_option("Overwrite existing output files.")
@@ -89,13 +92,15 @@ __all__ = ["convert_cmd"]
               help="The percentile --ranges percentile keeps, in (0, 100]; entropy clips no more than it gives up.")
 @custom_objects_option
 @preprocess_options
+@mcu_options
 def convert_cmd(model: str, modes: tuple[str, ...], calib: str | None, samples: int, seed: int, io: str | None,
                 batch_size: int | None, allow_float: bool, target: str | None, output: str, force: bool,
                 json_out: str | None, max_drop: float | None, evaluation: str | None, labels: str | None,
                 size: tuple[int, int] | None, color: str | None, mean: Channels, std: Channels, task: str | None,
                 class_offset: int | None, num_classes: int | None, ignore_index: int | None,
                 outputs_text: str | None, rounding: str = "optimized", a16: str | None = None,
-                ranges: str = "minmax", percentile: float = 99.99) -> None:
+                ranges: str = "minmax", percentile: float = 99.99, board: str | None = None,
+                boards_file: str | None = None, reserve_ram: str = "0", reserve_flash: str = "0") -> None:
     """Convert MODEL (.keras, .h5 or SavedModel folder) to .tflite and print what was written."""
     out = Path(output)
     given = {"class_offset": class_offset, "num_classes": num_classes, "ignore_index": ignore_index,
@@ -111,7 +116,8 @@ def convert_cmd(model: str, modes: tuple[str, ...], calib: str | None, samples: 
         raise InvalidArgumentError("--target and --max-drop take one mode", argument="--mode",
                                    received=",".join(modes), fix="give --mode int8 alone")
     pre = build_preprocess(size, color, mean, std, model)
-    io = io or ("uint8" if target == "edgetpu" else "float")
+    io = io or {"edgetpu": "uint8", "mcu": "int8"}.get(target or "", "float")
+    chosen_board = resolve_board(board, boards_file, target)
     results: Any
     if max_drop is not None or evaluation is not None:  # the accuracy budget search (edgeq.budget)
         if max_drop is None or evaluation is None or target is not None or a16 is not None:
@@ -168,6 +174,13 @@ def convert_cmd(model: str, modes: tuple[str, ...], calib: str | None, samples: 
             console.print(r.ranges.summary(), markup=False)
     if target == "edgetpu":
         _compile_for_edgetpu(results[0], written[0], force, console)
+    if target == "mcu" and results[0].mcu is not None:
+        rep = results[0].mcu
+        console.print(rep.summary(), highlight=False, markup=False)
+        if chosen_board is not None and rep.supported:
+            fit = board_fit(chosen_board, rep.arena_needed, rep.flash_bytes, parse_bytes(reserve_ram, "--reserve-ram"),
+                            parse_bytes(reserve_flash, "--reserve-flash"))
+            console.print(fit.summary(), highlight=False, markup=False)
     if results[0].budget is not None:
         click.echo(results[0].budget.table(), nl=False, err=json_out == "-")
     if json_out:

@@ -76,6 +76,8 @@ class ModeRow:
     ``max_abs_error``, ``argmax_agreement`` (None for outputs that are not vectors)."""
     compressed_size_bytes: int | None = None
     """The file gzip-compressed at level 9 (None in results written before it was measured)."""
+    mcu: dict[str, Any] | None = None
+    """With ``target="mcu"``: TFLM support, arena and flash bytes, board fit (:func:`edgeq.targets.mcu.check.mcu_cell`)."""
 
     def p50(self, threads: int) -> float | None:
         """Median latency in microseconds at ``threads`` threads (None if not measured)."""

@@ -57,6 +57,8 @@ from edgeq.quantize.qat.sparsity import TRAINED_MODES, check_clusters, check_spa
 from edgeq.quantize.result import ConversionResult
 from edgeq.store.db import Measurement, ResultsStore, file_sha256
 from edgeq.store.resolve import StoreLike, resolve_store
+from edgeq.targets.mcu.boards import Board
+from edgeq.targets.mcu.check import mcu_cell
 
 __all__ = ["compare", "record"]
 
@@ -105,6 +107,8 @@ def compare(
     clusters: int = 16,
     sparsity: float = 0.5,
     train_epochs: int = 2,
+    target: str | None = None,
+    mcu_board: Board | None = None,
 ) -> Comparison:
     """Convert ``model`` in every mode and measure each against the Keras model.
 
@@ -148,6 +152,8 @@ def compare(
             ``clustered`` (``clusters`` per kernel) and ``pruned`` (to ``sparsity``), each
             ``train_epochs`` of fine-tuning then int8 (see :mod:`edgeq.quantize.qat.sparsity`);
             ``modes="all"`` then takes them too.
+        target: ``"mcu"`` adds each mode's microcontroller figures (TFLM support, arena, flash; a
+            row's ``mcu``), with ``mcu_board`` whether it fits (:mod:`edgeq.targets.mcu`).
     The comparison also keeps the evaluation inputs and the Keras model's outputs on them
     (``Comparison.files``: ``inputs.npz``, ``reference.npz``, written by ``save``) for
     ``edgeq-device eval --inputs --reference`` on a board.
@@ -155,6 +161,8 @@ def compare(
     Raises:
         InvalidArgumentError, DataError, CalibrationError, ConversionError and the errors of convert.
     """
+    if target not in (None, "mcu"):
+        raise InvalidArgumentError("unknown target", argument="target", received=target, fix="use 'mcu' or None")
     if prefer not in ("size", "latency"):
         raise InvalidArgumentError("unknown value", argument="prefer", received=prefer, fix="use 'size' or 'latency'")
     if not isinstance(max_drop, (int, float)) or max_drop < 0:
@@ -277,7 +285,8 @@ def compare(
             latency_samples_us=samples_us, conversion_seconds=res.conversion_seconds,
             macs=ana.total_macs, params=ana.total_params, peak_activation_bytes=ana.peak_activation_bytes,
             model_sha256=file_sha256(res.model_bytes), float_ops=res.float_ops,
-            compressed_size_bytes=res.compressed_size))
+            compressed_size_bytes=res.compressed_size,
+            mcu=mcu_cell(res.model_bytes, mcu_board) if target == "mcu" else None))  # the MCU column
     notes = [f"int4: {INT4_NOTE}"] if Mode.INT4 in mode_list else []
     notes += [label_note] if label_note else []
     f32 = next((r for r in rows if r.name == "float32"), None)

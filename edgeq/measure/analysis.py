@@ -3,8 +3,9 @@
 ``edgeq.analyze(path_or_bytes)`` reads the flatbuffer itself (no interpreter),
 with the same code ``edgeq-device info`` uses on a board
 (:mod:`edgeq_device.analysis`), and adds what the host knows: achieved MAC/s
-from a measured latency, and with ``target="edgetpu"`` the predicted Edge TPU
-partition (:mod:`edgeq.edgetpu`).
+from a measured latency, with ``target="edgetpu"`` the predicted Edge TPU
+partition (:mod:`edgeq.targets.edgetpu`), and with ``target="mcu"`` what TFLM's own
+interpreter says of the model (:mod:`edgeq.targets.mcu`: it runs the model, in a child process).
 """
 
 from __future__ import annotations
@@ -23,11 +24,13 @@ from edgeq_device.report_json import dumps_json
 
 from edgeq.errors import InvalidArgumentError
 from edgeq.targets.edgetpu.rules import EdgeTPUPrediction, predict_edgetpu
+from edgeq.targets.mcu.boards import Board, get_board
+from edgeq.targets.mcu.check import MCUReport, check_mcu
 
 __all__ = ["TARGETS", "ModelAnalysis", "analyze"]
 
 #: Targets ``analyze`` can predict a mapping for.
-TARGETS = ("edgetpu",)
+TARGETS = ("edgetpu", "mcu")
 
 ModelInput = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview]
 
@@ -48,6 +51,7 @@ class ModelAnalysis:
     latency_us: float | None = None
     target: str | None = None
     edgetpu: EdgeTPUPrediction | None = None
+    mcu: MCUReport | None = None
 
     @property
     def ops(self) -> tuple[OpInfo, ...]:
@@ -125,6 +129,8 @@ class ModelAnalysis:
         d["target"] = self.target
         if self.edgetpu is not None:
             d["edgetpu"] = self.edgetpu.to_dict()
+        if self.mcu is not None:
+            d["mcu"] = self.mcu.to_dict()
         return d
 
     def to_json(self, indent: int | None = 2) -> str:
@@ -156,15 +162,24 @@ class ModelAnalysis:
             lines.append(f"achieved: {self.macs_per_second / 1e9:.3f} GMAC/s at {self.latency_us:g} us")
         if self.edgetpu is not None:
             lines.append(f"Edge TPU: {self.edgetpu.summary()}")
+        if self.mcu is not None:
+            lines.append(f"microcontroller: {self.mcu.summary()}")
         return "\n".join(lines)
 
 
-def analyze(model: ModelInput, *, target: str | None = None, latency_us: float | None = None) -> ModelAnalysis:
+def analyze(model: ModelInput, *, target: str | None = None, latency_us: float | None = None,
+            board: str | Board | None = None, reserve_ram: int = 0, reserve_flash: int = 0,
+            boards_file: str | os.PathLike[str] | None = None) -> ModelAnalysis:
     """Analyze a ``.tflite`` model without running it.
 
     Args:
         model: path of a ``.tflite`` file, or its bytes.
-        target: ``"edgetpu"`` to predict which ops map to the Coral Edge TPU; None for none.
+        target: ``"edgetpu"`` to predict which ops map to the Coral Edge TPU; ``"mcu"`` to load and
+            run the model in TFLM's interpreter (:func:`edgeq.targets.mcu.check.check_mcu`: ops it
+            refuses, arena, flash, outputs against LiteRT's reference kernels); None for none.
+        board: with ``"mcu"``: say whether the model fits this board (a name of
+            :mod:`edgeq.targets.mcu.boards`, or a :class:`~edgeq.targets.mcu.boards.Board`), keeping
+            ``reserve_ram`` and ``reserve_flash`` bytes free; ``boards_file`` adds boards from TOML.
         latency_us: a measured inference latency (microseconds) to report achieved MAC/s.
 
     Returns:
@@ -191,5 +206,12 @@ def analyze(model: ModelInput, *, target: str | None = None, latency_us: float |
         source = Path(os.fspath(model)).name
     graph = analyze_flat_model(flat)
     prediction = predict_edgetpu(flat) if target == "edgetpu" else None
+    mcu = None
+    if target == "mcu":
+        chosen = get_board(board, boards_file) if isinstance(board, str) else board
+        mcu = check_mcu(flat.raw, board=chosen, reserve_ram=reserve_ram, reserve_flash=reserve_flash)
+    elif board is not None:
+        raise InvalidArgumentError("a board goes with target 'mcu'", argument="board", received=str(board),
+                                   fix="pass target='mcu' (--target mcu) too")
     return ModelAnalysis(source=source, graph=graph, latency_us=float(latency_us) if latency_us else None,
-                         target=target, edgetpu=prediction)
+                         target=target, edgetpu=prediction, mcu=mcu)

@@ -62,6 +62,7 @@ from edgeq.quantize.result import ConversionResult, TensorDetail
 from edgeq.quantize.result import tensor_details as _details
 from edgeq.quantize.tflite import configure_converter, float_ops
 from edgeq.targets.edgetpu.rules import check_target_args, predict_edgetpu
+from edgeq.targets.mcu.check import check_mcu, check_mcu_args
 
 __all__ = [
     "MODES",
@@ -184,7 +185,9 @@ def convert(
             ``evaluation``; the report is the result's ``budget`` (see :mod:`edgeq.quantize.budget`).
         evaluation: labeled data for ``max_drop`` (image folder with class subfolders, (x, y)).
         target: ``"edgetpu"`` enforces what the Edge TPU compiler needs (full int8, integer I/O,
-            static batch 1, no float fallback) and attaches the predicted op mapping as ``edgetpu``.
+            static batch 1, no float fallback) and attaches the predicted op mapping as ``edgetpu``;
+            ``"mcu"`` converts to int8 with batch 1 and runs the model in TFLM's interpreter, attaching
+            its :class:`~edgeq.targets.mcu.check.MCUReport` as ``mcu`` (see :mod:`edgeq.targets.mcu`).
         rounding: ``int4``'s weight rounding: ``optimized`` (default; chosen on the calibration
             data, see :mod:`edgeq.quantize.rounding`) or ``nearest``.
         a16_layers: int8 only: these layers (Keras layer names, or op output names from
@@ -220,6 +223,12 @@ def convert(
                 argument="mode", received=mode, fix="call convert(model, 'int8', calibration=..., a16_layers=[...])")
         return convert_a16(model, a16_layers, calibration=calibration, samples=samples, seed=seed, io=io,
                            batch_size=batch_size, preprocess=preprocess, labels=labels, progress=progress)
+    if target == "mcu":  # TFLM: int8, batch 1, run in TFLM's interpreter (edgeq.targets.mcu)
+        check_mcu_args(mode, batch_size, allow_float_fallback)
+        res = convert_mode(model, Mode.INT8, calibration=calibration, samples=samples, seed=seed, io=io,
+                           batch_size=1, preprocess=preprocess, labels=labels, progress=progress, task=task,
+                           task_settings=task_settings, ranges=ranges, percentile=percentile)
+        return replace(res, target="mcu", mcu=check_mcu(res.model_bytes))
     if target is not None:
         check_target_args(target, mode, io, batch_size, allow_float_fallback)
         res = convert_mode(model, Mode.INT8, calibration=calibration, samples=samples, seed=seed, io=io,

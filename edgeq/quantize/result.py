@@ -24,6 +24,7 @@ from edgeq.quantize.metadata import embed_metadata
 from edgeq.quantize.modes import IOType, Mode, enum_arg
 from edgeq.quantize.ranges_result import RangesChoice
 from edgeq.quantize.tflite import float_ops
+from edgeq.targets.mcu.export_c import CExport, export_c
 
 __all__ = ["SCHEMA", "ConversionResult", "TensorDetail", "compressed_size", "int8_variant", "safe_name",
            "tensor_details"]
@@ -92,7 +93,8 @@ class ConversionResult:
     ``float_ops`` lists the ops of a quantized model that still compute in float
     (a fallback, or what a mixed-precision choice kept in float). ``budget`` holds the
     :class:`~edgeq.quantize.budget.BudgetReport` when an accuracy budget chose this conversion;
-    ``edgetpu`` the predicted Edge TPU mapping when ``target`` is ``"edgetpu"``.
+    ``edgetpu`` the predicted Edge TPU mapping when ``target`` is ``"edgetpu"``; ``mcu`` the
+    :class:`~edgeq.targets.mcu.check.MCUReport` (TFLM's verdict, arena, flash) when it is ``"mcu"``.
     """
 
     mode: Mode
@@ -109,6 +111,7 @@ class ConversionResult:
     budget: Any = field(default=None, repr=False, compare=False)
     target: str | None = None
     edgetpu: Any = field(default=None, repr=False, compare=False)
+    mcu: Any = field(default=None, repr=False, compare=False)
 
     @property
     def ranges(self) -> RangesChoice | None:
@@ -145,6 +148,17 @@ class ConversionResult:
             p = p / self.default_filename
         return atomic_write_bytes(p, self.model_bytes, overwrite=overwrite, argument="path")
 
+    def export_c(self, folder: str | Path, name: str | None = None, overwrite: bool = False) -> CExport:
+        """Write the model as C sources for a TFLM firmware (:func:`edgeq.targets.mcu.export_c.export_c`):
+        an aligned array and header with the measured arena size, an op resolver registering exactly
+        the model's operators, a minimal ``main``. ``name`` defaults to the model's name.
+
+        Raises:
+            InvalidArgumentError: TFLM cannot run the model (its ops are named).
+            OutputExistsError: a file exists and ``overwrite`` is False (nothing is written).
+        """
+        return export_c(self.model_bytes, folder, name or self.source_name, report=self.mcu, overwrite=overwrite)
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready summary (without the bytes), versioned by ``schema``."""
         return {
@@ -155,6 +169,7 @@ class ConversionResult:
             "op_counts": dict(self.op_counts), "inputs": [t.to_dict() for t in self.inputs],
             "outputs": [t.to_dict() for t in self.outputs], "target": self.target,
             **({} if self.ranges is None else {"ranges": self.ranges.to_dict()}),
+            **({} if self.mcu is None else {"mcu": self.mcu.to_dict()}),
         }
 
     @classmethod
@@ -221,6 +236,8 @@ class ConversionResult:
                           + "".join(f"; kept int8: {str(n).split(';')[0]} ({op})" for n, op in a16.get("kept_int8", ()))))
         if self.ranges is not None:
             facts.append(("activation ranges", self.ranges.summary()))
+        if self.mcu is not None:
+            facts.append(("microcontroller (TFLM)", self.mcu.summary().replace("\n", "; ")))
         if self.metadata.labels:
             shown = ", ".join(self.metadata.labels[:10])
             facts.append(("labels", shown + (f", ... ({len(self.metadata.labels)})"

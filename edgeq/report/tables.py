@@ -102,6 +102,9 @@ def table_rows(data: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
     for t in threads:
         header += [f"p50 ms ({t}T)", f"p90 ms ({t}T)"]
     header += ["MACs/s (1st T)", "convert s"]
+    mcu = [r.get("mcu") for r in data["rows"] if r.get("mcu")]
+    if mcu:  # compare(target="mcu"): TFLM's figures per mode
+        header += ["MCU arena KiB", "MCU flash KiB", "TFLM"] + ([f"fits {mcu[0]['board']}"] if mcu[0]["board"] else [])
     rows = []
     for r in data["rows"]:
         cells = [
@@ -118,8 +121,20 @@ def table_rows(data: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
             cells += [_ms(lat.get("p50_us")), _ms(lat.get("p90_us"))]
         mps = r.get("macs_per_second", {}).get(str(threads[0])) if r.get("macs_per_second") else None
         cells += ["-" if not mps else f"{mps / 1e9:.2f} G", _num(r["conversion_seconds"], "{:.1f}")]
+        if mcu:
+            cells += mcu_cells(r.get("mcu"), bool(mcu[0]["board"]))
         rows.append(cells)
     return header, rows
+
+
+def mcu_cells(m: Mapping[str, Any] | None, board: bool) -> list[str]:
+    """The MCU columns of one row: arena KiB, flash KiB, TFLM support (or the ops it lacks), fits the board."""
+    if not m:
+        return ["-", "-", "-"] + (["-"] if board else [])
+    kib = ["-" if m.get(k) is None else f"{m[k] / 1024:.1f}" for k in ("arena_bytes", "flash_bytes")]
+    support = "yes" if m["supported"] else "no: " + ", ".join(m.get("unsupported") or ["?"])
+    fits = [] if not board else ["-" if m.get("fits") is None else "yes" if m["fits"] else "no"]
+    return [*kib, support, *fits]
 
 
 def analysis_rows(data: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
