@@ -12,8 +12,8 @@ from edgeq_device.runtime import ModelRunner
 import edgeq
 from edgeq.errors import CalibrationError, InvalidArgumentError, QuantizationError
 from edgeq.measure.fidelity import argmax_agreement, fidelity
-from edgeq.quantize.int4 import pack_int4, unpack_int4
-from edgeq.quantize.rounding import Rounding, nearest_int4, optimize_int4, output_error
+from edgeq.quantize.lowbit.int4 import pack_int4, unpack_int4
+from edgeq.quantize.lowbit.rounding import Rounding, nearest_int4, optimize_int4, output_error
 
 
 def _outputs(model_bytes: bytes, x: np.ndarray) -> np.ndarray:

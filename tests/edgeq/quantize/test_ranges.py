@@ -16,11 +16,11 @@ from edgeq_device.runtime import ModelRunner
 import edgeq
 from edgeq.cli import cli
 from edgeq.errors import InvalidArgumentError
-from edgeq.quantize.histograms import CLIP_COST, TensorHistogram, choose_range, quantization_error
 from edgeq.quantize.modes import IOType, Mode
-from edgeq.quantize.ranges import LiteRunner, calibrate_only, output_sqnr, quantize_calibrated
-from edgeq.quantize.ranges_debug import RangesDebugReport, debug_ranges
-from edgeq.quantize.ranges_result import FOLDS, RangesChoice
+from edgeq.quantize.ranges.convert import LiteRunner, calibrate_only, output_sqnr, quantize_calibrated
+from edgeq.quantize.ranges.debug import RangesDebugReport, debug_ranges
+from edgeq.quantize.ranges.histograms import CLIP_COST, TensorHistogram, choose_range, quantization_error
+from edgeq.quantize.ranges.result import FOLDS, RangesChoice
 from edgeq.quantize.tflite import configure_converter, run_converter
 
 METHODS = ("percentile", "mse", "entropy", "cautious", "auto")
