@@ -39,7 +39,9 @@ class OutputFidelity:
     """How close one output came to its reference, over every element of every sample.
 
     ``sqnr_db`` is ``10·log10(Σ ref² / Σ (ref − out)²)``: ``inf`` where they are identical.
-    ``cosine`` is the cosine similarity of the two flattened arrays. ``argmax_agreement``
+    ``cosine`` is one cosine similarity over all values (the two arrays flattened), not a
+    mean of per-sample cosines: 1 where both are all zeros, 0 where only one is. The host's
+    tables (``edgeq.measure.fidelity``) take their figures from here. ``argmax_agreement``
     is the share of positions whose arg-max over the last axis agree, for outputs whose
     last axis holds more than one value (None otherwise).
     """
