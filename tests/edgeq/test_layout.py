@@ -6,8 +6,6 @@ import ast
 import re
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[2]
 HOST = ROOT / "edgeq"
 BOARD = ROOT / "device" / "edgeq_device"
