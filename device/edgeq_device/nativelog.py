@@ -1,36 +1,33 @@
-"""Keep TensorFlow's native (C++) log lines off the user's terminal.
+"""File descriptor 2, swapped in one place: native log lines kept off the user's terminal.
 
-TensorFlow, XLA, absl and the TFLite converter log from C++ straight to file
-descriptor 2: ``WARNING: All log messages before absl::InitializeLog() ...``,
-``I0000 ... cpu_feature_guard.cc ...``, ``failed call to cuInit`` on machines
-without a GPU, the converter's ``fully_quantize: 0, inference_type: 6, ...``.
-Python cannot filter them, and ``TF_CPP_MIN_LOG_LEVEL`` does not reach them all
-(lines written before absl initializes its logging ignore it).
+TensorFlow, XLA, absl, the TFLite converter and the TFLite runtimes log from C++ straight
+to file descriptor 2: ``WARNING: All log messages before absl::InitializeLog() ...``,
+``I0000 ... cpu_feature_guard.cc ...``, the converter's ``fully_quantize: 0, ...``, the
+runtime's one-time ``INFO: Created TensorFlow Lite XNNPACK delegate``. Python cannot filter
+them, and ``TF_CPP_MIN_LOG_LEVEL`` does not reach them all.
 
-So the edgeq calls that import or run TensorFlow (``convert``, ``compare``,
-``debug``, ``qat``, ``load_model``, the accuracy budget search) run inside
-:func:`quiet_native_logs`: for its duration file descriptor 2 points at a log
-file, while Python's ``sys.stderr`` (progress bars, warnings, error messages)
-keeps writing to the original standard error through a duplicate of it.
+Swapping fd 2 changes it for the whole process, every thread. So this module is the only
+code that does it, under one lock and a depth count: the first block to enter points fd 2
+at a log file, nested and concurrent blocks (other threads, a runner built inside a
+conversion) join that same redirection, and the last to leave puts the original fd 2 back.
+No block ever restores a descriptor another block saved, so however threads interleave,
+fd 2 is the original again once every block has ended.
 
-Where the native lines go:
+Two kinds of block:
 
-- ``quiet_native_logs(path)``: appended to ``path``.
-- ``quiet_native_logs()`` (what edgeq's own calls use): a temporary file, deleted
-  when the block ends normally or with an :class:`~edgeq.errors.EdgeqError`
-  (whose message says what went wrong). When any other exception ends it, the
-  file is kept and its path is added to the exception as a note, shown with the
-  traceback.
-- Nowhere else: inside :func:`show_native_logs`, or with the environment variable
-  ``EDGEQ_VERBOSE=1``, or at the CLI with ``--verbose``, nothing is redirected and
-  the lines reach the terminal as TensorFlow writes them.
-
-Before TensorFlow is first imported, ``TF_CPP_MIN_LOG_LEVEL`` is set to 2
-(errors only) unless it is set already, so that lines logged outside these
-blocks are few.
-
-Nested and concurrent blocks share one redirection: the first to enter starts
-it, the last to leave ends it.
+- :func:`quiet_native_logs` (edgeq's calls that import or run TensorFlow: ``convert``,
+  ``compare``, ``debug``, ``qat``, ``load_model``, the budget search). Python's
+  ``sys.stderr`` (progress bars, warnings, errors) keeps writing to the original standard
+  error through a duplicate of it. The native lines go to ``log_path`` (appended), or to a
+  temporary file deleted when the block ends normally or with an
+  :class:`~edgeq_device.errors.EdgeqError`; when any other exception ends it, the file is
+  kept and its path added to the exception as a note. With :func:`show_native_logs` (the
+  CLI's ``--verbose``) or ``EDGEQ_VERBOSE=1`` nothing is redirected. Before TensorFlow is
+  first imported, ``TF_CPP_MIN_LOG_LEVEL`` is set to 2 unless it is set already.
+- :func:`filter_native_lines` (the runtime, around building an interpreter): when no
+  redirection is active it starts one whose lines are written back to standard error when
+  it ends, but for the ones a filter drops (the XNNPACK banner, which would break the CLI's
+  one-line errors). Inside a :func:`quiet_native_logs` block it joins that block's log.
 """
 
 from __future__ import annotations
@@ -40,13 +37,15 @@ import os
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["native_logs_shown", "quiet_native_logs", "show_native_logs"]
+from .errors import EdgeqError
+
+__all__ = ["filter_native_lines", "native_logs_shown", "quiet_native_logs", "redirect_depth", "show_native_logs"]
 
 _LOCK = threading.RLock()
 
@@ -59,6 +58,7 @@ class _Redirect:
     old_stderr: Any  # sys.stderr before, when it was replaced
     terminal: IO[str] | None  # what sys.stderr writes to meanwhile
     depth: int = 1
+    echo: Callable[[str], bool] | None = None  # write kept lines back to stderr at the end (filter_native_lines)
 
 
 _active: _Redirect | None = None
@@ -92,9 +92,14 @@ def _fd2_stream(stream: Any) -> bool:
         return False
 
 
+def redirect_depth() -> int:
+    """How many blocks share the redirection of fd 2 now (0: fd 2 is the process's own)."""
+    with _LOCK:
+        return 0 if _active is None else _active.depth
+
+
 def _start(log_path: str | os.PathLike[str] | None) -> _Redirect:
     global _terminal
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     saved = os.dup(2)  # OSError when there is no fd 2: nothing to redirect
     try:
         if log_path is None:
@@ -137,10 +142,12 @@ def _stop(state: _Redirect, failure: BaseException | None) -> None:
             sys.stderr = state.old_stderr
     os.dup2(state.saved_fd, 2)
     os.close(state.saved_fd)
+    if state.echo is not None:  # only filter_native_lines blocks shared it: their lines go back to stderr
+        _echo(state.path, state.echo)
+        state.path.unlink(missing_ok=True)
+        return
     if not state.temporary:
         return
-    from edgeq.errors import EdgeqError
-
     try:
         empty = state.path.stat().st_size == 0
     except OSError:
@@ -167,23 +174,54 @@ def quiet_native_logs(log_path: str | os.PathLike[str] | None = None) -> Iterato
     Yields:
         The log file's path, or None when nothing is redirected (``native_logs_shown()``).
     """
-    global _active
     with _LOCK:
         if native_logs_shown() and _active is None:
             state = None
-        elif _active is not None:
-            _active.depth += 1
-            state = _active
         else:
-            try:
-                state = _active = _start(log_path)
-            except OSError:  # no file descriptor 2 to redirect (closed), or the log cannot be made
-                if log_path is not None:
-                    raise
-                state = None
+            os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+            state = _enter(log_path, echo=None)
     if state is None:
         yield None
         return
+    yield from _hold(state)
+
+
+@contextmanager
+def filter_native_lines(drop: Callable[[str], bool]) -> Iterator[None]:
+    """Hold native output of this block back and write it to standard error at the end, less the lines ``drop``s.
+
+    Inside a :func:`quiet_native_logs` block (of any thread) the lines go to that block's log
+    instead. Nothing is redirected when there is no fd 2.
+    """
+    with _LOCK:
+        state = _enter(None, echo=drop)
+    if state is None:
+        yield
+        return
+    yield from _hold(state)
+
+
+def _enter(log_path: str | os.PathLike[str] | None, echo: Callable[[str], bool] | None) -> _Redirect | None:
+    """Join the active redirection, or start one (under ``_LOCK``); None when fd 2 cannot be redirected."""
+    global _active
+    if _active is not None:
+        _active.depth += 1
+        if echo is None:
+            _active.echo = None  # a quiet block joined: its lines belong in the log, not on the terminal
+        return _active
+    try:
+        _active = _start(log_path)
+    except OSError:  # no file descriptor 2 to redirect (closed), or the log cannot be made
+        if log_path is not None:
+            raise
+        return None
+    _active.echo = echo
+    return _active
+
+
+def _hold(state: _Redirect) -> Iterator[Any]:
+    """Yield the log's path inside the redirection; the last block to leave ends it."""
+    global _active
     failure: BaseException | None = None
     try:
         yield state.path
@@ -196,3 +234,15 @@ def quiet_native_logs(log_path: str | os.PathLike[str] | None = None) -> Iterato
             if state.depth == 0:
                 _active = None
                 _stop(state, failure)
+
+
+def _echo(path: Path, drop: Callable[[str], bool]) -> None:
+    """Write the lines logged at ``path`` back to standard error, less those ``drop`` takes."""
+    try:
+        text = path.read_bytes().decode("utf-8", "replace")
+    except OSError:
+        return
+    kept = [line for line in text.splitlines() if line.strip() and not drop(line)]
+    if kept:
+        sys.stderr.write("\n".join(kept) + "\n")
+        sys.stderr.flush()
