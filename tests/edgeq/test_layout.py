@@ -83,3 +83,30 @@ def test_the_map_check_finds_a_module_left_out() -> None:
     text = (ROOT / "ARCHITECTURE.md").read_text(encoding="utf-8")
     assert "quantize/precision/budget_steps" in missing_from_map(text.replace("`budget_steps`", "budget_steps"))
     assert "edgeq_device/fidelity" in missing_from_map(text.replace("`fidelity`", "fidelity"))
+
+
+def _conftest():  # type: ignore[no-untyped-def]
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("tests_root_conftest", ROOT / "tests" / "conftest.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_test_cache_key_follows_the_code_that_makes_the_models(tmp_path: Path) -> None:
+    conftest = _conftest()
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "a.py").write_text("X = 1\n")
+    (tmp_path / "fixture.py").write_text("Y = 2\n")
+    key = conftest.source_key(("pkg", "fixture.py"), tmp_path)
+    assert key == conftest.source_key(("pkg", "fixture.py"), tmp_path)
+    (tmp_path / "pkg" / "a.py").write_text("X = 3\n")
+    changed = conftest.source_key(("pkg", "fixture.py"), tmp_path)
+    assert changed != key
+    (tmp_path / "fixture.py").write_text("Y = 4\n")
+    assert conftest.source_key(("pkg", "fixture.py"), tmp_path) not in (key, changed)
+    # the real key covers the converter and the fixture code
+    assert {"edgeq/quantize", "device/edgeq_device", "tests/conftest.py"} <= set(conftest.CACHE_SOURCES)
+    assert all((ROOT / name).exists() for name in conftest.CACHE_SOURCES)
