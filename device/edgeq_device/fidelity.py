@@ -15,14 +15,14 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ._version import __version__
+from .eval_options import EvalKeywords, EvalOptions
 from .evaluation import model_preprocess
 from .flatbuffer import ModelSource, load_model_bytes, read_flat_model
-from .inference_pool import ProgressCallback
 from .metadata import read_metadata
 from .preprocess import Preprocess
 from .report_json import JsonResult
@@ -30,6 +30,9 @@ from .runtime import Runtime, resolve_runtime
 from .sysinfo import BoardInfo, board_info
 from .task_inputs import Samples, load_reference, load_samples, sample_indices
 from .task_loop import output_keys, progress_callback, run_samples
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["FidelityResult", "OutputFidelity", "evaluate_fidelity", "format_fidelity", "output_fidelity"]
 
@@ -132,15 +135,8 @@ def evaluate_fidelity(
     reference: str | os.PathLike[str],
     *,
     preprocess: Preprocess | None = None,
-    limit: int | None = None,
-    seed: int = 0,
-    workers: int | None = None,
-    runtime: Runtime | str | None = None,
-    threads: int | None = None,
-    xnnpack: bool = True,
-    delegate: str | None = None,
-    delegate_options: Mapping[str, str] | None = None,
-    progress: bool | ProgressCallback = False,
+    options: EvalOptions | None = None,
+    **keywords: Unpack[EvalKeywords],
 ) -> FidelityResult:
     """Run ``inputs`` through the model and score every output against ``reference``.
 
@@ -149,14 +145,18 @@ def evaluate_fidelity(
             image folder (preprocessed as ``preprocess`` says; default: the model's own).
         reference: an ``.npz`` of expected outputs ``[samples, ...]`` keyed by output name
             (signature names where the model has a signature, else tensor names) or index.
-        limit, seed: score a seeded random sample of this many samples.
-        workers, runtime, threads, xnnpack, delegate, delegate_options, progress: as for
-            :func:`edgeq_device.evaluate`.
+        options, keywords: the evaluation keywords (``limit``, ``seed``, ``workers``, ``runtime``,
+            ``threads``, ``xnnpack``, ``delegate``, ``delegate_options``, ``progress``), as keywords or one
+            :class:`~edgeq_device.eval_options.EvalOptions` (see :mod:`edgeq_device.eval_options`).
 
     Raises:
         DataError: unreadable files, keys that match no input/output, shapes or sample counts
             that differ.
     """
+    opts = EvalOptions.of(options, **keywords)
+    limit, seed, progress = opts.limit, opts.seed, opts.progress
+    workers, runtime, threads, delegate = opts.workers, opts.runtime, opts.threads, opts.delegate
+    xnnpack, delegate_options = opts.xnnpack, opts.delegate_options
     started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     model_bytes = load_model_bytes(model)
     flat = read_flat_model(model_bytes)
