@@ -101,8 +101,8 @@ def test_mobilenet_v2_operators_add_up_in_every_mode(tmp_path, mnist_train):
     alone, their sum within 25% of the whole model's p50 measured in the same run.
 
     A whole-model invoke of several milliseconds is pre-empted by other work on a busy machine
-    where sub-millisecond operators are not; a profile is taken again (up to three times) before
-    the sum counts as not adding up. (float16 and int8 with float I/O are the same kernels plus
+    where sub-millisecond operators are not; a profile is taken again (up to five times) before
+    the sum counts as not adding up, and then the test fails, loaded machine or not. (float16 and int8 with float I/O are the same kernels plus
     constant dequantize / quantize operators; the digits CNN test covers every mode.)"""
     import keras
     from edgeq_device.preprocess import Preprocess
@@ -117,16 +117,11 @@ def test_mobilenet_v2_operators_add_up_in_every_mode(tmp_path, mnist_train):
         res = convert(model, mode, calibration=mnist_train, samples=8, preprocess=pre, io=io, progress=False)
         path = res.save(tmp_path / f"mnv2_{mode}_{io}.tflite")
         ratios = []
-        for _ in range(3):
+        for _ in range(5):
             r = profile_model(path, threads=1)
             assert r.coverage >= 0.95, (mode, io, [o.note for o in r.operators if o.note])
             assert r.whole_p50_us is not None
             ratios.append(r.sum_us / r.whole_p50_us)
             if 0.75 <= ratios[-1] <= 1.25:
                 break
-        if not 0.75 <= ratios[-1] <= 1.25 and os.getloadavg()[0] >= (os.cpu_count() or 1):
-            # More runnable work than cores the whole time (make test runs two workers beside the
-            # emulated Pi): the multi-millisecond whole invoke then measures the scheduler.
-            pytest.skip(f"{mode}: sum/whole {ratios} with load average {os.getloadavg()[0]:.1f} on "
-                        f"{os.cpu_count()} cores; the check needs a machine that is not saturated")
-        assert 0.75 <= ratios[-1] <= 1.25, (mode, io, ratios, str(r))
+        assert 0.75 <= ratios[-1] <= 1.25, (mode, io, ratios, f"load average {os.getloadavg()[0]:.1f}", str(r))
