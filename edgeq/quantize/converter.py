@@ -23,8 +23,7 @@ The steps are public so they can be called one by one: :func:`edgeq.inputs.model
 :func:`~edgeq.quantize.calibration.representative_dataset`,
 :func:`~edgeq.quantize.tflite.configure_converter` and
 :func:`~edgeq.quantize.tflite.run_converter`, then
-:func:`~edgeq.quantize.metadata.embed_metadata` on the bytes. They stay importable from
-here, as before the package was split.
+:func:`~edgeq.quantize.metadata.embed_metadata` on the bytes; they are importable from here too.
 """
 
 from __future__ import annotations
@@ -50,16 +49,12 @@ from edgeq.quantize.calibration import (
     warn_at_caller,
     warnings_once,
 )
-from edgeq.quantize.calibration import check_finite as _check_finite
-from edgeq.quantize.calibration import warnings_once as _warnings_once
 from edgeq.quantize.conversion import convert_mode
 from edgeq.quantize.metadata import embed_metadata
 from edgeq.quantize.modes import MODES, VALID_IO, IOType, Mode, enum_arg
-from edgeq.quantize.modes import enum_arg as _enum_arg
 from edgeq.quantize.precision.budget import budget_search
 from edgeq.quantize.precision.mixed import convert_a16
 from edgeq.quantize.result import ConversionResult, TensorDetail
-from edgeq.quantize.result import tensor_details as _details
 from edgeq.quantize.tflite import configure_converter, float_ops
 from edgeq.targets.edgetpu.rules import check_target_args, predict_edgetpu
 
@@ -79,10 +74,6 @@ __all__ = [
     "representative_dataset",
     "warn_about_calibration",
 ]
-
-# Names other rooms imported from here before the split (kept one release).
-_COMPAT = (_check_finite, _details, _enum_arg, _warnings_once)
-
 
 @overload
 def convert(
