@@ -14,7 +14,7 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
@@ -184,9 +184,8 @@ def evaluate_detection(
         RuntimeNotFoundError: pycocotools is not installed (``edgeq-device[detection]``).
     """
     opts = EvalOptions.of(options, **keywords)
-    limit, seed, progress = opts.limit, opts.seed, opts.progress
-    workers, runtime, threads, delegate = opts.workers, opts.runtime, opts.threads, opts.delegate
-    xnnpack, delegate_options = opts.xnnpack, opts.delegate_options
+    limit, seed = opts.limit, opts.seed
+    progress, runtime, delegate = opts.progress, opts.runtime, opts.delegate
     started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     model_bytes = load_model_bytes(model)
     flat = read_flat_model(model_bytes)
@@ -228,9 +227,8 @@ def evaluate_detection(
     rt = runtime if isinstance(runtime, Runtime) else resolve_runtime(runtime)
     t0 = time.perf_counter()
     with progress_callback(progress, len(chosen), "detecting") as callback:
-        n_workers = run_samples(model_bytes, len(chosen), load, reduce, workers=workers, runtime=rt,
-                                threads=threads, xnnpack=xnnpack, delegate=delegate,
-                                delegate_options=delegate_options, progress=callback)
+        n_workers = run_samples(model_bytes, len(chosen), load, reduce,
+                                replace(opts, runtime=rt), progress=callback)
     seconds = time.perf_counter() - t0
     results = [d for dets in per_image for d in dets]
     check_categories({d["category_id"] for d in results}, categories, class_offset)

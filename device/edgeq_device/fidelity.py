@@ -13,7 +13,7 @@ import hashlib
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -154,9 +154,8 @@ def evaluate_fidelity(
             that differ.
     """
     opts = EvalOptions.of(options, **keywords)
-    limit, seed, progress = opts.limit, opts.seed, opts.progress
-    workers, runtime, threads, delegate = opts.workers, opts.runtime, opts.threads, opts.delegate
-    xnnpack, delegate_options = opts.xnnpack, opts.delegate_options
+    limit, seed = opts.limit, opts.seed
+    progress, runtime, delegate = opts.progress, opts.runtime, opts.delegate
     started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     model_bytes = load_model_bytes(model)
     flat = read_flat_model(model_bytes)
@@ -176,8 +175,7 @@ def evaluate_fidelity(
     t0 = time.perf_counter()
     with progress_callback(progress, len(idx), "fidelity") as callback:
         n_workers = run_samples(model_bytes, len(idx), lambda j: samples.load(int(idx[j])), reduce,
-                                workers=workers, runtime=rt, threads=threads, xnnpack=xnnpack,
-                                delegate=delegate, delegate_options=delegate_options, progress=callback)
+                                replace(opts, runtime=rt), progress=callback)
     seconds = time.perf_counter() - t0
     scores = tuple(output_fidelity(n, r[idx], g) for n, r, g in zip(names, refs, got))
     path = None if isinstance(model, (bytes, bytearray, memoryview)) else str(Path(os.fspath(model)))

@@ -14,7 +14,7 @@ import hashlib
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
@@ -202,9 +202,8 @@ def evaluate_segmentation(
             the model's classes, an output that is not a class map or scores.
     """
     opts = EvalOptions.of(options, **keywords)
-    limit, seed, progress = opts.limit, opts.seed, opts.progress
-    workers, runtime, threads, delegate = opts.workers, opts.runtime, opts.threads, opts.delegate
-    xnnpack, delegate_options = opts.xnnpack, opts.delegate_options
+    limit, seed = opts.limit, opts.seed
+    progress, runtime, delegate = opts.progress, opts.runtime, opts.delegate
     started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     model_bytes = load_model_bytes(model)
     flat = read_flat_model(model_bytes)
@@ -261,9 +260,8 @@ def evaluate_segmentation(
     rt = runtime if isinstance(runtime, Runtime) else resolve_runtime(runtime)
     t0 = time.perf_counter()
     with progress_callback(progress, len(paths), "segmenting") as callback:
-        n_workers = run_samples(model_bytes, len(paths), load, reduce, workers=workers, runtime=rt,
-                                threads=threads, xnnpack=xnnpack, delegate=delegate,
-                                delegate_options=delegate_options, progress=callback)
+        n_workers = run_samples(model_bytes, len(paths), load, reduce,
+                                replace(opts, runtime=rt), progress=callback)
     seconds = time.perf_counter() - t0
     ious, miou, acc = segmentation_scores(cm)
     path = None if isinstance(model, (bytes, bytearray, memoryview)) else str(Path(os.fspath(model)))
