@@ -60,7 +60,7 @@ def _outputs(model_bytes: bytes, x: np.ndarray) -> np.ndarray:
 
 def _latencies(models: dict[str, bytes], rounds: int = 5) -> dict[str, float]:
     """Median latency (ms) per model, rounds interleaved so the machine's load falls on all alike."""
-    from edgeq.quantize.accuracy import latency_ms
+    from edgeq.quantize.precision.accuracy import latency_ms
 
     seen: dict[str, list[float]] = {k: [] for k in models}
     for _ in range(rounds):
@@ -72,10 +72,10 @@ def _latencies(models: dict[str, bytes], rounds: int = 5) -> dict[str, float]:
 def ladder(model: Any, x: np.ndarray, xt: np.ndarray, yt: np.ndarray, samples: int = 200) -> dict[str, Any]:
     """Every candidate of the budget's ladder for ``model``, measured against float32 and int8."""
     import edgeq
-    from edgeq.quantize.budget_steps import fidelity
     from edgeq.quantize.layer_error import QuantDebugSession
-    from edgeq.quantize.mixed import converter_ranges, mixed_result, plan_a16, quantize_mixed
     from edgeq.quantize.modes import IOType
+    from edgeq.quantize.precision.budget_steps import fidelity
+    from edgeq.quantize.precision.mixed import converter_ranges, mixed_result, plan_a16, quantize_mixed
 
     calib = x[:samples]
     f32 = edgeq.convert(model, "float32")
@@ -106,7 +106,7 @@ def ladder(model: Any, x: np.ndarray, xt: np.ndarray, yt: np.ndarray, samples: i
 
 def budget(model: Any, x: np.ndarray, xt: np.ndarray, yt: np.ndarray) -> dict[str, Any]:
     """What ``budget_search(max_drop=0.5)`` chooses, and whether it meets the goal."""
-    from edgeq.quantize.budget import budget_search
+    from edgeq.quantize.precision.budget import budget_search
 
     result = budget_search(model, max_drop=0.5, calibration=x[:200], evaluation=(xt, yt), samples=200,
                            progress=False)

@@ -121,7 +121,7 @@ def train(model: Any, x: np.ndarray, y: np.ndarray, logits: bool, epochs: int = 
 def measure(model: Any, calibration: np.ndarray, test: np.ndarray, y_test: np.ndarray) -> dict[str, Any]:
     """Every ranges method's int8 model of ``model`` against its float model on ``test``."""
     import edgeq
-    from edgeq.quantize.ranges import LiteRunner, output_sqnr
+    from edgeq.quantize.ranges.convert import LiteRunner, output_sqnr
 
     ref = LiteRunner(edgeq.convert(model, "float32", progress=False).model_bytes, ["image"], preserve=False)
     items = [{"image": test[i:i + 1]} for i in range(len(test))]

@@ -28,7 +28,7 @@ def trained_modes(epochs: int = 2, runs: int = 200) -> dict[str, Any]:
     from demo import train_cnn
 
     from edgeq.comparison.run import compare
-    from edgeq.quantize.weight_stats import gzip_size
+    from edgeq.quantize.lowbit.weight_stats import gzip_size
 
     model = train_cnn(DATA / "train", epochs=1, verbose=0)
     comp = compare(model, calibration=DATA / "train", evaluation=DATA / "test", modes=list(MODES),

@@ -25,13 +25,13 @@ from edgeq.errors import EdgeqError
 from edgeq.inputs.data import ArraySource, DataSource, ImageFolder, IterableSource, TFDataSource, as_source
 from edgeq.inputs.models import load_model
 from edgeq.measure.analysis import ModelAnalysis, analyze
-from edgeq.quantize.budget import BudgetReport
 from edgeq.quantize.converter import MODES, ConversionResult, IOType, Mode, convert, convert_all
 from edgeq.quantize.layer_error import LayerReport, debug
+from edgeq.quantize.precision.budget import BudgetReport
 from edgeq.quantize.qat.sparsity import SparsityResult, cluster, prune
 from edgeq.quantize.qat.train import QATResult, qat
-from edgeq.quantize.ranges_debug import RangesDebugReport, debug_ranges
-from edgeq.quantize.ranges_result import RangesChoice
+from edgeq.quantize.ranges.debug import RangesDebugReport, debug_ranges
+from edgeq.quantize.ranges.result import RangesChoice
 from edgeq.store.db import Measurement, ResultsStore
 from edgeq.targets.mcu.check import MCUReport
 from edgeq.targets.mcu.compress import compress_for_tflm

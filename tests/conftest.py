@@ -163,6 +163,8 @@ def installed_device(tmp_path_factory: pytest.TempPathFactory) -> Path:
 # `make test` sets EDGEQ_TEST_CACHE to a folder of its own for the run: the host's workers and the
 # emulated Pi's session then train and convert each model once between them (the first takes a
 # lock and writes the files; the others wait and read them). Without it, each session trains its own.
+# The files sit under a key, the hash of the sources that train and convert them (source_key), so a
+# cache kept across runs never hands out models made by other code.
 @pytest.fixture(scope="session")
 def shapes_detector() -> Any:
     """The grid detector of examples/shapes.py, trained with its defaults (seeded). Shared: do not change it."""
@@ -181,13 +183,31 @@ def shapes_segmenter() -> Any:
     return train_segmenter()
 
 
+# What the cached .tflite files are made by: a change to any of these makes new files under a new key.
+CACHE_SOURCES = ("edgeq/quantize", "edgeq/inputs", "edgeq/_version.py", "edgeq/nativelog.py", "device/edgeq_device",
+                 "examples/shapes.py", "tests/conftest.py", "datasets/shapes/labels.txt")
+
+
+def source_key(sources: tuple[str, ...] = CACHE_SOURCES, root: Path = REPO) -> str:
+    """A hash of the code that trains and converts the cached models (every ``.py`` under ``sources``)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name in sources:
+        path = root / name
+        files = sorted(path.rglob("*.py")) if path.is_dir() else [path]
+        for f in files:
+            digest.update(str(f.relative_to(root)).encode() + b"\0" + f.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
 def _convert_shapes(request: pytest.FixtureRequest, model_fixture: str, folder: Path, modes: tuple[str, ...],
                     task: str, settings: dict[str, Any]) -> dict[str, Path]:
     import fcntl
 
     shared = os.environ.get("EDGEQ_TEST_CACHE")
     if shared:
-        folder = Path(shared) / f"shapes-{task}"
+        folder = Path(shared) / f"shapes-{task}-{source_key()}"
         folder.mkdir(parents=True, exist_ok=True)
     expected = {m: folder / f"{task}_{m}.tflite" for m in modes}
     with open(folder / ".lock", "w") as lock:

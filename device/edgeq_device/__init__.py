@@ -18,6 +18,7 @@ from .errors import (
     RuntimeCrashError,
     RuntimeNotFoundError,
 )
+from .eval_options import EvalOptions
 from .evaluation import EvalResult, evaluate, model_preprocess, predict
 from .fidelity import FidelityResult, evaluate_fidelity
 from .flatbuffer import FlatModel, read_flat_model
@@ -39,6 +40,7 @@ __all__ = [
     "DetectionResult",
     "EdgeqError",
     "EdgeqMetadata",
+    "EvalOptions",
     "EvalResult",
     "FidelityResult",
     "FlatModel",

@@ -28,6 +28,7 @@ from .clikit import (
 )
 from .detection import parse_outputs_option
 from .detection_eval import DetectionResult
+from .eval_options import EvalOptions
 from .eval_result import EvalResult
 from .evaluation import format_eval, model_preprocess
 from .info import format_info, model_info
@@ -254,10 +255,10 @@ def eval_cmd(model: str, data: str | None, task: str | None, inputs: str | None,
             model, data, task=task, inputs=inputs, reference=reference, labels_npy=labels_npy,
             annotations=annotations, masks=masks, outputs=outputs, class_offset=class_offset,
             ignore_index=ignore_index, num_classes=num_classes, predictions=predictions or None,
-            overwrite=force, preprocess=preprocess, labels=labels, limit=limit, seed=seed, workers=workers,
-            runtime=runtime, threads=threads, xnnpack=xnnpack, delegate=delegate,
-            delegate_options=delegate_options, skip_unreadable=skip_unreadable, keep_predictions=keep,
-            progress=not quiet)
+            overwrite=force, preprocess=preprocess, labels=labels, skip_unreadable=skip_unreadable,
+            keep_predictions=keep, options=EvalOptions(
+                limit=limit, seed=seed, workers=workers, runtime=runtime, threads=threads, xnnpack=xnnpack,
+                delegate=delegate, delegate_options=delegate_options, progress=not quiet))
     for w in caught:  # e.g. empty class folders: one line each, no source location
         echo_err(f"warning: {w.message}")
     if predictions and isinstance(result, DetectionResult):

@@ -14,20 +14,20 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from PIL import Image
 
 from ._version import __version__
 from .detection import check_categories, coco_detections, coco_scores, identify_outputs, require_pycocotools
 from .errors import DataError
+from .eval_options import EvalKeywords, EvalOptions
 from .evaluation import model_preprocess
 from .fileio import atomic_write_text, check_writable
 from .flatbuffer import ModelSource, load_model_bytes, read_flat_model
 from .images import IMAGE_SUFFIXES
-from .inference_pool import ProgressCallback
 from .metadata import read_metadata
 from .preprocess import Preprocess, load_image
 from .report_json import JsonResult, dumps_json
@@ -35,6 +35,9 @@ from .runtime import Runtime, resolve_runtime
 from .sysinfo import BoardInfo, board_info
 from .task_inputs import sample_indices
 from .task_loop import output_keys, progress_callback, run_samples
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["ClassAP", "DetectionResult", "evaluate_detection", "format_detection", "match_images", "read_coco"]
 
@@ -159,15 +162,8 @@ def evaluate_detection(
     predictions: str | os.PathLike[str] | None = None,
     overwrite: bool = False,
     preprocess: Preprocess | None = None,
-    limit: int | None = None,
-    seed: int = 0,
-    workers: int | None = None,
-    runtime: Runtime | str | None = None,
-    threads: int | None = None,
-    xnnpack: bool = True,
-    delegate: str | None = None,
-    delegate_options: Mapping[str, str] | None = None,
-    progress: bool | ProgressCallback = False,
+    options: EvalOptions | None = None,
+    **keywords: Unpack[EvalKeywords],
 ) -> DetectionResult:
     """COCO mAP@[.5:.95], mAP@.5 and AP per category of a detector on DATA's images.
 
@@ -178,13 +174,18 @@ def evaluate_detection(
         class_offset: category id = model class + this (model class 0 = category 1 by default).
         num_classes: classes the model emits (default: its labels), to refuse categories it never emits.
         predictions: also write the COCO results JSON here (refused if it exists, unless ``overwrite``).
-        limit, seed: evaluate a seeded random sample of this many images.
+        options, keywords: the evaluation keywords (``limit``, ``seed``, ``workers``, ``runtime``,
+            ``threads``, ``xnnpack``, ``delegate``, ``delegate_options``, ``progress``), as keywords or one
+            :class:`~edgeq_device.eval_options.EvalOptions` (see :mod:`edgeq_device.eval_options`).
 
     Raises:
         DataError: annotated images missing from DATA, images without annotations, categories the
             model cannot emit, outputs that cannot be identified.
         RuntimeNotFoundError: pycocotools is not installed (``edgeq-device[detection]``).
     """
+    opts = EvalOptions.of(options, **keywords)
+    limit, seed = opts.limit, opts.seed
+    progress, runtime, delegate = opts.progress, opts.runtime, opts.delegate
     started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     model_bytes = load_model_bytes(model)
     flat = read_flat_model(model_bytes)
@@ -226,9 +227,8 @@ def evaluate_detection(
     rt = runtime if isinstance(runtime, Runtime) else resolve_runtime(runtime)
     t0 = time.perf_counter()
     with progress_callback(progress, len(chosen), "detecting") as callback:
-        n_workers = run_samples(model_bytes, len(chosen), load, reduce, workers=workers, runtime=rt,
-                                threads=threads, xnnpack=xnnpack, delegate=delegate,
-                                delegate_options=delegate_options, progress=callback)
+        n_workers = run_samples(model_bytes, len(chosen), load, reduce,
+                                replace(opts, runtime=rt), progress=callback)
     seconds = time.perf_counter() - t0
     results = [d for dets in per_image for d in dets]
     check_categories({d["category_id"] for d in results}, categories, class_offset)

@@ -16,17 +16,17 @@ import os
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Mapping, Sequence, Union
+from typing import TYPE_CHECKING, Sequence, Union
 
 import numpy as np
 
 from ._version import __version__
-from .errors import DataError, InvalidArgumentError, LabelMismatchError
+from .errors import DataError, LabelMismatchError
+from .eval_options import EvalKeywords, EvalOptions
 from .eval_result import ClassScore, EvalResult, format_eval
 from .flatbuffer import FlatModel, ModelSource, Tensor, load_model_bytes, read_flat_model
 from .images import FolderListing, list_image_folder
 from .inference_pool import (
-    ProgressCallback,
     output_size,
     predict,
     predict_arrays,
@@ -37,6 +37,9 @@ from .metadata import read_metadata
 from .preprocess import ColorMode, Preprocess
 from .runtime import Runtime, resolve_runtime
 from .sysinfo import board_info
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = [
     "ClassScore",
@@ -141,17 +144,10 @@ def evaluate(
     *,
     preprocess: Preprocess | None = None,
     labels: LabelsLike | None = None,
-    limit: int | None = None,
-    seed: int = 0,
-    workers: int | None = None,
-    runtime: Runtime | str | None = None,
-    threads: int | None = None,
-    xnnpack: bool = True,
-    delegate: str | None = None,
-    delegate_options: Mapping[str, str] | None = None,
     skip_unreadable: bool = False,
     keep_predictions: bool = False,
-    progress: bool | ProgressCallback = False,
+    options: EvalOptions | None = None,
+    **keywords: Unpack[EvalKeywords],
 ) -> EvalResult:
     """Top-1/top-5 accuracy, per-class accuracy and confusion matrix on a labeled image folder.
 
@@ -165,13 +161,11 @@ def evaluate(
             labels, integer folder names are their output (folder ``k`` = output ``k``), other
             names are numbered in ``sorted()`` order as Keras' ``image_dataset_from_directory``
             does (see :mod:`edgeq_device.images`). Empty class folders count.
-        limit: evaluate a seeded random sample of this many images.
-        seed: seed of that sample.
-        workers, runtime, threads, xnnpack, delegate, delegate_options, skip_unreadable:
-            as for :func:`predict`.
+        skip_unreadable: as for :func:`predict`.
         keep_predictions: also return each image's predicted class and file.
-        progress: True shows a progress bar on stderr (``EDGEQ_PROGRESS=0`` silences it); or a
-            ``progress(done, total)`` callback.
+        options, keywords: the evaluation keywords (``limit``, ``seed``, ``workers``, ``runtime``,
+            ``threads``, ``xnnpack``, ``delegate``, ``delegate_options``, ``progress``), as keywords or one
+            :class:`~edgeq_device.eval_options.EvalOptions` (see :mod:`edgeq_device.eval_options`).
 
     Top-1 is the arg-max; top-5 counts an image when fewer than 5 classes score strictly
     higher than its true class (ties, common with quantized outputs, count as hits).
@@ -179,6 +173,10 @@ def evaluate(
     Raises:
         DataError, LabelMismatchError, ModelFileError, DelegateError, InvalidArgumentError.
     """
+    opts = EvalOptions.of(options, **keywords)
+    limit, seed, progress = opts.limit, opts.seed, opts.progress
+    workers, runtime, threads, delegate = opts.workers, opts.runtime, opts.threads, opts.delegate
+    xnnpack, delegate_options = opts.xnnpack, opts.delegate_options
     started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     model_bytes = load_model_bytes(model)
     path = None if isinstance(model, (bytes, bytearray, memoryview)) else str(Path(os.fspath(model)))
@@ -212,10 +210,7 @@ def evaluate(
                         argument="data", received=str(listing.root),
                         fix="sort the images into one subfolder per class")
     listing = listing.fit_outputs(n_out, argument="data")
-    if limit is not None:
-        if not isinstance(limit, int) or limit < 1:
-            raise InvalidArgumentError("must be a positive integer", argument="limit", received=limit,
-                                       fix="give e.g. 500, or leave it out to use every image")
+    if limit is not None:  # a positive integer (EvalOptions)
         listing = listing.sample(limit, seed)
     pre = preprocess if preprocess is not None else model_preprocess(model_bytes)
     rt = runtime if isinstance(runtime, Runtime) else resolve_runtime(runtime)

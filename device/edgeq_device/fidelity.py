@@ -13,16 +13,16 @@ import hashlib
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ._version import __version__
+from .eval_options import EvalKeywords, EvalOptions
 from .evaluation import model_preprocess
 from .flatbuffer import ModelSource, load_model_bytes, read_flat_model
-from .inference_pool import ProgressCallback
 from .metadata import read_metadata
 from .preprocess import Preprocess
 from .report_json import JsonResult
@@ -30,6 +30,9 @@ from .runtime import Runtime, resolve_runtime
 from .sysinfo import BoardInfo, board_info
 from .task_inputs import Samples, load_reference, load_samples, sample_indices
 from .task_loop import output_keys, progress_callback, run_samples
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["FidelityResult", "OutputFidelity", "evaluate_fidelity", "format_fidelity", "output_fidelity"]
 
@@ -39,7 +42,9 @@ class OutputFidelity:
     """How close one output came to its reference, over every element of every sample.
 
     ``sqnr_db`` is ``10·log10(Σ ref² / Σ (ref − out)²)``: ``inf`` where they are identical.
-    ``cosine`` is the cosine similarity of the two flattened arrays. ``argmax_agreement``
+    ``cosine`` is one cosine similarity over all values (the two arrays flattened), not a
+    mean of per-sample cosines: 1 where both are all zeros, 0 where only one is. The host's
+    tables (``edgeq.measure.fidelity``) take their figures from here. ``argmax_agreement``
     is the share of positions whose arg-max over the last axis agree, for outputs whose
     last axis holds more than one value (None otherwise).
     """
@@ -130,15 +135,8 @@ def evaluate_fidelity(
     reference: str | os.PathLike[str],
     *,
     preprocess: Preprocess | None = None,
-    limit: int | None = None,
-    seed: int = 0,
-    workers: int | None = None,
-    runtime: Runtime | str | None = None,
-    threads: int | None = None,
-    xnnpack: bool = True,
-    delegate: str | None = None,
-    delegate_options: Mapping[str, str] | None = None,
-    progress: bool | ProgressCallback = False,
+    options: EvalOptions | None = None,
+    **keywords: Unpack[EvalKeywords],
 ) -> FidelityResult:
     """Run ``inputs`` through the model and score every output against ``reference``.
 
@@ -147,14 +145,17 @@ def evaluate_fidelity(
             image folder (preprocessed as ``preprocess`` says; default: the model's own).
         reference: an ``.npz`` of expected outputs ``[samples, ...]`` keyed by output name
             (signature names where the model has a signature, else tensor names) or index.
-        limit, seed: score a seeded random sample of this many samples.
-        workers, runtime, threads, xnnpack, delegate, delegate_options, progress: as for
-            :func:`edgeq_device.evaluate`.
+        options, keywords: the evaluation keywords (``limit``, ``seed``, ``workers``, ``runtime``,
+            ``threads``, ``xnnpack``, ``delegate``, ``delegate_options``, ``progress``), as keywords or one
+            :class:`~edgeq_device.eval_options.EvalOptions` (see :mod:`edgeq_device.eval_options`).
 
     Raises:
         DataError: unreadable files, keys that match no input/output, shapes or sample counts
             that differ.
     """
+    opts = EvalOptions.of(options, **keywords)
+    limit, seed = opts.limit, opts.seed
+    progress, runtime, delegate = opts.progress, opts.runtime, opts.delegate
     started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     model_bytes = load_model_bytes(model)
     flat = read_flat_model(model_bytes)
@@ -174,8 +175,7 @@ def evaluate_fidelity(
     t0 = time.perf_counter()
     with progress_callback(progress, len(idx), "fidelity") as callback:
         n_workers = run_samples(model_bytes, len(idx), lambda j: samples.load(int(idx[j])), reduce,
-                                workers=workers, runtime=rt, threads=threads, xnnpack=xnnpack,
-                                delegate=delegate, delegate_options=delegate_options, progress=callback)
+                                replace(opts, runtime=rt), progress=callback)
     seconds = time.perf_counter() - t0
     scores = tuple(output_fidelity(n, r[idx], g) for n, r, g in zip(names, refs, got))
     path = None if isinstance(model, (bytes, bytearray, memoryview)) else str(Path(os.fspath(model)))

@@ -18,8 +18,6 @@ import ctypes
 import importlib
 import os
 import platform
-import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping, Sequence, Union
@@ -30,6 +28,7 @@ from .errors import DataError, DelegateError, InferenceError, InvalidArgumentErr
 from .flatbuffer import FlatModel, ModelSource, load_model_bytes, read_flat_model
 from .int4 import check_int4
 from .loadcheck import check_loads_in_child
+from .nativelog import filter_native_lines
 
 __all__ = [
     "RUNTIME_NAMES",
@@ -110,41 +109,28 @@ def _check_delegate_library(library: str) -> None:
 _banner_seen = False
 
 
+def _drop_banner(line: str) -> bool:
+    """The runtime's one-time ``INFO: Created TensorFlow Lite XNNPACK delegate`` line (noted as seen)."""
+    global _banner_seen
+    if line.startswith("INFO: Created TensorFlow Lite"):
+        _banner_seen = True
+        return True
+    return False
+
+
 @contextlib.contextmanager
 def _quiet_runtime_banner() -> Iterator[None]:
-    """Drop the runtime's one-time ``INFO: Created TensorFlow Lite XNNPACK delegate`` line.
+    """Drop the runtime's one-time XNNPACK banner, printed to fd 2 on the first ``allocate_tensors``.
 
-    The native library prints it to file descriptor 2 on the first ``allocate_tensors``;
-    it would break the CLI's one-line errors. Other native output is passed through.
+    It would break the CLI's one-line errors; other native output is passed through. fd 2 is
+    swapped by :mod:`edgeq_device.nativelog` only (one lock and a depth count for the process):
+    runners built at once in several threads share one redirection.
     """
-    global _banner_seen
     if _banner_seen:
         yield
         return
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError, AttributeError):
+    with filter_native_lines(_drop_banner):
         yield
-        return
-    with tempfile.TemporaryFile() as tmp:
-        os.dup2(tmp.fileno(), 2)
-        try:
-            yield
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            tmp.seek(0)
-            text = tmp.read().decode("utf-8", "replace")
-            kept = []
-            for line in text.splitlines():
-                if line.startswith("INFO: Created TensorFlow Lite"):
-                    _banner_seen = True
-                elif line.strip():
-                    kept.append(line)
-            if kept:
-                sys.stderr.write("\n".join(kept) + "\n")
-                sys.stderr.flush()
 
 
 def _import_runtime(name: str) -> Runtime:

@@ -14,19 +14,19 @@ import hashlib
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 from PIL import Image
 
 from ._version import __version__
 from .errors import DataError
+from .eval_options import EvalKeywords, EvalOptions
 from .evaluation import model_preprocess
 from .flatbuffer import ModelSource, load_model_bytes, read_flat_model
 from .images import list_image_folder
-from .inference_pool import ProgressCallback
 from .metadata import read_metadata
 from .preprocess import Preprocess, load_image
 from .report_json import JsonResult
@@ -34,6 +34,9 @@ from .runtime import Runtime, resolve_runtime
 from .sysinfo import BoardInfo, board_info
 from .task_inputs import sample_indices
 from .task_loop import progress_callback, run_samples
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["ClassIoU", "SegmentationResult", "class_map", "confusion_matrix", "evaluate_segmentation",
            "format_segmentation", "mask_for", "resize_nearest", "segmentation_scores"]
@@ -178,15 +181,8 @@ def evaluate_segmentation(
     num_classes: int | None = None,
     class_names: Sequence[str] | None = None,
     preprocess: Preprocess | None = None,
-    limit: int | None = None,
-    seed: int = 0,
-    workers: int | None = None,
-    runtime: Runtime | str | None = None,
-    threads: int | None = None,
-    xnnpack: bool = True,
-    delegate: str | None = None,
-    delegate_options: Mapping[str, str] | None = None,
-    progress: bool | ProgressCallback = False,
+    options: EvalOptions | None = None,
+    **keywords: Unpack[EvalKeywords],
 ) -> SegmentationResult:
     """mIoU, IoU per class and pixel accuracy of a segmenter on DATA's images against MASKS.
 
@@ -197,11 +193,17 @@ def evaluate_segmentation(
         num_classes: classes of a class-map output (default: the model's labels; for score
             outputs, the last axis).
         class_names: names of the classes (default: the model's labels, else their numbers).
+        options, keywords: the evaluation keywords (``limit``, ``seed``, ``workers``, ``runtime``,
+            ``threads``, ``xnnpack``, ``delegate``, ``delegate_options``, ``progress``), as keywords or one
+            :class:`~edgeq_device.eval_options.EvalOptions` (see :mod:`edgeq_device.eval_options`).
 
     Raises:
         DataError: a missing mask, a mask of another size than its image, mask classes beyond
             the model's classes, an output that is not a class map or scores.
     """
+    opts = EvalOptions.of(options, **keywords)
+    limit, seed = opts.limit, opts.seed
+    progress, runtime, delegate = opts.progress, opts.runtime, opts.delegate
     started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     model_bytes = load_model_bytes(model)
     flat = read_flat_model(model_bytes)
@@ -258,9 +260,8 @@ def evaluate_segmentation(
     rt = runtime if isinstance(runtime, Runtime) else resolve_runtime(runtime)
     t0 = time.perf_counter()
     with progress_callback(progress, len(paths), "segmenting") as callback:
-        n_workers = run_samples(model_bytes, len(paths), load, reduce, workers=workers, runtime=rt,
-                                threads=threads, xnnpack=xnnpack, delegate=delegate,
-                                delegate_options=delegate_options, progress=callback)
+        n_workers = run_samples(model_bytes, len(paths), load, reduce,
+                                replace(opts, runtime=rt), progress=callback)
     seconds = time.perf_counter() - t0
     ious, miou, acc = segmentation_scores(cm)
     path = None if isinstance(model, (bytes, bytearray, memoryview)) else str(Path(os.fspath(model)))

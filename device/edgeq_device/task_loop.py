@@ -12,10 +12,11 @@ it, so each task keeps only what it scores (a class map, a few boxes).
 
 from __future__ import annotations
 
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
+from .eval_options import EvalOptions
 from .flatbuffer import FlatModel
 from .inference_pool import (
     ProgressCallback,
@@ -25,7 +26,7 @@ from .inference_pool import (
     resolve_workers,
     run_in_threads,
 )
-from .runtime import ModelRunner, Runtime
+from .runtime import ModelRunner
 
 __all__ = ["input_keys", "output_keys", "progress_callback", "run_samples"]
 
@@ -50,24 +51,22 @@ def run_samples(
     n: int,
     load: Loader,
     reduce: Reducer,
+    options: EvalOptions,
     *,
-    workers: int | None = None,
-    runtime: Runtime | str | None = None,
-    threads: int | None = None,
-    xnnpack: bool = True,
-    delegate: str | None = None,
-    delegate_options: Mapping[str, str] | None = None,
     progress: ProgressCallback | None = None,
 ) -> int:
     """Run samples ``load(0..n-1)`` (one array per model input, batch 1 included) and ``reduce`` their outputs.
 
     ``reduce(i, outputs)`` runs in the worker thread that ran sample ``i``: it must only
     write to slot ``i`` of what it fills. An exception in ``load``, the model or
-    ``reduce`` stops every worker and is raised here. Returns the number of workers used.
+    ``reduce`` stops every worker and is raised here. ``options`` says how the interpreters run
+    (``workers``, ``runtime``, ``threads``, ``xnnpack``, ``delegate``, ``delegate_options``; its
+    ``limit``, ``seed`` and ``progress`` are the caller's). Returns the number of workers used.
     """
-    n_workers = resolve_workers(workers, n, delegate)
-    runners = make_runners(model_bytes, n, n_workers, runtime, interpreter_threads(threads, n_workers), xnnpack,
-                           delegate, delegate_options)
+    o = options
+    n_workers = resolve_workers(o.workers, n, o.delegate)
+    runners = make_runners(model_bytes, n, n_workers, o.runtime, interpreter_threads(o.threads, n_workers), o.xnnpack,
+                           o.delegate, o.delegate_options)
 
     def step(runner: ModelRunner, i: int) -> None:
         runner.set_inputs(list(load(i)))

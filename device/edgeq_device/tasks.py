@@ -14,18 +14,19 @@ import hashlib
 import os
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
 from ._version import __version__
 from .detection_eval import DetectionResult, evaluate_detection
 from .errors import DataError, InvalidArgumentError
+from .eval_options import EvalKeywords, EvalOptions
 from .eval_result import ClassScore, EvalResult
-from .evaluation import evaluate, model_preprocess, output_classes, top_k_hits
+from .evaluation import LabelsLike, evaluate, model_preprocess, output_classes, top_k_hits
 from .fidelity import FidelityResult, evaluate_fidelity
 from .flatbuffer import ModelSource, load_model_bytes, read_flat_model
-from .inference_pool import ProgressCallback, predict_arrays, resolve_workers
+from .inference_pool import predict_arrays, resolve_workers
 from .metadata import read_metadata
 from .preprocess import Preprocess
 from .report_json import JsonResult
@@ -34,6 +35,9 @@ from .segmentation import SegmentationResult, evaluate_segmentation
 from .sysinfo import board_info
 from .task_inputs import load_labels_npy, load_samples, sample_indices
 from .task_loop import progress_callback
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["TASKS", "TASK_RESULTS", "evaluate_arrays", "evaluate_task", "resolve_task"]
 
@@ -65,21 +69,23 @@ def evaluate_arrays(
     inputs: str | os.PathLike[str],
     labels_npy: str | os.PathLike[str],
     *,
-    limit: int | None = None,
-    seed: int = 0,
-    workers: int | None = None,
-    runtime: Runtime | str | None = None,
-    threads: int | None = None,
-    xnnpack: bool = True,
-    delegate: str | None = None,
-    delegate_options: Mapping[str, str] | None = None,
-    progress: bool | ProgressCallback = False,
+    options: EvalOptions | None = None,
+    **keywords: Unpack[EvalKeywords],
 ) -> EvalResult:
     """Top-1/top-5 of a classifier on preprocessed samples (``.npy``/``.npz``, one input) and a ``.npy`` of labels.
 
     For models whose input is not an image (keyword spotting, sensors). The labels are
     integer class indices, one per sample.
+
+    Args:
+        options, keywords: the evaluation keywords (``limit``, ``seed``, ``workers``, ``runtime``,
+            ``threads``, ``xnnpack``, ``delegate``, ``delegate_options``, ``progress``), as keywords or one
+            :class:`~edgeq_device.eval_options.EvalOptions` (see :mod:`edgeq_device.eval_options`).
     """
+    opts = EvalOptions.of(options, **keywords)
+    limit, seed, progress = opts.limit, opts.seed, opts.progress
+    workers, runtime, threads, delegate = opts.workers, opts.runtime, opts.threads, opts.delegate
+    xnnpack, delegate_options = opts.xnnpack, opts.delegate_options
     started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     model_bytes = load_model_bytes(model)
     flat = read_flat_model(model_bytes)
@@ -142,19 +148,25 @@ def evaluate_task(
     class_offset: int | None = None,
     ignore_index: int | None = None,
     num_classes: int | None = None,
+    class_names: Sequence[str] | None = None,
     predictions: str | os.PathLike[str] | None = None,
     overwrite: bool = False,
     preprocess: Preprocess | None = None,
-    **common: Any,
+    labels: LabelsLike | None = None,
+    skip_unreadable: bool = False,
+    keep_predictions: bool = False,
+    options: EvalOptions | None = None,
+    **keywords: Unpack[EvalKeywords],
 ) -> JsonResult:
     """Evaluate ``model`` as ``task`` (default: the model's recorded task, see :func:`resolve_task`).
 
-    ``common`` holds what every task takes: ``limit``, ``seed``, ``workers``, ``runtime``,
-    ``threads``, ``xnnpack``, ``delegate``, ``delegate_options``, ``progress``;
-    classification of image folders also takes ``labels``, ``skip_unreadable`` and
-    ``keep_predictions`` (see :func:`edgeq_device.evaluate`). Settings the model's metadata
+    Every task takes the evaluation keywords (``limit``, ``seed``, ``workers``, ``runtime``,
+    ``threads``, ``xnnpack``, ``delegate``, ``delegate_options``, ``progress``), as keywords or
+    one ``options`` (:mod:`edgeq_device.eval_options`); classification of image folders also
+    takes ``labels``, ``skip_unreadable`` and ``keep_predictions`` (see
+    :func:`edgeq_device.evaluate`). Settings the model's metadata
     records (``class_offset``, ``ignore_index``, ``num_classes``, ``outputs``) apply where
-    the argument is None.
+    the argument is None; ``class_names`` names a segmenter's classes.
 
     Returns:
         An :class:`EvalResult`, :class:`DetectionResult`, :class:`SegmentationResult` or
@@ -165,9 +177,10 @@ def evaluate_task(
     settings: dict[str, Any] = dict(meta.task_settings) if meta is not None else {}
     name = resolve_task(task, meta.task if meta is not None else None, reference=reference)
     source = model if isinstance(model, (str, os.PathLike)) else model_bytes
-    image_keys = ("labels", "skip_unreadable", "keep_predictions")
-    if name != "classification" and any(common.get(k) for k in image_keys):
-        used = [k for k in image_keys if common.get(k)]
+    opts = EvalOptions.of(options, **keywords)
+    image = {"labels": labels, "skip_unreadable": skip_unreadable, "keep_predictions": keep_predictions}
+    if name != "classification" and any(image.values()):
+        used = [k for k, v in image.items() if v]
         raise InvalidArgumentError(f"{', '.join(used)} apply to classification only", argument=used[0],
                                    received=name, fix="leave them out for this task")
     if predictions is not None and name != "detection":
@@ -175,22 +188,22 @@ def evaluate_task(
                                    received=str(predictions),
                                    fix="for classification give --predictions alone (keep_predictions=True): "
                                        "each image's prediction goes into --json")
-    task_common = {k: v for k, v in common.items() if k not in image_keys}
     if name == "fidelity":
         _need(inputs, "--inputs (inputs=)", name)
         _need(reference, "--reference (reference=)", name)
         assert inputs is not None and reference is not None
         pre = preprocess if preprocess is not None else model_preprocess(model_bytes)
-        return evaluate_fidelity(source, inputs, reference, preprocess=pre, **task_common)
+        return evaluate_fidelity(source, inputs, reference, preprocess=pre, options=opts)
     if name == "classification" and (inputs is not None or labels_npy is not None):
         _need(inputs, "--inputs (inputs=)", name)
         _need(labels_npy, "--labels-npy (labels_npy=)", name)
         assert inputs is not None and labels_npy is not None
-        return evaluate_arrays(source, inputs, labels_npy, **task_common)
+        return evaluate_arrays(source, inputs, labels_npy, options=opts)
     _need(data, "DATA (data=)", name)
     assert data is not None
     if name == "classification":
-        return evaluate(source, data, preprocess=preprocess, **common)
+        return evaluate(source, data, preprocess=preprocess, labels=labels, skip_unreadable=skip_unreadable,
+                        keep_predictions=keep_predictions, options=opts)
     n_classes = num_classes if num_classes is not None else settings.get("num_classes")
     if name == "detection":
         _need(annotations, "--annotations (annotations=)", name)
@@ -199,9 +212,9 @@ def evaluate_task(
             source, data, annotations, outputs=outputs or settings.get("outputs"),
             class_offset=class_offset if class_offset is not None else int(settings.get("class_offset", 1)),
             num_classes=n_classes, predictions=predictions, overwrite=overwrite, preprocess=preprocess,
-            **task_common)
+            options=opts)
     _need(masks, "--masks (masks=)", name)
     assert masks is not None
     ignore = ignore_index if ignore_index is not None else settings.get("ignore_index", 255)
     return evaluate_segmentation(source, data, masks, ignore_index=ignore, num_classes=n_classes,
-                                 preprocess=preprocess, **task_common)
+                                 class_names=class_names, preprocess=preprocess, options=opts)

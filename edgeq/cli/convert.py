@@ -32,7 +32,7 @@ from edgeq.cli.options import (
 from edgeq.cli.output import make_console, print_rows
 from edgeq.errors import InvalidArgumentError, OutputExistsError
 from edgeq.quantize.converter import convert, convert_all
-from edgeq.quantize.ranges_result import RANGES_METHODS
+from edgeq.quantize.ranges.result import RANGES_METHODS
 from edgeq.targets.edgetpu.compiler import run_edgetpu_compiler
 from edgeq.targets.mcu.boards import board_fit
 

@@ -22,9 +22,9 @@ from edgeq.cli.options import (
 )
 from edgeq.cli.output import make_console
 from edgeq.errors import InvalidArgumentError
-from edgeq.quantize.histograms import METHODS
 from edgeq.quantize.layer_error import debug
-from edgeq.quantize.ranges_debug import debug_ranges
+from edgeq.quantize.ranges.debug import debug_ranges
+from edgeq.quantize.ranges.histograms import METHODS
 
 __all__ = ["debug_cmd"]
 

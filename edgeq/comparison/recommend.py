@@ -123,18 +123,8 @@ def recommend(rows: Sequence[ModeRow], budget: float, prefer: str, threads: int,
     :func:`latency_ties`, then size decides); a tie goes to the mode that runs on more targets
     (:data:`PORTABILITY`). With no candidate, the mode is None and the reason says what to try.
     """
-    keras_row = rows[0]
-    candidates = []
     task_metric = _TASK_METRICS.get(task)
-    for r in rows[1:]:
-        if task_metric is not None:
-            ok = r.task_change_points is not None and -r.task_change_points <= budget
-        elif labeled and r.top1_change_points is not None:
-            ok = -r.top1_change_points <= budget
-        else:
-            ok = r.agreement is not None and (1 - r.agreement) * 100 <= budget
-        if ok:
-            candidates.append(r)
+    candidates = [r for r in rows[1:] if _within_budget(r, budget, labeled, task_metric is not None)]
     metric = task_metric[1] if task_metric else "top-1 accuracy" if labeled else "agreement with the Keras model"
     if not candidates:
         worst = min(rows[1:], key=lambda r: (r.task_change_points if task_metric else r.top1_change_points) or 0.0)
@@ -142,6 +132,35 @@ def recommend(rows: Sequence[ModeRow], budget: float, prefer: str, threads: int,
                                     f"is {_closest(rows[1:], labeled, task)}. Try quantization-aware training "
                                     f"(edgeq qat) or keep sensitive layers in float (--max-drop). "
                                     f"Largest drop: {worst.name}.", budget, prefer)
+    best, what, ties = _choose(candidates, prefer, threads)
+    parts = _figures(best, rows, threads, labeled, task_metric)
+    reason = (f"{best.name} is the {what} within the {budget:g}-point budget on {metric}: "
+              + ", ".join(p for p in parts if p) + ".")
+    if ties:
+        others = ", ".join(f"{r.name} {_p50_text(r, threads)}" for r in sorted(ties, key=_rank) if r is not best)
+        reason += (f" {others} {'is' if len(ties) == 2 else 'are'} not clearly faster (95% bootstrap "
+                   f"intervals of the p50 over the timed runs overlap, or the p50s are within "
+                   f"{LATENCY_TIE:.0%}): a tie, so the mode that runs on more targets wins; "
+                   f"{_RUNS_ON.get(best.name, best.name + ' runs on this host')}.")
+    return Recommendation(best.name, reason, budget, prefer, tuple(r.name for r in sorted(ties, key=_rank)),
+                          latency_tie=LATENCY_TIE)
+
+
+def _within_budget(r: ModeRow, budget: float, labeled: bool, task: bool) -> bool:
+    """Whether ``r`` loses at most ``budget`` points of the task metric, top-1, or agreement."""
+    if task:
+        return r.task_change_points is not None and -r.task_change_points <= budget
+    if labeled and r.top1_change_points is not None:
+        return -r.top1_change_points <= budget
+    return r.agreement is not None and (1 - r.agreement) * 100 <= budget
+
+
+def _rank(r: ModeRow) -> int:
+    return PORTABILITY.index(r.name) if r.name in PORTABILITY else len(PORTABILITY)
+
+
+def _choose(candidates: Sequence[ModeRow], prefer: str, threads: int) -> tuple[ModeRow, str, list[ModeRow]]:
+    """The best candidate, what makes it best (words), and the rows tied with it on latency."""
 
     def size(r: ModeRow) -> float:
         return float(r.size_bytes or 0)
@@ -149,32 +168,34 @@ def recommend(rows: Sequence[ModeRow], budget: float, prefer: str, threads: int,
     def lat(r: ModeRow) -> float:
         return r.p50(threads) or float("inf")
 
-    def rank(r: ModeRow) -> int:
-        return PORTABILITY.index(r.name) if r.name in PORTABILITY else len(PORTABILITY)
-
     # Sizes within 2% are equal; p50s whose intervals overlap are equal (latency_ties). Among
     # equals the next criterion decides, and last the mode that runs on more targets.
     if prefer == "size":
         floor = min(size(r) for r in candidates)
         near = [r for r in candidates if size(r) <= floor * 1.02]
         tied = latency_ties(near, threads)
-        best = min(tied, key=lambda r: (rank(r), lat(r), size(r)))
+        best = min(tied, key=lambda r: (_rank(r), lat(r), size(r)))
         if len(near) == 1:
             what = "smallest model"
         elif len(tied) == 1:
             what = "fastest of the smallest models (sizes within 2%)"
         else:
             what = "smallest model (sizes within 2%, speed a tie)"
-        ties = tied if len(tied) > 1 else []
     else:
         fast = latency_ties(candidates, threads)
         floor = min(size(r) for r in fast)
         tied = [r for r in fast if size(r) <= floor * 1.02]
-        best = min(tied, key=lambda r: (rank(r), size(r), lat(r)))
+        best = min(tied, key=lambda r: (_rank(r), size(r), lat(r)))
         what = "fastest model" if len(fast) == 1 else (
             "smallest of the fastest models (speed a tie)" if len(tied) == 1
             else "fastest model (speed a tie, sizes within 2%)")
-        ties = tied if len(tied) > 1 else []
+    return best, what, tied if len(tied) > 1 else []
+
+
+def _figures(best: ModeRow, rows: Sequence[ModeRow], threads: int, labeled: bool,
+             task_metric: tuple[str, str] | None) -> list[str]:
+    """The figures the reason quotes: size and speed against float32, the metric against Keras."""
+    keras_row = rows[0]
     f32 = next((r for r in rows if r.name == "float32"), None)
     parts = []
     if f32 and best.size_bytes and f32.size_bytes:
@@ -194,16 +215,7 @@ def recommend(rows: Sequence[ModeRow], budget: float, prefer: str, threads: int,
                      f"{keras_row.top1 * 100:.1f}%)" if keras_row.top1 is not None else "")
     elif best.agreement is not None:
         parts.append(f"{best.agreement * 100:.1f}% agreement with Keras")
-    reason = (f"{best.name} is the {what} within the {budget:g}-point budget on {metric}: "
-              + ", ".join(p for p in parts if p) + ".")
-    if ties:
-        others = ", ".join(f"{r.name} {_p50_text(r, threads)}" for r in sorted(ties, key=rank) if r is not best)
-        reason += (f" {others} {'is' if len(ties) == 2 else 'are'} not clearly faster (95% bootstrap "
-                   f"intervals of the p50 over the timed runs overlap, or the p50s are within "
-                   f"{LATENCY_TIE:.0%}): a tie, so the mode that runs on more targets wins; "
-                   f"{_RUNS_ON.get(best.name, best.name + ' runs on this host')}.")
-    return Recommendation(best.name, reason, budget, prefer, tuple(r.name for r in sorted(ties, key=rank)),
-                          latency_tie=LATENCY_TIE)
+    return parts
 
 
 def latency_ties(rows: Sequence[ModeRow], threads: int) -> list[ModeRow]:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from edgeq_device.eval_options import EvalOptions
 from edgeq_device.fidelity import FidelityResult, evaluate_fidelity
 from edgeq_device.flatbuffer import read_flat_model
 from edgeq_device.preprocess import Preprocess
@@ -86,7 +87,8 @@ def tflite_fidelity(model_bytes: bytes, inputs: Mapping[str, np.ndarray], refere
         x_path, ref_path = Path(tmp) / "inputs.npz", Path(tmp) / "reference.npz"
         x_path.write_bytes(npz_bytes(inputs))
         ref_path.write_bytes(npz_bytes(reference))
-        return evaluate_fidelity(model_bytes, x_path, ref_path, preprocess=Preprocess(), progress=bool(progress))
+        return evaluate_fidelity(model_bytes, x_path, ref_path, preprocess=Preprocess(),
+                                 options=EvalOptions(progress=bool(progress)))
 
 
 def fidelity_rows(result: FidelityResult) -> tuple[dict[str, Any], ...]:

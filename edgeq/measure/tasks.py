@@ -32,6 +32,7 @@ from edgeq_device.detection import (
     require_pycocotools,
 )
 from edgeq_device.detection_eval import DetectionResult, match_images, read_coco
+from edgeq_device.eval_options import EvalOptions
 from edgeq_device.images import list_image_folder
 from edgeq_device.preprocess import Preprocess, load_image
 from edgeq_device.report_json import loads_json
@@ -289,8 +290,8 @@ def tflite_task_score(model_bytes: bytes, data: TaskData, preprocess: Preprocess
     ``class_names`` names a segmenter's classes (as for :func:`keras_task_score`); a detector's
     are its annotations' categories.
     """
-    common: dict[str, Any] = {"limit": data.limit, "seed": data.seed, "preprocess": preprocess,
-                              "progress": bool(progress)}
+    common: dict[str, Any] = {"preprocess": preprocess,
+                              "options": EvalOptions(limit=data.limit, seed=data.seed, progress=bool(progress))}
     if data.task == "detection":
         with tempfile.TemporaryDirectory(prefix="edgeq-task-") as tmp:
             pred = Path(tmp) / "predictions.json"

@@ -1,1 +1,1 @@
-"""Quantization: modes, the converter, per-layer error, the accuracy budget and QAT."""
+"""Quantization: modes, one conversion and the converter, per-layer error; ranges/, precision/, lowbit/ and qat/ the methods."""

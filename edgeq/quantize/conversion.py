@@ -7,7 +7,7 @@ export): load the model, stream the calibration data through
 ``TFLiteConverter`` (:mod:`edgeq.quantize.tflite`), store the labels and
 preprocessing as metadata (:mod:`edgeq.quantize.metadata`) and refuse an
 integer-only model that kept float ops. ``int4`` converts to float32 first and gives that
-file 4-bit weights (:func:`~edgeq.quantize.int4.int4_model`), rounded on the calibration
+file 4-bit weights (:func:`~edgeq.quantize.lowbit.int4.int4_model`), rounded on the calibration
 samples unless ``rounding="nearest"``.
 """
 
@@ -36,12 +36,12 @@ from edgeq.quantize.calibration import (
     warn_about_calibration,
     warnings_once,
 )
-from edgeq.quantize.int4 import int4_model
+from edgeq.quantize.lowbit.int4 import int4_model
+from edgeq.quantize.lowbit.rounding import Rounding
 from edgeq.quantize.metadata import build_metadata, check_task, embed_metadata, labels_for
 from edgeq.quantize.modes import IOType, Mode, check_io, enum_arg, positive_int
-from edgeq.quantize.ranges import check_ranges, convert_with_ranges
+from edgeq.quantize.ranges.convert import check_ranges, convert_with_ranges
 from edgeq.quantize.result import ConversionResult, safe_name, tensor_details
-from edgeq.quantize.rounding import Rounding
 from edgeq.quantize.tflite import configure_converter, float_ops, run_converter
 
 __all__ = ["convert_mode"]

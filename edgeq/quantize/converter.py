@@ -14,7 +14,7 @@ int4      4-bit weights, float activations optimized   float
                                           rounding
 ========  ==============================  ===========  =========================
 
-With ``max_drop`` it runs the accuracy budget search (:mod:`edgeq.quantize.budget`); with
+With ``max_drop`` it runs the accuracy budget search (:mod:`edgeq.quantize.precision.budget`); with
 ``target="edgetpu"`` it converts for the Edge TPU (:mod:`edgeq.targets.edgetpu.rules`).
 :func:`convert_all` converts one model in several modes, loading it and reading the
 calibration source once.
@@ -23,8 +23,7 @@ The steps are public so they can be called one by one: :func:`edgeq.inputs.model
 :func:`~edgeq.quantize.calibration.representative_dataset`,
 :func:`~edgeq.quantize.tflite.configure_converter` and
 :func:`~edgeq.quantize.tflite.run_converter`, then
-:func:`~edgeq.quantize.metadata.embed_metadata` on the bytes. They stay importable from
-here, as before the package was split.
+:func:`~edgeq.quantize.metadata.embed_metadata` on the bytes; they are importable from here too.
 """
 
 from __future__ import annotations
@@ -42,7 +41,6 @@ from edgeq.errors import InvalidArgumentError
 from edgeq.inputs.data import as_source
 from edgeq.inputs.models import load_model
 from edgeq.nativelog import quiet_native_logs
-from edgeq.quantize.budget import budget_search
 from edgeq.quantize.calibration import (
     CalibrationStats,
     default_preprocess,
@@ -51,15 +49,12 @@ from edgeq.quantize.calibration import (
     warn_at_caller,
     warnings_once,
 )
-from edgeq.quantize.calibration import check_finite as _check_finite
-from edgeq.quantize.calibration import warnings_once as _warnings_once
 from edgeq.quantize.conversion import convert_mode
 from edgeq.quantize.metadata import embed_metadata
-from edgeq.quantize.mixed import convert_a16
 from edgeq.quantize.modes import MODES, VALID_IO, IOType, Mode, enum_arg
-from edgeq.quantize.modes import enum_arg as _enum_arg
+from edgeq.quantize.precision.budget import budget_search
+from edgeq.quantize.precision.mixed import convert_a16
 from edgeq.quantize.result import ConversionResult, TensorDetail
-from edgeq.quantize.result import tensor_details as _details
 from edgeq.quantize.tflite import configure_converter, float_ops
 from edgeq.targets.edgetpu.rules import check_target_args, predict_edgetpu
 from edgeq.targets.mcu.check import check_mcu, check_mcu_args
@@ -80,10 +75,6 @@ __all__ = [
     "representative_dataset",
     "warn_about_calibration",
 ]
-
-# Names other rooms imported from here before the split (kept one release).
-_COMPAT = (_check_finite, _details, _enum_arg, _warnings_once)
-
 
 @overload
 def convert(
@@ -182,24 +173,24 @@ def convert(
         progress: progress bar on stderr (default on, ``EDGEQ_PROGRESS=0`` silences).
         max_drop: an accuracy budget in top-1 points (int8 only): search int8, int8 with the
             worst layers at 16-bit activations, then in float, int16x8, float16 for the first within it, measured on
-            ``evaluation``; the report is the result's ``budget`` (see :mod:`edgeq.quantize.budget`).
+            ``evaluation``; the report is the result's ``budget`` (see :mod:`edgeq.quantize.precision.budget`).
         evaluation: labeled data for ``max_drop`` (image folder with class subfolders, (x, y)).
         target: ``"edgetpu"`` enforces what the Edge TPU compiler needs (full int8, integer I/O,
             static batch 1, no float fallback) and attaches the predicted op mapping as ``edgetpu``;
             ``"mcu"`` converts to int8 with batch 1 and runs the model in TFLM's interpreter, attaching
             its :class:`~edgeq.targets.mcu.check.MCUReport` as ``mcu`` (see :mod:`edgeq.targets.mcu`).
         rounding: ``int4``'s weight rounding: ``optimized`` (default; chosen on the calibration
-            data, see :mod:`edgeq.quantize.rounding`) or ``nearest``.
+            data, see :mod:`edgeq.quantize.lowbit.rounding`) or ``nearest``.
         a16_layers: int8 only: these layers (Keras layer names, or op output names from
             :func:`edgeq.debug`) get 16-bit activations, or a number ``k``: the ``k`` worst layers
-            of :func:`edgeq.debug`; the rest stays int8 (see :mod:`edgeq.quantize.mixed`). The
+            of :func:`edgeq.debug`; the rest stays int8 (see :mod:`edgeq.quantize.precision.mixed`). The
             result's metadata ``extra["a16"]`` lists the ops at 16 bits and those kept int8.
         task: what the model does, recorded in its metadata so ``edgeq-device eval`` needs no
             ``--task``: ``classification``, ``detection`` or ``segmentation``.
         task_settings: the task's settings a board evaluates with: detection ``class_offset``,
             ``num_classes``, ``outputs`` (``{"boxes": NAME, ...}``); segmentation ``ignore_index``,
             ``num_classes`` (see :func:`edgeq.quantize.metadata.check_task`).
-        ranges: how int8 activation ranges are chosen (int8 only; see :mod:`edgeq.quantize.ranges`):
+        ranges: how int8 activation ranges are chosen (int8 only; see :mod:`edgeq.quantize.ranges.convert`):
             ``minmax`` (the converter's: the widest value seen), ``percentile``, ``mse``, ``entropy``,
             ``cautious`` (per tensor, the least error with clipping costed dearer than rounding) (from one more streamed pass collecting per-tensor histograms), or ``auto`` (holds out
             every fourth sample and keeps the method with the best output SQNR there, of minmax and

@@ -22,7 +22,7 @@ from edgeq_device.metadata import EdgeqMetadata, read_metadata
 from edgeq.errors import InvalidArgumentError
 from edgeq.quantize.metadata import embed_metadata
 from edgeq.quantize.modes import IOType, Mode, enum_arg
-from edgeq.quantize.ranges_result import RangesChoice
+from edgeq.quantize.ranges.result import RangesChoice
 from edgeq.quantize.tflite import float_ops
 from edgeq.targets.mcu.export_c import CExport, export_c
 
@@ -92,7 +92,7 @@ class ConversionResult:
 
     ``float_ops`` lists the ops of a quantized model that still compute in float
     (a fallback, or what a mixed-precision choice kept in float). ``budget`` holds the
-    :class:`~edgeq.quantize.budget.BudgetReport` when an accuracy budget chose this conversion;
+    :class:`~edgeq.quantize.precision.budget.BudgetReport` when an accuracy budget chose this conversion;
     ``edgetpu`` the predicted Edge TPU mapping when ``target`` is ``"edgetpu"``; ``mcu`` the
     :class:`~edgeq.targets.mcu.check.MCUReport` (TFLM's verdict, arena, flash) when it is ``"mcu"``.
     """

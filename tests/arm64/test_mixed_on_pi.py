@@ -14,7 +14,7 @@ import pytest
 from edgeq_device.runtime import ModelRunner
 
 from edgeq import convert
-from edgeq.quantize.mixed import int16_tensors
+from edgeq.quantize.precision.mixed import int16_tensors
 
 pytestmark = pytest.mark.arm64
 

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from edgeq_device.runtime import ModelRunner
 
+from edgeq.quantize.lowbit.weight_stats import weight_stats
 from edgeq.quantize.qat.sparsity import cluster, prune
-from edgeq.quantize.weight_stats import weight_stats
 
 pytestmark = pytest.mark.arm64
 

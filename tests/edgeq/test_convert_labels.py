@@ -89,7 +89,7 @@ def test_cli_convert_label_mismatch_is_one_line(digits, mnist_train, tmp_path):
 def test_compare_and_budget_accuracy_on_classes_3_and_7_equal_a_plain_loop(digits, mnist_train, mnist_test,
                                                                           calib_with_empty, tmp_path):
     from edgeq.comparison.run import compare
-    from edgeq.quantize.budget import top1_accuracy
+    from edgeq.quantize.precision.budget import top1_accuracy
 
     data = subset(mnist_test, tmp_path / "eval", {3: None, 7: None}, per_class=20)
     with pytest.warns(UserWarning, match=r"calibration: class folder\(s\) with no image"):

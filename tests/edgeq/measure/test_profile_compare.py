@@ -101,8 +101,11 @@ def test_mobilenet_v2_operators_add_up_in_every_mode(tmp_path, mnist_train):
     alone, their sum within 25% of the whole model's p50 measured in the same run.
 
     A whole-model invoke of several milliseconds is pre-empted by other work on a busy machine
-    where sub-millisecond operators are not; a profile is taken again (up to three times) before
-    the sum counts as not adding up. (float16 and int8 with float I/O are the same kernels plus
+    where sub-millisecond operators are not, so its wall-clock p50 measures the scheduler there
+    (4x the operators' sum at a load average of 6.6 on 2 cores). The whole model is therefore also
+    timed here in CPU time of the one interpreter thread, which pre-emption does not stretch, and
+    the operators must add up to that, busy machine or not; the profile's own whole-model p50 is
+    held to it when the machine is not saturated. (float16 and int8 with float I/O are the same kernels plus
     constant dequantize / quantize operators; the digits CNN test covers every mode.)"""
     import keras
     from edgeq_device.preprocess import Preprocess
@@ -116,17 +119,36 @@ def test_mobilenet_v2_operators_add_up_in_every_mode(tmp_path, mnist_train):
     for mode, io in [("float32", "float"), ("int8", "uint8")]:
         res = convert(model, mode, calibration=mnist_train, samples=8, preprocess=pre, io=io, progress=False)
         path = res.save(tmp_path / f"mnv2_{mode}_{io}.tflite")
+        whole_cpu_us = _invoke_cpu_us(path)
         ratios = []
         for _ in range(3):
             r = profile_model(path, threads=1)
             assert r.coverage >= 0.95, (mode, io, [o.note for o in r.operators if o.note])
             assert r.whole_p50_us is not None
-            ratios.append(r.sum_us / r.whole_p50_us)
+            ratios.append(r.sum_us / whole_cpu_us)
             if 0.75 <= ratios[-1] <= 1.25:
                 break
-        if not 0.75 <= ratios[-1] <= 1.25 and os.getloadavg()[0] >= (os.cpu_count() or 1):
-            # More runnable work than cores the whole time (make test runs two workers beside the
-            # emulated Pi): the multi-millisecond whole invoke then measures the scheduler.
-            pytest.skip(f"{mode}: sum/whole {ratios} with load average {os.getloadavg()[0]:.1f} on "
-                        f"{os.cpu_count()} cores; the check needs a machine that is not saturated")
-        assert 0.75 <= ratios[-1] <= 1.25, (mode, io, ratios, str(r))
+        assert 0.75 <= ratios[-1] <= 1.25, (mode, io, ratios, whole_cpu_us, str(r))
+        if os.getloadavg()[0] < (os.cpu_count() or 1):
+            assert 0.75 <= r.sum_us / r.whole_p50_us <= 1.25, (mode, io, r.whole_p50_us, whole_cpu_us, str(r))
+
+
+def _invoke_cpu_us(path, runs: int = 30) -> float:
+    """The median CPU time of one invoke on one interpreter thread (µs): what pre-emption leaves unchanged."""
+    import time
+
+    import numpy as np
+    from edgeq_device.runtime import ModelRunner
+
+    runner = ModelRunner(path.read_bytes(), threads=1)
+    d = runner.interpreter.get_input_details()[0]
+    x = np.random.default_rng(0).uniform(0, 255 if d["dtype"] == np.uint8 else 1, size=d["shape"]).astype(d["dtype"])
+    runner.interpreter.set_tensor(d["index"], x)
+    for _ in range(3):
+        runner.interpreter.invoke()
+    times = []
+    for _ in range(runs):
+        t0 = time.thread_time_ns()
+        runner.interpreter.invoke()
+        times.append((time.thread_time_ns() - t0) / 1000)
+    return float(np.median(times))

@@ -19,7 +19,7 @@ from edgeq_device.runtime import ModelRunner
 from edgeq import convert, debug
 from edgeq.cli import cli
 from edgeq.errors import DataError, InvalidArgumentError, OutputExistsError
-from edgeq.quantize.budget import budget_search, top1_accuracy
+from edgeq.quantize.precision.budget import budget_search, top1_accuracy
 
 
 @pytest.fixture(scope="module")

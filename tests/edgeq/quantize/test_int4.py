@@ -12,8 +12,8 @@ from edgeq_device.runtime import ModelRunner
 import edgeq
 from edgeq.errors import CalibrationError, InvalidArgumentError, QuantizationError
 from edgeq.measure.fidelity import argmax_agreement, fidelity
-from edgeq.quantize.int4 import pack_int4, unpack_int4
-from edgeq.quantize.rounding import Rounding, nearest_int4, optimize_int4, output_error
+from edgeq.quantize.lowbit.int4 import pack_int4, unpack_int4
+from edgeq.quantize.lowbit.rounding import Rounding, nearest_int4, optimize_int4, output_error
 
 
 def _outputs(model_bytes: bytes, x: np.ndarray) -> np.ndarray:
@@ -83,7 +83,10 @@ def test_optimized_rounding_beats_nearest_on_held_out_digits(resnet8_modes, digi
     sqnr = {name: fidelity(ref, out)["sqnr_db"] for name, out in got.items()}
     agree = {name: argmax_agreement(ref, out) for name, out in got.items()}
     print({n: (round(sqnr[n], 2), agree[n]) for n in got})
-    assert sqnr["int4 optimized"] > sqnr["int4 nearest"] + 12, sqnr  # measured: 26.4 -> 45.6 dB (int8 41.7)
+    # Optimized rounding at least halves each layer's output error on its inputs (see
+    # test_rounding_never_worse_than_nearest_on_its_inputs), so the output noise power halves too:
+    # at least 3 dB more SQNR than nearest rounding on images neither was calibrated on.
+    assert sqnr["int4 optimized"] > sqnr["int4 nearest"] + 3, sqnr
     assert agree["int4 optimized"] >= max(0.95, agree["int4 nearest"]), agree
 
 
@@ -117,11 +120,38 @@ def test_bad_rounding_and_models_without_conv_or_dense(digits_cnn, digits_train_
         edgeq.convert(plain, "int4", rounding="nearest", progress=False)
 
 
-def test_nearest_int4_needs_no_calibration_and_matches_litert_rounding(digits_cnn) -> None:  # type: ignore[no-untyped-def]
+def _nibbles(data: np.ndarray, count: int) -> np.ndarray:
+    """Signed 4-bit values as the TFLite schema packs them: element 2i in the low nibble of byte i."""
+    b = np.asarray(data, np.uint8)
+    v = np.stack([b & 0x0F, b >> 4], axis=1).reshape(-1)[:count].astype(np.int8)
+    return np.where(v > 7, v - 16, v).astype(np.int8)
+
+
+def test_nearest_int4_needs_no_calibration_and_is_round_to_nearest_of_the_keras_weights(digits_cnn) -> None:  # type: ignore[no-untyped-def]
+    """``rounding="nearest"`` is LiteRT's own rounding: per output channel, scale = max|w| / 7 and
+    q = round(w / scale), computed here from the Keras model's kernels and compared with the file's."""
+    from edgeq.quantize.flatbuffer import read_model
+
     res = edgeq.convert(digits_cnn, "int4", rounding=Rounding.NEAREST, progress=False)
     assert res.calibration_samples == 0 and res.metadata.extra["rounding"] == "nearest"
+    kernels = [layer.get_weights()[0] for layer in digits_cnn.layers
+               if layer.get_weights() and layer.get_weights()[0].ndim in (2, 4)]
+    # TFLite keeps a conv kernel as [out, h, w, in] and a dense one as [out, in]: the output axis first.
+    by_shape = {np.moveaxis(k, -1, 0).shape: np.moveaxis(k, -1, 0) for k in kernels}
+    assert len(by_shape) == len(kernels)
+    model = read_model(res.model_bytes)
     flat = read_flat_model(res.model_bytes)
-    assert sum(t.dtype == "INT4" for t in flat.main.tensors) == 4
+    int4 = [t for t in flat.main.tensors if t.dtype == "INT4"]
+    assert sorted(t.shape for t in int4) == sorted(by_shape)  # every conv and dense kernel, nothing else
+    for t in int4:
+        w = by_shape[t.shape].reshape(t.shape[0], -1).astype(np.float64)
+        scale = np.asarray(model.subgraphs[0].tensors[t.index].quantization.scale, np.float64)
+        np.testing.assert_allclose(scale, np.abs(w).max(axis=1) / 7, rtol=1e-6)
+        q = _nibbles(model.buffers[t.buffer].data, w.size).reshape(w.shape)
+        expected = np.clip(np.rint(w / scale[:, None]), -7, 7)
+        off = np.abs(w / scale[:, None] - np.rint(w / scale[:, None]))
+        exact = np.abs(off - 0.5) > 1e-4  # a value half-way between two steps may go either way
+        assert np.array_equal(q[exact], expected[exact]), t.name
 
 
 @pytest.mark.slow

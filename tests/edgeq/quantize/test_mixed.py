@@ -20,11 +20,18 @@ from edgeq_device.runtime import ModelRunner
 from edgeq import convert
 from edgeq.cli import cli
 from edgeq.errors import InvalidArgumentError, QuantizationError
-from edgeq.quantize.budget import budget_search
-from edgeq.quantize.budget_report import BudgetReport
-from edgeq.quantize.budget_steps import fidelity
 from edgeq.quantize.layer_error import QuantDebugSession
-from edgeq.quantize.mixed import A16_OPS, MixedPlan, converter_ranges, int16_tensors, plan_a16, quantize_mixed
+from edgeq.quantize.precision.budget import budget_search
+from edgeq.quantize.precision.budget_report import BudgetReport
+from edgeq.quantize.precision.budget_steps import fidelity
+from edgeq.quantize.precision.mixed import (
+    A16_OPS,
+    MixedPlan,
+    converter_ranges,
+    int16_tensors,
+    plan_a16,
+    quantize_mixed,
+)
 
 
 def _outlier_model(good, x):  # type: ignore[no-untyped-def]

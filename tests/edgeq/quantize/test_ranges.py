@@ -16,11 +16,17 @@ from edgeq_device.runtime import ModelRunner
 import edgeq
 from edgeq.cli import cli
 from edgeq.errors import InvalidArgumentError
-from edgeq.quantize.histograms import CLIP_COST, TensorHistogram, choose_range, quantization_error
 from edgeq.quantize.modes import IOType, Mode
-from edgeq.quantize.ranges import LiteRunner, calibrate_only, output_sqnr, quantize_calibrated
-from edgeq.quantize.ranges_debug import RangesDebugReport, debug_ranges
-from edgeq.quantize.ranges_result import FOLDS, RangesChoice
+from edgeq.quantize.ranges.convert import (
+    HOLD_OUT_EVERY,
+    LiteRunner,
+    calibrate_only,
+    output_sqnr,
+    quantize_calibrated,
+)
+from edgeq.quantize.ranges.debug import RangesDebugReport, debug_ranges
+from edgeq.quantize.ranges.histograms import CLIP_COST, TensorHistogram, choose_range, quantization_error
+from edgeq.quantize.ranges.result import FOLDS, RangesChoice
 from edgeq.quantize.tflite import configure_converter, run_converter
 
 METHODS = ("percentile", "mse", "entropy", "cautious", "auto")
@@ -81,7 +87,7 @@ def test_each_method_gives_a_standard_int8_model(digits_cnn: Any, digits_train_a
         assert res.op_counts == base.op_counts and not res.float_ops
         record = len(json.dumps(choice.to_dict()))
         assert abs(res.size_bytes - base.size_bytes) <= 0.01 * base.size_bytes + record
-        assert all(t.dtype == "int8" for t in (*res.inputs, *res.outputs)) is False  # float I/O, as asked
+        assert {t.dtype for t in (*res.inputs, *res.outputs)} == {base.inputs[0].dtype}  # float I/O, as asked
         sqnr = output_sqnr(reference, res.model_bytes, held, ["image"])
         # KL alone clipped the first conv's output to an eighth of its range here (~20 dB below minmax)
         assert np.isfinite(sqnr) and sqnr > base_sqnr - 3, (method, sqnr, base_sqnr)
@@ -91,9 +97,27 @@ def test_each_method_gives_a_standard_int8_model(digits_cnn: Any, digits_train_a
     choice = auto.ranges
     assert choice is not None and choice.held_out == 30 and set(choice.sqnr_db) == {
         "minmax", "percentile", "percentile@99.999", "mse", "entropy", "cautious"}
-    assert choice.sqnr_db[choice.chosen] >= choice.sqnr_db["minmax"]  # never worse than minmax on the split
     assert set(choice.folds_won) == set(choice.sqnr_db) - {"minmax"}
-    assert choice.chosen == "minmax" or choice.folds_won[choice.chosen] == FOLDS  # ahead on every part, not the total
+    # Measured here, apart from the code: auto holds out every HOLD_OUT_EVERY-th calibration sample
+    # and calibrates on the rest; minmax calibrated on that rest is its baseline. On the held-out
+    # samples the shipped model is not worse than that baseline on any of FOLDS interleaved parts,
+    # and its recorded SQNR is the one measured here.
+    calib = x[:120]
+    held_x = calib[HOLD_OUT_EVERY - 1::HOLD_OUT_EVERY]
+    fit_x = np.delete(calib, np.s_[HOLD_OUT_EVERY - 1::HOLD_OUT_EVERY], axis=0)
+    assert len(held_x) == choice.held_out
+    minmax = edgeq.convert(digits_cnn, "int8", calibration=fit_x, samples=len(fit_x), ranges="minmax")
+    held_items = _items(held_x, "image")
+    held_ref = [[o.copy() for o in ref.run(i)] for i in held_items]
+    auto_sqnr = output_sqnr(held_ref, auto.model_bytes, held_items, ["image"])
+    assert auto_sqnr == pytest.approx(choice.sqnr_db[choice.chosen], abs=0.01)
+    assert output_sqnr(held_ref, minmax.model_bytes, held_items, ["image"]) == pytest.approx(
+        choice.sqnr_db["minmax"], abs=0.01)
+    for k in range(FOLDS):
+        part = held_items[k::FOLDS]
+        part_ref = held_ref[k::FOLDS]
+        assert (output_sqnr(part_ref, auto.model_bytes, part, ["image"])
+                >= output_sqnr(part_ref, minmax.model_bytes, part, ["image"]) - 1e-9), (choice.chosen, k)
     assert RangesChoice.from_dict(json.loads(dumps_json(choice.to_dict()))) == choice
 
 

@@ -12,8 +12,8 @@ from edgeq_device.evaluation import predict_arrays
 from edgeq.cli import cli
 from edgeq.comparison.run import compare
 from edgeq.errors import InvalidArgumentError, QATError
+from edgeq.quantize.lowbit.weight_stats import gzip_size, weight_stats
 from edgeq.quantize.qat.sparsity import check_clusters, check_sparsity, cluster
-from edgeq.quantize.weight_stats import gzip_size, weight_stats
 
 
 @pytest.mark.parametrize("value", [1, 0, 257, 2.5, True, "16", None])

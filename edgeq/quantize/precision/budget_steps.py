@@ -3,7 +3,7 @@
 The worst layers come from one :class:`~edgeq.quantize.layer_error.QuantDebugSession`
 (:class:`SharedDebugSession` calibrates it once, for both the 16-bit and the float-layer
 candidates). :func:`a16_candidates` tries ``int8+a16(k)``: the ``k`` worst layers at 16-bit
-activations (:mod:`edgeq.quantize.mixed`). :func:`fidelity` is how every candidate is
+activations (:mod:`edgeq.quantize.precision.mixed`). :func:`fidelity` is how every candidate is
 compared with the float32 model.
 """
 
@@ -21,8 +21,8 @@ from edgeq.errors import CalibrationError, EdgeqError
 from edgeq.inputs.data import DataSource
 from edgeq.inputs.models import LoadedModel
 from edgeq.quantize.layer_error import LayerReport, QuantDebugSession
-from edgeq.quantize.mixed import converter_ranges, mixed_result, plan_a16, quantize_runnable
 from edgeq.quantize.modes import IOType, Mode
+from edgeq.quantize.precision.mixed import converter_ranges, mixed_result, plan_a16, quantize_runnable
 from edgeq.quantize.result import ConversionResult
 
 __all__ = ["SharedDebugSession", "a16_candidates", "fidelity"]

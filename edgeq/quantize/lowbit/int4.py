@@ -4,9 +4,9 @@
 weight tensors. litert-quantizer writes the file (its ``dynamic_wi4_afp32`` recipe:
 per-channel symmetric 4-bit weights in ``[-7, 7]`` on ``CONV_2D`` and
 ``FULLY_CONNECTED``; activations stay float and the runtime quantizes them on the fly).
-With :attr:`~edgeq.quantize.rounding.Rounding.OPTIMIZED` rounding, edgeq then replaces
+With :attr:`~edgeq.quantize.lowbit.rounding.Rounding.OPTIMIZED` rounding, edgeq then replaces
 each nearest-rounded weight tensor (its packed nibbles and per-channel scales) by the
-rounding :func:`~edgeq.quantize.rounding.optimize_int4` chose on the layer's real inputs,
+rounding :func:`~edgeq.quantize.lowbit.rounding.optimize_int4` chose on the layer's real inputs,
 layer after layer in graph order: the float model's input ``x`` of the layer and the input
 ``x̂`` it gets in the model whose earlier layers are already 4-bit (both runs over the
 calibration samples with every tensor kept) give the objective
@@ -37,7 +37,7 @@ import numpy as np
 
 from edgeq.errors import QuantizationError
 from edgeq.quantize.flatbuffer import read_model, write_model
-from edgeq.quantize.rounding import Rounding, RoundingReport, optimize_int4
+from edgeq.quantize.lowbit.rounding import Rounding, RoundingReport, optimize_int4
 
 __all__ = ["INT4_TYPE", "Int4Model", "int4_model", "int4_tensors"]
 

@@ -8,7 +8,7 @@ The route (TensorFlow 2.21's converter does int8 in two steps, and this module r
    (one value each: per-tensor; no ``scale``/``zero_point`` yet).
 2. Histograms: the calibrated model runs in LiteRT (``experimental_preserve_all_tensors``) over the
    calibration samples once more, one sample at a time, counting each of those tensors' values
-   (:class:`~edgeq.quantize.histograms.TensorHistogram` over its min/max: memory flat in samples).
+   (:class:`~edgeq.quantize.ranges.histograms.TensorHistogram` over its min/max: memory flat in samples).
 3. :func:`quantize_calibrated` (the one function that touches TF's quantizer) writes the chosen
    ranges into ``min``/``max`` and calls ``tensorflow.lite.python.convert.mlir_quantize``, as the
    converter's int8 path does (``_quantize`` with ``experimental_new_quantizer``): same per-channel
@@ -24,7 +24,7 @@ operators, tensors, scales and weights; ``tests/edgeq/quantize/test_ranges.py`` 
 the percentile method at :data:`AUTO_PERCENTILE` too) and keeps the one whose model output has the
 best SQNR against the float model on the held-out samples, of ``minmax`` and the methods better
 than it on each of five interleaved parts of them
-(:data:`~edgeq.quantize.ranges_result.FOLDS`): a total over a few dozen samples is ruled by the
+(:data:`~edgeq.quantize.ranges.result.FOLDS`): a total over a few dozen samples is ruled by the
 two or three with the largest error, and a method ahead on the total alone can be behind on new
 data (on the digits CNN, mse was ahead on the held-out total and behind on the test images).
 ``auto`` is never worse than minmax on the held-out samples.
@@ -45,9 +45,9 @@ from edgeq_device.flatbuffer import read_flat_model
 
 from edgeq.errors import CalibrationError, ConversionError, EdgeqError, InvalidArgumentError
 from edgeq.quantize.flatbuffer import read_model, write_model
-from edgeq.quantize.histograms import METHODS, TensorHistogram, choose_range
 from edgeq.quantize.modes import IOType, Mode
-from edgeq.quantize.ranges_result import FOLDS, RANGES_METHODS, RangesChoice
+from edgeq.quantize.ranges.histograms import METHODS, TensorHistogram, choose_range
+from edgeq.quantize.ranges.result import FOLDS, RANGES_METHODS, RangesChoice
 from edgeq.quantize.tflite import run_converter
 
 __all__ = ["AUTO_PERCENTILE", "HOLD_OUT_EVERY", "LiteRunner", "auto_candidates", "calibrate_only", "check_ranges",

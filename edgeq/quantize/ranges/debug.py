@@ -1,7 +1,7 @@
 """Per-layer int8 error for each activation-ranges method side by side: :func:`debug_ranges`.
 
 One :class:`~edgeq.quantize.layer_error.QuantDebugSession` calibrates the model; each method's
-ranges (:mod:`edgeq.quantize.ranges`) are written into its calibrated model and TFLite's
+ranges (:mod:`edgeq.quantize.ranges.convert`) are written into its calibrated model and TFLite's
 numeric-verify debugger measures every op's SQNR on the same samples, so the columns differ only
 by the ranges. The final output's SQNR against the float model is given per method too.
 """
@@ -18,10 +18,9 @@ from typing import Any
 from edgeq_device.preprocess import Preprocess
 
 from edgeq.errors import InvalidArgumentError
-from edgeq.quantize.histograms import METHODS
 from edgeq.quantize.layer_error import QuantDebugSession
 from edgeq.quantize.modes import Mode
-from edgeq.quantize.ranges import (
+from edgeq.quantize.ranges.convert import (
     LiteRunner,
     check_ranges,
     choose_ranges,
@@ -30,6 +29,7 @@ from edgeq.quantize.ranges import (
     rewrite_ranges,
     tensor_ranges,
 )
+from edgeq.quantize.ranges.histograms import METHODS
 
 __all__ = ["RANGES_DEBUG_SCHEMA", "RangesDebugReport", "RangesLayer", "debug_ranges"]
 

@@ -6,7 +6,7 @@ stopping at the first candidate whose drop is at most ``max_drop`` points:
 
 1. full ``int8``;
 2. ``int8`` with the worst layers' activations at 16 bits (a16w8), a few more each time
-   (1, 2, 4 by default; :mod:`edgeq.quantize.mixed`): the layer and the ops reading its
+   (1, 2, 4 by default; :mod:`edgeq.quantize.precision.mixed`): the layer and the ops reading its
    output run int16 kernels (reference ones, slower: the latency column shows the cost),
    the file stays about the int8 size;
 3. ``int8`` keeping the worst layers in float, a few more each time (1, 2, 4 by
@@ -25,8 +25,8 @@ within budget, the most accurate is returned and the report says so.
 
 ``edgeq.convert(model, "int8", max_drop=..., evaluation=...)`` runs this search and
 returns the chosen :class:`~edgeq.quantize.result.ConversionResult` with the report as ``.budget``
-(:mod:`edgeq.quantize.budget_report`); accuracy and latency are measured by
-:mod:`edgeq.quantize.accuracy`.
+(:mod:`edgeq.quantize.precision.budget_report`); accuracy and latency are measured by
+:mod:`edgeq.quantize.precision.accuracy`.
 """
 
 from __future__ import annotations
@@ -46,12 +46,12 @@ from edgeq.inputs.data import as_source
 from edgeq.inputs.models import load_model
 from edgeq.nativelog import quiet_native_logs
 from edgeq.progress import _console, progress_enabled
-from edgeq.quantize.accuracy import EvalData, latency_ms, top1_accuracy
-from edgeq.quantize.budget_report import BudgetReport, Candidate
-from edgeq.quantize.budget_steps import SharedDebugSession, a16_candidates, fidelity
 from edgeq.quantize.calibration import default_preprocess, warnings_once
 from edgeq.quantize.conversion import convert_mode
 from edgeq.quantize.modes import IOType, Mode, enum_arg
+from edgeq.quantize.precision.accuracy import EvalData, latency_ms, top1_accuracy
+from edgeq.quantize.precision.budget_report import BudgetReport, Candidate
+from edgeq.quantize.precision.budget_steps import SharedDebugSession, a16_candidates, fidelity
 from edgeq.quantize.result import ConversionResult, int8_variant
 
 __all__ = ["DEFAULT_A16_STEPS", "DEFAULT_FLOAT_STEPS", "BudgetReport", "Candidate", "budget_search", "top1_accuracy"]
