@@ -64,8 +64,11 @@ def read(path: str) -> dict[str, Any]:
     assert fb.ModelMetadata.ModelMetadataBufferHasIdentifier(raw, 0)
     meta = fb.ModelMetadata.GetRootAs(raw, 0)
     sub = meta.SubgraphMetadata(0)
-    with zipfile.ZipFile(io.BytesIO(data)) as archive:
-        packed = {n: archive.read(n).decode() for n in archive.namelist()}
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            packed = {n: archive.read(n).decode() for n in archive.namelist()}
+    except zipfile.BadZipFile:  # nothing packed
+        packed = {}
     return {"entries": sorted(entries), "name": meta.Name().decode(), "min_parser_version":
             meta.MinParserVersion().decode(),
             "inputs": [_tensor(sub.InputTensorMetadata(i)) for i in range(sub.InputTensorMetadataLength())],
