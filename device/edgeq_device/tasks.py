@@ -22,10 +22,11 @@ from ._version import __version__
 from .detection_eval import DetectionResult, evaluate_detection
 from .errors import DataError, InvalidArgumentError
 from .eval_result import ClassScore, EvalResult
-from .evaluation import evaluate, model_preprocess, output_classes, top_k_hits
+from .evaluation import evaluate, model_preprocess, output_classes, read_labels, top_k_hits
 from .fidelity import FidelityResult, evaluate_fidelity
 from .flatbuffer import ModelSource, load_model_bytes, read_flat_model
 from .inference_pool import ProgressCallback, predict_arrays, resolve_workers
+from .masks import IgnoreLike, LabelMapLike
 from .metadata import read_metadata
 from .preprocess import Preprocess
 from .report_json import JsonResult
@@ -140,7 +141,8 @@ def evaluate_task(
     masks: str | os.PathLike[str] | None = None,
     outputs: Mapping[str, str] | None = None,
     class_offset: int | None = None,
-    ignore_index: int | None = None,
+    ignore_index: IgnoreLike = None,
+    label_map: LabelMapLike = None,
     num_classes: int | None = None,
     predictions: str | os.PathLike[str] | None = None,
     overwrite: bool = False,
@@ -152,9 +154,12 @@ def evaluate_task(
     ``common`` holds what every task takes: ``limit``, ``seed``, ``workers``, ``runtime``,
     ``threads``, ``xnnpack``, ``delegate``, ``delegate_options``, ``progress``;
     classification of image folders also takes ``labels``, ``skip_unreadable`` and
-    ``keep_predictions`` (see :func:`edgeq_device.evaluate`). Settings the model's metadata
-    records (``class_offset``, ``ignore_index``, ``num_classes``, ``outputs``) apply where
-    the argument is None.
+    ``keep_predictions`` (see :func:`edgeq_device.evaluate`); segmentation takes ``labels``
+    (class names, or a file of them; their number is the class count of a class-map output),
+    ``ignore_index`` (one value, several or a range: ``"250-255"``) and ``label_map``
+    (``"cityscapes"`` or a JSON/CSV file; see :mod:`edgeq_device.masks`). Settings the
+    model's metadata records (``class_offset``, ``ignore_index``, ``num_classes``,
+    ``outputs``) apply where the argument is None.
 
     Returns:
         An :class:`EvalResult`, :class:`DetectionResult`, :class:`SegmentationResult` or
@@ -166,8 +171,9 @@ def evaluate_task(
     name = resolve_task(task, meta.task if meta is not None else None, reference=reference)
     source = model if isinstance(model, (str, os.PathLike)) else model_bytes
     image_keys = ("labels", "skip_unreadable", "keep_predictions")
-    if name != "classification" and any(common.get(k) for k in image_keys):
-        used = [k for k in image_keys if common.get(k)]
+    allowed = ("labels",) if name == "segmentation" else ()
+    if name != "classification" and any(common.get(k) for k in image_keys if k not in allowed):
+        used = [k for k in image_keys if common.get(k) and k not in allowed]
         raise InvalidArgumentError(f"{', '.join(used)} apply to classification only", argument=used[0],
                                    received=name, fix="leave them out for this task")
     if predictions is not None and name != "detection":
@@ -176,6 +182,9 @@ def evaluate_task(
                                    fix="for classification give --predictions alone (keep_predictions=True): "
                                        "each image's prediction goes into --json")
     task_common = {k: v for k, v in common.items() if k not in image_keys}
+    if label_map is not None and name != "segmentation":
+        raise InvalidArgumentError(f"a label map applies to segmentation masks, not {name}", argument="label_map",
+                                   received=str(label_map), fix="leave it out for this task")
     if name == "fidelity":
         _need(inputs, "--inputs (inputs=)", name)
         _need(reference, "--reference (reference=)", name)
@@ -203,5 +212,7 @@ def evaluate_task(
     _need(masks, "--masks (masks=)", name)
     assert masks is not None
     ignore = ignore_index if ignore_index is not None else settings.get("ignore_index", 255)
-    return evaluate_segmentation(source, data, masks, ignore_index=ignore, num_classes=n_classes,
-                                 preprocess=preprocess, **task_common)
+    given = common.get("labels")
+    names = None if not given else read_labels(given) if isinstance(given, (str, os.PathLike)) else tuple(given)
+    return evaluate_segmentation(source, data, masks, ignore_index=ignore, label_map=label_map,
+                                 num_classes=n_classes, class_names=names, preprocess=preprocess, **task_common)

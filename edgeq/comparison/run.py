@@ -33,6 +33,7 @@ import numpy as np
 from edgeq_device.analysis import analyze_flat_model
 from edgeq_device.evaluation import predict_arrays, read_labels
 from edgeq_device.int4 import INT4_NOTE, runs_int4
+from edgeq_device.masks import IgnoreLike, LabelMapLike, parse_ignore
 from edgeq_device.profile import ProfileParams, profile_model
 from edgeq_device.runtime import resolve_runtime
 from edgeq_device.sysinfo import board_info
@@ -100,7 +101,8 @@ def compare(
     masks: str | os.PathLike[str] | None = None,
     outputs: Mapping[str, str] | None = None,
     class_offset: int = 1,
-    ignore_index: int | None = 255,
+    ignore_index: IgnoreLike = 255,
+    label_map: LabelMapLike = None,
     train: Any = None,
     clusters: int = 16,
     sparsity: float = 0.5,
@@ -142,7 +144,11 @@ def compare(
         outputs: a detector's outputs by role (``{"boxes": NAME, "classes": NAME, "scores": NAME,
             "count": NAME}``, a Keras output name or index); default: found by name.
         class_offset: detection: category id = model class + this.
-        ignore_index: segmentation: the mask value that counts nowhere.
+        ignore_index: segmentation: the mask values that count nowhere: one, several or a range
+            (``"250-255"``); None for none.
+        label_map: segmentation: maps the masks' values to classes first: ``"cityscapes"`` (label
+            IDs -> train IDs, their names the default class names), a JSON/CSV file or a dict
+            (see :mod:`edgeq_device.masks`).
 
         train: labeled training data: enables the modes that fine-tune the model, ``qat``,
             ``clustered`` (``clusters`` per kernel) and ``pruned`` (to ``sparsity``), each
@@ -204,7 +210,8 @@ def compare(
     if task != "classification":
         given_names = None if labels is None else _label_names(labels)
         run = TaskRun.start(task, loaded, evaluation, pre, annotations=annotations, masks=masks, outputs=outputs,
-                            class_offset=class_offset, ignore_index=ignore_index, class_names=given_names,
+                            class_offset=class_offset, ignore_index=ignore_index, label_map=label_map,
+                            class_names=given_names,
                             limit=eval_samples, seed=seed, progress=progress)
         x, y, keras_out = run.data.x, None, run.keras_outputs[0].reshape(len(run.data.x), -1)
         calib = as_source(calibration, pre)
@@ -228,7 +235,8 @@ def compare(
     # A detector's or segmenter's models carry their task, so a board evaluates them without flags.
     task_kw: dict[str, Any] = {} if run is None else {
         "task": task, "task_settings": ({"class_offset": class_offset} if task == "detection" else
-                                        {"ignore_index": ignore_index} if task == "segmentation" else {})}
+                                        {"ignore_index": _ignore_setting(ignore_index)}
+                                        if task == "segmentation" else {})}
     for mode in mode_list:
         calibrated = mode.needs_calibration or mode is Mode.INT4
         res = convert(loaded, mode, calibration=calib if calibrated else None, samples=samples,
@@ -303,6 +311,12 @@ def compare(
     if store is not None and store is not False:
         record(comp, store)
     return comp
+
+
+def _ignore_setting(ignore_index: IgnoreLike) -> int | list[int] | None:
+    """The ``ignore_index`` a segmenter's metadata records: one value, a list, or None for none."""
+    values = parse_ignore(ignore_index)
+    return None if not values else values[0] if len(values) == 1 else list(values)
 
 
 def _label_names(labels: Sequence[str] | str | os.PathLike[str]) -> tuple[str, ...]:

@@ -47,8 +47,8 @@ def check_task(task: str | None, settings: dict[str, Any] | None) -> tuple[str |
 
     Detection takes ``class_offset`` (category id = model class + it, default 1), ``num_classes``
     and ``outputs`` (``{"boxes": NAME, "classes": NAME, "scores": NAME, "count": NAME}``, output
-    names of the converted model); segmentation ``ignore_index`` (0..255, or None: every mask
-    value counts) and ``num_classes``; classification none.
+    names of the converted model); segmentation ``ignore_index`` (a value >= 0, a list of them,
+    or None: every mask value counts) and ``num_classes``; classification none.
 
     Raises:
         InvalidArgumentError: an unknown task, settings without a task, an unknown or bad setting.
@@ -74,8 +74,10 @@ def check_task(task: str | None, settings: dict[str, Any] | None) -> tuple[str |
             out[key] = _int_setting(value, key, -1000, "1")
         elif key == "num_classes":
             out[key] = _int_setting(value, key, 1, "3")
-        elif key == "ignore_index":
-            out[key] = None if value is None else _int_setting(value, key, 0, "255")
+        elif key == "ignore_index":  # one value, several (a list), or None: every value counts
+            values = value if isinstance(value, (list, tuple)) else [value]
+            checked = [_int_setting(v, key, 0, "255") for v in values if v is not None]
+            out[key] = None if not checked else checked[0] if len(checked) == 1 else sorted(set(checked))
         elif key == "outputs":
             roles = value if isinstance(value, dict) else None
             if not roles or any(r not in OUTPUT_ROLES or not isinstance(n, str) or not n for r, n in roles.items()) \
