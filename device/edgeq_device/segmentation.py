@@ -226,7 +226,7 @@ def evaluate_segmentation(
     ignore = parse_ignore(ignore_index)
     mapping = load_label_map(label_map)
     labels = tuple(class_names) if class_names else (meta.labels if meta is not None and meta.labels else None) \
-        or (mapping.class_names if mapping is not None else None)
+        or (mapping.class_names if mapping is not None else None)  # a class map's count, else names if they fit
     if len(shape) == 4 and shape[-1] > 1:
         classes = shape[-1]
     elif num_classes is not None or labels:

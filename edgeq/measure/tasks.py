@@ -270,9 +270,11 @@ def keras_task_score(data: TaskData, outputs: Sequence[np.ndarray], *, roles: Ma
         return TaskScore({"map": m, "map50": m50}, {cats[c]: v[0] for c, v in sorted(per.items())},
                          precision_recall(gt, results))
     scores = np.asarray(outputs[0])
-    if not class_names and data.label_map is not None:
-        class_names = data.label_map.class_names
-    classes = int(scores.shape[-1]) if scores.ndim == 4 and scores.shape[-1] > 1 else len(class_names or ())
+    score_map = scores.ndim == 4 and scores.shape[-1] > 1
+    mapped = data.label_map.class_names if data.label_map is not None else None
+    if not class_names and mapped and (not score_map or len(mapped) == scores.shape[-1]):
+        class_names = mapped  # the label map's classes (Cityscapes' 19) name and count a class map
+    classes = int(scores.shape[-1]) if score_map else len(class_names or ())
     if classes < 1:
         raise InvalidArgumentError("a class-map output needs the number of classes", argument="labels",
                                    fix="give the class names (labels=)")
@@ -318,8 +320,6 @@ def tflite_task_score(model_bytes: bytes, data: TaskData, preprocess: Preprocess
         assert isinstance(r, DetectionResult)
         return TaskScore({"map": r.map, "map50": r.map50}, {c.name: c.ap for c in r.per_class},
                          precision_recall(data.ground_truth(), results), r.seconds)
-    if not class_names and data.label_map is not None:
-        class_names = data.label_map.class_names
     r2 = evaluate_task(model_bytes, data.data, task="segmentation", masks=data.masks,
                        ignore_index=parse_ignore(ignore_index), label_map=data.label_map, labels=class_names,
                        **common)
