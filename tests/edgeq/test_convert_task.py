@@ -44,6 +44,7 @@ def _tiny_detector(named: bool) -> Any:
     ("detection", {"num_classes": 0}, "'num_classes' must be an integer >= 1"),
     ("detection", {"class_offset": "1"}, "'class_offset' must be an integer"),
     ("segmentation", {"ignore_index": -1}, "'ignore_index' must be an integer >= 0"),
+    ("segmentation", {"ignore_index": [255, "x"]}, "'ignore_index' must be an integer >= 0"),
     ("detection", {"outputs": {"boxes": "a", "classes": "b"}}, "'outputs' names the detector's outputs"),
     ("detection", {"outputs": {"boxes": "a", "classes": "b", "scores": "c", "kind": "d"}}, "'outputs' names"),
 ])
@@ -59,6 +60,9 @@ def test_check_task_normalizes() -> None:
         "detection", {"outputs": {"boxes": "b", "classes": "c", "scores": "s"}})
     assert check_task("segmentation", {"ignore_index": None, "num_classes": 4}) == (
         "segmentation", {"ignore_index": None, "num_classes": 4})
+    assert check_task("segmentation", {"ignore_index": [255, 254, 255]}) == (  # several: sorted, once each
+        "segmentation", {"ignore_index": [254, 255]})
+    assert check_task("segmentation", {"ignore_index": [255]}) == ("segmentation", {"ignore_index": 255})
 
 
 def test_detection_task_is_recorded_and_a_board_needs_no_flag(tmp_path: Path) -> None:
