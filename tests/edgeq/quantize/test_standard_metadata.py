@@ -38,17 +38,22 @@ IMAGE, BOXES = 2, 3  # ContentProperties
 @pytest.fixture(scope="session")
 def mediapipe_python() -> str:
     """A Python with MediaPipe (pinned in :data:`MEDIAPIPE`), in a venv made once with pip and cached."""
+    import fcntl
+
     cache = Path(os.environ.get("EDGEQ_CACHE", "~/.cache/edgeq")).expanduser() / "mediapipe-venv"
     py = cache / "bin" / "python"
     stamp = cache / ".ready"
-    if not stamp.exists() or stamp.read_text().strip() != " ".join(MEDIAPIPE):
-        shutil.rmtree(cache, ignore_errors=True)
-        subprocess.run([sys.executable, "-m", "venv", str(cache)], check=True)
-        res = subprocess.run([str(py), "-m", "pip", "install", "-q", *MEDIAPIPE], capture_output=True, text=True,
-                             timeout=900)
-        if res.returncode != 0:
-            pytest.skip(f"cannot install MediaPipe to read the metadata with: {res.stderr.strip()[-300:]}")
-        stamp.write_text(" ".join(MEDIAPIPE) + "\n")
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    with open(cache.parent / ".mediapipe-venv.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another test process making the venv finishes first
+        if not stamp.exists() or stamp.read_text().strip() != " ".join(MEDIAPIPE):
+            shutil.rmtree(cache, ignore_errors=True)
+            subprocess.run([sys.executable, "-m", "venv", str(cache)], check=True)
+            res = subprocess.run([str(py), "-m", "pip", "install", "-q", *MEDIAPIPE], capture_output=True,
+                                 text=True, timeout=900)
+            if res.returncode != 0:
+                pytest.skip(f"cannot install MediaPipe to read the metadata with: {res.stderr.strip()[-300:]}")
+            stamp.write_text(" ".join(MEDIAPIPE) + "\n")
     return str(py)
 
 
