@@ -184,7 +184,8 @@ def evaluate_task(
     task_common = {k: v for k, v in common.items() if k not in image_keys}
     if label_map is not None and name != "segmentation":
         raise InvalidArgumentError(f"a label map applies to segmentation masks, not {name}", argument="label_map",
-                                   received=str(label_map), fix="leave it out for this task")
+                                   received=getattr(label_map, "name", str(label_map)),
+                                   fix="leave it out for this task")
     if name == "fidelity":
         _need(inputs, "--inputs (inputs=)", name)
         _need(reference, "--reference (reference=)", name)

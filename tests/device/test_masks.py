@@ -240,7 +240,7 @@ def test_labels_name_the_classes_and_count_those_of_a_class_map(cli, shapes_set,
                       labels=names[:3])
 
 
-def test_bad_masks_mappings_and_ignore_values_are_one_clear_error(shapes_set, tmp_path):
+def test_bad_masks_mappings_and_ignore_values_are_one_clear_error(shapes_set, segmenters, tmp_path):
     rgb = tmp_path / "rgb.png"
     Image.new("RGB", (4, 4)).save(rgb)
     with pytest.raises(DataError, match="palette"):
@@ -257,3 +257,5 @@ def test_bad_masks_mappings_and_ignore_values_are_one_clear_error(shapes_set, tm
     with pytest.raises(DataError, match="value,class"):
         load_label_map(bad)
     assert load_label_map({7: 0}).apply(np.array([[7, 9]])).tolist() == [[0, 9]]  # unlisted values stay
+    with pytest.raises(InvalidArgumentError, match="applies to segmentation masks, not classification"):
+        evaluate_task(segmenters["float32"], shapes_set["images"], task="classification", label_map="cityscapes")
