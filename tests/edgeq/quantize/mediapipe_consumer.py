@@ -3,7 +3,8 @@
 ``python mediapipe_consumer.py read MODEL`` prints the model's ``TFLITE_METADATA`` as MediaPipe's
 generated schema code parses it (inputs, outputs, the files packed into the model);
 ``python mediapipe_consumer.py classify MODEL IMAGE...`` prints MediaPipe Tasks' ImageClassifier
-top-1 (label, index, score) per image. Output: one JSON document on stdout.
+top-1 (label, index, score) per image; ``segment MODEL IMAGE...`` its ImageSegmenter's labels and
+category mask per image. Output: one JSON document on stdout.
 """
 
 from __future__ import annotations
@@ -93,6 +94,24 @@ def classify(path: str, images: list[str]) -> list[list[Any]]:
     return out
 
 
+def segment(path: str, images: list[str]) -> dict[str, Any]:
+    import mediapipe as mp
+    import numpy as np
+    from mediapipe.tasks.python import BaseOptions, vision
+    from PIL import Image
+
+    opts = vision.ImageSegmenterOptions(base_options=BaseOptions(model_asset_path=path), output_category_mask=True)
+    masks = []
+    with vision.ImageSegmenter.create_from_options(opts) as segmenter:
+        for p in images:
+            pixels = np.ascontiguousarray(np.asarray(Image.open(p).convert("RGB")))
+            result = segmenter.segment(mp.Image(image_format=mp.ImageFormat.SRGB, data=pixels))
+            masks.append(result.category_mask.numpy_view()[..., 0].tolist())
+        return {"labels": list(segmenter.labels), "masks": masks}
+
+
 if __name__ == "__main__":
     command, model_path, *rest = sys.argv[1:]
-    print(json.dumps(read(model_path) if command == "read" else classify(model_path, rest)))
+    run = {"read": lambda: read(model_path), "classify": lambda: classify(model_path, rest),
+           "segment": lambda: segment(model_path, rest)}[command]
+    print(json.dumps(run()))

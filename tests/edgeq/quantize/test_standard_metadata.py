@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import edgeq_device
+import numpy as np
 import pytest
 from edgeq_device.metadata import read_metadata
 from edgeq_device.preprocess import Preprocess
@@ -147,13 +148,38 @@ def test_detector_and_segmenter_outputs_are_described(tmp_path: Path, mediapipe_
     names = ("background", "circle", "square", "triangle")
     for class_map in (False, True):
         seg = tmp_path / f"seg_{class_map}.tflite"
-        edgeq.convert(_tiny_segmenter(4, class_map), "float32", preprocess=Preprocess(size=(32, 32)),
+        edgeq.convert(_tiny_segmenter(4, class_map), "float32", preprocess=Preprocess(size=(32, 32), mean=127.5, std=127.5),
                       task="segmentation", labels=names, task_settings={"num_classes": 4}).save(seg)
         s = _consumer(mediapipe_python, "read", str(seg))
         mask = s["outputs"][0]
         assert mask["content"] == IMAGE and mask["color_space"] == GRAYSCALE and mask["range"] == [1, 2]
         assert mask["files"] == [{"name": "labels.txt", "type": VALUE_LABELS if class_map else AXIS_LABELS}]
         assert s["packed"]["labels.txt"].split() == list(names)
+        if not class_map:  # MediaPipe's ImageSegmenter names the classes and segments as edgeq-device does
+            _same_masks_in_mediapipe(seg, names, tmp_path, mediapipe_python)
+
+
+def _same_masks_in_mediapipe(model: Path, names: tuple[str, ...], tmp_path: Path, python: str) -> None:
+    from ai_edge_litert.interpreter import Interpreter
+    from edgeq_device.preprocess import load_image
+    from PIL import Image
+
+    folder = tmp_path / "images32"
+    folder.mkdir()
+    images = []
+    for k in range(3):  # the model's own size: neither side resizes
+        images.append(folder / f"{k}.png")
+        Image.open(ROOT / "datasets" / "shapes" / "val" / f"{k:04d}.png").convert("RGB").resize((32, 32)).save(images[-1])
+    theirs = _consumer(python, "segment", str(model), *map(str, images))
+    assert theirs["labels"] == list(names)
+    it = Interpreter(model_path=str(model))
+    it.allocate_tensors()
+    pre = read_metadata(model).preprocess
+    for image, mask in zip(images, theirs["masks"]):
+        it.set_tensor(it.get_input_details()[0]["index"], load_image(image, pre)[None])
+        it.invoke()
+        ours = it.get_tensor(it.get_output_details()[0]["index"])[0].argmax(-1)
+        assert len(np.unique(ours)) > 1 and (np.asarray(mask) == ours).mean() > 0.99
 
 
 def test_models_with_packed_labels_load_in_litert_and_keep_them_through_a_rewrite(digits_cnn, tmp_path: Path,
