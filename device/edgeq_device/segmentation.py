@@ -168,12 +168,23 @@ def _ranges(values: Sequence[int]) -> str:
     return ",".join(out)
 
 
-def mask_for(image: Path, masks: Path) -> Path:
-    """The mask of ``image`` in ``masks`` (same stem, ``.png`` or ``.bmp``); DataError naming ``masks`` if none."""
-    for suffix in MASK_SUFFIXES:
-        for cand in (masks / (image.stem + suffix), masks / (image.stem + suffix.upper())):
-            if cand.is_file():
-                return cand
+def mask_for(image: Path, masks: Path, label_ids: bool = False) -> Path:
+    """The mask of ``image`` in ``masks`` (same stem, ``.png`` or ``.bmp``); DataError naming ``masks`` if none.
+
+    A Cityscapes image ``X_leftImg8bit.png`` also finds ``X_gtFine_labelTrainIds.png`` or
+    ``X_gtFine_labelIds.png`` (then ``gtCoarse``), label IDs first when ``label_ids`` (they are
+    mapped: ``--label-map cityscapes``), train IDs first otherwise.
+    """
+    stems = [image.stem]
+    if image.stem.endswith("_leftImg8bit"):
+        base = image.stem[: -len("_leftImg8bit")]
+        kinds = ("labelIds", "labelTrainIds") if label_ids else ("labelTrainIds", "labelIds")
+        stems += [f"{base}_{gt}_{kind}" for gt in ("gtFine", "gtCoarse") for kind in kinds]
+    for stem in stems:
+        for suffix in MASK_SUFFIXES:
+            for cand in (masks / (stem + suffix), masks / (stem + suffix.upper())):
+                if cand.is_file():
+                    return cand
     raise DataError(f"no mask for image {image.name}", argument="masks", received=str(masks),
                     fix=f"give a class-index PNG or BMP named {image.stem}.png for every image")
 
@@ -247,7 +258,8 @@ def evaluate_segmentation(
     listing = list_image_folder(root)
     idx = sample_indices(len(listing.paths), limit, seed)
     paths = [listing.paths[int(i)] for i in idx]
-    mask_paths = [mask_for(p, mask_dir) for p in paths]  # every mask exists before any work
+    cityscapes = mapping is not None and mapping.name == "cityscapes"
+    mask_paths = [mask_for(p, mask_dir, cityscapes) for p in paths]  # every mask exists before any work
     pre = preprocess if preprocess is not None else model_preprocess(model_bytes)
     cm = np.zeros((classes, classes), np.int64)
     lock = threading.Lock()

@@ -177,8 +177,8 @@ def load_task_data(task: str, evaluation: str | os.PathLike[str], preprocess: Pr
     listing = list_image_folder(root, argument="evaluation")
     idx = sample_indices(len(listing.paths), limit, seed)
     paths = tuple(listing.paths[int(i)] for i in idx)
-    mask_paths = tuple(mask_for(p, mask_dir) for p in paths)
     mapping = load_label_map(label_map)
+    mask_paths = tuple(mask_for(p, mask_dir, mapping is not None and mapping.name == "cityscapes") for p in paths)
     for m, p in zip(mask_paths, paths):
         _read_mask(m, p, mapping)  # every mask readable and the size of its image before any work
     x = _read_images(paths, preprocess)

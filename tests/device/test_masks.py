@@ -259,3 +259,28 @@ def test_bad_masks_mappings_and_ignore_values_are_one_clear_error(shapes_set, se
     assert load_label_map({7: 0}).apply(np.array([[7, 9]])).tolist() == [[0, 9]]  # unlisted values stay
     with pytest.raises(InvalidArgumentError, match="applies to segmentation masks, not classification"):
         evaluate_task(segmenters["float32"], shapes_set["images"], task="classification", label_map="cityscapes")
+
+
+def test_cityscapes_file_names_find_their_masks(shapes_set, segmenters, tmp_path):
+    """Images named X_leftImg8bit.png find X_gtFine_labelIds.png with --label-map cityscapes and
+    X_gtFine_labelTrainIds.png without it (Cityscapes' own layout, colour masks beside them): the same truth."""
+    images, gt = tmp_path / "leftImg8bit", tmp_path / "gtFine"
+    images.mkdir()
+    gt.mkdir()
+    for k, src in enumerate(sorted(shapes_set["images"].iterdir())):
+        base = f"frankfurt_000000_{k:06d}"
+        shutil.copy(src, images / f"{base}_leftImg8bit.png")
+        shutil.copy(shapes_set["cityscapes"] / src.name, gt / f"{base}_gtFine_labelIds.png")
+        cls, edge = shapes_set["truth"][src.stem]
+        train = cls.astype(np.uint8).copy()
+        train[edge] = 255
+        train[:4] = 255
+        Image.fromarray(train).save(gt / f"{base}_gtFine_labelTrainIds.png")
+        Image.new("RGB", train.shape[::-1], (128, 64, 128)).save(gt / f"{base}_gtFine_color.png")
+    common = {"task": "segmentation", "masks": gt, "workers": 1}
+    ids = evaluate_task(segmenters["float32"], images, label_map="cityscapes", **common)
+    train_ids = evaluate_task(segmenters["float32"], images, **common)
+    assert ids.confusion == train_ids.confusion
+    truth = {f"frankfurt_000000_{k:06d}_leftImg8bit": v for k, v in enumerate(shapes_set["truth"].values())}
+    _check(ids, *_independent(segmenters["float32"], {**shapes_set, "images": images, "truth": truth},
+                              top_rows=True))
