@@ -212,6 +212,9 @@ def profile_cmd(model: str, runs: int, min_secs: float, top: int | None, seed: i
 @click.option("--label-map", type=str, metavar="cityscapes|FILE",
               help="Map the masks' values to classes first: cityscapes (label IDs to the 19 train IDs, "
                    "the rest 255) or a JSON/CSV file of value,class (segmentation).")
+@click.option("--image-list", type=str, metavar="FILE",
+              help="Evaluate only the images of DATA this file names, one a line (segmentation: Pascal VOC's "
+                   "ImageSets/Segmentation/val.txt beside JPEGImages).")
 @click.option("--num-classes", type=click.IntRange(min=1), metavar="N",
               help="Classes of the model (a segmenter's class-map output, default: the number of --labels; "
                    "detection's check of categories).")
@@ -236,7 +239,7 @@ def profile_cmd(model: str, runs: int, min_secs: float, top: int | None, seed: i
 def eval_cmd(model: str, data: str | None, task: str | None, inputs: str | None, reference: str | None,
              labels_npy: str | None, annotations: str | None, outputs_text: str | None,
              class_offset: int | None, masks: str | None, ignore_index: str | None, label_map: str | None,
-             num_classes: int | None,
+             image_list: str | None, num_classes: int | None,
              labels: str | None, limit: int | None, seed: int, workers: int | None, skip_unreadable: bool,
              predictions: str | None, quiet: bool, size: tuple[int, int] | None, color: str | None, mean: Any,
              std: Any, runtime: str | None, threads: int | None, xnnpack: bool, delegate: str | None,
@@ -263,7 +266,7 @@ def eval_cmd(model: str, data: str | None, task: str | None, inputs: str | None,
             model, data, task=task, inputs=inputs, reference=reference, labels_npy=labels_npy,
             annotations=annotations, masks=masks, outputs=outputs, class_offset=class_offset,
             ignore_index=None if ignore_index is None else parse_ignore(ignore_index, "--ignore-index"),
-            label_map=load_label_map(label_map, "--label-map"), num_classes=num_classes, predictions=predictions or None,
+            label_map=load_label_map(label_map, "--label-map"), image_list=image_list, num_classes=num_classes, predictions=predictions or None,
             overwrite=force, preprocess=preprocess, labels=labels, limit=limit, seed=seed, workers=workers,
             runtime=runtime, threads=threads, xnnpack=xnnpack, delegate=delegate,
             delegate_options=delegate_options, skip_unreadable=skip_unreadable, keep_predictions=keep,

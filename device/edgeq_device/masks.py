@@ -11,6 +11,8 @@
   row is skipped). Values a mapping does not list keep their value.
 - Ignore values: one (``255``), several (``"255,254"``), ranges (``"250-255"``), or none
   (``"none"``): :func:`parse_ignore`.
+- Which images: Pascal VOC keeps every image in ``JPEGImages`` and lists those with masks in
+  ``ImageSets/Segmentation/val.txt`` (one name a line, no extension): :func:`read_image_list`.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from PIL import Image
 from .errors import DataError, InvalidArgumentError
 
 __all__ = ["CITYSCAPES_CLASSES", "CITYSCAPES_TRAIN_IDS", "IgnoreLike", "LabelMap", "LabelMapLike",
-           "counted_pixels", "load_label_map", "parse_ignore", "read_mask"]
+           "counted_pixels", "load_label_map", "parse_ignore", "read_image_list", "read_mask"]
 
 #: Cityscapes label ID -> train ID (cityscapesScripts ``labels.py``); labels not trained on -> 255.
 CITYSCAPES_TRAIN_IDS: dict[int, int] = {
@@ -170,6 +172,25 @@ def read_mask(path: str | os.PathLike[str], label_map: LabelMap | None = None) -
         raise DataError(f"cannot read mask: {exc}", argument="masks", received=str(path),
                         fix="give PNG or BMP class-index images") from exc
     return label_map.apply(mask) if label_map is not None else mask
+
+
+def read_image_list(path: str | os.PathLike[str], argument: str = "image_list") -> tuple[str, ...]:
+    """The image names of a list file (one a line, with or without extension; blank lines skipped), as stems.
+
+    Raises:
+        DataError: the file cannot be read or lists nothing.
+    """
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot read the image list: {exc}", argument=argument, received=str(path),
+                        fix="give a text file of image names, one a line (VOC's ImageSets/Segmentation/val.txt)") \
+            from None
+    names = tuple(Path(line.strip()).stem for line in lines if line.strip())
+    if not names:
+        raise DataError("the image list is empty", argument=argument, received=str(path),
+                        fix="list one image name a line")
+    return names
 
 
 def counted_pixels(mask: np.ndarray, ignore: Sequence[int]) -> np.ndarray:

@@ -28,7 +28,15 @@ from .evaluation import model_preprocess
 from .flatbuffer import ModelSource, load_model_bytes, read_flat_model
 from .images import list_image_folder
 from .inference_pool import ProgressCallback
-from .masks import IgnoreLike, LabelMapLike, counted_pixels, load_label_map, parse_ignore, read_mask
+from .masks import (
+    IgnoreLike,
+    LabelMapLike,
+    counted_pixels,
+    load_label_map,
+    parse_ignore,
+    read_image_list,
+    read_mask,
+)
 from .metadata import read_metadata
 from .preprocess import Preprocess, load_image
 from .report_json import JsonResult
@@ -196,6 +204,7 @@ def evaluate_segmentation(
     *,
     ignore_index: IgnoreLike = 255,
     label_map: LabelMapLike = None,
+    image_list: str | os.PathLike[str] | None = None,
     num_classes: int | None = None,
     class_names: Sequence[str] | None = None,
     preprocess: Preprocess | None = None,
@@ -218,6 +227,8 @@ def evaluate_segmentation(
             None: every value counts.
         label_map: applied to every mask's values first: ``"cityscapes"`` (label IDs -> train
             IDs), a JSON/CSV file or a dict (see :mod:`edgeq_device.masks`).
+        image_list: a file naming the images of ``data`` to evaluate, one a line (Pascal VOC's
+            ``ImageSets/Segmentation/val.txt`` beside ``JPEGImages``); default: every image.
         num_classes: classes of a class-map output (default: the number of ``class_names``,
             the model's labels, or the label map's classes; for score outputs, the last axis).
         class_names: names of the classes (default: the model's labels, the label map's
@@ -256,8 +267,18 @@ def evaluate_segmentation(
         raise DataError("no such folder", argument="masks", received=str(mask_dir),
                         fix="give the folder of class-index masks")
     listing = list_image_folder(root)
-    idx = sample_indices(len(listing.paths), limit, seed)
-    paths = [listing.paths[int(i)] for i in idx]
+    chosen = list(listing.paths)
+    if image_list is not None:
+        wanted = read_image_list(image_list)
+        by_stem = {p.stem: p for p in chosen}
+        missing = [n for n in wanted if n not in by_stem]
+        if missing:
+            raise DataError(f"{len(missing)} listed image(s) not in {root}, the first {missing[0]!r}",
+                            argument="image_list", received=str(image_list),
+                            fix="give the folder of the listed images as DATA (VOC's JPEGImages)")
+        chosen = [by_stem[n] for n in dict.fromkeys(wanted)]
+    idx = sample_indices(len(chosen), limit, seed)
+    paths = [chosen[int(i)] for i in idx]
     cityscapes = mapping is not None and mapping.name == "cityscapes"
     mask_paths = [mask_for(p, mask_dir, cityscapes) for p in paths]  # every mask exists before any work
     pre = preprocess if preprocess is not None else model_preprocess(model_bytes)

@@ -143,6 +143,7 @@ def evaluate_task(
     class_offset: int | None = None,
     ignore_index: IgnoreLike = None,
     label_map: LabelMapLike = None,
+    image_list: str | os.PathLike[str] | None = None,
     num_classes: int | None = None,
     predictions: str | os.PathLike[str] | None = None,
     overwrite: bool = False,
@@ -156,8 +157,9 @@ def evaluate_task(
     classification of image folders also takes ``labels``, ``skip_unreadable`` and
     ``keep_predictions`` (see :func:`edgeq_device.evaluate`); segmentation takes ``labels``
     (class names, or a file of them; their number is the class count of a class-map output),
-    ``ignore_index`` (one value, several or a range: ``"250-255"``) and ``label_map``
-    (``"cityscapes"`` or a JSON/CSV file; see :mod:`edgeq_device.masks`). Settings the
+    ``ignore_index`` (one value, several or a range: ``"250-255"``), ``label_map``
+    (``"cityscapes"`` or a JSON/CSV file; see :mod:`edgeq_device.masks`) and ``image_list``
+    (the images of ``data`` to evaluate, as VOC's ``ImageSets/Segmentation/val.txt``). Settings the
     model's metadata records (``class_offset``, ``ignore_index``, ``num_classes``,
     ``outputs``) apply where the argument is None.
 
@@ -186,6 +188,9 @@ def evaluate_task(
         raise InvalidArgumentError(f"a label map applies to segmentation masks, not {name}", argument="label_map",
                                    received=getattr(label_map, "name", str(label_map)),
                                    fix="leave it out for this task")
+    if image_list is not None and name != "segmentation":
+        raise InvalidArgumentError(f"an image list chooses segmentation images, not {name}'s",
+                                   argument="image_list", received=str(image_list), fix="leave it out for this task")
     if name == "fidelity":
         _need(inputs, "--inputs (inputs=)", name)
         _need(reference, "--reference (reference=)", name)
@@ -215,5 +220,5 @@ def evaluate_task(
     ignore = ignore_index if ignore_index is not None else settings.get("ignore_index", 255)
     given = common.get("labels")
     names = None if not given else read_labels(given) if isinstance(given, (str, os.PathLike)) else tuple(given)
-    return evaluate_segmentation(source, data, masks, ignore_index=ignore, label_map=label_map,
+    return evaluate_segmentation(source, data, masks, ignore_index=ignore, label_map=label_map, image_list=image_list,
                                  num_classes=n_classes, class_names=names, preprocess=preprocess, **task_common)

@@ -284,3 +284,28 @@ def test_cityscapes_file_names_find_their_masks(shapes_set, segmenters, tmp_path
     truth = {f"frankfurt_000000_{k:06d}_leftImg8bit": v for k, v in enumerate(shapes_set["truth"].values())}
     _check(ids, *_independent(segmenters["float32"], {**shapes_set, "images": images, "truth": truth},
                               top_rows=True))
+
+
+def test_voc_layout_evaluates_the_listed_images(cli, shapes_set, segmenters, tmp_path):
+    """JPEGImages holds more images than SegmentationClass has masks; ImageSets/Segmentation/val.txt names
+    the ones to score (--image-list)."""
+    jpeg = tmp_path / "JPEGImages"
+    jpeg.mkdir()
+    for src in shapes_set["images"].iterdir():
+        shutil.copy(src, jpeg / src.name)
+    for extra in ("2007_000001.png", "2007_000002.png"):  # no masks: detection-only images
+        Image.new("RGB", (96, 96), (10, 20, 30)).save(jpeg / extra)
+    listed = tmp_path / "val.txt"
+    listed.write_text("".join(f"{p.stem}\n" for p in sorted(shapes_set["images"].iterdir())))
+    args = ("eval", segmenters["float32"], jpeg, "--task", "segmentation", "--masks", shapes_set["voc"], "-q")
+    proc = cli(*args)
+    assert proc.returncode == 2 and "no mask for image 2007_000001.png" in proc.stderr
+    out = tmp_path / "r.json"
+    proc = cli(*args, "--image-list", listed, "--json", out)
+    assert proc.returncode == 0, proc.stderr
+    r = SegmentationResult.from_json(out.read_text())
+    assert r.images == N
+    _check(r, *_independent(segmenters["float32"], shapes_set))
+    listed.write_text("2008_999999\n")
+    proc = cli(*args, "--image-list", listed)
+    assert proc.returncode == 2 and "'2008_999999'" in proc.stderr and "Traceback" not in proc.stderr
