@@ -124,6 +124,22 @@ def test_cli_convert_records_the_task(tmp_path: Path) -> None:
     assert meta.task_settings == {"class_offset": 1, "num_classes": 3}
 
 
+def test_cli_convert_records_several_ignore_values(tmp_path: Path) -> None:
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((16, 16, 3), name="image")
+    model = tmp_path / "seg.keras"
+    keras.Model(inp, keras.layers.Conv2D(3, 1, activation="softmax")(inp)).save(model)
+    for given, recorded in (("250-252,255", [250, 251, 252, 255]), ("255", 255), ("none", None)):
+        out = tmp_path / f"seg-{given}.tflite"
+        code, _, err = _cli("convert", model, "--mode", "float32", "--task", "segmentation", "--ignore-index", given,
+                            "-o", out)
+        assert code == 0, err
+        assert read_metadata(out).task_settings == {"ignore_index": recorded}
+    line = _one_line("convert", model, "--mode", "float32", "--task", "segmentation", "--ignore-index", "x",
+                     "-o", tmp_path / "bad.tflite")
+    assert "--ignore-index" in line
+
+
 def test_cli_convert_bad_task_options_are_one_line(tmp_path: Path) -> None:
     model = tmp_path / "det.keras"
     _tiny_detector(named=False).save(model)
