@@ -140,9 +140,7 @@ class _Writer:
 
 
 def _per_channel(values: tuple[float, ...], channels: int) -> list[float]:
-    """One value when every channel has the same (MediaPipe takes no other), else one per channel."""
-    out = [float(v) for v in values] if len(values) == channels else [float(values[0])] * channels
-    return out[:1] if len(set(out)) == 1 else out
+    return [float(v) for v in values] if len(values) == channels else [float(values[0])] * channels
 
 
 def _input(w: _Writer, flat: FlatModel, index: int, meta: EdgeqMetadata) -> int:
@@ -155,9 +153,10 @@ def _input(w: _Writer, flat: FlatModel, index: int, meta: EdgeqMetadata) -> int:
     mean, std = _per_channel(pre.mean, channels), _per_channel(pre.std, channels)
     stats: tuple[list[float], list[float]] | None = None
     if tensor.dtype.upper() == "FLOAT32":
-        n = max(len(mean), len(std))
-        pairs = list(zip(mean * n if len(mean) == 1 else mean, std * n if len(std) == 1 else std))
-        stats = ([(0.0 - m) / s for m, s in pairs], [(255.0 - m) / s for m, s in pairs])
+        stats = ([(0.0 - m) / s for m, s in zip(mean, std)], [(255.0 - m) / s for m, s in zip(mean, std)])
+    if len(set(mean)) == 1 and len(set(std)) == 1:  # one value each (MediaPipe takes no other)
+        mean, std = mean[:1], std[:1]
+        stats = None if stats is None else (stats[0][:1], stats[1][:1])
     elif tensor.dtype.upper() == "UINT8":
         stats = ([0.0], [255.0])
     # The schema's images are NHWC; a channels-first input keeps its normalization as a plain feature.

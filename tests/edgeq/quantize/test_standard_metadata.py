@@ -114,6 +114,12 @@ def test_what_is_written_follows_the_recorded_preprocessing(digits_cnn, mnist_tr
     assert r["inputs"][0]["mean"] == [120.0, 127.5, 130.0] and r["inputs"][0]["std"] == [60.0, 127.5, 70.0]
     assert (r["inputs"][0]["min"], r["inputs"][0]["max"]) == ([0.0], [255.0])
     assert r["outputs"][0]["files"] == [] and r["packed"] == {}
+    half = tmp_path / "half.tflite"  # a per-channel mean with one std: both written per channel, as the schema pairs them
+    edgeq.convert(_rgb_digits(digits_cnn), "float32", preprocess=Preprocess(size=(28, 28), color="rgb",
+                                                                           mean=(0, 10, 20), std=255)).save(half)
+    h = _consumer(mediapipe_python, "read", str(half))["inputs"][0]
+    assert h["mean"] == [0.0, 10.0, 20.0] and h["std"] == [255.0] * 3
+    assert h["min"] == pytest.approx([0.0, -10 / 255, -20 / 255]) and h["max"] == pytest.approx([1.0, 245 / 255, 235 / 255])
     for entries in (g["entries"], r["entries"]):
         assert {"TFLITE_METADATA", "edgeq"} <= set(entries)
 
