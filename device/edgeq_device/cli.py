@@ -32,6 +32,7 @@ from .eval_options import EvalOptions
 from .eval_result import EvalResult
 from .evaluation import format_eval, model_preprocess
 from .info import format_info, model_info
+from .masks import load_label_map, parse_ignore
 from .profile import ProfileParams, format_profile, profile_model
 from .report_json import JsonResult
 from .runtime import RUNTIME_NAMES
@@ -204,15 +205,25 @@ def profile_cmd(model: str, runs: int, min_secs: float, top: int | None, seed: i
 @click.option("--class-offset", type=int, metavar="N",
               help="Category id = model class + N (detection; default: the model's metadata, else 1).")
 @click.option("--masks", type=str, metavar="DIR",
-              help="Class-index PNG/BMP masks named like the images in DATA (segmentation).")
-@click.option("--ignore-index", type=int, metavar="N",
-              help="Mask value that counts nowhere (segmentation; default: the model's metadata, else 255).")
+              help="Class-index PNG/BMP masks named like the images in DATA (segmentation): grayscale, or "
+                   "palette PNGs as Pascal VOC's (255 = void).")
+@click.option("--ignore-index", type=str, metavar="N[,N|LOW-HIGH]",
+              help="Mask values that count nowhere: one, several (255,254), a range (250-255) or none "
+                   "(segmentation; default: the model's metadata, else 255).")
+@click.option("--label-map", type=str, metavar="cityscapes|FILE",
+              help="Map the masks' values to classes first: cityscapes (label IDs to the 19 train IDs, "
+                   "the rest 255) or a JSON/CSV file of value,class (segmentation).")
+@click.option("--image-list", type=str, metavar="FILE",
+              help="Evaluate only the images of DATA this file names, one a line (segmentation: Pascal VOC's "
+                   "ImageSets/Segmentation/val.txt beside JPEGImages).")
 @click.option("--num-classes", type=click.IntRange(min=1), metavar="N",
-              help="Classes of the model (a segmenter's class-map output; detection's check of categories).")
+              help="Classes of the model (a segmenter's class-map output, default: the number of --labels; "
+                   "detection's check of categories).")
 @click.option("--labels", type=str, metavar="FILE",
               help="Class names, one per line in output order; a class folder is the output of its name "
                    "(default: the model's metadata, else integer folder names are their output and other "
-                   "names are numbered in sorted order, as Keras does; empty folders count).")
+                   "names are numbered in sorted order, as Keras does; empty folders count). Segmentation: "
+                   "the names of the mask classes.")
 @click.option("--limit", type=click.IntRange(min=1), metavar="N",
               help="Evaluate a seeded random sample of N images.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the --limit sample.")
@@ -228,7 +239,8 @@ def profile_cmd(model: str, runs: int, min_secs: float, top: int | None, seed: i
 @_output_options
 def eval_cmd(model: str, data: str | None, task: str | None, inputs: str | None, reference: str | None,
              labels_npy: str | None, annotations: str | None, outputs_text: str | None,
-             class_offset: int | None, masks: str | None, ignore_index: int | None, num_classes: int | None,
+             class_offset: int | None, masks: str | None, ignore_index: str | None, label_map: str | None,
+             image_list: str | None, num_classes: int | None,
              labels: str | None, limit: int | None, seed: int, workers: int | None, skip_unreadable: bool,
              predictions: str | None, quiet: bool, size: tuple[int, int] | None, color: str | None, mean: Any,
              std: Any, runtime: str | None, threads: int | None, xnnpack: bool, delegate: str | None,
@@ -254,9 +266,10 @@ def eval_cmd(model: str, data: str | None, task: str | None, inputs: str | None,
         result = evaluate_task(
             model, data, task=task, inputs=inputs, reference=reference, labels_npy=labels_npy,
             annotations=annotations, masks=masks, outputs=outputs, class_offset=class_offset,
-            ignore_index=ignore_index, num_classes=num_classes, predictions=predictions or None,
-            overwrite=force, preprocess=preprocess, labels=labels, skip_unreadable=skip_unreadable,
-            keep_predictions=keep, options=EvalOptions(
+            ignore_index=None if ignore_index is None else parse_ignore(ignore_index, "--ignore-index"),
+            label_map=load_label_map(label_map, "--label-map"), image_list=image_list, num_classes=num_classes,
+            predictions=predictions or None, overwrite=force, preprocess=preprocess, labels=labels,
+            skip_unreadable=skip_unreadable, keep_predictions=keep, options=EvalOptions(
                 limit=limit, seed=seed, workers=workers, runtime=runtime, threads=threads, xnnpack=xnnpack,
                 delegate=delegate, delegate_options=delegate_options, progress=not quiet))
     for w in caught:  # e.g. empty class folders: one line each, no source location

@@ -3,8 +3,9 @@
 :func:`confusion_matrix`, :func:`class_map` and :func:`segmentation_scores` work on
 raw arrays (the host reuses them); :func:`evaluate_segmentation` runs a folder of
 images through the pooled task loop against a folder of class-index masks
-(PNG/BMP, named like the images). A prediction is resized to its mask with
-nearest-neighbour; pixels of ``ignore_index`` count nowhere.
+(PNG/BMP, named like the images; palette PNGs as Pascal VOC's, label IDs mapped to
+classes as Cityscapes' — see :mod:`edgeq_device.masks`). A prediction is resized to its
+mask with nearest-neighbour; pixels of the ignored values count nowhere.
 """
 
 from __future__ import annotations
@@ -22,11 +23,20 @@ import numpy as np
 from PIL import Image
 
 from ._version import __version__
-from .errors import DataError
+from .errors import DataError, LabelMismatchError
 from .eval_options import EvalKeywords, EvalOptions
 from .evaluation import model_preprocess
 from .flatbuffer import ModelSource, load_model_bytes, read_flat_model
 from .images import list_image_folder
+from .masks import (
+    IgnoreLike,
+    LabelMapLike,
+    counted_pixels,
+    load_label_map,
+    parse_ignore,
+    read_image_list,
+    read_mask,
+)
 from .metadata import read_metadata
 from .preprocess import Preprocess, load_image
 from .report_json import JsonResult
@@ -68,11 +78,12 @@ def resize_nearest(pred: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return np.asarray(img.resize((shape[1], shape[0]), _NEAREST), np.int64)
 
 
-def confusion_matrix(pred: np.ndarray, mask: np.ndarray, classes: int, ignore_index: int | None = 255) -> np.ndarray:
-    """``[classes, classes]`` pixel counts, rows the mask's class, columns the predicted; ignored pixels left out."""
+def confusion_matrix(pred: np.ndarray, mask: np.ndarray, classes: int, ignore_index: IgnoreLike = 255) -> np.ndarray:
+    """``[classes, classes]`` pixel counts, rows the mask's class, columns the predicted; pixels of the ignored
+    values (one, several or a range: :func:`edgeq_device.masks.parse_ignore`) left out."""
     m = np.asarray(mask, np.int64).ravel()
     p = np.asarray(pred, np.int64).ravel()
-    keep = m != ignore_index if ignore_index is not None else np.ones(m.shape, bool)
+    keep = counted_pixels(m, parse_ignore(ignore_index))
     m, p = m[keep], p[keep]
     return np.bincount(m * classes + p, minlength=classes * classes).reshape(classes, classes)
 
@@ -110,6 +121,7 @@ class SegmentationResult(JsonResult):
     masks: str
     images: int
     classes: int
+    #: the highest ignored mask value (None: none); all of them are in ``ignore``
     ignore_index: int | None
     miou: float
     pixel_accuracy: float
@@ -127,6 +139,10 @@ class SegmentationResult(JsonResult):
     edgeq_device_version: str
     limit: int | None = None
     seed: int = 0
+    #: every mask value that counts nowhere
+    ignore: tuple[int, ...] = ()
+    #: the mapping applied to the masks' values (``"cityscapes"`` or its file), None if none
+    label_map: str | None = None
 
     def __str__(self) -> str:
         """The text ``edgeq-device eval`` prints (:func:`format_segmentation`)."""
@@ -136,7 +152,9 @@ class SegmentationResult(JsonResult):
 def format_segmentation(r: SegmentationResult, max_classes: int = 30) -> str:
     """mIoU, pixel accuracy and the IoU of each class present."""
     lines = [f"model      {r.model or '<bytes>'}" + (f" ({r.mode})" if r.mode else ""),
-             f"data       {r.data}: {r.images} images, masks {r.masks}",
+             f"data       {r.data}: {r.images} images, masks {r.masks}"
+             + (f" mapped by {r.label_map}" if r.label_map else "")
+             + (f", ignoring {_ranges(r.ignore)}" if r.ignore else ""),
              f"runtime    {r.runtime} {r.runtime_version}" + (f", {r.delegate}" if r.delegate else "")
              + f", {r.workers} workers, {r.images_per_second:.1f} images/s",
              f"mIoU       {r.miou:.4f}  (mean over the {sum(c.iou is not None for c in r.per_class)} classes "
@@ -150,26 +168,36 @@ def format_segmentation(r: SegmentationResult, max_classes: int = 30) -> str:
     return "\n".join(lines)
 
 
-def mask_for(image: Path, masks: Path) -> Path:
-    """The mask of ``image`` in ``masks`` (same stem, ``.png`` or ``.bmp``); DataError naming ``masks`` if none."""
-    for suffix in MASK_SUFFIXES:
-        for cand in (masks / (image.stem + suffix), masks / (image.stem + suffix.upper())):
-            if cand.is_file():
-                return cand
+def _ranges(values: Sequence[int]) -> str:
+    """``(250, 251, 252, 255)`` -> ``"250-252,255"``."""
+    out: list[str] = []
+    for v in sorted(values):
+        if out and out[-1].split("-")[-1] == str(v - 1):
+            out[-1] = f"{out[-1].split('-')[0]}-{v}"
+        else:
+            out.append(str(v))
+    return ",".join(out)
+
+
+def mask_for(image: Path, masks: Path, label_ids: bool = False) -> Path:
+    """The mask of ``image`` in ``masks`` (same stem, ``.png`` or ``.bmp``); DataError naming ``masks`` if none.
+
+    A Cityscapes image ``X_leftImg8bit.png`` also finds ``X_gtFine_labelTrainIds.png`` or
+    ``X_gtFine_labelIds.png`` (then ``gtCoarse``), label IDs first when ``label_ids`` (they are
+    mapped: ``--label-map cityscapes``), train IDs first otherwise.
+    """
+    stems = [image.stem]
+    if image.stem.endswith("_leftImg8bit"):
+        base = image.stem[: -len("_leftImg8bit")]
+        kinds = ("labelIds", "labelTrainIds") if label_ids else ("labelTrainIds", "labelIds")
+        stems += [f"{base}_{gt}_{kind}" for gt in ("gtFine", "gtCoarse") for kind in kinds]
+    for stem in stems:
+        for suffix in MASK_SUFFIXES:
+            for cand in (masks / (stem + suffix), masks / (stem + suffix.upper())):
+                if cand.is_file():
+                    return cand
     raise DataError(f"no mask for image {image.name}", argument="masks", received=str(masks),
                     fix=f"give a class-index PNG or BMP named {image.stem}.png for every image")
-
-
-def _read_mask(path: Path) -> np.ndarray:
-    try:
-        with Image.open(path) as im:
-            if im.mode not in ("L", "P", "I", "I;16"):
-                raise DataError(f"a mask holds one class index per pixel; this one is {im.mode}", argument="masks",
-                                received=str(path), fix="save masks as 8-bit single-channel (L or P) images")
-            return np.asarray(im, np.int64)
-    except OSError as exc:
-        raise DataError("cannot read mask", argument="masks", received=str(path),
-                        fix="give PNG or BMP class-index images") from exc
 
 
 def evaluate_segmentation(
@@ -177,7 +205,9 @@ def evaluate_segmentation(
     data: str | os.PathLike[str],
     masks: str | os.PathLike[str],
     *,
-    ignore_index: int | None = 255,
+    ignore_index: IgnoreLike = 255,
+    label_map: LabelMapLike = None,
+    image_list: str | os.PathLike[str] | None = None,
     num_classes: int | None = None,
     class_names: Sequence[str] | None = None,
     preprocess: Preprocess | None = None,
@@ -189,10 +219,16 @@ def evaluate_segmentation(
     Args:
         data: a folder of images; ``masks``: a folder of class-index PNG/BMP, one per image,
             named like it (``a.jpg`` → ``a.png``), each the size of its image.
-        ignore_index: mask value that counts nowhere (None: every value counts).
-        num_classes: classes of a class-map output (default: the model's labels; for score
-            outputs, the last axis).
-        class_names: names of the classes (default: the model's labels, else their numbers).
+        ignore_index: mask values that count nowhere: one, several or a range (``"250-255"``);
+            None: every value counts.
+        label_map: applied to every mask's values first: ``"cityscapes"`` (label IDs -> train
+            IDs), a JSON/CSV file or a dict (see :mod:`edgeq_device.masks`).
+        image_list: a file naming the images of ``data`` to evaluate, one a line (Pascal VOC's
+            ``ImageSets/Segmentation/val.txt`` beside ``JPEGImages``); default: every image.
+        num_classes: classes of a class-map output (default: the number of ``class_names``,
+            the model's labels, or the label map's classes; for score outputs, the last axis).
+        class_names: names of the classes (default: the model's labels, the label map's
+            class names, else their numbers).
         options, keywords: the evaluation keywords (``limit``, ``seed``, ``workers``, ``runtime``,
             ``threads``, ``xnnpack``, ``delegate``, ``delegate_options``, ``progress``), as keywords or one
             :class:`~edgeq_device.eval_options.EvalOptions` (see :mod:`edgeq_device.eval_options`).
@@ -200,6 +236,7 @@ def evaluate_segmentation(
     Raises:
         DataError: a missing mask, a mask of another size than its image, mask classes beyond
             the model's classes, an output that is not a class map or scores.
+        LabelMismatchError: ``class_names`` that do not number the model's classes.
     """
     opts = EvalOptions.of(options, **keywords)
     limit, seed = opts.limit, opts.seed
@@ -210,7 +247,10 @@ def evaluate_segmentation(
     meta = read_metadata(model_bytes)
     out_t = flat.main.tensors[flat.io_order("outputs")[0]]
     shape = tuple(int(d) for d in out_t.shape)
-    labels = tuple(class_names) if class_names else (meta.labels if meta is not None and meta.labels else None)
+    ignore = parse_ignore(ignore_index)
+    mapping = load_label_map(label_map)
+    labels = tuple(class_names) if class_names else (meta.labels if meta is not None and meta.labels else None) \
+        or (mapping.class_names if mapping is not None else None)  # a class map's count, else names if they fit
     if len(shape) == 4 and shape[-1] > 1:
         classes = shape[-1]
     elif num_classes is not None or labels:
@@ -218,16 +258,31 @@ def evaluate_segmentation(
     else:
         raise DataError(f"the output {shape} is a class map and the model carries no labels, so the number "
                         "of classes is unknown", argument="num_classes",
-                        fix="give --num-classes N (num_classes=N)")
+                        fix="give --num-classes N (num_classes=N) or --labels FILE (class_names=)")
+    if class_names and len(class_names) != classes:
+        raise LabelMismatchError(f"{len(class_names)} class names for a model with {classes} classes",
+                                 argument="labels", received=len(class_names),
+                                 fix=f"give {classes} names, one a line in class order")
     names = list(labels) if labels and len(labels) == classes else [str(c) for c in range(classes)]
     root, mask_dir = Path(os.fspath(data)), Path(os.fspath(masks))
     if not mask_dir.is_dir():
         raise DataError("no such folder", argument="masks", received=str(mask_dir),
                         fix="give the folder of class-index masks")
     listing = list_image_folder(root)
-    idx = sample_indices(len(listing.paths), limit, seed)
-    paths = [listing.paths[int(i)] for i in idx]
-    mask_paths = [mask_for(p, mask_dir) for p in paths]  # every mask exists before any work
+    chosen = list(listing.paths)
+    if image_list is not None:
+        wanted = read_image_list(image_list)
+        by_stem = {p.stem: p for p in chosen}
+        missing = [n for n in wanted if n not in by_stem]
+        if missing:
+            raise DataError(f"{len(missing)} listed image(s) not in {root}, the first {missing[0]!r}",
+                            argument="image_list", received=str(image_list),
+                            fix="give the folder of the listed images as DATA (VOC's JPEGImages)")
+        chosen = [by_stem[n] for n in dict.fromkeys(wanted)]
+    idx = sample_indices(len(chosen), limit, seed)
+    paths = [chosen[int(i)] for i in idx]
+    cityscapes = mapping is not None and mapping.name == "cityscapes"
+    mask_paths = [mask_for(p, mask_dir, cityscapes) for p in paths]  # every mask exists before any work
     pre = preprocess if preprocess is not None else model_preprocess(model_bytes)
     cm = np.zeros((classes, classes), np.int64)
     lock = threading.Lock()
@@ -236,24 +291,26 @@ def evaluate_segmentation(
         return [load_image(paths[i], pre)[None]]
 
     def reduce(i: int, outs: list[np.ndarray]) -> None:
-        mask = _read_mask(mask_paths[i])
+        mask = read_mask(mask_paths[i], mapping)
         with Image.open(paths[i]) as im:
             size = im.size
         if mask.shape != (size[1], size[0]):
             raise DataError(f"mask is {mask.shape[1]}x{mask.shape[0]}, its image {paths[i].name} "
                             f"{size[0]}x{size[1]}", argument="masks", received=str(mask_paths[i]),
                             fix="give each mask the size of its image")
-        counted = mask[mask != ignore_index] if ignore_index is not None else mask
+        counted = mask[counted_pixels(mask, ignore)]
         if counted.size and (counted.min() < 0 or counted.max() >= classes):
-            raise DataError(f"mask holds class {int(counted.max())}, the model has {classes} classes "
+            bad = int(counted.max()) if counted.max() >= classes else int(counted.min())
+            raise DataError(f"mask holds class {bad}, the model has {classes} classes "
                             f"(0..{classes - 1})", argument="masks", received=str(mask_paths[i]),
-                            fix=f"give masks of classes 0..{classes - 1}, or mark unlabeled pixels "
-                                f"{ignore_index if ignore_index is not None else 255} (--ignore-index)")
+                            fix=f"give masks of classes 0..{classes - 1}: map label IDs to classes "
+                                "(--label-map cityscapes or FILE) or ignore the value (--ignore-index, "
+                                f"now {_ranges(ignore) or 'none'})")
         pred = resize_nearest(class_map(outs[0]), mask.shape)
         if pred.size and (pred.min() < 0 or pred.max() >= classes):
             raise DataError(f"the model predicts class {int(pred.max())}, beyond its {classes} classes",
                             argument="num_classes", received=classes, fix="give the model's number of classes")
-        counts = confusion_matrix(pred, mask, classes, ignore_index)
+        counts = confusion_matrix(pred, mask, classes, ignore)
         with lock:
             cm[...] += counts
 
@@ -268,9 +325,10 @@ def evaluate_segmentation(
     return SegmentationResult(
         model=path, model_sha256=hashlib.sha256(model_bytes).hexdigest(),
         mode=meta.mode if meta is not None else None, data=str(root), masks=str(mask_dir), images=len(paths),
-        classes=classes, ignore_index=ignore_index, miou=miou, pixel_accuracy=acc,
+        classes=classes, ignore_index=ignore[-1] if ignore else None, miou=miou, pixel_accuracy=acc,
         per_class=tuple(ClassIoU(n, v, int(cm[c].sum())) for c, (n, v) in enumerate(zip(names, ious))),
         confusion=tuple(tuple(int(v) for v in row) for row in cm), seconds=seconds,
         images_per_second=len(paths) / seconds if seconds > 0 else 0.0, workers=n_workers, runtime=rt.name,
         runtime_version=rt.version, delegate=delegate, preprocess=pre, board=board_info(), started=started,
-        edgeq_device_version=__version__, limit=limit, seed=seed)
+        edgeq_device_version=__version__, limit=limit, seed=seed, ignore=ignore,
+        label_map=None if mapping is None else mapping.name)

@@ -23,10 +23,11 @@ from .detection_eval import DetectionResult, evaluate_detection
 from .errors import DataError, InvalidArgumentError
 from .eval_options import EvalKeywords, EvalOptions
 from .eval_result import ClassScore, EvalResult
-from .evaluation import LabelsLike, evaluate, model_preprocess, output_classes, top_k_hits
+from .evaluation import LabelsLike, evaluate, model_preprocess, output_classes, read_labels, top_k_hits
 from .fidelity import FidelityResult, evaluate_fidelity
 from .flatbuffer import ModelSource, load_model_bytes, read_flat_model
 from .inference_pool import predict_arrays, resolve_workers
+from .masks import IgnoreLike, LabelMapLike
 from .metadata import read_metadata
 from .preprocess import Preprocess
 from .report_json import JsonResult
@@ -146,7 +147,9 @@ def evaluate_task(
     masks: str | os.PathLike[str] | None = None,
     outputs: Mapping[str, str] | None = None,
     class_offset: int | None = None,
-    ignore_index: int | None = None,
+    ignore_index: IgnoreLike = None,
+    label_map: LabelMapLike = None,
+    image_list: str | os.PathLike[str] | None = None,
     num_classes: int | None = None,
     class_names: Sequence[str] | None = None,
     predictions: str | os.PathLike[str] | None = None,
@@ -164,9 +167,13 @@ def evaluate_task(
     ``threads``, ``xnnpack``, ``delegate``, ``delegate_options``, ``progress``), as keywords or
     one ``options`` (:mod:`edgeq_device.eval_options`); classification of image folders also
     takes ``labels``, ``skip_unreadable`` and ``keep_predictions`` (see
-    :func:`edgeq_device.evaluate`). Settings the model's metadata
-    records (``class_offset``, ``ignore_index``, ``num_classes``, ``outputs``) apply where
-    the argument is None; ``class_names`` names a segmenter's classes.
+    :func:`edgeq_device.evaluate`); segmentation takes ``labels`` (class names, or a file of
+    them; their number is the class count of a class-map output) or ``class_names``,
+    ``ignore_index`` (one value, several or a range: ``"250-255"``), ``label_map``
+    (``"cityscapes"`` or a JSON/CSV file; see :mod:`edgeq_device.masks`) and ``image_list``
+    (the images of ``data`` to evaluate, as VOC's ``ImageSets/Segmentation/val.txt``). Settings
+    the model's metadata records (``class_offset``, ``ignore_index``, ``num_classes``,
+    ``outputs``) apply where the argument is None.
 
     Returns:
         An :class:`EvalResult`, :class:`DetectionResult`, :class:`SegmentationResult` or
@@ -179,6 +186,8 @@ def evaluate_task(
     source = model if isinstance(model, (str, os.PathLike)) else model_bytes
     opts = EvalOptions.of(options, **keywords)
     image = {"labels": labels, "skip_unreadable": skip_unreadable, "keep_predictions": keep_predictions}
+    if name == "segmentation":
+        del image["labels"]  # a segmenter's class names
     if name != "classification" and any(image.values()):
         used = [k for k, v in image.items() if v]
         raise InvalidArgumentError(f"{', '.join(used)} apply to classification only", argument=used[0],
@@ -188,6 +197,13 @@ def evaluate_task(
                                    received=str(predictions),
                                    fix="for classification give --predictions alone (keep_predictions=True): "
                                        "each image's prediction goes into --json")
+    if label_map is not None and name != "segmentation":
+        raise InvalidArgumentError(f"a label map applies to segmentation masks, not {name}", argument="label_map",
+                                   received=getattr(label_map, "name", str(label_map)),
+                                   fix="leave it out for this task")
+    if image_list is not None and name != "segmentation":
+        raise InvalidArgumentError(f"an image list chooses segmentation images, not {name}'s",
+                                   argument="image_list", received=str(image_list), fix="leave it out for this task")
     if name == "fidelity":
         _need(inputs, "--inputs (inputs=)", name)
         _need(reference, "--reference (reference=)", name)
@@ -216,5 +232,7 @@ def evaluate_task(
     _need(masks, "--masks (masks=)", name)
     assert masks is not None
     ignore = ignore_index if ignore_index is not None else settings.get("ignore_index", 255)
-    return evaluate_segmentation(source, data, masks, ignore_index=ignore, num_classes=n_classes,
-                                 class_names=class_names, preprocess=preprocess, options=opts)
+    names = class_names if class_names else None if not labels else (
+        read_labels(labels) if isinstance(labels, (str, os.PathLike)) else tuple(str(n) for n in labels))
+    return evaluate_segmentation(source, data, masks, ignore_index=ignore, label_map=label_map, image_list=image_list,
+                                 num_classes=n_classes, class_names=names, preprocess=preprocess, options=opts)

@@ -11,6 +11,7 @@ from edgeq_device.clikit import Choice, ChoiceList, flatten_choices
 from edgeq_device.detection import parse_outputs_option
 from edgeq_device.fileio import check_output_folder
 from edgeq_device.int4 import INT4_NOTE
+from edgeq_device.masks import load_label_map, parse_ignore
 from edgeq_device.report_json import dumps_json
 from rich.console import Console
 
@@ -67,13 +68,18 @@ __all__ = ["compare_cmd", "print_compare"]
 @click.option("--annotations", type=click.Path(), default=None, metavar="instances.json",
               help="Detection: COCO annotations of the --eval images (matched by file_name).")
 @click.option("--masks", type=click.Path(), default=None, metavar="DIR",
-              help="Segmentation: class-index PNG/BMP masks named like the --eval images.")
+              help="Segmentation: class-index PNG/BMP masks named like the --eval images (grayscale, or "
+                   "palette PNGs as Pascal VOC's).")
 @click.option("--outputs", "det_outputs", default=None, metavar="boxes=NAME,classes=NAME,scores=NAME,count=NAME",
               help="Detection: which Keras outputs are which (default: found by their names).")
 @click.option("--class-offset", type=int, default=1, show_default=True,
               help="Detection: category id = model class + this.")
-@click.option("--ignore-index", type=int, default=255, show_default=True,
-              help="Segmentation: the mask value that counts nowhere.")
+@click.option("--ignore-index", type=str, default="255", show_default=True, metavar="N[,N|LOW-HIGH]",
+              help="Segmentation: the mask values that count nowhere: one, several (255,254), a range "
+                   "(250-255) or none.")
+@click.option("--label-map", type=str, default=None, metavar="cityscapes|FILE",
+              help="Segmentation: map the masks' values to classes first: cityscapes (label IDs to the 19 "
+                   "train IDs) or a JSON/CSV file of value,class.")
 @click.option("--train", "train", type=click.Path(), default=None,
               help="Labeled training data: enables the qat, clustered and pruned modes (fine-tuned, then int8).")
 @click.option("--clusters", type=int, default=16, show_default=True, help="Values per kernel of the clustered mode.")
@@ -98,7 +104,7 @@ __all__ = ["compare_cmd", "print_compare"]
 def compare_cmd(model: str, calib: str, evaluation: str, modes: tuple[str, ...], threads: str | None, io: str,
                 samples: int, eval_samples: int | None, budget: float, prefer: str, profile: bool, task: str,
                 annotations: str | None, masks: str | None, det_outputs: str | None, class_offset: int,
-                ignore_index: int, train: str | None, clusters: int, sparsity: float, train_epochs: int,
+                ignore_index: str, label_map: str | None, train: str | None, clusters: int, sparsity: float, train_epochs: int,
                 db: str | None, no_store: bool,
                 output: str, force: bool, fmt: str, labels: str | None, size: tuple[int, int] | None,
                 color: str | None, mean: Channels, std: Channels, target: str | None = None,
@@ -142,7 +148,9 @@ def compare_cmd(model: str, calib: str, evaluation: str, modes: tuple[str, ...],
     comp = compare(model, calibration=calib, evaluation=evaluation, modes=mode_list, threads=thread_list, io=io,
                    samples=samples, eval_samples=eval_samples, max_drop=budget, prefer=prefer, preprocess=pre,
                    labels=labels, store=store, profile=profile, task=task, annotations=annotations, masks=masks,
-                   outputs=roles, class_offset=class_offset, ignore_index=ignore_index, train=train,
+                   outputs=roles, class_offset=class_offset,
+                   ignore_index=parse_ignore(ignore_index, "--ignore-index"),
+                   label_map=load_label_map(label_map, "--label-map"), train=train,
                    clusters=clusters, sparsity=sparsity, train_epochs=train_epochs, target=target,
                    mcu_board=chosen_board)
     console: Any

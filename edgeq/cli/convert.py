@@ -10,6 +10,7 @@ import click
 from edgeq_device.clikit import Choice, ChoiceList, flatten_choices
 from edgeq_device.detection import parse_outputs_option
 from edgeq_device.info import format_bytes
+from edgeq_device.masks import parse_ignore
 from edgeq_device.report_json import dumps_json
 
 from edgeq.cli.mcu import mcu_options, parse_bytes, resolve_board
@@ -81,8 +82,9 @@ __all__ = ["convert_cmd"]
               help="Detection: category id = model class + N (recorded; a board's default is 1).")
 @click.option("--num-classes", type=click.IntRange(min=1), default=None, metavar="N",
               help="Detection/segmentation: classes the model emits (recorded).")
-@click.option("--ignore-index", type=int, default=None, metavar="N",
-              help="Segmentation: mask value that counts nowhere (recorded; a board's default is 255).")
+@click.option("--ignore-index", type=str, default=None, metavar="N[,N|LOW-HIGH]",
+              help="Segmentation: mask values that count nowhere: one, several (255,254), a range (250-255) "
+                   "or none (recorded; a board's default is 255).")
 @click.option("--outputs", "outputs_text", type=str, default=None, metavar="boxes=NAME,classes=NAME,scores=NAME,count=NAME",
               help="Detection: which outputs are boxes, classes, scores and count (recorded).")
 @click.option("--ranges", type=Choice(list(RANGES_METHODS)), default="minmax", show_default=True,
@@ -97,15 +99,18 @@ def convert_cmd(model: str, modes: tuple[str, ...], calib: str | None, samples: 
                 batch_size: int | None, allow_float: bool, target: str | None, output: str, force: bool,
                 json_out: str | None, max_drop: float | None, evaluation: str | None, labels: str | None,
                 size: tuple[int, int] | None, color: str | None, mean: Channels, std: Channels, task: str | None,
-                class_offset: int | None, num_classes: int | None, ignore_index: int | None,
+                class_offset: int | None, num_classes: int | None, ignore_index: str | None,
                 outputs_text: str | None, rounding: str = "optimized", a16: str | None = None,
                 ranges: str = "minmax", percentile: float = 99.99, board: str | None = None,
                 boards_file: str | None = None, reserve_ram: str = "0", reserve_flash: str = "0") -> None:
     """Convert MODEL (.keras, .h5 or SavedModel folder) to .tflite and print what was written."""
     out = Path(output)
-    given = {"class_offset": class_offset, "num_classes": num_classes, "ignore_index": ignore_index,
+    given = {"class_offset": class_offset, "num_classes": num_classes,
              "outputs": None if outputs_text is None else parse_outputs_option(outputs_text)}
-    settings = {k: v for k, v in given.items() if v is not None}
+    settings: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
+    if ignore_index is not None:  # "none" records None: every mask value counts
+        values = parse_ignore(ignore_index, "--ignore-index")
+        settings["ignore_index"] = None if not values else values[0] if len(values) == 1 else list(values)
     if settings and task is None:
         raise InvalidArgumentError(f"--{next(iter(settings)).replace('_', '-')} is a task setting", argument="--task",
                                    received=None, fix="give --task detection or --task segmentation with it")

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edgeq_device.int4 import runs_int4
+from edgeq_device.masks import IgnoreLike, LabelMapLike
 from edgeq_device.runtime import resolve_runtime
 
 from edgeq.errors import InvalidArgumentError
@@ -56,7 +57,8 @@ class CompareOptions:
     masks: str | os.PathLike[str] | None = None
     outputs: Mapping[str, str] | None = None
     class_offset: int = 1
-    ignore_index: int | None = 255
+    ignore_index: IgnoreLike = 255
+    label_map: LabelMapLike = None
     train: Any = None
     clusters: int = 16
     sparsity: float = 0.5

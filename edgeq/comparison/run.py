@@ -31,6 +31,8 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from edgeq_device.masks import IgnoreLike, LabelMapLike
+
 from edgeq.comparison.options import CompareOptions
 from edgeq.comparison.records import Comparison
 from edgeq.comparison.steps import run_plan
@@ -56,7 +58,7 @@ def compare(
     min_secs: float = 0.5, max_secs: float = 20.0, store: StoreLike = None, progress: bool | None = None,
     profile: bool = False, task: str = "classification", annotations: str | os.PathLike[str] | None = None,
     masks: str | os.PathLike[str] | None = None, outputs: Mapping[str, str] | None = None, class_offset: int = 1,
-    ignore_index: int | None = 255, train: Any = None, clusters: int = 16, sparsity: float = 0.5,
+    ignore_index: IgnoreLike = 255, label_map: LabelMapLike = None, train: Any = None, clusters: int = 16, sparsity: float = 0.5,
     train_epochs: int = 2, target: str | None = None, mcu_board: Board | None = None,
 ) -> Comparison:
     """Convert ``model`` in every mode and measure each against the Keras model.
@@ -95,7 +97,11 @@ def compare(
         outputs: a detector's outputs by role (``{"boxes": NAME, "classes": NAME, "scores": NAME,
             "count": NAME}``, a Keras output name or index); default: found by name.
         class_offset: detection: category id = model class + this.
-        ignore_index: segmentation: the mask value that counts nowhere.
+        ignore_index: segmentation: the mask values that count nowhere: one, several or a range
+            (``"250-255"``); None for none.
+        label_map: segmentation: maps the masks' values to classes first: ``"cityscapes"`` (label
+            IDs -> train IDs, their names the default class names), a JSON/CSV file or a dict
+            (see :mod:`edgeq_device.masks`).
 
         train: labeled training data: enables the modes that fine-tune the model, ``qat``,
             ``clustered`` (``clusters`` per kernel) and ``pruned`` (to ``sparsity``), each
@@ -114,7 +120,7 @@ def compare(
         modes=modes, threads=threads, io=io, samples=samples, eval_samples=eval_samples, seed=seed,
         max_drop=max_drop, prefer=prefer, preprocess=preprocess, labels=labels, runs=runs, min_secs=min_secs,
         max_secs=max_secs, store=store, progress=progress, profile=profile, task=task, annotations=annotations,
-        masks=masks, outputs=outputs, class_offset=class_offset, ignore_index=ignore_index, train=train,
+        masks=masks, outputs=outputs, class_offset=class_offset, ignore_index=ignore_index, label_map=label_map, train=train,
         clusters=clusters, sparsity=sparsity, train_epochs=train_epochs, target=target, mcu_board=mcu_board)
     comp = run_plan(model, calibration, evaluation, opts)
     if store is not None and store is not False:

@@ -17,6 +17,7 @@ import numpy as np
 from edgeq_device.analysis import analyze_flat_model
 from edgeq_device.evaluation import predict_arrays, read_labels
 from edgeq_device.int4 import INT4_NOTE
+from edgeq_device.masks import IgnoreLike, parse_ignore
 from edgeq_device.profile import ProfileParams, profile_model
 from edgeq_device.sysinfo import board_info
 
@@ -103,6 +104,7 @@ def prepare(model: Any, calibration: Any, evaluation: Any, opts: CompareOptions)
         given_names = None if opts.labels is None else _label_names(opts.labels)
         run = TaskRun.start(opts.task, loaded, evaluation, pre, annotations=opts.annotations, masks=opts.masks,
                             outputs=opts.outputs, class_offset=opts.class_offset, ignore_index=opts.ignore_index,
+                            label_map=opts.label_map,
                             class_names=given_names, limit=opts.eval_samples, seed=opts.seed,
                             progress=opts.progress)
         x = run.data.x
@@ -122,7 +124,7 @@ def convert_modes(data: Prepared, opts: CompareOptions) -> dict[str, ConversionR
     # A detector's or segmenter's models carry their task, so a board evaluates them without flags.
     task_kw: dict[str, Any] = {} if data.run is None else {
         "task": opts.task, "task_settings": ({"class_offset": opts.class_offset} if opts.task == "detection" else
-                                             {"ignore_index": opts.ignore_index})}
+                                             {"ignore_index": _ignore_setting(opts.ignore_index)})}
     for mode in opts.mode_list:
         calibrated = mode.needs_calibration or mode is Mode.INT4
         results[mode.value] = convert(
@@ -220,6 +222,12 @@ def profile_modes(results: dict[str, ConversionResult], threads: int, seed: int,
             profiles.append(profile_model(res.model_bytes, params))
             tick()
     return compare_profiles(profiles, list(results)).to_dict()
+
+
+def _ignore_setting(ignore_index: IgnoreLike) -> int | list[int] | None:
+    """The ``ignore_index`` a segmenter's metadata records: one value, a list, or None for none."""
+    values = parse_ignore(ignore_index)
+    return None if not values else values[0] if len(values) == 1 else list(values)
 
 
 def _label_names(labels: Sequence[str] | str | os.PathLike[str]) -> tuple[str, ...]:

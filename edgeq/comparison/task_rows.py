@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from edgeq_device.masks import IgnoreLike, LabelMapLike
 from edgeq_device.preprocess import Preprocess
 
 from edgeq.inputs.models import LoadedModel
@@ -81,7 +82,7 @@ class TaskRun:
     keras_score: TaskScore
     roles: dict[str, int] | None
     class_offset: int
-    ignore_index: int | None
+    ignore_index: IgnoreLike
     progress: bool | None
     class_names: tuple[str, ...] | None = None
     scores: dict[str, TaskScore] = field(default_factory=dict)
@@ -90,9 +91,9 @@ class TaskRun:
     @classmethod
     def start(cls, task: str, loaded: LoadedModel, evaluation: str | os.PathLike[str], preprocess: Preprocess | None,
               *, annotations: str | os.PathLike[str] | None, masks: str | os.PathLike[str] | None,
-              outputs: Mapping[str, str] | None, class_offset: int, ignore_index: int | None,
+              outputs: Mapping[str, str] | None, class_offset: int, ignore_index: IgnoreLike,
               class_names: Sequence[str] | None, limit: int | None, seed: int,
-              progress: bool | None) -> TaskRun:
+              progress: bool | None, label_map: LabelMapLike = None) -> TaskRun:
         """Read and check the data, run the Keras model on it and score it (before any conversion).
 
         Raises:
@@ -100,7 +101,7 @@ class TaskRun:
                 :func:`~edgeq.measure.tasks.task_roles` and :func:`~edgeq.measure.tasks.keras_task_score`.
         """
         data = load_task_data(task, evaluation, preprocess, annotations=annotations, masks=masks, limit=limit,
-                              seed=seed)
+                              seed=seed, label_map=label_map)
         assert preprocess is not None
         outs = keras_all_outputs(loaded, data.x)
         names = keras_output_names(loaded, data.x)

@@ -34,6 +34,15 @@ from edgeq_device.detection import (
 from edgeq_device.detection_eval import DetectionResult, match_images, read_coco
 from edgeq_device.eval_options import EvalOptions
 from edgeq_device.images import list_image_folder
+from edgeq_device.masks import (
+    IgnoreLike,
+    LabelMap,
+    LabelMapLike,
+    counted_pixels,
+    load_label_map,
+    parse_ignore,
+    read_mask,
+)
 from edgeq_device.preprocess import Preprocess, load_image
 from edgeq_device.report_json import loads_json
 from edgeq_device.segmentation import (
@@ -48,7 +57,7 @@ from edgeq_device.task_inputs import sample_indices
 from edgeq_device.tasks import evaluate_task
 from PIL import Image
 
-from edgeq.errors import DataError, InvalidArgumentError
+from edgeq.errors import DataError, InvalidArgumentError, LabelMismatchError
 from edgeq.progress import task_progress
 
 __all__ = ["IMAGE_TASKS", "TaskData", "TaskScore", "keras_task_score", "load_task_data", "precision_recall",
@@ -75,6 +84,8 @@ class TaskData:
     sizes: tuple[tuple[int, int], ...] = ()
     masks: Path | None = None
     mask_paths: tuple[Path, ...] = ()
+    #: applied to the masks' values before they are counted (segmentation)
+    label_map: LabelMap | None = None
 
     def ground_truth(self) -> dict[str, Any]:
         """The COCO ground truth of the chosen images (detection)."""
@@ -97,19 +108,14 @@ class TaskScore:
     seconds: float | None = None
 
 
-def _read_mask(path: Path, image: Path) -> np.ndarray:
+def _read_mask(path: Path, image: Path, label_map: LabelMap | None) -> np.ndarray:
+    mask = read_mask(path, label_map)
     try:
-        with Image.open(path) as im:
-            if im.mode not in ("L", "P", "I", "I;16"):
-                raise DataError(f"a mask holds one class index per pixel; this one is {im.mode}",
-                                argument="masks", received=str(path),
-                                fix="save masks as 8-bit single-channel (L or P) images")
-            mask = np.asarray(im, np.int64)
         with Image.open(image) as im:
             w, h = im.size
     except OSError as exc:
-        raise DataError(f"cannot read the mask or its image: {exc}", argument="masks", received=str(path),
-                        fix="give PNG or BMP class-index images") from exc
+        raise DataError(f"cannot read the mask's image: {exc}", argument="evaluation", received=str(image),
+                        fix="give readable images") from exc
     if mask.shape != (h, w):
         raise DataError(f"mask is {mask.shape[1]}x{mask.shape[0]}, its image {image.name} {w}x{h}",
                         argument="masks", received=str(path), fix="give each mask the size of its image")
@@ -119,8 +125,11 @@ def _read_mask(path: Path, image: Path) -> np.ndarray:
 def load_task_data(task: str, evaluation: str | os.PathLike[str], preprocess: Preprocess | None, *,
                    annotations: str | os.PathLike[str] | None = None,
                    masks: str | os.PathLike[str] | None = None, limit: int | None = None,
-                   seed: int = 0) -> TaskData:
+                   seed: int = 0, label_map: LabelMapLike = None) -> TaskData:
     """Read and check a task's evaluation images and truth before any model runs.
+
+    ``label_map`` (segmentation) maps the masks' values to classes: ``"cityscapes"``, a JSON/CSV
+    file or a dict (:func:`edgeq_device.masks.load_label_map`).
 
     Raises:
         InvalidArgumentError: a task without its truth (``annotations``/``masks``), a model
@@ -169,11 +178,12 @@ def load_task_data(task: str, evaluation: str | os.PathLike[str], preprocess: Pr
     listing = list_image_folder(root, argument="evaluation")
     idx = sample_indices(len(listing.paths), limit, seed)
     paths = tuple(listing.paths[int(i)] for i in idx)
-    mask_paths = tuple(mask_for(p, mask_dir) for p in paths)
+    mapping = load_label_map(label_map)
+    mask_paths = tuple(mask_for(p, mask_dir, mapping is not None and mapping.name == "cityscapes") for p in paths)
     for m, p in zip(mask_paths, paths):
-        _read_mask(m, p)  # every mask readable and the size of its image before any work
+        _read_mask(m, p, mapping)  # every mask readable and the size of its image before any work
     x = _read_images(paths, preprocess)
-    return TaskData(task, root, paths, x, limit, seed, masks=mask_dir, mask_paths=mask_paths)
+    return TaskData(task, root, paths, x, limit, seed, masks=mask_dir, mask_paths=mask_paths, label_map=mapping)
 
 
 def _read_images(paths: Sequence[Path], preprocess: Preprocess) -> np.ndarray:
@@ -240,7 +250,7 @@ def precision_recall(gt: Mapping[str, Any], results: Sequence[Mapping[str, Any]]
 
 
 def keras_task_score(data: TaskData, outputs: Sequence[np.ndarray], *, roles: Mapping[str, int] | None = None,
-                     class_offset: int = 1, ignore_index: int | None = 255,
+                     class_offset: int = 1, ignore_index: IgnoreLike = 255,
                      class_names: Sequence[str] | None = None) -> TaskScore:
     """The task's figures of the Keras model's ``outputs`` (one array per output, ``[N, ...]``) on ``data``.
 
@@ -261,21 +271,31 @@ def keras_task_score(data: TaskData, outputs: Sequence[np.ndarray], *, roles: Ma
         return TaskScore({"map": m, "map50": m50}, {cats[c]: v[0] for c, v in sorted(per.items())},
                          precision_recall(gt, results))
     scores = np.asarray(outputs[0])
-    classes = int(scores.shape[-1]) if scores.ndim == 4 and scores.shape[-1] > 1 else len(class_names or ())
+    score_map = scores.ndim == 4 and scores.shape[-1] > 1
+    mapped = data.label_map.class_names if data.label_map is not None else None
+    if not class_names and mapped and (not score_map or len(mapped) == scores.shape[-1]):
+        class_names = mapped  # the label map's classes (Cityscapes' 19) name and count a class map
+    classes = int(scores.shape[-1]) if score_map else len(class_names or ())
     if classes < 1:
         raise InvalidArgumentError("a class-map output needs the number of classes", argument="labels",
                                    fix="give the class names (labels=)")
+    if class_names and len(class_names) != classes:
+        raise LabelMismatchError(f"{len(class_names)} class names for a model with {classes} classes",
+                                 argument="labels", received=len(class_names),
+                                 fix=f"give {classes} names, one a line in class order")
     cm = np.zeros((classes, classes), np.int64)
+    ignore = parse_ignore(ignore_index)
     for i, (m_path, p) in enumerate(zip(data.mask_paths, data.paths)):
-        mask = _read_mask(m_path, p)
-        counted = mask[mask != ignore_index] if ignore_index is not None else mask
+        mask = _read_mask(m_path, p, data.label_map)
+        counted = mask[counted_pixels(mask, ignore)]
         if counted.size and (counted.min() < 0 or counted.max() >= classes):
-            raise DataError(f"mask holds class {int(counted.max())}, the model has {classes} classes "
+            bad = int(counted.max()) if counted.max() >= classes else int(counted.min())
+            raise DataError(f"mask holds class {bad}, the model has {classes} classes "
                             f"(0..{classes - 1})", argument="masks", received=str(m_path),
-                            fix=f"give masks of classes 0..{classes - 1}, or mark unlabeled pixels "
-                                f"{ignore_index if ignore_index is not None else 255}")
+                            fix=f"give masks of classes 0..{classes - 1}: map label IDs to classes "
+                                "(--label-map cityscapes or FILE) or ignore the value (--ignore-index)")
         pred = resize_nearest(class_map(scores[i:i + 1]), mask.shape)
-        cm += confusion_matrix(pred, mask, classes, ignore_index)
+        cm += confusion_matrix(pred, mask, classes, ignore)
     ious, miou, acc = segmentation_scores(cm)
     names = list(class_names) if class_names and len(class_names) == classes else [str(c) for c in range(classes)]
     return TaskScore({"miou": miou, "pixel_accuracy": acc}, dict(zip(names, ious)))
@@ -283,7 +303,7 @@ def keras_task_score(data: TaskData, outputs: Sequence[np.ndarray], *, roles: Ma
 
 def tflite_task_score(model_bytes: bytes, data: TaskData, preprocess: Preprocess, *,
                       outputs: Mapping[str, str] | None = None, class_offset: int = 1,
-                      ignore_index: int | None = 255, class_names: Sequence[str] | None = None,
+                      ignore_index: IgnoreLike = 255, class_names: Sequence[str] | None = None,
                       progress: bool | None = None) -> TaskScore:
     """The task's figures of a ``.tflite`` on ``data``, by ``edgeq_device``'s one evaluation loop.
 
@@ -301,8 +321,9 @@ def tflite_task_score(model_bytes: bytes, data: TaskData, preprocess: Preprocess
         assert isinstance(r, DetectionResult)
         return TaskScore({"map": r.map, "map50": r.map50}, {c.name: c.ap for c in r.per_class},
                          precision_recall(data.ground_truth(), results), r.seconds)
-    r2 = evaluate_task(model_bytes, data.data, task="segmentation", masks=data.masks, ignore_index=ignore_index,
-                       class_names=class_names, **common)
+    r2 = evaluate_task(model_bytes, data.data, task="segmentation", masks=data.masks,
+                       ignore_index=parse_ignore(ignore_index), label_map=data.label_map, labels=class_names,
+                       **common)
     assert isinstance(r2, SegmentationResult)
     return TaskScore({"miou": r2.miou, "pixel_accuracy": r2.pixel_accuracy},
                      {c.name: c.iou for c in r2.per_class}, None, r2.seconds)

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 from edgeq_device.detection import OUTPUT_ROLES
+from edgeq_device.flatbuffer import read_flat_model
 from edgeq_device.metadata import METADATA_NAME, EdgeqMetadata
 from edgeq_device.preprocess import Preprocess
 
@@ -20,6 +21,7 @@ from edgeq._version import __version__
 from edgeq.errors import InvalidArgumentError, LabelMismatchError
 from edgeq.inputs.data import DataSource, class_labels
 from edgeq.quantize.flatbuffer import read_model, write_model
+from edgeq.quantize.tflite_metadata import STANDARD_METADATA_NAME, standard_metadata
 
 __all__ = ["MODEL_TASKS", "TASK_SETTINGS", "build_metadata", "check_task", "embed_metadata", "labels_for"]
 
@@ -45,8 +47,8 @@ def check_task(task: str | None, settings: dict[str, Any] | None) -> tuple[str |
 
     Detection takes ``class_offset`` (category id = model class + it, default 1), ``num_classes``
     and ``outputs`` (``{"boxes": NAME, "classes": NAME, "scores": NAME, "count": NAME}``, output
-    names of the converted model); segmentation ``ignore_index`` (0..255, or None: every mask
-    value counts) and ``num_classes``; classification none.
+    names of the converted model); segmentation ``ignore_index`` (a value >= 0, a list of them,
+    or None: every mask value counts) and ``num_classes``; classification none.
 
     Raises:
         InvalidArgumentError: an unknown task, settings without a task, an unknown or bad setting.
@@ -72,8 +74,10 @@ def check_task(task: str | None, settings: dict[str, Any] | None) -> tuple[str |
             out[key] = _int_setting(value, key, -1000, "1")
         elif key == "num_classes":
             out[key] = _int_setting(value, key, 1, "3")
-        elif key == "ignore_index":
-            out[key] = None if value is None else _int_setting(value, key, 0, "255")
+        elif key == "ignore_index":  # one value, several (a list), or None: every value counts
+            values = value if isinstance(value, (list, tuple)) else [value]
+            checked = [_int_setting(v, key, 0, "255") for v in values if v is not None]
+            out[key] = None if not checked else checked[0] if len(checked) == 1 else sorted(set(checked))
         elif key == "outputs":
             roles = value if isinstance(value, dict) else None
             if not roles or any(r not in OUTPUT_ROLES or not isinstance(n, str) or not n for r, n in roles.items()) \
@@ -120,18 +124,28 @@ def labels_for(labels: Sequence[str] | None, source: DataSource | None, outputs:
 def embed_metadata(model_bytes: bytes, metadata: EdgeqMetadata) -> bytes:
     """Return the model with ``metadata`` stored as the flatbuffer metadata entry ``"edgeq"``.
 
-    An existing ``"edgeq"`` entry is replaced. Uses TFLite's schema object API.
+    An image model (``metadata.preprocess`` set) also gets the standard TFLite metadata
+    (:func:`edgeq.quantize.tflite_metadata.standard_metadata`: entry ``"TFLITE_METADATA"``, its
+    labels file packed after the flatbuffer) that MediaPipe Tasks and TFLite Support read.
+    Existing ``"edgeq"`` and ``"TFLITE_METADATA"`` entries are replaced. Uses TFLite's schema
+    object API.
     """
     from ai_edge_litert import schema_py_generated as schema
 
     model = read_model(model_bytes)
-    payload = np.frombuffer(metadata.to_json().encode("utf-8"), dtype=np.uint8)
-    buf = schema.BufferT()
-    buf.data = payload
-    model.buffers.append(buf)
-    entry = schema.MetadataT()
-    entry.name = METADATA_NAME
-    entry.buffer = len(model.buffers) - 1
-    model.metadata = [m for m in (model.metadata or []) if m.name not in (METADATA_NAME, METADATA_NAME.encode())]
-    model.metadata.append(entry)
-    return write_model(model)
+    standard = standard_metadata(read_flat_model(model_bytes), metadata)
+    entries = [(METADATA_NAME, metadata.to_json().encode("utf-8"))]
+    if standard is not None:
+        entries.append((STANDARD_METADATA_NAME, standard.buffer))
+    names = {n for n, _ in entries}
+    model.metadata = [m for m in (model.metadata or [])
+                      if (m.name.decode() if isinstance(m.name, bytes) else m.name) not in names]
+    for name, payload in entries:
+        buf = schema.BufferT()
+        buf.data = np.frombuffer(payload, dtype=np.uint8)
+        model.buffers.append(buf)
+        entry = schema.MetadataT()
+        entry.name = name
+        entry.buffer = len(model.buffers) - 1
+        model.metadata.append(entry)
+    return write_model(model, None if standard is None else standard.files)

@@ -44,6 +44,7 @@ def _tiny_detector(named: bool) -> Any:
     ("detection", {"num_classes": 0}, "'num_classes' must be an integer >= 1"),
     ("detection", {"class_offset": "1"}, "'class_offset' must be an integer"),
     ("segmentation", {"ignore_index": -1}, "'ignore_index' must be an integer >= 0"),
+    ("segmentation", {"ignore_index": [255, "x"]}, "'ignore_index' must be an integer >= 0"),
     ("detection", {"outputs": {"boxes": "a", "classes": "b"}}, "'outputs' names the detector's outputs"),
     ("detection", {"outputs": {"boxes": "a", "classes": "b", "scores": "c", "kind": "d"}}, "'outputs' names"),
 ])
@@ -59,6 +60,9 @@ def test_check_task_normalizes() -> None:
         "detection", {"outputs": {"boxes": "b", "classes": "c", "scores": "s"}})
     assert check_task("segmentation", {"ignore_index": None, "num_classes": 4}) == (
         "segmentation", {"ignore_index": None, "num_classes": 4})
+    assert check_task("segmentation", {"ignore_index": [255, 254, 255]}) == (  # several: sorted, once each
+        "segmentation", {"ignore_index": [254, 255]})
+    assert check_task("segmentation", {"ignore_index": [255]}) == ("segmentation", {"ignore_index": 255})
 
 
 def test_detection_task_is_recorded_and_a_board_needs_no_flag(tmp_path: Path) -> None:
@@ -118,6 +122,22 @@ def test_cli_convert_records_the_task(tmp_path: Path) -> None:
     meta = read_metadata(out)
     assert meta is not None and meta.task == "detection"
     assert meta.task_settings == {"class_offset": 1, "num_classes": 3}
+
+
+def test_cli_convert_records_several_ignore_values(tmp_path: Path) -> None:
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((16, 16, 3), name="image")
+    model = tmp_path / "seg.keras"
+    keras.Model(inp, keras.layers.Conv2D(3, 1, activation="softmax")(inp)).save(model)
+    for given, recorded in (("250-252,255", [250, 251, 252, 255]), ("255", 255), ("none", None)):
+        out = tmp_path / f"seg-{given}.tflite"
+        code, _, err = _cli("convert", model, "--mode", "float32", "--task", "segmentation", "--ignore-index", given,
+                            "-o", out)
+        assert code == 0, err
+        assert read_metadata(out).task_settings == {"ignore_index": recorded}
+    line = _one_line("convert", model, "--mode", "float32", "--task", "segmentation", "--ignore-index", "x",
+                     "-o", tmp_path / "bad.tflite")
+    assert "--ignore-index" in line
 
 
 def test_cli_convert_bad_task_options_are_one_line(tmp_path: Path) -> None:

@@ -311,3 +311,42 @@ def test_classification_compare_keeps_reference_files_for_fidelity(tmp_path):
                             tmp_path / "reference.npz")
     assert fid.samples == 24
     assert fid.outputs[0].sqnr_db == pytest.approx(comp.row("int8").sqnr_db, rel=1e-4)
+
+
+def test_compare_reads_cityscapes_label_ids_and_palette_masks(seg_model, seg_data, tmp_path):
+    """The same truth stored as Cityscapes label IDs (--label-map cityscapes) and as VOC palette PNGs (the
+    ignored band 254 and 255, --ignore-index 254-255) gives the Keras model the mIoU numpy counts."""
+    from edgeq_device.preprocess import Preprocess, load_image
+
+    images, masks = seg_data
+    city, voc = tmp_path / "city", tmp_path / "voc"
+    city.mkdir()
+    voc.mkdir()
+    cm = np.zeros((SEG_CLASSES, SEG_CLASSES), np.int64)
+    for p in sorted(images.iterdir()):
+        mask = np.asarray(Image.open(masks / p.name), np.int64)
+        ids = np.select([mask == 0, mask == 1, mask == 2], [7, 8, 11], 0).astype(np.uint8)  # band: unlabeled
+        Image.fromarray(ids).save(city / p.name)
+        pal = np.where(mask == 255, 254, mask).astype(np.uint8)
+        pal[:1] = 255
+        im = Image.frombytes("P", (24, 20), pal.tobytes())
+        im.putpalette([0, 0, 0, 128, 0, 0, 0, 128, 0] + [224, 224, 192] * 253)
+        im.save(voc / p.name)
+        scores = np.asarray(seg_model(load_image(p, Preprocess(size=(SEG, SEG)))[None]))[0]
+        pred = np.asarray(Image.fromarray(scores.argmax(-1).astype(np.int32)).resize((24, 20), Image.NEAREST))
+        keep = mask != 255
+        for t, q in zip(mask[keep], pred[keep]):
+            cm[t, q] += 1
+    iou = np.diag(cm) / (cm.sum(0) + cm.sum(1) - np.diag(cm))
+    model = tmp_path / "seg.keras"
+    seg_model.save(model)
+    for folder, extra in ((city, ("--label-map", "cityscapes")), (voc, ("--ignore-index", "254-255"))):
+        out = tmp_path / f"out-{folder.name}"
+        result = CliRunner().invoke(cli, [str(a) for a in (
+            "compare", model, "--calib", images, "--eval", images, "--task", "segmentation", "--masks", folder,
+            *extra, "--modes", "float32", "--threads", "1", "--samples", "8", "--no-store", "-o", out,
+            "--format", "md")], catch_exceptions=False)
+        assert result.exit_code == 0, result.stderr
+        rows = {r["name"]: r for r in json.loads((out / "results.json").read_text())["rows"]}
+        assert rows["keras"]["task_metrics"]["miou"] == pytest.approx(float(iou.mean()))
+        assert rows["float32"]["task_metrics"]["miou"] == pytest.approx(float(iou.mean()), abs=0.02)
