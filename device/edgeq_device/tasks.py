@@ -22,12 +22,13 @@ from ._version import __version__
 from .detection_eval import DetectionResult, evaluate_detection
 from .errors import DataError, InvalidArgumentError
 from .eval_result import ClassScore, EvalResult
-from .evaluation import evaluate, model_preprocess, output_classes, top_k_hits
+from .evaluation import evaluate, output_classes, top_k_hits
 from .fidelity import FidelityResult, evaluate_fidelity
 from .flatbuffer import ModelSource, load_model_bytes, read_flat_model
 from .inference_pool import ProgressCallback, predict_arrays, resolve_workers
 from .metadata import read_metadata
 from .preprocess import Preprocess
+from .preprocess_choice import PreprocessChoice
 from .report_json import JsonResult
 from .runtime import Runtime, resolve_runtime
 from .segmentation import SegmentationResult, evaluate_segmentation
@@ -119,6 +120,7 @@ def evaluate_arrays(
         images_per_second=len(y) / seconds if seconds > 0 else 0.0, workers=n_workers,
         threads=threads if threads is not None else (1 if n_workers > 1 else None), runtime=rt.name,
         runtime_version=rt.version, delegate=delegate, preprocess=Preprocess(), limit=limit, seed=seed,
+        preprocessing="none (arrays fed as they are)",
         board=board_info(), started=started, edgeq_device_version=__version__)
 
 
@@ -144,7 +146,7 @@ def evaluate_task(
     num_classes: int | None = None,
     predictions: str | os.PathLike[str] | None = None,
     overwrite: bool = False,
-    preprocess: Preprocess | None = None,
+    preprocess: Preprocess | PreprocessChoice | None = None,
     **common: Any,
 ) -> JsonResult:
     """Evaluate ``model`` as ``task`` (default: the model's recorded task, see :func:`resolve_task`).
@@ -180,8 +182,7 @@ def evaluate_task(
         _need(inputs, "--inputs (inputs=)", name)
         _need(reference, "--reference (reference=)", name)
         assert inputs is not None and reference is not None
-        pre = preprocess if preprocess is not None else model_preprocess(model_bytes)
-        return evaluate_fidelity(source, inputs, reference, preprocess=pre, **task_common)
+        return evaluate_fidelity(source, inputs, reference, preprocess=preprocess, **task_common)
     if name == "classification" and (inputs is not None or labels_npy is not None):
         _need(inputs, "--inputs (inputs=)", name)
         _need(labels_npy, "--labels-npy (labels_npy=)", name)

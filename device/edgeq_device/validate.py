@@ -116,7 +116,7 @@ def _check_tensor(t: Tensor, where_t: str, n_buffers: int) -> str | None:
     if len(t.shape_signature) != len(t.shape) or any(d < -1 for d in t.shape_signature):
         return (f"{where_t}'s shape signature {list(t.shape_signature)} does not match its shape "
                 f"{list(t.shape)}")
-    if t.buffer >= n_buffers:
+    if t.buffer >= n_buffers and t.buffer != 0:  # buffer 0 is "no data", even where the list is empty
         return f"{where_t} refers to buffer {t.buffer}, the model has {n_buffers} buffers"
     bits = DTYPE_BITS.get(t.dtype, 8)
     elements = _elements(t.shape)
