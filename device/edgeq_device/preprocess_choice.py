@@ -149,8 +149,10 @@ def choose_preprocess(
         shape = _shape_defaults(flat)
         sources["size"] = sources["color"] = INPUT if shape else DEFAULT
         first = std_meta.inputs[0] if std_meta is not None and std_meta.inputs else None
-        if first is not None and first.color is not None:
-            shape["color"] = "l" if first.color == "grayscale" else "rgb"
+        meta_color = None if first is None or first.color is None else ("l" if first.color == "grayscale" else "rgb")
+        if meta_color is not None and shape.get("color", meta_color) == meta_color:
+            # The input shape's channel count wins where they disagree (writers default to RGB).
+            shape["color"] = meta_color
             sources["color"] = TFLITE
         raw = _raw_pixels(flat)
         if raw is not None:

@@ -1,0 +1,231 @@
+"""Models edgeq did not make give the right numbers with no flags.
+
+Public MediaPipe models (standard TFLite metadata, labels packed in the model) on real photos,
+integer-input models with no metadata (fed raw pixels, as their authors feed them), models
+whose metadata TFLite Support's own writer wrote; every figure is checked against the plain
+LiteRT loop a user writes, fed what the model's authors feed it.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from edgeq_device import ModelFileError, evaluate, list_image_folder, read_flat_model
+from edgeq_device.fidelity import evaluate_fidelity
+from edgeq_device.preprocess import Preprocess
+from edgeq_device.preprocess_choice import GuessedPreprocessWarning, choose_preprocess
+from edgeq_device.tflite_metadata import read_tflite_metadata
+from fixtures.elsewhere import PHOTOS, PUBLIC_MODELS, WORDS, plain_loop_outputs, write_classifier_metadata
+from label_folders import class_files, subset
+
+FACE = PUBLIC_MODELS / "face_detection_short_range.tflite"
+SELFIE = PUBLIC_MODELS / "selfie_segmentation.tflite"
+
+
+def _photos() -> list[Path]:
+    return list(list_image_folder(PHOTOS).paths)
+
+
+def test_reads_the_metadata_mediapipe_wrote():
+    face = read_tflite_metadata(FACE)
+    assert face is not None and face.name == "Short Range Face Detection"
+    assert face.mean == (127.5,) and face.std == (127.5,) and face.color == "rgb"
+    assert face.inputs[0].kind == "image" and face.inputs[0].stats_min == (-1.0,)
+    assert [t.name for t in face.outputs] == ["raw boxes/keypoints", "scores"] and face.labels is None
+
+    selfie = read_tflite_metadata(SELFIE)
+    assert selfie is not None and selfie.packed == ("labels.txt",)
+    with zipfile.ZipFile(SELFIE) as z:  # the zip appended to the flatbuffer, read on its own
+        packed = z.read("labels.txt").decode().split()
+    assert selfie.labels == tuple(packed) == ("selfie",) and selfie.class_offset == 0
+    out = selfie.outputs[0]
+    assert out.kind == "image" and out.color == "grayscale" and out.files == ("labels.txt",)
+    assert selfie.mean == (0.0,) and selfie.std == (255.0,)
+
+
+def test_a_model_without_the_standard_metadata_reads_as_none(models):
+    assert read_tflite_metadata(models["float32"]) is None
+
+
+def test_face_detector_with_no_flags_matches_a_plain_litert_loop(tmp_path):
+    photos = _photos()
+    ref = plain_loop_outputs(FACE, photos, "float", (128, 128), mean=127.5, std=127.5)
+    np.savez(tmp_path / "ref.npz", **{str(k): np.concatenate([o[k] for o in ref]) for k in range(len(ref[0]))})
+    r = evaluate_fidelity(FACE, PHOTOS, tmp_path / "ref.npz")
+    assert r.samples == len(photos) == 6
+    assert [o.max_abs_error for o in r.outputs] == [0.0, 0.0]
+    assert r.preprocessing.startswith("(pixel - 127.5) / 127.5 (TFLite metadata); 128x128 rgb")
+    assert r.preprocess_sources == {"size": "input", "color": "TFLite metadata", "normalization": "TFLite metadata"}
+    # What edgeq fed before it read the metadata ([0, 1]) is not what the authors feed.
+    old = evaluate_fidelity(FACE, PHOTOS, tmp_path / "ref.npz", preprocess=Preprocess(size=(128, 128)))
+    assert min(o.max_abs_error for o in old.outputs) > 0.1
+
+
+def test_flags_then_edgeq_metadata_then_tflite_metadata(model_tools, tmp_path):
+    meta = model_tools.mnist_metadata()
+    meta["preprocess"].update(size=[128, 128], color="rgb", mean=[10.0], std=[20.0])
+    both = tmp_path / "both.tflite"
+    both.write_bytes(model_tools.add_edgeq_metadata(FACE.read_bytes(), meta))
+    assert read_tflite_metadata(both) is not None  # the standard metadata is still there
+    c = choose_preprocess(both)
+    assert c.preprocess.mean == (10.0,) and c.sources["normalization"] == "edgeq metadata"
+    assert c.summary.startswith("(pixel - 10) / 20 (edgeq metadata)")
+    c = choose_preprocess(both, mean=1.0, std=2.0)
+    assert c.preprocess.mean == (1.0,) and c.sources["normalization"] == "flag"
+    assert c.summary.startswith("(pixel - 1) / 2 (--mean/--std)")
+    assert choose_preprocess(FACE, std=2.0).preprocess.mean == (127.5,)  # one flag replaces one part
+
+
+def test_float_input_with_no_metadata_warns_that_it_guesses(models):
+    with pytest.warns(GuessedPreprocessWarning, match=r"float32 input and no metadata.*--mean/--std"):
+        c = choose_preprocess(models["float32"])
+    assert c.guessed and c.preprocess.mean == (0.0,) and c.preprocess.std == (255.0,)
+    assert c.summary == ("(pixel - 0) / 255, a guess (model input is float32, no metadata: give --mean/--std); "
+                         "28x28 l (input shape)")
+
+
+def _raw_top1(model: Path, files: list[tuple[Path, int]]) -> float:
+    outs = plain_loop_outputs(model, [f for f, _ in files], "raw", (28, 28), color="L")
+    return float(np.mean([int(np.argmax(o[0])) == c for o, (_, c) in zip(outs, files)]))
+
+
+@pytest.mark.parametrize("io", ["uint8", "int8"])
+def test_integer_input_is_fed_raw_pixels(pm1_models, mnist_dir, tmp_path, cli, io):
+    data = subset(mnist_dir / "test", tmp_path / "data", {d: None for d in range(10)}, per_class=10)
+    ref = _raw_top1(pm1_models[io], class_files(data, {str(d): d for d in range(10)}))
+    r = evaluate(pm1_models[io], data)
+    assert r.top1 == pytest.approx(ref, abs=0) and ref > 0.85
+    want = "raw uint8 pixels" if io == "uint8" else "raw pixels - 128 as int8"
+    assert r.preprocessing == f"{want} (model input is {io}, no metadata); 28x28 l (input shape)"
+    assert r.preprocess_sources is not None and r.preprocess_sources["normalization"] == "input"
+    # The old default, pixels / 255 quantized with the input's scale, shows the model [0, 1], not [-1, 1].
+    old = evaluate(pm1_models[io], data, preprocess=Preprocess(size=(28, 28), color="l"))
+    assert old.top1 < ref - 0.2
+
+    proc = cli("eval", pm1_models[io], data, "-q")
+    assert proc.returncode == 0, proc.stderr
+    assert f"preprocessing  {want} (model input is {io}, no metadata)" in proc.stdout
+    assert "warning" not in proc.stderr
+    payload = json.loads(cli("eval", pm1_models[io], data, "-q", "--json", "-").stdout)
+    assert payload["top1"] == r.top1 and payload["preprocess_sources"]["normalization"] == "input"
+    assert payload["preprocessing"].startswith(want)
+
+
+def test_bench_and_profile_say_what_their_inputs_stand_for(pm1_models, cli, mnist_dir):
+    proc = cli("bench", pm1_models["uint8"], "--runs", "3", "--min-secs", "0", "--warmup", "0",
+               "--data", mnist_dir / "test")
+    assert proc.returncode == 0, proc.stderr
+    assert "preprocessing  raw uint8 pixels (model input is uint8, no metadata)" in proc.stdout
+    proc = cli("bench", FACE, "--runs", "3", "--min-secs", "0", "--warmup", "0", "--json", "-")
+    payload = json.loads(proc.stdout)
+    assert payload["preprocessing"] == ("none: random floats over what (pixel - 127.5) / 127.5 makes of pixels "
+                                        "0..255 (normalization from TFLite metadata)")
+    proc = cli("profile", pm1_models["int8"], "--runs", "2", "--min-secs", "0", "-q")
+    assert proc.returncode == 0, proc.stderr
+    assert "preprocessing  none: random integers over each input's whole range" in proc.stdout
+
+
+def test_info_shows_the_standard_metadata(cli):
+    proc = cli("info", SELFIE)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert "tflite     ImageSegmenter (TFLite metadata)" in lines
+    assert "  input    image rgb, normalization (pixel - 0) / 255" in lines
+    assert "  output   segmentation_masks: image grayscale, labels (1) selfie" in lines
+    assert "  packed   labels.txt" in lines
+    payload = json.loads(cli("info", FACE, "--json", "-").stdout)
+    assert payload["tflite_metadata"]["inputs"][0]["mean"] == [127.5]
+
+
+def _custom_op_model(path: Path, buffer: int = 0) -> Path:
+    """One CUSTOM operator, both tensors on ``buffer`` and an empty buffer list (LiteRT loads it with buffer 0)."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as s
+
+    m = s.ModelT()
+    m.version = 3
+    code = s.OperatorCodeT()
+    code.builtinCode = code.deprecatedBuiltinCode = s.BuiltinOperator.CUSTOM
+    code.customCode, code.version = "MyCustomOp", 1
+    sg = s.SubGraphT()
+    sg.tensors = []
+    for name in ("in", "out"):
+        t = s.TensorT()
+        t.shape, t.type, t.buffer, t.name = np.array([1, 4], np.int32), s.TensorType.FLOAT32, buffer, name
+        sg.tensors.append(t)
+    sg.inputs, sg.outputs = np.array([0], np.int32), np.array([1], np.int32)
+    op = s.OperatorT()
+    op.opcodeIndex, op.inputs, op.outputs = 0, np.array([0], np.int32), np.array([1], np.int32)
+    sg.operators = [op]
+    m.operatorCodes, m.subgraphs, m.buffers = [code], [sg], []
+    b = flatbuffers.Builder(1024)
+    b.Finish(m.Pack(b), file_identifier=b"TFL3")
+    path.write_bytes(bytes(b.Output()))
+    return path
+
+
+def test_a_model_the_runtime_loads_passes_validation_and_its_refusal_is_one_line(cli, tmp_path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    model = _custom_op_model(tmp_path / "custom.tflite")
+    flat = read_flat_model(model)  # the validator is not stricter than the runtime
+    assert len(flat.buffer_spans) == 0 and flat.main.operators[0].custom_code == "MyCustomOp"
+    interp = Interpreter(model_path=str(model))
+    with pytest.raises(RuntimeError, match="unresolved custom op: MyCustomOp") as runtime_says:
+        interp.allocate_tensors()
+    first = " ".join(str(runtime_says.value).split())[:60]
+    for args in (("bench", model), ("eval", model, "--inputs", tmp_path / "x.npy", "--reference", tmp_path / "y.npz")):
+        np.save(tmp_path / "x.npy", np.zeros((1, 4), np.float32))
+        np.savez(tmp_path / "y.npz", out=np.zeros((1, 4), np.float32))
+        proc = cli(*args)
+        errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+        assert proc.returncode == 2 and len(errors) == 1, proc.stderr
+        assert first in errors[0] and "Traceback" not in proc.stderr
+    with pytest.raises(ModelFileError, match="refers to buffer 3, the model has 0 buffers"):
+        read_flat_model(_custom_op_model(tmp_path / "bad.tflite", buffer=3))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("io", ["float", "uint8"])
+def test_tflite_support_metadata_needs_no_flags(pm1_models, tflite_support_python, mnist_dir, tmp_path, cli, io):
+    model = tmp_path / f"digits_{io}_meta.tflite"
+    shown = write_classifier_metadata(tflite_support_python, pm1_models[io], model, WORDS, 127.5, 127.5)
+    meta = read_tflite_metadata(model)
+    assert meta is not None
+    # The reader agrees with TFLite Support's own displayer.
+    sub = shown["json"]["subgraph_metadata"][0]
+    norm = sub["input_tensor_metadata"][0]["process_units"][0]["options"]
+    assert meta.mean == tuple(norm["mean"]) and meta.std == tuple(norm["std"])
+    assert meta.packed == tuple(shown["packed"]) == ("labels.txt",)
+    assert [t.name for t in meta.outputs] == [t["name"] for t in sub["output_tensor_metadata"]]
+    assert meta.labels == WORDS and meta.name == shown["json"]["name"]
+
+    data = subset(mnist_dir / "test", tmp_path / "data", {d: WORDS[d] for d in range(10)}, per_class=10)
+    files = class_files(data, {w: d for d, w in enumerate(WORDS)})
+    if io == "float":
+        outs = plain_loop_outputs(model, [f for f, _ in files], "float", (28, 28), color="L", mean=127.5, std=127.5)
+        ref = float(np.mean([int(np.argmax(o[0])) == c for o, (_, c) in zip(outs, files)]))
+    else:
+        ref = _raw_top1(model, files)
+    proc = cli("eval", model, data, "-q", "--json", "-")
+    assert proc.returncode == 0, proc.stderr
+    payload = json.loads(proc.stdout)
+    assert payload["top1"] == pytest.approx(ref, abs=0) and ref > 0.85
+    assert payload["labels_from"] == "TFLite metadata" and payload["classes"] == list(WORDS)
+    norm_from = "TFLite metadata" if io == "float" else "input"
+    assert payload["preprocess_sources"]["normalization"] == norm_from
+    assert "warning" not in proc.stderr
+    old = evaluate(model, data, preprocess=Preprocess(size=(28, 28), color="l"))  # [0, 1] as before
+    assert old.top1 < ref - 0.2
+
+
+def test_the_public_files_say_where_they_came_from():
+    for folder in (PUBLIC_MODELS, PHOTOS):
+        notice = (folder / "NOTICE").read_text(encoding="utf-8")
+        for f in folder.iterdir():
+            if f.name != "NOTICE":
+                assert f.name in notice, f"{f.name} is not in {folder / 'NOTICE'}"
