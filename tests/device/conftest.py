@@ -170,15 +170,6 @@ def model_tools() -> ModelTools:
 
 
 @pytest.fixture(scope="session")
-def pm1_models(digits_cnn, digits_train_arrays: tuple[np.ndarray, np.ndarray],  # type: ignore[no-untyped-def]
-               tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """The digits CNN behind a [-1, 1] input, plain-converted: ``float``, ``uint8`` and ``int8`` I/O, no metadata."""
-    from fixtures.elsewhere import minus_one_to_one_files
-
-    return minus_one_to_one_files(digits_cnn, digits_train_arrays[0], tmp_path_factory.mktemp("pm1"))
-
-
-@pytest.fixture(scope="session")
 def tflite_support_python() -> str:
     """The Python of a cached venv with TFLite Support's metadata writers (see fixtures.elsewhere)."""
     from fixtures.elsewhere import TFLITE_SUPPORT, tflite_support_python
