@@ -35,6 +35,7 @@ from .segmentation import SegmentationResult, evaluate_segmentation
 from .sysinfo import board_info
 from .task_inputs import load_labels_npy, load_samples, sample_indices
 from .task_loop import progress_callback
+from .tflite_metadata import read_tflite_metadata
 
 __all__ = ["TASKS", "TASK_RESULTS", "evaluate_arrays", "evaluate_task", "resolve_task"]
 
@@ -124,6 +125,26 @@ def evaluate_arrays(
         board=board_info(), started=started, edgeq_device_version=__version__)
 
 
+def _segmentation_labels(model_bytes: bytes) -> tuple[str, ...] | None:
+    """A segmenter's class names from its standard TFLite metadata, where they name its classes.
+
+    One label per channel of a ``[1, H, W, C]`` scores output, or at least two for a class map
+    (a class map's labels are also its class count).
+    """
+    flat = read_flat_model(model_bytes)
+    std_meta = read_tflite_metadata(flat)
+    if std_meta is None or not std_meta.outputs:
+        return None
+    first = std_meta.outputs[0]
+    labels = first.labels or first.value_labels
+    shape = flat.main.tensors[flat.io_order("outputs")[0]].shape
+    if not labels:
+        return None
+    if len(shape) == 4 and shape[-1] > 1:
+        return labels if len(labels) == shape[-1] else None
+    return labels if len(labels) >= 2 else None
+
+
 def _need(value: object, argument: str, task: str) -> None:
     if value is None:
         raise InvalidArgumentError(f"the {task} task needs {argument}", argument=argument,
@@ -204,5 +225,9 @@ def evaluate_task(
     _need(masks, "--masks (masks=)", name)
     assert masks is not None
     ignore = ignore_index if ignore_index is not None else settings.get("ignore_index", 255)
+    if not task_common.get("class_names") and not (meta is not None and meta.labels):
+        names = _segmentation_labels(model_bytes)
+        if names:
+            task_common["class_names"] = names
     return evaluate_segmentation(source, data, masks, ignore_index=ignore, num_classes=n_classes,
                                  preprocess=preprocess, **task_common)
