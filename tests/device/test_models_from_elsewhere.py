@@ -14,7 +14,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from edgeq_device import ModelFileError, evaluate, list_image_folder, read_flat_model
+from edgeq_device import (
+    EvalResult,
+    ModelFileError,
+    ModelInfo,
+    evaluate,
+    list_image_folder,
+    model_info,
+    read_flat_model,
+)
 from edgeq_device.fidelity import evaluate_fidelity
 from edgeq_device.preprocess import Preprocess
 from edgeq_device.preprocess_choice import GuessedPreprocessWarning, choose_preprocess
@@ -103,6 +111,7 @@ def test_integer_input_is_fed_raw_pixels(pm1_models, mnist_dir, tmp_path, cli, i
     assert r.preprocessing == f"{want} (model input is {io}, no metadata); 28x28 l (input shape)"
     assert r.preprocess_sources is not None and r.preprocess_sources["normalization"] == "input"
     # The old default, pixels / 255 quantized with the input's scale, shows the model [0, 1], not [-1, 1].
+    assert EvalResult.from_json(r.to_json()) == r
     old = evaluate(pm1_models[io], data, preprocess=Preprocess(size=(28, 28), color="l"))
     assert old.top1 < ref - 0.2
 
@@ -139,6 +148,9 @@ def test_info_shows_the_standard_metadata(cli):
     assert "  packed   labels.txt" in lines
     payload = json.loads(cli("info", FACE, "--json", "-").stdout)
     assert payload["tflite_metadata"]["inputs"][0]["mean"] == [127.5]
+    assert payload["preprocessing"].startswith("(pixel - 127.5) / 127.5 (TFLite metadata)")
+    info = model_info(SELFIE)
+    assert ModelInfo.from_json(info.to_json()) == info and info.tflite_metadata == read_tflite_metadata(SELFIE)
 
 
 def _custom_op_model(path: Path, buffer: int = 0) -> Path:
