@@ -82,9 +82,9 @@ def _output_options(f: F) -> F:
 
 
 def _echo_warnings(caught: Sequence[warnings.WarningMessage]) -> None:
-    """Each warning as one line (e.g. empty class folders, a guessed preprocessing), no source location."""
-    for w in caught:
-        echo_err(f"warning: {w.message}")
+    """Each warning as one line (e.g. empty class folders, a guessed preprocessing), no source location, once."""
+    for message in dict.fromkeys(str(w.message) for w in caught):
+        echo_err(f"warning: {message}")
 
 
 def _emit(result: JsonResult, text: str, json_out: str | None, force: bool) -> None:
@@ -111,7 +111,10 @@ def cli() -> None:
 def info_cmd(model: str, json_out: str | None, force: bool) -> None:
     """Show a model's inputs, outputs, quantization, operators and edgeq metadata (no runtime needed)."""
     check_json_out(json_out, force)
-    result = model_info(model)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        result = model_info(model)
+    _echo_warnings(caught)
     _emit(result, format_info(result), json_out, force)
 
 
@@ -189,7 +192,10 @@ def profile_cmd(model: str, runs: int, min_secs: float, top: int | None, seed: i
         if done == total:
             bar.__exit__(None, None, None)
 
-    result = profile_model(model, params, log=None if quiet else echo_err, progress=progress)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        result = profile_model(model, params, log=None if quiet else echo_err, progress=progress)
+    _echo_warnings(caught)
     _emit(result, format_profile(result, top=top), json_out, force)
 
 

@@ -169,7 +169,7 @@ def evaluate(
     if labels is None:
         names = meta.labels if meta is not None and meta.labels else None
         labels_from = "metadata" if names else "folders"
-        std_meta = read_tflite_metadata(flat) if names is None else None
+        std_meta = read_tflite_metadata(flat, strict=False) if names is None else None
         # The standard metadata's labels of an output with one label per class of the classified output.
         fitting = [t.labels for t in (std_meta.outputs if std_meta else ()) if t.labels and len(t.labels) == n_out]
         if fitting:

@@ -176,7 +176,7 @@ def model_info(model: ModelSource) -> ModelInfo:
         params=graph.total_params,
         peak_activation_bytes=graph.peak_activation_bytes,
         int4_tensors=int4_tensors(flat),
-        tflite_metadata=read_tflite_metadata(flat),
+        tflite_metadata=read_tflite_metadata(flat, strict=False),
         preprocessing=choose_preprocess(flat, warn=False).summary,
     )
 

@@ -137,7 +137,7 @@ def choose_preprocess(
     """
     flat = model if isinstance(model, FlatModel) else read_flat_model(model)
     meta = read_metadata(flat.raw) if METADATA_NAME in flat.metadata else None
-    std_meta = read_tflite_metadata(flat)
+    std_meta = read_tflite_metadata(flat, strict=False)
     t_in = flat.main.tensors[flat.main.inputs[0]]
     sources: dict[str, str] = {}
     guessed = False

@@ -132,7 +132,7 @@ def _segmentation_labels(model_bytes: bytes) -> tuple[str, ...] | None:
     (a class map's labels are also its class count).
     """
     flat = read_flat_model(model_bytes)
-    std_meta = read_tflite_metadata(flat)
+    std_meta = read_tflite_metadata(flat, strict=False)
     if std_meta is None or not std_meta.outputs:
         return None
     first = std_meta.outputs[0]

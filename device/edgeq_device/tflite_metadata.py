@@ -21,13 +21,15 @@ its type, then its value).
 from __future__ import annotations
 
 import io
+import struct
+import warnings
 import zipfile
 from dataclasses import dataclass, replace
 from typing import Union
 
 import flatbuffers
 
-from .errors import ModelFileError
+from .errors import EdgeqWarning, ModelFileError
 from .flatbuffer import _T, FlatModel, ModelSource, read_flat_model
 
 __all__ = [
@@ -35,6 +37,7 @@ __all__ = [
     "BoundingBoxInfo",
     "TensorMeta",
     "TfliteMetadata",
+    "UnreadableMetadataWarning",
     "packed_files",
     "read_tflite_metadata",
 ]
@@ -57,6 +60,10 @@ _COORDINATES = {0: "ratio", 1: "pixel"}
 _SCORE_TRANSFORMS = {0: "identity", 1: "log", 2: "inverse_logistic"}
 #: First labels that mean "no class": the class indices of the rest start at 1.
 BACKGROUND_LABELS = ("background", "???", "__background__", "unlabeled", "none")
+
+
+class UnreadableMetadataWarning(EdgeqWarning):
+    """A model's ``TFLITE_METADATA`` entry cannot be read; it is left out."""
 
 
 @dataclass(frozen=True)
@@ -181,22 +188,6 @@ def _floats(t: _T, field_no: int) -> tuple[float, ...]:
     return tuple(float(v) for v in t.vec_scalars(field_no, _F32))
 
 
-def _strings(t: _T, field_no: int) -> list[str]:
-    o = t._off(field_no)
-    if not o:
-        return []
-    start, n = t._target(o, 4)
-    out = []
-    for i in range(n):
-        pos = start + 4 * i
-        s = pos + int.from_bytes(t.t.Bytes[pos:pos + 4], "little")
-        length = int.from_bytes(t.t.Bytes[s:s + 4], "little")
-        if s + 4 + length > len(t.t.Bytes):
-            raise ValueError("a string runs past the end of the metadata")
-        out.append(bytes(t.t.Bytes[s + 4:s + 4 + length]).decode("utf-8", "replace"))
-    return out
-
-
 def _union(t: _T, field_no: int) -> tuple[int, _T | None]:
     """(type, table) of the union whose type is field ``field_no`` and value the next field."""
     kind = int(t.scalar(field_no, _U8, 0))
@@ -304,14 +295,17 @@ def parse_tflite_metadata(buffer: bytes, packed: dict[str, bytes] | None = None)
         outputs=tuple(outputs), files=tuple(dict.fromkeys(f for f in files if f)), packed=tuple(packed))
 
 
-def read_tflite_metadata(model: Union[ModelSource, FlatModel]) -> TfliteMetadata | None:
+def read_tflite_metadata(model: Union[ModelSource, FlatModel], *, strict: bool = True) -> TfliteMetadata | None:
     """The standard TFLite metadata of a ``.tflite`` (path, bytes or parsed), or None where it has none.
 
-    Label files are read from the zip the metadata writers append to the model.
+    Label files are read from the zip the metadata writers append to the model. With
+    ``strict=False`` an unreadable ``TFLITE_METADATA`` entry gives an
+    :class:`UnreadableMetadataWarning` and None: the runtime runs such a model, so an
+    evaluation goes on as for a model without metadata.
 
     Raises:
-        ModelFileError: the file is not a readable TFLite model, or its ``TFLITE_METADATA``
-            entry is not a metadata flatbuffer.
+        ModelFileError: the file is not a readable TFLite model, or (``strict``) its
+            ``TFLITE_METADATA`` entry is not a metadata flatbuffer.
     """
     flat = model if isinstance(model, FlatModel) else read_flat_model(model)
     raw = flat.metadata.get(TFLITE_METADATA_NAME)
@@ -319,7 +313,11 @@ def read_tflite_metadata(model: Union[ModelSource, FlatModel]) -> TfliteMetadata
         return None
     try:
         return parse_tflite_metadata(raw, packed_files(flat.raw))
-    except (ValueError, IndexError, UnicodeDecodeError, TypeError) as exc:
+    except (ValueError, IndexError, UnicodeDecodeError, TypeError, struct.error) as exc:
+        if not strict:
+            warnings.warn(f"the model's {TFLITE_METADATA_NAME} entry cannot be read ({exc}); going on without it",
+                          UnreadableMetadataWarning, stacklevel=2)
+            return None
         raise ModelFileError(f"the model's {TFLITE_METADATA_NAME} entry is not TFLite metadata ({exc})",
                              argument="model", fix="write the metadata again with a TFLite metadata writer, or "
                                                    "give --mean/--std and --labels") from exc

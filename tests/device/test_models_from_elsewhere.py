@@ -241,3 +241,45 @@ def test_the_public_files_say_where_they_came_from():
         for f in folder.iterdir():
             if f.name != "NOTICE":
                 assert f.name in notice, f"{f.name} is not in {folder / 'NOTICE'}"
+
+
+def test_damaged_standard_metadata_never_stops_a_model_the_runtime_runs(cli, tmp_path):
+    import random
+
+    from edgeq_device.tflite_metadata import (
+        TFLITE_METADATA_NAME,
+        UnreadableMetadataWarning,
+        parse_tflite_metadata,
+    )
+
+    flat = read_flat_model(SELFIE)
+    raw = flat.metadata[TFLITE_METADATA_NAME]
+    start = flat.raw.index(raw)
+    rng = random.Random(20261207)
+    outcomes = {"read": 0, "refused": 0}
+    for _ in range(400):  # seeded mutants of the metadata buffer alone: parsed, or ValueError-like, never worse
+        b = bytearray(raw)
+        for _ in range(rng.randint(1, 6)):
+            b[rng.randrange(len(b))] = rng.randrange(256)
+        try:
+            parse_tflite_metadata(bytes(b))
+            outcomes["read"] += 1
+        except (ValueError, IndexError, UnicodeDecodeError, TypeError):
+            outcomes["refused"] += 1
+    assert outcomes["read"] and outcomes["refused"]
+
+    broken = bytearray(flat.raw)
+    broken[start:start + len(raw)] = bytes(len(raw))  # the entry zeroed: not a metadata flatbuffer
+    model = tmp_path / "broken_meta.tflite"
+    model.write_bytes(bytes(broken))
+    with pytest.raises(ModelFileError, match="TFLITE_METADATA entry is not TFLite metadata"):
+        read_tflite_metadata(model)
+    with pytest.warns(UnreadableMetadataWarning):
+        assert read_tflite_metadata(model, strict=False) is None
+    with pytest.warns(UnreadableMetadataWarning):
+        c = choose_preprocess(model, warn=False)
+    assert c.sources["normalization"] == "default"
+    proc = cli("info", model)
+    assert proc.returncode == 0, proc.stderr
+    warned = [ln for ln in proc.stderr.splitlines() if ln.startswith("warning:")]
+    assert len(warned) == 1 and warned[0].startswith("warning: the model's TFLITE_METADATA entry cannot be read")
