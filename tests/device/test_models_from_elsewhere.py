@@ -283,3 +283,29 @@ def test_damaged_standard_metadata_never_stops_a_model_the_runtime_runs(cli, tmp
     assert proc.returncode == 0, proc.stderr
     warned = [ln for ln in proc.stderr.splitlines() if ln.startswith("warning:")]
     assert len(warned) == 1 and warned[0].startswith("warning: the model's TFLITE_METADATA entry cannot be read")
+
+
+def test_a_scale_on_a_tensor_no_kernel_reads_it_from_is_the_runtimes_business(pm1_models, model_tools, tmp_path):
+    """LiteRT runs a model whose INT32 shape constant carries a zero scale; so does edgeq."""
+    from ai_edge_litert import schema_py_generated as s
+    from ai_edge_litert.interpreter import Interpreter
+
+    flat = read_flat_model(pm1_models["int8"])
+    shape_const = next(t for t in flat.main.tensors if t.dtype == "INT32" and t.buffer_size
+                       and not t.quantization.scale)
+
+    def edit(m) -> None:  # type: ignore[no-untyped-def]
+        q = s.QuantizationParametersT()
+        q.scale, q.zeroPoint = np.array([0.0], np.float32), np.array([0], np.int64)
+        m.subgraphs[0].tensors[shape_const.index].quantization = q
+
+    model = tmp_path / "zero_scale_int32.tflite"
+    model.write_bytes(model_tools.rewrite_model(pm1_models["int8"].read_bytes(), edit))
+    interp = Interpreter(model_path=str(model))
+    interp.allocate_tensors()
+    interp.invoke()  # the runtime takes it
+    assert read_flat_model(model).main.tensors[shape_const.index].quantization.scale == (0.0,)
+    x = np.zeros((2, 28, 28, 1), np.float32)
+    from edgeq_device import ModelRunner
+
+    assert ModelRunner(model).run(x)[0].shape == (2, 10)
