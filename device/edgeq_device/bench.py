@@ -274,8 +274,9 @@ def random_preprocessing(input_details: Sequence[Mapping[str, object]], choice: 
     kinds = {np.dtype(d["dtype"]).kind for d in input_details}  # type: ignore[call-overload]
     if "f" not in kinds:
         return "none: random integers over each input's whole range"
-    return (f"none: random floats over what {normalization_text(choice.preprocess)} makes of pixels 0..255 "
-            f"(normalization from {choice.sources.get('normalization', 'default')})")
+    source = choice.sources.get("normalization", "default")
+    where = "a guess: no metadata" if source == "default" else f"normalization from {source}"
+    return f"none: random floats over what {normalization_text(choice.preprocess)} makes of pixels 0..255 ({where})"
 
 
 def _data_inputs(runner: ModelRunner, data: str | Path, preprocess: Preprocess,

@@ -309,3 +309,28 @@ def test_a_scale_on_a_tensor_no_kernel_reads_it_from_is_the_runtimes_business(pm
     from edgeq_device import ModelRunner
 
     assert ModelRunner(model).run(x)[0].shape == (2, 10)
+
+
+@pytest.mark.slow
+def test_detector_metadata_reads_as_tflite_support_wrote_it(tflite_support_python, tmp_path, cli):
+    from fixtures.elsewhere import detector_file
+
+    model = tmp_path / "det_meta.tflite"
+    shown = write_classifier_metadata(tflite_support_python, detector_file(tmp_path / "det.tflite"), model,
+                                      ("circle", "square", "triangle"), 0.0, 255.0, kind="detector")
+    meta = read_tflite_metadata(model)
+    assert meta is not None
+    outs = shown["json"]["subgraph_metadata"][0]["output_tensor_metadata"]
+    assert [t.name for t in meta.outputs] == [t["name"] for t in outs]
+    names = {"location": "boxes", "category": "classes", "score": "scores", "number of detections": "count"}
+    assert meta.output_roles() == {names[t["name"]]: i for i, t in enumerate(outs)}
+    box = next(t for t in meta.outputs if t.name == "location")
+    want = next(t for t in outs if t["name"] == "location")["content"]
+    assert box.kind == "bounding_box" and box.bounding_box is not None
+    assert list(box.bounding_box.index) == want["content_properties"]["index"]
+    assert box.bounding_box.type == want["content_properties"]["type"].lower() and box.bounding_box.coordinates == "ratio"
+    assert box.value_range == (want["range"]["min"], want["range"]["max"])
+    category = next(t for t in meta.outputs if t.name == "category")
+    assert category.value_labels == meta.labels == ("circle", "square", "triangle") and category.labels is None
+    proc = cli("info", model)
+    assert "  output   location: bounding_box, boxes boundaries ratio index [1, 0, 3, 2]" in proc.stdout
