@@ -334,3 +334,25 @@ def test_detector_metadata_reads_as_tflite_support_wrote_it(tflite_support_pytho
     assert category.value_labels == meta.labels == ("circle", "square", "triangle") and category.labels is None
     proc = cli("info", model)
     assert "  output   location: bounding_box, boxes boundaries ratio index [1, 0, 3, 2]" in proc.stdout
+
+
+def _signature_of_another_rank(m) -> None:  # type: ignore[no-untyped-def]
+    sg = m.subgraphs[0]
+    sg.tensors[sg.operators[1].outputs[0]].shapeSignature = np.array([1, 2], np.int32)
+
+
+def _name_not_utf8(m) -> None:  # type: ignore[no-untyped-def]
+    m.subgraphs[0].tensors[3].name = b"\xff\xfeconv"
+
+
+@pytest.mark.parametrize("edit", [_signature_of_another_rank, _name_not_utf8], ids=["signature-rank", "name-bytes"])
+def test_what_litert_runs_edgeq_runs(models, model_tools, edit):
+    from ai_edge_litert.interpreter import Interpreter
+    from edgeq_device import ModelRunner
+
+    data = model_tools.rewrite_model(models["int8"].read_bytes(), edit)
+    interp = Interpreter(model_content=data)
+    interp.allocate_tensors()
+    interp.invoke()
+    read_flat_model(data)
+    assert ModelRunner(data).run(np.zeros((1, 28, 28, 1), np.float32))[0].shape == (1, 10)
