@@ -170,10 +170,9 @@ def evaluate(
         names = meta.labels if meta is not None and meta.labels else None
         labels_from = "metadata" if names else "folders"
         std_meta = read_tflite_metadata(flat, strict=False) if names is None else None
-        # The standard metadata's labels of an output with one label per class of the classified output.
-        fitting = [t.labels for t in (std_meta.outputs if std_meta else ()) if t.labels and len(t.labels) == n_out]
-        if fitting:
-            names, labels_from = fitting[0], "TFLite metadata"
+        std_names = std_meta.class_names(n_out) if std_meta is not None else None
+        if std_names:
+            names, labels_from = std_names, "TFLite metadata"
     elif isinstance(labels, (str, os.PathLike)):
         names, labels_from = read_labels(labels), "labels"
     else:

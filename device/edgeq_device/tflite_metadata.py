@@ -162,6 +162,20 @@ class TfliteMetadata:
         labels = self.labels
         return 1 if labels and labels[0].strip().lower() in BACKGROUND_LABELS else 0
 
+    def class_names(self, classes: int) -> tuple[str, ...] | None:
+        """Names for a classifier's ``classes`` outputs: an output's labels, one per class.
+
+        Labels with a first background one and one more name than ``classes`` name the
+        outputs from their second line (the model has no output for the background).
+        """
+        for t in self.outputs:
+            if t.labels and len(t.labels) == classes:
+                return t.labels
+        for t in self.outputs:
+            if t.labels and len(t.labels) == classes + 1 and t.labels[0].strip().lower() in BACKGROUND_LABELS:
+                return t.labels[1:]
+        return None
+
     def output_roles(self) -> dict[str, int]:
         """A detector's outputs by role (``boxes``, ``classes``, ``scores``, ``count``) as output positions.
 

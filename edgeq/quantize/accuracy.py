@@ -107,9 +107,7 @@ def top1_accuracy(model: bytes, evaluation: Any, *, source_model: Any = None, pr
     labels = meta.labels if meta is not None else None
     if labels is None:  # a model made elsewhere: the labels its standard TFLite metadata packs, if they fit
         std_meta = read_tflite_metadata(model, strict=False)
-        fitting = [t.labels for t in (std_meta.outputs if std_meta else ()) if t.labels
-                   and len(t.labels) == output_classes(model)]
-        labels = fitting[0] if fitting else None
+        labels = std_meta.class_names(output_classes(model)) if std_meta is not None else None
     src = as_source(evaluation, preprocess, argument="evaluation", labels=labels)
     if loaded is None:
         loaded = LoadedModel("tflite", None, "model", [InputSpec("input", (None,))], 1)

@@ -202,10 +202,12 @@ def test_a_model_the_runtime_loads_passes_validation_and_its_refusal_is_one_line
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("io", ["float", "uint8"])
-def test_tflite_support_metadata_needs_no_flags(pm1_models, tflite_support_python, mnist_dir, tmp_path, cli, io):
+@pytest.mark.parametrize(("io", "background"), [("float", False), ("uint8", False), ("uint8", True)])
+def test_tflite_support_metadata_needs_no_flags(pm1_models, tflite_support_python, mnist_dir, tmp_path, cli, io,
+                                                background):
     model = tmp_path / f"digits_{io}_meta.tflite"
-    shown = write_classifier_metadata(tflite_support_python, pm1_models[io], model, WORDS, 127.5, 127.5)
+    labels = ("background", *WORDS) if background else WORDS  # 11 labels for 10 outputs: class offset 1
+    shown = write_classifier_metadata(tflite_support_python, pm1_models[io], model, labels, 127.5, 127.5)
     meta = read_tflite_metadata(model)
     assert meta is not None
     # The reader agrees with TFLite Support's own displayer.
@@ -214,7 +216,10 @@ def test_tflite_support_metadata_needs_no_flags(pm1_models, tflite_support_pytho
     assert meta.mean == tuple(norm["mean"]) and meta.std == tuple(norm["std"])
     assert meta.packed == tuple(shown["packed"]) == ("labels.txt",)
     assert [t.name for t in meta.outputs] == [t["name"] for t in sub["output_tensor_metadata"]]
-    assert meta.labels == WORDS and meta.name == shown["json"]["name"]
+    assert meta.labels == labels and meta.name == shown["json"]["name"]
+    assert meta.class_offset == int(background) and meta.class_names(10) == WORDS
+    if background:
+        assert "  class offset 1 (the first label, 'background', is no class)" in cli("info", model).stdout
 
     data = subset(mnist_dir / "test", tmp_path / "data", {d: WORDS[d] for d in range(10)}, per_class=10)
     files = class_files(data, {w: d for d, w in enumerate(WORDS)})
