@@ -26,7 +26,7 @@ import warnings
 from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
-from .errors import EdgeqWarning
+from .errors import EdgeqWarning, InvalidArgumentError
 from .flatbuffer import FlatModel, ModelSource, read_flat_model
 from .metadata import METADATA_NAME, read_metadata
 from .preprocess import ColorMode, Preprocess
@@ -163,15 +163,15 @@ def choose_preprocess(
             why = (f"model input is {dtype}; its TFLite metadata's normalization applies to float input"
                    if first is not None and first.mean else f"model input is {dtype}, no metadata")
             norm = f"{what} ({why})"
-        elif first is not None and first.mean and first.std:
-            shape.update(mean=first.mean, std=first.std)
+        elif first is not None and (normalization := _usable(first.mean, first.std, shape.get("color"))):
+            shape.update(mean=normalization[0], std=normalization[1])
             sources["normalization"] = TFLITE
-            norm = f"{normalization_text(Preprocess(mean=first.mean, std=first.std))} (TFLite metadata)"
+            norm = f"{normalization_text(Preprocess(mean=normalization[0], std=normalization[1]))} (TFLite metadata)"
         else:
             sources["normalization"] = DEFAULT
             guessed = mean is None and std is None
-            norm = (f"(pixel - 0) / 255, a guess (model input is {t_in.dtype.lower()}, no metadata: "
-                    "give --mean/--std)")
+            what = "no normalization in its metadata" if std_meta is not None else "no metadata"
+            norm = f"(pixel - 0) / 255, a guess (model input is {t_in.dtype.lower()}, {what}: give --mean/--std)"
         base = Preprocess(**shape)
     changes: dict[str, object] = {}
     for name, value in (("size", size), ("color", color), ("mean", mean), ("std", std), ("resize", resize)):
@@ -193,6 +193,25 @@ def choose_preprocess(
                       "in [0, 1] ((pixel - 0) / 255), a guess; give --mean/--std (mean=, std=) as its authors "
                       "normalize", GuessedPreprocessWarning, stacklevel=2)
     return PreprocessChoice(pre, summary, sources, guessed)
+
+
+def _usable(mean: tuple[float, ...], std: tuple[float, ...],
+            color: object) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """A metadata's normalization as (mean, std) a :class:`Preprocess` takes, or None (a warning says why).
+
+    Three equal values for a grayscale input are one (writers repeat the value per channel).
+    """
+    if not mean or not std:
+        return None
+    if color == "l":
+        mean, std = (mean[:1] if len(set(mean)) == 1 else mean), (std[:1] if len(set(std)) == 1 else std)
+    try:
+        Preprocess(mean=mean, std=std, color=color if isinstance(color, str) else "rgb")
+    except InvalidArgumentError as exc:
+        warnings.warn(f"the model's TFLite metadata normalization (mean {list(mean)}, std {list(std)}) is unusable "
+                      f"({exc.message}); it is left out", EdgeqWarning, stacklevel=3)
+        return None
+    return mean, std
 
 
 def _where(model: object) -> str:

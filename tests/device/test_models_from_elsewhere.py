@@ -202,12 +202,15 @@ def test_a_model_the_runtime_loads_passes_validation_and_its_refusal_is_one_line
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("io", "background"), [("float", False), ("uint8", False), ("uint8", True)])
+@pytest.mark.parametrize(("io", "background", "channels"),
+                         [("float", False, 1), ("float", False, 3), ("uint8", False, 1), ("uint8", True, 1)])
 def test_tflite_support_metadata_needs_no_flags(pm1_models, tflite_support_python, mnist_dir, tmp_path, cli, io,
-                                                background):
+                                                background, channels):
     model = tmp_path / f"digits_{io}_meta.tflite"
     labels = ("background", *WORDS) if background else WORDS  # 11 labels for 10 outputs: class offset 1
-    shown = write_classifier_metadata(tflite_support_python, pm1_models[io], model, labels, 127.5, 127.5)
+    # Writers repeat one value per channel of an RGB image; the grayscale input takes it once.
+    per_channel = (127.5,) * channels
+    shown = write_classifier_metadata(tflite_support_python, pm1_models[io], model, labels, per_channel, per_channel)
     meta = read_tflite_metadata(model)
     assert meta is not None
     # The reader agrees with TFLite Support's own displayer.
@@ -235,6 +238,8 @@ def test_tflite_support_metadata_needs_no_flags(pm1_models, tflite_support_pytho
     assert payload["labels_from"] == "TFLite metadata" and payload["classes"] == list(WORDS)
     norm_from = "TFLite metadata" if io == "float" else "input"
     assert payload["preprocess_sources"]["normalization"] == norm_from
+    if io == "float":
+        assert payload["preprocess"]["mean"] == [127.5] and payload["preprocess"]["std"] == [127.5]
     assert "warning" not in proc.stderr
     old = evaluate(model, data, preprocess=Preprocess(size=(28, 28), color="l"))  # [0, 1] as before
     assert old.top1 < ref - 0.2
