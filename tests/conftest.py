@@ -86,6 +86,15 @@ def digits_plain_tflite(digits_cnn, digits_train_arrays, tmp_path_factory: pytes
 
 
 @pytest.fixture(scope="session")
+def pm1_models(digits_cnn, digits_train_arrays: tuple[np.ndarray, np.ndarray],  # type: ignore[no-untyped-def]
+               tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The digits CNN behind a [-1, 1] input, plain-converted: ``float``, ``uint8`` and ``int8`` I/O, no metadata."""
+    from fixtures.elsewhere import minus_one_to_one_files
+
+    return minus_one_to_one_files(digits_cnn, digits_train_arrays[0], tmp_path_factory.mktemp("pm1"))
+
+
+@pytest.fixture(scope="session")
 def digits_edgeq_tflite(digits_cnn, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:  # type: ignore[no-untyped-def]
     """:func:`digits_cnn` converted by edgeq.convert as float32, int8 and int8-io (int8 I/O), metadata inside."""
     from fixtures.models import edgeq_tflite_files

@@ -26,10 +26,12 @@ from .images import FolderListing, list_image_folder
 from .info import ModelInfo, model_info
 from .metadata import EdgeqMetadata, read_metadata
 from .preprocess import Preprocess
+from .preprocess_choice import PreprocessChoice, choose_preprocess
 from .runtime import ModelRunner, Runtime, resolve_runtime
 from .segmentation import SegmentationResult, evaluate_segmentation
 from .sysinfo import BoardInfo, board_info
 from .tasks import TASKS, evaluate_task
+from .tflite_metadata import TfliteMetadata, read_tflite_metadata
 
 __all__ = [
     "BenchParams",
@@ -55,14 +57,17 @@ __all__ = [
     "OutputError",
     "OutputExistsError",
     "Preprocess",
+    "PreprocessChoice",
     "Runtime",
     "RuntimeCrashError",
     "RuntimeNotFoundError",
     "SegmentationResult",
     "TASKS",
+    "TfliteMetadata",
     "__version__",
     "benchmark",
     "board_info",
+    "choose_preprocess",
     "evaluate",
     "evaluate_detection",
     "evaluate_fidelity",
@@ -74,5 +79,6 @@ __all__ = [
     "predict",
     "read_flat_model",
     "read_metadata",
+    "read_tflite_metadata",
     "resolve_runtime",
 ]

@@ -27,12 +27,12 @@ import numpy as np
 
 from ._version import __version__
 from .errors import DataError, InferenceError, InvalidArgumentError
-from .evaluation import model_preprocess
 from .flatbuffer import ModelSource, load_model_bytes, read_flat_model
 from .images import list_image_folder
 from .loadcheck import check_loads_in_child
 from .metadata import read_metadata
 from .preprocess import Preprocess, load_image
+from .preprocess_choice import PreprocessChoice, as_choice, normalization_text
 from .report_json import JsonResult
 from .runtime import ModelRunner, one_line, resolve_runtime
 from .sysinfo import BoardInfo, board_info, memory_status, soc_temperature, throttling
@@ -203,6 +203,10 @@ class BenchResult(JsonResult):
     started: str
     edgeq_device_version: str
     samples_us: tuple[float, ...] | None = None
+    #: one line: the preprocessing used and where each part came from (see :mod:`edgeq_device.preprocess_choice`)
+    preprocessing: str = ""
+    #: where each part came from: ``size``, ``color``, ``normalization`` -> flag, edgeq metadata, TFLite metadata, input, ...
+    preprocess_sources: dict[str, str] | None = None
 
     def __str__(self) -> str:
         """The text ``edgeq-device bench`` prints (:func:`format_bench`)."""
@@ -265,15 +269,24 @@ def random_inputs(input_details: Sequence[Mapping[str, object]], preprocess: Pre
     return arrays
 
 
-def _data_inputs(runner: ModelRunner, data: str | Path, preprocess: Preprocess | None,
+def random_preprocessing(input_details: Sequence[Mapping[str, object]], choice: PreprocessChoice) -> str:
+    """What random inputs stand for: the whole integer range, or what the preprocessing makes of pixels."""
+    kinds = {np.dtype(d["dtype"]).kind for d in input_details}  # type: ignore[call-overload]
+    if "f" not in kinds:
+        return "none: random integers over each input's whole range"
+    source = choice.sources.get("normalization", "default")
+    where = "a guess: no metadata" if source == "default" else f"normalization from {source}"
+    return f"none: random floats over what {normalization_text(choice.preprocess)} makes of pixels 0..255 ({where})"
+
+
+def _data_inputs(runner: ModelRunner, data: str | Path, preprocess: Preprocess,
                  seed: int) -> list[np.ndarray]:
     if len(runner.input_details) != 1:
         raise DataError(f"--data needs a model with one image input; this one has "
                         f"{len(runner.input_details)}", argument="data", received=str(data),
                         fix="benchmark with random inputs (leave out --data)")
-    pre = preprocess or model_preprocess(runner.model_bytes)
     listing = list_image_folder(data).sample(1, seed)
-    sample = load_image(listing.paths[0], pre)[None]
+    sample = load_image(listing.paths[0], preprocess)[None]
     return [sample]
 
 
@@ -281,7 +294,7 @@ def benchmark(
     model: ModelSource,
     params: BenchParams | None = None,
     *,
-    preprocess: Preprocess | None = None,
+    preprocess: Preprocess | PreprocessChoice | None = None,
     log: Callable[[str], None] | None = None,
     **kwargs: object,
 ) -> BenchResult:
@@ -291,8 +304,8 @@ def benchmark(
         model: path or bytes of the model.
         params: a :class:`BenchParams`; or give its fields as keyword arguments
             (``benchmark("m.tflite", runs=100, threads=2)``).
-        preprocess: how ``params.data`` images become input (default: the model's edgeq
-            metadata, else inferred from the input shape).
+        preprocess: how ``params.data`` images become input, and the range of random float
+            inputs (default: chosen from the model, see :mod:`edgeq_device.preprocess_choice`).
         log: called with a line of progress (the CLI passes a stderr printer).
 
     Raises:
@@ -327,13 +340,15 @@ def benchmark(
     init_s = time.perf_counter() - t0
     mem_init = memory_status()
 
+    choice = as_choice(runner.flat, preprocess, warn=params.data is not None)
     if params.data is not None:
-        arrays = _data_inputs(runner, params.data, preprocess, params.seed)
+        arrays = _data_inputs(runner, params.data, choice.preprocess, params.seed)
         inputs = f"image from {params.data}"
+        preprocessing = choice.summary
     else:
-        arrays = random_inputs(runner.input_details,
-                               preprocess or (meta.preprocess if meta else None), params.seed)
+        arrays = random_inputs(runner.input_details, choice.preprocess, params.seed)
         inputs = "random"
+        preprocessing = random_preprocessing(runner.input_details, choice)
     runner.set_inputs(arrays)
     invoke = runner.interpreter.invoke
 
@@ -386,6 +401,8 @@ def benchmark(
         started=started,
         edgeq_device_version=__version__,
         samples_us=tuple(float(v) / 1e3 for v in samples) if params.keep_samples else None,
+        preprocessing=preprocessing,
+        preprocess_sources=dict(choice.sources) if params.data is not None else None,
     )
 
 
@@ -404,6 +421,7 @@ def format_bench(r: BenchResult) -> str:
         f"board        {r.board.name}, {r.board.cores} cores"
         + (f", governor {r.board.governor}" if r.board.governor else ""),
         f"inputs       {r.inputs}",
+        *([f"preprocessing  {r.preprocessing}"] if r.preprocessing else []),
         f"init         {r.init_ms:.2f} ms (interpreter {r.interpreter_init_ms:.2f} ms)",
         f"first run    {_ms(r.first_inference_us)}",
     ]

@@ -8,6 +8,7 @@ raises on purpose print one ``error: ...`` line and exit 2.
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 from typing import Any, Callable, Sequence
@@ -30,9 +31,10 @@ from .detection import parse_outputs_option
 from .detection_eval import DetectionResult
 from .eval_options import EvalOptions
 from .eval_result import EvalResult
-from .evaluation import format_eval, model_preprocess
+from .evaluation import format_eval
 from .info import format_info, model_info
 from .masks import load_label_map, parse_ignore
+from .preprocess_choice import choose_preprocess
 from .profile import ProfileParams, format_profile, profile_model
 from .report_json import JsonResult
 from .runtime import RUNTIME_NAMES
@@ -71,12 +73,20 @@ def _runtime_options(f: F) -> F:
 
 
 _preprocess_options = preprocess_options(
-    size="the model's metadata, else its input shape", color="the model's metadata, else its input shape",
-    mean="the model's metadata, else 0", std="the model's metadata, else 255")
+    size="the model's metadata, else its input shape",
+    color="the model's metadata (edgeq's, else TFLite's), else its input shape",
+    mean="the model's metadata (edgeq's, else TFLite's); an integer input takes raw pixels; else 0",
+    std="the model's metadata (edgeq's, else TFLite's); an integer input takes raw pixels; else 255")
 
 
 def _output_options(f: F) -> F:
     return json_option()(force_option()(f))
+
+
+def _echo_warnings(caught: Sequence[warnings.WarningMessage]) -> None:
+    """Each warning as one line (e.g. empty class folders, a guessed preprocessing), no source location, once."""
+    for message in dict.fromkeys(str(w.message) for w in caught):
+        echo_err(f"warning: {message}")
 
 
 def _emit(result: JsonResult, text: str, json_out: str | None, force: bool) -> None:
@@ -103,7 +113,10 @@ def cli() -> None:
 def info_cmd(model: str, json_out: str | None, force: bool) -> None:
     """Show a model's inputs, outputs, quantization, operators and edgeq metadata (no runtime needed)."""
     check_json_out(json_out, force)
-    result = model_info(model)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        result = model_info(model)
+    _echo_warnings(caught)
     _emit(result, format_info(result), json_out, force)
 
 
@@ -135,10 +148,11 @@ def bench_cmd(model: str, runs: int, min_secs: float, max_secs: float, warmup: i
     params = BenchParams(runs=runs, min_secs=min_secs, max_secs=max_secs, warmup=warmup, threads=threads,
                          xnnpack=xnnpack, delegate=delegate, delegate_options=delegate_options,
                          runtime=runtime, data=data, seed=seed)
-    preprocess = None
-    if any(v is not None for v in (size, color, mean, std)):
-        preprocess = model_preprocess(model, size=size, color=color, mean=mean, std=std)
-    result = benchmark(model, params, preprocess=preprocess, log=echo_err)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        preprocess = choose_preprocess(model, size=size, color=color, mean=mean, std=std, warn=data is not None)
+        result = benchmark(model, params, preprocess=preprocess, log=echo_err)
+    _echo_warnings(caught)
     _emit(result, format_bench(result), json_out, force)
 
 
@@ -180,7 +194,10 @@ def profile_cmd(model: str, runs: int, min_secs: float, top: int | None, seed: i
         if done == total:
             bar.__exit__(None, None, None)
 
-    result = profile_model(model, params, log=None if quiet else echo_err, progress=progress)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        result = profile_model(model, params, log=None if quiet else echo_err, progress=progress)
+    _echo_warnings(caught)
     _emit(result, format_profile(result, top=top), json_out, force)
 
 
@@ -254,15 +271,18 @@ def eval_cmd(model: str, data: str | None, task: str | None, inputs: str | None,
     segmentation    DATA: images, --masks DIR (mIoU, pixel accuracy)
     fidelity        --inputs X --reference Y.npz (SQNR, cosine, max error per output)
 
-    The task, preprocessing and labels come from the model's edgeq metadata; for a model
-    from elsewhere give --task, --size, --color, --mean/--std and --labels.
+    The task, preprocessing and labels come from the model's edgeq metadata, else from its
+    standard TFLite metadata (normalization, color, labels packed in the model); an integer
+    input with no metadata is fed raw pixels (uint8 as is, int8 as pixel - 128). The
+    "preprocessing" line says what was used and where it came from; flags win.
     """
     check_json_out(json_out, force)
-    preprocess = model_preprocess(model, size=size, color=color, mean=mean, std=std)
     outputs = parse_outputs_option(outputs_text) if outputs_text else None
     keep = predictions == ""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
+        images = data is not None or (inputs is not None and os.path.isdir(inputs))
+        preprocess = choose_preprocess(model, size=size, color=color, mean=mean, std=std, warn=images)
         result = evaluate_task(
             model, data, task=task, inputs=inputs, reference=reference, labels_npy=labels_npy,
             annotations=annotations, masks=masks, outputs=outputs, class_offset=class_offset,
@@ -272,8 +292,7 @@ def eval_cmd(model: str, data: str | None, task: str | None, inputs: str | None,
             skip_unreadable=skip_unreadable, keep_predictions=keep, options=EvalOptions(
                 limit=limit, seed=seed, workers=workers, runtime=runtime, threads=threads, xnnpack=xnnpack,
                 delegate=delegate, delegate_options=delegate_options, progress=not quiet))
-    for w in caught:  # e.g. empty class folders: one line each, no source location
-        echo_err(f"warning: {w.message}")
+    _echo_warnings(caught)
     if predictions and isinstance(result, DetectionResult):
         echo_err(f"wrote {predictions}")
     _emit(result, format_eval(result) if isinstance(result, EvalResult) else str(result), json_out, force)

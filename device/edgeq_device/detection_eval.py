@@ -24,12 +24,12 @@ from ._version import __version__
 from .detection import check_categories, coco_detections, coco_scores, identify_outputs, require_pycocotools
 from .errors import DataError
 from .eval_options import EvalKeywords, EvalOptions
-from .evaluation import model_preprocess
 from .fileio import atomic_write_text, check_writable
 from .flatbuffer import ModelSource, load_model_bytes, read_flat_model
 from .images import IMAGE_SUFFIXES
 from .metadata import read_metadata
 from .preprocess import Preprocess, load_image
+from .preprocess_choice import PreprocessChoice, as_choice
 from .report_json import JsonResult, dumps_json
 from .runtime import Runtime, resolve_runtime
 from .sysinfo import BoardInfo, board_info
@@ -84,6 +84,10 @@ class DetectionResult(JsonResult):
     predictions: str | None = None
     limit: int | None = None
     seed: int = 0
+    #: one line: the preprocessing used and where each part came from (see :mod:`edgeq_device.preprocess_choice`)
+    preprocessing: str = ""
+    #: where each part came from: ``size``, ``color``, ``normalization`` -> flag, edgeq metadata, TFLite metadata, input, ...
+    preprocess_sources: dict[str, str] | None = None
 
     def __str__(self) -> str:
         """The text ``edgeq-device eval`` prints (:func:`format_detection`)."""
@@ -98,6 +102,7 @@ def format_detection(r: DetectionResult, max_classes: int = 30) -> str:
              + f"; category id = class + {r.class_offset}",
              f"runtime    {r.runtime} {r.runtime_version}" + (f", {r.delegate}" if r.delegate else "")
              + f", {r.workers} workers, {r.images_per_second:.1f} images/s",
+             *([f"preprocessing  {r.preprocessing}"] if r.preprocessing else []),
              f"detections {r.detections}" + (f" (COCO results in {r.predictions})" if r.predictions else ""),
              f"mAP        {r.map:.4f}  (IoU .50:.95)", f"mAP@.5     {r.map50:.4f}", "AP per class"]
     shown = [c for c in r.per_class if c.ap is not None][:max_classes]
@@ -161,7 +166,7 @@ def evaluate_detection(
     num_classes: int | None = None,
     predictions: str | os.PathLike[str] | None = None,
     overwrite: bool = False,
-    preprocess: Preprocess | None = None,
+    preprocess: Preprocess | PreprocessChoice | None = None,
     options: EvalOptions | None = None,
     **keywords: Unpack[EvalKeywords],
 ) -> DetectionResult:
@@ -210,7 +215,8 @@ def evaluate_detection(
     idx = sample_indices(len(pairs), limit, seed)
     chosen = [pairs[int(i)] for i in idx]
     sizes = {int(im["id"]): (im.get("width"), im.get("height")) for im in coco["images"]}
-    pre = preprocess if preprocess is not None else model_preprocess(model_bytes)
+    choice = as_choice(model_bytes, preprocess)
+    pre = choice.preprocess
     per_image: list[list[dict[str, Any]]] = [[] for _ in chosen]
 
     def load(i: int) -> list[Any]:
@@ -252,6 +258,7 @@ def evaluate_detection(
                         for c in sorted(categories)),
         class_offset=class_offset, outputs={role: keys[pos] for role, pos in roles.items()}, seconds=seconds,
         images_per_second=len(chosen) / seconds if seconds > 0 else 0.0, workers=n_workers, runtime=rt.name,
-        runtime_version=rt.version, delegate=delegate, preprocess=pre, board=board_info(), started=started,
+        runtime_version=rt.version, delegate=delegate, preprocess=pre, preprocessing=choice.summary,
+        preprocess_sources=dict(choice.sources), board=board_info(), started=started,
         edgeq_device_version=__version__, predictions=None if predictions is None else str(predictions),
         limit=limit, seed=seed)

@@ -64,6 +64,10 @@ class EvalResult(JsonResult):
     class_order: str = ""
     class_folders: dict[str, int] | None = None
     empty_folders: tuple[str, ...] = ()
+    #: one line: the preprocessing used and where each part came from (see :mod:`edgeq_device.preprocess_choice`)
+    preprocessing: str = ""
+    #: where each part came from: ``size``, ``color``, ``normalization`` -> flag, edgeq metadata, TFLite metadata, input, ...
+    preprocess_sources: dict[str, str] | None = None
 
     def __str__(self) -> str:
         """The text ``edgeq-device eval`` prints (:func:`format_eval`)."""
@@ -78,6 +82,7 @@ def format_eval(r: EvalResult, max_classes: int = 20) -> str:
         + (f", {len(r.skipped)} unreadable skipped" if r.skipped else ""),
         f"runtime    {r.runtime} {r.runtime_version}" + (f", {r.delegate}" if r.delegate else "")
         + f", {r.workers} workers, {r.images_per_second:.1f} images/s",
+        *([f"preprocessing  {r.preprocessing}"] if r.preprocessing else []),
         f"labels     {_labels_text(r)}",
         f"top-1      {r.top1:.4f}",
         f"top-{r.top_k}      {r.top5:.4f}",

@@ -14,7 +14,6 @@ import datetime as _dt
 import hashlib
 import os
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence, Union
 
@@ -24,7 +23,7 @@ from ._version import __version__
 from .errors import DataError, LabelMismatchError
 from .eval_options import EvalKeywords, EvalOptions
 from .eval_result import ClassScore, EvalResult, format_eval
-from .flatbuffer import FlatModel, ModelSource, Tensor, load_model_bytes, read_flat_model
+from .flatbuffer import ModelSource, load_model_bytes, read_flat_model
 from .images import FolderListing, list_image_folder
 from .inference_pool import (
     output_size,
@@ -35,8 +34,10 @@ from .inference_pool import (
 )
 from .metadata import read_metadata
 from .preprocess import ColorMode, Preprocess
+from .preprocess_choice import PreprocessChoice, as_choice, choose_preprocess
 from .runtime import Runtime, resolve_runtime
 from .sysinfo import board_info
+from .tflite_metadata import read_tflite_metadata
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -57,10 +58,6 @@ __all__ = [
 LabelsLike = Union[str, "os.PathLike[str]", Sequence[str]]
 
 
-def _input_tensor(flat: FlatModel) -> Tensor:
-    return flat.main.tensors[flat.main.inputs[0]]
-
-
 def output_classes(model: ModelSource) -> int:
     """How many values a classifier's first output gives per sample: its number of classes."""
     return output_size(read_flat_model(model))
@@ -75,34 +72,16 @@ def model_preprocess(
     std: float | Sequence[float] | None = None,
     resize: str | None = None,
 ) -> Preprocess:
-    """The preprocessing of a model: its edgeq metadata's, else inferred from its input; then overrides.
+    """The preprocessing of a model: the arguments given, else its edgeq metadata's, else its TFLite metadata's, else its input's.
 
     Without metadata, ``size`` and ``color`` come from the input shape (``[1, H, W, C]``,
-    C = 1 grayscale, 3 RGB) and pixels map to ``[0, 1]`` (``mean=0, std=255``). Any argument
+    C = 1 grayscale, 3 RGB); an integer input is fed its raw pixels (uint8 as is, int8 as
+    ``pixel - 128``), a float input pixels in ``[0, 1]`` (``mean=0, std=255``). Any argument
     given replaces the corresponding field (float input = ``(pixel - mean) / std``).
+    :func:`edgeq_device.preprocess_choice.choose_preprocess` also says where each part came from.
     """
-    meta = read_metadata(model)
-    if meta is not None and meta.preprocess is not None:
-        base = meta.preprocess
-    else:
-        flat = read_flat_model(model)
-        sig = tuple(int(d) for d in _input_tensor(flat).shape_signature)
-        inferred: dict[str, object] = {}
-        if len(sig) == 4:
-            _, a, b, c = sig
-            if c in (1, 3) and a > 0 and b > 0:
-                inferred = {"size": (b, a), "color": "l" if c == 1 else "rgb"}
-            elif a in (1, 3) and b > 0 and c > 0:
-                inferred = {"size": (c, b), "color": "l" if a == 1 else "rgb", "layout": "nchw"}
-        elif len(sig) == 3 and sig[1] > 0 and sig[2] > 0:  # [1, H, W] grayscale
-            inferred = {"size": (sig[2], sig[1]), "color": "l"}
-        base = Preprocess(**inferred)  # type: ignore[arg-type]
-    changes: dict[str, object] = {}
-    for name, value in (("size", size), ("color", color), ("mean", mean), ("std", std),
-                        ("resize", resize)):
-        if value is not None:
-            changes[name] = value
-    return replace(base, **changes) if changes else base  # type: ignore[arg-type]
+    return choose_preprocess(model, size=size, color=color, mean=mean, std=std, resize=resize,
+                             warn=False).preprocess
 
 
 def read_labels(path: str | os.PathLike[str]) -> tuple[str, ...]:
@@ -142,7 +121,7 @@ def evaluate(
     model: ModelSource,
     data: str | os.PathLike[str] | FolderListing,
     *,
-    preprocess: Preprocess | None = None,
+    preprocess: Preprocess | PreprocessChoice | None = None,
     labels: LabelsLike | None = None,
     skip_unreadable: bool = False,
     keep_predictions: bool = False,
@@ -154,10 +133,11 @@ def evaluate(
     Args:
         model: path or bytes of the ``.tflite``.
         data: a folder with one subfolder of images per class (or a labeled FolderListing).
-        preprocess: default: the model's edgeq metadata, else inferred from its input
-            (see :func:`model_preprocess`).
+        preprocess: default: the model's edgeq metadata, else its TFLite metadata, else
+            inferred from its input (see :func:`model_preprocess`); a
+            :class:`~edgeq_device.preprocess_choice.PreprocessChoice` also says where it came from.
         labels: class names in output order, or a file with one per line; default: the
-            model's edgeq metadata. A folder is the output of its name among them; without
+            model's edgeq metadata, else its TFLite metadata's labels. A folder is the output of its name among them; without
             labels, integer folder names are their output (folder ``k`` = output ``k``), other
             names are numbered in ``sorted()`` order as Keras' ``image_dataset_from_directory``
             does (see :mod:`edgeq_device.images`). Empty class folders count.
@@ -187,12 +167,16 @@ def evaluate(
     if labels is None:
         names = meta.labels if meta is not None and meta.labels else None
         labels_from = "metadata" if names else "folders"
+        std_meta = read_tflite_metadata(flat, strict=False) if names is None else None
+        std_names = std_meta.class_names(n_out) if std_meta is not None else None
+        if std_names:
+            names, labels_from = std_names, "TFLite metadata"
     elif isinstance(labels, (str, os.PathLike)):
         names, labels_from = read_labels(labels), "labels"
     else:
         names, labels_from = tuple(str(x) for x in labels), "labels"
     if names is not None and len(names) != n_out:
-        if labels_from == "metadata":
+        if labels_from in ("metadata", "TFLite metadata"):
             raise LabelMismatchError(
                 f"the model's metadata holds {len(names)} labels for its {n_out} outputs", argument="model",
                 received=len(names), fix=f"give --labels FILE (labels=) with the {n_out} class names in output "
@@ -212,7 +196,8 @@ def evaluate(
     listing = listing.fit_outputs(n_out, argument="data")
     if limit is not None:  # a positive integer (EvalOptions)
         listing = listing.sample(limit, seed)
-    pre = preprocess if preprocess is not None else model_preprocess(model_bytes)
+    choice = as_choice(flat, preprocess)
+    pre = choice.preprocess
     rt = runtime if isinstance(runtime, Runtime) else resolve_runtime(runtime)
     n_workers = resolve_workers(workers, len(listing), delegate)
 
@@ -258,6 +243,8 @@ def evaluate(
         runtime_version=rt.version,
         delegate=delegate,
         preprocess=pre,
+        preprocessing=choice.summary,
+        preprocess_sources=dict(choice.sources),
         limit=limit,
         seed=seed,
         board=board_info(),

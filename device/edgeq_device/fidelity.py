@@ -21,10 +21,10 @@ import numpy as np
 
 from ._version import __version__
 from .eval_options import EvalKeywords, EvalOptions
-from .evaluation import model_preprocess
 from .flatbuffer import ModelSource, load_model_bytes, read_flat_model
 from .metadata import read_metadata
 from .preprocess import Preprocess
+from .preprocess_choice import PreprocessChoice, as_choice
 from .report_json import JsonResult
 from .runtime import Runtime, resolve_runtime
 from .sysinfo import BoardInfo, board_info
@@ -106,6 +106,10 @@ class FidelityResult(JsonResult):
     edgeq_device_version: str
     limit: int | None = None
     seed: int = 0
+    #: one line: the preprocessing used and where each part came from (see :mod:`edgeq_device.preprocess_choice`)
+    preprocessing: str = ""
+    #: where each part came from: ``size``, ``color``, ``normalization`` -> flag, edgeq metadata, TFLite metadata, input, ...
+    preprocess_sources: dict[str, str] | None = None
 
     def __str__(self) -> str:
         """The text ``edgeq-device eval`` prints (:func:`format_fidelity`)."""
@@ -120,6 +124,8 @@ def format_fidelity(r: FidelityResult) -> str:
              f"reference  {r.reference}",
              f"runtime    {r.runtime} {r.runtime_version}" + (f", {r.delegate}" if r.delegate else "")
              + f", {r.workers} workers"]
+    if r.preprocessing:
+        lines.append(f"preprocessing  {r.preprocessing}")
     width = max([6] + [len(o.name) for o in r.outputs])
     lines.append(f"  {'output':<{width}}  {'SQNR dB':>8}  {'cosine':>8}  {'max err':>10}  {'arg-max':>7}")
     for o in r.outputs:
@@ -134,7 +140,7 @@ def evaluate_fidelity(
     inputs: str | os.PathLike[str],
     reference: str | os.PathLike[str],
     *,
-    preprocess: Preprocess | None = None,
+    preprocess: Preprocess | PreprocessChoice | None = None,
     options: EvalOptions | None = None,
     **keywords: Unpack[EvalKeywords],
 ) -> FidelityResult:
@@ -160,8 +166,9 @@ def evaluate_fidelity(
     model_bytes = load_model_bytes(model)
     flat = read_flat_model(model_bytes)
     meta = read_metadata(model_bytes)
-    pre = preprocess if preprocess is not None else model_preprocess(model_bytes)
-    samples: Samples = load_samples(inputs, flat, pre)
+    choice = as_choice(flat, preprocess, warn=False)
+    samples: Samples = load_samples(inputs, flat, choice.preprocess)
+    images = samples.files is not None
     refs = load_reference(reference, flat, samples.n)
     idx = sample_indices(samples.n, limit, seed)
     names = output_keys(flat)
@@ -184,4 +191,6 @@ def evaluate_fidelity(
         mode=meta.mode if meta is not None else None, inputs=samples.source, reference=str(reference),
         samples=len(idx), outputs=scores, seconds=seconds, workers=n_workers, runtime=rt.name,
         runtime_version=rt.version, delegate=delegate, board=board_info(), started=started,
-        edgeq_device_version=__version__, limit=limit, seed=seed)
+        edgeq_device_version=__version__, limit=limit, seed=seed,
+        preprocessing=choice.summary if images else "none (arrays fed as they are)",
+        preprocess_sources=dict(choice.sources) if images else None)

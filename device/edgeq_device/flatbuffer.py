@@ -365,7 +365,9 @@ def _parse(buf: bytearray) -> FlatModel:
         tensors = []
         for i, t in enumerate(sg.vec_tables(0)):
             shape = tuple(int(d) for d in t.vec_scalars(0, _I32))
-            sig = tuple(int(d) for d in t.vec_scalars(7, _I32)) or shape
+            sig = tuple(int(d) for d in t.vec_scalars(7, _I32))
+            if len(sig) != len(shape):  # none, or one the runtime ignores too: the shape is the signature
+                sig = shape
             bidx = int(t.scalar(2, _U32, 0))
             bsize = 0
             if 0 < bidx < len(buffers):

@@ -18,7 +18,10 @@ from .analysis import analyze_flat_model
 from .flatbuffer import FlatModel, ModelSource, Tensor, load_model_bytes, read_flat_model
 from .int4 import INT4_NOTE, int4_tensors
 from .metadata import EdgeqMetadata, read_metadata
+from .preprocess import Preprocess
+from .preprocess_choice import choose_preprocess, normalization_text
 from .report_json import JsonResult
+from .tflite_metadata import TfliteMetadata, read_tflite_metadata
 
 __all__ = ["EDGETPU_CUSTOM_OP", "ModelInfo", "TensorInfo", "format_bytes", "format_info", "model_info"]
 
@@ -111,6 +114,10 @@ class ModelInfo(JsonResult):
     peak_activation_bytes: int | None = None
     int4_tensors: int = 0
     """INT4 (4-bit weight) tensors: such a model needs LiteRT (:mod:`edgeq_device.int4`)."""
+    tflite_metadata: TfliteMetadata | None = None
+    """The standard TFLite metadata (``TFLITE_METADATA``), as :func:`~edgeq_device.read_tflite_metadata` reads it."""
+    preprocessing: str = ""
+    """The preprocessing eval would use with no flags, and where each part comes from."""
 
     @property
     def is_dynamic(self) -> bool:
@@ -169,6 +176,8 @@ def model_info(model: ModelSource) -> ModelInfo:
         params=graph.total_params,
         peak_activation_bytes=graph.peak_activation_bytes,
         int4_tensors=int4_tensors(flat),
+        tflite_metadata=read_tflite_metadata(flat, strict=False),
+        preprocessing=choose_preprocess(flat, warn=False).summary,
     )
 
 
@@ -206,7 +215,8 @@ def format_info(info: ModelInfo) -> str:
         lines.append(f"custom ops {', '.join(info.custom_ops)}")
     meta = info.metadata
     if meta is None:
-        lines.append("edgeq      no edgeq metadata (give preprocessing and labels as options)")
+        lines.append("edgeq      no edgeq metadata" + ("" if info.tflite_metadata is not None else
+                                                     " (the preprocessing line says what eval assumes)"))
     else:
         lines.append(f"edgeq      mode {meta.mode}, I/O {meta.io}"
                      + (f", from {meta.source}" if meta.source else ""))
@@ -217,4 +227,43 @@ def format_info(info: ModelInfo) -> str:
         if meta.labels is not None:
             shown = ", ".join(meta.labels[:10]) + (", ..." if len(meta.labels) > 10 else "")
             lines.append(f"  labels ({len(meta.labels)}) {shown}")
+    if info.tflite_metadata is not None:
+        lines += tflite_metadata_lines(info.tflite_metadata)
+    if info.preprocessing:
+        lines.append(f"preprocessing  {info.preprocessing} (eval with no flags)")
     return "\n".join(lines)
+
+
+def _labels_text(labels: tuple[str, ...], what: str = "labels") -> str:
+    shown = ", ".join(labels[:10]) + (", ..." if len(labels) > 10 else "")
+    return f"{what} ({len(labels)}) {shown}"
+
+
+def tflite_metadata_lines(m: TfliteMetadata) -> list[str]:
+    """What ``edgeq-device info`` prints of a model's standard TFLite metadata."""
+    lines = [f"tflite     {m.name or '(no name)'} (TFLite metadata)"
+             + (f", version {m.version}" if m.version else "") + (f", {m.author}" if m.author else "")]
+    for which, tensors in (("input ", m.inputs), ("output", m.outputs)):
+        for t in tensors:
+            parts = [p for p in (t.kind, t.color) if p]
+            if t.default_size:
+                parts.append(f"{t.default_size[0]}x{t.default_size[1]}")
+            text = " ".join(parts)
+            if t.mean and t.std:
+                text += (", " if text else "") + f"normalization {normalization_text(Preprocess(mean=t.mean, std=t.std))}"
+            for labels, what in ((t.labels, "labels"), (t.value_labels, "value labels")):
+                if labels:
+                    text += (", " if text else "") + _labels_text(labels, what)
+            if t.bounding_box is not None:
+                b = t.bounding_box
+                text += (", " if text else "") + f"boxes {b.type} {b.coordinates} index {list(b.index)}"
+            if t.score_threshold is not None:
+                text += (", " if text else "") + f"score threshold {t.score_threshold:g}"
+            name = f"{t.name}: " if which == "output" and t.name else ""
+            lines.append(f"  {which.strip():<8} {name}{text}".rstrip())
+    if m.class_offset:
+        lines.append(f"  class offset {m.class_offset} (the first label, {m.labels[0] if m.labels else ''!r}, "
+                     "is no class)")
+    if m.packed:
+        lines.append(f"  packed   {', '.join(m.packed)}")
+    return lines

@@ -34,13 +34,14 @@ import numpy as np
 
 from ._version import __version__
 from .analysis import op_display_name, op_macs
-from .bench import random_inputs, time_invocations
+from .bench import random_inputs, random_preprocessing, time_invocations
 from .errors import EdgeqError, InvalidArgumentError
 from .flatbuffer import FlatModel, ModelSource, Tensor, load_model_bytes, read_flat_model
 from .loadcheck import check_loads_in_child
 from .metadata import read_metadata
 from .opcut import CutError
 from .opcut_raw import overhead_model
+from .preprocess_choice import choose_preprocess
 from .profile_inputs import Cutter, make_cutter, record_stepwise, record_tensors, static_tensors
 from .profile_view import format_profile
 from .report_json import JsonResult
@@ -161,6 +162,8 @@ class ProfileResult(JsonResult):
     board: BoardInfo
     started: str
     edgeq_device_version: str
+    #: what the random inputs stand for (profile always runs on seeded random inputs)
+    preprocessing: str = ""
 
     @property
     def timed(self) -> tuple[OpProfile, ...]:
@@ -213,7 +216,6 @@ def _random_value(t: Tensor, shape: tuple[int, ...], rng: np.random.Generator) -
 def _whole_model(model_bytes: bytes, runtime: Runtime, params: ProfileParams,
                  flat: FlatModel) -> tuple[ModelRunner | None, dict[int, np.ndarray], str | None]:
     """The whole model's runner and its inputs (tensor index -> array), or None and the reason."""
-    meta = read_metadata(model_bytes)
     try:
         if params.delegate is None:
             check_loads_in_child(model_bytes, runtime, xnnpack=params.xnnpack)
@@ -227,7 +229,7 @@ def _whole_model(model_bytes: bytes, runtime: Runtime, params: ProfileParams,
         inputs = {i: _random_value(sg.tensors[i], tuple(max(d, 1) for d in sg.tensors[i].shape), rng)
                   for i in sg.inputs}
         return None, inputs, exc.message
-    arrays = random_inputs(runner.input_details, meta.preprocess if meta else None, params.seed)
+    arrays = random_inputs(runner.input_details, choose_preprocess(flat, warn=False).preprocess, params.seed)
     inputs = {int(d["index"]): a for d, a in zip(runner.input_details, arrays)}
     try:
         for idx, value in inputs.items():
@@ -409,4 +411,6 @@ def profile_model(
         delegate=params.delegate, params=params, operators=tuple(rows), whole_p50_us=whole_p50,
         whole_runs=whole_runs, whole_note=whole_note, cut_note=cut_note, invoke_overhead_us=overhead,
         seconds=_dt.datetime.now().timestamp() - t_start, board=board_info(), started=started,
-        edgeq_device_version=__version__)
+        edgeq_device_version=__version__,
+        preprocessing=random_preprocessing(runner.input_details, choose_preprocess(flat, warn=False))
+        if runner is not None else "none: random integers in -128..127, floats in [0, 1)")

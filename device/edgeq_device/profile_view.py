@@ -33,7 +33,10 @@ def format_profile(result: Any, top: int | None = None) -> str:
     where = f"{r.runtime} {r.runtime_version}, threads {r.threads or 'default'}, " \
             f"XNNPACK {'on' if r.xnnpack else 'off'}" + (f", delegate {r.delegate}" if r.delegate else "")
     lines = [f"profile of {r.model or '<bytes>'}" + (f" ({r.mode})" if r.mode else ""), f"  {where}",
-             f"  {r.board.name}", ""]
+             f"  {r.board.name}"]
+    if getattr(r, "preprocessing", ""):
+        lines.append(f"  preprocessing  {r.preprocessing}")
+    lines.append("")
     ops = list(r.operators)
     if top is not None:
         ops = sorted((o for o in ops if o.p50_us is not None), key=lambda o: -(o.p50_us or 0))[:top]

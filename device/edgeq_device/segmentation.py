@@ -25,7 +25,6 @@ from PIL import Image
 from ._version import __version__
 from .errors import DataError, LabelMismatchError
 from .eval_options import EvalKeywords, EvalOptions
-from .evaluation import model_preprocess
 from .flatbuffer import ModelSource, load_model_bytes, read_flat_model
 from .images import list_image_folder
 from .masks import (
@@ -39,6 +38,7 @@ from .masks import (
 )
 from .metadata import read_metadata
 from .preprocess import Preprocess, load_image
+from .preprocess_choice import PreprocessChoice, as_choice
 from .report_json import JsonResult
 from .runtime import Runtime, resolve_runtime
 from .sysinfo import BoardInfo, board_info
@@ -143,6 +143,10 @@ class SegmentationResult(JsonResult):
     ignore: tuple[int, ...] = ()
     #: the mapping applied to the masks' values (``"cityscapes"`` or its file), None if none
     label_map: str | None = None
+    #: one line: the preprocessing used and where each part came from (see :mod:`edgeq_device.preprocess_choice`)
+    preprocessing: str = ""
+    #: where each part came from: ``size``, ``color``, ``normalization`` -> flag, edgeq metadata, TFLite metadata, input, ...
+    preprocess_sources: dict[str, str] | None = None
 
     def __str__(self) -> str:
         """The text ``edgeq-device eval`` prints (:func:`format_segmentation`)."""
@@ -157,6 +161,7 @@ def format_segmentation(r: SegmentationResult, max_classes: int = 30) -> str:
              + (f", ignoring {_ranges(r.ignore)}" if r.ignore else ""),
              f"runtime    {r.runtime} {r.runtime_version}" + (f", {r.delegate}" if r.delegate else "")
              + f", {r.workers} workers, {r.images_per_second:.1f} images/s",
+             *([f"preprocessing  {r.preprocessing}"] if r.preprocessing else []),
              f"mIoU       {r.miou:.4f}  (mean over the {sum(c.iou is not None for c in r.per_class)} classes "
              f"in masks or predictions)",
              f"pixel acc  {r.pixel_accuracy:.4f}", "IoU per class"]
@@ -210,7 +215,7 @@ def evaluate_segmentation(
     image_list: str | os.PathLike[str] | None = None,
     num_classes: int | None = None,
     class_names: Sequence[str] | None = None,
-    preprocess: Preprocess | None = None,
+    preprocess: Preprocess | PreprocessChoice | None = None,
     options: EvalOptions | None = None,
     **keywords: Unpack[EvalKeywords],
 ) -> SegmentationResult:
@@ -283,7 +288,8 @@ def evaluate_segmentation(
     paths = [chosen[int(i)] for i in idx]
     cityscapes = mapping is not None and mapping.name == "cityscapes"
     mask_paths = [mask_for(p, mask_dir, cityscapes) for p in paths]  # every mask exists before any work
-    pre = preprocess if preprocess is not None else model_preprocess(model_bytes)
+    choice = as_choice(model_bytes, preprocess)
+    pre = choice.preprocess
     cm = np.zeros((classes, classes), np.int64)
     lock = threading.Lock()
 
@@ -329,6 +335,7 @@ def evaluate_segmentation(
         per_class=tuple(ClassIoU(n, v, int(cm[c].sum())) for c, (n, v) in enumerate(zip(names, ious))),
         confusion=tuple(tuple(int(v) for v in row) for row in cm), seconds=seconds,
         images_per_second=len(paths) / seconds if seconds > 0 else 0.0, workers=n_workers, runtime=rt.name,
-        runtime_version=rt.version, delegate=delegate, preprocess=pre, board=board_info(), started=started,
+        runtime_version=rt.version, delegate=delegate, preprocess=pre, preprocessing=choice.summary,
+        preprocess_sources=dict(choice.sources), board=board_info(), started=started,
         edgeq_device_version=__version__, limit=limit, seed=seed, ignore=ignore,
         label_map=None if mapping is None else mapping.name)

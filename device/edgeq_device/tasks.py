@@ -23,19 +23,21 @@ from .detection_eval import DetectionResult, evaluate_detection
 from .errors import DataError, InvalidArgumentError
 from .eval_options import EvalKeywords, EvalOptions
 from .eval_result import ClassScore, EvalResult
-from .evaluation import LabelsLike, evaluate, model_preprocess, output_classes, read_labels, top_k_hits
+from .evaluation import LabelsLike, evaluate, output_classes, read_labels, top_k_hits
 from .fidelity import FidelityResult, evaluate_fidelity
 from .flatbuffer import ModelSource, load_model_bytes, read_flat_model
 from .inference_pool import predict_arrays, resolve_workers
 from .masks import IgnoreLike, LabelMapLike
 from .metadata import read_metadata
 from .preprocess import Preprocess
+from .preprocess_choice import PreprocessChoice
 from .report_json import JsonResult
 from .runtime import Runtime, resolve_runtime
 from .segmentation import SegmentationResult, evaluate_segmentation
 from .sysinfo import board_info
 from .task_inputs import load_labels_npy, load_samples, sample_indices
 from .task_loop import progress_callback
+from .tflite_metadata import read_tflite_metadata
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -126,7 +128,28 @@ def evaluate_arrays(
         images_per_second=len(y) / seconds if seconds > 0 else 0.0, workers=n_workers,
         threads=threads if threads is not None else (1 if n_workers > 1 else None), runtime=rt.name,
         runtime_version=rt.version, delegate=delegate, preprocess=Preprocess(), limit=limit, seed=seed,
+        preprocessing="none (arrays fed as they are)",
         board=board_info(), started=started, edgeq_device_version=__version__)
+
+
+def _segmentation_labels(model_bytes: bytes) -> tuple[str, ...] | None:
+    """A segmenter's class names from its standard TFLite metadata, where they name its classes.
+
+    One label per channel of a ``[1, H, W, C]`` scores output, or at least two for a class map
+    (a class map's labels are also its class count).
+    """
+    flat = read_flat_model(model_bytes)
+    std_meta = read_tflite_metadata(flat, strict=False)
+    if std_meta is None or not std_meta.outputs:
+        return None
+    first = std_meta.outputs[0]
+    labels = first.labels or first.value_labels
+    shape = flat.main.tensors[flat.io_order("outputs")[0]].shape
+    if not labels:
+        return None
+    if len(shape) == 4 and shape[-1] > 1:
+        return labels if len(labels) == shape[-1] else None
+    return labels if len(labels) >= 2 else None
 
 
 def _need(value: object, argument: str, task: str) -> None:
@@ -154,7 +177,7 @@ def evaluate_task(
     class_names: Sequence[str] | None = None,
     predictions: str | os.PathLike[str] | None = None,
     overwrite: bool = False,
-    preprocess: Preprocess | None = None,
+    preprocess: Preprocess | PreprocessChoice | None = None,
     labels: LabelsLike | None = None,
     skip_unreadable: bool = False,
     keep_predictions: bool = False,
@@ -208,8 +231,7 @@ def evaluate_task(
         _need(inputs, "--inputs (inputs=)", name)
         _need(reference, "--reference (reference=)", name)
         assert inputs is not None and reference is not None
-        pre = preprocess if preprocess is not None else model_preprocess(model_bytes)
-        return evaluate_fidelity(source, inputs, reference, preprocess=pre, options=opts)
+        return evaluate_fidelity(source, inputs, reference, preprocess=preprocess, options=opts)
     if name == "classification" and (inputs is not None or labels_npy is not None):
         _need(inputs, "--inputs (inputs=)", name)
         _need(labels_npy, "--labels-npy (labels_npy=)", name)
@@ -234,5 +256,8 @@ def evaluate_task(
     ignore = ignore_index if ignore_index is not None else settings.get("ignore_index", 255)
     names = class_names if class_names else None if not labels else (
         read_labels(labels) if isinstance(labels, (str, os.PathLike)) else tuple(str(n) for n in labels))
+    if not names and not (meta is not None and meta.labels):
+        names = _segmentation_labels(model_bytes)  # the standard metadata's, where they name the classes
     return evaluate_segmentation(source, data, masks, ignore_index=ignore, label_map=label_map, image_list=image_list,
-                                 num_classes=n_classes, class_names=names, preprocess=preprocess, options=opts)
+                                 num_classes=n_classes, class_names=names or None, preprocess=preprocess,
+                                 options=opts)

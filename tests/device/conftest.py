@@ -167,3 +167,14 @@ class ModelTools:
 @pytest.fixture(scope="session")
 def model_tools() -> ModelTools:
     return ModelTools(rewrite_model, add_edgeq_metadata, as_edgetpu_model, mnist_metadata)
+
+
+@pytest.fixture(scope="session")
+def tflite_support_python() -> str:
+    """The Python of a cached venv with TFLite Support's metadata writers (see fixtures.elsewhere)."""
+    from fixtures.elsewhere import TFLITE_SUPPORT, tflite_support_python
+
+    py = tflite_support_python()
+    if py is None:
+        pytest.skip(f"pip cannot install {TFLITE_SUPPORT} into a venv here")
+    return py

@@ -116,7 +116,10 @@ def test_cli_eval_shows_labels_and_warns_about_empty_folders(cli, models, mnist_
     assert proc.returncode == 0, proc.stderr
     assert "labels     from folders (integer names: folder k = output k): 0→0, 3→3, 7→7, 9→9" in proc.stdout
     warnings = [ln for ln in proc.stderr.splitlines() if ln.startswith("warning:")]
-    assert len(warnings) == 1 and "no image" in warnings[0] and "0, 9" in warnings[0]
+    # One line each: the empty folders, and the guessed [0, 1] pixels of a float model with no metadata.
+    assert len(warnings) == 2 and "no image" in warnings[1] and "0, 9" in warnings[1]
+    assert "float32 input and no metadata" in warnings[0] and "--mean/--std" in warnings[0]
+    assert "preprocessing  (pixel - 0) / 255, a guess (model input is float32, no metadata" in proc.stdout
     payload = json.loads(cli("eval", models["int8"], data, "-q", "--json", "-").stdout)
     assert payload["class_folders"] == {"0": 0, "3": 3, "7": 7, "9": 9} and payload["labels_from"] == "folders"
 

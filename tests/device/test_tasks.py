@@ -345,3 +345,21 @@ def test_unknown_task_and_old_metadata(cli, models):
     assert read_metadata(models["meta_uint8"]).task is None  # written before tasks existed
     runner = ModelRunner(models["float32"])
     assert len(runner.output_details) == 1
+
+
+@pytest.mark.slow
+def test_segmenter_with_tflite_support_metadata_names_its_classes(task_models, tflite_support_python, tmp_path):
+    from fixtures.elsewhere import write_classifier_metadata
+
+    names = ("background", "red", "green", "blue")[:SEG_CLASSES]
+    model = tmp_path / "seg_meta.tflite"
+    shown = write_classifier_metadata(tflite_support_python, task_models["float32"], model, names, 0.0, 255.0,
+                                      kind="segmenter")
+    assert shown["packed"] == ["labels.txt"]
+    images, masks = segmentation_set(tmp_path)
+    r = evaluate_task(model, images, task="segmentation", masks=masks)
+    assert isinstance(r, SegmentationResult)
+    miou, _, cm = _independent_miou(task_models["float32"], images, masks)
+    assert np.array_equal(np.asarray(r.confusion), cm) and r.miou == pytest.approx(miou)
+    assert tuple(c.name for c in r.per_class) == names
+    assert r.preprocess_sources == {"size": "input", "color": "TFLite metadata", "normalization": "TFLite metadata"}

@@ -15,6 +15,7 @@ from edgeq_device.evaluation import model_preprocess, output_classes, predict
 from edgeq_device.metadata import read_metadata
 from edgeq_device.preprocess import Preprocess
 from edgeq_device.runtime import ModelRunner
+from edgeq_device.tflite_metadata import read_tflite_metadata
 
 from edgeq.errors import DataError
 from edgeq.inputs.data import DataSource, ImageFolder, as_source, check_label_range
@@ -103,7 +104,11 @@ def top1_accuracy(model: bytes, evaluation: Any, *, source_model: Any = None, pr
     if preprocess is None and loaded is None:
         preprocess = model_preprocess(model)
     meta = read_metadata(model)
-    src = as_source(evaluation, preprocess, argument="evaluation", labels=meta.labels if meta is not None else None)
+    labels = meta.labels if meta is not None else None
+    if labels is None:  # a model made elsewhere: the labels its standard TFLite metadata packs, if they fit
+        std_meta = read_tflite_metadata(model, strict=False)
+        labels = std_meta.class_names(output_classes(model)) if std_meta is not None else None
+    src = as_source(evaluation, preprocess, argument="evaluation", labels=labels)
     if loaded is None:
         loaded = LoadedModel("tflite", None, "model", [InputSpec("input", (None,))], 1)
     return EvalData(src, loaded, limit, seed, output_classes(model)).top1(model)
