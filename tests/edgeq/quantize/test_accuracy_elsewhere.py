@@ -16,7 +16,7 @@ from label_folders import class_files, subset
 
 @pytest.mark.parametrize("io", ["uint8", "int8"])
 def test_top1_of_an_integer_model_made_elsewhere_is_the_plain_loops(pm1_models, mnist_test, tmp_path, io):
-    from edgeq.quantize.accuracy import top1_accuracy
+    from edgeq.quantize.precision.accuracy import top1_accuracy
 
     data = subset(mnist_test, tmp_path / "data", {d: None for d in range(10)}, per_class=8)
     files = class_files(data, {str(d): d for d in range(10)})
