@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from edgeq_device.flatbuffer import read_flat_model
 from edgeq_device.runtime import ModelRunner
+from fixtures.models import train_resnet8
 
 import edgeq
 from edgeq.errors import CalibrationError, InvalidArgumentError, QuantizationError
@@ -21,36 +22,11 @@ def _outputs(model_bytes: bytes, x: np.ndarray) -> np.ndarray:
     return np.concatenate([model.run([x[i:i + 1]])[0] for i in range(len(x))])
 
 
-def _resnet8(x: np.ndarray, y: np.ndarray):  # type: ignore[no-untyped-def]
-    """A small ResNet-8-style CNN (residual blocks of 16, 32, 64 filters), one epoch on the digits."""
-    import keras
-
-    keras.utils.set_random_seed(1)
-
-    def block(h, filters, stride):  # type: ignore[no-untyped-def]
-        skip = h
-        h = keras.layers.Conv2D(filters, 3, strides=stride, padding="same")(h)
-        h = keras.layers.ReLU()(keras.layers.BatchNormalization(momentum=0.9)(h))
-        h = keras.layers.BatchNormalization(momentum=0.9)(
-            keras.layers.Conv2D(filters, 3, padding="same")(h))
-        if stride != 1 or skip.shape[-1] != filters:
-            skip = keras.layers.Conv2D(filters, 1, strides=stride)(skip)
-        return keras.layers.ReLU()(keras.layers.Add()([h, skip]))
-
-    inp = keras.Input((28, 28, 1), name="image")
-    h = keras.layers.Conv2D(16, 3, padding="same", activation="relu")(inp)
-    for filters, stride in ((16, 1), (32, 2), (64, 2)):
-        h = block(h, filters, stride)
-    out = keras.layers.Dense(10, activation="softmax")(keras.layers.GlobalAveragePooling2D()(h))
-    model = keras.Model(inp, out, name="resnet8")
-    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
-    model.fit(x[:2000], y[:2000], epochs=1, batch_size=64, verbose=0)
-    return model
 
 
 @pytest.fixture(scope="module")
 def resnet8(digits_train_arrays):  # type: ignore[no-untyped-def]
-    return _resnet8(*digits_train_arrays)
+    return train_resnet8(*digits_train_arrays)
 
 
 @pytest.fixture(scope="module")

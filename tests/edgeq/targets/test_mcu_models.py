@@ -22,6 +22,7 @@ import pytest
 
 pytest.importorskip("tflite_micro")
 
+from fixtures.models import train_resnet8
 from test_mcu import recorded_total
 
 from edgeq.targets.mcu.check import check_mcu, random_inputs
@@ -92,30 +93,6 @@ def test_tflm_micro_speech_is_bit_exact_with_litert_reference(mltk_models):
     assert rep.reference.samples == 32 and rep.arena_bytes > 0
 
 
-def _resnet8(x: np.ndarray, y: np.ndarray):  # type: ignore[no-untyped-def]
-    """A small ResNet-8-style CNN (residual blocks of 16, 32, 64 filters; as test_int4's), one epoch on the digits."""
-    import keras
-
-    keras.utils.set_random_seed(1)
-
-    def block(h, filters, stride):  # type: ignore[no-untyped-def]
-        skip = h
-        h = keras.layers.Conv2D(filters, 3, strides=stride, padding="same")(h)
-        h = keras.layers.ReLU()(keras.layers.BatchNormalization(momentum=0.9)(h))
-        h = keras.layers.BatchNormalization(momentum=0.9)(keras.layers.Conv2D(filters, 3, padding="same")(h))
-        if stride != 1 or skip.shape[-1] != filters:
-            skip = keras.layers.Conv2D(filters, 1, strides=stride)(skip)
-        return keras.layers.ReLU()(keras.layers.Add()([h, skip]))
-
-    inp = keras.Input((28, 28, 1), name="image")
-    h = keras.layers.Conv2D(16, 3, padding="same", activation="relu")(inp)
-    for filters, stride in ((16, 1), (32, 2), (64, 2)):
-        h = block(h, filters, stride)
-    out = keras.layers.Dense(10, activation="softmax")(keras.layers.GlobalAveragePooling2D()(h))
-    model = keras.Model(inp, out, name="resnet8")
-    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
-    model.fit(x[:2000], y[:2000], epochs=1, batch_size=64, verbose=0)
-    return model
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +101,7 @@ def resnet8_mcu(digits_train_arrays):  # type: ignore[no-untyped-def]
     import edgeq
 
     x, y = digits_train_arrays
-    return edgeq.convert(_resnet8(x, y), "int8", calibration=(x, y), samples=64, io="int8", target="mcu",
+    return edgeq.convert(train_resnet8(x, y), "int8", calibration=(x, y), samples=64, io="int8", target="mcu",
                          progress=False), x
 
 
