@@ -27,6 +27,7 @@ from __future__ import annotations
 import base64
 import csv
 import email.parser
+import errno
 import hashlib
 import importlib.util
 import io
@@ -390,12 +391,18 @@ def main(argv: Sequence[str]) -> None:
              "use probe WORKDIR | recv WORKDIR RELPATH SHA256 file|tar | "
              "setup WORKDIR WHEEL_RELPATH WHEEL_SHA EXTRA OFFLINE RUNTIME")
     op, workdir = argv[0], os.path.abspath(os.path.expanduser(argv[1]))
-    if op == "probe":
-        op_probe(workdir)
-    elif op == "recv":
-        op_recv(workdir, argv[2], argv[3], argv[4])
-    else:
-        op_setup(workdir, argv[2], argv[3], argv[4], argv[5], argv[6])
+    try:
+        if op == "probe":
+            op_probe(workdir)
+        elif op == "recv":
+            op_recv(workdir, argv[2], argv[3], argv[4])
+        else:
+            op_setup(workdir, argv[2], argv[3], argv[4], argv[5], argv[6])
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            fail(f"no space left on the board's disk under {workdir} ({os.strerror(exc.errno)})", "no-space",
+                 "free space on the board, or give it a workdir on a bigger disk (workdir = / edgeq_workdir)")
+        raise
 
 
 if __name__ == "__main__":
