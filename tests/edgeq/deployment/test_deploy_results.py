@@ -83,7 +83,7 @@ def test_text_is_readable_even_with_numpy_numbers():
     lines = summary.splitlines()
     assert lines[1].split()[:4] == ["pi4", "ok", "1.234", "0.912"]
     assert lines[2].split()[:2] == ["pi-gone", "unreachable"] and "connection refused" in lines[2]
-    assert lines[-1] == "1/2 boards ok in 4.0 s"
+    assert lines[-1] == "2 boards: 1 ok, 0 failed, 1 unreachable, 0 timed-out, 0 interrupted in 4.0 s"
 
 
 def test_html_has_one_row_per_board_and_escapes_text():
