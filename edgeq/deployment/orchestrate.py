@@ -217,7 +217,7 @@ def deploy(
                                               stored_ids=(), attempts=0)
         many = len(boards) > MANY_BOARDS
         counts = FleetProgress(len(boards), say) if many else None
-        board_say: ProgressFn = counts.board_line if counts is not None and not callable(progress) else say
+        board_say: ProgressFn = counts.board_line if counts is not None else say
         wheel = build_device_wheel() if boards else None
         wheel_sha = file_sha256(wheel) if wheel else ""
         data_sha = tree_sha256(data) if data is not None else None
