@@ -5,7 +5,7 @@ plugin read, and merges variables in Ansible's order (lowest first): the ``all``
 inventory vars, ``group_vars/all``, the other groups' inventory vars (sorted by depth, then
 ``ansible_group_priority``, then name), their ``group_vars/`` files in the same order, the host's
 inventory vars, ``host_vars/HOST``. Folders are read file by file in name order, skipping what
-Ansible skips (``.ini``, ``.cfg``, ``.retry``, ``.orig``, ``~``, hidden files). Dynamic inventories
+Ansible skips (``.cfg``, ``.retry``, ``.orig``, ``.md``, ``~``, hidden files...). Dynamic inventories
 (scripts, plugins) need ansible-core itself.
 """
 
@@ -23,7 +23,7 @@ from edgeq.errors import InvalidArgumentError
 
 __all__ = ["expand_host_range", "parse_static"]
 
-_IGNORED = (".orig", ".ini", ".cfg", ".retry", ".pyc", ".pyo", "~", ".md", ".txt", ".rst")
+_IGNORED = (".pyc", ".pyo", ".swp", ".bak", "~", ".rpm", ".md", ".txt", ".rst", ".orig", ".cfg", ".retry")
 _YAML_EXTS = (".yml", ".yaml", ".json")
 _RANGE = re.compile(r"^(.*?)\[([^\]:]+):([^\]:]+)(?::(\d+))?\](.*)$")
 
