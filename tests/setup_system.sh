@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# System packages the test suite needs: the loopback sshd for deploy tests and
-# headless Chromium to render the HTML report.
+# System packages the test suite needs: the loopback sshd for deploy tests,
+# headless Chromium to render the HTML report, and PostgreSQL (initdb/pg_ctl) for
+# the results store on a server.
 # Installs only what is missing; needs root (CI and the dev machines are root).
 set -u
 need=()
 command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ] || need+=(openssh-server)
 command -v ssh >/dev/null 2>&1 || need+=(openssh-client)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing ${need[*]}"
