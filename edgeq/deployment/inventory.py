@@ -26,7 +26,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from edgeq.deployment.fleet import Board
 from edgeq.deployment.hostpattern import select_hosts
@@ -179,7 +179,7 @@ def _ssh_options(args: str) -> list[str]:
     return [o.replace(" ", "=", 1) if "=" not in o else o for o in out]
 
 
-def board_from_vars(name: str, hostvars: Mapping[str, Any], groups: list[str] = ()) -> Board:  # type: ignore[assignment]
+def board_from_vars(name: str, hostvars: Mapping[str, Any], groups: Sequence[str] = ()) -> Board:
     """One inventory host as a :class:`Board`.
 
     ``ansible_host`` (else the name), ``ansible_user``, ``ansible_port``, ``ansible_ssh_private_key_file``,
@@ -210,9 +210,9 @@ def board_from_vars(name: str, hostvars: Mapping[str, Any], groups: list[str] = 
         port = v.get("ansible_port", v.get("ansible_ssh_port"))
         if port is not None:
             kw["port"] = int(port)
-        key = v.get("ansible_ssh_private_key_file") or v.get("ansible_private_key_file")
-        if key:
-            kw["identity"] = str(Path(str(key)).expanduser())
+        keyfile = v.get("ansible_ssh_private_key_file") or v.get("ansible_private_key_file")
+        if keyfile:
+            kw["identity"] = str(Path(str(keyfile)).expanduser())
         if v.get("edgeq_runtime"):
             kw["runtime"] = str(v["edgeq_runtime"])
         if v.get("edgeq_threads") is not None:

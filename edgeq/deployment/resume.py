@@ -30,7 +30,8 @@ def board_settings(board: Board) -> dict[str, Any]:
 def _board(settings: dict[str, Any], label: str) -> Board:
     known = {f.name for f in fields(Board)}
     try:
-        return Board(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in settings.items() if k in known})
+        kw: dict[str, Any] = {k: (tuple(v) if isinstance(v, list) else v) for k, v in settings.items() if k in known}
+        return Board(**kw)
     except (TypeError, InvalidArgumentError) as exc:
         raise InvalidArgumentError(f"the stored settings of board {label!r} do not make a board: {exc}",
                                    argument="resume", received=settings,

@@ -36,11 +36,13 @@ from edgeq_device.errors import InvalidArgumentError
 from edgeq_device.report_json import loads_json
 
 from edgeq.errors import StoreError
-from edgeq.store.backend import BUSY_TIMEOUT_S, SQLiteBackend, db_errors, is_server_url, open_backend
+from edgeq.store.backend import BUSY_TIMEOUT_S, db_errors, is_server_url
+from edgeq.store.connect import open_backend
 from edgeq.store.device_json import DEVICE_RESULTS, measurement_from_device, read_device_json
 from edgeq.store.migrations import COLUMNS, MIGRATIONS, SCHEMA_VERSION, TASK_COLUMNS, fingerprint
 from edgeq.store.records import KINDS, Measurement, Regression, canonical_json, file_sha256, task_regressions
 from edgeq.store.runs import DeployRunsMixin
+from edgeq.store.sqlite_backend import SQLiteBackend
 
 __all__ = [
     "DEVICE_SCHEMAS",
@@ -95,18 +97,13 @@ class ResultsStore(DeployRunsMixin):
 
     def __init__(self, path: str | os.PathLike[str] | None = None, *, create: bool = True) -> None:
         target = path if path is not None else default_db_target()
-        self.path: Path | str = target if is_server_url(target) else Path(target).expanduser()
+        self.path: Path | str = str(target) if is_server_url(target) else Path(target).expanduser()
         self._db = open_backend(target, create=create)
         try:
             self._setup()
         except BaseException:
             self._db.close()
             raise
-
-    @property
-    def location(self) -> str:
-        """The file path, or the server's URL without its password."""
-        return self._db.display
 
     # -- connection, schema
 

@@ -14,8 +14,9 @@ import sqlite3
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from edgeq.store.backend import Backend, SQLiteBackend
+from edgeq.store.backend import Backend
 from edgeq.store.records import canonical_json
+from edgeq.store.sqlite_backend import SQLiteBackend
 
 __all__ = ["COLUMNS", "MIGRATIONS", "SCHEMA_VERSION", "TASK_COLUMNS", "fingerprint"]
 

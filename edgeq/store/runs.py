@@ -34,7 +34,11 @@ class DeployRunsMixin:
     """Deploy-run bookkeeping (see the module docs); mixed into ``ResultsStore``."""
 
     _db: Backend
-    location: str
+
+    @property
+    def location(self) -> str:
+        """The file path, or the server's URL without its password."""
+        return self._db.display
 
     def _retry(self, fn: Callable[[], Any]) -> Any:  # ResultsStore's
         raise NotImplementedError
