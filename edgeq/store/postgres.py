@@ -79,8 +79,10 @@ class PostgresBackend(Backend):
         self._conn.execute("CREATE TABLE IF NOT EXISTS edgeq_schema (version INTEGER NOT NULL)")
 
     def schema_version(self) -> int:
-        rows = self.execute("SELECT to_regclass('edgeq_schema') IS NOT NULL")
-        if not rows[0][0]:
+        # a query of the catalog, not to_regclass: that would answer from this session's cache, which
+        # may still say "no such table" after another process made it while this one waited for the lock
+        if not self.execute("SELECT 1 FROM information_schema.tables WHERE table_schema = current_schema() "
+                            "AND table_name = 'edgeq_schema'"):
             return 0
         got = self.execute("SELECT version FROM edgeq_schema")
         return int(got[0][0]) if got else 0
