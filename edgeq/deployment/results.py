@@ -317,6 +317,8 @@ class DeployReport:
             if many and b.ok:
                 continue
             detail = (f"{b.step}: {b.error}" if b.step else b.error) if b.error else b.board.get("machine", "")
+            if b.groups:
+                detail = f"[{','.join(b.groups)}] {detail}"
             lines.append(f"{b.label:<18} {b.state:<11} "
                          f"{_fmt(b.p50_ms, '.3f'):>8} {_fmt(b.top1, '.3f'):>6} "
                          f"{b.timings.get('total', 0.0):>8.1f}  {detail}")

@@ -104,6 +104,18 @@ def test_history_and_diff_read_postgres(postgres_server, monkeypatch):
     assert "3 run(s)" in res.stdout and "pi4" in res.stdout and "1.400" in res.stdout
     res = CliRunner().invoke(cli, ["history", "--db", url, "--diff", "--threshold-latency", "5%", "--json", "-"])
     assert res.exit_code == 1 and json.loads(res.stdout)[0]["metric"] == "latency_p50_us"
+    with ResultsStore(url) as store:
+        store.start_deploy_run("run-7", model_sha256=SHA, model_name="digits", settings={})
+        for label, state, step in (("pi4", "ok", None), ("pi5", "failed", "setup"), ("pi6", "unreachable", "connect")):
+            store.record_deploy_board("run-7", label, host=f"pi@{label}", state=state, error_kind=None, step=step,
+                                      error=None if state == "ok" else "it broke", groups=["lab"],
+                                      board={"host": f"pi@{label}"}, stored_ids=[], attempts=1)
+    res = CliRunner().invoke(cli, ["history", "--db", url, "--deploys", "--format", "csv"])
+    assert res.exit_code == 0 and "run-7" in res.stdout and "1 failed, 1 ok, 1 unreachable" in res.stdout
+    res = CliRunner().invoke(cli, ["history", "--db", url, "--deploy", "run-7", "--format", "csv"])
+    assert res.exit_code == 0 and "pi5,failed,setup,lab,1,it broke" in res.stdout
+    res = CliRunner().invoke(cli, ["history", "--db", url, "--deploy", "run-8"])
+    assert res.exit_code == 2 and "no such deploy run" in res.stderr
     monkeypatch.setenv("EDGEQ_DB", url)  # EDGEQ_DB takes a URL as --db does
     res = CliRunner().invoke(cli, ["history", "--device", "pi4", "--json", "-"])
     assert res.exit_code == 0 and len(json.loads(res.stdout)) == 3
