@@ -256,7 +256,8 @@ class DeployReport:
 
     def counts_line(self) -> str:
         """``100 boards: 90 ok, 3 failed, 4 unreachable, 2 timed-out, 1 interrupted``."""
-        return f"{len(self.boards)} boards: " + ", ".join(f"{n} {state}" for state, n in self.counts.items())
+        n = len(self.boards)
+        return f"{n} board{'' if n == 1 else 's'}: " + ", ".join(f"{k} {state}" for state, k in self.counts.items())
 
     @property
     def ok(self) -> bool:
