@@ -136,6 +136,8 @@ DEPLOY_ERROR_KINDS: Mapping[str, str] = MappingProxyType({
     "interrupted": "Ctrl-C on the host stopped the board's run",
     # the board's Python and its venv
     "no-python": "the board has no Python where the board's python setting points",
+    "arch": "the board's machine (platform.machine()) has no TFLite runtime wheels (e.g. 32-bit armv7l, i686)",
+    "no-space": "the board's disk (its edgeq workdir) is full",
     "no-venv": "the board's Python cannot make a venv (no venv/ensurepip)",
     "no-runtime": "no usable TFLite runtime on the board",
     "missing-deps": "edgeq-device's requirements are missing on an offline board",

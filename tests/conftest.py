@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from postgres_server import postgres_server  # noqa: F401  (a session fixture: the real PostgreSQL server)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("EDGEQ_PROGRESS", "0")

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# System packages the test suite needs: the loopback sshd for deploy tests and
-# headless Chromium to render the HTML report; the Arm cross compiler for the C export.
+# System packages the test suite needs: the loopback sshd for deploy tests,
+# headless Chromium to render the HTML report, the Arm cross compiler for the C export,
+# and PostgreSQL (initdb/pg_ctl) for the results store on a server.
 # Installs only what is missing; needs root (CI and the dev machines are root).
 set -u
 need=()
@@ -9,6 +10,7 @@ command -v ssh >/dev/null 2>&1 || need+=(openssh-client)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 # The C export's array is compiled for a Cortex-M by the mcu tests.
 command -v arm-none-eabi-gcc >/dev/null 2>&1 || need+=(gcc-arm-none-eabi)
+command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing ${need[*]}"

@@ -105,11 +105,15 @@ _HISTORY_LESSER = ("sha256", "SQNR dB", "p90 ms", "runtime", "agree %", "KiB", "
               help="With --diff: flag top-1 accuracy down by more than this many percentage points.")
 @click.option("--threshold-sqnr", type=float, default=3.0, show_default=True, metavar="DB",
               help="With --diff: flag the output SQNR against the float model down by more than this many dB.")
+@click.option("--deploys", is_flag=True, help="List the deploy runs (their ids for --resume) and their boards' states.")
+@click.option("--deploy", "deploy_run", default=None, metavar="RUN_ID",
+              help="The boards of one deploy run: each one's state, failed step and message, groups.")
 @format_option
 @db_option
 def history_cmd(model: str | None, device: str | None, mode: str | None, limit: int | None,
                 json_out: str | None, force: bool, diff: bool, threshold_latency: str,
-                threshold_accuracy: float, threshold_sqnr: float, fmt: str, db: str | None) -> None:
+                threshold_accuracy: float, threshold_sqnr: float, deploys: bool, deploy_run: str | None,
+                fmt: str, db: str | None) -> None:
     """List recorded runs, newest first, or (--diff) find regressions against the previous run.
 
     "task %" is a detection's mAP@[.5:.95] or a segmentation's mIoU; --diff also flags their drops
@@ -124,6 +128,9 @@ def history_cmd(model: str | None, device: str | None, mode: str | None, limit: 
         raise InvalidArgumentError("--diff prints regressions as lines or JSON", argument="--format",
                                    received=fmt, fix="use --format table or json with --diff")
     with ResultsStore(db, create=False) as store:
+        if deploys or deploy_run:
+            _deploy_runs(store, deploy_run, limit, json_out, to_stdout, force, fmt)
+            return
         if diff:
             regressions = store.diff(model=model, device=device, mode=mode, latency_threshold=lat,
                                      accuracy_threshold=threshold_accuracy, sqnr_threshold=threshold_sqnr)
@@ -155,3 +162,28 @@ def history_cmd(model: str | None, device: str | None, mode: str | None, limit: 
                left=("UTC", "model", "sha256", "mode", "device", "runtime", "kind"),
                title=f"{len(runs)} run(s), newest first")
 
+
+
+def _deploy_runs(store: ResultsStore, run_id: str | None, limit: int | None, json_out: str | None,
+                 to_stdout: bool, force: bool, fmt: str) -> None:
+    """``--deploys`` (the runs and their counts of board states) or ``--deploy RUN_ID`` (its boards)."""
+    if run_id is None:
+        runs = store.deploy_runs(limit or 20)
+        _write_json(runs, json_out, to_stdout, force)
+        if not to_stdout:
+            rows = [[r["run_id"], r["created"][:16].replace("T", " "), r["model_name"] or "",
+                     ", ".join(f"{n} {s}" for s, n in sorted(r["states"].items()))] for r in runs]
+            print_rows(["run", "UTC", "model", "boards"], rows, fmt, left=("run", "UTC", "model", "boards"),
+                       title=f"{len(runs)} deploy run(s), newest first")
+        return
+    run = store.deploy_run(run_id)
+    if run is None:
+        raise InvalidArgumentError("no such deploy run in the results store", argument="--deploy", received=run_id,
+                                   fix="see the run ids with edgeq history --deploys")
+    _write_json([run], json_out, to_stdout, force)
+    if not to_stdout:
+        rows = [[label, b["state"], b["step"] or "", ",".join(b["groups"]), str(b["attempts"]), b["error"] or ""]
+                for label, b in run["boards"].items()]
+        print_rows(["board", "state", "step", "groups", "tries", "message"], rows, fmt,
+                   left=("board", "state", "step", "groups", "message"),
+                   title=f"deploy run {run_id}: {run['model_name']}, {len(rows)} board(s)")

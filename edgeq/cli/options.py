@@ -8,6 +8,7 @@ they parse as on ``edgeq-device``; ``--db``, ``--format``, ``--custom-objects`` 
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from edgeq.errors import OutputExistsError
 from edgeq.inputs.models import custom_objects_from_file, load_model, register_custom_objects
 from edgeq.nativelog import quiet_native_logs, show_native_logs
 from edgeq.quantize.converter import default_preprocess
+from edgeq.store.backend import is_server_url
 from edgeq.store.db import default_db_path
 
 __all__ = ["MODE_NAMES", "NAMED_MODE_NAMES", "Channels", "build_preprocess", "check_db", "check_free", "check_json_out", "check_output",
@@ -42,7 +44,8 @@ preprocess_options = _preprocess_options(size="the model's input size", color="f
 
 db_option = click.option(
     "--db", "db", metavar="PATH", envvar="EDGEQ_DB", default=None, show_envvar=True,
-    help="Results database (default: $EDGEQ_DB, else ~/.edgeq/results.db).")
+    help="Results database: a SQLite file or a postgresql://USER@HOST/DB URL (default: $EDGEQ_DB, else "
+         "~/.edgeq/results.db).")
 
 format_option = click.option(
     "--format", "fmt", type=Choice(["table", "md", "csv", "json"]), default="table", show_default=True,
@@ -129,6 +132,8 @@ def check_free(paths: list[Path | None], force: bool, option: str) -> None:
 
 def check_db(db: str | None) -> None:
     """Refuse, before any work, a results store that does not exist yet and cannot be created."""
+    if is_server_url(db or os.environ.get("EDGEQ_DB")):
+        return  # a database server: reached (and checked) when the store opens
     path = Path(db).expanduser() if db else default_db_path()
     if not path.exists():
         check_writable(path, False, argument="--db")

@@ -27,6 +27,7 @@ from __future__ import annotations
 import base64
 import csv
 import email.parser
+import errno
 import hashlib
 import importlib.util
 import io
@@ -114,12 +115,16 @@ def write_json(path: str, obj: Any) -> None:
     os.replace(tmp, path)
 
 
-def lock(workdir: str) -> IO[str]:
-    """Hold the workdir's lock until the returned file is closed (one deploy at a time per board user)."""
+def lock(workdir: str, shared: bool = False) -> IO[str]:
+    """Hold the workdir's lock until the returned file is closed (one deploy at a time per board user).
+
+    ``shared``: only reading (checking a venv already made): many such readers at once, none while a
+    writer holds it.
+    """
     fh = open(os.path.join(workdir, ".lock"), "w")
     import fcntl  # the board is POSIX; the host imports this module for the hashes only
 
-    fcntl.flock(fh, fcntl.LOCK_EX)
+    fcntl.flock(fh, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
     return fh
 
 
@@ -344,12 +349,26 @@ def resolved_runtime(py: str, runtime: str, base: str) -> Dict[str, Any]:
 def op_setup(workdir: str, wheel_rel: str, wheel_sha: str, extra: str, offline: str, runtime: str) -> None:
     """Make or reuse the venv and install the shipped wheel in it; print what was done."""
     os.makedirs(workdir, exist_ok=True)
-    held = lock(workdir)
     venv = venv_dir(workdir)
     py = os.path.join(venv, "bin", "python")
     wheel = os.path.join(workdir, wheel_rel)
     marker_path = os.path.join(venv, "edgeq-install.json")
     base = os.path.realpath(sys.executable)
+    # The common case, a venv made before with this wheel: checked under a shared lock, so many
+    # deploys sharing one home folder check it at once.
+    held = lock(workdir, shared=True)
+    marker = read_json(marker_path)
+    if marker is not None and marker.get("base") == base and os.path.exists(py) \
+            and marker.get("wheel_sha") == wheel_sha and (
+            not runtime or (marker.get("runtime") or {}).get("name") == runtime):
+        try:
+            verify_installed(py, wheel)
+        finally:
+            held.close()
+        say({"venv": venv, "python": py, "action": "reused", "install": "none", "runtime": marker.get("runtime")})
+        return
+    held.close()
+    held = lock(workdir)
     marker = read_json(marker_path)
     action = "reused"
     if marker is None or marker.get("base") != base or not os.path.exists(py):
@@ -390,12 +409,18 @@ def main(argv: Sequence[str]) -> None:
              "use probe WORKDIR | recv WORKDIR RELPATH SHA256 file|tar | "
              "setup WORKDIR WHEEL_RELPATH WHEEL_SHA EXTRA OFFLINE RUNTIME")
     op, workdir = argv[0], os.path.abspath(os.path.expanduser(argv[1]))
-    if op == "probe":
-        op_probe(workdir)
-    elif op == "recv":
-        op_recv(workdir, argv[2], argv[3], argv[4])
-    else:
-        op_setup(workdir, argv[2], argv[3], argv[4], argv[5], argv[6])
+    try:
+        if op == "probe":
+            op_probe(workdir)
+        elif op == "recv":
+            op_recv(workdir, argv[2], argv[3], argv[4])
+        else:
+            op_setup(workdir, argv[2], argv[3], argv[4], argv[5], argv[6])
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            fail(f"no space left on the board's disk under {workdir} ({os.strerror(exc.errno)})", "no-space",
+                 "free space on the board, or give it a workdir on a bigger disk (workdir = / edgeq_workdir)")
+        raise
 
 
 if __name__ == "__main__":

@@ -25,9 +25,12 @@ from edgeq.deployment.results import BoardResult, bench_p50_ms, eval_top1, fidel
 from edgeq.deployment.ssh import SSHConnection
 from edgeq.errors import DEPLOY_ERROR_KINDS, DeployError
 
-__all__ = ["BoardRun", "ProgressFn"]
+__all__ = ["BOARD_MACHINES", "BoardRun", "ProgressFn"]
 
 ProgressFn = Callable[[str, str], None]
+
+#: Machines (``platform.machine()``) the TFLite runtimes edgeq-device installs have wheels for.
+BOARD_MACHINES = ("x86_64", "aarch64", "amd64", "arm64")
 
 
 class _CancelledError(Exception):
@@ -111,6 +114,7 @@ class BoardRun:
         self.workdir = board.workdir
         self.venv_python = ""
         self.remote_paths: dict[str, str] = {}
+        self.current_step: str | None = None
 
     def say(self, text: str) -> None:
         """Report a line of progress for this board."""
@@ -120,6 +124,7 @@ class BoardRun:
         """Run one step: stop first if the deploy was interrupted; time it, keep and report its note."""
         if self.cancel.is_set():
             raise _CancelledError()
+        self.current_step = name
         t0 = time.perf_counter()
         try:
             note = fn()
@@ -194,7 +199,8 @@ class BoardRun:
         self.say("done" if ok else (f"stopped: {error}" if kind == "interrupted" else f"FAILED: {error}"))
         return BoardResult(self.b.label, self.b.describe(), ok=ok, error=error, error_kind=kind,
                            timings=dict(self.timings), actions=dict(self.actions), board=dict(self.board_info),
-                           bench=self.bench, eval=self.eval, profile=self.profile, fidelity=self.fidelity)
+                           bench=self.bench, eval=self.eval, profile=self.profile, fidelity=self.fidelity,
+                           step=None if ok else self.current_step, groups=self.b.groups)
 
     def kill_running(self) -> None:
         """Stop the board's running command and connection (Ctrl-C on the host)."""
@@ -213,6 +219,13 @@ class BoardRun:
         self.workdir = str(info["workdir"])
         self.board_info = {k: info.get(k) for k in ("python", "python_version", "machine", "system",
                                                      "hostname", "workdir", "modules")}
+        machine = str(info.get("machine") or "")
+        if machine.lower() not in BOARD_MACHINES and self.b.runtime is None:
+            raise DeployError(f"{self.b.describe()} is a {machine or 'unknown'} machine: no TFLite runtime has "
+                              f"wheels for it (LiteRT and tflite-runtime: {', '.join(BOARD_MACHINES[:2])})",
+                              kind="arch", argument=f"{self.b.label}.python", received=machine,
+                              fix="use a 64-bit OS on the board (aarch64), or set its runtime (edgeq_runtime) "
+                                  "when you installed one yourself")
         return f"python {info.get('python_version')} {info.get('machine')}"
 
     def _setup(self) -> str | None:

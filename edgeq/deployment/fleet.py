@@ -18,7 +18,7 @@ __all__ = ["BOARD_KEYS", "DEFAULT_TIMEOUT", "DEFAULT_WORKDIR", "RUNTIME_CHOICES"
            "load_fleet"]
 
 BOARD_KEYS = ("host", "label", "port", "user", "identity", "python", "threads", "runtime", "workdir",
-              "timeout", "ssh_config", "ssh_options", "offline", "connect_timeout")
+              "timeout", "ssh_config", "ssh_options", "offline", "connect_timeout", "groups")
 RUNTIME_CHOICES = ("litert", "tflite-runtime", "tensorflow")
 DEFAULT_WORKDIR = "~/.edgeq-device"
 DEFAULT_TIMEOUT = 900.0
@@ -43,6 +43,8 @@ class Board:
         ssh_options: extra ``-o`` options for ssh (``"ProxyJump=bastion"``).
         offline: the board has no internet: never let pip download there.
         connect_timeout: seconds for the SSH connection itself.
+        groups: labels for the board beside its own (an inventory's group names); kept with its
+            results in the store and shown in reports.
     """
 
     host: str
@@ -58,6 +60,7 @@ class Board:
     ssh_options: tuple[str, ...] = ()
     offline: bool = False
     connect_timeout: float = 15.0
+    groups: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         dest, port = parse_target(self.host)
@@ -79,6 +82,7 @@ class Board:
             raise InvalidArgumentError("timeout must be a positive number of seconds",
                                        argument=f"{self.label}.timeout", received=self.timeout,
                                        fix="give e.g. timeout = 600")
+        object.__setattr__(self, "groups", (self.groups,) if isinstance(self.groups, str) else tuple(self.groups))
         if isinstance(self.ssh_options, str):
             object.__setattr__(self, "ssh_options", (self.ssh_options,))
         else:
@@ -134,7 +138,7 @@ def load_fleet(path: str | os.PathLike[str]) -> list[Board]:
 
     Keys: ``host`` (required), ``label``, ``port``, ``user``, ``identity``,
     ``python``, ``threads``, ``runtime``, ``workdir``, ``timeout``,
-    ``ssh_config``, ``ssh_options`` (list), ``offline``, ``connect_timeout``.
+    ``ssh_config``, ``ssh_options`` (list), ``offline``, ``connect_timeout``, ``groups`` (list of labels).
     Relative ``identity``/``ssh_config`` paths are taken from the file's folder.
 
     Raises:
@@ -180,8 +184,9 @@ def load_fleet(path: str | os.PathLike[str]) -> list[Board]:
 
 
 def boards_for(to: str | Board | Iterable[str | Board] | None, fleet: str | os.PathLike[str] | None,
-               overrides: Mapping[str, Any]) -> list[Board]:
-    """The boards of one deploy: ``fleet``'s then ``to``'s, with ``overrides`` filling in their defaults.
+               overrides: Mapping[str, Any], extra: Iterable[Board] = ()) -> list[Board]:
+    """The boards of one deploy: ``fleet``'s, ``extra`` ones (an inventory's), then ``to``'s, with
+    ``overrides`` filling in their defaults.
 
     Raises:
         InvalidArgumentError: no board at all, an item that is not a board, or two boards with one label.
@@ -189,6 +194,7 @@ def boards_for(to: str | Board | Iterable[str | Board] | None, fleet: str | os.P
     boards: list[Board] = []
     if fleet is not None:
         boards += load_fleet(fleet)
+    boards += list(extra)
     if to is not None:
         items = [to] if isinstance(to, (str, Board)) else list(to)
         for item in items:
@@ -201,7 +207,8 @@ def boards_for(to: str | Board | Iterable[str | Board] | None, fleet: str | os.P
                                            received=item, fix="pass to='pi@raspberrypi.local'")
     if not boards:
         raise InvalidArgumentError("no board to deploy to", argument="to", received=to,
-                                   fix="give to='user@host' (--to), or a devices.toml (--fleet)")
+                                   fix="give to='user@host' (--to), a devices.toml (--fleet) or an Ansible "
+                                       "inventory (--inventory)")
     out = []
     for b in boards:
         # A setting given for the whole run fills in what the board itself leaves at its default.

@@ -34,7 +34,6 @@ import sys
 import threading
 import time
 import warnings
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import replace
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -45,13 +44,17 @@ from edgeq_device.task_inputs import load_reference, load_samples
 
 from edgeq.deployment.board_run import BoardRun, ProgressFn
 from edgeq.deployment.fleet import Board, boards_for
+from edgeq.deployment.fleetrun import MANY_BOARDS, FleetProgress, run_boards
+from edgeq.deployment.inventory import inventory_boards
 from edgeq.deployment.payload import file_sha256, tree_sha256
 from edgeq.deployment.results import BoardResult, DeployReport
+from edgeq.deployment.resume import board_settings, resume_plan
 from edgeq.deployment.wheel import build_device_wheel
 from edgeq.deprecation import renamed_arguments
 from edgeq.errors import InvalidArgumentError, ModelFileError
 from edgeq.store.db import ResultsStore
 from edgeq.store.resolve import StoreLike, resolve_store
+from edgeq.store.runs import new_run_id
 
 __all__ = ["deploy"]
 
@@ -74,7 +77,7 @@ def deploy(
     threads: int | None = None,
     runtime: str | None = None,
     python: str | None = None,
-    parallel: int = 4,
+    parallel: int | None = None,
     timeout: float | None = None,
     offline: bool | None = None,
     ssh_config: str | os.PathLike[str] | None = None,
@@ -87,6 +90,11 @@ def deploy(
     profile: bool = False,
     inputs: str | os.PathLike[str] | None = None,
     reference: str | os.PathLike[str] | None = None,
+    inventory: str | os.PathLike[str] | None = None,
+    limit: str | None = None,
+    forks: int = 5,
+    retries: int = 1,
+    resume: str | None = None,
 ) -> DeployReport:
     """Copy ``model`` to one or more boards over SSH, set them up, and optionally measure it there.
 
@@ -99,13 +107,27 @@ def deploy(
             changed (``eval=`` is its old name, accepted for one release).
         threads, runtime, python, timeout, offline, ssh_config, identity, workdir: settings for every board
             that does not set its own (a board's own setting in ``devices.toml`` wins).
-        parallel: at most this many boards at once.
-        store: where bench/eval/profile results are recorded (tagged with each board's label) when a board
-            finishes: True for the default store (``$EDGEQ_DB`` or ``~/.edgeq/results.db``), a
-            :class:`~edgeq.ResultsStore` or a database path, False for none.
+        inventory: an Ansible inventory (file or folder; see :func:`~edgeq.deployment.inventory.load_inventory`):
+            its hosts are boards, their ``ansible_*``/``edgeq_*`` variables the boards' settings, their
+            groups the boards' labels in the store and reports. Combined with ``fleet`` and ``to``.
+        limit: an Ansible host pattern choosing the inventory's boards (``kitchen``, ``pis:!pi-3``,
+            ``pis:&lab``, ``pi-*``).
+        forks: at most this many boards (SSH connections) at once, as Ansible's ``forks`` (default 5).
+        parallel: the old name of ``forks``.
+        retries: run a board again (at most this many times) when its connection drops in the middle
+            of its run or a copy arrives cut short; its steps skip what already arrived.
+        resume: a run id (``DeployReport.run_id``, ``edgeq deploy`` prints it): run only the boards of
+            that run that did not end ``ok``, under the same run id. Their settings come from the store
+            unless boards are given (``to``/``fleet``/``inventory``); the model must be the run's.
+        store: where the run (its id, each board's state) and the bench/eval/profile results (tagged with
+            each board's label) are recorded as each board finishes: True for the default store
+            (``$EDGEQ_DB`` or ``~/.edgeq/results.db``), a :class:`~edgeq.ResultsStore`, a database path or
+            a ``postgresql://`` URL, False for none.
         db: the old way to give the store's path (``store=PATH``), accepted for one release.
         bench_args: extra arguments for ``edgeq-device bench`` (e.g. ``["--runs", "50"]``).
-        progress: print one status line per step and board on stderr (or a callable(label, text)).
+        progress: print one status line per step and board on stderr (or a callable(label, text)); with
+            more than 8 boards, counts of finished/running/failed boards (label ``"fleet"``) and only the
+            failing boards' lines.
         profile: run ``edgeq-device profile`` on each board: every operator timed alone beside the
             whole model (``BoardResult.profile``; stored as a measurement of kind ``"profile"``).
         inputs, reference: measure each board's fidelity to the float Keras model: ``reference`` an
@@ -116,14 +138,16 @@ def deploy(
             eval measurement of task ``fidelity`` with its SQNR).
 
     Returns:
-        A :class:`DeployReport`. A board that failed has ``ok=False`` and ``error``; this
-        function raises only for bad arguments, never because one board failed.
+        A :class:`DeployReport` with every board in one state (``ok``, ``failed`` with its step and
+        message, ``unreachable``, ``timed-out``, ``interrupted``: ``BoardResult.state``, ``counts``) and
+        its ``run_id``. This function raises only for bad arguments, never because one board failed.
 
     Raises:
         ModelFileError: ``model`` is missing or not a ``.tflite`` file.
         InvalidArgumentError: bad boards, fleet file, parallel, threads, runtime or eval folder.
         DeployError: the edgeq-device wheel cannot be built on this machine.
-        KeyboardInterrupt: Ctrl-C; boards that had finished are stored, the others are not.
+        KeyboardInterrupt: Ctrl-C; boards that had finished are stored, the others are recorded
+            ``interrupted`` (``resume=`` the run id reruns them).
     """
     mpath = Path(model).expanduser()
     if not mpath.is_file():
@@ -133,9 +157,13 @@ def deploy(
     if head[4:8] != b"TFL3":
         raise ModelFileError("not a .tflite flatbuffer (no TFL3 identifier)", argument="model",
                              received=str(model), fix="give a model written by edgeq convert or the TFLite converter")
-    if not isinstance(parallel, int) or parallel < 1:
-        raise InvalidArgumentError("parallel must be a positive integer", argument="parallel", received=parallel,
-                                   fix="give e.g. parallel=4 (--parallel 4)")
+    if parallel is not None:
+        forks = parallel
+    for name, value, low in (("forks", forks, 1), ("retries", retries, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise InvalidArgumentError(f"{name} must be an integer >= {low}", argument=name, received=value,
+                                       fix=f"give e.g. {name}={5 if name == 'forks' else 1} (--{name})"
+                                           + (" (parallel= is its old name)" if name == "forks" else ""))
     data: Path | None = None
     if evaluation is not None:
         data = Path(evaluation).expanduser()
@@ -143,59 +171,83 @@ def deploy(
             raise InvalidArgumentError("the evaluation data must be an image folder", argument="evaluation",
                                        received=str(evaluation), fix="give a folder with one sub-folder of images per label")
     fidelity = _fidelity_files(mpath, inputs, reference)
-    boards = boards_for(to, fleet, {
-        "threads": threads, "runtime": runtime, "python": python, "timeout": timeout, "offline": offline,
-        "ssh_config": None if ssh_config is None else str(Path(ssh_config).expanduser()),
-        "identity": None if identity is None else str(Path(identity).expanduser()),
-        "workdir": workdir,
-    })
-    say: ProgressFn = progress if callable(progress) else (_stderr_progress if progress else (lambda a, b: None))
-
-    t0 = time.perf_counter()
-    wheel = build_device_wheel()
-    wheel_sha = file_sha256(wheel)
-    model_sha = file_sha256(mpath)
-    data_sha = tree_sha256(data) if data is not None else None
-    cancel = threading.Event()
-    runs = [BoardRun(b, mpath, model_sha, data, data_sha, wheel, wheel_sha, bench, data is not None,
-                     bench_args, say, cancel, want_profile=profile, fidelity=fidelity) for b in boards]
-    results: dict[str, BoardResult] = {}
+    if limit is not None and inventory is None:
+        raise InvalidArgumentError("limit selects hosts of an inventory", argument="limit", received=limit,
+                                   fix="also give inventory= (--inventory hosts.yml)")
     if db is not None:
         warnings.warn("deploy(db=...) is replaced by store=PATH; db= goes in the next release",
                       DeprecationWarning, stacklevel=2)
         if store is True:
             store = db
-    measures = bench or profile or data is not None or fidelity is not None
-    store_obj, opened = resolve_store(store) if measures else (None, False)
-    db_path = None if store_obj is None else str(store_obj.path)
+    if resume is not None and (store is False or store is None):
+        raise InvalidArgumentError("resume reads the run from the results store", argument="resume",
+                                   received=resume, fix="leave the store on (drop --no-store)")
+    overrides = {
+        "threads": threads, "runtime": runtime, "python": python, "timeout": timeout, "offline": offline,
+        "ssh_config": None if ssh_config is None else str(Path(ssh_config).expanduser()),
+        "identity": None if identity is None else str(Path(identity).expanduser()),
+        "workdir": workdir,
+    }
+    given = to is not None or fleet is not None or inventory is not None
+    if not given and resume is None:
+        boards_for(None, None, overrides)  # raises: no board
+    boards = boards_for(to, fleet, overrides, inventory_boards(inventory, limit) if inventory is not None else ()) \
+        if given else []
+    say: ProgressFn = progress if callable(progress) else (_stderr_progress if progress else (lambda a, b: None))
 
-    pool = ThreadPoolExecutor(max_workers=min(parallel, len(runs)), thread_name_prefix="edgeq-deploy")
-    futures: dict[Future[BoardResult], BoardRun] = {pool.submit(r.run): r for r in runs}
-    pending = set(futures)
+    t0 = time.perf_counter()
+    model_sha = file_sha256(mpath)
+    store_obj, opened = resolve_store(store)
     try:
-        while pending:
-            done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
-            for fut in done:
-                run = futures[fut]
-                res = fut.result()
-                if res.ok and store_obj is not None:
-                    res = _store(store_obj, res, mpath.stem, say)
-                results[run.b.label] = res
-    except KeyboardInterrupt:
-        cancel.set()
-        for fut in pending:
-            fut.cancel()
-        for run in runs:
-            run.kill_running()
-        pool.shutdown(wait=True, cancel_futures=True)
+        finished: dict[str, BoardResult] = {}
+        if resume is not None:
+            assert store_obj is not None
+            boards, finished = resume_plan(store_obj, resume, model_sha, boards, given)
+            run_id = resume
+        else:
+            run_id = new_run_id()
+        if store_obj is not None:
+            store_obj.start_deploy_run(run_id, model_sha256=model_sha, model_name=mpath.stem, settings={
+                "model": str(mpath), "bench": bench, "profile": profile, "evaluation": str(data) if data else None,
+                "bench_args": list(bench_args), "forks": forks, "retries": retries,
+                "inventory": str(inventory) if inventory else None, "limit": limit})
+            for b in boards:  # "pending" until it finishes: a crash of this process leaves them to --resume
+                store_obj.record_deploy_board(run_id, b.label, host=b.describe(), state="pending", error_kind=None,
+                                              step=None, error=None, groups=b.groups, board=board_settings(b),
+                                              stored_ids=(), attempts=0)
+        many = len(boards) > MANY_BOARDS
+        counts = FleetProgress(len(boards), say) if many else None
+        board_say: ProgressFn = counts.board_line if counts is not None else say
+        wheel = build_device_wheel() if boards else None
+        wheel_sha = file_sha256(wheel) if wheel else ""
+        data_sha = tree_sha256(data) if data is not None else None
+        cancel = threading.Event()
+
+        def make_run(b: Board) -> BoardRun:
+            assert wheel is not None
+            return BoardRun(b, mpath, model_sha, data, data_sha, wheel, wheel_sha, bench, data is not None,
+                            bench_args, board_say, cancel, want_profile=profile, fidelity=fidelity)
+
+        def on_finished(res: BoardResult) -> BoardResult:
+            if res.ok and store_obj is not None:
+                res = _store(store_obj, res, mpath.stem, say, run_id)
+            if store_obj is not None:
+                board = next(b for b in boards if b.label == res.label)
+                store_obj.record_deploy_board(run_id, res.label, host=res.host, state=res.state,
+                                              error_kind=res.error_kind, step=res.step, error=res.error,
+                                              groups=res.groups, board=board_settings(board),
+                                              stored_ids=res.stored_ids, attempts=res.attempts)
+            return res
+
+        results = run_boards(boards, make_run, forks=forks, retries=retries, cancel=cancel,
+                             on_finished=on_finished, say=say, counts=counts)
+    finally:
         if store_obj is not None and opened:
             store_obj.close()
-        raise
-    pool.shutdown(wait=True)
-    if store_obj is not None and opened:
-        store_obj.close()
-    return DeployReport(str(mpath), tuple(results[b.label] for b in boards), round(time.perf_counter() - t0, 3),
-                        db_path)
+    order = list(finished) + [b.label for b in boards]
+    every = {**finished, **results}
+    return DeployReport(str(mpath), tuple(every[label] for label in order), round(time.perf_counter() - t0, 3),
+                        None if store_obj is None else store_obj.location, run_id)
 
 
 def _fidelity_files(model: Path, inputs: str | os.PathLike[str] | None,
@@ -225,7 +277,8 @@ def _fidelity_files(model: Path, inputs: str | os.PathLike[str] | None,
     return x, file_sha256(x), ref, file_sha256(ref)
 
 
-def _store(store_obj: ResultsStore, res: BoardResult, model_name: str, say: ProgressFn) -> BoardResult:
+def _store(store_obj: ResultsStore, res: BoardResult, model_name: str, say: ProgressFn,
+           run_id: str | None = None) -> BoardResult:
     """Record a finished board's bench/eval/profile payloads under its label; the result with their row ids."""
     ids: list[int] = []
     for payload in (res.bench, res.eval, res.profile, res.fidelity):
@@ -233,7 +286,7 @@ def _store(store_obj: ResultsStore, res: BoardResult, model_name: str, say: Prog
             continue
         try:
             ids.append(store_obj.add_device_result(payload, device=res.label, source="deploy",
-                                                   model_name=model_name))
+                                                   model_name=model_name, run_id=run_id))
         except Exception as exc:  # a result the store rejects must not lose the others
             error = f"could not store the result: {exc}"
             say(res.label, f"FAILED: {error}")

@@ -23,13 +23,35 @@ from edgeq_device.report_json import dumps_json
 
 from edgeq.errors import InvalidArgumentError
 
-__all__ = ["BOARD_RESULT_SCHEMA", "DEPLOY_REPORT_SCHEMA", "BoardResult", "DeployReport", "bench_p50_ms",
-           "eval_top1", "fidelity_sqnr"]
+__all__ = ["BOARD_RESULT_SCHEMA", "BOARD_STATES", "DEPLOY_REPORT_SCHEMA", "BoardResult", "DeployReport",
+           "bench_p50_ms", "board_state", "eval_top1", "fidelity_sqnr"]
 
-BOARD_RESULT_SCHEMA = "edgeq/board-result/3"
+BOARD_RESULT_SCHEMA = "edgeq/board-result/4"
 #: Older board-result schemas :meth:`BoardResult.from_dict` reads (version 1 had no ``profile``, version 2
-#: no ``fidelity``).
-_OLD_BOARD_RESULT_SCHEMAS = ("edgeq/board-result/1", "edgeq/board-result/2")
+#: no ``fidelity``, version 3 no ``step``, ``groups``, ``attempts``).
+_OLD_BOARD_RESULT_SCHEMAS = ("edgeq/board-result/1", "edgeq/board-result/2", "edgeq/board-result/3")
+
+#: The state every board of a deploy ends in, in the order summaries list them.
+BOARD_STATES = ("ok", "failed", "unreachable", "timed-out", "interrupted")
+_UNREACHABLE_KINDS = ("unreachable", "auth", "hostkey", "no-ssh")
+
+
+def board_state(ok: bool, error_kind: str | None, step: str | None) -> str:
+    """One of :data:`BOARD_STATES` for a board's outcome.
+
+    ``unreachable``: no SSH connection (refused, unknown host, key or host key refused, a connect that
+    timed out); ``timed-out``: a step ran past the board's timeout; ``interrupted``: Ctrl-C on the
+    host; ``failed``: any other failure (its ``step`` and message say which and why).
+    """
+    if ok:
+        return "ok"
+    if error_kind == "interrupted":
+        return "interrupted"
+    if error_kind in _UNREACHABLE_KINDS or (error_kind == "timeout" and step in (None, "connect")):
+        return "unreachable"
+    if error_kind == "timeout":
+        return "timed-out"
+    return "failed"
 DEPLOY_REPORT_SCHEMA = "edgeq/deploy/1"
 
 
@@ -103,6 +125,9 @@ class BoardResult:
         fidelity: the ``edgeq-device eval --inputs --reference --json`` payload (the board's outputs
             against the float Keras model's), or None.
         stored_ids: row ids in the results store.
+        step: the step that failed (``connect``, ``probe``, ``setup``, ``upload_model``, ``bench``...), or None.
+        groups: the board's labels beside its own (an inventory's groups).
+        attempts: how many times the board was run (more than 1 when its connection dropped and it was retried).
     """
 
     label: str
@@ -118,6 +143,14 @@ class BoardResult:
     profile: dict[str, Any] | None = None
     stored_ids: tuple[int, ...] = ()
     fidelity: dict[str, Any] | None = None
+    step: str | None = None
+    groups: tuple[str, ...] = ()
+    attempts: int = 1
+
+    @property
+    def state(self) -> str:
+        """``ok``, ``failed``, ``unreachable``, ``timed-out`` or ``interrupted`` (see :func:`board_state`)."""
+        return board_state(self.ok, self.error_kind, self.step)
 
     @property
     def p50_ms(self) -> float | None:
@@ -143,6 +176,7 @@ class BoardResult:
         """A JSON-ready dict, ``"schema"`` first."""
         body = {f.name: getattr(self, f.name) for f in fields(self)}
         body["stored_ids"] = list(self.stored_ids)
+        body["groups"] = list(self.groups)
         return {"schema": BOARD_RESULT_SCHEMA, **json.loads(json.dumps(body, default=_plain))}
 
     @classmethod
@@ -161,10 +195,11 @@ class BoardResult:
             raise InvalidArgumentError("not a board result", argument="data", received=unknown or sorted(body),
                                        fix=f"give a dict with label, host and only {', '.join(sorted(known))}")
         body["stored_ids"] = tuple(body.get("stored_ids") or ())
+        body["groups"] = tuple(body.get("groups") or ())
         return cls(**body)
 
     def __str__(self) -> str:
-        head = f"{self.label} ({self.host}): {'ok' if self.ok else 'FAILED'}"
+        head = f"{self.label} ({self.host}): {'ok' if self.ok else self.state.upper()}"
         parts = []
         if self.p50_ms is not None:
             parts.append(f"p50 {self.p50_ms:.3f} ms")
@@ -179,11 +214,11 @@ class BoardResult:
         parts.append(f"{self.timings.get('total', 0.0):.1f} s")
         text = head + ", " + ", ".join(parts)
         if self.error:
-            text += f"\n  {self.error_kind}: {self.error}"
+            text += f"\n  {self.error_kind}{' at ' + self.step if self.step else ''}: {self.error}"
         return text
 
     def _html_row(self) -> str:
-        return (f"<tr><td>{html.escape(self.label)}</td><td>{'ok' if self.ok else 'FAILED'}</td>"
+        return (f"<tr><td>{html.escape(self.label)}</td><td>{self.state}</td>"
                 f"<td>{_fmt(self.p50_ms, '.3f')}</td><td>{_fmt(self.top1, '.3f')}</td>"
                 f"<td>{self.timings.get('total', 0.0):.1f}</td><td>{html.escape(self.error or '')}</td></tr>")
 
@@ -206,9 +241,23 @@ class DeployReport:
     boards: tuple[BoardResult, ...]
     wall_seconds: float = 0.0
     db: str | None = None
+    run_id: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "boards", tuple(self.boards))
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """How many boards ended in each of :data:`BOARD_STATES` (every state listed, zeros included)."""
+        out = dict.fromkeys(BOARD_STATES, 0)
+        for b in self.boards:
+            out[b.state] += 1
+        return out
+
+    def counts_line(self) -> str:
+        """``100 boards: 90 ok, 3 failed, 4 unreachable, 2 timed-out, 1 interrupted``."""
+        n = len(self.boards)
+        return f"{n} board{'' if n == 1 else 's'}: " + ", ".join(f"{k} {state}" for state, k in self.counts.items())
 
     @property
     def ok(self) -> bool:
@@ -235,7 +284,7 @@ class DeployReport:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict, ``"schema"`` first."""
         return {"schema": DEPLOY_REPORT_SCHEMA, "model": self.model, "wall_seconds": self.wall_seconds,
-                "db": self.db, "boards": [b.to_dict() for b in self.boards]}
+                "db": self.db, "run_id": self.run_id, "boards": [b.to_dict() for b in self.boards]}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DeployReport:
@@ -249,21 +298,35 @@ class DeployReport:
             raise InvalidArgumentError("not a deploy report", argument="data", received=sorted(body),
                                        fix="give a dict with model and a list of boards")
         return cls(str(body["model"]), tuple(BoardResult.from_dict(b) for b in body["boards"]),
-                   float(body.get("wall_seconds") or 0.0), body.get("db"))
+                   float(body.get("wall_seconds") or 0.0), body.get("db"), body.get("run_id"))
 
     def save(self, path: str | os.PathLike[str], overwrite: bool = False) -> Path:
         """Write the report as JSON, atomically; refuse to overwrite unless asked."""
         return atomic_write_text(path, dumps_json(self.to_dict(), indent=2, default=_plain) + "\n",
                                  overwrite=overwrite, argument="path")
 
-    def summary(self) -> str:
-        """A plain-text table: one line per board."""
-        lines = [f"{'board':<18} {'status':<7} {'p50 ms':>8} {'top1':>6} {'total s':>8}  detail"]
+    def summary(self, every_board: bool | None = None) -> str:
+        """A plain-text table, then the count of boards in each state, the wall time and the run id.
+
+        Args:
+            every_board: one line per board (True), or only for the boards that did not end ok (False);
+                None: every board up to 12 boards.
+        """
+        many = len(self.boards) > 12 if every_board is None else not every_board
+        lines = [f"{'board':<18} {'status':<11} {'p50 ms':>8} {'top1':>6} {'total s':>8}  detail"]
         for b in self.boards:
-            lines.append(f"{b.label:<18} {'ok' if b.ok else 'FAILED':<7} "
+            if many and b.ok:
+                continue
+            detail = (f"{b.step}: {b.error}" if b.step else b.error) if b.error else b.board.get("machine", "")
+            if b.groups:
+                detail = f"[{','.join(b.groups)}] {detail}"
+            lines.append(f"{b.label:<18} {b.state:<11} "
                          f"{_fmt(b.p50_ms, '.3f'):>8} {_fmt(b.top1, '.3f'):>6} "
-                         f"{b.timings.get('total', 0.0):>8.1f}  {b.error or b.board.get('machine', '')}")
-        lines.append(f"{sum(b.ok for b in self.boards)}/{len(self.boards)} boards ok in {self.wall_seconds:.1f} s")
+                         f"{b.timings.get('total', 0.0):>8.1f}  {detail}")
+        if many and len(lines) == 1:
+            lines = []
+        run = f" (run {self.run_id})" if self.run_id else ""
+        lines.append(f"{self.counts_line()} in {self.wall_seconds:.1f} s{run}")
         return "\n".join(lines)
 
     def __str__(self) -> str:

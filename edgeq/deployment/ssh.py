@@ -228,6 +228,14 @@ class SSHConnection:
                 except OSError:
                     pass
 
+    def _master_alive(self) -> bool:
+        try:
+            return subprocess.run([*self.ssh_args(master="no")[:-1], "-O", "check", self.target.destination],
+                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                  timeout=10, start_new_session=True).returncode == 0
+        except (subprocess.TimeoutExpired, OSError):
+            return False
+
     def _stop_master(self) -> None:
         if not self._master:
             return
@@ -288,6 +296,13 @@ class SSHConnection:
         result = RemoteResult(proc.returncode, out, err)
         if proc.returncode == 255 and not self._looks_remote(err):
             raise _classify(result.err, self.target)
+        if proc.returncode == 255 and self._master and not self._master_alive():
+            # the connection went away under the command (the board rebooted, its sshd was killed, the
+            # network dropped): not the command's own exit status
+            self._master = False
+            raise SSHError(f"the connection to {self.target.describe()} dropped during a command", kind="unreachable",
+                           received=command[:80] + ("..." if len(command) > 80 else ""),
+                           fix="check the board's power and network; the deploy retries such a board (--retries)")
         if check and proc.returncode != 0:
             tail = result.err.strip().splitlines()[-1:] or [f"exit status {proc.returncode}"]
             raise SSHError(f"command failed on {self.target.describe()}: {tail[0]}", kind="remote",

@@ -1,4 +1,4 @@
-"""The results store: every measurement edgeq makes, kept in one SQLite file.
+"""The results store: every measurement edgeq makes, kept in one SQLite file or a PostgreSQL database.
 
 Rows come from three places:
 
@@ -15,22 +15,20 @@ the board the result describes), the runtime, the thread count and the time. The
 payload is kept beside the extracted figures, so nothing measured is lost. The records are
 :class:`~edgeq.store.records.Measurement` and :class:`~edgeq.store.records.Regression`.
 
-The file is opened in WAL mode with a busy timeout and every write is one transaction, so
-several processes can record at once. Its schema is versioned with ``PRAGMA user_version``:
-opening a file written by an older edgeq upgrades it in place (:data:`MIGRATIONS`); a file
-from a newer edgeq is refused with a :class:`~edgeq.errors.StoreError`.
+The store speaks to its database through one data-access layer (:mod:`edgeq.store.backend`):
+a SQLite file (WAL mode, a busy timeout), or a ``postgresql://`` URL, a server a team and its CI
+share (:mod:`edgeq.store.postgres`). Every write is one transaction, so several processes (and
+hosts) can record at once. The schema is versioned (SQLite: ``PRAGMA user_version``): opening a
+database written by an older edgeq upgrades it in place (:data:`MIGRATIONS`, the same for both);
+one from a newer edgeq is refused with a :class:`~edgeq.errors.StoreError`. Deploy runs and the
+state each board ended in are kept beside the measurements (:class:`~edgeq.store.runs.DeployRunsMixin`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import re
-import sqlite3
-import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +36,13 @@ from edgeq_device.errors import InvalidArgumentError
 from edgeq_device.report_json import loads_json
 
 from edgeq.errors import StoreError
+from edgeq.store.backend import BUSY_TIMEOUT_S, db_errors, is_server_url
+from edgeq.store.connect import open_backend
 from edgeq.store.device_json import DEVICE_RESULTS, measurement_from_device, read_device_json
+from edgeq.store.migrations import COLUMNS, MIGRATIONS, SCHEMA_VERSION, TASK_COLUMNS, fingerprint
 from edgeq.store.records import KINDS, Measurement, Regression, canonical_json, file_sha256, task_regressions
+from edgeq.store.runs import DeployRunsMixin
+from edgeq.store.sqlite_backend import SQLiteBackend
 
 __all__ = [
     "DEVICE_SCHEMAS",
@@ -50,228 +53,107 @@ __all__ = [
     "Regression",
     "ResultsStore",
     "default_db_path",
+    "default_db_target",
     "file_sha256",
 ]
 
 #: The device JSON schemas the store records, and the kind of run each is.
 DEVICE_SCHEMAS = {cls.schema(): kind if kind in KINDS else "eval" for kind, cls in DEVICE_RESULTS.items()}
-_BUSY_TIMEOUT_S = 60.0
 
 
 def default_db_path() -> Path:
-    """``$EDGEQ_DB`` if set, else ``~/.edgeq/results.db``."""
+    """``$EDGEQ_DB`` if set (and a file path), else ``~/.edgeq/results.db``."""
     env = os.environ.get("EDGEQ_DB")
-    return Path(env).expanduser() if env else Path("~/.edgeq/results.db").expanduser()
+    return Path(env).expanduser() if env and not is_server_url(env) else Path("~/.edgeq/results.db").expanduser()
 
 
-# --------------------------------------------------------------------------- schema
-
-_COLUMNS = ("model_sha256", "model_name", "mode", "device", "runtime", "runtime_version", "threads", "kind",
-            "created", "size_bytes", "latency_p50_us", "latency_p90_us", "latency_mean_us", "accuracy_top1",
-            "accuracy_top5", "agreement", "sqnr_db", "source", "payload")
-
-
-#: Columns added by later migrations: in a run's fingerprint only where set, so the runs recorded before
-#: them keep theirs (and the same JSON imported again is still found).
-_TASK_COLUMNS = ("task", "task_metric", "task_metric2")
-
-
-def _fingerprint(values: Mapping[str, Any]) -> str:
-    """What makes two rows the same run: everything but the row number."""
-    keys = (*_COLUMNS, *(k for k in _TASK_COLUMNS if values.get(k) is not None))
-    return hashlib.sha256(canonical_json({k: values[k] for k in keys}).encode()).hexdigest()
-
-
-def _migrate_1(conn: sqlite3.Connection) -> None:
-    """Version 1: one row per measurement, its figures as columns and its payload as JSON."""
-    conn.execute("""
-        CREATE TABLE measurements (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            model_sha256 TEXT NOT NULL,
-            model_name TEXT,
-            mode TEXT NOT NULL,
-            device TEXT NOT NULL,
-            runtime TEXT NOT NULL,
-            runtime_version TEXT,
-            threads INTEGER,
-            kind TEXT NOT NULL,
-            created TEXT NOT NULL,
-            size_bytes INTEGER,
-            latency_p50_us REAL,
-            latency_p90_us REAL,
-            latency_mean_us REAL,
-            accuracy_top1 REAL,
-            accuracy_top5 REAL,
-            agreement REAL,
-            sqnr_db REAL,
-            source TEXT NOT NULL,
-            payload TEXT NOT NULL
-        )""")
-    conn.execute("CREATE INDEX ix_measurements_key ON measurements "
-                 "(model_sha256, mode, device, runtime, threads, created)")
-
-
-def _migrate_2(conn: sqlite3.Connection) -> None:
-    """Version 2: a fingerprint per row, so importing the same JSON file twice records it once.
-
-    Rows already stored get their fingerprint computed; of any identical rows, the first
-    keeps it and the others keep NULL (they stay, nothing is deleted).
-    """
-    conn.execute("ALTER TABLE measurements ADD COLUMN fingerprint TEXT")
-    seen: set[str] = set()
-    cols = ", ".join(_COLUMNS)
-    for row in conn.execute(f"SELECT id, {cols} FROM measurements ORDER BY id").fetchall():
-        values = dict(zip(_COLUMNS, row[1:]))
-        values["payload"] = json.loads(values["payload"])
-        fp = _fingerprint(values)
-        if fp not in seen:
-            seen.add(fp)
-            conn.execute("UPDATE measurements SET fingerprint = ? WHERE id = ?", (fp, row[0]))
-    conn.execute("CREATE UNIQUE INDEX ux_measurements_fingerprint ON measurements (fingerprint)")
-    conn.execute("CREATE INDEX ix_measurements_created ON measurements (created)")
-
-
-def _migrate_task_metrics(conn: sqlite3.Connection) -> None:
-    """Task metrics: the task (detection, segmentation, fidelity) and its two figures as columns.
-
-    Rows already stored are classification runs or runs of no task: their new columns stay NULL.
-    """
-    conn.execute("ALTER TABLE measurements ADD COLUMN task TEXT")
-    conn.execute("ALTER TABLE measurements ADD COLUMN task_metric REAL")
-    conn.execute("ALTER TABLE measurements ADD COLUMN task_metric2 REAL")
-
-
-def _migrate_compressed_size(conn: sqlite3.Connection) -> None:
-    """A ``compressed_size_bytes`` column (gzip -9 of the file); rows stored before have NULL.
-
-    Not part of the fingerprint: the same file always compresses to the same size.
-    """
-    conn.execute("ALTER TABLE measurements ADD COLUMN compressed_size_bytes INTEGER")
-
-
-#: Schema migrations in order; ``MIGRATIONS[i]`` takes a version-``i`` file to version ``i + 1``.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migrate_1, _migrate_2, _migrate_task_metrics,
-                                                           _migrate_compressed_size]
-SCHEMA_VERSION = len(MIGRATIONS)
+def default_db_target() -> str:
+    """``$EDGEQ_DB`` (a file path or a ``postgresql://`` URL) if set, else ``~/.edgeq/results.db``."""
+    env = os.environ.get("EDGEQ_DB")
+    return env if env and is_server_url(env) else str(default_db_path())
 
 
 # --------------------------------------------------------------------------- the store
 
+_COLUMNS, _TASK_COLUMNS, _fingerprint = COLUMNS, TASK_COLUMNS, fingerprint  # the names older code imports
 
-class ResultsStore:
-    """Every measurement, in one SQLite file (see the module docs).
+
+class ResultsStore(DeployRunsMixin):
+    """Every measurement, in one SQLite file or a PostgreSQL database (see the module docs).
 
     Args:
-        path: the database file; None means ``$EDGEQ_DB`` or ``~/.edgeq/results.db``.
-            Its folder is created if needed.
+        path: the database file, or a ``postgresql://USER@HOST:PORT/DBNAME`` URL (a server the team
+            shares; ``pip install 'edgeq[postgres]'``); None means ``$EDGEQ_DB`` or
+            ``~/.edgeq/results.db``. A file's folder is created if needed.
         create: False refuses to create a missing file (raises StoreError), for commands
             that only read.
 
     Raises:
-        StoreError: the file cannot be opened or created, is not an edgeq results store,
-            or was written by a newer edgeq.
+        StoreError: the database cannot be opened, created or reached, is not an edgeq results
+            store, or was written by a newer edgeq.
 
     Use as a context manager or call :meth:`close`.
     """
 
     def __init__(self, path: str | os.PathLike[str] | None = None, *, create: bool = True) -> None:
-        self.path = Path(path).expanduser() if path is not None else default_db_path()
-        if self.path.is_dir():
-            raise StoreError("is a directory, not a results database", argument="db", received=str(self.path),
-                             fix="give a file path such as ~/.edgeq/results.db")
-        if not self.path.exists():
-            if not create:
-                raise StoreError("no results store at this path", argument="db", received=str(self.path),
-                                 fix="record runs first (edgeq store import FILE.json, edgeq compare) "
-                                     "or pass --db / EDGEQ_DB to the right file")
-            try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise StoreError(f"cannot create the folder: {exc.strerror or exc}", argument="db",
-                                 received=str(self.path), fix="give a writable path") from exc
-        try:
-            self._conn = sqlite3.connect(str(self.path), timeout=_BUSY_TIMEOUT_S, isolation_level=None)
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot open the database: {exc}", argument="db", received=str(self.path),
-                             fix="give a writable file path") from exc
+        target = path if path is not None else default_db_target()
+        self.path: Path | str = str(target) if is_server_url(target) else Path(target).expanduser()
+        self._db = open_backend(target, create=create)
         try:
             self._setup()
         except BaseException:
-            self._conn.close()
+            self._db.close()
             raise
 
     # -- connection, schema
 
     def _retry(self, fn: Callable[[], Any]) -> Any:
-        """Run ``fn``; retry while another process holds a lock sqlite's busy handler did not wait for."""
-        deadline = time.monotonic() + _BUSY_TIMEOUT_S
-        delay = 0.01
-        while True:
-            try:
-                return fn()
-            except sqlite3.OperationalError as exc:
-                msg = str(exc).lower()
-                if ("locked" not in msg and "busy" not in msg) or time.monotonic() > deadline:
-                    raise
-                time.sleep(delay)
-                delay = min(delay * 2, 0.25)
+        return self._db.retry(fn) if isinstance(self._db, SQLiteBackend) else fn()
 
     def _setup(self) -> None:
         try:
-            self._retry(lambda: self._conn.execute(f"PRAGMA busy_timeout = {int(_BUSY_TIMEOUT_S * 1000)}"))
-            self._retry(lambda: self._conn.execute("PRAGMA journal_mode = WAL").fetchone())
-            self._retry(lambda: self._conn.execute("PRAGMA synchronous = NORMAL"))
             self._retry(self._migrate)
-        except sqlite3.OperationalError as exc:
-            if "locked" in str(exc).lower() or "busy" in str(exc).lower():
-                raise StoreError(f"the database stayed locked by another process for {_BUSY_TIMEOUT_S:g} s",
-                                 argument="db", received=str(self.path),
+        except StoreError:
+            raise
+        except db_errors() as exc:
+            msg = str(exc).lower()
+            if "locked" in msg or "busy" in msg:
+                raise StoreError(f"the database stayed locked by another process for {BUSY_TIMEOUT_S:g} s",
+                                 argument="db", received=self.location,
                                  fix="wait for the other edgeq process to finish, then retry") from exc
-            raise StoreError(f"cannot open the database ({exc})", argument="db", received=str(self.path),
-                             fix="give a writable file path") from exc
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"not an edgeq results database ({exc})", argument="db", received=str(self.path),
+            raise StoreError(f"not an edgeq results database, or not writable ({exc})", argument="db",
+                             received=self.location,
                              fix="give another path, or move this file away to start a new store") from exc
 
     def _migrate(self) -> None:
-        with self._transaction() as conn:
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if self._db.schema_version() == SCHEMA_VERSION:
+            return
+        with self._db.transaction() as db:
+            db.lock_schema()
+            version = db.schema_version()
             if version > SCHEMA_VERSION:
                 raise StoreError(
                     f"the results store has schema version {version}, written by a newer edgeq "
                     f"(this edgeq reads up to version {SCHEMA_VERSION})", argument="db",
-                    received=str(self.path), fix="upgrade edgeq (pip install -U edgeq)")
+                    received=self.location, fix="upgrade edgeq (pip install -U edgeq)")
             if version == 0:
-                tables = [r[0] for r in conn.execute(
-                    "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
+                tables = db.tables()
                 if tables:
                     raise StoreError(f"the database holds other tables ({', '.join(tables[:5])}) and is "
-                                     "not an edgeq results store", argument="db", received=str(self.path),
+                                     "not an edgeq results store", argument="db", received=self.location,
                                      fix="give another path for the results store")
             for step in range(version, SCHEMA_VERSION):
-                MIGRATIONS[step](conn)
-                conn.execute(f"PRAGMA user_version = {step + 1}")
-
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction, taken at once (BEGIN IMMEDIATE) so writers queue instead of deadlock."""
-        conn = self._conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+                MIGRATIONS[step](db)
+                db.set_schema_version(step + 1)
 
     @property
     def schema_version(self) -> int:
-        """The file's schema version (``PRAGMA user_version``)."""
-        return int(self._conn.execute("PRAGMA user_version").fetchone()[0])
+        """The database's schema version (SQLite: ``PRAGMA user_version``)."""
+        return self._db.schema_version()
 
     def close(self) -> None:
         """Close the database connection."""
-        self._conn.close()
+        self._db.close()
 
     def __enter__(self) -> ResultsStore:
         return self
@@ -280,12 +162,15 @@ class ResultsStore:
         self.close()
 
     def __repr__(self) -> str:
-        return f"ResultsStore({str(self.path)!r})"
+        return f"ResultsStore({self.location!r})"
 
     # -- writing
 
-    def record(self, m: Measurement) -> tuple[int, bool]:
-        """Store ``m``; return (row id, True if it is new, False if the same run was already stored)."""
+    def record(self, m: Measurement, *, run_id: str | None = None) -> tuple[int, bool]:
+        """Store ``m``; return (row id, True if it is new, False if the same run was already stored).
+
+        ``run_id``: the deploy run that measured it (see :meth:`start_deploy_run`).
+        """
         if not isinstance(m, Measurement):
             raise InvalidArgumentError("must be an edgeq.store.Measurement", argument="m",
                                        received=type(m).__name__, fix="build one with Measurement(...)")
@@ -293,22 +178,27 @@ class ResultsStore:
         fp = _fingerprint(values)
         values["payload"] = canonical_json(m.payload)
         values["compressed_size_bytes"] = m.compressed_size_bytes  # not fingerprinted
+        values["run_id"] = run_id  # not fingerprinted: which deploy run stored it
         cols = ", ".join((*values, "fingerprint"))
         marks = ", ".join("?" for _ in range(len(values) + 1))
 
         def write() -> tuple[int, bool]:
-            with self._transaction() as conn:
-                row = conn.execute("SELECT id FROM measurements WHERE fingerprint = ?", (fp,)).fetchone()
-                if row is not None:
-                    return int(row[0]), False
-                cur = conn.execute(f"INSERT INTO measurements ({cols}) VALUES ({marks})", [*values.values(), fp])
-                return int(cur.lastrowid or 0), True
+            with self._db.transaction() as db:
+                rows = db.execute("SELECT id FROM measurements WHERE fingerprint = ?", (fp,))
+                if rows:
+                    return int(rows[0][0]), False
+                # ON CONFLICT: another process may record the same run between the SELECT and here
+                new = db.insert(f"INSERT INTO measurements ({cols}) VALUES ({marks}) ON CONFLICT (fingerprint) "
+                                "DO NOTHING", [*values.values(), fp])
+                if new is not None:
+                    return new, True
+                return int(db.execute("SELECT id FROM measurements WHERE fingerprint = ?", (fp,))[0][0]), False
 
         try:
             return self._retry(write)  # type: ignore[no-any-return]
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot write the measurement: {exc}", argument="db", received=str(self.path),
-                             fix="check the file is writable and the disk not full") from exc
+        except db_errors() as exc:
+            raise StoreError(f"cannot write the measurement: {exc}", argument="db", received=self.location,
+                             fix="check the database is writable and the disk not full") from exc
 
     def add_measurement(self, m: Measurement) -> int:
         """Record one measurement; return its row id.
@@ -333,7 +223,7 @@ class ResultsStore:
                                        origin=origin)
 
     def add_device_result(self, payload: dict[str, Any], *, device: str | None = None, source: str = "device",
-                          model_name: str | None = None) -> int:
+                          model_name: str | None = None, run_id: str | None = None) -> int:
         """Record the result of ``edgeq-device bench``, ``eval`` or ``profile`` (the dict its ``--json`` writes).
 
         Args:
@@ -342,6 +232,7 @@ class ResultsStore:
             device: the board's label; None takes a name from the payload's sysinfo.
             source: where it came from (``"device"``, ``"deploy"``, ...).
             model_name: a name for the model; None takes it from the payload (model path's stem).
+            run_id: the deploy run that measured it.
 
         Returns:
             The row id.
@@ -350,7 +241,7 @@ class ResultsStore:
             DataError: the payload is not edgeq-device JSON or does not identify the model.
         """
         return self.record(self.measurement_from_device(payload, device=device, source=source,
-                                                         model_name=model_name))[0]
+                                                         model_name=model_name), run_id=run_id)[0]
 
     @staticmethod
     def read_device_json(path: str | os.PathLike[str], *, device: str | None = None,
@@ -402,10 +293,10 @@ class ResultsStore:
     def _select(self, sql: str, args: list[Any]) -> list[Measurement]:
         cols = ", ".join(("id", *_COLUMNS, *_TASK_COLUMNS, "compressed_size_bytes"))
         try:
-            rows = self._conn.execute(f"SELECT {cols} FROM measurements{sql}", args).fetchall()
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot read the results: {exc}", argument="db", received=str(self.path),
-                             fix="check the file is an edgeq results store") from exc
+            rows = self._db.execute(f"SELECT {cols} FROM measurements{sql}", args)
+        except db_errors() as exc:
+            raise StoreError(f"cannot read the results: {exc}", argument="db", received=self.location,
+                             fix="check the database is an edgeq results store") from exc
         out = []
         for row in rows:
             values = dict(zip((*_COLUMNS, *_TASK_COLUMNS, "compressed_size_bytes"), row[1:]))
@@ -491,4 +382,4 @@ class ResultsStore:
                           created_current=cur.created, runtime=cur.runtime, model_sha256=cur.model_sha256)
 
     def __len__(self) -> int:
-        return int(self._conn.execute("SELECT COUNT(*) FROM measurements").fetchone()[0])
+        return int(self._db.execute("SELECT COUNT(*) FROM measurements")[0][0])

@@ -183,7 +183,7 @@ identity = "{loopback_ssh.identity}"
     with sqlite3.connect(tmp_path / "r.db") as conn:
         devices = sorted(r[0] for r in conn.execute("select device from measurements"))
     assert devices == ["pi-a", "pi-b"]
-    assert "pi-gone" in report.summary() and "FAILED" in report.summary()
+    assert "pi-gone" in report.summary() and "unreachable" in report.summary()
 
 
 def test_wrong_key_fails_with_auth_reason(loopback_ssh, tiny_models_dir, tmp_path):
@@ -283,7 +283,7 @@ def test_cli_deploy(loopback_ssh, tiny_models_dir, board_python, tmp_path):
     assert proc.returncode == 1, proc.stderr
     assert "[board-a] done" in proc.stderr
     assert "[127.0.0.1] FAILED: " in proc.stderr and "connection refused" in proc.stderr
-    assert "board-a" in proc.stdout and "FAILED" in proc.stdout
+    assert "board-a" in proc.stdout and "unreachable" in proc.stdout
     saved = json.loads(out_json.read_text())
     assert saved["schema"] == "edgeq/deploy/1" and [b["ok"] for b in saved["boards"]] == [True, False]
     with sqlite3.connect(db) as conn:

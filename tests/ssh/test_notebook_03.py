@@ -27,7 +27,7 @@ workdir = "{tmp_path / 'board' / '.edgeq-device'}"
     # the side-by-side table has the host and the board
     assert "<td>host</td>" in html and "<td>pi4-notebook</td>" in html
     text = "".join(o.get("text", "") for o in outputs)
-    assert "1/1 boards ok" in text
+    assert "1 board: 1 ok, 0 failed" in text
     # int8 on both machines: the same predictions, so the same accuracy
     assert "pi4-notebook: the same top-1 as the host" in text
     assert any("image/png" in o.get("data", {}) for o in outputs), "no latency chart"

@@ -24,7 +24,7 @@ def profile_doc(digits_edgeq_tflite) -> dict:
 def test_a_board_result_keeps_its_profile_and_round_trips(profile_doc):
     res = BoardResult("pi4", "pi@pi4:22", ok=True, timings={"profile": 1.5, "total": 2.0}, profile=profile_doc)
     d = res.to_dict()
-    assert d["schema"] == "edgeq/board-result/3" and d["profile"]["schema"] == "edgeq-device/profile/1"
+    assert d["schema"] == "edgeq/board-result/4" and d["profile"]["schema"] == "edgeq-device/profile/1"
     again = BoardResult.from_dict(json.loads(json.dumps(d, allow_nan=False)))
     assert again == res
     prof = again.profile_result
@@ -43,7 +43,7 @@ def test_a_version_1_board_result_still_reads_without_a_profile():
     assert res.profile is None and res.profile_result is None and res.stored_ids == (3,)
     assert BoardResult.from_dict(res.to_dict()) == res
     with pytest.raises(InvalidArgumentError, match="another kind of result"):
-        BoardResult.from_dict({**old, "schema": "edgeq/board-result/4"})
+        BoardResult.from_dict({**old, "schema": "edgeq/board-result/5"})
 
 
 def test_a_profile_is_stored_as_a_measurement_of_kind_profile(profile_doc, tmp_path):

@@ -34,7 +34,7 @@ def test_ssh_error_is_a_deploy_error_in_the_tree():
 def test_the_kinds_a_board_result_names_are_documented():
     documented = {"unreachable", "auth", "hostkey", "timeout", "no-ssh", "interrupted", "no-python", "no-venv",
                   "no-runtime", "missing-deps", "setup", "wheel", "transfer", "bench", "eval", "profile", "store",
-                  "remote"}
+                  "remote", "arch", "no-space"}
     assert set(DEPLOY_ERROR_KINDS) == documented
     assert all(isinstance(v, str) and v for v in DEPLOY_ERROR_KINDS.values())
     assert errors.__doc__ is not None and "DeployError" in errors.__doc__ and "SSHError" in errors.__doc__

@@ -46,7 +46,7 @@ def test_results_are_frozen():
 def test_a_report_round_trips_through_its_dict_and_json():
     r = report()
     d = r.to_dict()
-    assert d["schema"] == "edgeq/deploy/1" and d["boards"][0]["schema"] == "edgeq/board-result/3"
+    assert d["schema"] == "edgeq/deploy/1" and d["boards"][0]["schema"] == "edgeq/board-result/4"
     assert d["boards"][0]["stored_ids"] == [4, 5]
     again = DeployReport.from_dict(json.loads(json.dumps(d, allow_nan=False)))
     assert again == r
@@ -82,8 +82,8 @@ def test_text_is_readable_even_with_numpy_numbers():
     assert summary == report().summary()
     lines = summary.splitlines()
     assert lines[1].split()[:4] == ["pi4", "ok", "1.234", "0.912"]
-    assert lines[2].split()[:2] == ["pi-gone", "FAILED"] and "connection refused" in lines[2]
-    assert lines[-1] == "1/2 boards ok in 4.0 s"
+    assert lines[2].split()[:2] == ["pi-gone", "unreachable"] and "connection refused" in lines[2]
+    assert lines[-1] == "2 boards: 1 ok, 0 failed, 1 unreachable, 0 timed-out, 0 interrupted in 4.0 s"
 
 
 def test_html_has_one_row_per_board_and_escapes_text():

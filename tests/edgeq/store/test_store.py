@@ -82,8 +82,8 @@ def test_default_path_follows_edgeq_db(tmp_path: Path, monkeypatch: pytest.Monke
 def test_open_creates_latest_schema_in_wal_mode(tmp_path: Path) -> None:
     with ResultsStore(tmp_path / "r.db") as store:
         assert store.schema_version == SCHEMA_VERSION
-        assert store._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert store._conn.execute("PRAGMA busy_timeout").fetchone()[0] >= 10_000
+        assert store._db._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert store._db._conn.execute("PRAGMA busy_timeout").fetchone()[0] >= 10_000
 
 
 # The tables a version-1 store held, as edgeq wrote them then (kept here verbatim, so that a
@@ -118,7 +118,7 @@ def test_migrates_a_version_1_file_keeping_its_rows(tmp_path: Path) -> None:
 
     with ResultsStore(path) as store:
         assert store.schema_version == SCHEMA_VERSION
-        columns = {r[1] for r in store._conn.execute("PRAGMA table_info(measurements)")}
+        columns = {r[1] for r in store._db._conn.execute("PRAGMA table_info(measurements)")}
         assert "fingerprint" in columns
         runs = store.runs()
         assert len(runs) == 2 and all(r == old for r in runs)
@@ -175,7 +175,7 @@ def test_non_finite_figures_are_kept_and_written_as_strict_json(tmp_path: Path) 
         (got,) = store.runs()
         assert got.id == row and got.sqnr_db == math.inf and math.isnan(got.payload["spread"])
         assert store.add_measurement(m) == row  # the same run, recognised again
-        raw = store._conn.execute("SELECT payload FROM measurements").fetchone()[0]
+        raw = store._db._conn.execute("SELECT payload FROM measurements").fetchone()[0]
 
     def refuse(name: str) -> object:
         raise ValueError(name)
@@ -190,7 +190,7 @@ def test_a_file_from_a_newer_edgeq_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "new.db"
     with ResultsStore(path) as store:
         store.add_measurement(_m())
-        store._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+        store._db._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     with pytest.raises(StoreError, match=r"newer edgeq.*upgrade edgeq"):
         ResultsStore(path)
 
