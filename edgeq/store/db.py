@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeq_device.errors import InvalidArgumentError
-from edgeq_device.report_json import loads_json
+from edgeq_device.results.report_json import loads_json
 
 from edgeq.errors import StoreError
 from edgeq.store.device_json import DEVICE_RESULTS, measurement_from_device, read_device_json

@@ -15,9 +15,9 @@ from typing import Any, TextIO, TypeVar
 
 import click
 
-from .errors import EdgeqError, EdgeqWarning, OutputExistsError
-from .fileio import atomic_write_text, check_writable
-from .preprocess import parse_channels, parse_size
+from ..errors import EdgeqError, EdgeqWarning, OutputExistsError
+from ..model.preprocess import parse_channels, parse_size
+from ..results.fileio import atomic_write_text, check_writable
 
 __all__ = ["EXIT_ERROR", "EXIT_INTERNAL", "EXIT_INTERRUPTED", "Choice", "ChoiceList", "ErrorBoundaryGroup",
            "check_json_out", "echo_err", "flatten_choices", "force_option", "json_option", "preprocess_options",
@@ -110,7 +110,7 @@ def check_json_out(json_out: str | None, force: bool) -> None:
 
     Raises:
         OutputExistsError: the file exists and ``force`` is False.
-        OutputError: the file cannot be written (see :mod:`edgeq_device.fileio`).
+        OutputError: the file cannot be written (see :mod:`edgeq_device.results.fileio`).
     """
     if not json_out or json_out == "-":
         return

@@ -15,8 +15,20 @@ from typing import Any, Callable, Sequence
 
 import click
 
-from . import __version__
-from .bench import BenchParams, benchmark, format_bench
+from .._version import __version__
+from ..measure.bench import BenchParams, benchmark, format_bench
+from ..measure.profile import ProfileParams, format_profile, profile_model
+from ..model.info import format_info, model_info
+from ..model.preprocess_choice import choose_preprocess
+from ..results.report_json import JsonResult
+from ..run.runtime import RUNTIME_NAMES
+from ..tasks.detection import parse_outputs_option
+from ..tasks.detection_eval import DetectionResult
+from ..tasks.eval_options import EvalOptions
+from ..tasks.eval_result import EvalResult
+from ..tasks.evaluation import format_eval
+from ..tasks.masks import load_label_map, parse_ignore
+from ..tasks.registry import TASKS, evaluate_task
 from .clikit import (
     Choice,
     ErrorBoundaryGroup,
@@ -27,18 +39,6 @@ from .clikit import (
     preprocess_options,
     write_json_out,
 )
-from .detection import parse_outputs_option
-from .detection_eval import DetectionResult
-from .eval_options import EvalOptions
-from .eval_result import EvalResult
-from .evaluation import format_eval
-from .info import format_info, model_info
-from .masks import load_label_map, parse_ignore
-from .preprocess_choice import choose_preprocess
-from .profile import ProfileParams, format_profile, profile_model
-from .report_json import JsonResult
-from .runtime import RUNTIME_NAMES
-from .tasks import TASKS, evaluate_task
 
 __all__ = ["cli", "main"]
 
@@ -302,6 +302,3 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the ``edgeq-device`` command."""
     cli.main(args=list(argv) if argv is not None else None, prog_name="edgeq-device")
 
-
-if __name__ == "__main__":  # pragma: no cover
-    main(sys.argv[1:])

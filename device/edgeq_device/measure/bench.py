@@ -25,16 +25,16 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from ._version import __version__
-from .errors import DataError, InferenceError, InvalidArgumentError
-from .flatbuffer import ModelSource, load_model_bytes, read_flat_model
-from .images import list_image_folder
-from .loadcheck import check_loads_in_child
-from .metadata import read_metadata
-from .preprocess import Preprocess, load_image
-from .preprocess_choice import PreprocessChoice, as_choice, normalization_text
-from .report_json import JsonResult
-from .runtime import ModelRunner, one_line, resolve_runtime
+from .._version import __version__
+from ..errors import DataError, InferenceError, InvalidArgumentError
+from ..model.flatbuffer import ModelSource, load_model_bytes, read_flat_model
+from ..model.metadata import read_metadata
+from ..model.preprocess import Preprocess, load_image
+from ..model.preprocess_choice import PreprocessChoice, as_choice, normalization_text
+from ..results.report_json import JsonResult
+from ..run.images import list_image_folder
+from ..run.loadcheck import check_loads_in_child
+from ..run.runtime import ModelRunner, one_line, resolve_runtime
 from .sysinfo import BoardInfo, board_info, memory_status, soc_temperature, throttling
 
 __all__ = [
@@ -203,7 +203,7 @@ class BenchResult(JsonResult):
     started: str
     edgeq_device_version: str
     samples_us: tuple[float, ...] | None = None
-    #: one line: the preprocessing used and where each part came from (see :mod:`edgeq_device.preprocess_choice`)
+    #: one line: the preprocessing used and where each part came from (see :mod:`edgeq_device.model.preprocess_choice`)
     preprocessing: str = ""
     #: where each part came from: ``size``, ``color``, ``normalization`` -> flag, edgeq metadata, TFLite metadata, input, ...
     preprocess_sources: dict[str, str] | None = None
@@ -305,7 +305,7 @@ def benchmark(
         params: a :class:`BenchParams`; or give its fields as keyword arguments
             (``benchmark("m.tflite", runs=100, threads=2)``).
         preprocess: how ``params.data`` images become input, and the range of random float
-            inputs (default: chosen from the model, see :mod:`edgeq_device.preprocess_choice`).
+            inputs (default: chosen from the model, see :mod:`edgeq_device.model.preprocess_choice`).
         log: called with a line of progress (the CLI passes a stderr printer).
 
     Raises:
@@ -327,7 +327,7 @@ def benchmark(
     throttled_before = board.throttled
 
     if params.delegate is None:
-        # The first load of a model happens in a child process (see edgeq_device.validate); do it
+        # The first load of a model happens in a child process (see edgeq_device.model.validate); do it
         # before the clock starts so that init time is this process's own.
         check_loads_in_child(model_bytes, runtime, xnnpack=params.xnnpack)
 

@@ -12,9 +12,9 @@ packed at init) and an operator fed them as inputs would run a slower path.
 The model is written with the TFLite schema's object API (``ModelT``), which
 ships with ai-edge-litert (``ai_edge_litert.schema_py_generated``, needs only
 ``flatbuffers``); TensorFlow's copy is used where ai-edge-litert is absent.
-tflite-runtime has no copy of it: there :mod:`edgeq_device.opcut_raw` cuts with
+tflite-runtime has no copy of it: there :mod:`edgeq_device.measure.opcut_raw` cuts with
 ``flatbuffers`` alone (the profile picks it by itself, see
-:func:`edgeq_device.profile.make_cutter`).
+:func:`edgeq_device.measure.profile.make_cutter`).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Cut one operator into a model of its own with ``flatbuffers`` alone (no TFLite schema module).
 
 Where neither ai-edge-litert nor TensorFlow is installed (a board with tflite-runtime
-only), :mod:`edgeq_device.opcut` has no schema object API to write models with. This
+only), :mod:`edgeq_device.measure.opcut` has no schema object API to write models with. This
 cutter writes the new model's few tables *in front of* the original file's bytes and
 points them at the original tables: the cut model's root holds the original operator
 codes and buffers, and one subgraph whose tensors are the original subgraph's tensors
@@ -20,7 +20,7 @@ import struct
 
 import flatbuffers
 
-from .flatbuffer import _T, FlatModel
+from ..model.flatbuffer import _T, FlatModel
 from .opcut import CONTROL_FLOW_OPS, CutError, CutModel
 
 __all__ = ["RawOperatorCutter", "overhead_model"]
@@ -29,11 +29,11 @@ _ALIGN = 16
 
 
 class RawOperatorCutter:
-    """Cuts operators out of one model, as :class:`edgeq_device.opcut.OperatorCutter` does.
+    """Cuts operators out of one model, as :class:`edgeq_device.measure.opcut.OperatorCutter` does.
 
     Args:
         model_bytes: the ``.tflite`` file's bytes.
-        flat: the same model read with :func:`edgeq_device.flatbuffer.read_flat_model`.
+        flat: the same model read with :func:`edgeq_device.model.flatbuffer.read_flat_model`.
 
     Raises:
         CutError: the model keeps constants outside the flatbuffer.

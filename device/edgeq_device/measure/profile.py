@@ -3,11 +3,11 @@
 The run:
 
 1. The whole model is timed as ``bench`` times it (same interpreter options, the
-   loop of :func:`edgeq_device.bench.time_invocations`), on seeded random inputs.
+   loop of :func:`edgeq_device.measure.bench.time_invocations`), on seeded random inputs.
 2. One run without delegates and with ``experimental_preserve_all_tensors`` records
    the value of every tensor for those inputs.
 3. Each operator of the primary subgraph is cut into a model of its own
-   (:mod:`edgeq_device.opcut`), fed the values its inputs had in step 2, and timed
+   (:mod:`edgeq_device.measure.opcut`), fed the values its inputs had in step 2, and timed
    with the same loop and interpreter options. What one ``invoke()`` costs beyond the
    arithmetic (the Python call, the interpreter's loop, a delegate's setup: about 1 µs on
    a laptop) is measured on a one-element ``ADD`` and taken off each operator's p50, then
@@ -32,20 +32,20 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ._version import __version__
-from .analysis import op_display_name, op_macs
+from .._version import __version__
+from ..errors import EdgeqError, InvalidArgumentError
+from ..model.analysis import op_display_name, op_macs
+from ..model.flatbuffer import FlatModel, ModelSource, Tensor, load_model_bytes, read_flat_model
+from ..model.metadata import read_metadata
+from ..model.preprocess_choice import choose_preprocess
+from ..results.report_json import JsonResult
+from ..run.loadcheck import check_loads_in_child
+from ..run.runtime import ModelRunner, Runtime, one_line, resolve_runtime
 from .bench import random_inputs, random_preprocessing, time_invocations
-from .errors import EdgeqError, InvalidArgumentError
-from .flatbuffer import FlatModel, ModelSource, Tensor, load_model_bytes, read_flat_model
-from .loadcheck import check_loads_in_child
-from .metadata import read_metadata
 from .opcut import CutError
 from .opcut_raw import overhead_model
-from .preprocess_choice import choose_preprocess
 from .profile_inputs import Cutter, make_cutter, record_stepwise, record_tensors, static_tensors
 from .profile_view import format_profile
-from .report_json import JsonResult
-from .runtime import ModelRunner, Runtime, one_line, resolve_runtime
 from .sysinfo import BoardInfo, board_info
 
 __all__ = ["OpProfile", "ProfileParams", "ProfileResult", "format_profile", "profile_model"]
@@ -67,8 +67,8 @@ class ProfileParams:
         delegate_options: options passed to the delegate.
         runtime: the runtime asked for (None: the first found).
         seed: seed of the random inputs.
-        cutter: ``"schema"`` (the TFLite schema's object API, :mod:`edgeq_device.opcut`), ``"raw"``
-            (``flatbuffers`` only, :mod:`edgeq_device.opcut_raw`) or None: the first that is installed.
+        cutter: ``"schema"`` (the TFLite schema's object API, :mod:`edgeq_device.measure.opcut`), ``"raw"``
+            (``flatbuffers`` only, :mod:`edgeq_device.measure.opcut_raw`) or None: the first that is installed.
     """
 
     runs: int = 20

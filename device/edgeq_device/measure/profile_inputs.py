@@ -13,11 +13,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .errors import InvalidArgumentError
-from .flatbuffer import FlatModel
+from ..errors import InvalidArgumentError
+from ..model.flatbuffer import FlatModel
+from ..run.runtime import Runtime
 from .opcut import CONTROL_FLOW_OPS, CutError, CutModel, OperatorCutter
 from .opcut_raw import RawOperatorCutter
-from .runtime import Runtime
 
 __all__ = ["Cutter", "make_cutter", "record_stepwise", "record_tensors", "static_tensors"]
 

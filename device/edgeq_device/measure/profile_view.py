@@ -1,4 +1,4 @@
-"""The text table of a :class:`edgeq_device.profile.ProfileResult`."""
+"""The text table of a :class:`edgeq_device.measure.profile.ProfileResult`."""
 
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .report_json import JsonResult
+from ..results.report_json import JsonResult
 
 __all__ = [
     "BoardInfo",

@@ -1,6 +1,6 @@
 """Static analysis of a ``.tflite`` model: ops, multiply-accumulates, parameters, activation memory.
 
-Everything here reads the flatbuffer with :mod:`edgeq_device.flatbuffer` only (no
+Everything here reads the flatbuffer with :mod:`edgeq_device.model.flatbuffer` only (no
 TensorFlow, no interpreter), so ``edgeq-device info`` on a board and
 ``edgeq.analyze`` on the host report the same figures.
 
@@ -26,7 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import InvalidArgumentError
+from ..errors import InvalidArgumentError
 from .flatbuffer import FlatModel, ModelSource, Operator, Subgraph, Tensor, read_flat_model
 
 __all__ = [
@@ -66,7 +66,7 @@ class TensorInfo:
 
     @classmethod
     def from_tensor(cls, t: Tensor) -> TensorInfo:
-        """Summarize a flatbuffer :class:`~edgeq_device.flatbuffer.Tensor`."""
+        """Summarize a flatbuffer :class:`~edgeq_device.model.flatbuffer.Tensor`."""
         q = t.quantization
         return cls(index=t.index, name=t.name, dtype=t.dtype, shape=t.shape,
                    shape_signature=t.shape_signature, nbytes=t.nbytes, is_constant=t.is_constant,

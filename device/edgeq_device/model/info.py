@@ -2,7 +2,7 @@
 
 Inputs and outputs (shape, dtype, quantization), operator counts by type,
 sizes, whether it was compiled for the Edge TPU, and the edgeq metadata the
-host wrote into it. Built on :func:`edgeq_device.flatbuffer.read_flat_model`.
+host wrote into it. Built on :func:`edgeq_device.model.flatbuffer.read_flat_model`.
 """
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from ..results.report_json import JsonResult
 from .analysis import analyze_flat_model
 from .flatbuffer import FlatModel, ModelSource, Tensor, load_model_bytes, read_flat_model
 from .int4 import INT4_NOTE, int4_tensors
 from .metadata import EdgeqMetadata, read_metadata
 from .preprocess import Preprocess
 from .preprocess_choice import choose_preprocess, normalization_text
-from .report_json import JsonResult
 from .tflite_metadata import TfliteMetadata, read_tflite_metadata
 
 __all__ = ["EDGETPU_CUSTOM_OP", "ModelInfo", "TensorInfo", "format_bytes", "format_info", "model_info"]
@@ -113,7 +113,7 @@ class ModelInfo(JsonResult):
     params: int | None = None
     peak_activation_bytes: int | None = None
     int4_tensors: int = 0
-    """INT4 (4-bit weight) tensors: such a model needs LiteRT (:mod:`edgeq_device.int4`)."""
+    """INT4 (4-bit weight) tensors: such a model needs LiteRT (:mod:`edgeq_device.model.int4`)."""
     tflite_metadata: TfliteMetadata | None = None
     """The standard TFLite metadata (``TFLITE_METADATA``), as :func:`~edgeq_device.read_tflite_metadata` reads it."""
     preprocessing: str = ""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .errors import InvalidArgumentError
+from ..errors import InvalidArgumentError
 from .flatbuffer import FlatModel
 
 __all__ = ["INT4_NOTE", "check_int4", "int4_tensors", "runs_int4"]
@@ -29,7 +29,7 @@ def int4_tensors(flat: FlatModel) -> int:
 
 
 def runs_int4(runtime: Any) -> bool:
-    """Whether a runtime (an :class:`~edgeq_device.runtime.Runtime`) has int4 weight kernels."""
+    """Whether a runtime (an :class:`~edgeq_device.run.runtime.Runtime`) has int4 weight kernels."""
     return str(getattr(runtime, "name", runtime)) not in _NO_INT4
 
 

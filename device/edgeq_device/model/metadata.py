@@ -14,10 +14,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import ModelFileError
+from ..errors import ModelFileError
+from ..results.report_json import dumps_json
 from .flatbuffer import ModelSource, read_flat_model
 from .preprocess import Preprocess
-from .report_json import dumps_json
 
 __all__ = ["METADATA_NAME", "METADATA_VERSION", "EdgeqMetadata", "read_metadata"]
 

@@ -18,7 +18,7 @@ from typing import Any, Sequence, Union
 
 import numpy as np
 
-from .errors import DataError, InvalidArgumentError
+from ..errors import DataError, InvalidArgumentError
 
 __all__ = ["ColorMode", "CropMode", "Layout", "Preprocess", "ResizeMethod", "load_image", "parse_channels",
            "parse_size"]

@@ -14,7 +14,7 @@ of, in order of authority:
    maps the pixels to what they were trained on. A float input with nothing to say
    gets pixels in ``[0, 1]``, a guess, and a warning says so.
 
-Raw pixels are a :class:`~edgeq_device.preprocess.Preprocess` like any other:
+Raw pixels are a :class:`~edgeq_device.model.preprocess.Preprocess` like any other:
 ``mean = zero_point (+128 for int8), std = 1 / scale``, so that quantizing the float
 sample with the input's own scale and zero point gives back exactly the pixel (uint8) or
 ``pixel - 128`` (int8).
@@ -26,7 +26,7 @@ import warnings
 from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
-from .errors import EdgeqWarning, InvalidArgumentError
+from ..errors import EdgeqWarning, InvalidArgumentError
 from .flatbuffer import FlatModel, ModelSource, read_flat_model
 from .metadata import METADATA_NAME, read_metadata
 from .preprocess import ColorMode, Preprocess

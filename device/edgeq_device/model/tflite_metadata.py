@@ -29,7 +29,7 @@ from typing import Union
 
 import flatbuffers
 
-from .errors import EdgeqWarning, ModelFileError
+from ..errors import EdgeqWarning, ModelFileError
 from .flatbuffer import _T, FlatModel, ModelSource, read_flat_model
 
 __all__ = [

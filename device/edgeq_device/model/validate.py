@@ -7,7 +7,7 @@ make the native code read wild memory and kill the process with a signal.
 Two layers keep that from happening to an ``edgeq`` or ``edgeq-device``
 command:
 
-1. :func:`validate_flat_model`, run by :func:`edgeq_device.flatbuffer.read_flat_model`
+1. :func:`validate_flat_model`, run by :func:`edgeq_device.model.flatbuffer.read_flat_model`
    (the one place models are opened), checks in Python what the runtime relies
    on: buffer, tensor, operator-code and signature indices; shapes against the
    sizes of the constant buffers; declared tensor sizes; quantization
@@ -16,8 +16,8 @@ command:
    reader itself checks every table, vtable, vector and string offset. A model
    that fails raises :class:`~edgeq_device.errors.ModelFileError` naming the
    first problem, in milliseconds.
-2. :func:`edgeq_device.loadcheck.check_loads_in_child` (re-exported here)
-   loads the model first in a child process; kernels' own checks
+2. :func:`edgeq_device.run.loadcheck.check_loads_in_child` (in the ``run`` room: it needs a
+   runtime, and opening a model must not start processes) loads the model first in a child process; kernels' own checks
    (``Prepare``) are too many to mirror in Python, so this is what guarantees
    no signal for a model that passes the first layer.
 """
@@ -27,17 +27,14 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
+from ..errors import ModelFileError
 from ._opnames import DTYPE_BITS
-from .errors import ModelFileError
-from .loadcheck import PROBE_TIMEOUT_S, check_loads_in_child
 
 if TYPE_CHECKING:
-    from .flatbuffer import FlatModel, Tensor
+    from .tables import FlatModel, Tensor
 
 __all__ = [
     "MAX_TENSOR_BYTES",
-    "PROBE_TIMEOUT_S",
-    "check_loads_in_child",
     "validate_flat_model",
 ]
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-from .errors import OutputError, OutputExistsError
+from ..errors import OutputError, OutputExistsError
 
 __all__ = ["atomic_write_bytes", "atomic_write_text", "check_output_folder", "check_writable"]
 

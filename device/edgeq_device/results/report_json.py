@@ -41,7 +41,7 @@ from enum import Enum
 from pathlib import Path, PurePath
 from typing import Any, ClassVar, TypeVar
 
-from .errors import InvalidArgumentError
+from ..errors import InvalidArgumentError
 from .fileio import atomic_write_text
 from .result_view import html_table, plain_text
 
@@ -216,12 +216,12 @@ def write_json(result: Any, dest: str | Path, overwrite: bool = False, *, indent
                argument: str = "json") -> Path | None:
     """Write a result (or any JSON-able value) as strict JSON to a file, or to stdout for ``"-"``.
 
-    The file is written atomically (see :mod:`edgeq_device.fileio`); a :class:`JsonResult`
+    The file is written atomically (see :mod:`edgeq_device.results.fileio`); a :class:`JsonResult`
     is written as its :meth:`~JsonResult.to_dict`.
 
     Raises:
         OutputExistsError: the file exists and ``overwrite`` is False.
-        OutputError: the path cannot be written (see ``edgeq_device.fileio``).
+        OutputError: the path cannot be written (see ``edgeq_device.results.fileio``).
     """
     body = result.to_dict() if isinstance(result, JsonResult) else result
     text = dumps_json(body, indent=indent) + "\n"

@@ -1,6 +1,6 @@
 """How a result reads to a person: plain text for ``print`` and an HTML table for notebooks.
 
-Both take a result's plain form (what :func:`edgeq_device.report_json.to_plain`
+Both take a result's plain form (what :func:`edgeq_device.results.report_json.to_plain`
 returns: dicts, lists, strings and Python numbers), so numbers print as
 ``0.9812``, never ``np.float64(0.9812)``. Long lists are cut to their first
 items with a count of the rest; the JSON form keeps everything.

@@ -1,4 +1,4 @@
-"""The child that loads a model before the calling process does (see :mod:`edgeq_device.loadcheck`).
+"""The child that loads a model before the calling process does (see :mod:`edgeq_device.run.loadcheck`).
 
 Run as a script by path (``python _load_helper.py MODULE ATTR``), so only the runtime is
 imported: not edgeq_device, not TensorFlow. Reads requests (8-byte length, 1-byte XNNPACK

@@ -29,8 +29,8 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from .errors import DataError, EmptyClassFolderWarning, LabelMismatchError
-from .preprocess import Preprocess, load_image
+from ..errors import DataError, EmptyClassFolderWarning, LabelMismatchError
+from ..model.preprocess import Preprocess, load_image
 
 __all__ = [
     "CLASS_ORDERS",

@@ -3,11 +3,11 @@
 :func:`predict` streams a folder's images through the model's own
 preprocessing and returns the raw output vectors (dequantized) with the
 labels; :func:`predict_arrays` does the same for preprocessed arrays. The host
-reuses them for agreement and SQNR, and :func:`edgeq_device.evaluation.evaluate`
+reuses them for agreement and SQNR, and :func:`edgeq_device.tasks.evaluation.evaluate`
 for accuracy.
 
 Images are spread over interpreters in worker processes (see
-:mod:`edgeq_device.pool_worker`): decoding and preprocessing hold the GIL, so
+:mod:`edgeq_device.run.pool_worker`): decoding and preprocessing hold the GIL, so
 threads would serialize on them for a small model. Arrays, and any run with a
 delegate (which holds its device), go to a pool of interpreters in threads of
 this process (``invoke`` releases the GIL). One worker is a plain loop on one
@@ -25,11 +25,11 @@ from typing import Callable, Iterator, Mapping
 
 import numpy as np
 
-from .errors import DataError, InvalidArgumentError
-from .flatbuffer import FlatModel, ModelSource, load_model_bytes
+from ..errors import DataError, InvalidArgumentError
+from ..model.flatbuffer import FlatModel, ModelSource, load_model_bytes
+from ..model.preprocess import Preprocess
 from .images import FolderListing, list_image_folder
 from .pool_worker import ImageJob, read_image, run_image_processes
-from .preprocess import Preprocess
 from .runtime import ModelRunner, Runtime, resolve_runtime
 
 __all__ = ["ProgressCallback", "interpreter_threads", "make_runners", "output_size", "predict", "predict_arrays",

@@ -4,13 +4,13 @@
 once on zero inputs in a child process before this process does, the first time it sees a
 model (by SHA-256, runtime and XNNPACK setting). A child killed by a signal becomes
 :class:`~edgeq_device.errors.RuntimeCrashError`. Kernels' own checks (``Prepare``) are too
-many to mirror in Python (:mod:`edgeq_device.validate` checks what it can), so this is what
+many to mirror in Python (:mod:`edgeq_device.model.validate` checks what it can), so this is what
 guarantees no signal for a model that passes validation.
 
 The child is a ``fork`` of this process where that is safe (Linux, this process has a
 single thread, TensorFlow not imported): about 10 ms plus the model's load and one
 inference. Elsewhere (threads running, TensorFlow loaded: a notebook, the host toolkit) a
-helper process (:mod:`edgeq_device._load_helper`, run by path with ``sys.executable`` so only
+helper process (:mod:`edgeq_device.run._load_helper`, run by path with ``sys.executable`` so only
 the runtime is imported, about 0.15 s for LiteRT) is started once and each model loads in a
 fork of the helper; where there is no ``fork`` at all (Windows) the helper loads one model
 and exits.
@@ -29,10 +29,10 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import RuntimeCrashError
+from ..errors import RuntimeCrashError
 
 if TYPE_CHECKING:
-    from .runtime import Runtime
+    from .runtimes import Runtime
 
 __all__ = ["PROBE_TIMEOUT_S", "check_loads_in_child"]
 

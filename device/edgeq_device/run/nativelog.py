@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from .errors import EdgeqError
+from ..errors import EdgeqError
 
 __all__ = ["filter_native_lines", "native_logs_shown", "quiet_native_logs", "redirect_depth", "show_native_logs"]
 

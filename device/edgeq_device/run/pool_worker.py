@@ -22,7 +22,7 @@ alone if no process can start.
   ``edgeq-device`` CLI): workers start in milliseconds. Otherwise ``forkserver`` (``spawn`` where it is missing), since
   forking a multi-threaded process can deadlock the child; their workers
   import the main module as ``multiprocessing`` does, so a script calling
-  :func:`~edgeq_device.evaluation.evaluate` needs the usual
+  :func:`~edgeq_device.tasks.evaluation.evaluate` needs the usual
   ``if __name__ == "__main__":`` guard.
 """
 
@@ -40,9 +40,9 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .errors import DataError, InferenceError, InvalidArgumentError
-from .flatbuffer import FlatModel
-from .preprocess import Preprocess, load_image
+from ..errors import DataError, InferenceError, InvalidArgumentError
+from ..model.flatbuffer import FlatModel
+from ..model.preprocess import Preprocess, load_image
 from .runtime import ModelRunner
 
 __all__ = ["ImageJob", "read_image", "run_image_processes", "start_method"]

@@ -17,8 +17,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .errors import DataError, InvalidArgumentError, RuntimeNotFoundError
-from .flatbuffer import FlatModel
+from ..errors import DataError, InvalidArgumentError, RuntimeNotFoundError
+from ..model.flatbuffer import FlatModel
 from .task_loop import output_keys
 
 __all__ = ["OUTPUT_ROLES", "POSTPROCESS_OP", "check_categories", "coco_boxes", "coco_detections", "coco_scores", "identify_outputs",

@@ -2,7 +2,7 @@
 
 :func:`evaluate_detection` reads ``instances.json`` (images matched to DATA's files
 by ``file_name``), runs every image through the pooled task loop, turns the
-outputs into COCO results (:func:`edgeq_device.detection.coco_detections`) and
+outputs into COCO results (:func:`edgeq_device.tasks.detection.coco_detections`) and
 scores them with pycocotools. Every check on the annotations, the images and
 the categories runs before any result is written.
 """
@@ -20,19 +20,19 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 from PIL import Image
 
-from ._version import __version__
+from .._version import __version__
+from ..errors import DataError
+from ..measure.sysinfo import BoardInfo, board_info
+from ..model.flatbuffer import ModelSource, load_model_bytes, read_flat_model
+from ..model.metadata import read_metadata
+from ..model.preprocess import Preprocess, load_image
+from ..model.preprocess_choice import PreprocessChoice, as_choice
+from ..results.fileio import atomic_write_text, check_writable
+from ..results.report_json import JsonResult, dumps_json
+from ..run.images import IMAGE_SUFFIXES
+from ..run.runtime import Runtime, resolve_runtime
 from .detection import check_categories, coco_detections, coco_scores, identify_outputs, require_pycocotools
-from .errors import DataError
 from .eval_options import EvalKeywords, EvalOptions
-from .fileio import atomic_write_text, check_writable
-from .flatbuffer import ModelSource, load_model_bytes, read_flat_model
-from .images import IMAGE_SUFFIXES
-from .metadata import read_metadata
-from .preprocess import Preprocess, load_image
-from .preprocess_choice import PreprocessChoice, as_choice
-from .report_json import JsonResult, dumps_json
-from .runtime import Runtime, resolve_runtime
-from .sysinfo import BoardInfo, board_info
 from .task_inputs import sample_indices
 from .task_loop import output_keys, progress_callback, run_samples
 
@@ -84,7 +84,7 @@ class DetectionResult(JsonResult):
     predictions: str | None = None
     limit: int | None = None
     seed: int = 0
-    #: one line: the preprocessing used and where each part came from (see :mod:`edgeq_device.preprocess_choice`)
+    #: one line: the preprocessing used and where each part came from (see :mod:`edgeq_device.model.preprocess_choice`)
     preprocessing: str = ""
     #: where each part came from: ``size``, ``color``, ``normalization`` -> flag, edgeq metadata, TFLite metadata, input, ...
     preprocess_sources: dict[str, str] | None = None
@@ -175,13 +175,13 @@ def evaluate_detection(
     Args:
         data: the folder of images; ``annotations``: COCO ``instances.json`` naming them by ``file_name``.
         outputs: which output is ``boxes``, ``classes``, ``scores``, ``count`` (default: found, see
-            :func:`edgeq_device.detection.identify_outputs`).
+            :func:`edgeq_device.tasks.detection.identify_outputs`).
         class_offset: category id = model class + this (model class 0 = category 1 by default).
         num_classes: classes the model emits (default: its labels), to refuse categories it never emits.
         predictions: also write the COCO results JSON here (refused if it exists, unless ``overwrite``).
         options, keywords: the evaluation keywords (``limit``, ``seed``, ``workers``, ``runtime``,
             ``threads``, ``xnnpack``, ``delegate``, ``delegate_options``, ``progress``), as keywords or one
-            :class:`~edgeq_device.eval_options.EvalOptions` (see :mod:`edgeq_device.eval_options`).
+            :class:`~edgeq_device.tasks.eval_options.EvalOptions` (see :mod:`edgeq_device.tasks.eval_options`).
 
     Raises:
         DataError: annotated images missing from DATA, images without annotations, categories the

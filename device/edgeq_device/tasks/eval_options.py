@@ -1,8 +1,8 @@
 """The keywords every evaluation takes, as one type: :class:`EvalOptions`.
 
-:func:`~edgeq_device.evaluate`, :func:`~edgeq_device.tasks.evaluate_arrays`,
-:func:`~edgeq_device.fidelity.evaluate_fidelity`, :func:`~edgeq_device.detection_eval.evaluate_detection`,
-:func:`~edgeq_device.segmentation.evaluate_segmentation` and :func:`~edgeq_device.tasks.evaluate_task`
+:func:`~edgeq_device.evaluate`, :func:`~edgeq_device.tasks.registry.evaluate_arrays`,
+:func:`~edgeq_device.tasks.fidelity.evaluate_fidelity`, :func:`~edgeq_device.tasks.detection_eval.evaluate_detection`,
+:func:`~edgeq_device.tasks.segmentation.evaluate_segmentation` and :func:`~edgeq_device.tasks.registry.evaluate_task`
 take them either as keywords (``evaluate(model, data, limit=500, threads=2)``) or as one
 ``options=EvalOptions(...)`` (what ``edgeq-device eval`` builds from its flags); keywords given
 beside ``options`` replace its fields. They are documented here once:
@@ -10,8 +10,8 @@ beside ``options`` replace its fields. They are documented here once:
 - ``limit``: evaluate a seeded random sample of this many samples (default: all).
 - ``seed``: the seed of that sample.
 - ``workers``: interpreters run in parallel (default: one per core; 1 with a delegate).
-- ``runtime``: the TFLite runtime, a name of :data:`~edgeq_device.runtime.RUNTIME_NAMES` or a
-  :class:`~edgeq_device.runtime.Runtime` (default: the first found).
+- ``runtime``: the TFLite runtime, a name of :data:`~edgeq_device.run.runtime.RUNTIME_NAMES` or a
+  :class:`~edgeq_device.run.runtime.Runtime` (default: the first found).
 - ``threads``: threads per interpreter (default: the runtime's, 1 with several workers).
 - ``xnnpack``: use the runtime's default CPU delegate (XNNPACK).
 - ``delegate``: ``"edgetpu"`` or the path of an external delegate library.
@@ -25,9 +25,9 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING, Any, Mapping, TypedDict, Union
 
-from .errors import InvalidArgumentError
-from .inference_pool import ProgressCallback
-from .runtime import Runtime
+from ..errors import InvalidArgumentError
+from ..run.inference_pool import ProgressCallback
+from ..run.runtime import Runtime
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -53,7 +53,7 @@ class EvalKeywords(TypedDict, total=False):
 class EvalOptions:
     """How an evaluation runs: which samples, on which runtime and delegate, how many in parallel.
 
-    Checked when built. Each field is documented in :mod:`edgeq_device.eval_options`.
+    Checked when built. Each field is documented in :mod:`edgeq_device.tasks.eval_options`.
 
     Raises:
         InvalidArgumentError: ``limit`` that is not a positive integer.

@@ -1,7 +1,7 @@
 """What ``edgeq-device eval`` returns: :class:`EvalResult`, its per-class scores, and its text.
 
 The record is the ``edgeq-device/eval/1`` JSON schema (see
-:mod:`edgeq_device.report_json`); :func:`format_eval` is what the CLI prints,
+:mod:`edgeq_device.results.report_json`); :func:`format_eval` is what the CLI prints,
 and ``str(result)`` gives the same text.
 """
 
@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .images import CLASS_ORDERS, folder_pairs
-from .preprocess import Preprocess
-from .report_json import JsonResult
-from .sysinfo import BoardInfo
+from ..measure.sysinfo import BoardInfo
+from ..model.preprocess import Preprocess
+from ..results.report_json import JsonResult
+from ..run.images import CLASS_ORDERS, folder_pairs
 
 __all__ = ["ClassScore", "EvalResult", "format_eval"]
 
@@ -64,7 +64,7 @@ class EvalResult(JsonResult):
     class_order: str = ""
     class_folders: dict[str, int] | None = None
     empty_folders: tuple[str, ...] = ()
-    #: one line: the preprocessing used and where each part came from (see :mod:`edgeq_device.preprocess_choice`)
+    #: one line: the preprocessing used and where each part came from (see :mod:`edgeq_device.model.preprocess_choice`)
     preprocessing: str = ""
     #: where each part came from: ``size``, ``color``, ``normalization`` -> flag, edgeq metadata, TFLite metadata, input, ...
     preprocess_sources: dict[str, str] | None = None

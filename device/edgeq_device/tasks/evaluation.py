@@ -1,11 +1,11 @@
 """``edgeq-device eval``: accuracy of a ``.tflite`` classifier on a labeled image folder.
 
 :func:`evaluate` builds top-1/top-5, per-class accuracy and the confusion
-matrix on :func:`~edgeq_device.inference_pool.predict`, the one evaluation
+matrix on :func:`~edgeq_device.run.inference_pool.predict`, the one evaluation
 loop of edgeq (re-exported here with :func:`predict_arrays`), which streams a
 folder's images through a pool of interpreters. This module also finds a
 model's preprocessing (:func:`model_preprocess`) and class count and reads
-label files; the result record is in :mod:`edgeq_device.eval_result`.
+label files; the result record is in :mod:`edgeq_device.tasks.eval_result`.
 """
 
 from __future__ import annotations
@@ -19,25 +19,25 @@ from typing import TYPE_CHECKING, Sequence, Union
 
 import numpy as np
 
-from ._version import __version__
-from .errors import DataError, LabelMismatchError
-from .eval_options import EvalKeywords, EvalOptions
-from .eval_result import ClassScore, EvalResult, format_eval
-from .flatbuffer import ModelSource, load_model_bytes, read_flat_model
-from .images import FolderListing, list_image_folder
-from .inference_pool import (
+from .._version import __version__
+from ..errors import DataError, LabelMismatchError
+from ..measure.sysinfo import board_info
+from ..model.flatbuffer import ModelSource, load_model_bytes, read_flat_model
+from ..model.metadata import read_metadata
+from ..model.preprocess import ColorMode, Preprocess
+from ..model.preprocess_choice import PreprocessChoice, as_choice, choose_preprocess
+from ..model.tflite_metadata import read_tflite_metadata
+from ..run.images import FolderListing, list_image_folder
+from ..run.inference_pool import (
     output_size,
     predict,
     predict_arrays,
     progress_callback,
     resolve_workers,
 )
-from .metadata import read_metadata
-from .preprocess import ColorMode, Preprocess
-from .preprocess_choice import PreprocessChoice, as_choice, choose_preprocess
-from .runtime import Runtime, resolve_runtime
-from .sysinfo import board_info
-from .tflite_metadata import read_tflite_metadata
+from ..run.runtime import Runtime, resolve_runtime
+from .eval_options import EvalKeywords, EvalOptions
+from .eval_result import ClassScore, EvalResult, format_eval
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -78,7 +78,7 @@ def model_preprocess(
     C = 1 grayscale, 3 RGB); an integer input is fed its raw pixels (uint8 as is, int8 as
     ``pixel - 128``), a float input pixels in ``[0, 1]`` (``mean=0, std=255``). Any argument
     given replaces the corresponding field (float input = ``(pixel - mean) / std``).
-    :func:`edgeq_device.preprocess_choice.choose_preprocess` also says where each part came from.
+    :func:`edgeq_device.model.preprocess_choice.choose_preprocess` also says where each part came from.
     """
     return choose_preprocess(model, size=size, color=color, mean=mean, std=std, resize=resize,
                              warn=False).preprocess
@@ -135,17 +135,17 @@ def evaluate(
         data: a folder with one subfolder of images per class (or a labeled FolderListing).
         preprocess: default: the model's edgeq metadata, else its TFLite metadata, else
             inferred from its input (see :func:`model_preprocess`); a
-            :class:`~edgeq_device.preprocess_choice.PreprocessChoice` also says where it came from.
+            :class:`~edgeq_device.model.preprocess_choice.PreprocessChoice` also says where it came from.
         labels: class names in output order, or a file with one per line; default: the
             model's edgeq metadata, else its TFLite metadata's labels. A folder is the output of its name among them; without
             labels, integer folder names are their output (folder ``k`` = output ``k``), other
             names are numbered in ``sorted()`` order as Keras' ``image_dataset_from_directory``
-            does (see :mod:`edgeq_device.images`). Empty class folders count.
+            does (see :mod:`edgeq_device.run.images`). Empty class folders count.
         skip_unreadable: as for :func:`predict`.
         keep_predictions: also return each image's predicted class and file.
         options, keywords: the evaluation keywords (``limit``, ``seed``, ``workers``, ``runtime``,
             ``threads``, ``xnnpack``, ``delegate``, ``delegate_options``, ``progress``), as keywords or one
-            :class:`~edgeq_device.eval_options.EvalOptions` (see :mod:`edgeq_device.eval_options`).
+            :class:`~edgeq_device.tasks.eval_options.EvalOptions` (see :mod:`edgeq_device.tasks.eval_options`).
 
     Top-1 is the arg-max; top-5 counts an image when fewer than 5 classes score strictly
     higher than its true class (ties, common with quantized outputs, count as hits).

@@ -19,15 +19,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ._version import __version__
+from .._version import __version__
+from ..measure.sysinfo import BoardInfo, board_info
+from ..model.flatbuffer import ModelSource, load_model_bytes, read_flat_model
+from ..model.metadata import read_metadata
+from ..model.preprocess import Preprocess
+from ..model.preprocess_choice import PreprocessChoice, as_choice
+from ..results.report_json import JsonResult
+from ..run.runtime import Runtime, resolve_runtime
 from .eval_options import EvalKeywords, EvalOptions
-from .flatbuffer import ModelSource, load_model_bytes, read_flat_model
-from .metadata import read_metadata
-from .preprocess import Preprocess
-from .preprocess_choice import PreprocessChoice, as_choice
-from .report_json import JsonResult
-from .runtime import Runtime, resolve_runtime
-from .sysinfo import BoardInfo, board_info
 from .task_inputs import Samples, load_reference, load_samples, sample_indices
 from .task_loop import output_keys, progress_callback, run_samples
 
@@ -106,7 +106,7 @@ class FidelityResult(JsonResult):
     edgeq_device_version: str
     limit: int | None = None
     seed: int = 0
-    #: one line: the preprocessing used and where each part came from (see :mod:`edgeq_device.preprocess_choice`)
+    #: one line: the preprocessing used and where each part came from (see :mod:`edgeq_device.model.preprocess_choice`)
     preprocessing: str = ""
     #: where each part came from: ``size``, ``color``, ``normalization`` -> flag, edgeq metadata, TFLite metadata, input, ...
     preprocess_sources: dict[str, str] | None = None
@@ -153,7 +153,7 @@ def evaluate_fidelity(
             (signature names where the model has a signature, else tensor names) or index.
         options, keywords: the evaluation keywords (``limit``, ``seed``, ``workers``, ``runtime``,
             ``threads``, ``xnnpack``, ``delegate``, ``delegate_options``, ``progress``), as keywords or one
-            :class:`~edgeq_device.eval_options.EvalOptions` (see :mod:`edgeq_device.eval_options`).
+            :class:`~edgeq_device.tasks.eval_options.EvalOptions` (see :mod:`edgeq_device.tasks.eval_options`).
 
     Raises:
         DataError: unreadable files, keys that match no input/output, shapes or sample counts

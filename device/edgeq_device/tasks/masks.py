@@ -29,7 +29,7 @@ from typing import Union
 import numpy as np
 from PIL import Image
 
-from .errors import DataError, InvalidArgumentError
+from ..errors import DataError, InvalidArgumentError
 
 __all__ = ["CITYSCAPES_CLASSES", "CITYSCAPES_TRAIN_IDS", "IgnoreLike", "LabelMap", "LabelMapLike",
            "counted_pixels", "load_label_map", "parse_ignore", "read_image_list", "read_mask"]

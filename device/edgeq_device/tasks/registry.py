@@ -18,26 +18,26 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
-from ._version import __version__
+from .._version import __version__
+from ..errors import DataError, InvalidArgumentError
+from ..measure.sysinfo import board_info
+from ..model.flatbuffer import ModelSource, load_model_bytes, read_flat_model
+from ..model.metadata import read_metadata
+from ..model.preprocess import Preprocess
+from ..model.preprocess_choice import PreprocessChoice
+from ..model.tflite_metadata import read_tflite_metadata
+from ..results.report_json import JsonResult
+from ..run.inference_pool import predict_arrays, resolve_workers
+from ..run.runtime import Runtime, resolve_runtime
 from .detection_eval import DetectionResult, evaluate_detection
-from .errors import DataError, InvalidArgumentError
 from .eval_options import EvalKeywords, EvalOptions
 from .eval_result import ClassScore, EvalResult
 from .evaluation import LabelsLike, evaluate, output_classes, read_labels, top_k_hits
 from .fidelity import FidelityResult, evaluate_fidelity
-from .flatbuffer import ModelSource, load_model_bytes, read_flat_model
-from .inference_pool import predict_arrays, resolve_workers
 from .masks import IgnoreLike, LabelMapLike
-from .metadata import read_metadata
-from .preprocess import Preprocess
-from .preprocess_choice import PreprocessChoice
-from .report_json import JsonResult
-from .runtime import Runtime, resolve_runtime
 from .segmentation import SegmentationResult, evaluate_segmentation
-from .sysinfo import board_info
 from .task_inputs import load_labels_npy, load_samples, sample_indices
 from .task_loop import progress_callback
-from .tflite_metadata import read_tflite_metadata
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -83,7 +83,7 @@ def evaluate_arrays(
     Args:
         options, keywords: the evaluation keywords (``limit``, ``seed``, ``workers``, ``runtime``,
             ``threads``, ``xnnpack``, ``delegate``, ``delegate_options``, ``progress``), as keywords or one
-            :class:`~edgeq_device.eval_options.EvalOptions` (see :mod:`edgeq_device.eval_options`).
+            :class:`~edgeq_device.tasks.eval_options.EvalOptions` (see :mod:`edgeq_device.tasks.eval_options`).
     """
     opts = EvalOptions.of(options, **keywords)
     limit, seed, progress = opts.limit, opts.seed, opts.progress
@@ -188,12 +188,12 @@ def evaluate_task(
 
     Every task takes the evaluation keywords (``limit``, ``seed``, ``workers``, ``runtime``,
     ``threads``, ``xnnpack``, ``delegate``, ``delegate_options``, ``progress``), as keywords or
-    one ``options`` (:mod:`edgeq_device.eval_options`); classification of image folders also
+    one ``options`` (:mod:`edgeq_device.tasks.eval_options`); classification of image folders also
     takes ``labels``, ``skip_unreadable`` and ``keep_predictions`` (see
     :func:`edgeq_device.evaluate`); segmentation takes ``labels`` (class names, or a file of
     them; their number is the class count of a class-map output) or ``class_names``,
     ``ignore_index`` (one value, several or a range: ``"250-255"``), ``label_map``
-    (``"cityscapes"`` or a JSON/CSV file; see :mod:`edgeq_device.masks`) and ``image_list``
+    (``"cityscapes"`` or a JSON/CSV file; see :mod:`edgeq_device.tasks.masks`) and ``image_list``
     (the images of ``data`` to evaluate, as VOC's ``ImageSets/Segmentation/val.txt``). Settings
     the model's metadata records (``class_offset``, ``ignore_index``, ``num_classes``,
     ``outputs``) apply where the argument is None.

@@ -4,7 +4,7 @@
 raw arrays (the host reuses them); :func:`evaluate_segmentation` runs a folder of
 images through the pooled task loop against a folder of class-index masks
 (PNG/BMP, named like the images; palette PNGs as Pascal VOC's, label IDs mapped to
-classes as Cityscapes' — see :mod:`edgeq_device.masks`). A prediction is resized to its
+classes as Cityscapes' — see :mod:`edgeq_device.tasks.masks`). A prediction is resized to its
 mask with nearest-neighbour; pixels of the ignored values count nowhere.
 """
 
@@ -22,11 +22,17 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 from PIL import Image
 
-from ._version import __version__
-from .errors import DataError, LabelMismatchError
+from .._version import __version__
+from ..errors import DataError, LabelMismatchError
+from ..measure.sysinfo import BoardInfo, board_info
+from ..model.flatbuffer import ModelSource, load_model_bytes, read_flat_model
+from ..model.metadata import read_metadata
+from ..model.preprocess import Preprocess, load_image
+from ..model.preprocess_choice import PreprocessChoice, as_choice
+from ..results.report_json import JsonResult
+from ..run.images import list_image_folder
+from ..run.runtime import Runtime, resolve_runtime
 from .eval_options import EvalKeywords, EvalOptions
-from .flatbuffer import ModelSource, load_model_bytes, read_flat_model
-from .images import list_image_folder
 from .masks import (
     IgnoreLike,
     LabelMapLike,
@@ -36,12 +42,6 @@ from .masks import (
     read_image_list,
     read_mask,
 )
-from .metadata import read_metadata
-from .preprocess import Preprocess, load_image
-from .preprocess_choice import PreprocessChoice, as_choice
-from .report_json import JsonResult
-from .runtime import Runtime, resolve_runtime
-from .sysinfo import BoardInfo, board_info
 from .task_inputs import sample_indices
 from .task_loop import progress_callback, run_samples
 
@@ -80,7 +80,7 @@ def resize_nearest(pred: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 def confusion_matrix(pred: np.ndarray, mask: np.ndarray, classes: int, ignore_index: IgnoreLike = 255) -> np.ndarray:
     """``[classes, classes]`` pixel counts, rows the mask's class, columns the predicted; pixels of the ignored
-    values (one, several or a range: :func:`edgeq_device.masks.parse_ignore`) left out."""
+    values (one, several or a range: :func:`edgeq_device.tasks.masks.parse_ignore`) left out."""
     m = np.asarray(mask, np.int64).ravel()
     p = np.asarray(pred, np.int64).ravel()
     keep = counted_pixels(m, parse_ignore(ignore_index))
@@ -143,7 +143,7 @@ class SegmentationResult(JsonResult):
     ignore: tuple[int, ...] = ()
     #: the mapping applied to the masks' values (``"cityscapes"`` or its file), None if none
     label_map: str | None = None
-    #: one line: the preprocessing used and where each part came from (see :mod:`edgeq_device.preprocess_choice`)
+    #: one line: the preprocessing used and where each part came from (see :mod:`edgeq_device.model.preprocess_choice`)
     preprocessing: str = ""
     #: where each part came from: ``size``, ``color``, ``normalization`` -> flag, edgeq metadata, TFLite metadata, input, ...
     preprocess_sources: dict[str, str] | None = None
@@ -227,7 +227,7 @@ def evaluate_segmentation(
         ignore_index: mask values that count nowhere: one, several or a range (``"250-255"``);
             None: every value counts.
         label_map: applied to every mask's values first: ``"cityscapes"`` (label IDs -> train
-            IDs), a JSON/CSV file or a dict (see :mod:`edgeq_device.masks`).
+            IDs), a JSON/CSV file or a dict (see :mod:`edgeq_device.tasks.masks`).
         image_list: a file naming the images of ``data`` to evaluate, one a line (Pascal VOC's
             ``ImageSets/Segmentation/val.txt`` beside ``JPEGImages``); default: every image.
         num_classes: classes of a class-map output (default: the number of ``class_names``,
@@ -236,7 +236,7 @@ def evaluate_segmentation(
             class names, else their numbers).
         options, keywords: the evaluation keywords (``limit``, ``seed``, ``workers``, ``runtime``,
             ``threads``, ``xnnpack``, ``delegate``, ``delegate_options``, ``progress``), as keywords or one
-            :class:`~edgeq_device.eval_options.EvalOptions` (see :mod:`edgeq_device.eval_options`).
+            :class:`~edgeq_device.tasks.eval_options.EvalOptions` (see :mod:`edgeq_device.tasks.eval_options`).
 
     Raises:
         DataError: a missing mask, a mask of another size than its image, mask classes beyond

@@ -16,10 +16,10 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .errors import DataError
-from .flatbuffer import FlatModel
-from .images import IMAGE_SUFFIXES, list_image_folder
-from .preprocess import Preprocess, load_image
+from ..errors import DataError
+from ..model.flatbuffer import FlatModel
+from ..model.preprocess import Preprocess, load_image
+from ..run.images import IMAGE_SUFFIXES, list_image_folder
 from .task_loop import input_keys, output_keys
 
 __all__ = ["Samples", "load_array_file", "load_labels_npy", "load_reference", "load_samples", "match_keys",

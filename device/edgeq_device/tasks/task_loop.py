@@ -1,6 +1,6 @@
 """Every output of every sample: the pooled loop the task evaluations (fidelity, detection, segmentation) run.
 
-:func:`~edgeq_device.inference_pool.predict` keeps the first output's raw vector
+:func:`~edgeq_device.run.inference_pool.predict` keeps the first output's raw vector
 of each sample; a detector answers with four outputs and a segmenter's score
 map is ``H·W·C`` floats per image, which held for a whole data set would not
 fit a board's memory. :func:`run_samples` spreads the samples over a pool of
@@ -16,9 +16,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .eval_options import EvalOptions
-from .flatbuffer import FlatModel
-from .inference_pool import (
+from ..model.flatbuffer import FlatModel
+from ..run.inference_pool import (
     ProgressCallback,
     interpreter_threads,
     make_runners,
@@ -26,7 +25,8 @@ from .inference_pool import (
     resolve_workers,
     run_in_threads,
 )
-from .runtime import ModelRunner
+from ..run.runtime import ModelRunner
+from .eval_options import EvalOptions
 
 __all__ = ["input_keys", "output_keys", "progress_callback", "run_samples"]
 
