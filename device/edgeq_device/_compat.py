@@ -16,7 +16,7 @@ import warnings
 from types import ModuleType
 from typing import Sequence
 
-__all__ = ["MOVED", "install", "moved_module"]
+__all__ = ["MOVED", "install", "moved_module", "old_tasks_name"]
 
 #: Old module name (under ``edgeq_device``) -> its new dotted path under ``edgeq_device``.
 #: ``cli`` and ``tasks`` are packages now: ``edgeq_device.cli`` still gives ``cli`` and ``main``,
@@ -52,6 +52,20 @@ def moved_module(name: str) -> ModuleType:
         raise AttributeError(f"module {_PACKAGE!r} has no attribute {name!r}")
     _warn(name, MOVED[name], stacklevel=3)
     return importlib.import_module(f"{_PACKAGE}.{MOVED[name]}")
+
+
+def old_tasks_name(name: str) -> object:
+    """A name of the former ``edgeq_device.tasks`` module, now ``edgeq_device.tasks.registry`` (with a warning).
+
+    Raises:
+        AttributeError: ``name`` was not one of that module's names.
+    """
+    registry = importlib.import_module(f"{_PACKAGE}.tasks.registry")
+    if name.startswith("__") or name not in getattr(registry, "__all__", ()):
+        raise AttributeError(f"module '{_PACKAGE}.tasks' has no attribute {name!r}")
+    warnings.warn(f"{_PACKAGE}.tasks.{name} moved to {_PACKAGE}.tasks.registry.{name}; the old path goes in "
+                  "the next release", DeprecationWarning, stacklevel=3)
+    return getattr(registry, name)
 
 
 class _MovedFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
