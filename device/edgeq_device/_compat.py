@@ -83,7 +83,7 @@ class _MovedFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType:
         old = spec.name.rpartition(".")[2]
-        _warn(old, MOVED[old], stacklevel=8)
+        _warn(old, MOVED[old], stacklevel=3)  # warnings skips the import system's frames: the import line
         module = importlib.import_module(f"{_PACKAGE}.{MOVED[old]}")
         self._specs[module.__name__] = module.__spec__
         return module

@@ -26,9 +26,11 @@ def test_an_old_import_gives_the_new_module_with_a_warning():
         old = importlib.import_module("edgeq_device.flatbuffer")
     assert old is flatbuffer and old.read_flat_model is edgeq_device.read_flat_model
     assert old.__spec__.name == "edgeq_device.model.flatbuffer"  # the module keeps its own spec
-    with pytest.warns(DeprecationWarning, match="edgeq_device.run.runtime"):
+    sys.modules.pop("edgeq_device.runtime", None)
+    with pytest.warns(DeprecationWarning, match="edgeq_device.run.runtime") as record:
         from edgeq_device.runtime import ModelRunner
     assert ModelRunner is runtime.ModelRunner
+    assert record[0].filename == __file__  # the warning points at the import line
 
 
 def test_an_old_attribute_of_the_package_gives_the_new_module():
