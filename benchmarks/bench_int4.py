@@ -51,7 +51,7 @@ def _resnet8(x: np.ndarray, y: np.ndarray, epochs: int = 2) -> Any:
 
 
 def _outputs(model_bytes: bytes, x: np.ndarray) -> np.ndarray:
-    from edgeq_device.evaluation import predict_arrays
+    from edgeq_device.tasks.evaluation import predict_arrays
 
     return np.asarray(predict_arrays(model_bytes, x, workers=None))
 

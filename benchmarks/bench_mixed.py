@@ -52,7 +52,7 @@ def resnet8(x: np.ndarray, y: np.ndarray, epochs: int = 3, seed: int = 0) -> Any
 
 
 def _outputs(model_bytes: bytes, x: np.ndarray) -> np.ndarray:
-    from edgeq_device.runtime import ModelRunner
+    from edgeq_device.run.runtime import ModelRunner
 
     r = ModelRunner(model_bytes)
     return np.concatenate([np.asarray(r.run([x[i:i + 1]])[0]).reshape(1, -1) for i in range(len(x))])

@@ -2,7 +2,7 @@
 
 ``keras.applications.MobileNetV2`` (224x224x3, 1000 classes, ``weights=None``: random
 weights, only the speed matters) is converted to float32 and to int8 (float I/O), and each
-file is profiled by :func:`edgeq_device.profile.profile_model` with one interpreter thread,
+file is profiled by :func:`edgeq_device.measure.profile.profile_model` with one interpreter thread,
 in a child Python that has not loaded TensorFlow (as on a board). Figures per mode:
 
 - ``seconds``: the wall time of the whole profile (goal <= 30 s on one core);
@@ -58,7 +58,7 @@ def build_models(folder: Path) -> dict[str, Path]:
 
 def profile_figures(model: Path) -> dict[str, Any]:
     """Profile ``model`` with one thread in this process; its figures."""
-    from edgeq_device.profile import profile_model
+    from edgeq_device.measure.profile import profile_model
 
     t0 = time.perf_counter()
     prof = profile_model(model, threads=1)

@@ -106,7 +106,7 @@ def _rows(comp: Any) -> dict[str, Any]:
 
 
 def run() -> dict[str, Any]:
-    from edgeq_device.preprocess import Preprocess, load_image
+    from edgeq_device.model.preprocess import Preprocess, load_image
 
     from edgeq.comparison.run import compare
 

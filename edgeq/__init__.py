@@ -11,8 +11,8 @@ No name here hides a submodule: ``edgeq.compare`` is the function, the room is
 
 from __future__ import annotations
 
-from edgeq_device.metadata import EdgeqMetadata, read_metadata
-from edgeq_device.preprocess import Preprocess
+from edgeq_device.model.metadata import EdgeqMetadata, read_metadata
+from edgeq_device.model.preprocess import Preprocess
 
 from edgeq import errors
 from edgeq._version import __version__

@@ -26,8 +26,8 @@ DATA = REPO / "datasets" / "mnist5k"
 
 def load_folder(folder: Path, size: tuple[int, int] = (28, 28)) -> tuple[np.ndarray, np.ndarray]:
     """Every image of a labeled folder as arrays, through edgeq_device's preprocessing ([0, 1] pixels)."""
-    from edgeq_device.images import iter_images, list_image_folder
-    from edgeq_device.preprocess import Preprocess
+    from edgeq_device.model.preprocess import Preprocess
+    from edgeq_device.run.images import iter_images, list_image_folder
 
     listing = list_image_folder(folder)
     pairs = list(iter_images(listing, Preprocess(size=size, color="l")))
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--db", default=None, help="results store (default: $EDGEQ_DB or ~/.edgeq/results.db)")
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from edgeq_device.clikit import echo_err
+    from edgeq_device.cli.clikit import echo_err
 
     from edgeq.comparison.run import compare
     from edgeq.errors import EdgeqError

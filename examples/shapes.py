@@ -37,7 +37,7 @@ SEGMENTATION_SETTINGS: dict[str, Any] = {"ignore_index": 255, "num_classes": CLA
 def load_split(split: str, root: Path = DATA) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """A split's images ``[N, 96, 96, 3]`` in [0, 1] (edgeq_device's preprocessing), masks ``[N, 96, 96]`` and
     COCO annotations, in the annotations' image order."""
-    from edgeq_device.preprocess import Preprocess, load_image
+    from edgeq_device.model.preprocess import Preprocess, load_image
     from PIL import Image
 
     coco = json.loads((root / "annotations" / f"instances_{split}.json").read_text(encoding="utf-8"))

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
+from . import _compat
 from ._version import __version__
-from .bench import BenchParams, BenchResult, LatencyStats, benchmark
-from .detection_eval import DetectionResult, evaluate_detection
 from .errors import (
     DataError,
     DelegateError,
@@ -18,20 +17,22 @@ from .errors import (
     RuntimeCrashError,
     RuntimeNotFoundError,
 )
-from .eval_options import EvalOptions
-from .evaluation import EvalResult, evaluate, model_preprocess, predict
-from .fidelity import FidelityResult, evaluate_fidelity
-from .flatbuffer import FlatModel, read_flat_model
-from .images import FolderListing, list_image_folder
-from .info import ModelInfo, model_info
-from .metadata import EdgeqMetadata, read_metadata
-from .preprocess import Preprocess
-from .preprocess_choice import PreprocessChoice, choose_preprocess
-from .runtime import ModelRunner, Runtime, resolve_runtime
-from .segmentation import SegmentationResult, evaluate_segmentation
-from .sysinfo import BoardInfo, board_info
-from .tasks import TASKS, evaluate_task
-from .tflite_metadata import TfliteMetadata, read_tflite_metadata
+from .measure.bench import BenchParams, BenchResult, LatencyStats, benchmark
+from .measure.sysinfo import BoardInfo, board_info
+from .model.flatbuffer import FlatModel, read_flat_model
+from .model.info import ModelInfo, model_info
+from .model.metadata import EdgeqMetadata, read_metadata
+from .model.preprocess import Preprocess
+from .model.preprocess_choice import PreprocessChoice, choose_preprocess
+from .model.tflite_metadata import TfliteMetadata, read_tflite_metadata
+from .run.images import FolderListing, list_image_folder
+from .run.runtime import ModelRunner, Runtime, resolve_runtime
+from .tasks.detection_eval import DetectionResult, evaluate_detection
+from .tasks.eval_options import EvalOptions
+from .tasks.evaluation import EvalResult, evaluate, model_preprocess, predict
+from .tasks.fidelity import FidelityResult, evaluate_fidelity
+from .tasks.registry import TASKS, evaluate_task
+from .tasks.segmentation import SegmentationResult, evaluate_segmentation
 
 __all__ = [
     "BenchParams",
@@ -82,3 +83,10 @@ __all__ = [
     "read_tflite_metadata",
     "resolve_runtime",
 ]
+
+_compat.install()
+
+
+def __getattr__(name: str) -> object:
+    """Old module paths (``edgeq_device.flatbuffer``, ...) for one release, with a DeprecationWarning."""
+    return _compat.moved_module(name)

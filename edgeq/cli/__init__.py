@@ -3,13 +3,13 @@
 A thin layer over the library, one module per command group (``convert``, ``qat``, ``debug``,
 ``analyze``, ``export`` (in ``mcu``), ``profile``, ``compare``, ``report``, ``deploy``, ``history`` with ``store``); the options they
 share are defined once in :mod:`edgeq.cli.options`. Each command's docstring is its help text.
-Library errors become one line on standard error and exit status 2 (see ``edgeq_device.clikit``).
+Library errors become one line on standard error and exit status 2 (see ``edgeq_device.cli.clikit``).
 """
 
 from __future__ import annotations
 
 import click
-from edgeq_device.clikit import ErrorBoundaryGroup
+from edgeq_device.cli.clikit import ErrorBoundaryGroup
 
 from edgeq._version import __version__
 from edgeq.cli.analyze import analyze_cmd

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import click
-from edgeq_device.clikit import Choice
-from edgeq_device.info import format_bytes
+from edgeq_device.cli.clikit import Choice
+from edgeq_device.model.info import format_bytes
 from rich.table import Table
 
 from edgeq.cli.mcu import mcu_options, parse_bytes, resolve_board

@@ -7,12 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import click
-from edgeq_device.clikit import Choice, ChoiceList, flatten_choices
-from edgeq_device.detection import parse_outputs_option
-from edgeq_device.fileio import check_output_folder
-from edgeq_device.int4 import INT4_NOTE
-from edgeq_device.masks import load_label_map, parse_ignore
-from edgeq_device.report_json import dumps_json
+from edgeq_device.cli.clikit import Choice, ChoiceList, flatten_choices
+from edgeq_device.model.int4 import INT4_NOTE
+from edgeq_device.results.fileio import check_output_folder
+from edgeq_device.results.report_json import dumps_json
+from edgeq_device.tasks.detection import parse_outputs_option
+from edgeq_device.tasks.masks import load_label_map, parse_ignore
 from rich.console import Console
 
 from edgeq.cli.mcu import mcu_options, parse_bytes, resolve_board

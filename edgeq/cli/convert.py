@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import click
-from edgeq_device.clikit import Choice, ChoiceList, flatten_choices
-from edgeq_device.detection import parse_outputs_option
-from edgeq_device.info import format_bytes
-from edgeq_device.masks import parse_ignore
-from edgeq_device.report_json import dumps_json
+from edgeq_device.cli.clikit import Choice, ChoiceList, flatten_choices
+from edgeq_device.model.info import format_bytes
+from edgeq_device.results.report_json import dumps_json
+from edgeq_device.tasks.detection import parse_outputs_option
+from edgeq_device.tasks.masks import parse_ignore
 
 from edgeq.cli.mcu import mcu_options, parse_bytes, resolve_board
 from edgeq.cli.options import (

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from edgeq_device.clikit import ChoiceList, flatten_choices
-from edgeq_device.report_json import dumps_json
+from edgeq_device.cli.clikit import ChoiceList, flatten_choices
+from edgeq_device.results.report_json import dumps_json
 
 from edgeq.cli.options import (
     Channels,

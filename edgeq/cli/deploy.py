@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import click
-from edgeq_device.clikit import Choice
-from edgeq_device.fileio import check_writable
+from edgeq_device.cli.clikit import Choice
+from edgeq_device.results.fileio import check_writable
 
 from edgeq.cli.options import check_db, db_option, force_option
 from edgeq.deployment.orchestrate import deploy

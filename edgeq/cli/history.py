@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 import click
-from edgeq_device.clikit import Choice
-from edgeq_device.report_json import dumps_json
+from edgeq_device.cli.clikit import Choice
+from edgeq_device.results.report_json import dumps_json
 
 from edgeq.cli.options import (
     MODE_NAMES,

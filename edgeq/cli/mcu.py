@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import click
-from edgeq_device.clikit import Choice
+from edgeq_device.cli.clikit import Choice
 
 from edgeq.errors import InvalidArgumentError
 from edgeq.targets.mcu.boards import BOARDS, Board, get_board

@@ -1,6 +1,6 @@
 """Options and checks the ``edgeq`` commands share, each defined once.
 
-``--json PATH|-``, ``--force`` and the preprocessing flags come from :mod:`edgeq_device.clikit`, so
+``--json PATH|-``, ``--force`` and the preprocessing flags come from :mod:`edgeq_device.cli.clikit`, so
 they parse as on ``edgeq-device``; ``--db``, ``--format``, ``--custom-objects`` and ``--verbose``
 (for commands that run TensorFlow) are the host's own.
 """
@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import click
-from edgeq_device.clikit import Choice, check_json_out, force_option, json_option, write_json_out
-from edgeq_device.clikit import preprocess_options as _preprocess_options
-from edgeq_device.clikit import verbose as is_verbose
-from edgeq_device.fileio import check_output_folder, check_writable
-from edgeq_device.preprocess import Preprocess
+from edgeq_device.cli.clikit import Choice, check_json_out, force_option, json_option, write_json_out
+from edgeq_device.cli.clikit import preprocess_options as _preprocess_options
+from edgeq_device.cli.clikit import verbose as is_verbose
+from edgeq_device.model.preprocess import Preprocess
+from edgeq_device.results.fileio import check_output_folder, check_writable
 
 from edgeq.errors import OutputExistsError
 from edgeq.inputs.models import custom_objects_from_file, load_model, register_custom_objects

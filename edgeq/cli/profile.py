@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import click
-from edgeq_device.clikit import Choice, echo_err
-from edgeq_device.fileio import atomic_write_bytes, check_writable
-from edgeq_device.profile import ProfileParams, format_profile
-from edgeq_device.runtime import RUNTIME_NAMES
+from edgeq_device.cli.clikit import Choice, echo_err
+from edgeq_device.measure.profile import ProfileParams, format_profile
+from edgeq_device.results.fileio import atomic_write_bytes, check_writable
+from edgeq_device.run.runtime import RUNTIME_NAMES
 
 from edgeq.cli.options import check_json_out, force_option, format_option, json_option, write_json_out
 from edgeq.cli.output import print_rows

@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import Any
 
 import click
-from edgeq_device.clikit import Choice
-from edgeq_device.info import format_bytes
-from edgeq_device.report_json import dumps_json
+from edgeq_device.cli.clikit import Choice
+from edgeq_device.model.info import format_bytes
+from edgeq_device.results.report_json import dumps_json
 
 from edgeq.cli.options import (
     Channels,

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import click
-from edgeq_device.fileio import check_output_folder
+from edgeq_device.results.fileio import check_output_folder
 
 from edgeq.cli.options import db_option
 from edgeq.cli.output import make_console

@@ -13,9 +13,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from edgeq_device.int4 import runs_int4
-from edgeq_device.masks import IgnoreLike, LabelMapLike
-from edgeq_device.runtime import resolve_runtime
+from edgeq_device.model.int4 import runs_int4
+from edgeq_device.run.runtime import resolve_runtime
+from edgeq_device.tasks.masks import IgnoreLike, LabelMapLike
 
 from edgeq.errors import InvalidArgumentError
 from edgeq.quantize.modes import MODES, IOType, Mode, enum_arg

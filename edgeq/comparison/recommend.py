@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from edgeq_device.bench import median_interval
+from edgeq_device.measure.bench import median_interval
 
 from edgeq.comparison.records import ModeRow, Recommendation
 from edgeq.errors import InvalidArgumentError
@@ -77,7 +77,7 @@ def latency_summary(rounds_us: Sequence[Sequence[float]], levels: Sequence[float
     each other are not independent draws (the machine's load and clock drift over seconds),
     so the interval (``p50_lo_us``, ``p50_hi_us``) comes from the rounds' medians: a seeded
     bootstrap of their median (``resamples`` resamples, central ``confidence`` share; see
-    :func:`edgeq_device.bench.median_interval`), its relative spread placed around ``p50_us``
+    :func:`edgeq_device.measure.bench.median_interval`), its relative spread placed around ``p50_us``
     (and kept within the fastest and slowest run).
 
     Args:

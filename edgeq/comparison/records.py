@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgeq_device.info import format_bytes
+from edgeq_device.model.info import format_bytes
 
 from edgeq._version import __version__
 from edgeq.errors import DataError, InvalidArgumentError

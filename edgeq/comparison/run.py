@@ -11,7 +11,7 @@ each ``.tflite`` measures, on the same evaluation images:
   modes timed in interleaved rounds, with a 95% bootstrap interval of the p50;
 - conversion time, multiply-accumulates and achieved MAC/s;
 - with ``profile=True``, every operator of each mode timed alone at the first thread count
-  (:func:`edgeq_device.profile.profile_model`), the modes side by side per operator
+  (:func:`edgeq_device.measure.profile.profile_model`), the modes side by side per operator
   (:class:`~edgeq.measure.profile.ProfileComparison`).
 
 It then recommends the smallest (or fastest) mode within an accuracy budget and
@@ -31,7 +31,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from edgeq_device.masks import IgnoreLike, LabelMapLike
+from edgeq_device.tasks.masks import IgnoreLike, LabelMapLike
 
 from edgeq.comparison.options import CompareOptions
 from edgeq.comparison.records import Comparison
@@ -80,8 +80,8 @@ def compare(
         labels: class names in output order (or a text file, one per line), stored in the models'
             metadata; the evaluation folder's class folders are matched to them by name. Default:
             the calibration folder's classes, else the evaluation folder's (integer folder names
-            are their output, other names sorted as Keras does; see :mod:`edgeq_device.images`).
-        runs, min_secs, max_secs: latency loop per mode and thread count (see ``edgeq_device.bench``),
+            are their output, other names sorted as Keras does; see :mod:`edgeq_device.run.images`).
+        runs, min_secs, max_secs: latency loop per mode and thread count (see ``edgeq_device.measure.bench``),
             in total over ``LATENCY_ROUNDS`` rounds that interleave the modes.
         store: where every measurement is recorded: a :class:`~edgeq.ResultsStore`, a database path,
             True for the default store (``$EDGEQ_DB`` or ``~/.edgeq/results.db``), None/False for none.
@@ -101,7 +101,7 @@ def compare(
             (``"250-255"``); None for none.
         label_map: segmentation: maps the masks' values to classes first: ``"cityscapes"`` (label
             IDs -> train IDs, their names the default class names), a JSON/CSV file or a dict
-            (see :mod:`edgeq_device.masks`).
+            (see :mod:`edgeq_device.tasks.masks`).
 
         train: labeled training data: enables the modes that fine-tune the model, ``qat``,
             ``clustered`` (``clusters`` per kernel) and ``pruned`` (to ``sparsity``), each

@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from edgeq_device.analysis import analyze_flat_model
-from edgeq_device.evaluation import predict_arrays, read_labels
-from edgeq_device.int4 import INT4_NOTE
-from edgeq_device.masks import IgnoreLike, parse_ignore
-from edgeq_device.profile import ProfileParams, profile_model
-from edgeq_device.sysinfo import board_info
+from edgeq_device.measure.profile import ProfileParams, profile_model
+from edgeq_device.measure.sysinfo import board_info
+from edgeq_device.model.analysis import analyze_flat_model
+from edgeq_device.model.int4 import INT4_NOTE
+from edgeq_device.tasks.evaluation import predict_arrays, read_labels
+from edgeq_device.tasks.masks import IgnoreLike, parse_ignore
 
 from edgeq.comparison.options import CompareOptions
 from edgeq.comparison.recommend import LATENCY_ROUNDS, latency_summary, recommend, round_levels

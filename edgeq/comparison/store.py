@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from edgeq_device.runtime import resolve_runtime
+from edgeq_device.run.runtime import resolve_runtime
 
 from edgeq.comparison.records import Comparison
 from edgeq.store.db import Measurement, ResultsStore

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from edgeq_device.masks import IgnoreLike, LabelMapLike
-from edgeq_device.preprocess import Preprocess
+from edgeq_device.model.preprocess import Preprocess
+from edgeq_device.tasks.masks import IgnoreLike, LabelMapLike
 
 from edgeq.inputs.models import LoadedModel
 from edgeq.measure.reference import (

@@ -53,7 +53,7 @@ EXIT_FAILED = 3
 _ASK_DEPS = "import importlib.util as u, json, sys; print(json.dumps({m: u.find_spec(m) is not None for m in sys.argv[1:]}))"
 _ASK_PACKAGE = "import importlib.util as u; s = u.find_spec('edgeq_device'); print(s.origin if s and s.origin else '')"
 _ASK_PURELIB = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
-_ASK_RUNTIME = ("import json, sys; from edgeq_device.runtime import resolve_runtime; "
+_ASK_RUNTIME = ("import json, sys; from edgeq_device import resolve_runtime; "
                 "r = resolve_runtime(sys.argv[1] or None); print(json.dumps({'name': r.name, 'version': r.version}))")
 
 

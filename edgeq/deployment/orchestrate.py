@@ -38,9 +38,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from edgeq_device.flatbuffer import read_flat_model
-from edgeq_device.preprocess import Preprocess
-from edgeq_device.task_inputs import load_reference, load_samples
+from edgeq_device.model.flatbuffer import read_flat_model
+from edgeq_device.model.preprocess import Preprocess
+from edgeq_device.tasks.task_inputs import load_reference, load_samples
 
 from edgeq.deployment.board_run import BoardRun, ProgressFn
 from edgeq.deployment.fleet import Board, boards_for

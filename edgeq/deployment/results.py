@@ -17,9 +17,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-from edgeq_device.fileio import atomic_write_text
-from edgeq_device.profile import ProfileResult
-from edgeq_device.report_json import dumps_json
+from edgeq_device.measure.profile import ProfileResult
+from edgeq_device.results.fileio import atomic_write_text
+from edgeq_device.results.report_json import dumps_json
 
 from edgeq.errors import InvalidArgumentError
 

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Mapping
 
 import edgeq_device
-from edgeq_device.fileio import atomic_write_bytes
+from edgeq_device.results.fileio import atomic_write_bytes
 
 from edgeq.errors import DeployError
 

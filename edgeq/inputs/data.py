@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any, Union
 
 import numpy as np
-from edgeq_device.images import FolderListing, iter_images, list_image_folder
-from edgeq_device.preprocess import Preprocess
+from edgeq_device.model.preprocess import Preprocess
+from edgeq_device.run.images import FolderListing, iter_images, list_image_folder
 
 from edgeq.errors import DataError, InvalidArgumentError, LabelMismatchError
 
@@ -93,7 +93,7 @@ class ImageFolder(DataSource):
     Every subfolder is a class, empty ones included (with a warning). Without ``labels``,
     integer names are their class (folder ``k`` = class ``k``) and other names are numbered
     in ``sorted()`` order, as Keras' ``image_dataset_from_directory`` does; with ``labels``
-    a folder is the class of its name (see :mod:`edgeq_device.images`).
+    a folder is the class of its name (see :mod:`edgeq_device.run.images`).
 
     Args:
         root: the folder.
@@ -332,7 +332,7 @@ def class_labels(source: DataSource, outputs: int, argument: str = "data") -> tu
     """The names of a model's ``outputs`` classes as ``source``'s labels number them, or None.
 
     An image folder's class folders are checked against the outputs (see
-    :meth:`edgeq_device.images.FolderListing.fit_outputs`); integer labels (arrays) that all
+    :meth:`edgeq_device.run.images.FolderListing.fit_outputs`); integer labels (arrays) that all
     fit name the outputs ``"0"..``; other sources have no class names.
 
     Raises:

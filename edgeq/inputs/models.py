@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from edgeq_device.flatbuffer import natural_key
+from edgeq_device.model.flatbuffer import natural_key
 
 from edgeq.errors import InvalidArgumentError, ModelLoadError
 from edgeq.nativelog import quiet_native_logs

@@ -2,7 +2,7 @@
 
 ``edgeq.analyze(path_or_bytes)`` reads the flatbuffer itself (no interpreter),
 with the same code ``edgeq-device info`` uses on a board
-(:mod:`edgeq_device.analysis`), and adds what the host knows: achieved MAC/s
+(:mod:`edgeq_device.model.analysis`), and adds what the host knows: achieved MAC/s
 from a measured latency, with ``target="edgetpu"`` the predicted Edge TPU
 partition (:mod:`edgeq.targets.edgetpu`), and with ``target="mcu"`` what TFLM's own
 interpreter says of the model (:mod:`edgeq.targets.mcu`: it runs the model, in a child process).
@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
 
-from edgeq_device.analysis import DtypeTotal, GraphAnalysis, OpInfo, TensorInfo, analyze_flat_model
-from edgeq_device.fileio import atomic_write_text
-from edgeq_device.flatbuffer import read_flat_model
-from edgeq_device.report_json import dumps_json
+from edgeq_device.model.analysis import DtypeTotal, GraphAnalysis, OpInfo, TensorInfo, analyze_flat_model
+from edgeq_device.model.flatbuffer import read_flat_model
+from edgeq_device.results.fileio import atomic_write_text
+from edgeq_device.results.report_json import dumps_json
 
 from edgeq.errors import InvalidArgumentError
 from edgeq.targets.edgetpu.rules import EdgeTPUPrediction, predict_edgetpu

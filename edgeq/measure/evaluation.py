@@ -3,7 +3,7 @@
 The samples come from an :mod:`edgeq.inputs.data` source, preprocessed once by
 ``edgeq_device``; the Keras model and every ``.tflite`` then see the very same arrays
 (the ``.tflite`` files through ``edgeq_device``'s one evaluation loop,
-:func:`edgeq_device.evaluation.predict_arrays`).
+:func:`edgeq_device.tasks.evaluation.predict_arrays`).
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import warnings
 from collections.abc import Sequence
 
 import numpy as np
-from edgeq_device.evaluation import read_labels, top_k_hits
-from edgeq_device.images import describe_classes, list_image_folder
+from edgeq_device.run.images import describe_classes, list_image_folder
+from edgeq_device.tasks.evaluation import read_labels, top_k_hits
 
 from edgeq.errors import DataError, InvalidArgumentError, LabelMismatchError
 from edgeq.inputs.data import DataSource, ImageFolder, check_label_range, class_labels

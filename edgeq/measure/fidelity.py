@@ -1,7 +1,7 @@
 """How closely a converted model's outputs follow the reference (Keras) model's, on the same inputs.
 
 Four figures, all from two arrays of outputs (one row per sample), defined once in
-:func:`edgeq_device.fidelity.output_fidelity` so that the host's tables and a board's
+:func:`edgeq_device.tasks.fidelity.output_fidelity` so that the host's tables and a board's
 ``edgeq-device eval --reference`` give the same numbers on the same arrays:
 
 - SQNR in dB: ``10 log10(sum(ref^2) / sum((ref - out)^2))`` over every output value;
@@ -15,7 +15,7 @@ Four figures, all from two arrays of outputs (one row per sample), defined once 
 from __future__ import annotations
 
 import numpy as np
-from edgeq_device.fidelity import output_fidelity
+from edgeq_device.tasks.fidelity import output_fidelity
 
 __all__ = ["argmax_agreement", "fidelity"]
 
@@ -23,7 +23,7 @@ __all__ = ["argmax_agreement", "fidelity"]
 def fidelity(reference: np.ndarray, output: np.ndarray) -> dict[str, float]:
     """SQNR (dB), max abs error and cosine (over all values) of ``output`` against ``reference``.
 
-    The figures of :func:`edgeq_device.fidelity.output_fidelity`, one row per sample.
+    The figures of :func:`edgeq_device.tasks.fidelity.output_fidelity`, one row per sample.
     """
     ref = np.asarray(reference, np.float64).reshape(len(reference), -1)
     out = np.asarray(output, np.float64).reshape(len(output), -1)

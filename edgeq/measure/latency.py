@@ -4,17 +4,17 @@ A change in the machine's load or clock during a comparison then reaches every m
 (and shows in the spread of the rounds) instead of deciding a ranking. Each (model, thread
 count) gets one interpreter, created and run once before the first round; every round runs
 each of them for a few warm-up calls and then its timed calls, through the same timing loop
-as ``edgeq-device bench`` (:func:`edgeq_device.bench.time_invocations`).
+as ``edgeq-device bench`` (:func:`edgeq_device.measure.bench.time_invocations`).
 """
 
 from __future__ import annotations
 
 from typing import Callable, Mapping, Sequence
 
-from edgeq_device.bench import random_inputs, time_invocations
 from edgeq_device.errors import InferenceError
-from edgeq_device.metadata import read_metadata
-from edgeq_device.runtime import ModelRunner
+from edgeq_device.measure.bench import random_inputs, time_invocations
+from edgeq_device.model.metadata import read_metadata
+from edgeq_device.run.runtime import ModelRunner
 
 __all__ = ["WARMUP_PER_ROUND", "interleaved_rounds"]
 

@@ -1,6 +1,6 @@
 """Per-operator profiles of several ``.tflite`` files side by side (``edgeq profile``).
 
-Each model is profiled on this machine by :func:`edgeq_device.profile.profile_model`
+Each model is profiled on this machine by :func:`edgeq_device.measure.profile.profile_model`
 (every operator cut into a model of its own and timed, beside the whole model). The
 operators of the models are then lined up: the first model is the reference, and each
 other model's operators are matched to its operators by type, in order
@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgeq_device.profile import OpProfile, ProfileParams, ProfileResult, profile_model
-from edgeq_device.report_json import JsonResult
+from edgeq_device.measure.profile import OpProfile, ProfileParams, ProfileResult, profile_model
+from edgeq_device.results.report_json import JsonResult
 
 from edgeq.errors import InvalidArgumentError
 from edgeq.targets.edgetpu.rules import predict_edgetpu
@@ -146,7 +146,7 @@ def profile_models(models: Sequence[str | os.PathLike[str]], params: ProfilePara
 
     Raises:
         InvalidArgumentError: no models, or two with the same file name.
-        ModelFileError, RuntimeNotFoundError, DelegateError: as :func:`edgeq_device.profile.profile_model`.
+        ModelFileError, RuntimeNotFoundError, DelegateError: as :func:`edgeq_device.measure.profile.profile_model`.
     """
     if not models:
         raise InvalidArgumentError("no models to profile", argument="models", received=0,

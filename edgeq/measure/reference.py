@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from edgeq_device.eval_options import EvalOptions
-from edgeq_device.fidelity import FidelityResult, evaluate_fidelity
-from edgeq_device.flatbuffer import read_flat_model
-from edgeq_device.preprocess import Preprocess
-from edgeq_device.task_loop import input_keys, output_keys
+from edgeq_device.model.flatbuffer import read_flat_model
+from edgeq_device.model.preprocess import Preprocess
+from edgeq_device.tasks.eval_options import EvalOptions
+from edgeq_device.tasks.fidelity import FidelityResult, evaluate_fidelity
+from edgeq_device.tasks.task_loop import input_keys, output_keys
 
 from edgeq.inputs.models import LoadedModel
 

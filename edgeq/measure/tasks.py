@@ -1,13 +1,13 @@
 """Task accuracy on the host: detection mAP and segmentation mIoU of the Keras model and of each ``.tflite``.
 
 The converted models are evaluated by ``edgeq_device``'s one evaluation loop
-(:func:`edgeq_device.tasks.evaluate_task`: the same pool and progress bar as on a
+(:func:`edgeq_device.tasks.registry.evaluate_task`: the same pool and progress bar as on a
 board). The Keras model runs on the very images the loop reads (preprocessed by
 ``edgeq_device``, in the same order and seeded subset), and its outputs go to the
-same metric functions (:func:`edgeq_device.detection.coco_detections` and
-:func:`~edgeq_device.detection.coco_scores`;
-:func:`edgeq_device.segmentation.class_map`, :func:`~edgeq_device.segmentation.confusion_matrix`
-and :func:`~edgeq_device.segmentation.segmentation_scores`), so the Keras row and a
+same metric functions (:func:`edgeq_device.tasks.detection.coco_detections` and
+:func:`~edgeq_device.tasks.detection.coco_scores`;
+:func:`edgeq_device.tasks.segmentation.class_map`, :func:`~edgeq_device.tasks.segmentation.confusion_matrix`
+and :func:`~edgeq_device.tasks.segmentation.segmentation_scores`), so the Keras row and a
 mode's row mean the same thing. :func:`precision_recall` gives the curve at IoU .5
 from pycocotools' own precision array, for the report's plot.
 """
@@ -24,17 +24,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from edgeq_device.detection import (
+from edgeq_device.model.preprocess import Preprocess, load_image
+from edgeq_device.results.report_json import loads_json
+from edgeq_device.run.images import list_image_folder
+from edgeq_device.tasks.detection import (
     OUTPUT_ROLES,
     check_categories,
     coco_detections,
     coco_scores,
     require_pycocotools,
 )
-from edgeq_device.detection_eval import DetectionResult, match_images, read_coco
-from edgeq_device.eval_options import EvalOptions
-from edgeq_device.images import list_image_folder
-from edgeq_device.masks import (
+from edgeq_device.tasks.detection_eval import DetectionResult, match_images, read_coco
+from edgeq_device.tasks.eval_options import EvalOptions
+from edgeq_device.tasks.masks import (
     IgnoreLike,
     LabelMap,
     LabelMapLike,
@@ -43,9 +45,8 @@ from edgeq_device.masks import (
     parse_ignore,
     read_mask,
 )
-from edgeq_device.preprocess import Preprocess, load_image
-from edgeq_device.report_json import loads_json
-from edgeq_device.segmentation import (
+from edgeq_device.tasks.registry import evaluate_task
+from edgeq_device.tasks.segmentation import (
     SegmentationResult,
     class_map,
     confusion_matrix,
@@ -53,8 +54,7 @@ from edgeq_device.segmentation import (
     resize_nearest,
     segmentation_scores,
 )
-from edgeq_device.task_inputs import sample_indices
-from edgeq_device.tasks import evaluate_task
+from edgeq_device.tasks.task_inputs import sample_indices
 from PIL import Image
 
 from edgeq.errors import DataError, InvalidArgumentError, LabelMismatchError
@@ -129,7 +129,7 @@ def load_task_data(task: str, evaluation: str | os.PathLike[str], preprocess: Pr
     """Read and check a task's evaluation images and truth before any model runs.
 
     ``label_map`` (segmentation) maps the masks' values to classes: ``"cityscapes"``, a JSON/CSV
-    file or a dict (:func:`edgeq_device.masks.load_label_map`).
+    file or a dict (:func:`edgeq_device.tasks.masks.load_label_map`).
 
     Raises:
         InvalidArgumentError: a task without its truth (``annotations``/``masks``), a model
@@ -200,7 +200,7 @@ def task_roles(names: Sequence[str], given: Mapping[str, str] | None = None) -> 
     """Which of the Keras model's outputs (by position) are a detector's boxes, classes, scores and count.
 
     ``given`` maps a role to an output name or index; else the outputs' names say
-    (``detection_boxes``/``boxes``, ...; see :data:`edgeq_device.detection.OUTPUT_ROLES`).
+    (``detection_boxes``/``boxes``, ...; see :data:`edgeq_device.tasks.detection.OUTPUT_ROLES`).
 
     Raises:
         DataError: the outputs cannot be identified (the message lists them).

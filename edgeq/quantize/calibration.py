@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import ParamSpec, TypeVar
 
 import numpy as np
-from edgeq_device.preprocess import ColorMode, Preprocess
+from edgeq_device.model.preprocess import ColorMode, Preprocess
 
 from edgeq.errors import (
     CalibrationError,

@@ -19,10 +19,10 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
-from edgeq_device.detection import identify_outputs
-from edgeq_device.evaluation import output_classes, read_labels
-from edgeq_device.flatbuffer import read_flat_model
-from edgeq_device.preprocess import Preprocess
+from edgeq_device.model.flatbuffer import read_flat_model
+from edgeq_device.model.preprocess import Preprocess
+from edgeq_device.tasks.detection import identify_outputs
+from edgeq_device.tasks.evaluation import output_classes, read_labels
 
 from edgeq.errors import CalibrationError, EdgeqError, QuantizationError
 from edgeq.inputs.data import as_source

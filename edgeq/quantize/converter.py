@@ -33,8 +33,8 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any, Literal, overload
 
-from edgeq_device.evaluation import read_labels
-from edgeq_device.preprocess import Preprocess
+from edgeq_device.model.preprocess import Preprocess
+from edgeq_device.tasks.evaluation import read_labels
 
 from edgeq.deprecation import renamed_arguments
 from edgeq.errors import InvalidArgumentError
@@ -168,7 +168,7 @@ def convert(
         labels: class names in output order (or a text file, one per line), stored in the model's
             metadata; there must be one per output of the model (``()`` stores none). Default:
             the calibration image folder's classes (integer folder names are their output,
-            other names sorted as Keras does; see :mod:`edgeq_device.images`).
+            other names sorted as Keras does; see :mod:`edgeq_device.run.images`).
         allow_float_fallback: let ops that cannot be integer-quantized stay float.
         progress: progress bar on stderr (default on, ``EDGEQ_PROGRESS=0`` silences).
         max_drop: an accuracy budget in top-1 points (int8 only): search int8, int8 with the

@@ -33,9 +33,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from edgeq_device.fileio import atomic_write_bytes
-from edgeq_device.flatbuffer import FlatModel, read_flat_model
-from edgeq_device.preprocess import Preprocess
+from edgeq_device.model.flatbuffer import FlatModel, read_flat_model
+from edgeq_device.model.preprocess import Preprocess
+from edgeq_device.results.fileio import atomic_write_bytes
 
 from edgeq.deprecation import renamed_arguments
 from edgeq.errors import ConversionError, InvalidArgumentError
@@ -156,7 +156,7 @@ class LayerReport:
 
         Raises:
             OutputExistsError: the file exists and ``overwrite`` is False.
-            OutputError: the path cannot be written (see ``edgeq_device.fileio``).
+            OutputError: the path cannot be written (see ``edgeq_device.results.fileio``).
         """
         import matplotlib
 

@@ -1,6 +1,6 @@
 """The edgeq metadata a converted model carries: built, checked and embedded in the flatbuffer.
 
-The entry (:class:`~edgeq_device.metadata.EdgeqMetadata`, named ``"edgeq"``) tells a board
+The entry (:class:`~edgeq_device.model.metadata.EdgeqMetadata`, named ``"edgeq"``) tells a board
 how to preprocess inputs, the class labels, the mode and I/O, and where the model came from;
 ``edgeq_device`` reads it back with ``flatbuffers`` alone.
 """
@@ -12,10 +12,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from edgeq_device.detection import OUTPUT_ROLES
-from edgeq_device.flatbuffer import read_flat_model
-from edgeq_device.metadata import METADATA_NAME, EdgeqMetadata
-from edgeq_device.preprocess import Preprocess
+from edgeq_device.model.flatbuffer import read_flat_model
+from edgeq_device.model.metadata import METADATA_NAME, EdgeqMetadata
+from edgeq_device.model.preprocess import Preprocess
+from edgeq_device.tasks.detection import OUTPUT_ROLES
 
 from edgeq._version import __version__
 from edgeq.errors import InvalidArgumentError, LabelMismatchError
@@ -27,7 +27,7 @@ __all__ = ["MODEL_TASKS", "TASK_SETTINGS", "build_metadata", "check_task", "embe
 
 #: The tasks a converted model can record (``edgeq-device eval`` then needs no ``--task``).
 MODEL_TASKS = ("classification", "detection", "segmentation")
-#: The settings each task records, read by ``edgeq_device.tasks.evaluate_task`` on the board.
+#: The settings each task records, read by ``edgeq_device.tasks.registry.evaluate_task`` on the board.
 TASK_SETTINGS: dict[str, tuple[str, ...]] = {
     "classification": (),
     "detection": ("class_offset", "num_classes", "outputs"),

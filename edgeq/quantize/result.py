@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgeq_device.fileio import atomic_write_bytes
-from edgeq_device.flatbuffer import FlatModel, read_flat_model
-from edgeq_device.metadata import EdgeqMetadata, read_metadata
+from edgeq_device.model.flatbuffer import FlatModel, read_flat_model
+from edgeq_device.model.metadata import EdgeqMetadata, read_metadata
+from edgeq_device.results.fileio import atomic_write_bytes
 
 from edgeq.errors import InvalidArgumentError
 from edgeq.quantize.metadata import embed_metadata

@@ -15,7 +15,7 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from edgeq_device.flatbuffer import FlatModel
+from edgeq_device.model.flatbuffer import FlatModel
 
 from edgeq.errors import ConversionError, EdgeqError, QuantizationError
 from edgeq.quantize.modes import IOType, Mode

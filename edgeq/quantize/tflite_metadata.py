@@ -4,7 +4,7 @@ The ecosystem's tools (MediaPipe Tasks, the TFLite Support task library, Android
 model binding) read a ``ModelMetadata`` flatbuffer (``metadata_schema.fbs``, file identifier
 ``M001``) stored as the model's metadata entry ``"TFLITE_METADATA"``, and the files it names
 (the labels) from a zip archive appended to the model. This module builds that flatbuffer from
-what edgeq records (:class:`~edgeq_device.metadata.EdgeqMetadata`: preprocessing, labels, task)
+what edgeq records (:class:`~edgeq_device.model.metadata.EdgeqMetadata`: preprocessing, labels, task)
 the way TFLite Support's and MediaPipe's metadata writers do:
 
 - each image input: its name, ``ImageProperties`` (``RGB`` or ``GRAYSCALE``), the normalization
@@ -28,10 +28,10 @@ from typing import Any
 
 import flatbuffers
 import numpy as np
-from edgeq_device.detection import identify_outputs
 from edgeq_device.errors import DataError
-from edgeq_device.flatbuffer import FlatModel
-from edgeq_device.metadata import EdgeqMetadata
+from edgeq_device.model.flatbuffer import FlatModel
+from edgeq_device.model.metadata import EdgeqMetadata
+from edgeq_device.tasks.detection import identify_outputs
 
 __all__ = ["LABELS_FILE", "STANDARD_METADATA_NAME", "StandardMetadata", "standard_metadata"]
 

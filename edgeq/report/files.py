@@ -8,8 +8,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from edgeq_device.fileio import atomic_write_bytes, atomic_write_text, check_output_folder
-from edgeq_device.report_json import dumps_json
+from edgeq_device.results.fileio import atomic_write_bytes, atomic_write_text, check_output_folder
+from edgeq_device.results.report_json import dumps_json
 
 from edgeq.errors import OutputExistsError
 from edgeq.report.html import html_page

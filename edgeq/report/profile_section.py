@@ -8,7 +8,7 @@ Rendered from the comparison's schema dict:
   (:func:`profile_rows`);
 - ``board_profiles`` holds, per board and mode, the ``edgeq-device/profile`` document the board
   wrote (``edgeq deploy --profile``), read back through
-  :class:`edgeq_device.profile.ProfileResult` (its own schema, older versions included).
+  :class:`edgeq_device.measure.profile.ProfileResult` (its own schema, older versions included).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from edgeq_device.profile import ProfileResult
+from edgeq_device.measure.profile import ProfileResult
 
 from edgeq.measure.profile import ProfileComparison
 

@@ -14,7 +14,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, Union
 
-from edgeq_device.info import format_bytes
+from edgeq_device.model.info import format_bytes
 
 __all__ = ["COLUMNS", "TASK_COLUMNS", "FittedTable", "Results", "ResultsSource", "analysis_rows", "board_rows", "csv_table",
            "fitted_table", "latency_intervals", "natural_width", "p50_text", "plain_text", "results_dict",

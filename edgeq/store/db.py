@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeq_device.errors import InvalidArgumentError
-from edgeq_device.report_json import loads_json
+from edgeq_device.results.report_json import loads_json
 
 from edgeq.errors import StoreError
 from edgeq.store.backend import BUSY_TIMEOUT_S, db_errors, is_server_url

@@ -2,9 +2,9 @@
 
 A device result is read only through ``edgeq_device``'s own schema: its
 ``"schema"`` key names the kind and version, and the kind's class
-(:class:`~edgeq_device.bench.BenchResult`,
-:class:`~edgeq_device.eval_result.EvalResult`,
-:class:`~edgeq_device.profile.ProfileResult`) rebuilds it with ``from_dict``,
+(:class:`~edgeq_device.measure.bench.BenchResult`,
+:class:`~edgeq_device.tasks.eval_result.EvalResult`,
+:class:`~edgeq_device.measure.profile.ProfileResult`) rebuilds it with ``from_dict``,
 which also reads the previous versions of its JSON. The measurement's figures
 are then that object's fields; nothing is guessed from other key names. The
 model file, when it is on this machine and has the result's hash, adds what
@@ -20,15 +20,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Union
 
-from edgeq_device.bench import BenchResult
-from edgeq_device.detection_eval import DetectionResult
 from edgeq_device.errors import DataError, InvalidArgumentError, ModelFileError
-from edgeq_device.eval_result import EvalResult
-from edgeq_device.fidelity import FidelityResult
-from edgeq_device.metadata import read_metadata
-from edgeq_device.profile import ProfileResult
-from edgeq_device.report_json import JsonResult, parse_schema
-from edgeq_device.segmentation import SegmentationResult
+from edgeq_device.measure.bench import BenchResult
+from edgeq_device.measure.profile import ProfileResult
+from edgeq_device.model.metadata import read_metadata
+from edgeq_device.results.report_json import JsonResult, parse_schema
+from edgeq_device.tasks.detection_eval import DetectionResult
+from edgeq_device.tasks.eval_result import EvalResult
+from edgeq_device.tasks.fidelity import FidelityResult
+from edgeq_device.tasks.segmentation import SegmentationResult
 
 from edgeq.store.records import Measurement, file_sha256
 

@@ -2,7 +2,7 @@
 
 Both are versioned results (``"schema": "edgeq/measurement/1"``,
 ``"edgeq/regression/1"``) with ``to_dict()``/``from_dict()`` and strict JSON,
-like ``edgeq_device``'s results (see :mod:`edgeq_device.report_json`);
+like ``edgeq_device``'s results (see :mod:`edgeq_device.results.report_json`);
 ``from_dict`` also reads the JSON of edgeq versions that wrote no ``schema``
 key. A run's model is named by ``model_sha256``, the sha256 of the ``.tflite``
 bytes, as in every edgeq result.
@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any, Union
 
 from edgeq_device.errors import InvalidArgumentError, ModelFileError
-from edgeq_device.report_json import JsonResult, dumps_json, to_plain
-from edgeq_device.result_view import plain_text
+from edgeq_device.results.report_json import JsonResult, dumps_json, to_plain
+from edgeq_device.results.result_view import plain_text
 
 __all__ = [
     "KINDS",

@@ -92,7 +92,7 @@ def test_deploy_bench_and_eval_on_the_emulated_pi(emulated_pi, pi_sshd, tiny_mod
     assert res.bench["runtime"] == "litert" and res.bench["threads"] == 1
     assert res.eval["schema"] == "edgeq-device/eval/1" and res.eval["images"] == 50
     # the same int8 model on the same images on x86: the same accuracy
-    from edgeq_device.evaluation import evaluate
+    from edgeq_device.tasks.evaluation import evaluate
 
     host = evaluate(tiny_models_dir["int8"], eval_folder, workers=1, runtime="litert")
     assert res.eval["top1"] == host.to_dict()["top1"]
@@ -115,10 +115,10 @@ def test_deploy_bench_and_eval_on_the_emulated_pi(emulated_pi, pi_sshd, tiny_mod
 def test_deploy_reference_measures_fidelity_on_the_emulated_pi(emulated_pi, pi_sshd, tiny_models_dir, tmp_path):
     """The board's fidelity to the float model, from the inputs and reference compare leaves, measured on aarch64."""
     import numpy as np
-    from edgeq_device.fidelity import evaluate_fidelity
-    from edgeq_device.flatbuffer import read_flat_model
-    from edgeq_device.inference_pool import predict_arrays
-    from edgeq_device.task_loop import input_keys, output_keys
+    from edgeq_device.model.flatbuffer import read_flat_model
+    from edgeq_device.run.inference_pool import predict_arrays
+    from edgeq_device.tasks.fidelity import evaluate_fidelity
+    from edgeq_device.tasks.task_loop import input_keys, output_keys
 
     folder = tmp_path / "compare_out"
     folder.mkdir()

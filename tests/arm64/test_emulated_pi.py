@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from edgeq_device.images import list_image_folder
-from edgeq_device.metadata import read_metadata
+from edgeq_device.model.metadata import read_metadata
+from edgeq_device.run.images import list_image_folder
 
 pytestmark = pytest.mark.arm64
 
@@ -24,7 +24,7 @@ RUNTIMES = ["litert", "tflite-runtime"]
 RUN_MODEL = """
 import json, platform, sys
 import numpy as np
-from edgeq_device.runtime import ModelRunner
+from edgeq_device.run.runtime import ModelRunner
 model, inputs, out, runtime, xnnpack = sys.argv[1:6]
 x = np.load(inputs)
 r = ModelRunner(model, runtime=runtime, xnnpack=xnnpack == "1")
@@ -137,7 +137,7 @@ def test_eval_json_on_the_pi_agrees_with_x86(emulated_pi, shared, tiny_models_di
     pi = json.loads(res.stdout)
     assert pi["schema"] == "edgeq-device/eval/1" and pi["runtime"] == runtime
     from click.testing import CliRunner
-    from edgeq_device.cli import cli as device_cli
+    from edgeq_device.cli.commands import cli as device_cli
 
     host = CliRunner().invoke(device_cli, ["eval", str(tiny_models_dir["int8"]), str(eval_folder), "--json", "-",
                                            "--workers", "1", "--quiet", "--runtime", "litert"])

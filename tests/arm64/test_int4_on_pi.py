@@ -33,7 +33,7 @@ np.save(sys.argv[3], np.array(out))
 RUN = """
 import sys
 import numpy as np
-from edgeq_device.runtime import ModelRunner
+from edgeq_device.run.runtime import ModelRunner
 r = ModelRunner(sys.argv[1], runtime="litert")
 np.save(sys.argv[3], np.concatenate([r.run(a[None])[0] for a in np.load(sys.argv[2])]))
 """
@@ -54,7 +54,7 @@ def int4_files(emulated_pi, digits_cnn, digits_train_arrays, digits_test_arrays,
 
 
 def _litert_host(model: Path, x: np.ndarray) -> list[np.ndarray]:
-    from edgeq_device.runtime import ModelRunner
+    from edgeq_device.run.runtime import ModelRunner
 
     runner = ModelRunner(model, runtime="litert")
     return [runner.run(a[None])[0][0] for a in x]
@@ -86,7 +86,7 @@ def test_tflite_runtime_is_refused_with_one_line_and_info_says_so(emulated_pi, i
         host = int4_files["host"]
         wrong = ~np.isfinite(got).all(axis=1) | (got.argmax(1) != host.argmax(1))
         print(f"tflite-runtime 2.14 raw interpreter: {wrong.sum()} of {len(got)} int4 answers wrong")
-        assert wrong.mean() > 0.5, "tflite-runtime now runs int4: lift edgeq_device.int4's refusal"
+        assert wrong.mean() > 0.5, "tflite-runtime now runs int4: lift edgeq_device.model.int4's refusal"
     cli = "/opt/edgeq/tflite-runtime/bin/edgeq-device"
     bench = emulated_pi.run([cli, "bench", int4_files["digits_int4.tflite"], "--runs", "2", "--min-secs", "0"])
     assert bench.returncode != 0 and "Traceback" not in bench.stderr

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from edgeq_device.runtime import ModelRunner
+from edgeq_device.run.runtime import ModelRunner
 
 from edgeq import convert
 from edgeq.quantize.precision.mixed import int16_tensors
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.arm64
 RUN = """
 import json, platform, sys
 import numpy as np
-from edgeq_device.runtime import ModelRunner
+from edgeq_device.run.runtime import ModelRunner
 model, inputs, out, runtime = sys.argv[1:5]
 x = np.load(inputs)
 r = ModelRunner(model, runtime=runtime)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from edgeq_device.flatbuffer import read_flat_model
+from edgeq_device.model.flatbuffer import read_flat_model
 
 pytestmark = pytest.mark.arm64
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from edgeq_device.runtime import ModelRunner
+from edgeq_device.run.runtime import ModelRunner
 
 from edgeq.quantize.lowbit.weight_stats import weight_stats
 from edgeq.quantize.qat.sparsity import cluster, prune
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.arm64
 RUN_MODEL = """
 import json, platform, sys
 import numpy as np
-from edgeq_device.runtime import ModelRunner
+from edgeq_device.run.runtime import ModelRunner
 model, inputs, out = sys.argv[1:4]
 x = np.load(inputs)
 r = ModelRunner(model, runtime="tflite-runtime")

@@ -12,11 +12,11 @@ import subprocess
 
 import numpy as np
 import pytest
-from edgeq_device.flatbuffer import read_flat_model
-from edgeq_device.images import list_image_folder
-from edgeq_device.metadata import read_metadata
-from edgeq_device.runtime import ModelRunner
-from edgeq_device.task_loop import output_keys
+from edgeq_device.model.flatbuffer import read_flat_model
+from edgeq_device.model.metadata import read_metadata
+from edgeq_device.run.images import list_image_folder
+from edgeq_device.run.runtime import ModelRunner
+from edgeq_device.tasks.task_loop import output_keys
 
 pytestmark = pytest.mark.arm64
 

@@ -91,7 +91,7 @@ def as_edgetpu_model(data: bytes, opcode_name: str = "SOFTMAX") -> bytes:
 
 
 def mnist_metadata(io: str = "uint8") -> dict[str, Any]:
-    """The edgeq metadata of the test models (see edgeq_device.metadata)."""
+    """The edgeq metadata of the test models (see edgeq_device.model.metadata)."""
     return {
         "schema": 1, "mode": "int8", "io": io,
         "preprocess": {"size": [28, 28], "color": "l", "resize": "bilinear", "crop": "none",

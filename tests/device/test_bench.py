@@ -18,7 +18,7 @@ from edgeq_device import (
     Preprocess,
     benchmark,
 )
-from edgeq_device.bench import format_bench, random_inputs, time_invocations
+from edgeq_device.measure.bench import format_bench, random_inputs, time_invocations
 
 
 def _ordered(s: LatencyStats) -> bool:
@@ -119,7 +119,7 @@ def test_a_result_holding_inf_and_nan_writes_strict_json_and_reads_back(models, 
     import dataclasses
     import math
 
-    from edgeq_device.report_json import loads_json, write_json
+    from edgeq_device.results.report_json import loads_json, write_json
 
     r = benchmark(models["int8"], runs=3, min_secs=0, warmup=0, keep_samples=True)
     lat = dataclasses.replace(r.latency, p99_us=math.inf, std_us=math.nan)
@@ -232,7 +232,7 @@ def test_runtime_can_be_chosen(models, small_test_dir):
 def test_keep_samples_returns_every_timed_run(models):
     """The samples behind the statistics: one per timed run, their median is p50."""
     import numpy as np
-    from edgeq_device.bench import benchmark
+    from edgeq_device.measure.bench import benchmark
 
     r = benchmark(models.paths["int8"], runs=30, min_secs=0.0, warmup=1, threads=1, keep_samples=True)
     assert r.samples_us is not None and len(r.samples_us) == r.latency.count

@@ -178,7 +178,7 @@ def test_unexpected_exception_is_one_line_unless_verbose():
     """A bug (an exception outside the error tree) gives one line and exit 70; --verbose shows the traceback."""
     import click
     from click.testing import CliRunner
-    from edgeq_device.clikit import EXIT_INTERNAL, ErrorBoundaryGroup
+    from edgeq_device.cli.clikit import EXIT_INTERNAL, ErrorBoundaryGroup
 
     @click.group(cls=ErrorBoundaryGroup)
     def tool() -> None:

@@ -14,7 +14,7 @@ import shutil
 import numpy as np
 import pytest
 from edgeq_device import EvalResult, LabelMismatchError, evaluate, list_image_folder
-from edgeq_device.evaluation import format_eval
+from edgeq_device.tasks.evaluation import format_eval
 from label_folders import class_files, plain_litert_top1, subset
 
 WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from edgeq_device import EvalOptions, evaluate
 from edgeq_device.errors import InvalidArgumentError
-from edgeq_device.fidelity import evaluate_fidelity
+from edgeq_device.tasks.fidelity import evaluate_fidelity
 
 
 def test_keywords_and_options_give_the_same_evaluation(models, mnist_dir) -> None:

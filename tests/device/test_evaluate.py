@@ -18,7 +18,7 @@ from edgeq_device import (
     model_preprocess,
     predict,
 )
-from edgeq_device.evaluation import format_eval, read_labels
+from edgeq_device.tasks.evaluation import format_eval, read_labels
 
 MODES = ("float32", "float16", "dynamic", "int8", "int8_io_int8", "int8_io_uint8")
 MNIST_PRE = Preprocess(size=(28, 28), color="l", mean=0, std=255)

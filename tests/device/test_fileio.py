@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from edgeq_device.errors import OutputExistsError
-from edgeq_device.fileio import atomic_write_bytes, atomic_write_text
+from edgeq_device.results.fileio import atomic_write_bytes, atomic_write_text
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX permissions")
 

@@ -20,10 +20,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from edgeq_device import loadcheck, validate
-from edgeq_device.cli import cli as device_cli
+from edgeq_device.cli.commands import cli as device_cli
 from edgeq_device.errors import InferenceError, ModelFileError, RuntimeCrashError
-from edgeq_device.flatbuffer import read_flat_model
-from edgeq_device.runtime import ModelRunner, resolve_runtime
+from edgeq_device.model.flatbuffer import read_flat_model
+from edgeq_device.run.runtime import ModelRunner, resolve_runtime
 
 SEED = 20261129
 MUTANTS_PER_MODEL = 180

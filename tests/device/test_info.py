@@ -9,7 +9,7 @@ from collections import Counter
 import numpy as np
 import pytest
 from edgeq_device import InvalidArgumentError, ModelFileError, ModelInfo, model_info
-from edgeq_device.info import format_info
+from edgeq_device.model.info import format_info
 
 MODES = ("float32", "float16", "dynamic", "int8", "int8_io_int8", "int8_io_uint8")
 IO_DTYPE = {"float32": "FLOAT32", "float16": "FLOAT32", "dynamic": "FLOAT32", "int8": "FLOAT32",
@@ -129,8 +129,8 @@ def test_info_bad_files(tmp_path, models):
 
 def test_info_reports_compute_and_memory(models):
     """info carries the analysis: MACs, parameters and the activation-memory estimate."""
-    from edgeq_device.analysis import analyze_flat_model
-    from edgeq_device.info import format_info, model_info
+    from edgeq_device.model.analysis import analyze_flat_model
+    from edgeq_device.model.info import format_info, model_info
 
     info = model_info(models.paths["float32"])
     graph = analyze_flat_model(models.paths["float32"])

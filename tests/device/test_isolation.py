@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[2]
 SCRIPT = """
 import json, sys
 import edgeq_device
-import edgeq_device.cli
+import edgeq_device.cli.commands
 from edgeq_device import benchmark, evaluate, model_info, predict, list_image_folder, model_preprocess
 model, data = sys.argv[1], sys.argv[2]
 info = model_info(model)

@@ -17,16 +17,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 from edgeq_device.errors import DataError, InvalidArgumentError, LabelMismatchError
-from edgeq_device.masks import (
+from edgeq_device.model.preprocess import Preprocess, load_image
+from edgeq_device.tasks.masks import (
     CITYSCAPES_CLASSES,
     CITYSCAPES_TRAIN_IDS,
     load_label_map,
     parse_ignore,
     read_mask,
 )
-from edgeq_device.preprocess import Preprocess, load_image
-from edgeq_device.segmentation import SegmentationResult
-from edgeq_device.tasks import evaluate_task
+from edgeq_device.tasks.registry import evaluate_task
+from edgeq_device.tasks.segmentation import SegmentationResult
 from PIL import Image
 from task_models import SEG_CLASSES, SEG_SIZE, make_segmenters
 

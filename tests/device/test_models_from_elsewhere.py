@@ -23,10 +23,10 @@ from edgeq_device import (
     model_info,
     read_flat_model,
 )
-from edgeq_device.fidelity import evaluate_fidelity
-from edgeq_device.preprocess import Preprocess
-from edgeq_device.preprocess_choice import GuessedPreprocessWarning, choose_preprocess
-from edgeq_device.tflite_metadata import read_tflite_metadata
+from edgeq_device.model.preprocess import Preprocess
+from edgeq_device.model.preprocess_choice import GuessedPreprocessWarning, choose_preprocess
+from edgeq_device.model.tflite_metadata import read_tflite_metadata
+from edgeq_device.tasks.fidelity import evaluate_fidelity
 from fixtures.elsewhere import PHOTOS, PUBLIC_MODELS, WORDS, plain_loop_outputs, write_classifier_metadata
 from label_folders import class_files, subset
 
@@ -256,7 +256,7 @@ def test_the_public_files_say_where_they_came_from():
 def test_damaged_standard_metadata_never_stops_a_model_the_runtime_runs(cli, tmp_path):
     import random
 
-    from edgeq_device.tflite_metadata import (
+    from edgeq_device.model.tflite_metadata import (
         TFLITE_METADATA_NAME,
         UnreadableMetadataWarning,
         parse_tflite_metadata,

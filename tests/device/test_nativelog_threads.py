@@ -1,4 +1,4 @@
-"""fd 2 is swapped in one place (edgeq_device.nativelog): runners built in many threads at once leave it restored.
+"""fd 2 is swapped in one place (edgeq_device.run.nativelog): runners built in many threads at once leave it restored.
 
 Each case runs in a fresh interpreter whose standard error is a pipe, so the runtime's
 one-time XNNPACK banner has not been seen yet and every thread's runner swaps fd 2.
@@ -17,8 +17,8 @@ REPO = Path(__file__).resolve().parents[2]
 _SCRIPT = """
 import os, sys, threading
 from edgeq_device import runtime
-from edgeq_device.nativelog import quiet_native_logs, redirect_depth
-from edgeq_device.runtime import ModelRunner
+from edgeq_device.run.nativelog import quiet_native_logs, redirect_depth
+from edgeq_device.run.runtime import ModelRunner
 
 model = open(sys.argv[1], "rb").read()
 before = os.fstat(2)

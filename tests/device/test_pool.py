@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from edgeq_device import DataError, InferenceError, evaluate, list_image_folder, predict
 from edgeq_device.errors import InvalidArgumentError
-from edgeq_device.pool_worker import start_method
+from edgeq_device.run.pool_worker import start_method
 from test_evaluate import MNIST_PRE, reference_outputs
 
 START_METHODS = [m for m in ("fork", "forkserver", "spawn") if m in multiprocessing.get_all_start_methods()]
@@ -74,7 +74,7 @@ def test_every_start_method_gives_the_same_outputs(models, small_test_dir, metho
 @pytest.mark.skipif(sys.platform != "linux", reason="fork is chosen on Linux only")
 def test_fork_only_for_a_single_threaded_caller_with_one_thread_interpreters():
     code = ("import threading, time\n"
-            "from edgeq_device.pool_worker import start_method\n"
+            "from edgeq_device.run.pool_worker import start_method\n"
             "a, b = start_method(1), start_method(2)\n"
             "threading.Thread(target=time.sleep, args=(1,), daemon=True).start()\n"
             "print(a, b, start_method(1))\n")

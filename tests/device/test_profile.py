@@ -8,16 +8,16 @@ from dataclasses import replace
 import numpy as np
 import pytest
 from edgeq_device.errors import DelegateError, InvalidArgumentError, ModelFileError
-from edgeq_device.flatbuffer import read_flat_model
-from edgeq_device.opcut import OperatorCutter
-from edgeq_device.opcut_raw import RawOperatorCutter
-from edgeq_device.profile import (
+from edgeq_device.measure.opcut import OperatorCutter
+from edgeq_device.measure.opcut_raw import RawOperatorCutter
+from edgeq_device.measure.profile import (
     ProfileParams,
     ProfileResult,
     profile_model,
 )
-from edgeq_device.profile_inputs import make_cutter, record_tensors, static_tensors
-from edgeq_device.runtime import ModelRunner, resolve_runtime
+from edgeq_device.measure.profile_inputs import make_cutter, record_tensors, static_tensors
+from edgeq_device.model.flatbuffer import read_flat_model
+from edgeq_device.run.runtime import ModelRunner, resolve_runtime
 
 # Timing runs long enough that the p50 of a ~10 µs model settles on a shared machine.
 TIMING = dict(threads=1, runs=100, min_secs=0.03, whole_runs=300, whole_min_secs=0.5)

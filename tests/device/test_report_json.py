@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from edgeq_device.errors import InvalidArgumentError, OutputExistsError
-from edgeq_device.report_json import (
+from edgeq_device.results.report_json import (
     JsonResult,
     dumps_json,
     loads_json,

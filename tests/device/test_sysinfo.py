@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from edgeq_device import BoardInfo, board_info
-from edgeq_device.sysinfo import cpu_governor, memory_status, soc_temperature, throttling
+from edgeq_device.measure.sysinfo import cpu_governor, memory_status, soc_temperature, throttling
 
 PI4_CPUINFO = """processor\t: 0
 BogoMIPS\t: 108.00

@@ -7,11 +7,11 @@ import math
 
 import numpy as np
 import pytest
-from edgeq_device.detection import coco_boxes, coco_detections, coco_scores, parse_outputs_option
 from edgeq_device.errors import InvalidArgumentError
-from edgeq_device.fidelity import FidelityResult, output_fidelity
-from edgeq_device.segmentation import confusion_matrix, resize_nearest, segmentation_scores
-from edgeq_device.sysinfo import board_info
+from edgeq_device.measure.sysinfo import board_info
+from edgeq_device.tasks.detection import coco_boxes, coco_detections, coco_scores, parse_outputs_option
+from edgeq_device.tasks.fidelity import FidelityResult, output_fidelity
+from edgeq_device.tasks.segmentation import confusion_matrix, resize_nearest, segmentation_scores
 from PIL import Image
 
 

@@ -14,15 +14,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 from edgeq_device import ModelRunner
-from edgeq_device.detection_eval import DetectionResult
 from edgeq_device.errors import DataError, InvalidArgumentError
-from edgeq_device.fidelity import FidelityResult
-from edgeq_device.flatbuffer import read_flat_model
-from edgeq_device.metadata import read_metadata
-from edgeq_device.preprocess import Preprocess, load_image
-from edgeq_device.segmentation import SegmentationResult
-from edgeq_device.task_loop import output_keys
-from edgeq_device.tasks import evaluate_task
+from edgeq_device.model.flatbuffer import read_flat_model
+from edgeq_device.model.metadata import read_metadata
+from edgeq_device.model.preprocess import Preprocess, load_image
+from edgeq_device.tasks.detection_eval import DetectionResult
+from edgeq_device.tasks.fidelity import FidelityResult
+from edgeq_device.tasks.registry import evaluate_task
+from edgeq_device.tasks.segmentation import SegmentationResult
+from edgeq_device.tasks.task_loop import output_keys
 from PIL import Image
 from task_models import (
     DET_SIZE,
@@ -146,7 +146,7 @@ def test_missing_pycocotools_is_one_line_naming_the_extra(task_models, det_data)
     import sys
 
     images, ann, _ = det_data
-    code = ("import sys; sys.modules['pycocotools'] = None; from edgeq_device.cli import main; "
+    code = ("import sys; sys.modules['pycocotools'] = None; from edgeq_device.cli.commands import main; "
             f"main([{str(task_models['det_meta'])!r}, {str(images)!r}, '--annotations', {str(ann)!r}, '-q'])")
     proc = subprocess.run([sys.executable, "-c", code.replace("main([", "main(['eval', ")], capture_output=True,
                           text=True, timeout=120, check=False)

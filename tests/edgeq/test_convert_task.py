@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from edgeq_device.metadata import read_metadata
-from edgeq_device.tasks import evaluate_task
+from edgeq_device.model.metadata import read_metadata
+from edgeq_device.tasks.registry import evaluate_task
 
 import edgeq
 from edgeq.cli import cli

@@ -31,9 +31,13 @@ def test_the_length_check_sees_long_functions(tmp_path: Path) -> None:
     assert _functions(f) == [("long", 86)]
 
 
+def _packages(root: Path) -> list[Path]:
+    return [root, *[d for d in sorted(root.rglob("*")) if d.is_dir() and (d / "__init__.py").exists()]]
+
+
 def test_no_folder_holds_more_than_15_modules() -> None:
     big = []
-    for folder in [HOST, *[d for d in HOST.rglob("*") if d.is_dir() and (d / "__init__.py").exists()]]:
+    for folder in _packages(HOST) + _packages(BOARD):
         modules = [m for m in folder.glob("*.py") if m.name != "__init__.py"]
         if len(modules) > 15:
             big.append(f"{folder.relative_to(ROOT)}: {len(modules)}")
@@ -41,13 +45,13 @@ def test_no_folder_holds_more_than_15_modules() -> None:
 
 
 def test_every_subpackage_says_its_purpose() -> None:
-    for init in HOST.rglob("__init__.py"):
+    for init in [*HOST.rglob("__init__.py"), *BOARD.rglob("__init__.py")]:
         doc = ast.get_docstring(ast.parse(init.read_text(encoding="utf-8")))
         assert doc, f"{init.relative_to(ROOT)} has no docstring saying what the package holds"
 
 
 def _rooms(text: str) -> dict[str, str]:
-    """ARCHITECTURE.md's table rows by room: ``cli``, ``quantize``, ``base``, ``device/edgeq_device``..."""
+    """ARCHITECTURE.md's table rows by room: ``cli``, ``quantize``, ``base``, ``edgeq_device/model``..."""
     return {m.group(1).strip("/"): m.group(0) for m in re.finditer(r"^\| `?([^`|]+?)`? \|.*$", text, re.M)}
 
 
@@ -56,7 +60,8 @@ def missing_from_map(text: str) -> list[str]:
 
     A module of ``edgeq/<room>/[<sub>/]<name>.py`` must be named `` `name` `` in the row of
     ``<room>/`` (with `` `sub/` `` named there too); one of ``edgeq/`` itself in the ``base`` row.
-    The board package is flat (for now): each module named in its row.
+    The board package the same way: ``edgeq_device/<room>/<name>.py`` named in the row of
+    ``edgeq_device/<room>/``, one of ``edgeq_device/`` itself in the row of ``edgeq_device/``.
     """
     rows = _rooms(text)
     missing = []
@@ -68,9 +73,13 @@ def missing_from_map(text: str) -> list[str]:
         subs = [f"`{d}/`" for d in parts[1:-1]]
         if f"`{parts[-1]}`" not in row or any(s not in row for s in subs):
             missing.append("/".join(parts))
-    board_row = rows.get("device/edgeq_device", "")
-    missing += [f"edgeq_device/{p.stem}" for p in sorted(BOARD.glob("*.py"))
-                if p.stem not in ("__init__", "__main__") and f"`{p.stem}`" not in board_row]
+    for p in sorted(BOARD.rglob("*.py")):
+        if p.name in ("__init__.py", "__main__.py"):
+            continue
+        parts = p.relative_to(BOARD).with_suffix("").parts
+        row = rows.get("/".join(("edgeq_device", *parts[:-1])), "")
+        if f"`{parts[-1]}`" not in row:
+            missing.append("/".join(("edgeq_device", *parts)))
     return missing
 
 
@@ -82,7 +91,11 @@ def test_architecture_names_every_module_of_both_packages() -> None:
 def test_the_map_check_finds_a_module_left_out() -> None:
     text = (ROOT / "ARCHITECTURE.md").read_text(encoding="utf-8")
     assert "quantize/precision/budget_steps" in missing_from_map(text.replace("`budget_steps`", "budget_steps"))
-    assert "edgeq_device/fidelity" in missing_from_map(text.replace("`fidelity`", "fidelity"))
+    assert "edgeq_device/tasks/fidelity" in missing_from_map(text.replace("`fidelity`", "fidelity"))
+    # a board module named in another room's row only is missing from its own
+    moved = text.replace("`loadcheck` (", "loadcheck (").replace("`sysinfo` (", "`sysinfo`, `loadcheck` (")
+    assert "edgeq_device/run/loadcheck" in missing_from_map(moved)
+    assert missing_from_map(text) == []
 
 
 def _conftest():  # type: ignore[no-untyped-def]

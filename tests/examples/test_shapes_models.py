@@ -11,10 +11,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-from edgeq_device.detection import identify_outputs
-from edgeq_device.flatbuffer import read_flat_model
-from edgeq_device.metadata import read_metadata
-from edgeq_device.segmentation import confusion_matrix, segmentation_scores
+from edgeq_device.model.flatbuffer import read_flat_model
+from edgeq_device.model.metadata import read_metadata
+from edgeq_device.tasks.detection import identify_outputs
+from edgeq_device.tasks.segmentation import confusion_matrix, segmentation_scores
 from PIL import Image
 
 pytestmark = pytest.mark.slow

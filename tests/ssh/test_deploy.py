@@ -295,7 +295,7 @@ def test_cli_deploy(loopback_ssh, tiny_models_dir, board_python, tmp_path):
 
 
 def test_cli_deploy_profile_runs_on_the_board_and_is_stored(loopback_ssh, tiny_models_dir, board_python, tmp_path):
-    from edgeq_device.profile import ProfileResult
+    from edgeq_device.measure.profile import ProfileResult
 
     from edgeq.store.device_json import parse_device_result
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from edgeq_device.fidelity import evaluate_fidelity
-from edgeq_device.flatbuffer import read_flat_model
-from edgeq_device.inference_pool import predict_arrays
-from edgeq_device.task_loop import input_keys, output_keys
+from edgeq_device.model.flatbuffer import read_flat_model
+from edgeq_device.run.inference_pool import predict_arrays
+from edgeq_device.tasks.fidelity import evaluate_fidelity
+from edgeq_device.tasks.task_loop import input_keys, output_keys
 
 from edgeq.deployment.fleet import Board
 from edgeq.deployment.orchestrate import deploy

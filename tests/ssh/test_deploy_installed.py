@@ -82,10 +82,10 @@ def test_a_changed_file_in_the_boards_venv_stops_the_deploy(loopback_ssh, tiny_m
     workdir = installed_deploy["workdir"]
     assert installed_deploy["out"]["ok"]
     site = next((workdir / "venv" / "lib").glob("python3*/site-packages"))
-    cli = site / "edgeq_device" / "cli.py"
+    cli = site / "edgeq_device" / "cli" / "commands.py"
     cli.write_text(cli.read_text() + "\n# changed on the board\n")
     out = _deploy(loopback_ssh, board_python, installed_device, workdir, installed_deploy["cache"],
                   tiny_models_dir["int8"])
     assert not out["ok"] and out["bench"] is None
-    assert "not the shipped wheel" in out["error"] and "edgeq_device/cli.py" in out["error"]
+    assert "not the shipped wheel" in out["error"] and "edgeq_device/cli/commands.py" in out["error"]
     assert str(workdir / "venv") in out["error"]  # the fix names the venv to remove

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from edgeq_device.flatbuffer import read_flat_model
+from edgeq_device.model.flatbuffer import read_flat_model
 
 __all__ = ["WeightStats", "gzip_size", "weight_stats"]
 

@@ -1,8 +1,8 @@
 """Top-1 accuracy and latency of ``.tflite`` bytes on this machine, for the accuracy budget.
 
 Labeled evaluation data is read once (:class:`EvalData`): an image folder is streamed
-through ``edgeq_device.evaluation.predict``, the loop a board runs; arrays are held in
-memory and run through ``edgeq_device``'s :class:`~edgeq_device.runtime.ModelRunner`.
+through ``edgeq_device.tasks.evaluation.predict``, the loop a board runs; arrays are held in
+memory and run through ``edgeq_device``'s :class:`~edgeq_device.run.runtime.ModelRunner`.
 """
 
 from __future__ import annotations
@@ -10,12 +10,12 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from edgeq_device.bench import LatencyStats, random_inputs, time_invocations
-from edgeq_device.evaluation import model_preprocess, output_classes, predict
-from edgeq_device.metadata import read_metadata
-from edgeq_device.preprocess import Preprocess
-from edgeq_device.runtime import ModelRunner
-from edgeq_device.tflite_metadata import read_tflite_metadata
+from edgeq_device.measure.bench import LatencyStats, random_inputs, time_invocations
+from edgeq_device.model.metadata import read_metadata
+from edgeq_device.model.preprocess import Preprocess
+from edgeq_device.model.tflite_metadata import read_tflite_metadata
+from edgeq_device.run.runtime import ModelRunner
+from edgeq_device.tasks.evaluation import model_preprocess, output_classes, predict
 
 from edgeq.errors import DataError
 from edgeq.inputs.data import DataSource, ImageFolder, as_source, check_label_range
@@ -27,7 +27,7 @@ __all__ = ["EvalData", "latency_ms", "top1_accuracy"]
 
 class EvalData:
     """The labeled evaluation data, read once: an image folder (streamed through the shared
-    ``edgeq_device.evaluation.predict`` loop) or arrays held in memory.
+    ``edgeq_device.tasks.evaluation.predict`` loop) or arrays held in memory.
 
     Raises:
         DataError: the data has no labels or no sample; LabelMismatchError: a label is not
@@ -93,7 +93,7 @@ def top1_accuracy(model: bytes, evaluation: Any, *, source_model: Any = None, pr
     """Top-1 accuracy (0..1) of ``.tflite`` bytes on labeled data (an image folder, ``(x, y)`` arrays...).
 
     An image folder's class folders are matched to the model's metadata labels by name, else
-    numbered as :mod:`edgeq_device.images` says.
+    numbered as :mod:`edgeq_device.run.images` says.
 
     ``source_model`` (the Keras model) tells input names and the default preprocessing;
     without it, the ``.tflite``'s own input shape does.

@@ -37,8 +37,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from edgeq_device.evaluation import output_classes
-from edgeq_device.preprocess import Preprocess
+from edgeq_device.model.preprocess import Preprocess
+from edgeq_device.tasks.evaluation import output_classes
 
 from edgeq.deprecation import renamed_arguments
 from edgeq.errors import CalibrationError, ConversionError, EdgeqError, InvalidArgumentError

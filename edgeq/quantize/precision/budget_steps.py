@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from edgeq_device.preprocess import Preprocess
+from edgeq_device.model.preprocess import Preprocess
 
 from edgeq.errors import CalibrationError, EdgeqError
 from edgeq.inputs.data import DataSource

@@ -43,9 +43,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from edgeq_device.flatbuffer import FlatModel, read_flat_model
-from edgeq_device.preprocess import Preprocess
-from edgeq_device.runtime import ModelRunner
+from edgeq_device.model.flatbuffer import FlatModel, read_flat_model
+from edgeq_device.model.preprocess import Preprocess
+from edgeq_device.run.runtime import ModelRunner
 
 from edgeq.errors import CalibrationError, EdgeqError, InvalidArgumentError, QuantizationError
 from edgeq.quantize.conversion import convert_mode

@@ -51,8 +51,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from edgeq_device.preprocess import Preprocess
-from edgeq_device.result_view import html_table, plain_text
+from edgeq_device.model.preprocess import Preprocess
+from edgeq_device.results.result_view import html_table, plain_text
 
 from edgeq.errors import InvalidArgumentError, QATError
 from edgeq.nativelog import quiet_native_logs

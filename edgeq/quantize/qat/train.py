@@ -29,9 +29,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from edgeq_device.evaluation import read_labels
-from edgeq_device.preprocess import Preprocess
-from edgeq_device.result_view import html_table, plain_text
+from edgeq_device.model.preprocess import Preprocess
+from edgeq_device.results.result_view import html_table, plain_text
+from edgeq_device.tasks.evaluation import read_labels
 
 from edgeq.deprecation import renamed_arguments
 from edgeq.errors import InvalidArgumentError, QATError
@@ -280,7 +280,7 @@ def qat(
         progress: progress per epoch on stderr (default: on unless ``EDGEQ_PROGRESS=0``).
         labels: class names in output order (or a text file, one per line): an image folder's class
             folders are the outputs of their names. Default: integer folder names are their output,
-            other names sorted as Keras does (see :mod:`edgeq_device.images`); the validation
+            other names sorted as Keras does (see :mod:`edgeq_device.run.images`); the validation
             folder is matched to the training folder's classes by name.
 
     Raises:

@@ -41,7 +41,7 @@ from dataclasses import replace
 from typing import Any
 
 import numpy as np
-from edgeq_device.flatbuffer import read_flat_model
+from edgeq_device.model.flatbuffer import read_flat_model
 
 from edgeq.errors import CalibrationError, ConversionError, EdgeqError, InvalidArgumentError
 from edgeq.quantize.flatbuffer import read_model, write_model

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from edgeq_device.preprocess import Preprocess
+from edgeq_device.model.preprocess import Preprocess
 
 from edgeq.errors import InvalidArgumentError
 from edgeq.quantize.layer_error import QuantDebugSession

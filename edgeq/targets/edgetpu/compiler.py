@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
-from edgeq_device.fileio import check_output_folder
+from edgeq_device.results.fileio import check_output_folder
 
 from edgeq.errors import (
     CompilerNotFoundError,

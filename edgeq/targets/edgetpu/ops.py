@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from edgeq_device.flatbuffer import FlatModel, ModelSource, Operator, Subgraph, Tensor, read_flat_model
+from edgeq_device.model.flatbuffer import FlatModel, ModelSource, Operator, Subgraph, Tensor, read_flat_model
 
 __all__ = [
     "EDGETPU_COMPILER_VERSION",

@@ -37,7 +37,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from edgeq_device.flatbuffer import FlatModel, ModelSource, Subgraph
+from edgeq_device.model.flatbuffer import FlatModel, ModelSource, Subgraph
 
 from edgeq.errors import InvalidArgumentError
 from edgeq.targets.edgetpu.ops import (
@@ -217,7 +217,7 @@ def check_edgetpu_ready(flat_model: FlatModel | ModelSource) -> list[Problem]:
     at once.
 
     Args:
-        flat_model: a :class:`~edgeq_device.flatbuffer.FlatModel`, or a ``.tflite`` path or bytes.
+        flat_model: a :class:`~edgeq_device.model.flatbuffer.FlatModel`, or a ``.tflite`` path or bytes.
     """
     flat = as_flat_model(flat_model)
     sg = flat.main
@@ -259,7 +259,7 @@ def predict_edgetpu(model: FlatModel | ModelSource) -> EdgeTPUPrediction:
     """Predict op by op what ``edgetpu_compiler`` 16.0 maps to the Edge TPU (see the module docstring).
 
     Args:
-        model: a :class:`~edgeq_device.flatbuffer.FlatModel`, or a ``.tflite`` path or bytes.
+        model: a :class:`~edgeq_device.model.flatbuffer.FlatModel`, or a ``.tflite`` path or bytes.
     """
     flat = as_flat_model(model)
     sg = flat.main

@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgeq_device.fileio import atomic_write_bytes
+from edgeq_device.results.fileio import atomic_write_bytes
 
 from edgeq.errors import InvalidArgumentError, OutputExistsError
 from edgeq.targets.mcu.check import MCUReport, check_mcu

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 from click.testing import CliRunner
-from edgeq_device.metadata import read_metadata
+from edgeq_device.model.metadata import read_metadata
 
 from edgeq.cli import cli
 

@@ -104,7 +104,7 @@ IMAGE_COMMANDS = (["convert", "m.keras"], ["qat", "m.keras", "--train", "t"], ["
     ("--size", "0x28"),
 ])
 def test_preprocessing_flags_parse_as_on_edgeq_device(flag, value):
-    from edgeq_device.cli import cli as device_cli
+    from edgeq_device.cli.commands import cli as device_cli
 
     if flag == "--size":
         line = f"error: --size: expected WIDTHxHEIGHT (received '{value}'); give two positive integers, e.g. --size 224x224"
@@ -119,7 +119,7 @@ def test_preprocessing_flags_parse_as_on_edgeq_device(flag, value):
 
 
 def test_mean_std_take_one_number_or_r_g_b(model_file, tmp_path):
-    from edgeq_device.metadata import read_metadata
+    from edgeq_device.model.metadata import read_metadata
 
     code, _, err = _run("convert", model_file, "--mode", "float32", "--mean", "127.5", "--std", "127.5", "-o", tmp_path)
     assert code == 0, err
@@ -180,7 +180,7 @@ def test_output_name_too_long(model_file, tmp_path):
     line = _one_line("convert", model_file, "--mode", "float32", "-o", tmp_path / "o", "--json", long)
     assert line == (f"error: --json: cannot write the file: the name is too long (received '{long}'); "
                     "choose a shorter name")
-    from edgeq_device.fileio import atomic_write_bytes
+    from edgeq_device.results.fileio import atomic_write_bytes
 
     with pytest.raises(OutputError, match="the name is too long"):
         atomic_write_bytes(tmp_path / ("y" * 300), b"data")
@@ -244,7 +244,7 @@ def custom_model(tmp_path_factory):
 
 @pytest.mark.parametrize("suffix", [".keras", ".h5"])
 def test_custom_layer_is_named_and_custom_objects_loads_it(custom_model, suffix, tmp_path):
-    from edgeq_device.evaluation import predict_arrays
+    from edgeq_device.tasks.evaluation import predict_arrays
 
     folder, source, x, expected = custom_model
     path = folder / f"scaled{suffix}"

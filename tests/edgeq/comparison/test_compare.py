@@ -42,8 +42,8 @@ def comparison(trained, mnist_train, mnist_test, tmp_path_factory):
 @pytest.fixture(scope="module")
 def eval_arrays(mnist_test):
     """The same seeded subset compare evaluated, read independently of edgeq.data."""
-    from edgeq_device.images import iter_images, list_image_folder
-    from edgeq_device.preprocess import Preprocess
+    from edgeq_device.model.preprocess import Preprocess
+    from edgeq_device.run.images import iter_images, list_image_folder
 
     listing = list_image_folder(mnist_test).sample(EVAL_N, seed=0)
     pairs = list(iter_images(listing, Preprocess(size=(28, 28), color="l")))

@@ -9,7 +9,7 @@ import sqlite3
 
 import pytest
 from click.testing import CliRunner
-from edgeq_device.flatbuffer import read_flat_model
+from edgeq_device.model.flatbuffer import read_flat_model
 
 from edgeq.cli import cli
 from edgeq.errors import InvalidArgumentError

@@ -17,7 +17,7 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from edgeq_device.preprocess import Preprocess
+from edgeq_device.model.preprocess import Preprocess
 from PIL import Image
 
 from edgeq.cli import cli
@@ -132,9 +132,9 @@ def test_detection_keras_map_equals_pycocotools_on_its_own_outputs(det_compariso
 
 
 def test_detection_modes_equal_edgeq_device_on_the_saved_models(det_comparison, det_data, tmp_path):
-    from edgeq_device.fidelity import evaluate_fidelity
-    from edgeq_device.metadata import read_metadata
-    from edgeq_device.tasks import evaluate_task
+    from edgeq_device.model.metadata import read_metadata
+    from edgeq_device.tasks.fidelity import evaluate_fidelity
+    from edgeq_device.tasks.registry import evaluate_task
 
     comp, _ = det_comparison
     images, ann, _ = det_data
@@ -208,8 +208,8 @@ def seg_model():
 
 
 def test_segmentation_miou_against_numpy_and_the_device(seg_model, seg_data, tmp_path):
-    from edgeq_device.preprocess import Preprocess, load_image
-    from edgeq_device.tasks import evaluate_task
+    from edgeq_device.model.preprocess import Preprocess, load_image
+    from edgeq_device.tasks.registry import evaluate_task
 
     images, masks = seg_data
     db = tmp_path / "results.db"
@@ -298,7 +298,7 @@ def test_bad_task_input_is_one_line_and_writes_nothing(det_data, seg_data, tmp_p
 
 def test_classification_compare_keeps_reference_files_for_fidelity(tmp_path):
     """A one-output classifier's comparison also writes inputs.npz and reference.npz, keyed as the model."""
-    from edgeq_device.fidelity import evaluate_fidelity
+    from edgeq_device.tasks.fidelity import evaluate_fidelity
 
     keras.utils.set_random_seed(1)
     inp = keras.Input((8, 8, 1))
@@ -316,7 +316,7 @@ def test_classification_compare_keeps_reference_files_for_fidelity(tmp_path):
 def test_compare_reads_cityscapes_label_ids_and_palette_masks(seg_model, seg_data, tmp_path):
     """The same truth stored as Cityscapes label IDs (--label-map cityscapes) and as VOC palette PNGs (the
     ignored band 254 and 255, --ignore-index 254-255) gives the Keras model the mIoU numpy counts."""
-    from edgeq_device.preprocess import Preprocess, load_image
+    from edgeq_device.model.preprocess import Preprocess, load_image
 
     images, masks = seg_data
     city, voc = tmp_path / "city", tmp_path / "voc"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from edgeq_device.bench import median_interval
+from edgeq_device.measure.bench import median_interval
 
 from edgeq.comparison.recommend import latency_summary, recommend, round_levels
 from edgeq.comparison.records import ModeRow

@@ -193,7 +193,7 @@ def test_setup_makes_a_venv_with_the_wheel_then_reuses_it(tmp_path):
                               "os.path.dirname(edgeq_device.__file__)))"], capture_output=True, text=True,
                              env=ENV, check=True).stdout.strip()
     assert agent.record_mismatches(purelib, str(work / rel)) == []
-    (Path(purelib) / "edgeq_device" / "bench.py").write_text("# changed\n")
-    assert agent.record_mismatches(purelib, str(work / rel)) == ["edgeq_device/bench.py"]
+    (Path(purelib) / "edgeq_device" / "measure" / "bench.py").write_text("# changed\n")
+    assert agent.record_mismatches(purelib, str(work / rel)) == ["edgeq_device/measure/bench.py"]
     code, bad = run_agent("setup", str(work), rel, wheel_sha, "litert", "1", "")
-    assert code == 3 and bad["kind"] == "setup" and "edgeq_device/bench.py" in bad["error"]
+    assert code == 3 and bad["kind"] == "setup" and "edgeq_device/measure/bench.py" in bad["error"]

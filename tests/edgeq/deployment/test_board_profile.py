@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from edgeq_device.profile import ProfileParams, ProfileResult, profile_model
+from edgeq_device.measure.profile import ProfileParams, ProfileResult, profile_model
 
 from edgeq.deployment.results import BoardResult, DeployReport
 from edgeq.errors import DataError, InvalidArgumentError

@@ -73,20 +73,21 @@ def test_pip_installs_the_wheel_and_it_holds_the_same_bytes(installed_device, tm
     probe = ("import hashlib, importlib.metadata as m, importlib.util as u, pathlib\n"
              "d = m.distribution('edgeq-device')\n"
              "root = pathlib.Path(u.find_spec('edgeq_device').origin).parent\n"
-             "for p in sorted(root.glob('*.py')):\n"
-             "    print(p.name, hashlib.sha256(p.read_bytes()).hexdigest())\n")
+             "for p in sorted(root.rglob('*.py')):\n"
+             "    print(p.relative_to(root).as_posix(), hashlib.sha256(p.read_bytes()).hexdigest())\n")
     out = subprocess.run([str(venv / "bin" / "python"), "-c", probe], capture_output=True, text=True, env=env,
                          check=True).stdout
-    host = "".join(f"{p.name} {hashlib.sha256(p.read_bytes()).hexdigest()}\n"
-                   for p in sorted((installed_device / "edgeq_device").glob("*.py")))
-    assert out == host and "__init__.py" in out
+    root = installed_device / "edgeq_device"
+    host = "".join(f"{p.relative_to(root).as_posix()} {hashlib.sha256(p.read_bytes()).hexdigest()}\n"
+                   for p in sorted(root.rglob("*.py")))
+    assert out == host and "__init__.py" in out and "model/flatbuffer.py" in out  # the rooms are in the wheel
     assert (venv / "bin" / "edgeq-device").is_file()  # pip wrote the console script from entry_points.txt
 
 
 def test_a_changed_installed_file_is_refused(installed_device, tmp_path):
     site = tmp_path / "site"
     shutil.copytree(installed_device, site)
-    bench = site / "edgeq_device" / "bench.py"
+    bench = site / "edgeq_device" / "measure" / "bench.py"
     bench.write_bytes(bench.read_bytes() + b"\nimport os; os.system('true')\n")
     cache = tmp_path / "cache"
     with pytest.raises(DeployError) as exc:
@@ -101,7 +102,7 @@ def test_a_changed_wheel_entry_is_refused(installed_device, tmp_path):
     with zipfile.ZipFile(wheel) as src, zipfile.ZipFile(bad, "w") as dst:
         for item in src.infolist():
             data = src.read(item)
-            dst.writestr(item, data + b"\n# changed\n" if item.filename == "edgeq_device/cli.py" else data)
+            dst.writestr(item, data + b"\n# changed\n" if item.filename == "edgeq_device/cli/commands.py" else data)
     with pytest.raises(DeployError, match="RECORD"):
         verify_wheel(bad)
 

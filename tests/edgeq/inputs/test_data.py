@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from edgeq_device.preprocess import Preprocess
+from edgeq_device.model.preprocess import Preprocess
 from PIL import Image
 
 from edgeq.errors import DataError, InvalidArgumentError, LabelMismatchError

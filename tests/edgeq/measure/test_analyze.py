@@ -1,4 +1,4 @@
-"""edgeq.analyze / edgeq_device.analysis on real TFLite conversions, checked against the interpreter."""
+"""edgeq.analyze / edgeq_device.model.analysis on real TFLite conversions, checked against the interpreter."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
 from click.testing import CliRunner
-from edgeq_device.analysis import analyze_flat_model
+from edgeq_device.model.analysis import analyze_flat_model
 from plain_tflite import plain_convert
 
 import edgeq

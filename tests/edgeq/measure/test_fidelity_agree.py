@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from edgeq_device.fidelity import output_fidelity
+from edgeq_device.tasks.fidelity import output_fidelity
 
 from edgeq.measure.fidelity import fidelity
 

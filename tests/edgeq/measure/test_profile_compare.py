@@ -9,7 +9,7 @@ import flatbuffers
 import pytest
 from ai_edge_litert import schema_py_generated as schema
 from click.testing import CliRunner
-from edgeq_device.profile import ProfileParams
+from edgeq_device.measure.profile import ProfileParams
 
 from edgeq.cli import cli
 from edgeq.cli.profile import profile_rows
@@ -108,8 +108,8 @@ def test_mobilenet_v2_operators_add_up_in_every_mode(tmp_path, mnist_train):
     held to it when the machine is not saturated. (float16 and int8 with float I/O are the same kernels plus
     constant dequantize / quantize operators; the digits CNN test covers every mode.)"""
     import keras
-    from edgeq_device.preprocess import Preprocess
-    from edgeq_device.profile import profile_model
+    from edgeq_device.measure.profile import profile_model
+    from edgeq_device.model.preprocess import Preprocess
 
     from edgeq.quantize.converter import convert
 
@@ -138,7 +138,7 @@ def _invoke_cpu_us(path, runs: int = 30) -> float:
     import time
 
     import numpy as np
-    from edgeq_device.runtime import ModelRunner
+    from edgeq_device.run.runtime import ModelRunner
 
     runner = ModelRunner(path.read_bytes(), threads=1)
     d = runner.interpreter.get_input_details()[0]

@@ -7,8 +7,8 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from edgeq_device.metadata import read_metadata
-from edgeq_device.runtime import ModelRunner
+from edgeq_device.model.metadata import read_metadata
+from edgeq_device.run.runtime import ModelRunner
 
 import edgeq
 from edgeq.errors import (
@@ -95,8 +95,8 @@ def residual():
 
 
 def _mnist_batch(folder, n=16):
-    from edgeq_device.images import iter_images, list_image_folder
-    from edgeq_device.preprocess import Preprocess
+    from edgeq_device.model.preprocess import Preprocess
+    from edgeq_device.run.images import iter_images, list_image_folder
 
     listing = list_image_folder(folder).sample(n, seed=3)
     return np.stack([a for a, _ in iter_images(listing, Preprocess(size=(28, 28), color="l"))])
@@ -257,7 +257,7 @@ def test_seeded_sampling_is_reproducible(cnn, mnist_train):
     a = edgeq.convert(cnn, "int8", calibration=mnist_train, samples=10, seed=5)
     b = edgeq.convert(cnn, "int8", calibration=mnist_train, samples=10, seed=5)
     c = edgeq.convert(cnn, "int8", calibration=mnist_train, samples=10, seed=6)
-    from edgeq_device.flatbuffer import read_flat_model
+    from edgeq_device.model.flatbuffer import read_flat_model
 
     def activation_scales(r):
         return [t.quantization.scale for t in read_flat_model(r.model_bytes).main.tensors if not t.is_constant]

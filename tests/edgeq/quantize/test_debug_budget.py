@@ -14,7 +14,7 @@ import keras
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from edgeq_device.runtime import ModelRunner
+from edgeq_device.run.runtime import ModelRunner
 
 from edgeq import convert, debug
 from edgeq.cli import cli

@@ -6,8 +6,8 @@ import gzip
 
 import numpy as np
 import pytest
-from edgeq_device.flatbuffer import read_flat_model
-from edgeq_device.runtime import ModelRunner
+from edgeq_device.model.flatbuffer import read_flat_model
+from edgeq_device.run.runtime import ModelRunner
 from fixtures.models import train_resnet8
 
 import edgeq

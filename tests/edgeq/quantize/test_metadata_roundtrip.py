@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from edgeq_device.metadata import read_metadata
-from edgeq_device.tflite_metadata import packed_files, read_tflite_metadata
+from edgeq_device.model.metadata import read_metadata
+from edgeq_device.model.tflite_metadata import packed_files, read_tflite_metadata
 
 
 @pytest.mark.parametrize("kind", ["float32", "int8", "int8-io"])

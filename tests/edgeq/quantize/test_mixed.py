@@ -14,8 +14,8 @@ import keras
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from edgeq_device.flatbuffer import read_flat_model
-from edgeq_device.runtime import ModelRunner
+from edgeq_device.model.flatbuffer import read_flat_model
+from edgeq_device.run.runtime import ModelRunner
 
 from edgeq import convert
 from edgeq.cli import cli

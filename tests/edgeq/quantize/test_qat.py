@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tf_keras
 from click.testing import CliRunner
-from edgeq_device.runtime import ModelRunner
+from edgeq_device.run.runtime import ModelRunner
 
 from edgeq import qat
 from edgeq.cli import cli

@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from edgeq_device.flatbuffer import read_flat_model
-from edgeq_device.report_json import dumps_json
-from edgeq_device.runtime import ModelRunner
+from edgeq_device.model.flatbuffer import read_flat_model
+from edgeq_device.results.report_json import dumps_json
+from edgeq_device.run.runtime import ModelRunner
 
 import edgeq
 from edgeq.cli import cli

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from edgeq_device.evaluation import predict_arrays
+from edgeq_device.tasks.evaluation import predict_arrays
 
 from edgeq.cli import cli
 from edgeq.comparison.run import compare

@@ -18,8 +18,8 @@ from typing import Any
 import edgeq_device
 import numpy as np
 import pytest
-from edgeq_device.metadata import read_metadata
-from edgeq_device.preprocess import Preprocess
+from edgeq_device.model.metadata import read_metadata
+from edgeq_device.model.preprocess import Preprocess
 
 import edgeq
 from edgeq.quantize.flatbuffer import packed_files, read_model
@@ -167,7 +167,7 @@ def test_detector_and_segmenter_outputs_are_described(tmp_path: Path, mediapipe_
 
 def _same_masks_in_mediapipe(model: Path, names: tuple[str, ...], tmp_path: Path, python: str) -> None:
     from ai_edge_litert.interpreter import Interpreter
-    from edgeq_device.preprocess import load_image
+    from edgeq_device.model.preprocess import load_image
     from PIL import Image
 
     folder = tmp_path / "images32"

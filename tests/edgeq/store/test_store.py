@@ -323,14 +323,14 @@ def tiny_tflite(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _bench(model: Path, xnnpack: bool = True) -> dict[str, object]:
-    from edgeq_device.bench import benchmark
+    from edgeq_device.measure.bench import benchmark
 
     return benchmark(model, runs=20, min_secs=0.15, warmup=3, threads=1, xnnpack=xnnpack).to_dict()
 
 
 def test_import_a_real_bench_json(tiny_tflite: Path, tmp_path: Path) -> None:
     """`edgeq-device bench --json` output, produced by the real benchmark, imported by the CLI."""
-    from edgeq_device.bench import BenchResult
+    from edgeq_device.measure.bench import BenchResult
 
     payload = _bench(tiny_tflite)
     result = BenchResult.from_dict(payload)
@@ -377,7 +377,7 @@ def test_import_a_real_bench_json(tiny_tflite: Path, tmp_path: Path) -> None:
 
 def test_import_a_real_eval_json(tiny_tflite: Path, mnist_test: Path, tmp_path: Path) -> None:
     """`edgeq-device eval --json` output on real MNIST digits, imported through the API."""
-    from edgeq_device.evaluation import evaluate
+    from edgeq_device.tasks.evaluation import evaluate
 
     result = evaluate(tiny_tflite, mnist_test, limit=60, threads=1)
     eval_json = tmp_path / "eval.json"

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import tensorflow as tf
 from click.testing import CliRunner
-from edgeq_device.flatbuffer import read_flat_model
+from edgeq_device.model.flatbuffer import read_flat_model
 from plain_tflite import plain_convert
 
 from edgeq.cli import cli

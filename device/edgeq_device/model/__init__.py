@@ -1,0 +1,1 @@
+"""The model file: the ``.tflite`` flatbuffer parsed and validated, its metadata, preprocessing, analysis and info."""
