@@ -126,7 +126,7 @@ def _path_hash(path: Path) -> str:
     return h.hexdigest()
 
 
-def data_hash(data: Any) -> str | None:
+def data_hash(data: Any, argument: str = "data") -> str | None:
     """sha256 of a data argument: a path's files, arrays' bytes (with shape and dtype); None for None.
 
     Raises:
@@ -137,7 +137,7 @@ def data_hash(data: Any) -> str | None:
     if isinstance(data, (str, os.PathLike)):
         p = Path(data)
         if not p.exists():
-            raise InvalidArgumentError("no data at this path", argument="data", received=str(p),
+            raise InvalidArgumentError("no data at this path", argument=argument, received=str(p),
                                        fix="give an image folder, a .npy/.npz file, or arrays")
         return _path_hash(p)
     parts = data if isinstance(data, (tuple, list)) else (data,)
@@ -147,7 +147,7 @@ def data_hash(data: Any) -> str | None:
             h.update(b"none")
             continue
         if not isinstance(part, np.ndarray):
-            raise InvalidArgumentError("a sweep takes data as a path or arrays", argument="data",
+            raise InvalidArgumentError("a sweep takes data as a path or arrays", argument=argument,
                                        received=type(part).__name__,
                                        fix="give an image folder, a .npz file, or (x, y) NumPy arrays")
         a = np.ascontiguousarray(part)
@@ -262,6 +262,20 @@ def _option_values(options: Mapping[str, Any] | None) -> dict[str, list[Any]]:
     return out
 
 
+_CALIBRATED = ("int8", "int16x8", "int4", *TRAIN_MODES)
+_TRAIN_SETTINGS = ("train_epochs", "clusters", "sparsity")
+
+
+def _relevant(mode: str, hashes: Mapping[str, Any], settings: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The data and settings a mode's figures depend on: a float16 cell's key has no calibration in it, so
+    changing the calibration data reruns only the calibrated cells."""
+    data = {k: v for k, v in hashes.items() if (k != "calibration" or mode in _CALIBRATED)
+            and (k != "train" or mode in TRAIN_MODES)}
+    sets = {k: v for k, v in settings.items() if (k != "samples" or mode in _CALIBRATED)
+            and (k not in _TRAIN_SETTINGS or mode in TRAIN_MODES)}
+    return data, sets
+
+
 def build_grid(specs: Sequence[ModelSpec], modes: Sequence[str], options: Mapping[str, Any] | None,
                hashes: Mapping[str, Any], settings: Mapping[str, Any]) -> list[Cell]:
     """Every cell: each model × mode × the options that apply to that mode (others left out, so a
@@ -282,8 +296,8 @@ def build_grid(specs: Sequence[ModelSpec], modes: Sequence[str], options: Mappin
             if marker in seen:
                 continue
             seen.add(marker)
-            key = hashlib.sha256(canonical_json({"model": model_hash[spec.name], "data": dict(hashes),
-                                                 "mode": mode, "options": chosen,
-                                                 "settings": dict(settings)}).encode()).hexdigest()
+            data, sets = _relevant(mode, hashes, settings)
+            key = hashlib.sha256(canonical_json({"model": model_hash[spec.name], "data": data, "mode": mode,
+                                                 "options": chosen, "settings": sets}).encode()).hexdigest()
             cells.append(Cell(spec, mode, chosen, key))
     return cells

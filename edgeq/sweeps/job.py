@@ -138,8 +138,6 @@ def run_cell(job: Mapping[str, Any], calibration: Any = None, evaluation: Any = 
                             "error": None}
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("EDGEQ_PROGRESS", "0")
-    if job.get("node_id_env") and os.environ.get(job["node_id_env"]):
-        base["node"] = os.environ[job["node_id_env"]]
     try:
         mine = worker_versions()
     except Exception as exc:  # noqa: BLE001 - an uninstalled edgeq is the worker's failure to report

@@ -211,7 +211,8 @@ def sweep(
     out = Path(output)
     _check_output(out, force)
     out.mkdir(parents=True, exist_ok=True)
-    hashes = {"calibration": data_hash(calibration), "evaluation": data_hash(evaluation), "train": data_hash(train)}
+    hashes = {"calibration": data_hash(calibration, "calibration"), "evaluation": data_hash(evaluation, "evaluation"),
+              "train": data_hash(train, "train")}
     settings = {"samples": samples, "eval_samples": eval_samples, "seed": seed, "threads": threads, "runs": runs,
                 "min_secs": min_secs, "max_secs": max_secs, "train_epochs": train_epochs, "clusters": clusters,
                 "sparsity": sparsity}

@@ -23,7 +23,7 @@ from typing import Any
 from edgeq.errors import InvalidArgumentError, SweepError
 from edgeq.sweeps.job import run_cell
 
-__all__ = ["parse_memory", "run_local", "run_ray"]
+__all__ = ["parse_memory", "ray_cell", "run_local", "run_ray"]
 
 Data = tuple[Any, Any, Any]
 
@@ -82,6 +82,17 @@ def parse_memory(value: str | int | None) -> int | None:
                                fix="give e.g. 2GB or 1500MB")
 
 
+def ray_cell(job: Mapping[str, Any], calibration: Any = None, evaluation: Any = None,
+             train: Any = None) -> dict[str, Any]:
+    """:func:`~edgeq.sweeps.job.run_cell` as a Ray task: the result names the Ray node that ran it."""
+    import ray
+
+    res = run_cell(job, calibration, evaluation, train)
+    ctx = ray.get_runtime_context()
+    res["node"] = f"{res.get('host')}:{ctx.get_node_id()[:8]}"
+    return res
+
+
 def _ray_address(address: str) -> str:
     return os.environ.get("RAY_ADDRESS", "auto") if address == "auto" else address
 
@@ -112,7 +123,7 @@ def run_ray(jobs: Iterable[Mapping[str, Any]], data: Data, address: str, *, cpus
     try:
         total_cpus = int(ray.cluster_resources().get("CPU", 1))
         limit = in_flight or max(2, 2 * total_cpus)
-        task = ray.remote(run_cell).options(num_cpus=cpus, memory=memory, max_retries=retries)
+        task = ray.remote(ray_cell).options(num_cpus=cpus, memory=memory, max_retries=retries)
         # Arrays go to the object store once, not once per task; paths travel as they are.
         refs = tuple(ray.put(d) if d is not None and not isinstance(d, (str, os.PathLike)) else d for d in data)
         it = iter(jobs)
@@ -131,7 +142,8 @@ def run_ray(jobs: Iterable[Mapping[str, Any]], data: Data, address: str, *, cpus
                 try:
                     yield ray.get(ref)
                 except RayError as exc:  # the worker or its node died: this cell only
-                    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                    text = str(exc).strip()
+                    first = text.splitlines()[0].split(". ")[0] if text else "no message"
                     yield _failed(job, f"{type(exc).__name__}: {first}")
     finally:
         if started_here:
