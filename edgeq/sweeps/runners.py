@@ -33,15 +33,25 @@ def _failed(job: Mapping[str, Any], error: str) -> dict[str, Any]:
             "model_bytes": None, "host": None, "node": None, "seconds": None}
 
 
+def _share_cores(threads: int) -> None:
+    """A local worker's initializer: TensorFlow's and OpenMP's thread pools sized to its share of the cores,
+    so that N workers do not each start a pool as wide as the machine (set before TensorFlow is imported)."""
+    for name in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS"):
+        os.environ.setdefault(name, str(threads))
+
+
 def run_local(jobs: Iterable[Mapping[str, Any]], data: Data, workers: int) -> Iterator[dict[str, Any]]:
-    """Run ``jobs`` in ``workers`` spawned processes (0: one after another in this process)."""
+    """Run ``jobs`` in ``workers`` spawned processes (0: one after another in this process), each worker's
+    thread pools sized to its share of the cores."""
     if workers == 0:
         for job in jobs:
             yield run_cell(job, *data)
         return
     ctx = multiprocessing.get_context("spawn")  # no forked TensorFlow state
     it = iter(jobs)
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+    share = max(1, (os.cpu_count() or 1) // workers)
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_share_cores,
+                             initargs=(share,)) as pool:
         pending: dict[Future[dict[str, Any]], Mapping[str, Any]] = {}
         while True:
             while len(pending) < 2 * workers:
