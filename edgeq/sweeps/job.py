@@ -105,7 +105,7 @@ def _measure(loaded: Any, result: Any, calibration: Any, evaluation: Any, s: Map
     return {
         "size_bytes": result.size_bytes, "compressed_size_bytes": result.compressed_size,
         "conversion_seconds": result.conversion_seconds, "io": result.io.value,
-        "eval_images": int(len(x)), "labeled": y is not None,
+        "eval_images": len(x), "labeled": y is not None,
         "top1": top1, "top5": top_k_accuracy(out, y, 5), "keras_top1": keras_top1,
         "top1_drop_points": None if top1 is None or keras_top1 is None else (keras_top1 - top1) * 100,
         "agreement": argmax_agreement(keras_out, out),
@@ -140,7 +140,7 @@ def run_cell(job: Mapping[str, Any], calibration: Any = None, evaluation: Any = 
     os.environ.setdefault("EDGEQ_PROGRESS", "0")
     try:
         mine = worker_versions()
-    except Exception as exc:  # noqa: BLE001 - an uninstalled edgeq is the worker's failure to report
+    except Exception as exc:  # an uninstalled or broken edgeq is this worker's failure to report
         return {**base, "status": "version-mismatch", "error": f"edgeq cannot be imported here: {exc}"}
     want = dict(job.get("versions") or {})
     diff = {k: (want[k], mine.get(k)) for k in want if mine.get(k) != want[k]}
@@ -156,7 +156,7 @@ def run_cell(job: Mapping[str, Any], calibration: Any = None, evaluation: Any = 
             loaded = load_model(_build(job["model"]))
             result = _convert(loaded, job["mode"], job["options"], calibration, train, job["settings"])
             figures = _measure(loaded, result, calibration, evaluation, job["settings"])
-    except Exception as exc:  # noqa: BLE001 - one failed cell is recorded, the others go on
+    except Exception as exc:  # one failed cell is recorded, the others go on
         tail = traceback.format_exc(limit=-3)
         return {**base, "status": "failed", "error": f"{type(exc).__name__}: {exc}", "traceback": tail,
                 "seconds": time.perf_counter() - started}

@@ -14,6 +14,7 @@ streaming back to the driver's store; and it pulls pandas and pyarrow into ``edg
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 from collections.abc import Iterable, Iterator, Mapping
@@ -55,8 +56,9 @@ def run_local(jobs: Iterable[Mapping[str, Any]], data: Data, workers: int) -> It
         pending: dict[Future[dict[str, Any]], Mapping[str, Any]] = {}
         while True:
             while len(pending) < 2 * workers:
-                job = next(it, None)
-                if job is None:
+                try:
+                    job = next(it)
+                except StopIteration:
                     break
                 pending[pool.submit(run_cell, job, *data)] = job
             if not pending:
@@ -65,8 +67,8 @@ def run_local(jobs: Iterable[Mapping[str, Any]], data: Data, workers: int) -> It
             for fut in done:
                 job = pending.pop(fut)
                 try:
-                    yield fut.result()
-                except Exception as exc:  # noqa: BLE001 - a worker process that died takes only its cell
+                        yield fut.result()
+                except Exception as exc:  # a worker process that died takes only its cell
                     yield _failed(job, f"the worker process died: {type(exc).__name__}: {exc}")
 
 
@@ -125,7 +127,7 @@ def run_ray(jobs: Iterable[Mapping[str, Any]], data: Data, address: str, *, cpus
     started_here = not ray.is_initialized()
     if started_here:
         try:
-            ray.init(address=_ray_address(address), log_to_driver=False, logging_level="ERROR",
+            ray.init(address=_ray_address(address), log_to_driver=False, logging_level=logging.ERROR,
                      runtime_env=dict(runtime_env) if runtime_env else None)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise SweepError(f"cannot connect to the Ray cluster ({exc})", argument="ray", received=address,
@@ -140,8 +142,9 @@ def run_ray(jobs: Iterable[Mapping[str, Any]], data: Data, address: str, *, cpus
         pending: dict[Any, Mapping[str, Any]] = {}
         while True:
             while len(pending) < limit:
-                job = next(it, None)
-                if job is None:
+                try:
+                    job = next(it)
+                except StopIteration:
                     break
                 pending[task.remote(job, *refs)] = job
             if not pending:

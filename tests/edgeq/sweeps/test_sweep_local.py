@@ -89,3 +89,22 @@ def test_constraints_no_cell_within_and_cli(tiny_models, small_data, tmp_path):
     res = CliRunner().invoke(cli, ["sweep", str(tiny_models[0]), "--calib", str(tmp_path / "calib.npz"), "--eval",
                                    str(tmp_path / "eval.npz"), "-o", str(tmp_path / "other")])
     assert res.exit_code == 2 and "output: the output folder holds other files" in res.stderr
+
+
+def test_a_worker_with_other_versions_stops_the_sweep(tiny_models, small_data, tmp_path, monkeypatch):
+    from edgeq.errors import SweepError
+    from edgeq.sweeps import run as sweep_run
+    from edgeq.sweeps.job import run_cell, worker_versions
+
+    mine = worker_versions()
+    assert set(mine) == {"edgeq", "tensorflow", "ai-edge-litert"} and mine["tensorflow"] != "missing"
+    res = run_cell({"key": "k", "name": "m/float32", "versions": {**mine, "tensorflow": "2.0.0"}})
+    assert res["status"] == "version-mismatch"
+    assert f"tensorflow {mine['tensorflow']} here, 2.0.0 on the driver" in res["error"]
+    # a driver whose TensorFlow differs from its workers' (here: this process's): one clear error, no cell run
+    monkeypatch.setattr(sweep_run, "worker_versions", lambda: {**mine, "ai-edge-litert": "9.9.9"})
+    calib, evaluation = small_data
+    with pytest.raises(SweepError, match=r"ai-edge-litert .* here, 9\.9\.9 on the driver.*install the driver's"):
+        edgeq.sweep([tiny_models[0]], calibration=calib, evaluation=evaluation, modes=["float32"],
+                    output=tmp_path / "s", workers=0, progress=False)
+    assert not list((tmp_path / "s").glob("cells/*/model.tflite"))

@@ -28,7 +28,7 @@ def test_ray_sweep_matches_local_and_resumes_after_a_node_dies(tiny_models, mnis
     common = _common(mnist_train, mnist_test)
     local = edgeq.sweep(tiny_models, output=tmp_path / "local", workers=2, **common)
     assert local.ran == 15 and local.failed == 0
-    with two_node_cluster(tmp_path / "ray") as (address, head, worker):
+    with two_node_cluster(tmp_path / "ray") as (address, _head, worker):
         on_ray = edgeq.sweep(tiny_models, output=tmp_path / "on_ray", ray=address, ray_memory="1GB", **common)
         assert on_ray.ran == 15 and on_ray.failed == 0, [c["error"] for c in on_ray.report.cells]
         nodes = {c["node"] for c in on_ray.report.cells}
