@@ -11,7 +11,7 @@ pytestmark = pytest.mark.slow
 
 def test_notebook_07_runs(tmp_path, execute_notebook):
     outputs = execute_notebook("07_sweep.ipynb", timeout=600)
-    text = "".join(o.get("text", "") or "".join(o.get("data", {}).get("text/plain", "")) for o in outputs)
+    text = "\n".join(o.get("text", "") or "".join(o.get("data", {}).get("text/plain", "")) for o in outputs)
     assert re.search(r"^8 run, 0 from the store, 0 failed", text, re.M), text[-3000:]
     assert re.search(r"^0 run, 8 from the store", text, re.M), text[-3000:]
     assert "recommended: " in text and "within the constraints" in text
