@@ -254,7 +254,9 @@ def sweep(
             failed += res["status"] != "ok"
             f = res.get("figures") or {}
             say(f"[{len(entries)}/{len(cells)}] {cell.name}: " + (
-                f"ok, {f['size_bytes']} B, top-1 {_pct(f.get('top1'))}, p50 {f['latency_p50_us'] / 1000:.3f} ms"
+                f"ok, {f['size_bytes']} B, " + (f"top-1 {_pct(f['top1'])}" if f.get("top1") is not None
+                                                 else f"agreement {_pct(f.get('agreement'))}")
+                + f", p50 {f['latency_p50_us'] / 1000:.3f} ms"
                 if res["status"] == "ok" else f"FAILED: {res['error']}")
                 + f" ({res.get('seconds') or 0:.1f} s on {res.get('node') or '?'})")
     finally:
