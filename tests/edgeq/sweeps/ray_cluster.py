@@ -64,6 +64,16 @@ class Node:
         except ProcessLookupError:
             pass
 
+    def running(self, task: str) -> bool:
+        """Whether a worker of this node is running ``task`` now (Ray titles such a process ``ray::<task>``)."""
+        for pid in descendants(self.proc.pid):
+            try:
+                if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(f"ray::{task}".encode()):
+                    return True
+            except OSError:
+                continue
+        return False
+
     def kill(self) -> None:
         """SIGKILL every process of the node (raylet, its workers): a machine lost, not a clean stop."""
         self._kill_all()

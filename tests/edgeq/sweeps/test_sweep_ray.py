@@ -5,6 +5,7 @@ runs only the cells that did not finish."""
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 
 import pytest
@@ -45,16 +46,22 @@ def test_ray_sweep_matches_local_and_resumes_after_a_node_dies(tiny_models, mnis
         assert 1 / 1.5 < sorted(ratios)[len(ratios) // 2] < 1.5, ratios
         assert local.report.front_size == on_ray.report.front_size
 
-        # A node lost mid-sweep: kill the worker node's processes once 4 cells have finished.
+        # A node lost mid-sweep: once 3 cells have finished, kill the worker node's processes while it runs one.
         seen: list[str] = []
+        busy: list[bool] = []
 
         def log(line: str) -> None:
             seen.append(line)
-            if sum(1 for s in seen if s.startswith("[")) == 4:
+            if sum(1 for s in seen if s.startswith("[")) == 3:
+                deadline = time.monotonic() + 60
+                while not worker.running("ray_cell") and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                busy.append(worker.running("ray_cell"))
                 worker.kill()
 
         out = tmp_path / "killed"
         killed = edgeq.sweep(tiny_models, output=out, ray=address, ray_memory="1GB", log=log, **common)
+        assert busy == [True], "the worker node ran no cell to kill"
         failed = [c for c in killed.report.cells if c["status"] == "failed"]
         done = {c["name"]: c for c in killed.report.cells if c["status"] == "ok"}
         assert failed, "the node was killed while it ran a cell: that cell must be recorded failed"
