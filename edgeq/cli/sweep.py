@@ -88,7 +88,8 @@ def sweep_cmd(models: tuple[str, ...], calib: str, evaluation: str, modes: tuple
               max_latency: float | None, max_size: str | None, prefer: str) -> None:
     """Sweep MODELS (model files, or a models.toml naming builders) × --modes × options: each cell converted
     and measured as one job, in local worker processes or on Ray; prints the Pareto front and the recommended
-    cell, and writes the report (report.html, report.md, results.json) into --output."""
+    cell, and writes the report (report.html, report.md, results.json) into --output. Exit status 1 when a
+    cell failed (its error is in the report; --resume runs it again)."""
     options: dict[str, Any] = {}
     for name, value, cast in (("ranges", ranges, str), ("a16", a16, int), ("io", io, str)):
         vals = _split(value, f"--{name}", cast)
