@@ -15,7 +15,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 MODULES = ("bench_convert", "bench_device", "bench_profile", "bench_tasks", "bench_int4", "bench_mixed",
-           "bench_sparsity", "bench_ranges", "bench_fleet")
+           "bench_sparsity", "bench_ranges", "bench_fleet", "bench_sweep")
 
 
 def main() -> int:

@@ -4,7 +4,7 @@ This module is the facade: the one-call paths and the types they return. Every s
 they are built from is public in its room, read top to bottom as the data goes:
 ``edgeq.inputs`` (models, data) → ``edgeq.quantize`` (modes, converter, layer error,
 budget, QAT) → ``edgeq.measure`` → ``edgeq.store`` → ``edgeq.report``, with
-``edgeq.comparison``, ``edgeq.deployment`` and ``edgeq.targets`` beside them.
+``edgeq.comparison``, ``edgeq.sweeps``, ``edgeq.deployment`` and ``edgeq.targets`` beside them.
 No name here hides a submodule: ``edgeq.compare`` is the function, the room is
 ``edgeq.comparison``.
 """
@@ -33,6 +33,8 @@ from edgeq.quantize.qat.train import QATResult, qat
 from edgeq.quantize.ranges.debug import RangesDebugReport, debug_ranges
 from edgeq.quantize.ranges.result import RangesChoice
 from edgeq.store.db import Measurement, ResultsStore
+from edgeq.sweeps.grid import ModelSpec
+from edgeq.sweeps.run import SweepResult, sweep
 from edgeq.targets.mcu.check import MCUReport
 from edgeq.targets.mcu.compress import compress_for_tflm
 
@@ -56,12 +58,14 @@ __all__ = [
     "Measurement",
     "Mode",
     "ModelAnalysis",
+    "ModelSpec",
     "Preprocess",
     "QATResult",
     "RangesChoice",
     "RangesDebugReport",
     "ResultsStore",
     "SparsityResult",
+    "SweepResult",
     "TFDataSource",
     "__version__",
     "analyze",
@@ -79,4 +83,5 @@ __all__ = [
     "prune",
     "qat",
     "read_metadata",
+    "sweep",
 ]

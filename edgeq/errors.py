@@ -21,6 +21,7 @@ names the argument, what was received and the fix. The base classes come from
     │   └── CompilerNotFoundError       edgetpu_compiler is not installed
     ├── QATError                        a model cannot be prepared for quantization-aware training
     ├── StoreError                      the results store cannot be read or written
+    ├── SweepError                      a sweep's workers or cluster cannot run its cells
     └── DeployError                     a board could not be reached, set up, or run the model
         │                               (``kind``: which step, see DEPLOY_ERROR_KINDS)
         └── SSHError                    ssh could not reach the board or run a command there
@@ -77,6 +78,7 @@ __all__ = [
     "RuntimeNotFoundError",
     "SSHError",
     "StoreError",
+    "SweepError",
     "UnscaledCalibrationWarning",
 ]
 
@@ -122,6 +124,11 @@ class QATError(EdgeqError):
 
 class StoreError(EdgeqError):
     """The results store cannot be read or written."""
+
+
+class SweepError(EdgeqError):
+    """A sweep's workers or cluster cannot run its cells (a worker's edgeq, TensorFlow or LiteRT
+    differs from the driver's, the Ray cluster cannot be reached)."""
 
 
 #: What a :class:`DeployError` (and a failed board's ``BoardResult.error_kind``) can say went wrong

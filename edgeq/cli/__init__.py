@@ -1,7 +1,7 @@
 """The ``edgeq`` command line: ``edgeq.cli:main`` is the console script.
 
 A thin layer over the library, one module per command group (``convert``, ``qat``, ``debug``,
-``analyze``, ``export`` (in ``mcu``), ``profile``, ``compare``, ``report``, ``deploy``, ``history`` with ``store``); the options they
+``analyze``, ``export`` (in ``mcu``), ``profile``, ``compare``, ``sweep``, ``report``, ``deploy``, ``history`` with ``store``); the options they
 share are defined once in :mod:`edgeq.cli.options`. Each command's docstring is its help text.
 Library errors become one line on standard error and exit status 2 (see ``edgeq_device.cli.clikit``).
 """
@@ -22,6 +22,7 @@ from edgeq.cli.mcu import export_cmd
 from edgeq.cli.profile import profile_cmd
 from edgeq.cli.qat import qat_cmd
 from edgeq.cli.report import report_cmd
+from edgeq.cli.sweep import sweep_cmd
 
 __all__ = ["cli", "main"]
 
@@ -38,6 +39,7 @@ cli.add_command(debug_cmd)
 cli.add_command(analyze_cmd)
 cli.add_command(export_cmd)
 cli.add_command(compare_cmd)
+cli.add_command(sweep_cmd)
 cli.add_command(profile_cmd)
 cli.add_command(report_cmd)
 cli.add_command(deploy_cmd)
