@@ -223,7 +223,8 @@ def test_ops_the_runtime_refuses_at_16_bits_go_back_to_int8_and_are_listed():
     keras.utils.set_random_seed(0)
     model = keras.applications.MobileNetV2(weights=None, input_shape=(96, 96, 3), alpha=0.35, classes=10)
     x = np.random.default_rng(0).uniform(-1, 1, (24, 96, 96, 3)).astype(np.float32)
-    r = convert(model, "int8", calibration=x, samples=24, progress=False, a16_layers=["block_2_expand", "block_3_expand"])
+    r = convert(model, "int8", calibration=x, samples=24, progress=False,
+                a16_layers=["block_4_expand_relu", "block_5_expand_relu"])
     a16 = r.metadata.extra["a16"]
     assert a16["a16_nodes"] and int16_tensors(r.model_bytes)
     assert any(op == "DEPTHWISE_CONV_2D" for _, op in a16["kept_int8"]), a16["kept_int8"]
