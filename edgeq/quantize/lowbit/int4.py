@@ -8,9 +8,8 @@ With :attr:`~edgeq.quantize.lowbit.rounding.Rounding.OPTIMIZED` rounding, edgeq 
 each nearest-rounded weight tensor (its packed nibbles and per-channel scales) by the
 rounding :func:`~edgeq.quantize.lowbit.rounding.optimize_int4` chose on the layer's real inputs,
 layer after layer in graph order: the float model's input ``x`` of the layer and the input
-``x̂`` it gets in the model whose earlier stages are already 4-bit (the layers split into
-:data:`STAGES` stages in graph order; the partly-4-bit model runs once per stage, recording the
-inputs of all that stage's layers, so the cost is linear in depth) give the objective
+``x̂`` it gets in the model whose earlier layers are already 4-bit (both runs over the
+calibration samples with every tensor kept) give the objective
 ``Σ |W x − Ŵ x̂|² + λ|Ŵ − W|²`` (λ = 1% of the mean input energy keeps weights of inputs the
 calibration never excites), a quadratic ``(ŵ − w*)ᵀ H (ŵ − w*)`` per channel with
 ``H = E[x̂ x̂ᵀ] + λ`` and ``w* = H⁻¹ (E[x̂ xᵀ] w + λ w)``: each layer makes up for part of the
@@ -40,16 +39,13 @@ from edgeq.errors import QuantizationError
 from edgeq.quantize.flatbuffer import read_model, write_model
 from edgeq.quantize.lowbit.rounding import Rounding, RoundingReport, optimize_int4
 
-__all__ = ["INT4_TYPE", "STAGES", "Int4Model", "int4_model", "int4_tensors"]
+__all__ = ["INT4_TYPE", "Int4Model", "int4_model", "int4_tensors"]
 
 INT4_TYPE = 17
 """The TFLite schema's ``TensorType.INT4``."""
 
 _CONV, _FC = 3, 9  # BuiltinOperator CONV_2D, FULLY_CONNECTED
 _MAX_ROWS = 8192  # input rows (patches) kept per layer for H
-STAGES = 4
-"""The partly-4-bit model is run this many times at most (not once per layer): each run records the
-inputs of every layer of the next stage, so the cost grows linearly with depth."""
 
 
 @dataclass(frozen=True)
@@ -194,12 +190,7 @@ def int4_model(float_bytes: bytes, samples: Iterable[dict[str, np.ndarray]] | No
     wanted = {sg.tensors[op.inputs[0]].name.decode() for op, _ in layers}
     inputs = _layer_inputs(float_bytes, data, wanted)
     rng = np.random.default_rng(0)
-    per_stage = -(-len(layers) // STAGES)
-    staged: dict[str, list[np.ndarray]] = {}
     for done, (op, t) in enumerate(layers):
-        if done and done % per_stage == 0:  # the inputs the next stage's layers get with the earlier ones 4-bit
-            stage = {sg.tensors[o.inputs[0]].name.decode() for o, _ in layers[done:done + per_stage]}
-            staged = _layer_inputs(write_model(model), data, stage)
         name, in_name = t.name.decode(), sg.tensors[op.inputs[0]].name.decode()
         ft = fweights[name]
         w = np.frombuffer(bytes(bytearray(fmodel.buffers[ft.buffer].data)), np.float32)  # type: ignore[attr-defined]
@@ -208,7 +199,8 @@ def int4_model(float_bytes: bytes, samples: Iterable[dict[str, np.ndarray]] | No
         x = _rows(inputs[in_name], op, shape)
         # What the layer sees in the model with the earlier layers already 4-bit: their error is
         # in its input, and its own rounding can make up for part of it.
-        seen = _rows(staged[in_name], op, shape) if in_name in staged else x
+        seen = x if done == 0 else _rows(
+            _layer_inputs(write_model(model), data, {in_name})[in_name], op, shape)
         pick = rng.choice(len(x), _MAX_ROWS, replace=False) if len(x) > _MAX_ROWS else slice(None)
         x, seen = x[pick].astype(np.float64), seen[pick].astype(np.float64)
         h = seen.T @ seen / len(seen)
