@@ -33,6 +33,7 @@ from edgeq_device.preprocess import Preprocess
 from edgeq_device.runtime import ModelRunner
 
 from edgeq.errors import CalibrationError, EdgeqError, InvalidArgumentError, QuantizationError
+from edgeq.quantize.calibration import warn_at_caller
 from edgeq.quantize.conversion import convert_mode
 from edgeq.quantize.layer_error import QuantDebugSession
 from edgeq.quantize.modes import IOType, Mode, enum_arg
@@ -378,8 +379,19 @@ def convert_a16(model: Any, a16_layers: Sequence[str] | int, *, calibration: Any
             "no op of these layers can take 16 bits (no 16-bit kernel, or an int8 model output): " + ", ".join(f"{n.split(';')[0]} ({op})"
                                                                      for n, op in plan.kept_int8[:4]),
             argument="a16_layers", received=list(names)[:4], fix="choose other layers, or convert in int16x8")
-    raw, plan = quantize_runnable(base.model_bytes, session.items, plan, io_, ranges)
+    qsvs = calibrated_ranges(base.model_bytes, session.items, io_, ranges)
+    raw, plan = quantize_runnable(base.model_bytes, session.items, plan, io_, ranges, qsvs=qsvs)
+    # Measured against int8 on calibration samples, and said when 16 bits made it worse.
+    probe = session.items[:32]
+    reference = _outputs(base.model_bytes, probe)
+    int8_raw, _ = quantize_mixed(base.model_bytes, session.items, MixedPlan((), ()), io_, ranges, qsvs)
+    int8_db, a16_db = _sqnr(reference, _outputs(int8_raw, probe)), _sqnr(reference, _outputs(raw, probe))
     result = mixed_result(base, raw, plan, io_, time.perf_counter() - start, session.samples, names)
+    result.metadata.extra["a16_sqnr_db"] = {"int8": int8_db, "a16": a16_db, "samples": len(probe)}
     if search is not None:
         result.metadata.extra["a16_search"] = search.to_dict()
+    if a16_db < int8_db - TOLERANCE_DB:
+        warn_at_caller(f"16-bit activations on {', '.join(map(str, names))[:120]} make the output worse than "
+                       f"int8 on {len(probe)} calibration samples ({a16_db:.1f} vs {int8_db:.1f} dB SQNR): "
+                       "give a16_layers a number to choose by effect, or keep int8", UserWarning)
     return result

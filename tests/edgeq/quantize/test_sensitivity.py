@@ -58,6 +58,8 @@ def test_a16_by_effect_recovers_int16x8s_gain_on_a_residual_cnn_from_elsewhere()
     assert result.variant.startswith("int8+a16(") and result.default_filename.endswith("_int8_a16.tflite")
     assert result.metadata.mode == "int8+a16" and result.to_dict()["variant"] == result.variant
     assert result.outputs[0].shape[0] == -1 and result.inputs[0].shape[0] == -1
+    measured = result.metadata.extra["a16_sqnr_db"]  # against int8 on calibration samples, recorded
+    assert measured["a16"] > measured["int8"] and measured["samples"] == 32
     agree, db = fidelity(ref, _outputs(result.model_bytes, held))
     candidates = [n for g in candidate_groups(convert(model, "float32").model_bytes) for n in g]
     assert len(result.metadata.extra["a16"]["chosen"]) < len(candidates)  # not every layer
