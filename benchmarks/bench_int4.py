@@ -7,6 +7,9 @@ latency at one thread, the modes timed in interleaved rounds (int4's hybrid kern
 weights and quantize activations at every call: it can be slower than int8 and float32;
 ``slower_than_int8`` says so). The optimisation cost is the optimized conversion's seconds
 minus the nearest one's, per 100,000 4-bit weights.
+
+``python benchmarks/bench_int4.py elsewhere``: fer's emotion model (trained elsewhere) on
+real-photo crops, and the optimized rounding's time on MobileNetV2 alpha 0.35 (:func:`elsewhere`).
 """
 
 from __future__ import annotations
@@ -101,7 +104,35 @@ def run() -> dict[str, object]:
     return {name: _model_figures(m, x_cal, x_test, y_test) for name, m in models.items()}
 
 
+def elsewhere() -> dict[str, object]:
+    """fer's emotion model (a residual CNN trained elsewhere) on real-photo crops: int8 and int4 against
+    float32 on held-out crops; and optimized rounding's seconds on MobileNetV2 alpha 0.35 (96x96)."""
+    import keras
+    from fixtures.elsewhere import emotion_model, photo_crops
+
+    import edgeq
+    from edgeq.measure.fidelity import argmax_agreement, fidelity
+
+    model = emotion_model()
+    calib, held = photo_crops(128, seed=0), photo_crops(300, seed=1)
+    ref = _outputs(edgeq.convert(model, "float32").model_bytes, held)
+    rows: dict[str, Any] = {}
+    for name, mode, rounding in (("int8", "int8", "optimized"), ("int4 nearest", "int4", "nearest"),
+                                 ("int4 optimized", "int4", "optimized")):
+        start = time.perf_counter()
+        res = edgeq.convert(model, mode, calibration=calib, samples=len(calib), rounding=rounding, progress=False)
+        out = _outputs(res.model_bytes, held)
+        rows[name] = {"agreement": argmax_agreement(ref, out), "sqnr_db": round(fidelity(ref, out)["sqnr_db"], 2),
+                      "size_bytes": res.size_bytes, "convert_seconds": round(time.perf_counter() - start, 1)}
+    keras.utils.set_random_seed(0)
+    mnv2 = keras.applications.MobileNetV2(weights=None, input_shape=(96, 96, 3), alpha=0.35, classes=10)
+    x = photo_crops(32, seed=2, size=96, grey=False)
+    start = time.perf_counter()
+    edgeq.convert(mnv2, "int4", calibration=x, samples=32, rounding="optimized", progress=False)
+    return {"emotion_model": rows, "mobilenetv2_035_optimized_rounding_seconds": round(time.perf_counter() - start, 1)}
+
+
 if __name__ == "__main__":
     import json
 
-    print(json.dumps(run(), indent=2))
+    print(json.dumps(elsewhere() if sys.argv[1:] == ["elsewhere"] else run(), indent=2))

@@ -9,6 +9,11 @@ worst k layers in float, int16x8. Per candidate: size and latency as ratios to i
 agreement and output SQNR against float32, top-1 accuracy. Then ``budget_search`` with
 ``max_drop=0.5`` and whether its choice meets the goal: >= 98% agreement at <= 1.15x
 the int8 size.
+
+``python benchmarks/bench_mixed.py elsewhere``: on fer's emotion model (a residual CNN
+trained elsewhere, ``tests/fixtures/public_models``) and real-photo crops, 16-bit layers chosen
+by the debugger's worst isolated error against those chosen by their effect on the output
+(:func:`by_effect`).
 """
 
 from __future__ import annotations
@@ -119,6 +124,59 @@ def budget(model: Any, x: np.ndarray, xt: np.ndarray, yt: np.ndarray) -> dict[st
             "goal_met": bool((c.agreement or 0) >= 0.98 and ratio <= 1.15)}
 
 
+def by_effect(model: Any, calib: np.ndarray, held: np.ndarray, ks: tuple[int, ...] = (1, 2, 4, 8)) -> dict[str, Any]:
+    """16-bit layers picked by the debugger's worst isolated error (before) and by measured effect (after).
+
+    Output SQNR and agreement against float32 on ``held`` (never calibrated on) for int8, the
+    ``k`` worst layers of ``edgeq debug`` at 16 bits, the best ``k`` groups of ``search_a16``,
+    and int16x8; the search's path (calibration samples) and its verdict.
+    """
+    import time
+
+    import edgeq
+    from edgeq.quantize.layer_error import QuantDebugSession
+    from edgeq.quantize.precision.budget_steps import fidelity
+    from edgeq.quantize.precision.mixed import converter_ranges, plan_a16, quantize_runnable
+    from edgeq.quantize.precision.sensitivity import search_a16
+
+    f32 = edgeq.convert(model, "float32").model_bytes
+    ref = _outputs(f32, held)
+    session = QuantDebugSession(model, calib, samples=len(calib), progress=False)
+    ranges = converter_ranges(session.calibrated_model)
+    rows: dict[str, Any] = {}
+
+    def row(name: str, data: bytes) -> None:
+        agree, sqnr = fidelity(ref, _outputs(data, held))
+        rows[name] = {"agreement": agree, "sqnr_db": sqnr}
+
+    row("int8", edgeq.convert(model, "int8", calibration=calib).model_bytes)
+    ranked = [r for r in session.report().layers if r.sqnr_db < 120.0]
+    for k in ks:
+        raw, _ = quantize_runnable(f32, session.items, plan_a16(f32, [r.name for r in ranked[:k]]), ranges=ranges)
+        row(f"worst({k})", raw)
+    t0 = time.perf_counter()
+    search = search_a16(f32, session.items, ranges=ranges)
+    seconds = time.perf_counter() - t0
+    by_first = {g[0]: g for g, _ in search.single}
+    for k in (*ks, search.groups):
+        step = search.best_within(k)
+        if step is not None:
+            plan = plan_a16(f32, [n for f in step.groups for n in by_first[f]])
+            raw, _ = quantize_runnable(f32, session.items, plan, ranges=ranges)
+            row(f"effect({k}: {len(step.groups)} groups)", raw)
+    row("int16x8", edgeq.convert(model, "int16x8", calibration=calib).model_bytes)
+    return {"held_out": rows, "search_seconds": seconds, "groups": search.groups, "verdict": search.verdict(),
+            "path_calibration_db": [(len(s.groups), round(s.sqnr_db, 2)) for s in search.steps]}
+
+
+def elsewhere() -> dict[str, Any]:
+    """:func:`by_effect` on fer's emotion model (a residual CNN trained elsewhere), real-photo crops."""
+    sys.path.insert(0, str(REPO))
+    from tests.fixtures.elsewhere import emotion_model, photo_crops
+
+    return by_effect(emotion_model(), photo_crops(200, seed=0), photo_crops(300, seed=1))
+
+
 def run() -> dict[str, object]:
     """The ladder and the budget's choice for each model."""
     from demo import load_folder, train_cnn
@@ -130,4 +188,4 @@ def run() -> dict[str, object]:
 
 
 if __name__ == "__main__":
-    print(json.dumps(run(), indent=2))
+    print(json.dumps(elsewhere() if sys.argv[1:] == ["elsewhere"] else run(), indent=2))

@@ -67,6 +67,10 @@ __all__ = ["convert_cmd"]
               help="Accuracy budget (int8): top-1 points the model may lose on --eval; tries int8, int8 with "
                    "the worst layers at 16-bit activations, then in float, int16x8, float16 and keeps the first "
                    "within it.")
+@click.option("--max-slowdown", type=float, default=None, metavar="X",
+              help="With --max-drop: candidates must also run within X times int8's latency, measured here.")
+@click.option("--max-latency", "max_latency", type=float, default=None, metavar="MS",
+              help="With --max-drop: candidates must also run one inference within MS milliseconds here.")
 @click.option("--eval", "evaluation", type=click.Path(), default=None,
               help="Labeled evaluation data for --max-drop (image folder with class subfolders, .npz).")
 @click.option("--labels", "labels", type=click.Path(), default=None, metavar="FILE",
@@ -97,7 +101,8 @@ __all__ = ["convert_cmd"]
 @mcu_options
 def convert_cmd(model: str, modes: tuple[str, ...], calib: str | None, samples: int, seed: int, io: str | None,
                 batch_size: int | None, allow_float: bool, target: str | None, output: str, force: bool,
-                json_out: str | None, max_drop: float | None, evaluation: str | None, labels: str | None,
+                json_out: str | None, max_drop: float | None, max_slowdown: float | None,
+                max_latency: float | None, evaluation: str | None, labels: str | None,
                 size: tuple[int, int] | None, color: str | None, mean: Channels, std: Channels, task: str | None,
                 class_offset: int | None, num_classes: int | None, ignore_index: str | None,
                 outputs_text: str | None, rounding: str = "optimized", a16: str | None = None,
@@ -124,6 +129,11 @@ def convert_cmd(model: str, modes: tuple[str, ...], calib: str | None, samples: 
     io = io or {"edgetpu": "uint8", "mcu": "int8"}.get(target or "", "float")
     chosen_board = resolve_board(board, boards_file, target)
     results: Any
+    if (max_slowdown is not None or max_latency is not None) and max_drop is None:
+        raise InvalidArgumentError("--max-slowdown and --max-latency constrain the accuracy budget",
+                                   argument="--max-slowdown" if max_slowdown is not None else "--max-latency",
+                                   received=max_slowdown if max_slowdown is not None else max_latency,
+                                   fix="give them with --max-drop and --eval")
     if max_drop is not None or evaluation is not None:  # the accuracy budget search (edgeq.budget)
         if max_drop is None or evaluation is None or target is not None or a16 is not None:
             raise InvalidArgumentError("--max-drop and --eval go together, without --target",
@@ -134,7 +144,7 @@ def convert_cmd(model: str, modes: tuple[str, ...], calib: str | None, samples: 
         results = convert(model, mode, calibration=calib, samples=samples, seed=seed, io=io,
                           batch_size=batch_size, preprocess=pre, allow_float_fallback=allow_float,
                           max_drop=max_drop, evaluation=evaluation, labels=labels, task=task, task_settings=settings,
-                          ranges=ranges)
+                          ranges=ranges, max_slowdown=max_slowdown, max_latency_ms=max_latency)
     elif a16 is not None:
         if isinstance(mode, list) or target is not None:
             raise InvalidArgumentError("--a16 takes --mode int8 alone, without --target", argument="--a16",
@@ -166,7 +176,7 @@ def convert_cmd(model: str, modes: tuple[str, ...], calib: str | None, samples: 
                                     fix="choose another --output or pass --force to overwrite")
     written = [r.save(t, overwrite=force) for r, t in zip(results, targets)]
     base = next((r for r in results if r.mode.value == "float32"), None)
-    rows = [[r.mode.value, r.io.value, format_bytes(r.size_bytes), format_bytes(r.compressed_size),
+    rows = [[r.variant, r.io.value, format_bytes(r.size_bytes), format_bytes(r.compressed_size),
              f"{base.size_bytes / r.size_bytes:.2f}x" if base else "-", f"{r.conversion_seconds:.1f}s",
              str(len(r.float_ops)), path.name] for r, path in zip(results, written)]
     print_rows(["mode", "io", "size", "gzip -9", "vs float32", "time", "float ops", "file"], rows, "table",

@@ -104,7 +104,10 @@ def qat_cmd(model: str, train: str, val: str | None, epochs: int, learning_rate:
     written = converted.save(target, overwrite=force)
     console = make_console(stderr=json_out == "-")
     last = {k: v[-1] for k, v in result.history.items()}
-    console.print(f"trained {result.epochs} epoch(s) in {result.seconds:.1f}s: "
+    tuned = int(getattr(result, "fine_tune_epochs", 0) or 0)  # clustering / pruning fine-tuning, then QAT
+    trained = f"{tuned + result.epochs} epoch(s) ({tuned} fine-tuning, {result.epochs} QAT)" if tuned \
+        else f"{result.epochs} epoch(s)"
+    console.print(f"trained {trained} in {result.seconds:.1f}s: "
                   + ", ".join(f"{k} {v:.4f}" for k, v in last.items()), highlight=False)
     for p in getattr(result, "skipped", ()):
         console.print(f"  {p.layer} ({p.kind}): left as it is - {p.reason}", highlight=False, markup=False)

@@ -53,7 +53,7 @@ from edgeq.quantize.conversion import convert_mode
 from edgeq.quantize.metadata import embed_metadata
 from edgeq.quantize.modes import MODES, VALID_IO, IOType, Mode, enum_arg
 from edgeq.quantize.precision.budget import budget_search
-from edgeq.quantize.precision.mixed import convert_a16
+from edgeq.quantize.precision.sensitivity import convert_a16
 from edgeq.quantize.result import ConversionResult, TensorDetail
 from edgeq.quantize.tflite import configure_converter, float_ops
 from edgeq.targets.edgetpu.rules import check_target_args, predict_edgetpu
@@ -91,6 +91,8 @@ def convert(
     allow_float_fallback: bool = ...,
     progress: bool | None = ...,
     max_drop: float | None = ...,
+    max_slowdown: float | None = ...,
+    max_latency_ms: float | None = ...,
     evaluation: Any = ...,
     target: str | None = ...,
     rounding: str = ...,
@@ -115,6 +117,8 @@ def convert(
     allow_float_fallback: bool = ...,
     progress: bool | None = ...,
     max_drop: float | None = ...,
+    max_slowdown: float | None = ...,
+    max_latency_ms: float | None = ...,
     evaluation: Any = ...,
     target: str | None = ...,
     rounding: str = ...,
@@ -143,6 +147,8 @@ def convert(
     allow_float_fallback: bool = False,
     progress: bool | None = None,
     max_drop: float | None = None,
+    max_slowdown: float | None = None,
+    max_latency_ms: float | None = None,
     evaluation: Any = None,
     target: str | None = None,
     rounding: str = "optimized",
@@ -174,6 +180,8 @@ def convert(
         max_drop: an accuracy budget in top-1 points (int8 only): search int8, int8 with the
             worst layers at 16-bit activations, then in float, int16x8, float16 for the first within it, measured on
             ``evaluation``; the report is the result's ``budget`` (see :mod:`edgeq.quantize.precision.budget`).
+        max_slowdown, max_latency_ms: with ``max_drop``, candidates must also run within this many
+            times int8's latency / this many milliseconds per inference, measured here.
         evaluation: labeled data for ``max_drop`` (image folder with class subfolders, (x, y)).
         target: ``"edgetpu"`` enforces what the Edge TPU compiler needs (full int8, integer I/O,
             static batch 1, no float fallback) and attaches the predicted op mapping as ``edgetpu``;
@@ -243,7 +251,7 @@ def convert(
         return budget_search(model, max_drop=max_drop, calibration=calibration, evaluation=evaluation,
                              samples=samples, seed=seed, io=io, batch_size=batch_size, preprocess=preprocess,
                              labels=labels, allow_float_fallback=allow_float_fallback,
-                             progress=progress)
+                             progress=progress, max_slowdown=max_slowdown, max_latency_ms=max_latency_ms)
     if isinstance(mode, (list, tuple)) or (isinstance(mode, str) and mode.lower() == "all"):
         warn_at_caller("convert() with 'all' or a list of modes returns a list and is deprecated; "
                        "use convert_all(model, modes=...) (edgeq.convert_all)", DeprecationWarning)

@@ -130,10 +130,22 @@ class ConversionResult:
         return compressed_size(self.model_bytes)
 
     @property
+    def variant(self) -> str:
+        """The mode with what differs from it: ``int8+a16(conv2d_5,add_1)`` (16-bit activations on
+        those layers), ``int8+float(dense)`` (those layers kept float), else the mode."""
+        kind, names = _variant_parts(self.metadata.extra or {})
+        if not kind:
+            return self.mode.value
+        shown = [str(n).split(";")[0] for n in names]
+        more = f",+{len(shown) - 3}" if len(shown) > 3 else ""
+        return f"{self.mode.value}+{kind}({','.join(shown[:3])}{more})"
+
+    @property
     def default_filename(self) -> str:
-        """``<model name>_<mode>[_<io>].tflite``."""
+        """``<model name>_<mode>[_a16|_float][_<io>].tflite``."""
         suffix = "" if self.io is IOType.FLOAT else f"_{self.io.value}io"
-        return f"{self.source_name}_{self.mode.value}{suffix}.tflite"
+        kind, _ = _variant_parts(self.metadata.extra or {})
+        return f"{self.source_name}_{self.mode.value}{'_' + kind if kind else ''}{suffix}.tflite"
 
     def save(self, path: str | Path, overwrite: bool = False) -> Path:
         """Write the model atomically; a folder ``path`` gets :attr:`default_filename` inside.
@@ -162,7 +174,8 @@ class ConversionResult:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready summary (without the bytes), versioned by ``schema``."""
         return {
-            "schema": SCHEMA, "mode": self.mode.value, "io": self.io.value, "source": self.source_name,
+            "schema": SCHEMA, "mode": self.mode.value, "variant": self.variant, "io": self.io.value,
+            "source": self.source_name,
             "size_bytes": self.size_bytes, "compressed_size_bytes": self.compressed_size,
             "conversion_seconds": round(self.conversion_seconds, 4),
             "calibration_samples": self.calibration_samples, "float_ops": list(self.float_ops),
@@ -216,7 +229,7 @@ class ConversionResult:
     def _headline(self) -> str:
         io = "" if self.io is IOType.FLOAT else f", {self.io.value} I/O"
         target = f", for {self.target}" if self.target else ""
-        return (f"{self.source_name}: {self.mode.value}{io}{target}, {self.size_bytes / 1024:.1f} KiB "
+        return (f"{self.source_name}: {self.variant}{io}{target}, {self.size_bytes / 1024:.1f} KiB "
                 f"({self.compressed_size / 1024:.1f} KiB gzip -9)")
 
     def _facts(self) -> list[tuple[str, str]]:
@@ -257,7 +270,8 @@ def int8_variant(base: ConversionResult, raw: bytes, io_: IOType, extra: dict[st
                  samples: int) -> ConversionResult:
     """``raw``, an int8 model made from ``base``'s float model (some layers kept float or at 16 bits),
     as a result: ``base``'s metadata with ``extra`` added to its ``extra``, embedded in the file."""
-    meta = dataclasses.replace(base.metadata, mode=Mode.INT8.value, io=io_.value,
+    kind, _ = _variant_parts(extra)
+    meta = dataclasses.replace(base.metadata, mode=Mode.INT8.value + (f"+{kind}" if kind else ""), io=io_.value,
                                extra={**base.metadata.extra, **extra, "calibration_samples": samples})
     data = embed_metadata(raw, meta)
     flat = read_flat_model(data)
@@ -266,3 +280,14 @@ def int8_variant(base: ConversionResult, raw: bytes, io_: IOType, extra: dict[st
         inputs=tensor_details(flat, "inputs"), outputs=tensor_details(flat, "outputs"), conversion_seconds=seconds,
         calibration_samples=samples, float_ops=float_ops(flat, Mode.INT8), op_counts=flat.op_counts(),
         metadata=meta)
+
+
+def _variant_parts(extra: dict[str, Any]) -> tuple[str, list[Any]]:
+    """``("a16", layers)``, ``("float", layers)`` or ``("", [])`` from a result's metadata ``extra``."""
+    a16 = extra.get("a16")
+    if isinstance(a16, dict) and a16.get("a16_nodes"):
+        return "a16", list(extra.get("a16_layers") or a16.get("chosen") or a16["a16_nodes"])
+    floats = extra.get("float_layers") or extra.get("float_nodes")
+    if floats:
+        return "float", list(floats)
+    return "", []

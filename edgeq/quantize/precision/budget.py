@@ -93,6 +93,8 @@ def budget_search(
     float_steps: Sequence[int] = DEFAULT_FLOAT_STEPS,
     progress: bool | None = None,
     a16_steps: Sequence[int] = DEFAULT_A16_STEPS,
+    max_slowdown: float | None = None,
+    max_latency_ms: float | None = None,
 ) -> ConversionResult:
     """Convert ``model`` to the first candidate (int8, int8 with 16-bit layers, int8 with float layers,
     int16x8, float16)
@@ -110,6 +112,12 @@ def budget_search(
         float_steps: how many of the worst layers to keep in float, one candidate per count.
         a16_steps: how many of the worst layers to give 16-bit activations, one candidate per count.
         progress: progress on stderr (default: on unless ``EDGEQ_PROGRESS=0``).
+        max_slowdown: a candidate must also run within this many times int8's latency, measured
+            here (16-bit kernels are reference ones: several times slower).
+        max_latency_ms: a candidate must also run one inference within this many milliseconds here.
+
+    Within the constraints the smallest candidate is chosen, then the fastest; the report lists
+    the Pareto set (no candidate better on drop, size and latency together).
 
     Raises:
         InvalidArgumentError: a bad budget or option; DataError: unlabeled evaluation data;
@@ -127,6 +135,11 @@ def budget_search(
     if calibration is None:
         raise InvalidArgumentError("the accuracy budget needs calibration data", argument="calibration",
                                    received=None, fix="pass calibration= an image folder or arrays (--calib)")
+    for arg, value in (("max_slowdown", max_slowdown), ("max_latency_ms", max_latency_ms)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not math.isfinite(value) or value <= 0):
+            raise InvalidArgumentError("must be a positive number", argument=arg, received=value,
+                                       fix="give e.g. max_slowdown=1.2 (times int8's latency) or max_latency_ms=5")
     io_ = enum_arg(IOType, io, "io")
     if io_ not in (IOType.FLOAT, IOType.INT8):
         raise InvalidArgumentError("the budget search converts int8 candidates with float or int8 I/O",
@@ -152,6 +165,16 @@ def budget_search(
     _say(show, f"budget: float32 top-1 {base_acc * 100:.2f}% on {data.count} samples; "
                f"allowed drop {max_drop:g} points")
     tried: list[Candidate] = []
+    slow: list[str] = []  # within the drop, too slow
+
+    def fast_enough(name: str, latency: float) -> bool:
+        int8_lat = next((c.latency_ms for c in tried if c.name == "int8" and c.latency_ms), None)
+        ok = (max_latency_ms is None or latency <= max_latency_ms) and (
+            max_slowdown is None or int8_lat is None or latency <= max_slowdown * int8_lat)
+        if not ok:
+            slow.append(f"{name} ({latency / int8_lat:.1f}x int8's latency)" if int8_lat else
+                        f"{name} ({latency:.2f} ms)")
+        return ok
 
     def measure(name: str, mode: Mode, result: ConversionResult, float_layers: Sequence[str] = (),
                 float_readers: Sequence[str] = (), float_nodes: Sequence[str] = ()) -> Candidate:
@@ -160,9 +183,10 @@ def budget_search(
         drop = (base_acc - acc) * 100.0
         agreement, sqnr = fidelity(base_out, out)
         extra = result.metadata.extra.get("a16") or {}
+        lat = latency_ms(result.model_bytes)
+        within = drop <= max_drop + 1e-9 and fast_enough(name, lat)
         cand = Candidate(name, mode.value, tuple(float_layers), tuple(float_readers), tuple(float_nodes),
-                         result.size_bytes,
-                         latency_ms(result.model_bytes), acc, drop, drop <= max_drop + 1e-9,
+                         result.size_bytes, lat, acc, drop, within,
                          None, result, tuple(result.metadata.extra.get("a16_layers") or ()),
                          tuple(extra.get("a16_nodes", ())), agreement, sqnr)
         tried.append(cand)
@@ -208,20 +232,25 @@ def budget_search(
     ok = [i for i, c in enumerate(tried) if c.within_budget]
     measured = [i for i, c in enumerate(tried) if c.accuracy is not None]
     if ok:
-        chosen = min(ok, key=lambda i: (tried[i].size_bytes or 0, i))
+        chosen = min(ok, key=lambda i: (tried[i].size_bytes or 0, tried[i].latency_ms or 0.0, i))
         c = tried[chosen]
-        over = [t.name for t in tried[:chosen] if t.error is None and not t.within_budget]
+        too_slow = {s.split(" (")[0] for s in slow}
+        over = [t.name for t in tried[:chosen] if t.error is None and not t.within_budget and t.name not in too_slow]
         why = f"; {', '.join(over)} lost more than {max_drop:g} points" if over else ""
+        why += f"; too slow: {', '.join(slow)}" if slow else ""
+        limits = "".join([f", <= {max_slowdown:g}x int8's latency" if max_slowdown else "",
+                          f", <= {max_latency_ms:g} ms" if max_latency_ms else ""])
         reason = (f"chose {c.name}: the smallest candidate within the budget ({c.drop:+.2f} points <= "
-                  f"{max_drop:g}), {c.size_bytes / 1024:.1f} KiB{why}")  # type: ignore[operator]
+                  f"{max_drop:g}{limits}), {c.size_bytes / 1024:.1f} KiB{why}")  # type: ignore[operator]
         first = tried[0]
         if c.a16_layers and first.latency_ms and c.latency_ms:  # int16 kernels are reference ones
             reason += f"; its 16-bit layers make it {c.latency_ms / first.latency_ms:.1f}x int8's latency here"
     elif measured:
         chosen = max(measured, key=lambda i: (tried[i].accuracy or 0.0, -(tried[i].size_bytes or 0)))
         c = tried[chosen]
-        reason = (f"no candidate is within {max_drop:g} points; chose the most accurate, {c.name} "
-                  f"({c.drop:+.2f} points)")
+        reason = (f"no candidate is within {max_drop:g} points" + (" at the latency asked" if slow else "")
+                  + f"; chose the most accurate, {c.name} ({c.drop:+.2f} points)"
+                  + (f"; too slow: {', '.join(slow)}" if slow else ""))
     else:
         raise _all_failed(tried)
     chosen_result = tried[chosen].result

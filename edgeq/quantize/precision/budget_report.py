@@ -121,6 +121,18 @@ class BudgetReport:
         """Whether the chosen candidate meets the budget."""
         return self.choice.within_budget
 
+    @property
+    def pareto(self) -> tuple[str, ...]:
+        """The candidates no other beats on drop, size and latency together (each at least as good, one better)."""
+        done = [c for c in self.candidates if c.error is None and c.drop is not None and c.size_bytes is not None
+                and c.latency_ms is not None]
+
+        def key(c: Candidate) -> tuple[float, float, float]:
+            return (float(c.drop or 0.0), float(c.size_bytes or 0), float(c.latency_ms or 0.0))
+
+        return tuple(c.name for c in done if not any(
+            all(a <= b for a, b in zip(key(o), key(c))) and key(o) != key(c) for o in done))
+
     def table(self) -> str:
         """The candidates as a text table, followed by the reason for the choice."""
         from rich.console import Console
@@ -146,6 +158,8 @@ class BudgetReport:
         buf = io.StringIO()
         Console(file=buf, width=140, color_system=None, force_jupyter=False, force_terminal=False).print(t)
         buf.write(self.reason + "\n")
+        if self.pareto:
+            buf.write("Pareto set (drop, size, latency): " + ", ".join(self.pareto) + "\n")
         return buf.getvalue()
 
     def __str__(self) -> str:
@@ -163,7 +177,7 @@ class BudgetReport:
                              "latency_ms": round(self.baseline_latency_ms, 4)},
                 "evaluation": self.evaluation, "samples": self.samples,
                 "candidates": [c.to_dict() for c in self.candidates], "chosen": self.choice.name,
-                "within_budget": self.within_budget, "reason": self.reason}
+                "within_budget": self.within_budget, "reason": self.reason, "pareto": list(self.pareto)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BudgetReport:

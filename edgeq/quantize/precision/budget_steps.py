@@ -23,6 +23,7 @@ from edgeq.inputs.models import LoadedModel
 from edgeq.quantize.layer_error import LayerReport, QuantDebugSession
 from edgeq.quantize.modes import IOType, Mode
 from edgeq.quantize.precision.mixed import converter_ranges, mixed_result, plan_a16, quantize_runnable
+from edgeq.quantize.precision.sensitivity import search_a16
 from edgeq.quantize.result import ConversionResult
 
 __all__ = ["SharedDebugSession", "a16_candidates", "fidelity"]
@@ -80,36 +81,44 @@ class SharedDebugSession:
 
 def a16_candidates(sessions: SharedDebugSession, base: ConversionResult, io_: IOType, steps: Sequence[int],
                    measure: Any, failed: Any) -> bool:
-    """Try int8 with the worst 1, 2, 4... layers at 16-bit activations; True once one is within budget.
+    """Try int8 with the best 1, 2, 4... layer groups at 16-bit activations; True once one is within budget.
+
+    The groups come from :func:`~edgeq.quantize.precision.sensitivity.search_a16` (ranked by
+    their measured effect on the output, not by their own error).
 
     ``base`` is the float32 conversion (its ``.tflite`` is what litert-quantizer quantizes).
     """
     got = sessions.get("int8+a16 layers")
     if got is None:
         return False
-    session, report, setup = got
-    ranked = [r for r in report.layers if r.sqnr_db < 120.0]
+    session, _, setup = got
     ranges = converter_ranges(session.calibrated_model)
-    seen: set[frozenset[str]] = set()
+    t0 = time.perf_counter()
+    try:
+        search = search_a16(base.model_bytes, session.items, io_=io_, ranges=ranges, max_groups=max(steps, default=1))
+    except (EdgeqError, ValueError, RuntimeError) as exc:
+        failed("int8+a16 layers", Mode.INT8, exc)
+        return False
+    setup += time.perf_counter() - t0
+    by_first = {g[0]: g for g, _ in search.single}
+    seen: set[tuple[str, ...]] = set()
     for k in steps:
-        worst = ranked[:k]
-        if not worst:
-            break
-        name = f"int8+a16({len(worst)})"
+        step = search.best_within(k)
+        if step is None or step.groups in seen:
+            continue
+        seen.add(step.groups)
+        name = f"int8+a16({len(step.groups)})"
         t0 = time.perf_counter()
         try:
-            plan = plan_a16(base.model_bytes, [r.name for r in worst], int8_outputs=io_ is IOType.INT8)
-            if not plan.a16_nodes or frozenset(plan.a16_nodes) in seen:
-                continue
-            seen.add(frozenset(plan.a16_nodes))
+            plan = plan_a16(base.model_bytes, [n for f in step.groups for n in by_first[f]])
             raw, plan = quantize_runnable(base.model_bytes, session.items, plan, io_, ranges)
-            layers = tuple(dict.fromkeys(r.layer if r.layer != "-" else r.op for r in worst))
+            layers = tuple(dict.fromkeys(session.layer_of(f) if session.layer_of(f) != "-" else f
+                                         for f in step.groups))
             result = mixed_result(base, raw, plan, io_, setup + time.perf_counter() - t0, session.samples, layers)
+            result.metadata.extra["a16_search"] = search.to_dict()
         except (EdgeqError, ValueError, RuntimeError) as exc:
             failed(name, Mode.INT8, exc)
             continue
         if measure(name, Mode.INT8, result).within_budget:
             return True
-        if len(worst) < k:
-            break
     return False

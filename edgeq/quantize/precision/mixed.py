@@ -44,17 +44,14 @@ from typing import Any
 
 import numpy as np
 from edgeq_device.model.flatbuffer import FlatModel, read_flat_model
-from edgeq_device.model.preprocess import Preprocess
 from edgeq_device.run.runtime import ModelRunner
 
-from edgeq.errors import CalibrationError, EdgeqError, InvalidArgumentError, QuantizationError
-from edgeq.quantize.conversion import convert_mode
+from edgeq.errors import EdgeqError, InvalidArgumentError, QuantizationError
 from edgeq.quantize.flatbuffer import read_model, write_model
-from edgeq.quantize.layer_error import QuantDebugSession
-from edgeq.quantize.modes import IOType, Mode, enum_arg
+from edgeq.quantize.modes import IOType
 from edgeq.quantize.result import ConversionResult, int8_variant
 
-__all__ = ["A16_OPS", "PASS_THROUGH_OPS", "MixedPlan", "convert_a16", "converter_ranges", "int16_tensors", "mixed_result",
+__all__ = ["A16_OPS", "PASS_THROUGH_OPS", "MixedPlan", "calibrated_ranges", "converter_ranges", "int16_tensors", "mixed_result",
            "plan_a16", "quantize_mixed", "quantize_runnable", "resolve_nodes"]
 
 A16_OPS: frozenset[str] = frozenset({
@@ -153,10 +150,11 @@ def resolve_nodes(flat: FlatModel, names: Sequence[str], layer_of: Callable[[str
     return tuple(dict.fromkeys(found))
 
 
-def plan_a16(model_bytes: bytes, nodes: Sequence[str], *, int8_outputs: bool = False) -> MixedPlan:
+def plan_a16(model_bytes: bytes, nodes: Sequence[str], *, int8_outputs: bool = True) -> MixedPlan:
     """Give ``nodes`` (op output names of the float ``.tflite``) and their readers 16-bit activations.
 
-    With ``int8_outputs`` (int8 I/O) an op writing one of the model's outputs stays int8
+    With ``int8_outputs`` (the default) an op writing one of the model's outputs stays int8
+    (litert-quantizer would leave such an output int16 even for float I/O)
     (listed in ``kept_int8``), so the outputs are int8 as asked.
 
     Raises:
@@ -239,12 +237,9 @@ def converter_ranges(calibrated_model: bytes) -> dict[str, tuple[float, float]]:
     return found
 
 
-def _litert_quantize(model_bytes: bytes, items: Sequence[dict[str, np.ndarray]], a16_scopes: Sequence[str],
-                     io_: IOType, ranges: Mapping[str, tuple[float, float]]) -> bytes:
-    """The one call into litert-quantizer: a8w8 everywhere, a16w8 on ``a16_scopes``; plain min/max
-    ranges, replaced by ``ranges`` where it names the tensor."""
-    from litert_quantizer import calibrator, qtyping, quantizer
-    from litert_quantizer.utils import qsv_utils
+def _recipe(model_bytes: bytes, a16_scopes: Sequence[str], io_: IOType) -> Any:
+    """litert-quantizer's Quantizer for ``model_bytes``: a8w8 everywhere, a16w8 on ``a16_scopes``."""
+    from litert_quantizer import qtyping, quantizer
 
     every = qtyping.TFLOperationName.ALL_SUPPORTED
     qt = quantizer.Quantizer(bytearray(model_bytes))
@@ -254,6 +249,21 @@ def _litert_quantize(model_bytes: bytes, items: Sequence[dict[str, np.ndarray]],
     if io_ is IOType.FLOAT:
         for end in (qtyping.TFLOperationName.INPUT, qtyping.TFLOperationName.OUTPUT):
             qt.update_quantization_recipe(".*", end, algorithm_key="no_quantize")
+    return qt
+
+
+def calibrated_ranges(model_bytes: bytes, items: Sequence[dict[str, np.ndarray]], io_: IOType = IOType.FLOAT,
+                      ranges: Mapping[str, tuple[float, float]] | None = None) -> dict[str, Any]:
+    """litert-quantizer's calibration of ``model_bytes`` (its per-tensor statistics), done once.
+
+    Plain min/max over ``items``, replaced by ``ranges`` where it names the tensor. The ranges
+    do not depend on which ops get 16 bits, so one calibration serves every plan
+    (``qsvs=`` of :func:`quantize_mixed`).
+    """
+    from litert_quantizer import calibrator
+    from litert_quantizer.utils import qsv_utils
+
+    qt = _recipe(model_bytes, (), io_)
     key, data = _signature_items(model_bytes, items)
     # Its tqdm bar (edgeq's own bar read the samples) and LiteRT's warning that keeping every
     # tensor is for debugging (it is what calibration needs) stay off the user's console.
@@ -261,13 +271,46 @@ def _litert_quantize(model_bytes: bytes, items: Sequence[dict[str, np.ndarray]],
         warnings.simplefilter("ignore", UserWarning)
         calib = calibrator.Calibrator(bytes(model_bytes), num_threads=1, qsv_update_func=qsv_utils.min_max_update)
         calib.calibrate({key: data}, qt._recipe_manager)  # what Quantizer.calibrate passes it
-        qsvs = dict(calib.get_model_qsvs())
-        for name, (low, high) in ranges.items():
-            if qsvs.get(name):
-                qsvs[name] = {**qsvs[name], "min": np.full_like(qsvs[name]["min"], low),
-                              "max": np.full_like(qsvs[name]["max"], high)}
-        result = qt.quantize(qsvs, enable_progress_bar=False, enable_progress_report=False)
-    return _portable(bytes(result.quantized_model))
+    qsvs = dict(calib.get_model_qsvs())
+    for name, (low, high) in (ranges or {}).items():
+        if qsvs.get(name):
+            qsvs[name] = {**qsvs[name], "min": np.full_like(qsvs[name]["min"], low),
+                          "max": np.full_like(qsvs[name]["max"], high)}
+    return qsvs
+
+
+def _litert_quantize(model_bytes: bytes, items: Sequence[dict[str, np.ndarray]], a16_scopes: Sequence[str],
+                     io_: IOType, ranges: Mapping[str, tuple[float, float]],
+                     qsvs: Mapping[str, Any] | None = None) -> bytes:
+    """The one call into litert-quantizer: a8w8 everywhere, a16w8 on ``a16_scopes``; plain min/max
+    ranges, replaced by ``ranges`` where it names the tensor (or ``qsvs``, made by :func:`calibrated_ranges`)."""
+    if qsvs is None:
+        qsvs = calibrated_ranges(model_bytes, items, io_, ranges)
+    qt = _recipe(model_bytes, a16_scopes, io_)
+    with contextlib.redirect_stderr(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        result = qt.quantize({k: dict(v) for k, v in qsvs.items()}, enable_progress_bar=False,
+                             enable_progress_report=False)
+    return _keep_batch(model_bytes, _portable(bytes(result.quantized_model)))
+
+
+def _keep_batch(float_model: bytes, raw: bytes) -> bytes:
+    """``raw`` with the float model's dynamic batch dimension (``-1``) on its inputs and outputs again.
+
+    litert-quantizer writes a new output tensor (the DEQUANTIZE to float) with a fixed shape.
+    """
+    src, model = read_model(float_model), read_model(raw)
+    changed = False
+    for sg_f, sg_q in zip(src.subgraphs, model.subgraphs):
+        for ends_f, ends_q in ((sg_f.inputs, sg_q.inputs), (sg_f.outputs, sg_q.outputs)):
+            for i_f, i_q in zip(list(ends_f), list(ends_q)):
+                tf_, tq = sg_f.tensors[i_f], sg_q.tensors[i_q]
+                sig = None if tf_.shapeSignature is None else [int(d) for d in tf_.shapeSignature]
+                if sig and sig[0] == -1 and tq.shape is not None and len(tq.shape) == len(sig) and (
+                        tq.shapeSignature is None or [int(d) for d in tq.shapeSignature] != sig):
+                    tq.shapeSignature = sig
+                    changed = True
+    return write_model(model) if changed else raw
 
 
 def _portable(raw: bytes) -> bytes:
@@ -323,8 +366,8 @@ def int16_tensors(model_bytes: bytes) -> tuple[str, ...]:
 
 
 def quantize_mixed(float_model: bytes, items: Sequence[dict[str, np.ndarray]], plan: MixedPlan,
-                   io_: IOType = IOType.FLOAT, ranges: Mapping[str, tuple[float, float]] | None = None
-                   ) -> tuple[bytes, float]:
+                   io_: IOType = IOType.FLOAT, ranges: Mapping[str, tuple[float, float]] | None = None,
+                   qsvs: Mapping[str, Any] | None = None) -> tuple[bytes, float]:
     """The int8 model of ``float_model`` with ``plan``'s ops at 16-bit activations; and the seconds it took.
 
     ``items`` are the calibration samples (dicts keyed by input name, as
@@ -345,7 +388,8 @@ def quantize_mixed(float_model: bytes, items: Sequence[dict[str, np.ndarray]], p
     flat = read_flat_model(float_model)
     start = time.perf_counter()
     try:
-        raw = _litert_quantize(float_model, items, [_scope(flat, n) for n in plan.a16_nodes], io_, ranges or {})
+        raw = _litert_quantize(float_model, items, [_scope(flat, n) for n in plan.a16_nodes], io_, ranges or {},
+                               qsvs)
     except (ValueError, RuntimeError, KeyError, TypeError) as exc:
         raise QuantizationError(f"litert-quantizer failed: {str(exc).splitlines()[0][:300]}",
                                 argument="a16_layers", received=list(plan.chosen)[:4],
@@ -366,7 +410,7 @@ _UNPREPARED = re.compile(r"Node number (\d+) \((\w+)\) failed to prepare")
 
 def quantize_runnable(float_model: bytes, items: Sequence[dict[str, np.ndarray]], plan: MixedPlan,
                       io_: IOType = IOType.FLOAT, ranges: Mapping[str, tuple[float, float]] | None = None,
-                      attempts: int = 8) -> tuple[bytes, MixedPlan]:
+                      attempts: int = 8, qsvs: Mapping[str, Any] | None = None) -> tuple[bytes, MixedPlan]:
     """:func:`quantize_mixed`, moving back to int8 each 16-bit op the runtime cannot prepare.
 
     A 16-bit kernel can refuse its scales (LiteRT's depthwise convolution checks that its
@@ -380,12 +424,13 @@ def quantize_runnable(float_model: bytes, items: Sequence[dict[str, np.ndarray]]
     flat = read_flat_model(float_model)
     for _ in range(attempts):
         try:
-            return quantize_mixed(float_model, items, plan, io_, ranges)[0], plan
+            return quantize_mixed(float_model, items, plan, io_, ranges, qsvs)[0], plan
         except QuantizationError as exc:
             found = _UNPREPARED.search(str(exc))
             if found is None:
                 raise
-            raw = _litert_quantize(float_model, items, [_scope(flat, n) for n in plan.a16_nodes], io_, ranges or {})
+            raw = _litert_quantize(float_model, items, [_scope(flat, n) for n in plan.a16_nodes], io_, ranges or {},
+                                   qsvs)
             graph = read_flat_model(raw).main
             index = int(found.group(1))
             outs = graph.operators[index].outputs if index < len(graph.operators) else []
@@ -410,53 +455,3 @@ def mixed_result(base: ConversionResult, raw: bytes, plan: MixedPlan, io_: IOTyp
     """``raw`` (a mixed model of ``base``'s float model) as a result: ``base``'s metadata with the plan in it."""
     return int8_variant(base, raw, io_, {"a16_layers": list(layers), "a16": plan.to_dict(),
                                          "quantizer": "litert-quantizer"}, seconds, samples)
-
-
-def convert_a16(model: Any, a16_layers: Sequence[str] | int, *, calibration: Any, samples: int = 200,
-                seed: int = 0, io: str | IOType = "float", batch_size: int | None = None,
-                preprocess: Preprocess | None = None, labels: Sequence[str] | None = None,
-                progress: bool | None = None) -> ConversionResult:
-    """``model`` in int8 with ``a16_layers`` at 16-bit activations (``edgeq.convert(..., a16_layers=...)``).
-
-    Args:
-        a16_layers: Keras layer names or op output names (``LayerError.name``), or a number
-            ``k``: the ``k`` worst layers of :func:`edgeq.debug` (lowest SQNR first).
-        calibration, samples, seed, io, batch_size, preprocess, labels, progress: as for ``convert``.
-
-    Raises:
-        InvalidArgumentError: unknown layer names, a bad ``k``, I/O other than float or int8;
-        QuantizationError: none of the layers has a 16-bit kernel, or the model does not run;
-        what ``convert`` raises.
-    """
-    io_ = enum_arg(IOType, io, "io")
-    if io_ not in (IOType.FLOAT, IOType.INT8):
-        raise InvalidArgumentError("16-bit layers take float or int8 I/O", argument="io", received=io_.value,
-                                   fix="use io='float' or io='int8'")
-    if isinstance(a16_layers, bool) or (isinstance(a16_layers, int) and a16_layers < 1):
-        raise InvalidArgumentError("must be layer names or a positive number of worst layers",
-                                   argument="a16_layers", received=a16_layers, fix="give e.g. a16_layers=2")
-    if calibration is None:
-        raise CalibrationError("16-bit layers need calibration data", argument="calibration", received=None,
-                               fix="pass calibration= an image folder, arrays or a tf.data.Dataset (--calib)")
-    start = time.perf_counter()
-    session = QuantDebugSession(model, calibration, samples=samples, seed=seed, preprocess=preprocess,
-                                batch_size=batch_size, progress=progress)
-    base = convert_mode(session.loaded, Mode.FLOAT32, calibration=session.source, batch_size=batch_size,
-                        preprocess=session.preprocess, labels=labels, progress=progress)
-    flat = read_flat_model(base.model_bytes)
-    if isinstance(a16_layers, int):
-        ranked = [r for r in session.report().layers if r.sqnr_db < 120.0]
-        nodes = tuple(r.name for r in ranked[:a16_layers])
-        names: Sequence[str] = [r.layer if r.layer != "-" else r.name for r in ranked[:a16_layers]]
-    else:
-        nodes = resolve_nodes(flat, a16_layers, session.layer_of)
-        names = list(a16_layers)
-    plan = plan_a16(base.model_bytes, nodes, int8_outputs=io_ is IOType.INT8)
-    if not plan.a16_nodes:
-        raise QuantizationError(
-            "no op of these layers can take 16 bits (no 16-bit kernel, or an int8 model output): " + ", ".join(f"{n.split(';')[0]} ({op})"
-                                                                     for n, op in plan.kept_int8[:4]),
-            argument="a16_layers", received=list(names)[:4], fix="choose other layers, or convert in int16x8")
-    raw, plan = quantize_runnable(base.model_bytes, session.items, plan, io_,
-                                  converter_ranges(session.calibrated_model))
-    return mixed_result(base, raw, plan, io_, time.perf_counter() - start, session.samples, names)

@@ -259,17 +259,33 @@ def choose_ranges(calibrated: bytes, hists: dict[int, TensorHistogram], method: 
     minmax = {i: (h.low, h.high) for i, h in hists.items()}
     kept, groups, names = facts if facts is not None else model_facts(calibrated, minmax)
     constant = tuple(names[i] for i, h in hists.items() if h.constant)
-    chosen = {i: (minmax[i] if i in kept else choose_range(h, method, percentile)) for i, h in hists.items()}
-    for group in groups:  # one scale: the widest of the members' choices
+    own = {i: (minmax[i] if i in kept or method == "minmax" else choose_range(h, method, percentile))
+           for i, h in hists.items()}
+    chosen = dict(own)
+    for group in groups if method != "minmax" else ():  # one scale: the widest of the members' choices
         low = min(chosen[i][0] for i in group)
         high = max(chosen[i][1] for i in group)
         chosen.update({i: (low, high) for i in group if i not in kept})
-    narrowed = sum(1 for i, r in chosen.items() if r != minmax[i])
+    status = {names[i]: _status(chosen[i], own[i], minmax[i]) for i in hists}
+    narrowed = sum(1 for v in status.values() if v == "narrowed")
     rewrite = {i: r for i, r in chosen.items() if r != minmax[i]}
     choice = RangesChoice(method=method, chosen=method, percentile=float(percentile), narrowed=narrowed,
                           kept=tuple(f"{names[i]}: {why}" for i, why in sorted(kept.items())),
-                          constant=constant)
+                          constant=constant, widened=sum(1 for v in status.values() if v.startswith("widened")),
+                          tensors=status)
     return rewrite, choice
+
+
+def _status(chosen: tuple[float, float], own: tuple[float, float], minmax: tuple[float, float]) -> str:
+    """What happened to one tensor's range: ``kept`` (its min/max), ``narrowed``, ``widened to a shared
+    scale`` (a group's widest choice), or ``widened`` (beyond its min/max)."""
+    if chosen == minmax:
+        return "kept"
+    if chosen != own:
+        return "widened to a shared scale"
+    if chosen[0] >= minmax[0] and chosen[1] <= minmax[1]:
+        return "narrowed"
+    return "widened"
 
 
 def model_facts(calibrated: bytes, minmax: dict[int, tuple[float, float]]
@@ -346,7 +362,8 @@ def convert_with_ranges(converter: Any, rep: Callable[[], Iterator[dict[str, np.
     facts = model_facts(calibrated, minmax)
     if not auto:
         rewrite, choice = choose_ranges(calibrated, hists, method, percentile, facts)
-        return quantize_calibrated(calibrated, rewrite, converter, io), replace(choice, samples=samples)
+        final = quantize_calibrated(calibrated, rewrite, converter, io)
+        return final, written(final, calibrated, converter, io, replace(choice, samples=samples))
     if not reference:
         raise CalibrationError("ranges='auto' holds out every fourth sample and needs at least 4",
                                argument="samples", received=samples,
@@ -365,10 +382,46 @@ def convert_with_ranges(converter: Any, rep: Callable[[], Iterator[dict[str, np.
     won = {m: _folds_won(e, errors["minmax"]) for m, e in errors.items() if m != "minmax"}
     steady = [m for m in candidates if m == "minmax" or (won[m] == FOLDS and scores[m] > scores["minmax"])]
     best = max(steady, key=lambda m: (scores[m], m == "minmax"))
-    rewrite, choice, key = candidates[best]
-    final = scored[key][1] if io is IOType.FLOAT else quantize_calibrated(calibrated, rewrite, converter, io)
-    return final, replace(choice, method="auto", chosen=best, samples=samples, held_out=len(reference),
-                          sqnr_db=scores, folds_won=won)
+    # The method chosen, its model made as that method makes it: calibrated on every sample
+    # (minmax is then the plain converter's int8, scale for scale).
+    name_of = {n: (m, p) for n, m, p in auto_candidates(percentile)}
+    converter.representative_dataset = rep
+    calibrated = calibrate_only(converter, failures)
+    minmax = tensor_ranges(calibrated)
+    rewrite, choice = choose_ranges(calibrated, hists, *name_of[best], model_facts(calibrated, minmax))
+    final = quantize_calibrated(calibrated, rewrite, converter, io)
+    return final, written(final, calibrated, converter, io, replace(
+        choice, method="auto", chosen=best, samples=samples, held_out=len(reference), sqnr_db=scores, folds_won=won))
+
+
+def _scales(model: bytes) -> dict[str, float]:
+    sg = read_flat_model(model).main
+    return {t.name: float(np.ravel(t.quantization.scale)[0]) for t in sg.tensors
+            if t.dtype in ("INT8", "UINT8") and t.quantization is not None and t.quantization.scale is not None
+            and np.size(t.quantization.scale) == 1}
+
+
+def written(final: bytes, calibrated: bytes, converter: Any, io: IOType, choice: RangesChoice) -> RangesChoice:
+    """``choice`` with each activation tensor's status read from the model written: its scale against
+    the plain converter's int8 of the same calibration (``kept``, ``narrowed``, ``widened``, ``widened
+    to a shared scale`` where the method's own choice for it was narrower)."""
+    plain = _scales(quantize_calibrated(calibrated, {}, converter, io)) if choice.narrowed or choice.widened \
+        else None
+    got = _scales(final)
+    status: dict[str, str] = {}
+    for name, planned in choice.tensors.items():
+        if plain is None or name not in plain or name not in got:
+            status[name] = planned if plain is None else "kept"
+            continue
+        a, b = got[name], plain[name]
+        if abs(a - b) <= 1e-6 * max(abs(b), 1e-30):
+            status[name] = "kept"
+        elif a < b:
+            status[name] = "narrowed"
+        else:
+            status[name] = "widened to a shared scale" if planned != "widened" else "widened"
+    return replace(choice, tensors=status, narrowed=sum(1 for v in status.values() if v == "narrowed"),
+                   widened=sum(1 for v in status.values() if v.startswith("widened")))
 
 
 def auto_candidates(percentile: float) -> list[tuple[str, str, float]]:

@@ -37,7 +37,10 @@ class RangesChoice:
         sqnr_db: ``auto``: output SQNR (dB) vs the float model on the held-out samples, per method.
         folds_won: ``auto``: per method other than minmax, on how many of the parts of the held-out
             samples it beat minmax (it is only chosen if on all of them).
-        narrowed: activation tensors whose range the method narrowed.
+        narrowed: activation tensors whose range the method narrowed (within their min/max).
+        widened: tensors widened: to the scale they share with others, or beyond their min/max.
+        tensors: every activation tensor by name: ``kept`` (its min/max), ``narrowed``, ``widened to
+            a shared scale`` or ``widened`` — what the written model has, against plain min/max.
         kept: tensors kept at their min/max, as ``"name: reason"`` (a range TFLite fixes, a shared
             scale, the model's input).
         constant: tensors that held a single value in calibration (all zero, say), left as they were.
@@ -53,6 +56,8 @@ class RangesChoice:
     narrowed: int = 0
     kept: tuple[str, ...] = ()
     constant: tuple[str, ...] = ()
+    widened: int = 0
+    tensors: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """A strict-JSON-ready form (an infinite SQNR is written as null)."""
@@ -60,7 +65,8 @@ class RangesChoice:
                 "percentile": self.percentile, "samples": self.samples, "held_out": self.held_out,
                 "sqnr_db": {k: (v if math.isfinite(v) else None) for k, v in self.sqnr_db.items()},
                 "folds_won": dict(self.folds_won),
-                "narrowed": self.narrowed, "kept": list(self.kept), "constant": list(self.constant)}
+                "narrowed": self.narrowed, "widened": self.widened, "kept": list(self.kept),
+                "constant": list(self.constant), "tensors": dict(self.tensors)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RangesChoice:
@@ -77,7 +83,9 @@ class RangesChoice:
                    samples=int(data["samples"]), held_out=int(data["held_out"]),
                    sqnr_db={str(k): (math.inf if v is None else float(v)) for k, v in data["sqnr_db"].items()},
                    folds_won={str(k): int(v) for k, v in data.get("folds_won", {}).items()},
-                   narrowed=int(data["narrowed"]), kept=tuple(data["kept"]), constant=tuple(data["constant"]))
+                   narrowed=int(data["narrowed"]), kept=tuple(data["kept"]), constant=tuple(data["constant"]),
+                   widened=int(data.get("widened", 0)),
+                   tensors={str(k): str(v) for k, v in data.get("tensors", {}).items()})
 
     def summary(self) -> str:
         """One line: the method, auto's pick and the SQNR per method."""
@@ -90,7 +98,8 @@ class RangesChoice:
                 text += " (output SQNR " + ", ".join(
                     f"{k} {v:.1f} dB" + (f" better on {self.folds_won[k]}/{FOLDS} parts" if k in self.folds_won
                                          else "") for k, v in self.sqnr_db.items()) + ")"
-        return text + f"; {self.narrowed} range(s) narrowed, {len(self.kept)} kept, {len(self.constant)} constant"
+        return text + (f"; {self.narrowed} range(s) narrowed, {self.widened} widened, {len(self.kept)} kept at a "
+                       f"fixed min/max, {len(self.constant)} constant")
 
     def __str__(self) -> str:
         lines = [self.summary()]

@@ -165,7 +165,7 @@ def test_cli_convert_with_an_accuracy_budget_and_cli_debug(models, mnist_train, 
     payload = json.loads((tmp_path / "convert.json").read_text())
     budget = payload["results"][0]["budget"]
     assert budget["within_budget"] and budget["candidates"][0]["name"] == "int8"
-    assert (tmp_path / "out" / "hard_int8.tflite").exists()
+    assert (tmp_path / "out" / "hard_int8_a16.tflite").exists()  # named for its 16-bit layers
 
     missing = runner.invoke(cli, ["convert", str(path), "--max-drop", "0.5", "--calib", str(mnist_train)])
     assert missing.exit_code == 2 and "--eval" in missing.output

@@ -184,6 +184,25 @@ def test_budget_picks_16bit_layers_when_they_fit(hard, mnist_train, digits_test_
 
 
 @pytest.mark.slow
+def test_budget_with_a_latency_limit_leaves_slow_16bit_layers_and_says_so(hard, mnist_train, digits_test_arrays):
+    xt, yt = digits_test_arrays
+    result = budget_search(hard, max_drop=0.5, calibration=mnist_train, evaluation=(xt[:400], yt[:400]),
+                           samples=150, max_slowdown=1.05, progress=False)
+    report = result.budget
+    int8 = report.candidates[0]
+    slow = [c for c in report.candidates if c.name.startswith("int8+a16") and c.drop is not None
+            and c.drop <= 0.5 and c.latency_ms > 1.05 * int8.latency_ms]
+    assert slow and not any(c.within_budget for c in slow)  # within the drop, too slow: left
+    assert "too slow: " + slow[0].name in report.reason and "1.05x int8's latency" in report.reason
+    assert report.choice.name not in {c.name for c in slow}
+    pareto = report.to_dict()["pareto"]
+    assert pareto and set(pareto) <= {c.name for c in report.candidates} and "Pareto set" in report.table()
+    with pytest.raises(InvalidArgumentError) as info:
+        budget_search(hard, max_drop=0.5, calibration=mnist_train, evaluation=(xt[:10], yt[:10]), max_slowdown=0)
+    assert info.value.argument == "max_slowdown"
+
+
+@pytest.mark.slow
 def test_cli_convert_a16(hard, mnist_train, tmp_path):
     path = tmp_path / "hard.keras"
     hard.save(path)
@@ -204,7 +223,8 @@ def test_ops_the_runtime_refuses_at_16_bits_go_back_to_int8_and_are_listed():
     keras.utils.set_random_seed(0)
     model = keras.applications.MobileNetV2(weights=None, input_shape=(96, 96, 3), alpha=0.35, classes=10)
     x = np.random.default_rng(0).uniform(-1, 1, (24, 96, 96, 3)).astype(np.float32)
-    r = convert(model, "int8", calibration=x, samples=24, progress=False, a16_layers=2)
+    r = convert(model, "int8", calibration=x, samples=24, progress=False,
+                a16_layers=["block_4_expand_relu", "block_5_expand_relu"])
     a16 = r.metadata.extra["a16"]
     assert a16["a16_nodes"] and int16_tensors(r.model_bytes)
     assert any(op == "DEPTHWISE_CONV_2D" for _, op in a16["kept_int8"]), a16["kept_int8"]
