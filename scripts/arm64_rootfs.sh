@@ -4,11 +4,10 @@
 #
 #   scripts/arm64_rootfs.sh check            can this host run it? (prints the reason, exit 3 if not)
 #   scripts/arm64_rootfs.sh host-setup       install debootstrap + qemu >= 10 (bookworm-backports), register binfmt
-#   scripts/arm64_rootfs.sh build            build the cached tarball if missing; print its path
-#   scripts/arm64_rootfs.sh extract          unpack the tarball (building it if missing); print the root dir
-#   scripts/arm64_rootfs.sh run CMD...       run CMD inside the unpacked root (proc/dev mounted, QEMU_CPU set)
-#   scripts/arm64_rootfs.sh cached           exit 0 if the tarball exists
-#   scripts/arm64_rootfs.sh path             the tarball's path
+#   scripts/arm64_rootfs.sh build            build the root if missing (cached); print its folder
+#   scripts/arm64_rootfs.sh run CMD...       run CMD inside the root (proc/dev mounted, QEMU_CPU set)
+#   scripts/arm64_rootfs.sh cached           exit 0 if the root is built
+#   scripts/arm64_rootfs.sh path             the root's folder
 #
 # EDGEQ_PI_OS picks the operating system (default bookworm):
 #   bookworm        Raspberry Pi OS bookworm, 64-bit: Debian bookworm arm64, Python 3.11, two venvs
@@ -20,13 +19,14 @@
 #                     pillow, click and flatbuffers; PyPI has no TFLite runtime for it
 # QEMU_CPU picks the CPU: cortex-a72 (a Pi 4, the default on arm64) or cortex-a76 (a Pi 5).
 # The arm64 roots have openssh-server (for deploying into them over SSH). edgeq-device itself
-# is not in the tarball: the tests install the wheel of the current source.
+# is not in the root: the tests install the wheel of the current source.
 #
 # Built on the host without emulating package scripts or pip (about a minute each): debootstrap
 # --foreign downloads the packages, every one is unpacked with dpkg-deb, the few things their
 # maintainer scripts would do are done here (users, ld.so.cache), and the aarch64 wheels are
-# installed by the host's pip (--platform/--target) into venvs laid out by hand. The tarball's
-# name carries a hash of the recipe: a changed recipe builds a new one (the old is removed).
+# installed by the host's pip (--platform/--target) into venvs laid out by hand. The root is
+# cached as a folder (~/.cache/edgeq/, or $EDGEQ_CACHE) whose name carries a hash of the recipe:
+# a changed recipe builds a new one (the old is removed).
 # pip inside the root works as on the host: the host's CA bundle, /etc/pip.conf,
 # ~/.config/pip/pip.conf and PIP_* / proxy variables are passed in, and local folders
 # the pip configuration names (find-links, file:// indexes) are bind-mounted read-only.
@@ -39,7 +39,7 @@ HOST_PY=${HOST_PY:-python3}
 
 say() { echo "arm64_rootfs[$PI_OS]: $*" >&2; }
 
-# --- the recipe: everything below until "end of recipe" is hashed into the tarball's name ---------
+# --- the recipe: everything below until "end of recipe" is hashed into the root folder's name ----
 COMMON_WHEELS="pillow==13.0.0 flatbuffers==25.12.19 click==8.5.1 pip==26.3"
 case "$PI_OS" in
   bookworm)
@@ -142,8 +142,8 @@ recipe_key() {
     echo "$ARCH $SUITE $PYV $GLIBC_MINOR $INCLUDE | $VENV_LITERT | $VENV_TFLITE"; } | sha256sum | cut -c1-12
 }
 KEY=$(recipe_key)
-TARBALL=$CACHE/pi-$PI_OS-rootfs-$KEY.tar.zst
-ROOT=${EDGEQ_ARM64_ROOT:-$CACHE/pi-$PI_OS-rootfs}
+ROOT=$CACHE/pi-$PI_OS-rootfs-$KEY
+READY=$ROOT/.edgeq-rootfs-ready
 
 qemu_major() {
   local q
@@ -174,7 +174,6 @@ cmd_host_setup() {
   export DEBIAN_FRONTEND=noninteractive
   local need=()
   command -v debootstrap >/dev/null || need+=(debootstrap)
-  command -v zstd >/dev/null || need+=(zstd)
   if [ "$(uname -m)" != aarch64 ] && [ "$(qemu_major)" -lt 10 ]; then
     if ! apt-cache policy qemu-user-static 2>/dev/null | grep -q ' 1:1[0-9]\.'; then
       . /etc/os-release
@@ -283,37 +282,26 @@ with_lock() {  # one build or unpack of an OS at a time, across processes
 
 cmd_build() {
   with_lock
-  if [ -f "$TARBALL" ]; then echo "$TARBALL"; return; fi
+  if [ -f "$READY" ]; then echo "$ROOT"; return; fi
   local r; r=$(reason); [ -z "$r" ] || { say "cannot build: $r"; exit 3; }
   command -v debootstrap >/dev/null || { say "debootstrap missing; run: $0 host-setup"; exit 3; }
   local work; work=$(mktemp -d "$CACHE/.build.XXXXXX")
   trap 'rm -rf "'"$work"'"' EXIT
-  local t0=$SECONDS
+  local t0=$SECONDS old
   say "building $SUITE $ARCH (Python $PYV) on the host"
   build_root "$work/root"
-  say "root built in $((SECONDS - t0)) s; packing $TARBALL"
-  tar -C "$work/root" --numeric-owner -cf - . | zstd -q -T0 -3 -o "$work/rootfs.tar.zst"
-  rm -f "$CACHE/pi-$PI_OS-rootfs-"*.tar.zst   # older recipes
-  mv "$work/rootfs.tar.zst" "$TARBALL"
-  say "built in $((SECONDS - t0)) s: $TARBALL ($(du -h "$TARBALL" | cut -f1))"
-  echo "$TARBALL"
-}
-
-cmd_extract() {
-  cmd_build >/dev/null
-  local stamp="$ROOT/.edgeq-rootfs-stamp" want
-  want="$(basename "$TARBALL") $(stat -c '%s %Y' "$TARBALL")"
-  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then echo "$ROOT"; return; fi
-  grep -qs " $ROOT/" /proc/mounts && { say "$ROOT has mounts still in use"; exit 1; }
-  rm -rf "$ROOT"; mkdir -p "$ROOT"
-  zstd -q -dc "$TARBALL" | tar -C "$ROOT" --numeric-owner -xf -
-  echo "$want" > "$stamp"
+  touch "$work/root/.edgeq-rootfs-ready"
+  rm -rf "$ROOT"; mv "$work/root" "$ROOT"
+  for old in "$CACHE/pi-$PI_OS-rootfs-"*; do   # older recipes, unless in use
+    [ "$old" = "$ROOT" ] || grep -qs " $old/" /proc/mounts || rm -rf "$old"
+  done
+  say "built in $((SECONDS - t0)) s: $ROOT ($(du -sh "$ROOT" | cut -f1))"
   echo "$ROOT"
 }
 
 cmd_run() {
   local r; r=$(reason); [ -z "$r" ] || { say "cannot run: $r"; exit 3; }
-  (cmd_extract >/dev/null)   # unpacks only when the tarball changed
+  (cmd_build >/dev/null)   # builds only when the recipe changed
   trap umount_all EXIT
   prepare_root "$ROOT"
   local rc=0
@@ -325,10 +313,9 @@ cmd_run() {
 case "${1:-}" in
   check) cmd_check ;;
   host-setup) cmd_host_setup ;;
-  build) cmd_build ;;
-  extract) cmd_extract ;;
+  build|extract) cmd_build ;;
   run) shift; cmd_run "$@" ;;
-  cached) [ -f "$TARBALL" ] ;;
-  path) echo "$TARBALL" ;;
+  cached) [ -f "$READY" ] ;;
+  path) echo "$ROOT" ;;
   *) sed -n '2,32p' "$0" >&2; exit 2 ;;
 esac

@@ -4,7 +4,7 @@ Four boards people run: Raspberry Pi OS bookworm (Python 3.11, LiteRT and tflite
 and trixie (Python 3.13, LiteRT only), each on a Pi 4 CPU (``QEMU_CPU=cortex-a72``) and a Pi 5 CPU
 (``cortex-a76``); ids ``bookworm-pi4`` ... ``trixie-pi5``. :func:`emulated_pi` is bookworm-pi4,
 which runs the full set; :func:`pi_board` is parametrized over all four. The roots are built on
-the host when missing (about a minute each) and cached as tarballs under ~/.cache/edgeq/ (keyed on
+the host when missing (about a minute each) and cached as folders under ~/.cache/edgeq/ (keyed on
 the recipe). A host that cannot run them (not root, no qemu >= 10) skips with the reason, which
 fails under CI=true (tests/conftest.py).
 """
@@ -106,7 +106,7 @@ def unpacked_root(pi_os: str) -> Path:
     if check.returncode != 0:
         pytest.skip(f"cannot run the emulated Pi ({pi_os}) here: {(check.stdout + check.stderr).strip()}")
     t0 = time.monotonic()
-    built = script("extract", timeout=1800, pi_os=pi_os)
+    built = script("build", timeout=1800, pi_os=pi_os)
     if built.returncode != 0:
         pytest.fail(f"building/unpacking the {pi_os} root failed: {built.stderr[-2000:]}")
     root = Path(built.stdout.strip().splitlines()[-1])
