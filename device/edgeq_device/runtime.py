@@ -61,7 +61,7 @@ def _install_hint(name: str | None) -> str:
     """What to do when ``name`` (None: any runtime) cannot be imported here, for this board and Python."""
     if _is_32bit_arm():
         return ("PyPI has no ai-edge-litert or tflite-runtime wheels for 32-bit ARM "
-                f"({platform.machine()}, {platform.python_version()}): install the 64-bit Raspberry Pi OS "
+                f"({platform.machine()}, Python {platform.python_version()}): install the 64-bit Raspberry Pi OS "
                 "(aarch64) and pip install ai-edge-litert")
     if name == "tflite-runtime" and sys.version_info[:2] > _TFLITE_RUNTIME_LAST_PYTHON:
         return (f"tflite-runtime has no wheels for Python {sys.version_info[0]}.{sys.version_info[1]} "
