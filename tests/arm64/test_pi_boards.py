@@ -1,12 +1,13 @@
 """The Raspberry Pis people run, each emulated: Raspberry Pi OS bookworm and trixie on a Pi 4 and a Pi 5 CPU.
 
-On every board (ids ``bookworm-pi4`` ... ``trixie-pi5``): ``edgeq-device info``, ``bench``,
+bookworm-pi4 runs the full set (the other modules here, ids ``[bookworm-pi4]``). On each of the
+other three (``bookworm-pi5``, ``trixie-pi4``, ``trixie-pi5``): ``edgeq-device info``, ``bench``,
 ``eval`` (its accuracy equal to x86's, int8 being bit-identical), ``profile``, and ``edgeq
 deploy`` over SSH into the root. The board itself says which CPU, OS and Python it is (qemu's
 /proc/cpuinfo gives the emulated core's part number). trixie has Python 3.13, for which
-tflite-runtime has no wheels: asking for it gives one line that says so. The full set runs on
-bookworm-pi4 (the other modules here). A 32-bit Raspberry Pi OS (armv7l, bookworm armhf):
-no TFLite runtime on PyPI, and ``edgeq-device`` says what to do in one line.
+tflite-runtime has no wheels: asking for it gives one line that says so. A 32-bit Raspberry Pi
+OS (armv7l, bookworm armhf): no TFLite runtime on PyPI, and ``edgeq-device`` says what to do in
+one line.
 """
 
 from __future__ import annotations
