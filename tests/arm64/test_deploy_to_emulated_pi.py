@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
 import sqlite3
-import subprocess
 import time
 from pathlib import Path
 from typing import Iterator
@@ -16,62 +12,14 @@ import pytest
 from edgeq.deployment.fleet import Board
 from edgeq.deployment.orchestrate import deploy
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "arm64_rootfs.sh"
-
 pytestmark = [pytest.mark.arm64, pytest.mark.ssh]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
-def pi_sshd(emulated_pi) -> Iterator[dict]:
-    """sshd (aarch64, emulated) of the arm64 root, key-only root login on a loopback port."""
-    d = emulated_pi.share / "sshd"
-    d.mkdir()
-    d_in = f"{emulated_pi.share_in}/sshd"
-    for name in ("host_ed25519", "id_ed25519"):
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / name)], check=True)
-    (d / "authorized_keys").write_text((d / "id_ed25519.pub").read_text())
-    (emulated_pi.root / "run" / "sshd").mkdir(parents=True, exist_ok=True)
-    port = _free_port()
-    (d / "sshd_config").write_text("\n".join([
-        f"Port {port}", "ListenAddress 127.0.0.1", f"HostKey {d_in}/host_ed25519", f"PidFile {d_in}/sshd.pid",
-        f"AuthorizedKeysFile {d_in}/authorized_keys", "PasswordAuthentication no", "KbdInteractiveAuthentication no",
-        "PermitRootLogin prohibit-password", "UsePAM no", "StrictModes no", "LogLevel ERROR", ""]))
-    host_pub = (d / "host_ed25519.pub").read_text().split()[:2]
-    (d / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_pub[0]} {host_pub[1]}\n")
-    proc = subprocess.Popen(["bash", str(SCRIPT), "run", "/usr/sbin/sshd", "-D", "-e", "-f", f"{d_in}/sshd_config"],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"sshd in the arm64 root exited: {proc.stderr.read().decode() if proc.stderr else ''}")
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
-                    if s.recv(64).startswith(b"SSH-"):
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("sshd in the arm64 root did not answer")
-            time.sleep(0.5)
-        yield {"port": port, "identity": d / "id_ed25519", "known_hosts": d / "known_hosts", "dir_in": d_in}
-    finally:
-        pid_file = d / "sshd.pid"
-        if pid_file.exists():  # stop sshd itself; the script then unmounts and exits
-            try:
-                os.kill(int(pid_file.read_text().strip()), signal.SIGTERM)
-            except (ProcessLookupError, ValueError):
-                pass
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+def pi_sshd(emulated_pi, sshd_in) -> Iterator[dict]:
+    """sshd (aarch64, emulated) of the bookworm-pi4 root, key-only root login on a loopback port."""
+    with sshd_in(emulated_pi) as sshd:
+        yield sshd
 
 
 def test_deploy_bench_and_eval_on_the_emulated_pi(emulated_pi, pi_sshd, tiny_models_dir, eval_folder, tmp_path):

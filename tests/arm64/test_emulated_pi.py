@@ -127,6 +127,9 @@ def test_bench_json_on_the_pi(emulated_pi, shared, runtime):
     assert payload["runtime"] == runtime and payload["threads"] == 1
     assert payload["latency"]["count"] >= 5 and payload["latency"]["p50_us"] > 0
     assert payload["board"]["architecture"] == "aarch64"
+    # a Pi 4's core (qemu's /proc/cpuinfo) under Raspberry Pi OS bookworm's Python
+    assert "Cortex-A72" in payload["board"]["cpu_model"] and "bookworm" in payload["board"]["os"].lower()
+    assert payload["board"]["python"].startswith("3.11.")
 
 
 @pytest.mark.parametrize("runtime", RUNTIMES)

@@ -11,6 +11,7 @@ success or one ``error:`` line with exit 2, never a traceback.
 from __future__ import annotations
 
 import collections
+import os
 import random
 import re
 import time
@@ -174,6 +175,34 @@ def test_child_load_turns_a_runtime_crash_into_an_error(models, model_tools, mon
         loadcheck.check_loads_in_child(bad, rt)
     assert err.value.signal == 11
     loadcheck.check_loads_in_child(Path(models["int8"]).read_bytes(), rt)  # a good model passes
+
+
+PROBE_CRASH = """
+import faulthandler, os, sys
+faulthandler.enable(file=os.fdopen(os.dup(2), "w"))  # as pytest does: onto a copy of stderr
+from edgeq_device import loadcheck
+from edgeq_device.errors import RuntimeCrashError
+from edgeq_device.run.runtime import resolve_runtime
+loadcheck._single_threaded = lambda: sys.argv[2] == "fork"
+try:
+    loadcheck.check_loads_in_child(open(sys.argv[1], "rb").read(), resolve_runtime("litert"))
+except RuntimeCrashError as exc:
+    print(exc.signal)
+"""
+
+
+@pytest.mark.parametrize("fork", ["fork", "helper"])
+def test_a_crash_in_the_child_prints_no_fault_dump(models, model_tools, tmp_path, fork):
+    """With faulthandler on in the parent (as pytest has it), the child's expected crash stays quiet."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "crash.tflite"
+    path.write_bytes(_crashing_model(models, model_tools))
+    res = subprocess.run([sys.executable, "-c", PROBE_CRASH, str(path), fork], capture_output=True, text=True,
+                         timeout=300, env={**os.environ, "PYTHONFAULTHANDLER": "1"})
+    assert res.returncode == 0 and res.stdout.strip() == "11", res.stderr[-2000:]
+    assert "Fatal Python error" not in res.stderr and "Current thread" not in res.stderr, res.stderr[-2000:]
 
 
 def test_cli_reports_a_crash_the_validation_misses(models, model_tools, monkeypatch, tmp_path):

@@ -21,8 +21,6 @@ from label_folders import class_files, plain_litert_top1, subset
 from edgeq import convert
 from edgeq.cli import cli
 
-keras = pytest.importorskip("keras")
-
 
 @pytest.fixture(scope="module")
 def digits(digits_cnn):

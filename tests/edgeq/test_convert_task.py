@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import keras
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -16,8 +17,6 @@ import edgeq
 from edgeq.cli import cli
 from edgeq.errors import DataError, InvalidArgumentError
 from edgeq.quantize.metadata import check_task
-
-keras = pytest.importorskip("keras")
 
 SHAPES = Path(__file__).resolve().parents[2] / "datasets" / "shapes"
 K = 4  # detections of the tiny detector

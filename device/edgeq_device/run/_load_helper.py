@@ -8,6 +8,7 @@ this process (a clean, single-threaded process with the runtime imported), so a 
 fork only; elsewhere it loads one model itself and exits.
 """
 
+import faulthandler
 import importlib
 import os
 import struct
@@ -64,6 +65,7 @@ def serve(mod) -> None:  # type: ignore[no-untyped-def]
         pid = os.fork()
         if pid == 0:
             os.close(r)
+            faulthandler.disable()  # a crash here is the answer, not a fault to dump (PYTHONFAULTHANDLER)
             os._exit(load(mod, data, bool(xnnpack), w))
         os.close(w)
         stages = b""

@@ -18,6 +18,7 @@ and exits.
 
 from __future__ import annotations
 
+import faulthandler
 import hashlib
 import os
 import signal as _signal
@@ -58,8 +59,14 @@ def _single_threaded() -> bool:
 
 
 def _child_load(runtime: Runtime, model_bytes: bytes, xnnpack: bool) -> None:
-    """In a forked child: load, allocate, run once; exit 0, or 1 on a Python-level error."""
+    """In a forked child: load, allocate, run once; exit 0, or 1 on a Python-level error.
+
+    The child's crash is the expected outcome the parent reports: faulthandler, when the parent
+    enabled it (pytest, ``python -X faulthandler``), would print a fault dump of the child to the
+    parent's stderr, so it is turned off here.
+    """
     try:
+        faulthandler.disable()
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, 2)
         kwargs: dict[str, Any] = {"model_content": model_bytes, "num_threads": 1}

@@ -13,6 +13,7 @@ import ctypes
 import importlib
 import os
 import platform
+import sys
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -27,6 +28,25 @@ _MODULES = {
     "tensorflow": ("tensorflow.lite", "tensorflow"),
 }
 _INSTALL_HINT = "pip install ai-edge-litert (or tflite-runtime on numpy<2)"
+_TFLITE_RUNTIME_LAST_PYTHON = (3, 11)  # tflite-runtime 2.14, its last release, has wheels up to cp311
+
+
+def _is_32bit_arm() -> bool:
+    """A 32-bit ARM Python (Raspberry Pi OS armhf; ``aarch64`` from a 64-bit kernel under a 32-bit userland)."""
+    machine = platform.machine().lower()
+    return machine.startswith("armv") or (machine in ("aarch64", "arm64") and sys.maxsize <= 2**32)
+
+
+def _install_hint(name: str | None) -> str:
+    """What to do when ``name`` (None: any runtime) cannot be imported here, for this board and Python."""
+    if _is_32bit_arm():
+        return ("PyPI has no ai-edge-litert or tflite-runtime wheels for 32-bit ARM "
+                f"({platform.machine()}, Python {platform.python_version()}): install the 64-bit Raspberry Pi OS "
+                "(aarch64) and pip install ai-edge-litert")
+    if name == "tflite-runtime" and sys.version_info[:2] > _TFLITE_RUNTIME_LAST_PYTHON:
+        return (f"tflite-runtime has no wheels for Python {sys.version_info[0]}.{sys.version_info[1]} "
+                "(its last release, 2.14, stops at 3.11): use --runtime litert (pip install ai-edge-litert)")
+    return _INSTALL_HINT
 
 
 @dataclass(frozen=True)
@@ -121,7 +141,7 @@ def resolve_runtime(name: str | None = None) -> Runtime:
             return _import_runtime(name)
         except ImportError as exc:
             raise RuntimeNotFoundError(f"runtime cannot be imported: {exc}", argument="runtime",
-                                       received=name, fix=_INSTALL_HINT) from exc
+                                       received=name, fix=_install_hint(name)) from exc
     errors = []
     for candidate in RUNTIME_NAMES:
         try:
@@ -129,7 +149,7 @@ def resolve_runtime(name: str | None = None) -> Runtime:
         except ImportError as exc:
             errors.append(f"{candidate}: {exc}")
     raise RuntimeNotFoundError("no TFLite runtime found (" + "; ".join(errors) + ")",
-                               fix=_INSTALL_HINT)
+                               fix=_install_hint(None))
 
 
 def edgetpu_library_name() -> str:

@@ -14,8 +14,6 @@ from edgeq_device.model.metadata import read_metadata
 
 from edgeq.cli import cli
 
-keras = pytest.importorskip("keras")
-
 
 def _run(*args):
     result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)

@@ -9,14 +9,13 @@ from __future__ import annotations
 import importlib.util
 import sys
 
+import keras
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from edgeq.cli import cli
 from edgeq.errors import EdgeqError, InvalidArgumentError, ModelLoadError, OutputError
-
-keras = pytest.importorskip("keras")
 
 MODE_FIX = "use one of: float32, dynamic, float16, int8, int16x8, int4, all"
 COMPARE_MODE_FIX = "use one of: float32, dynamic, float16, int8, int16x8, int4, qat, clustered, pruned, all"
@@ -292,7 +291,7 @@ def test_custom_objects_file_errors(custom_model, tmp_path):
 
 def test_custom_layer_of_a_tf_keras_model(tmp_path):
     """The same for a tf_keras (Keras 2) model saved as .h5."""
-    tf_keras = pytest.importorskip("tf_keras")
+    import tf_keras
     source = tmp_path / "tfk_layers.py"
     source.write_text(LAYERS.replace("import keras", "import tf_keras as keras").replace("Scale", "TfkScale"))
     spec = importlib.util.spec_from_file_location("edgeq_test_tfk_layers", source)

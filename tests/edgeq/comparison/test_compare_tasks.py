@@ -14,7 +14,9 @@ import contextlib
 import io
 import json
 
+import keras
 import numpy as np
+import pycocotools  # noqa: F401  (a test dependency: a broken install fails here)
 import pytest
 from click.testing import CliRunner
 from edgeq_device.model.preprocess import Preprocess
@@ -25,9 +27,6 @@ from edgeq.comparison.records import Comparison
 from edgeq.comparison.run import compare
 from edgeq.errors import DataError, InvalidArgumentError
 from edgeq.store.db import ResultsStore
-
-keras = pytest.importorskip("keras")
-pytest.importorskip("pycocotools")
 
 DET, DET_W, DET_H = 32, 64, 96
 SEG, SEG_CLASSES = 16, 3

@@ -52,7 +52,9 @@ def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
 
 
 def _tf():
-    return pytest.importorskip("tensorflow")
+    import tensorflow as tf
+
+    return tf
 
 
 # Each way a user holds the same six labeled samples, and the DataSource it becomes.

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import sys
 
+import keras
 import numpy as np
 import pytest
+import tensorflow as tf
+import tf_keras
 
 from edgeq.errors import InvalidArgumentError, ModelLoadError
 from edgeq.inputs.models import (
@@ -15,10 +18,6 @@ from edgeq.inputs.models import (
     load_model,
     register_custom_objects,
 )
-
-keras = pytest.importorskip("keras")
-tf_keras = pytest.importorskip("tf_keras")
-tf = pytest.importorskip("tensorflow")
 
 X = np.random.default_rng(0).random((3, 6), dtype=np.float32)
 

@@ -12,6 +12,7 @@ import time
 import warnings
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -26,8 +27,6 @@ from edgeq.errors import (
     UnscaledCalibrationWarning,
 )
 from edgeq.inputs.models import export_folder, load_model
-
-keras = pytest.importorskip("keras")
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +119,7 @@ def test_multi_input_error_names_the_input(tmp_path):
 @pytest.fixture(scope="module")
 def tf_keras_model():
     """A tf_keras model: its conversion exports a SavedModel into an edgeq-export-* folder."""
-    tf_keras = pytest.importorskip("tf_keras")
+    import tf_keras
     tf_keras.utils.set_random_seed(0)
     return tf_keras.Sequential([tf_keras.Input((8, 8, 1), name="image"), tf_keras.layers.Conv2D(2, 3),
                                 tf_keras.layers.Flatten(), tf_keras.layers.Dense(3)], name="legacy")
@@ -324,7 +323,8 @@ def test_export_folders_of_dead_processes_are_swept(private_tmp):
 @pytest.mark.slow
 def test_qat_refuses_inf_in_training_data_before_training_and_in_calibration():
     """Before: the Inf poisoned the learnt quantization ranges and the int8 export died by SIGSEGV."""
-    tf_keras = pytest.importorskip("tf_keras")
+    import tf_keras
+
     from edgeq.quantize.qat.train import qat
 
     tf_keras.utils.set_random_seed(0)
@@ -343,7 +343,8 @@ def test_qat_refuses_inf_in_training_data_before_training_and_in_calibration():
 @pytest.mark.slow
 def test_a_qat_model_keeps_its_rescaling_layer_visible():
     """QAT wraps layers (QuantizeWrapper) and puts a fake-quantizer with weights first."""
-    tf_keras = pytest.importorskip("tf_keras")
+    import tf_keras
+
     from edgeq.quantize.qat.train import qat
 
     tf_keras.utils.set_random_seed(0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
+import keras
 import numpy as np
 import pytest
 from edgeq_device.model.metadata import read_metadata
@@ -20,8 +21,6 @@ from edgeq.errors import (
     QuantizationError,
 )
 from edgeq.quantize.converter import ConversionResult, IOType, Mode
-
-keras = pytest.importorskip("keras")
 
 # Largest absolute error allowed against the Keras model, as a fraction of the
 # float output's range over the test batch. float32 is the same math; float16 and
