@@ -73,6 +73,11 @@ __all__ = ["convert_cmd"]
               help="With --max-drop: candidates must also run one inference within MS milliseconds here.")
 @click.option("--eval", "evaluation", type=click.Path(), default=None,
               help="Labeled evaluation data for --max-drop (image folder with class subfolders, .npz).")
+@click.option("--train", "train", type=click.Path(), default=None,
+              help="With --max-drop: labeled training data; the budget then tries int8 after quantization-aware "
+                   "fine-tuning (int8's size and speed) right after plain int8.")
+@click.option("--train-epochs", type=int, default=2, show_default=True,
+              help="With --train: epochs of that fine-tuning.")
 @click.option("--labels", "labels", type=click.Path(), default=None, metavar="FILE",
               help="Class names, one per line in output order, stored in the model (default: the calibration "
                    "folder's classes: integer folder names are their output, other names sorted as Keras does).")
@@ -102,7 +107,8 @@ __all__ = ["convert_cmd"]
 def convert_cmd(model: str, modes: tuple[str, ...], calib: str | None, samples: int, seed: int, io: str | None,
                 batch_size: int | None, allow_float: bool, target: str | None, output: str, force: bool,
                 json_out: str | None, max_drop: float | None, max_slowdown: float | None,
-                max_latency: float | None, evaluation: str | None, labels: str | None,
+                max_latency: float | None, evaluation: str | None, train: str | None, train_epochs: int,
+                labels: str | None,
                 size: tuple[int, int] | None, color: str | None, mean: Channels, std: Channels, task: str | None,
                 class_offset: int | None, num_classes: int | None, ignore_index: str | None,
                 outputs_text: str | None, rounding: str = "optimized", a16: str | None = None,
@@ -134,6 +140,9 @@ def convert_cmd(model: str, modes: tuple[str, ...], calib: str | None, samples: 
                                    argument="--max-slowdown" if max_slowdown is not None else "--max-latency",
                                    received=max_slowdown if max_slowdown is not None else max_latency,
                                    fix="give them with --max-drop and --eval")
+    if train is not None and max_drop is None:
+        raise InvalidArgumentError("--train is for the accuracy budget's QAT step", argument="--train",
+                                   received=train, fix="give --max-drop and --eval with it, or use edgeq qat")
     if max_drop is not None or evaluation is not None:  # the accuracy budget search (edgeq.budget)
         if max_drop is None or evaluation is None or target is not None or a16 is not None:
             raise InvalidArgumentError("--max-drop and --eval go together, without --target",
@@ -144,7 +153,8 @@ def convert_cmd(model: str, modes: tuple[str, ...], calib: str | None, samples: 
         results = convert(model, mode, calibration=calib, samples=samples, seed=seed, io=io,
                           batch_size=batch_size, preprocess=pre, allow_float_fallback=allow_float,
                           max_drop=max_drop, evaluation=evaluation, labels=labels, task=task, task_settings=settings,
-                          ranges=ranges, max_slowdown=max_slowdown, max_latency_ms=max_latency)
+                          ranges=ranges, max_slowdown=max_slowdown, max_latency_ms=max_latency, train=train,
+                          train_epochs=train_epochs)
     elif a16 is not None:
         if isinstance(mode, list) or target is not None:
             raise InvalidArgumentError("--a16 takes --mode int8 alone, without --target", argument="--a16",

@@ -52,8 +52,10 @@ from edgeq.quantize.calibration import (
 from edgeq.quantize.conversion import convert_mode
 from edgeq.quantize.metadata import embed_metadata
 from edgeq.quantize.modes import MODES, VALID_IO, IOType, Mode, enum_arg
-from edgeq.quantize.precision.budget import budget_search
+from edgeq.quantize.precision.budget import QATStep, budget_search
 from edgeq.quantize.precision.sensitivity import convert_a16
+from edgeq.quantize.qat.data import positive
+from edgeq.quantize.qat.train import qat
 from edgeq.quantize.result import ConversionResult, TensorDetail
 from edgeq.quantize.tflite import configure_converter, float_ops
 from edgeq.targets.edgetpu.rules import check_target_args, predict_edgetpu
@@ -101,6 +103,8 @@ def convert(
     task_settings: dict[str, Any] | None = ...,
     ranges: str = ...,
     percentile: float = ...,
+    train: Any = ...,
+    train_epochs: int = ...,
 ) -> list[ConversionResult]: ...
 @overload
 def convert(
@@ -127,6 +131,8 @@ def convert(
     task_settings: dict[str, Any] | None = ...,
     ranges: str = ...,
     percentile: float = ...,
+    train: Any = ...,
+    train_epochs: int = ...,
 ) -> ConversionResult: ...
 
 
@@ -157,6 +163,8 @@ def convert(
     task_settings: dict[str, Any] | None = None,
     ranges: str = "minmax",
     percentile: float = 99.99,
+    train: Any = None,
+    train_epochs: int = 2,
 ) -> ConversionResult | list[ConversionResult]:
     """Convert a Keras model to TFLite in one mode.
 
@@ -207,6 +215,10 @@ def convert(
             :attr:`~edgeq.quantize.result.ConversionResult.ranges` and the model's metadata.
         percentile: the percentile ``ranges="percentile"`` keeps, in (0, 100]; ``entropy`` clips no more
             values than it gives up.
+        train: with ``max_drop``, labeled training data (as for :func:`edgeq.qat`): the budget then tries
+            ``int8+qat``, int8 after ``train_epochs`` of quantization-aware fine-tuning, right after plain int8
+            and before anything that costs size or speed.
+        train_epochs: epochs of that fine-tuning.
 
     Raises:
         InvalidArgumentError, ModelLoadError, CalibrationError, QuantizationError, ConversionError,
@@ -239,6 +251,10 @@ def convert(
         raise InvalidArgumentError("the accuracy budget search uses the converter's min/max ranges",
                                    argument="ranges", received=ranges,
                                    fix="leave ranges='minmax' with max_drop, or drop max_drop")
+    if train is not None and max_drop is None:
+        raise InvalidArgumentError("training data is used by the accuracy budget's QAT step", argument="train",
+                                   received=str(train)[:80], fix="give max_drop= and evaluation= with it, or use "
+                                                                  "edgeq.qat(model, train) for QAT alone")
     if max_drop is not None or evaluation is not None:
         if task not in (None, "classification"):
             raise InvalidArgumentError("the accuracy budget measures top-1 of a classifier", argument="task",
@@ -251,7 +267,10 @@ def convert(
         return budget_search(model, max_drop=max_drop, calibration=calibration, evaluation=evaluation,
                              samples=samples, seed=seed, io=io, batch_size=batch_size, preprocess=preprocess,
                              labels=labels, allow_float_fallback=allow_float_fallback,
-                             progress=progress, max_slowdown=max_slowdown, max_latency_ms=max_latency_ms)
+                             progress=progress, max_slowdown=max_slowdown, max_latency_ms=max_latency_ms,
+                             qat_step=None if train is None else _qat_step(
+                                 model, train, train_epochs, samples=samples, seed=seed, io=io,
+                                 batch_size=batch_size, preprocess=preprocess, labels=labels, progress=progress))
     if isinstance(mode, (list, tuple)) or (isinstance(mode, str) and mode.lower() == "all"):
         warn_at_caller("convert() with 'all' or a list of modes returns a list and is deprecated; "
                        "use convert_all(model, modes=...) (edgeq.convert_all)", DeprecationWarning)
@@ -323,3 +342,25 @@ def convert_all(
                          preprocess=preprocess, labels=labels, allow_float_fallback=allow_float_fallback,
                          progress=progress, rounding=rounding, task=task, task_settings=task_settings)
             for m in wanted]
+
+
+def _qat_step(model: Any, train: Any, epochs: int, *, samples: int, seed: int, io: str | IOType,
+              batch_size: int | None, preprocess: Preprocess | None, labels: Sequence[str] | None,
+              progress: bool | None) -> QATStep:
+    """The budget's training step (:data:`~edgeq.quantize.precision.budget.QATStep`): :func:`edgeq.qat` on
+    ``train``, exported int8 with the budget's calibration data. The converter builds it because the
+    budget (:mod:`edgeq.quantize.precision`) sits below :mod:`edgeq.quantize.qat`."""
+    positive(epochs, "train_epochs", "2")
+
+    def step(calibration: Any) -> tuple[ConversionResult, str]:
+        trained = qat(model, train, epochs=epochs, seed=seed, preprocess=preprocess, labels=labels,
+                      progress=progress)
+        result = trained.convert(str(getattr(io, "value", io)), calibration=calibration, samples=samples, seed=seed,
+                                 batch_size=batch_size, progress=progress)
+        result.metadata.extra["qat"] = {"epochs": trained.epochs, "seconds": round(trained.seconds, 3),
+                                        "history": trained.history}
+        n = trained.epochs
+        return result, f"{n} epoch{'s' if n != 1 else ''} of quantization-aware fine-tuning ({trained.seconds:.0f} s)"
+
+
+    return step

@@ -5,6 +5,10 @@ float32 ``.tflite``'s top-1 accuracy on the evaluation data, then tries, in orde
 stopping at the first candidate whose drop is at most ``max_drop`` points:
 
 1. full ``int8``;
+1b. with training data (``qat_step``, given by the converter, which sits above both this module and
+   :mod:`edgeq.quantize.qat`): ``int8+qat``, int8 after a couple of epochs of quantization-aware
+   fine-tuning. It keeps int8's size and speed, so it is tried before anything that costs either;
+   the report's reason names the training it took;
 2. ``int8`` with the worst layers' activations at 16 bits (a16w8), a few more each time
    (1, 2, 4 by default; :mod:`edgeq.quantize.precision.mixed`): the layer and the ops reading its
    output run int16 kernels (reference ones, slower: the latency column shows the cost),
@@ -34,14 +38,14 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from edgeq_device.model.preprocess import Preprocess
 from edgeq_device.tasks.evaluation import output_classes
 
 from edgeq.deprecation import renamed_arguments
-from edgeq.errors import CalibrationError, ConversionError, EdgeqError, InvalidArgumentError
+from edgeq.errors import CalibrationError, ConversionError, DataError, EdgeqError, InvalidArgumentError
 from edgeq.inputs.data import as_source
 from edgeq.inputs.models import load_model
 from edgeq.nativelog import quiet_native_logs
@@ -54,7 +58,12 @@ from edgeq.quantize.precision.budget_report import BudgetReport, Candidate
 from edgeq.quantize.precision.budget_steps import SharedDebugSession, a16_candidates, fidelity
 from edgeq.quantize.result import ConversionResult, int8_variant
 
-__all__ = ["DEFAULT_A16_STEPS", "DEFAULT_FLOAT_STEPS", "BudgetReport", "Candidate", "budget_search", "top1_accuracy"]
+__all__ = ["DEFAULT_A16_STEPS", "DEFAULT_FLOAT_STEPS", "BudgetReport", "Candidate", "QATStep", "budget_search",
+           "top1_accuracy"]
+
+QATStep = Callable[[Any], "tuple[ConversionResult, str]"]
+"""The budget's training step: given the calibration source, the int8 result of quantization-aware
+fine-tuning and a phrase naming the training it took (e.g. ``2 epochs of QAT on 1000 samples, 9 s``)."""
 
 DEFAULT_FLOAT_STEPS = (1, 2, 4)
 DEFAULT_A16_STEPS = (1, 2, 4, 8)
@@ -95,6 +104,7 @@ def budget_search(
     a16_steps: Sequence[int] = DEFAULT_A16_STEPS,
     max_slowdown: float | None = None,
     max_latency_ms: float | None = None,
+    qat_step: QATStep | None = None,
 ) -> ConversionResult:
     """Convert ``model`` to the first candidate (int8, int8 with 16-bit layers, int8 with float layers,
     int16x8, float16)
@@ -115,6 +125,8 @@ def budget_search(
         max_slowdown: a candidate must also run within this many times int8's latency, measured
             here (16-bit kernels are reference ones: several times slower).
         max_latency_ms: a candidate must also run one inference within this many milliseconds here.
+        qat_step: with training data, the step that fine-tunes with simulated int8 and exports int8
+            (:data:`QATStep`); tried right after int8 (``int8+qat``). None: not tried.
 
     Within the constraints the smallest candidate is chosen, then the fastest; the report lists
     the Pareto set (no candidate better on drop, size and latency together).
@@ -209,6 +221,15 @@ def budget_search(
     except EdgeqError as exc:
         failed("int8", Mode.INT8, exc)
 
+    trained = ""
+    if not done and qat_step is not None:
+        try:
+            qat_result, trained = qat_step(calib)
+            done = measure("int8+qat", Mode.INT8, qat_result).within_budget
+        except (CalibrationError, DataError, InvalidArgumentError):  # the user's data or options to fix
+            raise
+        except EdgeqError as exc:
+            failed("int8+qat", Mode.INT8, exc)
     sessions = SharedDebugSession(loaded, calib, samples, seed, preprocess, batch_size, progress, failed)
     if not done and a16:
         done = a16_candidates(sessions, base, io_, a16, measure, failed)
@@ -243,6 +264,8 @@ def budget_search(
         reason = (f"chose {c.name}: the smallest candidate within the budget ({c.drop:+.2f} points <= "
                   f"{max_drop:g}{limits}), {c.size_bytes / 1024:.1f} KiB{why}")  # type: ignore[operator]
         first = tried[0]
+        if c.name == "int8+qat" and trained:
+            reason += f"; traded {trained} for int8's size and speed"
         if c.a16_layers and first.latency_ms and c.latency_ms:  # int16 kernels are reference ones
             reason += f"; its 16-bit layers make it {c.latency_ms / first.latency_ms:.1f}x int8's latency here"
     elif measured:

@@ -135,3 +135,25 @@ def test_digits_clustered_and_pruned_against_int8(demo_cnn, mnist_train, mnist_t
     assert gzip_size(comp.results["pruned"].model_bytes) < 0.8 * g8
     written = comp.save(tmp_path / "report")
     assert len({p.name for p in written.values() if p.suffix == ".tflite"}) == 3
+
+
+@pytest.mark.slow
+def test_cluster_preserving_qat_keeps_a_residual_cnns_accuracy(digits_train_arrays, digits_test_arrays):
+    """Clustering then cluster-preserving QAT on a residual CNN (ADDs, batch norms): the QAT epoch
+    and the int8 file stay within a few points of the clustered model, and each kernel keeps its 16 values."""
+    from fixtures.models import train_resnet8
+
+    x, y = digits_train_arrays
+    xt, yt = digits_test_arrays
+    res = cluster(train_resnet8(x, y), (x, y), clusters=16, validation=(xt, yt), progress=False)
+    clustered = res.fine_tune_history["val_accuracy"][-1]
+    assert clustered > 0.6  # clustering fine-tuning settled the one-epoch model's batch norms
+    assert res.history["val_accuracy"][-1] >= clustered - 0.05
+    int8 = res.convert()
+    top1 = float((np.argmax(predict_arrays(int8.model_bytes, xt), axis=-1).ravel() == yt).mean())
+    assert top1 >= clustered - 0.05, (top1, clustered)
+    for layer in res.model.layers:
+        inner = getattr(layer, "layer", None)
+        kernels = [w for w in layer.weights if w.name.split("/")[-1].split(":")[0] == "kernel"]
+        if inner is not None and inner.name in res.weighted and kernels:
+            assert len(np.unique(kernels[0].numpy())) <= 16, inner.name
