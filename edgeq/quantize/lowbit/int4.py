@@ -38,6 +38,7 @@ import numpy as np
 from edgeq.errors import QuantizationError
 from edgeq.quantize.flatbuffer import read_model, write_model
 from edgeq.quantize.lowbit.rounding import Rounding, RoundingReport, optimize_int4
+from edgeq.quantize.lowbit.stepwise import StepwiseRun
 
 __all__ = ["INT4_TYPE", "Int4Model", "int4_model", "int4_tensors"]
 
@@ -148,6 +149,31 @@ def _layer_inputs(float_bytes: bytes, samples: Iterable[dict[str, np.ndarray]],
     return found
 
 
+def _round_layer(model: object, op: object, t: object, w2: np.ndarray, x: np.ndarray, seen: np.ndarray,
+                 rng: np.random.Generator, rounding: Rounding, reports: list[RoundingReport]) -> None:
+    """Round layer ``op``'s weights ``t`` in ``model`` for its float inputs ``x`` and partly-4-bit inputs ``seen``."""
+    sg = model.subgraphs[0]  # type: ignore[attr-defined]
+    name, shape = t.name.decode(), tuple(int(d) for d in t.shape)  # type: ignore[attr-defined]
+    pick = rng.choice(len(x), _MAX_ROWS, replace=False) if len(x) > _MAX_ROWS else slice(None)
+    x, seen = x[pick].astype(np.float64), seen[pick].astype(np.float64)
+    h = seen.T @ seen / len(seen)
+    damp = 0.01 * float(np.mean(np.diag(h))) * np.eye(len(h)) + 1e-12 * np.eye(len(h))
+    # min |W x − Ŵ x̂|² + damp |Ŵ − W|²  ==  min (ŵ − w*)ᵀ (H + damp) (ŵ − w*) per channel
+    target = np.linalg.solve(h + damp, (seen.T @ x / len(x)) @ w2.T + damp @ w2.T).T
+    q, scales, report = optimize_int4(target, h + damp, name, rounding)
+    reports.append(report)
+    model.buffers[t.buffer].data = pack_int4(q)  # type: ignore[attr-defined]
+    t.quantization.scale = scales.astype(np.float32)  # type: ignore[attr-defined]
+    t.quantization.zeroPoint = np.zeros(len(scales), np.int64)  # type: ignore[attr-defined]
+    if len(op.inputs) > 2 and op.inputs[2] >= 0:  # type: ignore[attr-defined]
+        bt = sg.tensors[op.inputs[2]]  # type: ignore[attr-defined]
+        buf = model.buffers[bt.buffer]  # type: ignore[attr-defined]
+        if bt.type == 0 and buf.data is not None and len(buf.data) == 4 * shape[0]:
+            bias = np.frombuffer(bytes(bytearray(buf.data)), np.float32).astype(np.float64)
+            shift = w2 @ x.mean(axis=0) - (scales[:, None] * q) @ seen.mean(axis=0)
+            buf.data = np.frombuffer((bias + shift).astype(np.float32).tobytes(), np.uint8)
+
+
 def int4_model(float_bytes: bytes, samples: Iterable[dict[str, np.ndarray]] | None = None,
                rounding: Rounding = Rounding.OPTIMIZED,
                progress: Callable[[int, int], None] | None = None) -> Int4Model:
@@ -190,7 +216,16 @@ def int4_model(float_bytes: bytes, samples: Iterable[dict[str, np.ndarray]] | No
     wanted = {sg.tensors[op.inputs[0]].name.decode() for op, _ in layers}
     inputs = _layer_inputs(float_bytes, data, wanted)
     rng = np.random.default_rng(0)
-    for done, (op, t) in enumerate(layers):
+    position = {id(op): t for op, t in layers}
+    done = 0
+    # One pass over the partly-4-bit model, operator by operator: each layer's input comes from
+    # the layers before it, already rounded (linear in depth; a whole-model run per layer gave
+    # the same inputs at a pass per layer).
+    run = StepwiseRun(model, data)
+    for _pos, op in run:
+        t = position.get(id(op))
+        if t is None:
+            continue
         name, in_name = t.name.decode(), sg.tensors[op.inputs[0]].name.decode()
         ft = fweights[name]
         w = np.frombuffer(bytes(bytearray(fmodel.buffers[ft.buffer].data)), np.float32)  # type: ignore[attr-defined]
@@ -199,26 +234,9 @@ def int4_model(float_bytes: bytes, samples: Iterable[dict[str, np.ndarray]] | No
         x = _rows(inputs[in_name], op, shape)
         # What the layer sees in the model with the earlier layers already 4-bit: their error is
         # in its input, and its own rounding can make up for part of it.
-        seen = x if done == 0 else _rows(
-            _layer_inputs(write_model(model), data, {in_name})[in_name], op, shape)
-        pick = rng.choice(len(x), _MAX_ROWS, replace=False) if len(x) > _MAX_ROWS else slice(None)
-        x, seen = x[pick].astype(np.float64), seen[pick].astype(np.float64)
-        h = seen.T @ seen / len(seen)
-        damp = 0.01 * float(np.mean(np.diag(h))) * np.eye(len(h)) + 1e-12 * np.eye(len(h))
-        # min |W x − Ŵ x̂|² + damp |Ŵ − W|²  ==  min (ŵ − w*)ᵀ (H + damp) (ŵ − w*) per channel
-        target = np.linalg.solve(h + damp, (seen.T @ x / len(x)) @ w2.T + damp @ w2.T).T
-        q, scales, report = optimize_int4(target, h + damp, name, rounding)
-        reports.append(report)
-        model.buffers[t.buffer].data = pack_int4(q)  # type: ignore[attr-defined]
-        t.quantization.scale = scales.astype(np.float32)
-        t.quantization.zeroPoint = np.zeros(len(scales), np.int64)
-        if len(op.inputs) > 2 and op.inputs[2] >= 0:
-            bt = sg.tensors[op.inputs[2]]
-            buf = model.buffers[bt.buffer]  # type: ignore[attr-defined]
-            if bt.type == 0 and buf.data is not None and len(buf.data) == 4 * shape[0]:
-                bias = np.frombuffer(bytes(bytearray(buf.data)), np.float32).astype(np.float64)
-                shift = w2 @ x.mean(axis=0) - (scales[:, None] * q) @ seen.mean(axis=0)
-                buf.data = np.frombuffer((bias + shift).astype(np.float32).tobytes(), np.uint8)
+        seen = x if done == 0 else _rows(run.values(op.inputs[0]), op, shape)
+        _round_layer(model, op, t, w2, x, seen, rng, rounding, reports)
+        done += 1
         if progress is not None:
-            progress(done + 1, len(layers))
+            progress(done, len(layers))
     return Int4Model(write_model(model), rounding, tuple(reports))
