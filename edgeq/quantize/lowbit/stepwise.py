@@ -13,6 +13,7 @@ whole-model runs: the inputs seen are the same as per-layer whole-model runs giv
 
 from __future__ import annotations
 
+import copy
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -75,18 +76,34 @@ class StepwiseRun:
         buf = self.model.buffers[self._sg.tensors[tensor].buffer]
         return buf.data is not None and len(buf.data) > 0
 
-    def _one_op_model(self, op: Any, inputs: list[int]) -> bytes:
+    def _one_op_model(self, op: Any, inputs: list[int]) -> tuple[bytes, dict[int, int]]:
+        """A model of ``op`` alone, with only its tensors and their buffers, and the tensor index map."""
         model, sg = self.model, self._sg
-        saved = (sg.operators, sg.inputs, sg.outputs, model.signatureDefs, model.buffers)
-        keep = {self._sg.tensors[i].buffer for i in op.inputs if i >= 0} | {0}
+        used = list(dict.fromkeys(i for i in [*op.inputs, *op.outputs] if i >= 0))
+        index = {i: n for n, i in enumerate(used)}
         empty = type(model.buffers[0])()
+        buffers, tensors = [empty], []
+        for i in used:
+            t = copy.copy(sg.tensors[i])
+            if self._constant(i):
+                buffers.append(model.buffers[t.buffer])
+                t.buffer = len(buffers) - 1
+            else:
+                t.buffer = 0
+            tensors.append(t)
+        one = copy.copy(op)
+        one.inputs = [index[i] if i >= 0 else -1 for i in op.inputs]
+        one.outputs = [index[i] for i in op.outputs if i >= 0]
+        small = copy.copy(sg)
+        small.tensors, small.operators = tensors, [one]
+        small.inputs, small.outputs = [index[i] for i in inputs], list(one.outputs)
+        saved = (model.subgraphs, model.buffers, model.signatureDefs, model.metadata)
         try:
-            sg.operators, sg.inputs, sg.outputs = [op], list(inputs), [i for i in op.outputs if i >= 0]
-            model.signatureDefs = None
-            model.buffers = [b if n in keep else empty for n, b in enumerate(saved[4])]
-            return write_model(model)
+            model.subgraphs, model.buffers = [small], buffers
+            model.signatureDefs = model.metadata = None
+            return write_model(model), index
         finally:
-            sg.operators, sg.inputs, sg.outputs, model.signatureDefs, model.buffers = saved
+            model.subgraphs, model.buffers, model.signatureDefs, model.metadata = saved
 
     def _run(self, op: Any) -> None:
         from ai_edge_litert.interpreter import Interpreter
@@ -95,20 +112,20 @@ class StepwiseRun:
         outputs = [i for i in op.outputs if i >= 0]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            it = Interpreter(model_content=self._one_op_model(op, inputs))
+            data, index = self._one_op_model(op, inputs)
+            it = Interpreter(model_content=data)
         it.allocate_tensors()
-        # The one-operator model keeps every tensor of the original, so indices are the same.
         got: dict[int, list[np.ndarray]] = {i: [] for i in outputs}
         for n in range(self._count):
             for i in inputs:
                 value = self._cache[i][n]
-                if tuple(it.get_tensor(i).shape) != value.shape:
-                    it.resize_tensor_input(i, value.shape)
+                if tuple(it.get_tensor(index[i]).shape) != value.shape:
+                    it.resize_tensor_input(index[i], value.shape)
                     it.allocate_tensors()
-                it.set_tensor(i, value)
+                it.set_tensor(index[i], value)
             it.invoke()
             for i in outputs:
-                got[i].append(np.array(it.get_tensor(i)))
+                got[i].append(np.array(it.get_tensor(index[i])))
         self._cache.update(got)
         for i in op.inputs:
             if i >= 0 and i in self._readers:
