@@ -10,6 +10,9 @@ minus the nearest one's, per 100,000 4-bit weights.
 
 ``python benchmarks/bench_int4.py elsewhere``: fer's emotion model (trained elsewhere) on
 real-photo crops, and the optimized rounding's time on MobileNetV2 alpha 0.35 (:func:`elsewhere`).
+Measured on 2 shared x86 cores: a whole-model run of the partly-4-bit model per layer gave
+88.3% agreement (14.8 dB) and 16.9 s for MobileNetV2 (32 samples; 28.1 s with 128); one
+operator-by-operator pass with λ = 30% and 32768 rows 90.7% (17.8 dB) and 11.1 s (14.1 s).
 """
 
 from __future__ import annotations

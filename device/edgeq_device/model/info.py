@@ -17,7 +17,7 @@ from typing import Any
 from ..results.report_json import JsonResult
 from .analysis import analyze_flat_model
 from .flatbuffer import FlatModel, ModelSource, Tensor, load_model_bytes, read_flat_model
-from .int4 import INT4_NOTE, int4_tensors
+from .int4 import INT4_RUNTIME_NOTE, INT4_SPEED_NOTE, int4_tensors
 from .metadata import EdgeqMetadata, read_metadata
 from .preprocess import Preprocess
 from .preprocess_choice import choose_preprocess, normalization_text
@@ -200,7 +200,8 @@ def format_info(info: ModelInfo) -> str:
              f"subgraphs  {info.subgraphs}, operators {info.num_ops}"
              + (", compiled for the Edge TPU" if info.edgetpu else "")]
     if info.int4_tensors:
-        lines.append(f"4-bit      {info.int4_tensors} INT4 weight tensor(s): {INT4_NOTE}")
+        lines.append(f"4-bit      {info.int4_tensors} INT4 weight tensor(s): {INT4_RUNTIME_NOTE}")
+        lines.append(f"           speed: {INT4_SPEED_NOTE}")
     if info.macs is not None:
         lines.append(f"compute    {info.macs:,} multiply-accumulates, {info.params or 0:,} parameters, "
                      f"peak activations ~{format_bytes(info.peak_activation_bytes or 0)} (estimate)")
