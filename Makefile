@@ -20,7 +20,7 @@ demo: $(STAMP)
 	$(PY) examples/demo.py --out out/demo
 
 # The emulated Raspberry Pis (tests/arm64) always run: tests/setup_system.sh installs qemu >= 10
-# and the roots are built on the host when missing (about a minute each, cached under
+# and the roots are built on the host when missing (about a minute each, side by side, cached under
 # ~/.cache/edgeq, keyed on the recipe), in the background while both sessions start. They run
 # beside the rest: qemu emulates one core's work while the host tests share the cores in two
 # workers (each test file on one worker, so its module fixtures are built once). The emulated
@@ -32,7 +32,7 @@ test: $(STAMP)
 	bash tests/setup_system.sh
 	@mkdir -p out
 	@export EDGEQ_TEST_CACHE=$$(mktemp -d "$$PWD/out/test-cache.XXXXXX") HOST_PY=$(PY); \
-	( t0=$$(date +%s); for os in $(PI_OSES); do EDGEQ_PI_OS=$$os bash scripts/arm64_rootfs.sh build >/dev/null; done; \
+	( t0=$$(date +%s); for os in $(PI_OSES); do EDGEQ_PI_OS=$$os bash scripts/arm64_rootfs.sh build >/dev/null & done; wait; \
 	  $(PY) -m pytest -q -p no:cacheprovider --durations=8 -m arm64 tests/arm64 $(PYTEST_ARGS); rc=$$?; \
 	  echo "emulated Pis: $$(( $$(date +%s) - t0 )) s (root builds included)"; exit $$rc ) > out/arm64-tests.log 2>&1 & arm=$$!; \
 	$(PY) -m pytest -q -n 2 --dist loadfile --durations=15 -m "not arm64" $(PYTEST_ARGS); host=$$?; \
