@@ -125,6 +125,9 @@ def history_cmd(model: str | None, device: str | None, mode: str | None, group: 
     """
     lat = _parse_fraction(threshold_latency, "--threshold-latency")
     check_json_out(json_out, force)
+    if group is not None and not group.strip():
+        raise InvalidArgumentError("must be the name of an inventory group", argument="--group", received=group,
+                                   fix="give e.g. --group kitchen (edgeq history --deploy RUN_ID lists the groups)")
     to_stdout = json_out == "-" or fmt == "json"  # the JSON document goes to standard output
     if diff and fmt in ("md", "csv"):
         raise InvalidArgumentError("--diff prints regressions as lines or JSON", argument="--format",

@@ -302,6 +302,9 @@ class ResultsStore(DeployRunsMixin):
         if mode:
             clauses.append("mode = ?")
             args.append(mode)
+        if group is not None and (not isinstance(group, str) or not group.strip()):
+            raise InvalidArgumentError("must be the name of an inventory group", argument="group",
+                                       received=group, fix="give e.g. 'kitchen' (see edgeq history --deploy RUN_ID)")
         if group:  # a first cut in SQL (the group's JSON string); _select keeps the exact matches
             clauses.append("groups_json LIKE ? ESCAPE '!'")
             args.append("%" + re.sub(r"([!%_])", r"!\1", canonical_json(group)) + "%")

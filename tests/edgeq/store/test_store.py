@@ -195,6 +195,10 @@ def test_a_file_from_before_groups_is_upgraded_in_place(tmp_path: Path) -> None:
     assert lines[1].split(",")[5:7] == ["pi-old", "-"]
     with pytest.raises(InvalidArgumentError, match="groups"):
         _m(groups="kitchen")  # one name is not a list of names
+    code, _, err = _run("history", "--db", str(path), "--group", " ")
+    assert code == 2 and "--group: must be the name of an inventory group" in err and "Traceback" not in err
+    with ResultsStore(path) as store, pytest.raises(InvalidArgumentError, match="group"):
+        store.runs(group="")
 
 
 def test_non_finite_figures_are_kept_and_written_as_strict_json(tmp_path: Path) -> None:
