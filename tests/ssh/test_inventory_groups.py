@@ -87,7 +87,16 @@ all:
     sha = rows[0].model_sha256
     comp = Comparison(model_name="digits", rows=(_row("keras", "keras", None), _row("int8", "int8", sha)),
                       recommendation=Recommendation(mode="int8", reason="", budget_points=1.0, prefer="latency"),
-                      threads=(1,), evaluation="", eval_images=0, labeled=False, notes=(), board={}, created="")
+                      threads=(1,), evaluation="", eval_images=0, labeled=False, notes=(), board={},
+                      created="2026-12-07T00:00:00Z")
     header, cells = board_rows(comp.with_board_results(db).to_dict())
     assert header[:2] == ["board", "groups"]
     assert {(c[0], c[1]) for c in cells} == {("pi-kitchen", "home, kitchen"), ("pi-lab", "lab")}
+    folder = tmp_path / "compare"
+    folder.mkdir()
+    (folder / "results.json").write_text(json.dumps(comp.to_dict()))
+    got = runner.invoke(cli, ["report", str(folder), "--db", str(db)])
+    assert got.exit_code == 0, got.output
+    section = (folder / "report.md").read_text().split("## On boards")[1]
+    assert "| board | groups |" in section and "| pi-kitchen | home, kitchen | int8 |" in section
+    assert "| pi-lab | lab | int8 |" in section and "home, kitchen" in (folder / "report.html").read_text()
