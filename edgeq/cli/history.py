@@ -93,6 +93,8 @@ _HISTORY_LESSER = ("sha256", "SQNR dB", "p90 ms", "runtime", "agree %", "KiB", "
 @click.option("--device", metavar="LABEL", default=None, help="Only this device (host, a board label).")
 @click.option("--mode", type=Choice([*MODE_NAMES, *NAMED_MODE_NAMES, "unknown"]), default=None,
               help="Only this quantization mode.")
+@click.option("--group", metavar="NAME", default=None,
+              help="Only runs of boards in this inventory group (as edgeq deploy --inventory stored them).")
 @click.option("--limit", type=click.IntRange(min=1), default=None, metavar="N", help="At most N runs.")
 @json_option("Write the runs (or, with --diff, the regressions) as JSON; '-' for standard output.")
 @force_option("Overwrite the --json file if it exists.")
@@ -110,7 +112,7 @@ _HISTORY_LESSER = ("sha256", "SQNR dB", "p90 ms", "runtime", "agree %", "KiB", "
               help="The boards of one deploy run: each one's state, failed step and message, groups.")
 @format_option
 @db_option
-def history_cmd(model: str | None, device: str | None, mode: str | None, limit: int | None,
+def history_cmd(model: str | None, device: str | None, mode: str | None, group: str | None, limit: int | None,
                 json_out: str | None, force: bool, diff: bool, threshold_latency: str,
                 threshold_accuracy: float, threshold_sqnr: float, deploys: bool, deploy_run: str | None,
                 fmt: str, db: str | None) -> None:
@@ -123,6 +125,9 @@ def history_cmd(model: str | None, device: str | None, mode: str | None, limit: 
     """
     lat = _parse_fraction(threshold_latency, "--threshold-latency")
     check_json_out(json_out, force)
+    if group is not None and not group.strip():
+        raise InvalidArgumentError("must be the name of an inventory group", argument="--group", received=group,
+                                   fix="give e.g. --group kitchen (edgeq history --deploy RUN_ID lists the groups)")
     to_stdout = json_out == "-" or fmt == "json"  # the JSON document goes to standard output
     if diff and fmt in ("md", "csv"):
         raise InvalidArgumentError("--diff prints regressions as lines or JSON", argument="--format",
@@ -132,7 +137,7 @@ def history_cmd(model: str | None, device: str | None, mode: str | None, limit: 
             _deploy_runs(store, deploy_run, limit, json_out, to_stdout, force, fmt)
             return
         if diff:
-            regressions = store.diff(model=model, device=device, mode=mode, latency_threshold=lat,
+            regressions = store.diff(model=model, device=device, mode=mode, group=group, latency_threshold=lat,
                                      accuracy_threshold=threshold_accuracy, sqnr_threshold=threshold_sqnr)
             _write_json([r.to_dict() for r in regressions], json_out, to_stdout, force)
             if not to_stdout:
@@ -145,12 +150,12 @@ def history_cmd(model: str | None, device: str | None, mode: str | None, limit: 
             if regressions:
                 raise SystemExit(1)
             return
-        runs = store.runs(model=model, device=device, mode=mode, limit=limit)
+        runs = store.runs(model=model, device=device, mode=mode, limit=limit, group=group)
     _write_json([m.to_dict() for m in runs], json_out, to_stdout, force)
     if to_stdout:
         return
     if not runs and fmt == "table":
-        click.echo("no runs recorded" + (" that match" if model or device or mode else ""))
+        click.echo("no runs recorded" + (" that match" if model or device or mode or group else ""))
         return
     rows = [[str(m.id), m.created[:16].replace("T", " "), m.label, m.model_sha256[:8], m.mode, m.device,
              m.runtime, str(m.threads or "-"), m.kind, "-" if m.size_bytes is None else f"{m.size_bytes / 1024:.1f}",
@@ -158,8 +163,14 @@ def history_cmd(model: str | None, device: str | None, mode: str | None, limit: 
              "-" if m.task_metric is None else f"{TASK_METRICS[m.task or ''][0] if m.task else ''} "
                                                f"{m.task_metric * 100:.2f}".strip(),
              _fmt(m.agreement, 100, 2), _fmt(m.sqnr_db, 1.0, 1)] for m in runs]
-    print_rows(list(_HISTORY_COLUMNS), rows, fmt, drop=_HISTORY_LESSER,
-               left=("UTC", "model", "sha256", "mode", "device", "runtime", "kind"),
+    header = list(_HISTORY_COLUMNS)
+    if any(m.groups for m in runs):  # boards deployed from an inventory: their groups beside the device
+        at = header.index("device") + 1
+        header.insert(at, "groups")
+        for m, row in zip(runs, rows):
+            row.insert(at, ",".join(m.groups) or "-")
+    print_rows(header, rows, fmt, drop=(*_HISTORY_LESSER, "groups"),
+               left=("UTC", "model", "sha256", "mode", "device", "groups", "runtime", "kind"),
                title=f"{len(runs)} run(s), newest first")
 
 

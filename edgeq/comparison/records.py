@@ -272,7 +272,8 @@ class Comparison:
         """This comparison with what boards measured for these very models (same sha256) in the results store.
 
         Keeps the newest bench and eval per board, mode, runtime and thread count; ``boards``
-        of the copy holds them (the report's "On boards" table). The newest profile per board,
+        of the copy holds them (the report's "On boards" table, with each board's inventory groups
+        where the deploy stored them). The newest profile per board,
         mode, runtime and thread count goes to ``board_profiles`` (the report's per-operator
         sections). ``store``: a
         :class:`~edgeq.store.db.ResultsStore`, a path, or None for the default store.
@@ -291,7 +292,7 @@ class Comparison:
                 if m.device == "host":
                     continue
                 base = {"board": m.device, "mode": row.name, "runtime": m.runtime,
-                        "runtime_version": m.runtime_version}
+                        "runtime_version": m.runtime_version, "groups": list(m.groups)}
                 if m.kind == "bench":
                     benches.setdefault((m.device, row.name, m.runtime, m.threads), dict(
                         base, threads=m.threads, p50_us=m.latency_p50_us, p90_us=m.latency_p90_us,

@@ -279,14 +279,15 @@ def _fidelity_files(model: Path, inputs: str | os.PathLike[str] | None,
 
 def _store(store_obj: ResultsStore, res: BoardResult, model_name: str, say: ProgressFn,
            run_id: str | None = None) -> BoardResult:
-    """Record a finished board's bench/eval/profile payloads under its label; the result with their row ids."""
+    """Record a finished board's bench/eval/profile payloads under its label and groups; the result with their
+    row ids."""
     ids: list[int] = []
     for payload in (res.bench, res.eval, res.profile, res.fidelity):
         if payload is None:
             continue
         try:
             ids.append(store_obj.add_device_result(payload, device=res.label, source="deploy",
-                                                   model_name=model_name, run_id=run_id))
+                                                   model_name=model_name, run_id=run_id, groups=res.groups))
         except Exception as exc:  # a result the store rejects must not lose the others
             error = f"could not store the result: {exc}"
             say(res.label, f"FAILED: {error}")

@@ -152,12 +152,17 @@ def analysis_rows(data: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
 
 
 def board_rows(data: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
-    """Header and cells of the on-board measurements (from ``edgeq deploy`` via the results store)."""
+    """Header and cells of the on-board measurements (from ``edgeq deploy`` via the results store); a
+    ``groups`` column after the board when any board's inventory groups are known."""
     header = ["board", "model", "runtime", "threads", "p50 ms", "p90 ms", "top-1", "top-5", "measured"]
     rows = [[b["board"], b["mode"], f"{b['runtime']} {b.get('runtime_version') or ''}".strip(),
              "-" if b.get("threads") is None else str(b["threads"]), _ms(b.get("p50_us")), _ms(b.get("p90_us")),
              _pct(b.get("top1")), _pct(b.get("top5")), str(b.get("measured") or b.get("evaluated") or "-")]
             for b in data.get("boards") or []]
+    if any(b.get("groups") for b in data.get("boards") or []):  # deployed from an inventory: where each board sits
+        header.insert(1, "groups")
+        for b, row in zip(data.get("boards") or [], rows):
+            row.insert(1, ", ".join(b.get("groups") or ()) or "-")
     return header, rows
 
 

@@ -26,9 +26,10 @@ state each board ended in are kept beside the measurements (:class:`~edgeq.store
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,15 @@ __all__ = [
     "default_db_target",
     "file_sha256",
 ]
+
+def _groups(text: Any) -> tuple[str, ...]:
+    """A row's ``groups_json`` as a tuple of names (an unreadable value reads as no groups)."""
+    try:
+        value = loads_json(text)
+    except (TypeError, ValueError):
+        return ()
+    return tuple(g for g in value if isinstance(g, str) and g.strip()) if isinstance(value, list) else ()
+
 
 #: The device JSON schemas the store records, and the kind of run each is.
 DEVICE_SCHEMAS = {cls.schema(): kind if kind in KINDS else "eval" for kind, cls in DEVICE_RESULTS.items()}
@@ -179,6 +189,7 @@ class ResultsStore(DeployRunsMixin):
         values["payload"] = canonical_json(m.payload)
         values["compressed_size_bytes"] = m.compressed_size_bytes  # not fingerprinted
         values["run_id"] = run_id  # not fingerprinted: which deploy run stored it
+        values["groups_json"] = canonical_json(list(m.groups))  # not fingerprinted: where the board sits
         cols = ", ".join((*values, "fingerprint"))
         marks = ", ".join("?" for _ in range(len(values) + 1))
 
@@ -223,7 +234,8 @@ class ResultsStore(DeployRunsMixin):
                                        origin=origin)
 
     def add_device_result(self, payload: dict[str, Any], *, device: str | None = None, source: str = "device",
-                          model_name: str | None = None, run_id: str | None = None) -> int:
+                          model_name: str | None = None, run_id: str | None = None,
+                          groups: Sequence[str] = ()) -> int:
         """Record the result of ``edgeq-device bench``, ``eval`` or ``profile`` (the dict its ``--json`` writes).
 
         Args:
@@ -233,6 +245,7 @@ class ResultsStore(DeployRunsMixin):
             source: where it came from (``"device"``, ``"deploy"``, ...).
             model_name: a name for the model; None takes it from the payload (model path's stem).
             run_id: the deploy run that measured it.
+            groups: the board's inventory groups, kept on the row (``edgeq history --group``).
 
         Returns:
             The row id.
@@ -240,8 +253,8 @@ class ResultsStore(DeployRunsMixin):
         Raises:
             DataError: the payload is not edgeq-device JSON or does not identify the model.
         """
-        return self.record(self.measurement_from_device(payload, device=device, source=source,
-                                                         model_name=model_name), run_id=run_id)[0]
+        m = self.measurement_from_device(payload, device=device, source=source, model_name=model_name)
+        return self.record(dataclasses.replace(m, groups=tuple(groups)), run_id=run_id)[0]
 
     @staticmethod
     def read_device_json(path: str | os.PathLike[str], *, device: str | None = None,
@@ -271,7 +284,8 @@ class ResultsStore(DeployRunsMixin):
 
     # -- reading
 
-    def _where(self, model: str | None, device: str | None, mode: str | None) -> tuple[str, list[Any]]:
+    def _where(self, model: str | None, device: str | None, mode: str | None,
+               group: str | None = None) -> tuple[str, list[Any]]:
         clauses: list[str] = []
         args: list[Any] = []
         if model:
@@ -288,10 +302,16 @@ class ResultsStore(DeployRunsMixin):
         if mode:
             clauses.append("mode = ?")
             args.append(mode)
+        if group is not None and (not isinstance(group, str) or not group.strip()):
+            raise InvalidArgumentError("must be the name of an inventory group", argument="group",
+                                       received=group, fix="give e.g. 'kitchen' (see edgeq history --deploy RUN_ID)")
+        if group:  # a first cut in SQL (the group's JSON string); _select keeps the exact matches
+            clauses.append("groups_json LIKE ? ESCAPE '!'")
+            args.append("%" + re.sub(r"([!%_])", r"!\1", canonical_json(group)) + "%")
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", args
 
-    def _select(self, sql: str, args: list[Any]) -> list[Measurement]:
-        cols = ", ".join(("id", *_COLUMNS, *_TASK_COLUMNS, "compressed_size_bytes"))
+    def _select(self, sql: str, args: list[Any], group: str | None = None) -> list[Measurement]:
+        cols = ", ".join(("id", *_COLUMNS, *_TASK_COLUMNS, "compressed_size_bytes", "groups_json"))
         try:
             rows = self._db.execute(f"SELECT {cols} FROM measurements{sql}", args)
         except db_errors() as exc:
@@ -299,16 +319,18 @@ class ResultsStore(DeployRunsMixin):
                              fix="check the database is an edgeq results store") from exc
         out = []
         for row in rows:
-            values = dict(zip((*_COLUMNS, *_TASK_COLUMNS, "compressed_size_bytes"), row[1:]))
+            values = dict(zip((*_COLUMNS, *_TASK_COLUMNS, "compressed_size_bytes"), row[1:-1]))
             try:
                 values["payload"] = loads_json(values["payload"])
             except (TypeError, ValueError):
                 values["payload"] = {"unreadable": values["payload"]}
-            out.append(Measurement(id=row[0], **values))
+            groups = _groups(row[-1])
+            if group is None or group in groups:
+                out.append(Measurement(id=row[0], groups=groups, **values))
         return out
 
     def runs(self, *, model: str | None = None, device: str | None = None, mode: str | None = None,
-             limit: int | None = None) -> list[Measurement]:
+             limit: int | None = None, group: str | None = None) -> list[Measurement]:
         """Recorded runs, newest first.
 
         Args:
@@ -316,19 +338,20 @@ class ResultsStore(DeployRunsMixin):
             device: a device label (``"host"``, a board label).
             mode: a quantization mode (``"int8"``, ...).
             limit: at most this many runs.
+            group: only runs of boards in this inventory group (as ``edgeq deploy --inventory`` stored them).
         """
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
             raise InvalidArgumentError("must be a positive integer", argument="limit", received=limit,
                                        fix="give e.g. 20")
-        where, args = self._where(model, device, mode)
+        where, args = self._where(model, device, mode, group)
         sql = where + " ORDER BY created DESC, id DESC"
-        if limit is not None:
+        if limit is not None and not group:
             sql += " LIMIT ?"
             args.append(limit)
-        return self._select(sql, args)
+        return self._select(sql, args, group)[:limit]
 
     def diff(self, *, model: str | None = None, device: str | None = None, mode: str | None = None,
-             latency_threshold: float = 0.10, accuracy_threshold: float = 0.5,
+             group: str | None = None, latency_threshold: float = 0.10, accuracy_threshold: float = 0.5,
              sqnr_threshold: float = 3.0) -> list[Regression]:
         """Regressions of each key's latest run against the run before it.
 
@@ -341,6 +364,7 @@ class ResultsStore(DeployRunsMixin):
             accuracy_threshold: flag top-1 accuracy, or a task's mAP@[.5:.95] or mIoU, down by more than
                 this many percentage points.
             sqnr_threshold: flag the output SQNR against the float model down by more than this many dB.
+            group: only runs of boards in this inventory group.
 
         Returns:
             The regressions found (empty when none).
@@ -350,9 +374,9 @@ class ResultsStore(DeployRunsMixin):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                 raise InvalidArgumentError("must be a non-negative number", argument=name, received=value,
                                            fix="give e.g. 0.10 for latency, 0.5 points for accuracy")
-        where, args = self._where(model, device, mode)
+        where, args = self._where(model, device, mode, group)
         groups: dict[tuple[Any, ...], list[Measurement]] = {}
-        for m in self._select(where + " ORDER BY created ASC, id ASC", args):
+        for m in self._select(where + " ORDER BY created ASC, id ASC", args, group):
             groups.setdefault((m.model_sha256, m.mode, m.device, m.runtime, m.threads), []).append(m)
         found: list[Regression] = []
         for runs in groups.values():

@@ -146,7 +146,16 @@ def _migrate_deploy_runs(conn: Backend | sqlite3.Connection) -> None:
     db.execute("ALTER TABLE measurements ADD COLUMN run_id TEXT")
 
 
+def _migrate_measurement_groups(conn: Backend | sqlite3.Connection) -> None:
+    """A ``groups_json`` column: the inventory groups of the board that measured the row (a JSON list).
+
+    Rows stored before, and rows not from an inventory, have ``[]``. Not part of the fingerprint:
+    a board's groups say where it sits, not what was measured.
+    """
+    _db(conn).execute("ALTER TABLE measurements ADD COLUMN groups_json TEXT NOT NULL DEFAULT '[]'")
+
+
 #: Schema migrations in order; ``MIGRATIONS[i]`` takes a version-``i`` file to version ``i + 1``.
 MIGRATIONS: list[Callable[[Any], None]] = [_migrate_1, _migrate_2, _migrate_task_metrics, _migrate_compressed_size,
-                                           _migrate_deploy_runs]
+                                           _migrate_deploy_runs, _migrate_measurement_groups]
 SCHEMA_VERSION = len(MIGRATIONS)

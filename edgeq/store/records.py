@@ -125,6 +125,7 @@ class Measurement(JsonResult):
     what ``task_metric`` and ``task_metric2`` are (fractions): ``detection`` mAP@[.5:.95] and mAP@.5,
     ``segmentation`` mIoU and pixel accuracy (None for classification, whose figures are the top-k).
     ``sqnr_db`` is the output SQNR against the float Keras model (the lowest over the outputs).
+    ``groups``: the inventory groups of the board that measured it (empty when not from an inventory).
     ``id`` is the row number once stored (None before).
 
     Raises:
@@ -158,6 +159,8 @@ class Measurement(JsonResult):
     task_metric2: float | None = None
     source: str = "host"
     payload: dict[str, Any] = field(default_factory=dict)
+    groups: tuple[str, ...] = ()
+    """The inventory groups of the board that measured it (``edgeq deploy --inventory``); empty otherwise."""
     id: int | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
@@ -208,6 +211,12 @@ class Measurement(JsonResult):
                 raise InvalidArgumentError("must be a fraction in [0, 1]", argument=name, received=value,
                                            fix="divide a percentage by 100")
         object.__setattr__(self, "created", normalize_time(self.created))
+        groups = self.groups
+        if isinstance(groups, str) or not isinstance(groups, (list, tuple)) \
+                or not all(isinstance(g, str) and g.strip() for g in groups):
+            raise InvalidArgumentError("must be a list of non-empty group names", argument="groups",
+                                       received=groups, fix="give e.g. ('kitchen', 'pi4'), or () for none")
+        object.__setattr__(self, "groups", tuple(groups))
         if not isinstance(self.payload, Mapping):
             raise InvalidArgumentError("must be a dict", argument="payload", received=type(self.payload).__name__,
                                        fix="give the run's full result as a JSON-able dict")

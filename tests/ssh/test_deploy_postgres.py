@@ -32,10 +32,12 @@ def test_a_deploy_into_postgres_stores_the_rows_sqlite_stores(loopback_ssh, tiny
     with ResultsStore(tmp_path / "r.db") as lite:
         for res in report:
             lite.add_device_result(res.bench, device=res.label, source="deploy",
-                                   model_name=tiny_models_dir["int8"].stem, run_id=report.run_id)
+                                   model_name=tiny_models_dir["int8"].stem, run_id=report.run_id,
+                                   groups=res.groups)
         want = _rows(lite)
     with ResultsStore(url) as pg:
         assert _rows(pg) == want and {r["device"] for r in want} == {"pi-a", "pi-b"}
+        assert [m.groups for m in pg.runs(group="kitchen")] == [("kitchen",), ("kitchen",)]
         run = pg.deploy_run(report.run_id)
     assert {label: row["state"] for label, row in run["boards"].items()} == {"pi-a": "ok", "pi-b": "ok"}
     assert run["boards"]["pi-a"]["groups"] == ["kitchen"] and len(run["boards"]["pi-a"]["stored_ids"]) == 1

@@ -157,6 +157,50 @@ def test_a_version_2_file_from_an_earlier_edgeq_still_knows_its_runs(tmp_path: P
         assert store.record(old) == (1, False) and len(store) == 1
 
 
+def test_a_file_from_before_groups_is_upgraded_in_place(tmp_path: Path) -> None:
+    """A file at the schema before measurements kept their boards' groups: its rows read with no groups,
+    new rows keep theirs, and --group finds only those."""
+    from edgeq.store.migrations import MIGRATIONS
+
+    path = tmp_path / "v5.db"
+    conn = sqlite3.connect(path)
+    for migrate in MIGRATIONS[:5]:  # up to the deploy runs: the schema an edgeq without groups wrote
+        migrate(conn)
+    conn.execute("PRAGMA user_version = 5")
+    old = _m(device="pi-old", created="2025-01-01T00:00:00Z", latency_p50_us=100.0, payload={"note": "v5"})
+    cols = ("model_sha256", "model_name", "mode", "device", "runtime", "threads", "kind", "created",
+            "latency_p50_us", "source", "payload", "run_id")
+    conn.execute(f"INSERT INTO measurements ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                 [getattr(old, c) for c in cols[:-2]] + [json.dumps(old.payload), "run-1"])
+    conn.commit()
+    conn.close()
+    assert "groups_json" not in {r[1] for r in sqlite3.connect(path).execute("PRAGMA table_info(measurements)")}
+
+    with ResultsStore(path) as store:
+        assert store.schema_version == SCHEMA_VERSION
+        (got,) = store.runs()
+        assert got.groups == () and got.device == "pi-old" and got.payload == {"note": "v5"}
+        new = _m(device="pi-new", groups=["kitchen", "pi_4%"], latency_p50_us=90.0)
+        assert new.groups == ("kitchen", "pi_4%")
+        row, _ = store.record(new)
+        assert [m.id for m in store.runs(group="kitchen")] == [row]
+        assert [m.id for m in store.runs(group="pi_4%")] == [row] and store.runs(group="pi_4") == []
+        assert store.runs(group="kitchen", limit=1)[0].groups == ("kitchen", "pi_4%")
+        assert len(store.runs(limit=1)) == 1 and store.runs(group="kitchen", device="pi-old") == []
+    code, out, _ = _run("history", "--db", str(path), "--group", "kitchen", "--json", "-")
+    assert code == 0 and [r["groups"] for r in json.loads(out)] == [["kitchen", "pi_4%"]]
+    code, out, _ = _run("history", "--db", str(path), "--format", "csv")
+    head, *lines = out.splitlines()
+    assert code == 0 and head.split(",")[6] == "groups" and lines[0].split(",")[5:7] == ["pi-new", '"kitchen']
+    assert lines[1].split(",")[5:7] == ["pi-old", "-"]
+    with pytest.raises(InvalidArgumentError, match="groups"):
+        _m(groups="kitchen")  # one name is not a list of names
+    code, _, err = _run("history", "--db", str(path), "--group", " ")
+    assert code == 2 and "--group: must be the name of an inventory group" in err and "Traceback" not in err
+    with ResultsStore(path) as store, pytest.raises(InvalidArgumentError, match="group"):
+        store.runs(group="")
+
+
 def test_non_finite_figures_are_kept_and_written_as_strict_json(tmp_path: Path) -> None:
     """An infinite SQNR (outputs identical to the float model's) and a NaN in a payload."""
     import math

@@ -24,7 +24,8 @@ def _measurements() -> list[Measurement]:
     return [
         Measurement(**base, mode="int8", threads=1, created="2026-01-01T00:00:00Z", latency_p50_us=1234.567891234,
                     latency_p90_us=1500.25, size_bytes=48_000, compressed_size_bytes=30_001,
-                    payload={"latency": {"p50_us": 1234.567891234}, "note": "100% – ünïcode ?"}),
+                    payload={"latency": {"p50_us": 1234.567891234}, "note": "100% – ünïcode ?"},
+                    groups=("kitchen", "pi 4 – 100%")),
         Measurement(**base, mode="int8", threads=1, created="2026-01-02T00:00:00Z", latency_p50_us=1400.0),
         Measurement(**{**base, "kind": "eval"}, mode="float32", threads=4, created="2026-01-03T00:00:00Z",
                     accuracy_top1=0.9123456789, accuracy_top5=0.99, agreement=0.97, sqnr_db=31.5,
@@ -47,6 +48,11 @@ def test_postgres_keeps_the_same_rows_as_sqlite(postgres_server, tmp_path):
         assert _rows(pg) == _rows(lite) and len(pg) == len(lite) == 3
         # doubles, not PostgreSQL's 4-byte REAL: every digit comes back
         assert pg.runs(mode="int8")[-1].latency_p50_us == 1234.567891234
+        # the boards' inventory groups, and --group's filter, the same on both
+        assert pg.runs(mode="int8")[-1].groups == ("kitchen", "pi 4 – 100%")
+        for st in (lite, pg):
+            assert [m.created[:10] for m in st.runs(group="pi 4 – 100%")] == ["2026-01-01"]
+            assert st.runs(group="pi 4") == [] and len(st.runs(group=None)) == 3
         assert [(r.metric, r.device) for r in pg.diff(latency_threshold=0.1)] == \
             [(r.metric, r.device) for r in lite.diff(latency_threshold=0.1)] == [("latency_p50_us", "pi4")]
         # deploy runs and board states
@@ -119,6 +125,30 @@ def test_history_and_diff_read_postgres(postgres_server, monkeypatch):
     monkeypatch.setenv("EDGEQ_DB", url)  # EDGEQ_DB takes a URL as --db does
     res = CliRunner().invoke(cli, ["history", "--device", "pi4", "--json", "-"])
     assert res.exit_code == 0 and len(json.loads(res.stdout)) == 3
+
+
+def test_a_postgres_database_from_before_groups_is_upgraded_in_place(postgres_server):
+    from edgeq.store.connect import open_backend
+    from edgeq.store.migrations import MIGRATIONS
+
+    url = new_database(postgres_server, "before_groups")
+    db = open_backend(url, create=True)
+    try:
+        with db.transaction() as tx:
+            for migrate in MIGRATIONS[:5]:  # the schema an edgeq without groups wrote
+                migrate(tx)
+            tx.set_schema_version(5)
+            tx.execute("INSERT INTO measurements (model_sha256, mode, device, runtime, kind, created, source, "
+                       "payload) VALUES (?, 'int8', 'pi-old', 'litert', 'bench', '2026-01-01T00:00:00.000000Z', "
+                       "'deploy', '{}')", (SHA,))
+    finally:
+        db.close()
+    with ResultsStore(url) as store:
+        assert store.schema_version == SCHEMA_VERSION
+        assert [m.groups for m in store.runs()] == [()]
+        store.record(Measurement(model_sha256=SHA, mode="int8", device="pi-new", runtime="litert", kind="bench",
+                                 groups=("lab",)))
+        assert [m.device for m in store.runs(group="lab")] == ["pi-new"]
 
 
 def test_an_unreachable_server_is_one_clear_error(postgres_server):
