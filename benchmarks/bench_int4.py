@@ -30,32 +30,6 @@ sys.path.insert(0, str(REPO / "examples"))
 sys.path.insert(0, str(REPO / "tests"))
 
 
-def _resnet8(x: np.ndarray, y: np.ndarray, epochs: int = 2) -> Any:
-    import keras
-
-    keras.utils.set_random_seed(0)
-
-    def block(h: Any, filters: int, stride: int) -> Any:
-        skip = h
-        h = keras.layers.Conv2D(filters, 3, strides=stride, padding="same")(h)
-        h = keras.layers.ReLU()(keras.layers.BatchNormalization(momentum=0.9)(h))
-        h = keras.layers.BatchNormalization(momentum=0.9)(
-            keras.layers.Conv2D(filters, 3, padding="same")(h))
-        if stride != 1 or skip.shape[-1] != filters:
-            skip = keras.layers.Conv2D(filters, 1, strides=stride)(skip)
-        return keras.layers.ReLU()(keras.layers.Add()([h, skip]))
-
-    inp = keras.Input((28, 28, 1), name="image")
-    h = keras.layers.Conv2D(16, 3, padding="same", activation="relu")(inp)
-    for filters, stride in ((16, 1), (32, 2), (64, 2)):
-        h = block(h, filters, stride)
-    out = keras.layers.Dense(10, activation="softmax")(keras.layers.GlobalAveragePooling2D()(h))
-    model = keras.Model(inp, out, name="resnet8")
-    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
-    model.fit(x, y, epochs=epochs, batch_size=64, verbose=0, shuffle=True)
-    return model
-
-
 def _outputs(model_bytes: bytes, x: np.ndarray) -> np.ndarray:
     from edgeq_device.tasks.evaluation import predict_arrays
 
@@ -98,12 +72,13 @@ def _model_figures(model: Any, x_cal: np.ndarray, x: np.ndarray, y: np.ndarray) 
 def run() -> dict[str, object]:
     """int4 figures for the digits CNN and the ResNet-8-style CNN."""
     from demo import train_cnn
-    from fixtures.models import load_digits
+    from fixtures.models import load_digits, train_resnet8
 
     x_train, y_train = load_digits(DATA / "train")
     x_test, y_test = load_digits(DATA / "test")
     x_cal = x_train[:128]
-    models = {"digits_cnn": train_cnn(DATA / "train", epochs=2, verbose=0), "resnet8": _resnet8(x_train, y_train)}
+    models = {"digits_cnn": train_cnn(DATA / "train", epochs=2, verbose=0),
+              "resnet8": train_resnet8(x_train, y_train, epochs=2, seed=0, samples=None)}
     return {name: _model_figures(m, x_cal, x_test, y_test) for name, m in models.items()}
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from edgeq._toml import toml
 from edgeq.deployment.ssh import SSHTarget, parse_target
 from edgeq.errors import InvalidArgumentError
 
@@ -145,14 +146,6 @@ def load_fleet(path: str | os.PathLike[str]) -> list[Board]:
         InvalidArgumentError: the file is missing, not TOML, or has unknown keys.
     """
     p = Path(path).expanduser()
-    try:
-        import tomllib as toml  # type: ignore[import-not-found,unused-ignore]
-    except ModuleNotFoundError:  # Python 3.10
-        try:
-            import tomli as toml  # type: ignore[no-redef,import-not-found,unused-ignore]
-        except ModuleNotFoundError:
-            raise InvalidArgumentError("reading devices.toml needs Python >= 3.11 or the tomli package",
-                                       argument="fleet", received=str(p), fix="pip install tomli") from None
     try:
         data = toml.loads(p.read_text(encoding="utf-8"))
     except FileNotFoundError:

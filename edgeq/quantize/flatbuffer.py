@@ -8,7 +8,7 @@ step drops those buffers and leaves a file LiteRT refuses.
 
 Files packed into a model (the standard TFLite metadata's labels) are a zip archive appended
 after the flatbuffer, as TFLite Support's metadata populator writes them; :func:`write_model`
-appends them, and :func:`packed_files` reads them back.
+appends them, and :func:`packed_files` (the board package's reader, re-exported) reads them back.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+from edgeq_device.model.tflite_metadata import packed_files
 
 __all__ = ["packed_files", "read_model", "write_model"]
 
@@ -56,12 +57,3 @@ def write_model(model: Any, files: Mapping[str, bytes] | None = None) -> bytes:
             info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
             archive.writestr(info, content)
     return out.getvalue()
-
-
-def packed_files(model_bytes: bytes) -> dict[str, bytes]:
-    """The files packed after a model's flatbuffer (name -> content); empty when there are none."""
-    try:
-        with zipfile.ZipFile(io.BytesIO(model_bytes)) as archive:
-            return {name: archive.read(name) for name in archive.namelist()}
-    except zipfile.BadZipFile:
-        return {}

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeq._toml import toml
 from edgeq.errors import InvalidArgumentError
 from edgeq.store.records import canonical_json
 
@@ -162,10 +163,6 @@ def load_models_toml(path: str | os.PathLike[str]) -> list[ModelSpec]:
     Raises:
         InvalidArgumentError: the file is missing, not TOML, or a model entry is wrong.
     """
-    try:
-        import tomllib as toml  # type: ignore[import-not-found,unused-ignore]
-    except ModuleNotFoundError:  # pragma: no cover - Python 3.10
-        import tomli as toml  # type: ignore[no-redef,import-not-found,unused-ignore]
     p = Path(path)
     try:
         doc = toml.loads(p.read_text())

@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 import sys
 import warnings
-from typing import Any, Callable, Sequence
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Sequence
 
 import click
 
@@ -83,8 +84,13 @@ def _output_options(f: F) -> F:
     return json_option()(force_option()(f))
 
 
-def _echo_warnings(caught: Sequence[warnings.WarningMessage]) -> None:
-    """Each warning as one line (e.g. empty class folders, a guessed preprocessing), no source location, once."""
+@contextmanager
+def _warnings_as_lines() -> Iterator[None]:
+    """Each warning raised inside as one line on stderr (e.g. empty class folders, a guessed
+    preprocessing), no source location, once."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        yield
     for message in dict.fromkeys(str(w.message) for w in caught):
         echo_err(f"warning: {message}")
 
@@ -113,10 +119,8 @@ def cli() -> None:
 def info_cmd(model: str, json_out: str | None, force: bool) -> None:
     """Show a model's inputs, outputs, quantization, operators and edgeq metadata (no runtime needed)."""
     check_json_out(json_out, force)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", UserWarning)
+    with _warnings_as_lines():
         result = model_info(model)
-    _echo_warnings(caught)
     _emit(result, format_info(result), json_out, force)
 
 
@@ -148,11 +152,9 @@ def bench_cmd(model: str, runs: int, min_secs: float, max_secs: float, warmup: i
     params = BenchParams(runs=runs, min_secs=min_secs, max_secs=max_secs, warmup=warmup, threads=threads,
                          xnnpack=xnnpack, delegate=delegate, delegate_options=delegate_options,
                          runtime=runtime, data=data, seed=seed)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", UserWarning)
+    with _warnings_as_lines():
         preprocess = choose_preprocess(model, size=size, color=color, mean=mean, std=std, warn=data is not None)
         result = benchmark(model, params, preprocess=preprocess, log=echo_err)
-    _echo_warnings(caught)
     _emit(result, format_bench(result), json_out, force)
 
 
@@ -194,10 +196,8 @@ def profile_cmd(model: str, runs: int, min_secs: float, top: int | None, seed: i
         if done == total:
             bar.__exit__(None, None, None)
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", UserWarning)
+    with _warnings_as_lines():
         result = profile_model(model, params, log=None if quiet else echo_err, progress=progress)
-    _echo_warnings(caught)
     _emit(result, format_profile(result, top=top), json_out, force)
 
 
@@ -279,8 +279,7 @@ def eval_cmd(model: str, data: str | None, task: str | None, inputs: str | None,
     check_json_out(json_out, force)
     outputs = parse_outputs_option(outputs_text) if outputs_text else None
     keep = predictions == ""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", UserWarning)
+    with _warnings_as_lines():
         images = data is not None or (inputs is not None and os.path.isdir(inputs))
         preprocess = choose_preprocess(model, size=size, color=color, mean=mean, std=std, warn=images)
         result = evaluate_task(
@@ -292,7 +291,6 @@ def eval_cmd(model: str, data: str | None, task: str | None, inputs: str | None,
             skip_unreadable=skip_unreadable, keep_predictions=keep, options=EvalOptions(
                 limit=limit, seed=seed, workers=workers, runtime=runtime, threads=threads, xnnpack=xnnpack,
                 delegate=delegate, delegate_options=delegate_options, progress=not quiet))
-    _echo_warnings(caught)
     if predictions and isinstance(result, DetectionResult):
         echo_err(f"wrote {predictions}")
     _emit(result, format_eval(result) if isinstance(result, EvalResult) else str(result), json_out, force)

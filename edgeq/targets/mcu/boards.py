@@ -21,8 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import tomllib
-
+from edgeq._toml import toml
 from edgeq.errors import InvalidArgumentError
 
 __all__ = ["BOARDS", "Board", "BoardFit", "board_fit", "get_board", "load_boards"]
@@ -86,8 +85,8 @@ def load_boards(path: str | os.PathLike[str] | None = None) -> dict[str, Board]:
         return boards
     p = Path(path)
     try:
-        data = tomllib.loads(p.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as e:
+        data = toml.loads(p.read_text())
+    except (OSError, toml.TOMLDecodeError) as e:
         raise InvalidArgumentError(f"cannot read the boards file: {e}", argument="boards", received=str(p),
                                    fix="pass a TOML file with [boards.NAME] tables (ram_kib, flash_kib)") from e
     table = data.get("boards")
