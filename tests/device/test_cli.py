@@ -40,6 +40,7 @@ def test_bad_option_values_are_one_line(cli, models):
         "error: --color: unknown value (received 'cmyk'); use one of: rgb, l"
 
 
+@pytest.mark.slow
 def test_bad_model_files(cli, models, tmp_path):
     text = tmp_path / "readme.tflite"
     text.write_text("hello")
@@ -58,6 +59,7 @@ def test_bad_model_files(cli, models, tmp_path):
         assert expected in line and "model" in line
 
 
+@pytest.mark.slow
 def test_data_errors(cli, models, small_test_dir, tmp_path):
     data = tmp_path / "data"
     shutil.copytree(small_test_dir, data)
@@ -89,6 +91,7 @@ def test_delegate_errors(cli, models, tmp_path):
     assert "static shapes" in line
 
 
+@pytest.mark.slow
 def test_json_output_atomic_and_never_overwrites(cli, models, tmp_path):
     out = tmp_path / "bench.json"
     proc = cli("bench", models["int8"], "--runs", "5", "--min-secs", "0", "--warmup", "1",

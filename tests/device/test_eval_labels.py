@@ -110,6 +110,7 @@ def test_fewer_named_folders_than_outputs_is_refused(models, mnist_dir, tmp_path
     assert "--labels" in str(e.value)
 
 
+@pytest.mark.slow
 def test_cli_eval_shows_labels_and_warns_about_empty_folders(cli, models, mnist_dir, tmp_path):
     data = subset(mnist_dir / "test", tmp_path / "data", {3: None, 7: None}, per_class=5, empty=("0", "9"))
     proc = cli("eval", models["int8"], data, "-q")

@@ -282,6 +282,7 @@ def test_cityscapes_file_names_find_their_masks(shapes_set, segmenters, tmp_path
                               top_rows=True))
 
 
+@pytest.mark.slow
 def test_voc_layout_evaluates_the_listed_images(cli, shapes_set, segmenters, tmp_path):
     """JPEGImages holds more images than SegmentationClass has masks; ImageSets/Segmentation/val.txt names
     the ones to score (--image-list)."""

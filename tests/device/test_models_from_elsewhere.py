@@ -101,6 +101,7 @@ def _raw_top1(model: Path, files: list[tuple[Path, int]]) -> float:
     return float(np.mean([int(np.argmax(o[0])) == c for o, (_, c) in zip(outs, files)]))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("io", ["uint8", "int8"])
 def test_integer_input_is_fed_raw_pixels(pm1_models, mnist_dir, tmp_path, cli, io):
     data = subset(mnist_dir / "test", tmp_path / "data", {d: None for d in range(10)}, per_class=10)
@@ -124,6 +125,7 @@ def test_integer_input_is_fed_raw_pixels(pm1_models, mnist_dir, tmp_path, cli, i
     assert payload["preprocessing"].startswith(want)
 
 
+@pytest.mark.slow
 def test_bench_and_profile_say_what_their_inputs_stand_for(pm1_models, cli, mnist_dir):
     proc = cli("bench", pm1_models["uint8"], "--runs", "3", "--min-secs", "0", "--warmup", "0",
                "--data", mnist_dir / "test")

@@ -56,6 +56,7 @@ def test_pooled_outputs_equal_the_plain_loop(models, small_test_dir, mode, worke
     assert r.predictions == tuple(int(p) for p in ref_out.argmax(axis=1))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", START_METHODS)
 def test_every_start_method_gives_the_same_outputs(models, small_test_dir, method, monkeypatch):
     listing = list_image_folder(small_test_dir)

@@ -34,6 +34,7 @@ def _check_accounted(r: ProfileResult, path) -> None:
 @pytest.mark.parametrize(("mode", "cutter"), [("float32", None), ("float16", None), ("int8", None),
                                                ("int8_io_uint8", None), ("dynamic", None), ("float16", "raw"),
                                                ("int8_io_uint8", "raw")])
+@pytest.mark.slow
 def test_operators_add_up_to_the_whole_model(models, mode, cutter):
     r = profile_model(models[mode], cutter=cutter, **TIMING)
     _check_accounted(r, models[mode])
@@ -141,6 +142,7 @@ def test_bad_input_errors():
         profile_model(b"not a model at all")
 
 
+@pytest.mark.slow
 def test_cli_table_json_and_one_line_errors(models, cli, tmp_path):
     p = cli("profile", models["int8"], "--threads", "1", "--runs", "5", "--min-secs", "0", "--json", "-")
     assert p.returncode == 0, p.stderr

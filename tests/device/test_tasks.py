@@ -154,6 +154,7 @@ def test_missing_pycocotools_is_one_line_naming_the_extra(task_models, det_data)
                                 "pip install 'edgeq-device[detection]'")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["missing_image", "unannotated_image", "beyond_classes", "wrong_offset", "not_coco"])
 def test_detection_bad_input_is_one_line_and_writes_nothing(cli, task_models, det_data, tmp_path, case):
     images, ann, coco = det_data
@@ -225,6 +226,7 @@ def test_segmentation_miou_against_a_plain_confusion_matrix(task_models, tmp_pat
     assert SegmentationResult.from_json(r.to_json()) == r
 
 
+@pytest.mark.slow
 def test_segmentation_cli_and_bad_masks(cli, task_models, tmp_path):
     images, masks = segmentation_set(tmp_path)
     out = tmp_path / "seg.json"

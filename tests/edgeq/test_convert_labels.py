@@ -36,6 +36,7 @@ def calib_with_empty(mnist_train, tmp_path_factory):
                   empty=("0", "4", "8"))
 
 
+@pytest.mark.slow
 def test_convert_stores_one_label_per_output_and_evaluates_on_its_own_folder(digits, calib_with_empty, tmp_path):
     with pytest.warns(UserWarning, match=r"class folder\(s\) with no image.*0, 4, 8"):
         res = convert(digits, "int8", calibration=calib_with_empty, samples=20)
@@ -54,6 +55,7 @@ def test_convert_stores_one_label_per_output_and_evaluates_on_its_own_folder(dig
     assert "labels     from metadata (folders named after the labels): 0→0, 1→1, 2→2, 3→3, 4→4" in proc.stdout
 
 
+@pytest.mark.slow
 def test_label_count_different_from_outputs_is_refused_at_convert(digits, mnist_train, tmp_path):
     with pytest.raises(LabelMismatchError, match="3 labels for a model with 10 outputs") as e:
         convert(digits, "float32", labels=["a", "b", "c"])
@@ -84,6 +86,7 @@ def test_cli_convert_label_mismatch_is_one_line(digits, mnist_train, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_compare_and_budget_accuracy_on_classes_3_and_7_equal_a_plain_loop(digits, mnist_train, mnist_test,
                                                                           calib_with_empty, tmp_path):
     from edgeq.comparison.run import compare
@@ -118,6 +121,7 @@ def test_compare_and_budget_accuracy_on_classes_3_and_7_equal_a_plain_loop(digit
                 samples=4, runs=1, min_secs=0.0, max_secs=0.1, progress=False)
 
 
+@pytest.mark.slow
 def test_qat_keeps_folder_k_as_output_k(digits, mnist_train, tmp_path):
     from edgeq.quantize.qat.train import qat
 

@@ -20,6 +20,7 @@ def _run(*args):
     return result.exit_code, result.stdout, result.stderr
 
 
+@pytest.mark.slow
 def test_convert_all_modes_writes_files_and_table(model_file, mnist_train, tmp_path):
     code, out, err = _run("convert", model_file, "--mode", "all", "--calib", mnist_train, "--samples", "8",
                           "-o", tmp_path)
@@ -122,6 +123,7 @@ def test_tensorflow_native_logs_hidden_unless_verbose(model_file, mnist_train, t
     assert "calibrating" in proc.stderr
 
 
+@pytest.mark.slow
 def test_convert_table_cuts_no_mode_on_an_80_column_terminal(model_file, mnist_train, tmp_path):
     result = CliRunner().invoke(cli, ["convert", str(model_file), "--mode", "all", "--calib", str(mnist_train),
                                       "--samples", "8", "-o", str(tmp_path)],

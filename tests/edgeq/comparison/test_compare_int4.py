@@ -24,6 +24,7 @@ def digits_keras(digits_cnn, tmp_path_factory):  # type: ignore[no-untyped-def]
     return path
 
 
+@pytest.mark.slow
 def test_convert_cli_int4_rounding_and_gzip_column(digits_keras, mnist_train, tmp_path) -> None:  # type: ignore[no-untyped-def]
     out = tmp_path / "out"
     res = CliRunner().invoke(cli, ["convert", str(digits_keras), "--mode", "int8,int4", "--calib", str(mnist_train),
@@ -47,6 +48,7 @@ def test_convert_cli_int4_rounding_and_gzip_column(digits_keras, mnist_train, tm
     assert "--rounding nearest" in nodata.stderr
 
 
+@pytest.mark.slow
 def test_compare_int4_compressed_size_note_report_and_store(digits_keras, mnist_train, mnist_test,
                                                             tmp_path) -> None:  # type: ignore[no-untyped-def]
     out, db = tmp_path / "report", tmp_path / "results.db"

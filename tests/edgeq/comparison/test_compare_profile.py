@@ -12,6 +12,8 @@ from edgeq.comparison.records import Comparison
 from edgeq.measure.profile import ProfileComparison
 from edgeq.report.markdown import markdown
 
+pytestmark = pytest.mark.slow  # a compare() with per-operator profiles of every mode
+
 
 @pytest.fixture(scope="module")
 def profiled(demo_cnn, mnist_train, mnist_test, tmp_path_factory):

@@ -242,6 +242,7 @@ def test_segmentation_miou_against_numpy_and_the_device(seg_model, seg_data, tmp
     assert runs[0].task_metric == pytest.approx(comp.row("int8").task_metrics["miou"])
 
 
+@pytest.mark.slow
 def test_cli_compare_task_segmentation_writes_the_report_and_the_reference(seg_model, seg_data, tmp_path):
     images, masks = seg_data
     model = tmp_path / "seg.keras"
@@ -312,6 +313,7 @@ def test_classification_compare_keeps_reference_files_for_fidelity(tmp_path):
     assert fid.outputs[0].sqnr_db == pytest.approx(comp.row("int8").sqnr_db, rel=1e-4)
 
 
+@pytest.mark.slow
 def test_compare_reads_cityscapes_label_ids_and_palette_masks(seg_model, seg_data, tmp_path):
     """The same truth stored as Cityscapes label IDs (--label-map cityscapes) and as VOC palette PNGs (the
     ignored band 254 and 255, --ignore-index 254-255) gives the Keras model the mIoU numpy counts."""

@@ -112,6 +112,7 @@ PATTERNS = ["pis", "pis:!garage", "pis:&lab", "pi-k0*", "lab,bastion", "~pi-k0[1
             "garage:lab"]
 
 
+@pytest.mark.slow
 @needs_ansible
 @pytest.mark.parametrize("pattern", PATTERNS)
 def test_limit_selects_what_ansible_selects(site, pattern):

@@ -114,6 +114,7 @@ def test_rescales_input_of_a_model_object():
     assert plain.rescales_input() is False and scaled.rescales_input() is True
 
 
+@pytest.mark.slow
 def test_converter_of_each_kind_gives_a_tflite_model(files):
     for model in (files["model"], files["tfk"], files["root"] / "saved"):
         loaded = load_model(model)

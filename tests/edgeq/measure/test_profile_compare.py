@@ -80,6 +80,7 @@ def test_bad_input():
         profile_models(["a/m.tflite", "b/m.tflite"], QUICK)
 
 
+@pytest.mark.slow
 def test_cli_side_by_side_plot_and_errors(digits_plain_tflite, tmp_path):
     a, b = digits_plain_tflite["float32"], digits_plain_tflite["int8"]
     plot, out = tmp_path / "top.png", tmp_path / "p.json"

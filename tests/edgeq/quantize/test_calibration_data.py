@@ -159,6 +159,7 @@ def test_debug_refuses_nan_too(tiny, private_tmp):
     assert _folders(private_tmp) == []
 
 
+@pytest.mark.slow
 def test_budget_search_stops_on_bad_calibration_data(tiny):
     """Before: int8 and int16x8 failed as candidates and float16 was chosen silently."""
     x = _pixels(40)
@@ -176,6 +177,7 @@ def _caught(fn, *args, **kwargs):
     return result, [w for w in caught if issubclass(w.category, (UnscaledCalibrationWarning, FewerSamplesWarning))]
 
 
+@pytest.mark.slow
 def test_raw_pixels_for_a_model_that_does_not_rescale_warn_once(tiny):
     raw = np.round(_pixels() * 255)
     _, caught = _caught(edgeq.convert, tiny, "all", calibration=raw, samples=20)  # int8 and int16x8 calibrate
@@ -273,6 +275,7 @@ def test_cli_inf_is_one_error_line_exit_2_no_crash(tiny_file, tmp_path):
     assert _folders(tmp) == [] and not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_cli_warnings_are_one_line_each(tiny_file, tmp_path):
     np.save(tmp_path / "raw.npy", np.round(_pixels(30) * 255))
     result = CliRunner().invoke(cli, ["convert", str(tiny_file), "--mode", "all", "--calib",

@@ -150,6 +150,7 @@ def test_depthwise_batchnorm_residual_every_mode(residual):
     _check_all_modes(residual, x[:74], {"rgb": x[74:]}, x[74:])
 
 
+@pytest.mark.slow
 def test_convert_all_returns_one_result_per_mode(cnn, mnist_train, tmp_path):
     results = edgeq.convert_all(cnn, calibration=mnist_train, samples=16, io="uint8")
     assert [r.mode for r in results] == list(edgeq.MODES)  # int4 only when named

@@ -86,6 +86,7 @@ def test_debug_of_a_well_behaved_model_finds_no_bad_layer(models, mnist_train):
     assert min(r.sqnr_db for r in report.layers) > 25.0
 
 
+@pytest.mark.slow
 def test_budget_search_keeps_the_outlier_layer_float_and_meets_the_budget(models, mnist_train, mnist_test,
                                                                            test_arrays):
     _, hard = models
@@ -115,6 +116,7 @@ def test_budget_search_keeps_the_outlier_layer_float_and_meets_the_budget(models
     print("\n" + text)
 
 
+@pytest.mark.slow
 def test_budget_search_moves_on_to_int16x8_without_float_layers(models, mnist_train, test_arrays):
     _, hard = models
     x, y = test_arrays

@@ -72,6 +72,7 @@ def _activation_types(model_bytes: bytes) -> list[tuple[str, str, str]]:
             if op.opcode not in ("QUANTIZE", "DEQUANTIZE") and sg.tensors[op.outputs[0]].dtype != "INT32"]
 
 
+@pytest.mark.slow
 def test_a16_layers_are_int16_exactly_there_and_fix_the_outlier_layer(hard, digits_train_arrays, digits_test_arrays):
     x, _ = digits_train_arrays
     xt, yt = digits_test_arrays
@@ -102,6 +103,7 @@ def test_a16_layers_are_int16_exactly_there_and_fix_the_outlier_layer(hard, digi
     assert (ref.argmax(1) == yt).mean() - (_outputs(mixed.model_bytes, xt).argmax(1) == yt).mean() <= 0.01
 
 
+@pytest.mark.slow
 def test_no_a16_layer_is_the_converters_int8(digits_cnn, digits_train_arrays, digits_test_arrays):
     x, _ = digits_train_arrays
     xt = digits_test_arrays[0][:200]
@@ -117,6 +119,7 @@ def test_no_a16_layer_is_the_converters_int8(digits_cnn, digits_train_arrays, di
     assert [op for op, _, _ in types] == [op for op, _, _ in _activation_types(plain)]
 
 
+@pytest.mark.slow
 def test_a16_by_count_takes_the_worst_layers_and_lists_ops_without_16bit_kernels(digits_train_arrays):
     x, _ = digits_train_arrays
     keras.utils.set_random_seed(0)

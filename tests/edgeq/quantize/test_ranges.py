@@ -53,6 +53,7 @@ def _converter(model: Any, x: np.ndarray, io: IOType) -> Any:
     return configure_converter(conv, Mode.INT8, io, rep)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("io", [IOType.FLOAT, IOType.INT8])
 def test_minmax_route_is_the_converters_int8(digits_cnn: Any, digits_train_arrays: Any, io: IOType) -> None:
     x = digits_train_arrays[0][:100]
@@ -180,6 +181,7 @@ def _outlier_model() -> Any:
     return model
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["percentile"])
 def test_an_outlier_activation_is_clipped_and_sqnr_rises(method: str) -> None:
     # mse keeps one sample's outlier (its clipping error outweighs the rounding error it saves);

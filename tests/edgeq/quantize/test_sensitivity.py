@@ -26,6 +26,7 @@ def _outputs(model_bytes: bytes, x: np.ndarray) -> np.ndarray:
     return np.concatenate([np.asarray(runner.run([x[i:i + 1]])[0]).reshape(1, -1) for i in range(len(x))])
 
 
+@pytest.mark.slow
 def test_branches_and_their_add_are_one_candidate():
     f32 = convert(emotion_model(), "float32").model_bytes
     sg = read_flat_model(f32).main

@@ -72,6 +72,7 @@ def _rgb_digits(digits_cnn: Any) -> Any:
     return keras.Model(inp, digits_cnn(gray), name="rgb_digits")
 
 
+@pytest.mark.slow
 def test_a_classifier_reads_the_same_labels_and_top1_in_mediapipe(digits_cnn, mnist_test: Path,
                                                                    mnist_train: Path, tmp_path: Path,
                                                                    mediapipe_python: str) -> None:
@@ -95,6 +96,7 @@ def test_a_classifier_reads_the_same_labels_and_top1_in_mediapipe(digits_cnn, mn
         assert meta["packed"] == {"labels.txt": "".join(f"{n}\n" for n in NAMES)}
 
 
+@pytest.mark.slow
 def test_what_is_written_follows_the_recorded_preprocessing(digits_cnn, mnist_train: Path, tmp_path: Path,
                                                             mediapipe_python: str) -> None:
     """Grayscale inputs, per-channel normalization, uint8 inputs (their pixel range), a model without labels."""
@@ -135,6 +137,7 @@ def _tiny_segmenter(classes: int, class_map: bool) -> Any:
     return keras.Model(inp, scores)
 
 
+@pytest.mark.slow
 def test_detector_and_segmenter_outputs_are_described(tmp_path: Path, mediapipe_python: str) -> None:
     """A detector's boxes are [ymin, xmin, ymax, xmax] ratios and its class output holds label values; a
     segmenter's mask is labelled per channel (score map) or per value (class map)."""

@@ -24,6 +24,7 @@ def small_data(digits_test_arrays):
     return (x[:100], y[:100]), (x[100:300], y[100:300])
 
 
+@pytest.mark.slow
 def test_failed_cell_resume_force_and_report(tiny_models, small_data, tmp_path):
     calib, evaluation = small_data
     broken = tmp_path / "broken.keras"
@@ -70,6 +71,7 @@ def test_failed_cell_resume_force_and_report(tiny_models, small_data, tmp_path):
     assert layout["texts"] > 20 and layout["overlaps"] == [], layout
 
 
+@pytest.mark.slow
 def test_constraints_no_cell_within_and_cli(tiny_models, small_data, tmp_path):
     calib, evaluation = small_data
     np.savez(tmp_path / "calib.npz", x=calib[0], y=calib[1])

@@ -251,6 +251,7 @@ def test_target_mcu_refuses_what_a_microcontroller_cannot_take(digits_cnn):
         edgeq.convert(digits_cnn, "int8", target="mcu", batch_size=4)
 
 
+@pytest.mark.slow
 def test_compare_has_an_mcu_column_with_the_board(digits_cnn, mnist_train, mnist_test):
     """compare(target='mcu'): each mode's arena, flash, TFLM support and fit; the table shows them."""
     import edgeq
@@ -276,6 +277,7 @@ def test_compare_has_an_mcu_column_with_the_board(digits_cnn, mnist_train, mnist
     assert again.row("int8").mcu == rows["int8"].mcu
 
 
+@pytest.mark.slow
 def test_cli_convert_target_mcu_with_a_board(digits_cnn, mnist_train, tmp_path):
     path = tmp_path / "digits.keras"
     digits_cnn.save(path)
