@@ -47,7 +47,10 @@ test-arm64: $(STAMP)
 # The inner loop (about a minute on 2 cores): no notebooks, QAT, sshd, venv installs or other slow
 # end-to-end runs; one worker per core, each test file on one worker so its module fixtures are built once.
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -n 2 --dist loadfile -m "not slow and not ssh and not arm64" $(PYTEST_ARGS)
+	@mkdir -p out
+	@export EDGEQ_TEST_CACHE=$$(mktemp -d "$$PWD/out/test-cache.XXXXXX"); \
+	$(PY) -m pytest -q -n 2 --dist loadfile -m "not slow and not ssh and not arm64" $(PYTEST_ARGS); rc=$$?; \
+	rm -rf "$$EDGEQ_TEST_CACHE"; exit $$rc
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py

@@ -84,15 +84,45 @@ def digits_test_arrays(mnist_test: Path) -> tuple[np.ndarray, np.ndarray]:
     return load_digits(mnist_test)
 
 
+def shared_keras(name: str, train: Any, sources: tuple[str, ...]) -> Any:
+    """``train()``'s Keras model, trained once per ``make test`` run.
+
+    Under ``EDGEQ_TEST_CACHE`` the first process (a host worker or the emulated Pi's session) trains
+    it and saves it as ``.keras`` under a key of ``sources`` (the code that trains it); the others
+    wait on the lock and load it: the same layers and weights, without training again. Without the
+    variable each session trains its own.
+    """
+    shared = os.environ.get("EDGEQ_TEST_CACHE")
+    if not shared:
+        return train()
+    import fcntl
+
+    import keras
+
+    folder = Path(shared) / f"keras-{name}-{source_key(sources)}"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.keras"
+    with open(folder / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if path.is_file():
+            return keras.models.load_model(path, compile=False)
+        model = train()
+        part = folder / f"part-{os.getpid()}.keras"
+        model.save(part)
+        part.replace(path)
+        return model
+
+
 @pytest.fixture(scope="session")
 def digits_cnn(digits_train_arrays: tuple[np.ndarray, np.ndarray]):  # type: ignore[no-untyped-def]
-    """The seeded Keras 3 digits CNN (``digits``, layers ``hidden`` and ``classifier``), trained once per session.
+    """The seeded Keras 3 digits CNN (``digits``, layers ``hidden`` and ``classifier``), trained once per run.
 
     Shared: a test must not train it further or change its weights (clone it for that).
     """
     from fixtures.models import train_digits_cnn
 
-    return train_digits_cnn(*digits_train_arrays)
+    return shared_keras("digits_cnn", lambda: train_digits_cnn(*digits_train_arrays),
+                        ("tests/fixtures/models.py",))
 
 
 @pytest.fixture(scope="session")
@@ -104,7 +134,7 @@ def demo_cnn(mnist_train: Path):  # type: ignore[no-untyped-def]
     """
     from demo import train_cnn
 
-    return train_cnn(mnist_train, epochs=1, verbose=0)
+    return shared_keras("demo_cnn", lambda: train_cnn(mnist_train, epochs=1, verbose=0), ("examples/demo.py",))
 
 
 @pytest.fixture(scope="session")
@@ -209,7 +239,7 @@ def shapes_detector() -> Any:
     """The grid detector of examples/shapes.py, trained with its defaults (seeded). Shared: do not change it."""
     from shapes import train_detector
 
-    return train_detector()
+    return shared_keras("shapes_detector", train_detector, ("examples/shapes.py",))
 
 
 @pytest.fixture(scope="session")
@@ -217,7 +247,7 @@ def shapes_segmenter() -> Any:
     """The segmenter of examples/shapes.py, trained with its defaults (seeded). Shared: do not change it."""
     from shapes import train_segmenter
 
-    return train_segmenter()
+    return shared_keras("shapes_segmenter", train_segmenter, ("examples/shapes.py",))
 
 
 # What the cached .tflite files are made by: a change to any of these makes new files under a new key.

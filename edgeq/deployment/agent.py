@@ -302,10 +302,15 @@ def make_venv(venv: str, py: str) -> None:
 
 
 def install_wheel(py: str, wheel: str, extra: str, offline: str, deps_missing: Sequence[str], runtime_ok: bool,
-                  wanted: str | None) -> str:
-    """Install the shipped wheel into the venv; returns how (``no-deps`` or ``resolved``)."""
+                  wanted: str | None, fresh: bool = False) -> str:
+    """Install the shipped wheel into the venv; returns how (``no-deps`` or ``resolved``).
+
+    ``fresh``: the venv was just made, so there is no older edgeq-device to remove first (one pip
+    start fewer: seconds on a Pi 3 or under emulation).
+    """
     pip = [py, "-m", "pip", "--disable-pip-version-check", "--no-input", "-q"]
-    subprocess.run([*pip, "uninstall", "-y", "edgeq-device"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    if not fresh:
+        subprocess.run([*pip, "uninstall", "-y", "edgeq-device"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     if not deps_missing and runtime_ok:
         cmd = [*pip, "install", "--no-deps", "--no-index", "--force-reinstall", wheel]
         install = "no-deps"
@@ -388,7 +393,8 @@ def op_setup(workdir: str, wheel_rel: str, wheel_sha: str, extra: str, offline: 
     runtime_ok = bool(have.get(wanted)) if wanted else any(have.get(m) for m in RUNTIMES.values())
     install = "none"
     if marker is None or marker.get("wheel_sha") != wheel_sha or deps_missing or not runtime_ok:
-        install = install_wheel(py, wheel, extra, offline, deps_missing, runtime_ok, wanted)
+        install = install_wheel(py, wheel, extra, offline, deps_missing, runtime_ok, wanted,
+                                fresh=action == "created")
         if action == "reused":
             action = "updated"
     verify_installed(py, wheel)
