@@ -13,7 +13,8 @@ first. It uses only the standard library and runs on Python >= 3.7: no
   and records it in the sha256 manifest.
 - ``setup WORKDIR WHEEL_RELPATH WHEEL_SHA EXTRA OFFLINE RUNTIME`` makes or reuses
   the venv (``--system-site-packages``) and installs the edgeq-device wheel sent
-  with ``recv``, always with ``--no-index`` (never edgeq-device by name from an
+  with ``recv`` (by the board's own pip when it is 22.3 or newer, ``pip --python
+  VENV``: the venv is then made without pip, skipping ensurepip's seconds), always with ``--no-index`` (never edgeq-device by name from an
   index); only the requirements listed in that wheel may come from the index.
   Then the venv's ``edgeq_device`` files must hash to the wheel's RECORD.
 
@@ -150,7 +151,7 @@ def op_probe(workdir: str) -> None:
         "workdir": workdir,
         "in_venv": sys.prefix != getattr(sys, "base_prefix", sys.prefix),
         "modules": {m: find(m) for m in MODULES},
-        "venv_module": find("venv") and find("ensurepip"),
+        "venv_module": find("venv") and (find("ensurepip") or own_pip()),
         "manifest": read_json(manifest_path(workdir)) or {},
         "install": read_json(os.path.join(venv_dir(workdir), "edgeq-install.json")),
     })
@@ -282,13 +283,35 @@ def wheel_requirements(wheel: str, extra: str) -> List[str]:
     return reqs
 
 
+def own_pip() -> bool:
+    """True when this python's pip can install into another interpreter (``pip --python``, pip >= 22.3)."""
+    try:
+        from importlib.metadata import version  # Python >= 3.8
+        parts = re.match(r"(\d+)\.(\d+)", version("pip"))
+    except Exception:  # no pip, or Python 3.7
+        return False
+    return parts is not None and (int(parts.group(1)), int(parts.group(2))) >= (22, 3)
+
+
+def pip_command(py: str) -> List[str]:
+    """pip for the venv of ``py``: this python's own pip aimed at it when it can, else the venv's pip."""
+    head = [sys.executable, "-m", "pip", "--python", py] if own_pip() else [py, "-m", "pip"]
+    return [*head, "--disable-pip-version-check", "--no-input", "-q"]
+
+
 def make_venv(venv: str, py: str) -> None:
-    """A fresh venv with ``--system-site-packages`` (and this venv's packages when the board's python is one)."""
-    if not (find("venv") and find("ensurepip")):
+    """A fresh venv with ``--system-site-packages`` (and this venv's packages when the board's python is one).
+
+    Made without pip when this python's pip can install into it (:func:`pip_command`): ensurepip
+    takes seconds on a Pi (over ten under emulation) for a pip nothing else would use.
+    """
+    with_pip = not own_pip()
+    if not find("venv") or (with_pip and not find("ensurepip")):
         fail(f"{sys.executable} cannot make a venv (no venv/ensurepip module)", "no-venv",
              "install it on the board (Debian/Raspberry Pi OS: sudo apt install python3-venv)")
     shutil.rmtree(venv, ignore_errors=True)
-    made = subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", venv],
+    made = subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", venv]
+                          + ([] if with_pip else ["--without-pip"]),
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     if made.returncode != 0:
         fail(f"python -m venv failed: {made.stdout.decode()[-400:]}", "no-venv", "install python3-venv on the board")
@@ -308,7 +331,7 @@ def install_wheel(py: str, wheel: str, extra: str, offline: str, deps_missing: S
     ``fresh``: the venv was just made, so there is no older edgeq-device to remove first (one pip
     start fewer: seconds on a Pi 3 or under emulation).
     """
-    pip = [py, "-m", "pip", "--disable-pip-version-check", "--no-input", "-q"]
+    pip = pip_command(py)
     if not fresh:
         subprocess.run([*pip, "uninstall", "-y", "edgeq-device"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     if not deps_missing and runtime_ok:

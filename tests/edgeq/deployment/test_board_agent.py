@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tarfile
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +28,8 @@ WATCH = Path(watch.__file__)
 ENV = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
 
 
-def run_agent(*args: str, stdin: bytes = b"") -> tuple[int, dict[str, Any]]:
-    proc = subprocess.run([sys.executable, str(AGENT), *args], input=stdin, capture_output=True, env=ENV,
+def run_agent(*args: str, stdin: bytes = b"", python: str = sys.executable) -> tuple[int, dict[str, Any]]:
+    proc = subprocess.run([python, str(AGENT), *args], input=stdin, capture_output=True, env=ENV,
                           timeout=300)
     lines = proc.stdout.decode().strip().splitlines()
     assert len(lines) == 1, (proc.stdout, proc.stderr)
@@ -184,6 +185,8 @@ def test_setup_makes_a_venv_with_the_wheel_then_reuses_it(tmp_path):
     assert code == 0, out
     assert out["action"] == "created" and out["install"] == "no-deps" and out["runtime"]["name"]
     assert Path(out["python"]) == work / "venv" / "bin" / "python"
+    # this python's pip (>= 22.3) installed into the venv: the venv was made without a pip of its own
+    assert not list((work / "venv").glob("lib/python*/site-packages/pip"))
     marker = json.loads((work / "venv" / "edgeq-install.json").read_text())
     assert marker["wheel_sha"] == wheel_sha and marker["install"] == "no-deps"
     code, again = run_agent("setup", str(work), rel, wheel_sha, "litert", "1", "")
@@ -197,3 +200,21 @@ def test_setup_makes_a_venv_with_the_wheel_then_reuses_it(tmp_path):
     assert agent.record_mismatches(purelib, str(work / rel)) == ["edgeq_device/measure/bench.py"]
     code, bad = run_agent("setup", str(work), rel, wheel_sha, "litert", "1", "")
     assert code == 3 and bad["kind"] == "setup" and "edgeq_device/measure/bench.py" in bad["error"]
+
+
+def test_a_board_python_without_pip_makes_the_venv_with_ensurepip(tmp_path):
+    """A board's python with no pip of its own: the venv gets pip from ensurepip and pip runs from it."""
+    bare = tmp_path / "bare"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True)
+    python = str(bare / "bin" / "python")
+    wheel = tmp_path / "edgeq_device-0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as z:
+        z.writestr("edgeq_device/__init__.py", "")
+    work = tmp_path / "work"
+    assert run_agent("recv", str(work), "wheels/w.whl", sha(wheel.read_bytes()), "file",
+                     stdin=wheel.read_bytes(), python=python)[0] == 0
+    code, out = run_agent("setup", str(work), "wheels/w.whl", sha(wheel.read_bytes()), "litert", "1", "",
+                          python=python)
+    # offline, without a TFLite runtime & co: refused in one JSON line, after the venv was made with its own pip
+    assert code == 3 and out["kind"] == "no-runtime" and "lacks" in out["error"], out
+    assert list((work / "venv").glob("lib/python*/site-packages/pip"))
