@@ -28,6 +28,8 @@ demo: $(STAMP)
 # EDGEQ_TEST_CACHE lets the sessions share the models that take long to train (tests/conftest.py).
 # Under CI=true (.ci/run) a skip for want of something the suite installs is a failure.
 PI_OSES := bookworm trixie bookworm-armhf
+# Host test workers: one per core (the emulated Pis run beside them in a process of their own).
+HOST_WORKERS ?= 2
 test: $(STAMP)
 	bash tests/setup_system.sh
 	@mkdir -p out
@@ -35,7 +37,7 @@ test: $(STAMP)
 	( t0=$$(date +%s); for os in $(PI_OSES); do EDGEQ_PI_OS=$$os bash scripts/arm64_rootfs.sh build >/dev/null & done; wait; \
 	  $(PY) -m pytest -q -p no:cacheprovider --durations=8 -m arm64 tests/arm64 $(PYTEST_ARGS); rc=$$?; \
 	  echo "emulated Pis: $$(( $$(date +%s) - t0 )) s (root builds included)"; exit $$rc ) > out/arm64-tests.log 2>&1 & arm=$$!; \
-	$(PY) -m pytest -q -n 2 --dist loadfile --durations=15 -m "not arm64" $(PYTEST_ARGS); host=$$?; \
+	$(PY) -m pytest -q -n $(HOST_WORKERS) --dist loadfile --durations=15 -m "not arm64" $(PYTEST_ARGS); host=$$?; \
 	wait $$arm; arm_rc=$$?; echo "--- emulated Raspberry Pis (tests/arm64) ---"; cat out/arm64-tests.log; \
 	rm -rf "$$EDGEQ_TEST_CACHE"; test $$host = 0 && test $$arm_rc = 0
 
