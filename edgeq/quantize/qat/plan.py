@@ -195,6 +195,31 @@ def _failing_layer(message: str, names: Sequence[str]) -> str | None:
     return max(hits, key=len) if hits else None
 
 
+def reserve_layer_names(model: Any) -> None:
+    """Make tf_keras's automatic layer names skip the names ``model``'s layers already have.
+
+    tfmot's transforms create layers without names (a SeparableConv2D becomes a new
+    ``DepthwiseConv2D`` and ``Conv2D``); tf_keras names them from a counter that layers named
+    in a file (``conv2d_3`` in a model loaded from .h5, or rebuilt from Keras 3) never moved. A
+    new layer then takes an existing layer's name and the rebuilt graph wires the wrong tensors
+    (``Inputs have incompatible shapes`` on fer's mini-Xception). Advancing the counter past every
+    ``prefix_N`` name the model holds keeps the new names unique.
+    """
+    import re
+
+    from tf_keras.src import backend  # the per-graph name counters (not in tf_keras.backend)
+
+    uids = backend.get_default_graph_uid_map()
+    inner = [getattr(layer, "layer", None) for layer in model.layers]  # an annotation wrapper's layer
+    for name in [layer.name for layer in model.layers] + [layer.name for layer in inner if layer is not None]:
+        found = re.fullmatch(r"(.*?)(?:_(\d+))?", name)
+        if found is None:
+            continue
+        prefix, number = found.group(1), found.group(2)
+        key = ("", prefix)
+        uids[key] = max(uids[key], int(number) + 1 if number else 1)
+
+
 def quantize_model(model: Any, plan: Sequence[LayerPlan] | None = None,
                    scheme: Any = None) -> tuple[Any, tuple[LayerPlan, ...]]:
     """Annotate a ``tf_keras`` model per ``plan`` and apply tfmot's quantization.
@@ -236,6 +261,7 @@ def quantize_model(model: Any, plan: Sequence[LayerPlan] | None = None,
             # caller's own code, already running in this process, so it may be deserialized.
             with _unsafe_lambdas(), qk.quantize_scope(classes):
                 annotated = tf_keras.models.clone_model(model, clone_function=annotate)
+                reserve_layer_names(annotated)
                 applied = qk.quantize_apply(annotated) if scheme is None else qk.quantize_apply(annotated, scheme)
                 return applied, tuple(plans.values())
         except QATError:

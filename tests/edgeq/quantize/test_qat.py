@@ -200,3 +200,30 @@ def test_cli_qat_writes_the_int8_model_and_refuses_to_overwrite(float_cnn, mnist
     again = runner.invoke(cli, args)
     assert again.exit_code == 2
     assert "exists" in again.output and "--force" in again.output
+
+
+@pytest.mark.slow
+def test_a_model_made_elsewhere_with_separable_convs_is_prepared_with_its_wiring():
+    """fer's mini-Xception (layers named conv2d_1..conv2d_7 in its .h5): tfmot turns each SeparableConv2D
+    into new, unnamed DepthwiseConv2D + Conv2D layers; tf_keras's counter, reset here as in a fresh
+    process, would name them conv2d_1... and the rebuilt graph would wire the wrong tensors. Prepared,
+    every layer name is unique and every layer keeps its place: the same output shape as in the model."""
+    from fixtures.elsewhere import emotion_model, photo_crops
+
+    from edgeq.quantize.qat.plan import quantize_model
+    from edgeq.quantize.qat.train import to_tf_keras
+
+    tf_keras.backend.clear_session()
+    model = emotion_model()
+    x = photo_crops(64, seed=3)
+    base, _ = to_tf_keras(model, [x[:4]])
+    qmodel, plan = quantize_model(base)
+    names = [layer.name for layer in qmodel.layers]
+    assert len(names) == len(set(names))
+    assert len([p for p in plan if p.kind == "SeparableConv2D"]) == 8
+    shapes = {layer.name: layer.output_shape for layer in base.layers}
+    kept = [(getattr(layer, "layer", layer).name, layer.output_shape) for layer in qmodel.layers
+            if getattr(layer, "layer", layer).name in shapes]
+    assert len(kept) >= len(base.layers) - 8  # all but the eight separable convolutions, replaced
+    assert [shape for _, shape in kept] == [shapes[name] for name, _ in kept]
+    assert np.asarray(qmodel(x, training=False)).shape == (64, 7)
