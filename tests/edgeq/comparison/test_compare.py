@@ -361,6 +361,7 @@ def test_report_rebuilt_from_results_json_is_the_report_written(comparison, tmp_
         Comparison.from_dict({k: v for k, v in data.items() if k != "rows"})
 
 
+@pytest.mark.slow
 def test_comparison_is_frozen_and_reads_plainly(comparison):
     comp, _ = comparison
     with pytest.raises(dataclasses.FrozenInstanceError):

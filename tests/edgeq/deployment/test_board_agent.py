@@ -158,6 +158,7 @@ def test_watch_passes_the_exit_status_through():
         proc.stdin.close()
 
 
+@pytest.mark.slow
 def test_watch_stops_the_command_when_stdin_closes():
     proc = subprocess.Popen([sys.executable, str(WATCH), sys.executable, "-c", "import time; time.sleep(60)"],
                             stdin=subprocess.PIPE, env=ENV)

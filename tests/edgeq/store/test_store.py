@@ -272,6 +272,7 @@ def _writer(path: str, worker: int, count: int, start: multiprocessing.synchroni
                                      payload={"worker": worker, "i": i}))
 
 
+@pytest.mark.slow
 def test_two_processes_writing_at_once_lose_nothing(tmp_path: Path) -> None:
     """Two real processes open the same new file together and insert 200 rows each."""
     ctx = multiprocessing.get_context("spawn")

@@ -88,6 +88,7 @@ WRITER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_two_processes_writing_at_once_lose_nothing(postgres_server):
     url = new_database(postgres_server, "race")
     procs = [subprocess.Popen([sys.executable, "-c", WRITER, url, who], stdout=subprocess.PIPE,

@@ -93,6 +93,7 @@ def test_constraints_no_cell_within_and_cli(tiny_models, small_data, tmp_path):
     assert res.exit_code == 2 and "output: the output folder holds other files" in res.stderr
 
 
+@pytest.mark.slow
 def test_a_worker_with_other_versions_stops_the_sweep(tiny_models, small_data, tmp_path, monkeypatch):
     from edgeq.errors import SweepError
     from edgeq.sweeps import run as sweep_run
