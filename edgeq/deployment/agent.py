@@ -14,8 +14,9 @@ first. It uses only the standard library and runs on Python >= 3.7: no
 - ``setup WORKDIR WHEEL_RELPATH WHEEL_SHA EXTRA OFFLINE RUNTIME`` makes or reuses
   the venv (``--system-site-packages``) and installs the edgeq-device wheel sent
   with ``recv`` (by the board's own pip when it is 22.3 or newer, ``pip --python
-  VENV``: the venv is then made without pip, skipping ensurepip's seconds), always with ``--no-index`` (never edgeq-device by name from an
-  index); only the requirements listed in that wheel may come from the index.
+  VENV``: the venv is then made without pip, skipping ensurepip's seconds),
+  always with ``--no-index`` (never edgeq-device by name from an index); only
+  the requirements listed in that wheel may come from the index.
   Then the venv's ``edgeq_device`` files must hash to the wheel's RECORD.
 
 Each prints one JSON object on standard output. Errors are printed as one JSON
@@ -29,6 +30,7 @@ import base64
 import csv
 import email.parser
 import errno
+import functools
 import hashlib
 import importlib.util
 import io
@@ -283,8 +285,11 @@ def wheel_requirements(wheel: str, extra: str) -> List[str]:
     return reqs
 
 
+@functools.lru_cache(maxsize=None)  # noqa: UP033 (boards run Python >= 3.7: no functools.cache)
 def own_pip() -> bool:
-    """True when this python's pip can install into another interpreter (``pip --python``, pip >= 22.3)."""
+    """True when this python's pip can install into another interpreter (``pip --python``, pip >= 22.3).
+
+    Asked once per run (probe, venv and install all consult it)."""
     try:
         from importlib.metadata import version  # Python >= 3.8
         parts = re.match(r"(\d+)\.(\d+)", version("pip"))

@@ -205,18 +205,13 @@ def reserve_layer_names(model: Any) -> None:
     (``Inputs have incompatible shapes`` on fer's mini-Xception). Advancing the counter past every
     ``prefix_N`` name the model holds keeps the new names unique.
     """
-    import re
-
     from tf_keras.src import backend  # the per-graph name counters (not in tf_keras.backend)
 
     uids = backend.get_default_graph_uid_map()
     inner = [getattr(layer, "layer", None) for layer in model.layers]  # an annotation wrapper's layer
     for name in [layer.name for layer in model.layers] + [layer.name for layer in inner if layer is not None]:
-        found = re.fullmatch(r"(.*?)(?:_(\d+))?", name)
-        if found is None:
-            continue
-        prefix, number = found.group(1), found.group(2)
-        key = ("", prefix)
+        prefix, number = re.fullmatch(r"(.*?)(?:_(\d+))?", name).groups()  # type: ignore[union-attr]  # always matches
+        key = ("", prefix)  # unique_object_name's key: (namespace, prefix)
         uids[key] = max(uids[key], int(number) + 1 if number else 1)
 
 
