@@ -7,7 +7,8 @@
    the same outputs (:mod:`edgeq.quantize.qat.rebuild`); a ``tf_keras`` model is used as it is.
 2. :func:`plan_quantization`: decides, layer by layer, how it is quantized (:mod:`edgeq.quantize.qat.plan`).
 3. :func:`quantize_model`: annotates the layers accordingly and applies
-   ``tfmot.quantization.keras.quantize_apply``.
+   ``tfmot.quantization.keras.quantize_apply``; the activation ranges then start where the
+   training data puts them, not at tfmot's ±6 (:mod:`edgeq.quantize.qat.ranges`).
 4. training with ``fit`` on the same data sources as calibration (image folders with
    class subfolders, arrays, tf.data), progress per epoch on stderr; under a
    ``tf.distribute`` strategy's scope when one is given.
@@ -43,6 +44,7 @@ from edgeq.quantize.calibration import default_preprocess
 from edgeq.quantize.conversion import convert_mode
 from edgeq.quantize.qat.data import class_names, positive, training_arrays
 from edgeq.quantize.qat.plan import LayerPlan, plan_quantization, quantize_model
+from edgeq.quantize.qat.ranges import freeze_batch_norms, start_ranges
 from edgeq.quantize.qat.rebuild import rebuild
 from edgeq.quantize.result import ConversionResult
 
@@ -259,6 +261,7 @@ def qat(
     tolerance: float = 1e-5,
     progress: bool | None = None,
     labels: Sequence[str] | str | os.PathLike[str] | None = None,
+    freeze_batch_norm: bool = True,
 ) -> QATResult:
     """Quantization-aware fine-tuning of a trained Keras classifier.
 
@@ -282,6 +285,9 @@ def qat(
             folders are the outputs of their names. Default: integer folder names are their output,
             other names sorted as Keras does (see :mod:`edgeq_device.run.images`); the validation
             folder is matched to the training folder's classes by name.
+        freeze_batch_norm: keep batch normalization in inference mode (its learnt statistics,
+            as the exported model uses them) while fine-tuning, as for any fine-tune of a trained
+            model; False lets batches of the training data move its statistics.
 
     Raises:
         QATError: the model cannot be rebuilt or prepared (the layer is named).
@@ -311,6 +317,9 @@ def qat(
         base, diff = to_tf_keras(loaded, [a[:8] for a in x], tolerance)
         plan = plan_quantization(base)
         qmodel, plan = quantize_model(base, plan)
+        start_ranges(qmodel, x, batch_size=batch_size, seed=seed)
+        if freeze_batch_norm:
+            freeze_batch_norms(qmodel)
         qmodel = tf_keras.Model(qmodel.inputs, qmodel.outputs, name=f"{loaded.name}_qat")
         qmodel.compile(optimizer=tf_keras.optimizers.Adam(learning_rate=float(learning_rate)),
                        loss=loss if loss is not None else loss_for(base, x), metrics=["accuracy"])
