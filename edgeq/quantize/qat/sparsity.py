@@ -59,7 +59,7 @@ from edgeq.nativelog import quiet_native_logs
 from edgeq.progress import _console, progress_enabled
 from edgeq.quantize.qat.data import positive
 from edgeq.quantize.qat.plan import LayerPlan, _unsafe_lambdas, plan_quantization, quantize_model
-from edgeq.quantize.qat.ranges import start_ranges
+from edgeq.quantize.qat.ranges import freeze_batch_norms, start_ranges
 from edgeq.quantize.qat.train import QATResult, epoch_callback, loss_for, qat, read_training, to_tf_keras
 from edgeq.quantize.result import ConversionResult
 
@@ -301,6 +301,7 @@ def _train(model: Any, technique: str, amount: float, *, schedule: str, train: A
     plan = plan_quantization(stripped)
     qmodel, plan = quantize_model(stripped, plan, scheme=_scheme(technique))
     start_ranges(qmodel, data.x, batch_size=batch_size, seed=seed)
+    freeze_batch_norms(qmodel)  # the preserving QAT epoch keeps the statistics the fine-tune left
     qmodel = tf_keras.Model(qmodel.inputs, qmodel.outputs, name=f"{data.loaded.name}_{technique}")
     qmodel.compile(optimizer=tf_keras.optimizers.Adam(learning_rate=float(learning_rate)), loss=loss,
                    metrics=["accuracy"])
