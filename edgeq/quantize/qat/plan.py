@@ -55,7 +55,9 @@ _EXPORT_BROKEN = {
 }
 _TF_OP_LAYERS = {"TFOpLambda", "SlicingOpLambda"}
 _TRANSFORMED = {"SeparableConv1D", "SeparableConv2D"}  # tfmot rewrites these itself
-_BN_FOLDED_AFTER = {"Conv2D", "DepthwiseConv2D", "Dense"}
+# A SeparableConv2D is split by tfmot into DepthwiseConv2D + Conv2D; the batch norm after it then
+# matches tfmot's Conv2D + BatchNormalization pattern and folds, as the converter folds it after PTQ.
+_BN_FOLDED_AFTER = {"Conv2D", "DepthwiseConv2D", "Dense", "SeparableConv2D"}
 
 
 @dataclass(frozen=True)

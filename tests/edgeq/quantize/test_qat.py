@@ -235,8 +235,8 @@ def test_qat_of_a_model_made_elsewhere_starts_from_its_ranges_and_statistics():
     """fer's mini-Xception, whose activations reach ±47: tfmot starts every activation range at ±6
     (moved by 0.1% a step) and trains batch normalization on the fine-tuning batches. Before
     ranges started from the data and batch norms were frozen, its QAT model agreed with the float
-    model on 27% of held-out photo crops before training and its int8 export lost 30-40 points.
-    One epoch at a learning rate too small to move a weight must export what post-training int8
+    model on 27% of held-out photo crops before training and its int8 export lost 30-40 points;
+    and its eight batch norms after separable convolutions stayed MUL + ADD in the export. One epoch at a learning rate too small to move a weight must export what post-training int8
     gives (trained in a process of its own with oneDNN off: TensorFlow 2.21's oneDNN kernels crash
     training this model, see the README); and the ranges start where the data puts them."""
     import os
@@ -256,12 +256,14 @@ def test_qat_of_a_model_made_elsewhere_starts_from_its_ranges_and_statistics():
     assert res.returncode == 0, res.stderr[-3000:]
     figures = json.loads(res.stdout.strip().splitlines()[-1])
     assert figures["int8"] >= 0.85 and figures["int8+qat"] >= figures["int8"] - 0.02, figures
+    # each batch norm after a separable convolution folded into it, as post-training int8 folds it
+    assert figures["int8+qat operators"] == figures["int8 operators"], figures
 
     model = emotion_model()
     train_x = photo_crops(256, seed=2)
     base, _ = to_tf_keras(model, [train_x[:4]])
     qmodel, _ = quantize_model(base)
-    assert start_ranges(qmodel, [train_x]) > 40
+    assert start_ranges(qmodel, [train_x]) > 20  # each activation and the input
     ranges = {w.name: float(w.numpy()) for w in qmodel.weights if w.name.endswith("post_activation_max:0")}
     assert max(ranges.values()) > 20  # far outside tfmot's ±6
     last = {w.name.split("/")[-1]: w for w in qmodel.get_layer("quant_conv2d_7").weights}
