@@ -21,6 +21,7 @@ fine-tune (the default of :func:`edgeq.qat`).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -88,25 +89,36 @@ def start_ranges(qmodel: Any, x: Sequence[np.ndarray], *, samples: int = 256, ba
     wrappers = [w for w in qmodel.layers if isinstance(w, QuantizeWrapperV2) and _range_vars(w, _ACTIVATION_SUFFIXES)]
     if not wrappers:
         return 0
-    shadow = tf_keras.models.clone_model(qmodel, clone_function=unwrap)
-    for layer in qmodel.layers:
-        if layer.name in fresh:  # the wrapper holds the wrapped layer's variables (``<layer>/kernel:0``)
-            own = {v.name.rsplit("/", 1)[-1]: v for v in layer.weights if v.name.startswith(f"{layer.layer.name}/")}
-            names = [v.name.rsplit("/", 1)[-1] for v in fresh[layer.name].weights]
-            if any(n not in own for n in names):
-                return 0  # a layer kept its variables elsewhere: leave the ranges to tfmot
-            fresh[layer.name].set_weights([own[n].numpy() for n in names])
-    outputs = [fresh[w.name].output for w in wrappers]
-    probe = tf_keras.Model(shadow.inputs, outputs)
+    try:
+        shadow = tf_keras.models.clone_model(qmodel, clone_function=unwrap)
+        for layer in qmodel.layers:
+            if layer.name in fresh:  # the wrapper holds the wrapped layer's variables (``<layer>/kernel:0``)
+                own = {v.name.rsplit("/", 1)[-1]: v for v in layer.weights
+                       if v.name.startswith(f"{layer.layer.name}/")}
+                names = [v.name.rsplit("/", 1)[-1] for v in fresh[layer.name].weights]
+                if any(n not in own for n in names):
+                    raise ValueError(f"{layer.name} keeps its variables elsewhere")
+                fresh[layer.name].set_weights([own[n].numpy() for n in names])
+        probe = tf_keras.Model(shadow.inputs, [fresh[w.name].output for w in wrappers])
+    except (ValueError, TypeError, AttributeError, KeyError) as exc:  # a model this does not know how to copy
+        warnings.warn(f"QAT's activation ranges start at tfmot's defaults: {exc}", stacklevel=2)
+        return 0
+    # All the activations of a few samples at a time: at most ~256 MB of them at once.
+    per_sample = sum(int(np.prod([d or 1 for d in o.shape[1:]])) * 4 for o in probe.outputs)
+    step = max(1, min(batch_size, (256 << 20) // max(per_sample, 1)))
     lows: list[list[float]] = [[] for _ in wrappers]
     highs: list[list[float]] = [[] for _ in wrappers]
-    for start in range(0, len(pick), batch_size):
-        batch = [a[start:start + batch_size] for a in arrays]
-        values = probe(batch[0] if len(batch) == 1 else batch, training=False)
-        for i, v in enumerate(values if len(wrappers) > 1 else [values]):
-            v = np.asarray(v)
-            lows[i].append(min(float(v.min()), 0.0))
-            highs[i].append(max(float(v.max()), 0.0))
+    for start in range(0, len(pick), batch_size):  # each training batch's [min, max], as tfmot's EMA sees it
+        low, high = [0.0] * len(wrappers), [0.0] * len(wrappers)  # 0 is always in range
+        for part in range(start, min(start + batch_size, len(pick)), step):
+            batch = [a[part:part + step] for a in arrays]
+            values = probe(batch[0] if len(batch) == 1 else batch, training=False)
+            for i, v in enumerate(values if len(wrappers) > 1 else [values]):
+                v = np.asarray(v)
+                low[i], high[i] = min(low[i], float(v.min())), max(high[i], float(v.max()))
+        for i in range(len(wrappers)):
+            lows[i].append(low[i])
+            highs[i].append(high[i])
     done = 0
     for w, lo, hi in zip(wrappers, lows, highs):
         for min_var, max_var in _range_vars(w, _ACTIVATION_SUFFIXES):
