@@ -10,11 +10,17 @@ as float class indices, model class 0 = category id 1, ``scores`` ``[1, K]``,
 ``[1, 96, 96, 4]`` (0 background, 1 circle, 2 square, 3 triangle).
 
 Both take pixels in ``[0, 1]`` (edgeq_device's default preprocessing at 96x96 RGB).
+
+With ``EDGEQ_EXAMPLES_CACHE`` set to a folder, each trained model is kept there (``.keras``, under
+a hash of this file and the arguments) and loaded on the next call instead of trained again: a
+notebook re-run, or another process of the same test run, gets the same model in a second.
 """
 
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -136,11 +142,41 @@ def _grid_decode_layer() -> Any:
     return GridDecode
 
 
+def _kept(name: str, train: Callable[[], Any], **args: Any) -> Any:
+    """``train()``'s model, kept under ``$EDGEQ_EXAMPLES_CACHE`` (when set) by this file's hash and ``args``."""
+    cache = os.environ.get("EDGEQ_EXAMPLES_CACHE")
+    if not cache:
+        return train()
+    import fcntl
+    import hashlib
+
+    import keras
+
+    key = hashlib.sha256(Path(__file__).read_bytes() + repr(sorted(args.items())).encode()).hexdigest()[:16]
+    folder = Path(cache) / f"{name}-{key}"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.keras"
+    with open(folder / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one process trains, the others wait and load it
+        if path.is_file():
+            return keras.models.load_model(path, compile=False, custom_objects={"GridDecode": _grid_decode_layer()})
+        model = train()
+        part = folder / f"part-{os.getpid()}.keras"
+        model.save(part)
+        part.replace(path)
+        return model
+
+
 def train_detector(root: Path = DATA, epochs: int = 8, seed: int = 0, verbose: int = 0) -> Any:
     """A grid detector trained on ``root``'s train split (turned 8 ways, :func:`dihedral`), seeded; Keras 3.
 
     Returns the model with decoded outputs (``boxes``, ``classes``, ``scores``, ``count``).
     """
+    return _kept("shapes_detector", lambda: _train_detector(root, epochs, seed, verbose),
+                 root=str(Path(root).resolve()), epochs=epochs, seed=seed)
+
+
+def _train_detector(root: Path, epochs: int, seed: int, verbose: int) -> Any:
     import keras
     from keras import layers
 
@@ -168,6 +204,11 @@ def train_segmenter(root: Path = DATA, epochs: int = 4, seed: int = 0, verbose: 
     It works at 48x48 inside (down to 6x6, additive skips back up to 48) and returns per-pixel
     class scores ``[1, 96, 96, 4]`` (softmax, upsampled bilinearly).
     """
+    return _kept("shapes_segmenter", lambda: _train_segmenter(root, epochs, seed, verbose),
+                 root=str(Path(root).resolve()), epochs=epochs, seed=seed)
+
+
+def _train_segmenter(root: Path, epochs: int, seed: int, verbose: int) -> Any:
     import keras
     from keras import layers
 

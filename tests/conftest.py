@@ -84,6 +84,13 @@ def digits_test_arrays(mnist_test: Path) -> tuple[np.ndarray, np.ndarray]:
     return load_digits(mnist_test)
 
 
+# The shapes trainers of examples/ keep what they train under EDGEQ_EXAMPLES_CACHE: under `make test`
+# a folder of the run's cache, so notebook 04's kernel loads the detector and segmenter the fixtures
+# below trained (or trains them for the others), instead of training them once more.
+if os.environ.get("EDGEQ_TEST_CACHE"):
+    os.environ.setdefault("EDGEQ_EXAMPLES_CACHE", str(Path(os.environ["EDGEQ_TEST_CACHE"]) / "examples"))
+
+
 def shared_keras(name: str, train: Any, sources: tuple[str, ...]) -> Any:
     """``train()``'s Keras model, trained once per ``make test`` run.
 
@@ -239,7 +246,7 @@ def shapes_detector() -> Any:
     """The grid detector of examples/shapes.py, trained with its defaults (seeded). Shared: do not change it."""
     from shapes import train_detector
 
-    return shared_keras("shapes_detector", train_detector, ("examples/shapes.py",))
+    return train_detector()  # kept under EDGEQ_EXAMPLES_CACHE (set from EDGEQ_TEST_CACHE above)
 
 
 @pytest.fixture(scope="session")
@@ -247,7 +254,7 @@ def shapes_segmenter() -> Any:
     """The segmenter of examples/shapes.py, trained with its defaults (seeded). Shared: do not change it."""
     from shapes import train_segmenter
 
-    return shared_keras("shapes_segmenter", train_segmenter, ("examples/shapes.py",))
+    return train_segmenter()  # kept under EDGEQ_EXAMPLES_CACHE, as the detector
 
 
 # What the cached .tflite files are made by: a change to any of these makes new files under a new key.
