@@ -50,15 +50,17 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
                     "(tests/conftest.py CANNOT_BE_HAD_HERE lists the skips that stay)")
 
 
-# The host files that take longest (measured with --durations=0 in `make test`, 2 workers), longest first.
+# The host files that take longest (measured with --durations=0 in `make test`, 2 workers), longest first;
+# notebook 04 last: it loads the models test_shapes_models.py trains, rather than wait for them.
 LONG_FILES = ("tests/edgeq/quantize/test_qat.py", "tests/edgeq/quantize/test_sparsity.py",
               "tests/edgeq/sweeps/test_sweep_ray.py", "tests/edgeq/quantize/test_ranges.py",
-              "tests/ssh/test_deploy.py", "tests/edgeq/quantize/test_int4.py",
-              "tests/edgeq/quantize/test_sensitivity.py", "tests/edgeq/quantize/test_mixed.py",
+              "tests/edgeq/quantize/test_sensitivity.py", "tests/ssh/test_deploy.py",
+              "tests/edgeq/quantize/test_int4.py", "tests/edgeq/quantize/test_mixed.py",
               "tests/examples/test_shapes_models.py", "tests/edgeq/quantize/test_budget_qat.py",
-              "tests/ssh/test_notebook_03.py", "tests/ssh/test_fleet_faults.py",
-              "tests/edgeq/measure/test_profile_compare.py", "tests/edgeq/targets/test_mcu_models.py")
-# (notebook 04 is long too, but it loads the models test_shapes_models.py trains: it stays late.)
+              "tests/edgeq/test_notebook_05.py", "tests/ssh/test_notebook_03.py", "tests/ssh/test_fleet_faults.py",
+              "tests/edgeq/targets/test_mcu_models.py", "tests/edgeq/measure/test_profile_compare.py",
+              "tests/edgeq/test_notebook_06.py", "tests/edgeq/test_notebook_07.py", "tests/edgeq/test_notebook_02.py",
+              "tests/test_notebook_01.py", "tests/examples/test_notebook_04.py")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
