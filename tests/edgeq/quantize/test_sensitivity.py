@@ -44,7 +44,8 @@ def test_branches_and_their_add_are_one_candidate():
 def test_a16_by_effect_recovers_int16x8s_gain_on_a_residual_cnn_from_elsewhere():
     model = emotion_model()
     calib, held = photo_crops(200, seed=0), photo_crops(300, seed=1)
-    ref = _outputs(convert(model, "float32").model_bytes, held)
+    float_bytes = convert(model, "float32").model_bytes
+    ref = _outputs(float_bytes, held)
     int8_agree, int8_db = fidelity(ref, _outputs(convert(model, "int8", calibration=calib).model_bytes, held))
     _, int16_db = fidelity(ref, _outputs(convert(model, "int16x8", calibration=calib).model_bytes, held))
     assert int8_agree <= 0.95  # int8 loses >= 5 points here: the case the search is for
@@ -62,7 +63,7 @@ def test_a16_by_effect_recovers_int16x8s_gain_on_a_residual_cnn_from_elsewhere()
     measured = result.metadata.extra["a16_sqnr_db"]  # against int8 on calibration samples, recorded
     assert measured["a16"] > measured["int8"] and measured["samples"] == 32
     agree, db = fidelity(ref, _outputs(result.model_bytes, held))
-    candidates = [n for g in candidate_groups(convert(model, "float32").model_bytes) for n in g]
+    candidates = [n for g in candidate_groups(float_bytes) for n in g]
     assert len(result.metadata.extra["a16"]["chosen"]) < len(candidates)  # not every layer
     # On held-out crops, fewer than all layers recover at least half of int16x8's gain over int8.
     assert db - int8_db >= 0.5 * (int16_db - int8_db), (int8_db, db, int16_db, search["verdict"])
