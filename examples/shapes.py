@@ -147,24 +147,12 @@ def _kept(name: str, train: Callable[[], Any], **args: Any) -> Any:
     cache = os.environ.get("EDGEQ_EXAMPLES_CACHE")
     if not cache:
         return train()
-    import fcntl
     import hashlib
 
-    import keras
+    from keep import keep_trained  # examples/keep.py, beside this file
 
     key = hashlib.sha256(Path(__file__).read_bytes() + repr(sorted(args.items())).encode()).hexdigest()[:16]
-    folder = Path(cache) / f"{name}-{key}"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{name}.keras"
-    with open(folder / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # one process trains, the others wait and load it
-        if path.is_file():
-            return keras.models.load_model(path, compile=False, custom_objects={"GridDecode": _grid_decode_layer()})
-        model = train()
-        part = folder / f"part-{os.getpid()}.keras"
-        model.save(part)
-        part.replace(path)
-        return model
+    return keep_trained(Path(cache) / f"{name}-{key}", name, train, {"GridDecode": _grid_decode_layer()})
 
 
 def train_detector(root: Path = DATA, epochs: int = 8, seed: int = 0, verbose: int = 0) -> Any:

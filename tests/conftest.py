@@ -127,22 +127,9 @@ def shared_keras(name: str, train: Any, sources: tuple[str, ...]) -> Any:
     shared = os.environ.get("EDGEQ_TEST_CACHE")
     if not shared:
         return train()
-    import fcntl
+    from keep import keep_trained  # examples/keep.py
 
-    import keras
-
-    folder = Path(shared) / f"keras-{name}-{source_key(sources)}"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{name}.keras"
-    with open(folder / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if path.is_file():
-            return keras.models.load_model(path, compile=False)
-        model = train()
-        part = folder / f"part-{os.getpid()}.keras"
-        model.save(part)
-        part.replace(path)
-        return model
+    return keep_trained(Path(shared) / f"keras-{name}-{source_key(sources)}", name, train)
 
 
 @pytest.fixture(scope="session")

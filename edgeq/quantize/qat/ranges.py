@@ -86,7 +86,9 @@ def start_ranges(qmodel: Any, x: Sequence[np.ndarray], *, samples: int = 256, ba
             return tf_keras.layers.Activation("linear", name=f"{layer.name}_float")
         return layer
 
-    wrappers = [w for w in qmodel.layers if isinstance(w, QuantizeWrapperV2) and _range_vars(w, _ACTIVATION_SUFFIXES)]
+    targets = {w.name: pairs for w in qmodel.layers
+               if isinstance(w, QuantizeWrapperV2) and (pairs := _range_vars(w, _ACTIVATION_SUFFIXES))}
+    wrappers = [w for w in qmodel.layers if w.name in targets]
     if not wrappers:
         return 0
     try:
@@ -121,7 +123,7 @@ def start_ranges(qmodel: Any, x: Sequence[np.ndarray], *, samples: int = 256, ba
             highs[i].append(high[i])
     done = 0
     for w, lo, hi in zip(wrappers, lows, highs):
-        for min_var, max_var in _range_vars(w, _ACTIVATION_SUFFIXES):
+        for min_var, max_var in targets[w.name]:
             min_var.assign(float(np.mean(lo)))
             max_var.assign(float(np.mean(hi)))
             done += 1
