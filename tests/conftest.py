@@ -145,6 +145,15 @@ def digits_cnn(digits_train_arrays: tuple[np.ndarray, np.ndarray]):  # type: ign
 
 
 @pytest.fixture(scope="session")
+def resnet8(digits_train_arrays: tuple[np.ndarray, np.ndarray]) -> Any:
+    """A function giving ``fixtures.models.train_resnet8`` on the training digits (its defaults), trained
+    once per run; each call gives a model of its own (loaded from the run's cache), the caller's to change."""
+    from fixtures.models import train_resnet8
+
+    return lambda: shared_keras("resnet8", lambda: train_resnet8(*digits_train_arrays), ("tests/fixtures/models.py",))
+
+
+@pytest.fixture(scope="session")
 def demo_cnn(mnist_train: Path):  # type: ignore[no-untyped-def]
     """The demo's CNN (examples/demo.py ``train_cnn``, ``mnist_cnn``) trained one epoch, once per session.
 

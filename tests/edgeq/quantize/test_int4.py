@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from edgeq_device.model.flatbuffer import read_flat_model
 from edgeq_device.run.runtime import ModelRunner
-from fixtures.models import train_resnet8
 
 import edgeq
 from edgeq.errors import CalibrationError, InvalidArgumentError, QuantizationError
@@ -25,14 +24,14 @@ def _outputs(model_bytes: bytes, x: np.ndarray) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def resnet8(digits_train_arrays):  # type: ignore[no-untyped-def]
-    return train_resnet8(*digits_train_arrays)
+def resnet8_model(resnet8):  # type: ignore[no-untyped-def]
+    return resnet8()
 
 
 @pytest.fixture(scope="module")
-def resnet8_modes(resnet8, digits_train_arrays):  # type: ignore[no-untyped-def]
+def resnet8_modes(resnet8_model, digits_train_arrays):  # type: ignore[no-untyped-def]
     x = digits_train_arrays[0][:64]
-    return {name: edgeq.convert(resnet8, mode, calibration=x, samples=64, rounding=rounding, progress=False)
+    return {name: edgeq.convert(resnet8_model, mode, calibration=x, samples=64, rounding=rounding, progress=False)
             for name, mode, rounding in (("float32", "float32", "optimized"), ("int8", "int8", "optimized"),
                                          ("int4 nearest", "int4", "nearest"),
                                          ("int4 optimized", "int4", "optimized"))}
@@ -151,7 +150,7 @@ def test_optimized_rounding_keeps_the_weights_litert_quantizer_stores_after_the_
 
 
 @pytest.mark.slow
-def test_stepwise_run_gives_each_layer_the_input_a_whole_model_run_gives(resnet8, digits_train_arrays) -> None:  # type: ignore[no-untyped-def]
+def test_stepwise_run_gives_each_layer_the_input_a_whole_model_run_gives(resnet8_model, digits_train_arrays) -> None:  # type: ignore[no-untyped-def]
     """Operator by operator on cached values (optimized rounding's one pass) is the whole-model run, bit for bit,
     on a residual int4 model (hybrid kernels, skip connections)."""
     from ai_edge_litert.interpreter import Interpreter
@@ -160,7 +159,7 @@ def test_stepwise_run_gives_each_layer_the_input_a_whole_model_run_gives(resnet8
     from edgeq.quantize.lowbit.stepwise import StepwiseRun
 
     x = digits_train_arrays[0][:3]
-    data = edgeq.convert(resnet8, "int4", rounding="nearest", progress=False).model_bytes
+    data = edgeq.convert(resnet8_model, "int4", rounding="nearest", progress=False).model_bytes
     whole = Interpreter(model_content=data, experimental_preserve_all_tensors=True)
     whole.allocate_tensors()
     name = whole.get_input_details()[0]["name"]

@@ -138,14 +138,12 @@ def test_digits_clustered_and_pruned_against_int8(demo_cnn, mnist_train, mnist_t
 
 
 @pytest.mark.slow
-def test_cluster_preserving_qat_keeps_a_residual_cnns_accuracy(digits_train_arrays, digits_test_arrays):
+def test_cluster_preserving_qat_keeps_a_residual_cnns_accuracy(resnet8, digits_train_arrays, digits_test_arrays):
     """Clustering then cluster-preserving QAT on a residual CNN (ADDs, batch norms): the QAT epoch
     and the int8 file stay within a few points of the clustered model, and each kernel keeps its 16 values."""
-    from fixtures.models import train_resnet8
-
     x, y = digits_train_arrays
     xt, yt = digits_test_arrays
-    res = cluster(train_resnet8(x, y), (x, y), clusters=16, validation=(xt, yt), progress=False)
+    res = cluster(resnet8(), (x, y), clusters=16, validation=(xt, yt), progress=False)
     clustered = res.fine_tune_history["val_accuracy"][-1]
     assert clustered > 0.6  # clustering fine-tuning settled the one-epoch model's batch norms
     assert res.history["val_accuracy"][-1] >= clustered - 0.05

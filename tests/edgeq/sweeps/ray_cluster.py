@@ -80,14 +80,17 @@ class Node:
         self.proc.wait(timeout=30)
 
     def stop(self) -> None:
+        """SIGTERM, then SIGKILL whatever is left after 2 s: a head's ``ray start --block`` outlives a
+        SIGTERM by 20 s and more, and a throwaway cluster has nothing to save."""
         known = descendants(self.proc.pid)  # before they are orphaned
         if self.proc.poll() is None:
             try:
                 os.killpg(self.proc.pid, signal.SIGTERM)
-                self.proc.wait(timeout=20)
+                self.proc.wait(timeout=2)
             except (ProcessLookupError, subprocess.TimeoutExpired):
                 pass
         self._kill_all(known)  # whatever the node left behind
+        self.proc.wait(timeout=30)
 
 
 def _wait_nodes(address: str, count: int, env: dict[str, str], timeout: float = 90) -> None:

@@ -22,7 +22,6 @@ import pytest
 
 pytest.importorskip("tflite_micro")
 
-from fixtures.models import train_resnet8
 from test_mcu import recorded_total
 
 from edgeq.targets.mcu.check import check_mcu, random_inputs
@@ -96,12 +95,12 @@ def test_tflm_micro_speech_is_bit_exact_with_litert_reference(mltk_models):
 
 
 @pytest.fixture(scope="module")
-def resnet8_mcu(digits_train_arrays):  # type: ignore[no-untyped-def]
+def resnet8_mcu(resnet8, digits_train_arrays):  # type: ignore[no-untyped-def]
     """A ResNet-8-style CNN converted with target='mcu'."""
     import edgeq
 
     x, y = digits_train_arrays
-    return edgeq.convert(train_resnet8(x, y), "int8", calibration=(x, y), samples=64, io="int8", target="mcu",
+    return edgeq.convert(resnet8(), "int8", calibration=(x, y), samples=64, io="int8", target="mcu",
                          progress=False), x
 
 
