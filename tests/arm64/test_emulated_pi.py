@@ -25,14 +25,21 @@ RUN_MODEL = """
 import json, platform, sys
 import numpy as np
 from edgeq_device.run.runtime import ModelRunner
-model, inputs, out, runtime, xnnpack = sys.argv[1:6]
+inputs, runtime = sys.argv[1:3]
 x = np.load(inputs)
-r = ModelRunner(model, runtime=runtime, xnnpack=xnnpack == "1")
-raw = [r.run(x[i:i + 1], dequantize_outputs=False)[0] for i in range(len(x))]
-np.save(out, np.concatenate(raw))
-print(json.dumps({"machine": platform.machine(), "runtime": r.runtime.name, "version": r.runtime.version,
-                  "numpy": np.__version__}))
+done = {}
+for job in sys.argv[3:]:  # MODEL,OUT,XNNPACK: each model with its own interpreter
+    model, out, xnnpack = job.split(",")
+    r = ModelRunner(model, runtime=runtime, xnnpack=xnnpack == "1")
+    raw = [r.run(x[i:i + 1], dequantize_outputs=False)[0] for i in range(len(x))]
+    np.save(out, np.concatenate(raw))
+    done[out] = {"machine": platform.machine(), "runtime": r.runtime.name, "version": r.runtime.version,
+                 "numpy": np.__version__}
+print(json.dumps(done))
 """
+# What the output tests compare: each model of these, with and without XNNPACK (one process per runtime
+# and machine runs the four: a Python start under emulation costs seconds).
+OUTPUT_MODES = ("int8-io", "float32")
 
 
 @pytest.fixture(scope="module")
@@ -60,34 +67,48 @@ def shared(emulated_pi, tiny_models_dir, eval_folder, inputs, tmp_path_factory) 
     }
 
 
-def _on_pi(emulated_pi, shared, runtime: str, mode: str, xnnpack: bool = True) -> tuple[np.ndarray, dict]:
-    out = f"{emulated_pi.share_in}/out_{runtime}_{mode}_{int(xnnpack)}.npy"
-    res = emulated_pi.run([emulated_pi.python(runtime), shared["script"], shared[mode], shared["inputs"], out,
-                           runtime, "1" if xnnpack else "0"])
-    assert res.returncode == 0, res.stderr[-2000:]
-    info = json.loads(res.stdout.strip().splitlines()[-1])
-    return np.load(emulated_pi.share / Path(out).name), info
+def _jobs(models: dict[str, str], folder: str, tag: str) -> tuple[list[str], dict[tuple[str, bool], str]]:
+    outs = {(mode, xnnpack): f"{folder}/out_{tag}_{mode}_{int(xnnpack)}.npy"
+            for mode in OUTPUT_MODES for xnnpack in (False, True)}
+    return [f"{models[mode]},{out},{int(xnnpack)}" for (mode, xnnpack), out in outs.items()], outs
 
 
-def _on_x86(x86_pythons, model: Path, inputs_file: Path, runtime: str, xnnpack: bool = True) -> np.ndarray:
-    """The same script, runtime and kernel choice on this x86 machine."""
-    out = inputs_file.parent / f"x86_{runtime}_{model.stem}_{int(xnnpack)}.npy"
-    res = subprocess.run([x86_pythons[runtime], str(inputs_file.parent / "run_model.py"), str(model),
-                          str(inputs_file), str(out), runtime, "1" if xnnpack else "0"],
-                         capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stderr[-2000:]
-    assert json.loads(res.stdout.strip().splitlines()[-1])["machine"] == "x86_64"
-    return np.load(out)
+@pytest.fixture(scope="module")
+def outputs(emulated_pi, shared, tiny_models_dir, x86_pythons):  # type: ignore[no-untyped-def]
+    """``outputs(machine, runtime)[(mode, xnnpack)]``: ``(raw outputs, run info)`` of the model of
+    :data:`OUTPUT_MODES` on the test digits, on the Pi (``"pi"``) or on this x86 machine (``"x86"``),
+    with the same script, runtime and kernel choice; computed once per machine and runtime."""
+    done: dict[tuple[str, str], dict[tuple[str, bool], tuple[np.ndarray, dict]]] = {}
+
+    def get(machine: str, runtime: str) -> dict[tuple[str, bool], tuple[np.ndarray, dict]]:
+        if (machine, runtime) in done:
+            return done[(machine, runtime)]
+        if machine == "pi":
+            jobs, outs = _jobs({m: shared[m] for m in OUTPUT_MODES}, emulated_pi.share_in, runtime)
+            res = emulated_pi.run([emulated_pi.python(runtime), shared["script"], shared["inputs"], runtime, *jobs])
+            local = {k: emulated_pi.share / Path(v).name for k, v in outs.items()}
+        else:
+            folder = shared["host_inputs"].parent
+            jobs, outs = _jobs({m: str(tiny_models_dir[m]) for m in OUTPUT_MODES}, str(folder), f"x86_{runtime}")
+            res = subprocess.run([x86_pythons[runtime], str(folder / "run_model.py"), str(shared["host_inputs"]),
+                                  runtime, *jobs], capture_output=True, text=True, timeout=300)
+            local = {k: Path(v) for k, v in outs.items()}
+        assert res.returncode == 0, res.stderr[-2000:]
+        infos = json.loads(res.stdout.strip().splitlines()[-1])
+        done[(machine, runtime)] = {k: (np.load(local[k]), infos[outs[k]]) for k in outs}
+        return done[(machine, runtime)]
+
+    return get
 
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
 @pytest.mark.parametrize("xnnpack", [False, True], ids=["reference-kernels", "xnnpack"])
-def test_int8_outputs_identical_to_x86(emulated_pi, shared, tiny_models_dir, inputs, runtime, xnnpack,
-                                       x86_pythons):
-    pi, info = _on_pi(emulated_pi, shared, runtime, "int8-io", xnnpack)
+def test_int8_outputs_identical_to_x86(outputs, inputs, runtime, xnnpack):
+    pi, info = outputs("pi", runtime)[("int8-io", xnnpack)]
     assert info["machine"] == "aarch64" and info["runtime"] == runtime
     assert info["numpy"].startswith("2." if runtime == "litert" else "1.")
-    x86 = _on_x86(x86_pythons, tiny_models_dir["int8-io"], shared["host_inputs"], runtime, xnnpack)
+    x86, x86_info = outputs("x86", runtime)[("int8-io", xnnpack)]
+    assert x86_info["machine"] == "x86_64" and x86_info["runtime"] == runtime
     assert pi.dtype == x86.dtype == np.int8
     assert pi.shape == x86.shape == (len(inputs), 10)
     if runtime == "litert" and not xnnpack:
@@ -104,10 +125,11 @@ def test_int8_outputs_identical_to_x86(emulated_pi, shared, tiny_models_dir, inp
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
 @pytest.mark.parametrize("xnnpack", [False, True], ids=["reference-kernels", "xnnpack"])
-def test_float32_outputs_match_x86(emulated_pi, shared, tiny_models_dir, inputs, runtime, xnnpack, x86_pythons):
-    pi, info = _on_pi(emulated_pi, shared, runtime, "float32", xnnpack)
-    assert info["machine"] == "aarch64"
-    x86 = _on_x86(x86_pythons, tiny_models_dir["float32"], shared["host_inputs"], runtime, xnnpack)
+def test_float32_outputs_match_x86(outputs, runtime, xnnpack):
+    pi, info = outputs("pi", runtime)[("float32", xnnpack)]
+    assert info["machine"] == "aarch64" and info["runtime"] == runtime
+    x86, x86_info = outputs("x86", runtime)[("float32", xnnpack)]
+    assert x86_info["machine"] == "x86_64" and x86_info["runtime"] == runtime
     assert pi.dtype == x86.dtype == np.float32 and pi.shape == x86.shape
     err = float(np.abs(pi - x86).max())
     print(f"float32 {runtime} xnnpack={xnnpack}: max |arm64 - x86| = {err:.3g}, "
