@@ -13,7 +13,7 @@ import importlib.util
 import sys
 import warnings
 from types import ModuleType
-from typing import Sequence
+from typing import Any, Sequence, cast
 
 __all__ = ["MOVED", "install", "moved_module", "old_tasks_name"]
 
@@ -83,7 +83,7 @@ class _MovedFinder:
         package, _, old = fullname.rpartition(".")
         if package != _PACKAGE or old not in MOVED:
             return None
-        return importlib.util.spec_from_loader(fullname, self)
+        return importlib.util.spec_from_loader(fullname, cast(Any, self))  # a loader by its methods
 
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType:
         old = spec.name.rpartition(".")[2]
