@@ -30,6 +30,12 @@ demo: $(STAMP)
 PI_OSES := bookworm trixie bookworm-armhf
 # Host test workers: one per core (the emulated Pis run beside them in a process of their own).
 HOST_WORKERS ?= 2
+# Each test process's TensorFlow (and OpenMP) computes on one thread, as a sweep's local workers do
+# (edgeq/sweeps/runners.py): the suite's processes already fill the cores, and a pool per process as
+# wide as the machine only spins and switches (measured on the clustering test, alone: 8% less CPU
+# time and 8% less wall time).
+test test-fast test-arm64: export TF_NUM_INTRAOP_THREADS := 1
+test test-fast test-arm64: export OMP_NUM_THREADS := 1
 test: $(STAMP)
 	bash tests/setup_system.sh
 	@mkdir -p out
