@@ -72,7 +72,7 @@ class _MovedFinder:
 
     A meta path finder and loader by its methods (the import system asks no more): subclassing
     ``importlib.abc``'s would import ``importlib.resources`` into every ``edgeq-device`` command,
-    a third of a second at each start on an emulated Pi.
+    about 0.13 s of each start on an emulated Pi 4 (``python -X importtime``).
     """
 
     def __init__(self) -> None:

@@ -74,9 +74,10 @@ class Node:
                 continue
         return False
 
-    def kill(self) -> None:
-        """SIGKILL every process of the node (raylet, its workers): a machine lost, not a clean stop."""
-        self._kill_all()
+    def kill(self, known: list[int] | None = None) -> None:
+        """SIGKILL every process of the node (raylet, its workers, and ``known`` pids): a machine lost,
+        not a clean stop."""
+        self._kill_all(known)
         self.proc.wait(timeout=30)
 
     def stop(self) -> None:
@@ -89,8 +90,7 @@ class Node:
                 self.proc.wait(timeout=2)
             except (ProcessLookupError, subprocess.TimeoutExpired):
                 pass
-        self._kill_all(known)  # whatever the node left behind
-        self.proc.wait(timeout=30)
+        self.kill(known)  # whatever the node left behind
 
 
 def _wait_nodes(address: str, count: int, env: dict[str, str], timeout: float = 90) -> None:
