@@ -270,7 +270,7 @@ in_root() {
   local envs=(HOME=/root PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8
               QEMU_CPU="$QEMU_CPU" PYTHONDONTWRITEBYTECODE=1)
   local v
-  while IFS= read -r v; do envs+=("$v"); done < <(env | grep -E '^(PIP_[A-Z_]+|https?_proxy|HTTPS?_PROXY|no_proxy|NO_PROXY|SSL_CERT_FILE|REQUESTS_CA_BUNDLE|EDGEQ_[A-Z_]+)=' || true)
+  while IFS= read -r v; do envs+=("$v"); done < <(env | grep -E '^(PIP_[A-Z_]+|https?_proxy|HTTPS?_PROXY|no_proxy|NO_PROXY|SSL_CERT_FILE|REQUESTS_CA_BUNDLE|OPENBLAS_NUM_THREADS|EDGEQ_[A-Z_]+)=' || true)
   env -i "${envs[@]}" chroot "$r" "$@"
 }
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from . import _compat
+# _command first: in the edgeq-device command it sets OPENBLAS_NUM_THREADS before numpy loads
+from . import _command, _compat  # noqa: F401
 from ._version import __version__
 from .errors import (
     DataError,

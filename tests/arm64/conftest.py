@@ -46,10 +46,10 @@ def _load_tiny_models():  # shared with the ssh tests
     return mod
 
 
-def script(*args: str, timeout: float = 3600, pi_os: str = "bookworm", cpu: str | None = None
-           ) -> subprocess.CompletedProcess[str]:
+def script(*args: str, timeout: float = 3600, pi_os: str = "bookworm", cpu: str | None = None,
+           extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """scripts/arm64_rootfs.sh ARGS for one OS (and CPU); the host's pip is this Python's."""
-    env = {**os.environ, "EDGEQ_PI_OS": pi_os, "HOST_PY": sys.executable}
+    env = {**os.environ, "EDGEQ_PI_OS": pi_os, "HOST_PY": sys.executable, **(extra_env or {})}
     env.pop("QEMU_CPU", None)
     if cpu:
         env["QEMU_CPU"] = cpu
@@ -76,8 +76,15 @@ class EmulatedPi:
         return CPUS.get(self.board, "max")
 
     def run(self, argv: Sequence[str], timeout: float = 600) -> subprocess.CompletedProcess[str]:
-        """Run argv inside the root (chroot, qemu user mode, QEMU_CPU of the board)."""
-        return script("run", *argv, timeout=timeout, pi_os=self.os_name, cpu=self.cpu)
+        """Run argv inside the root (chroot, qemu user mode, QEMU_CPU of the board).
+
+        The tests' own scripts that load numpy run its OpenBLAS on one thread, as the edgeq-device
+        command does by itself (``edgeq_device._command``; its commands here get no such setting):
+        under emulation a spare OpenBLAS thread spins ~1 CPU-second per second for seconds after
+        numpy's import.
+        """
+        own = {} if Path(argv[0]).name == "edgeq-device" else {"OPENBLAS_NUM_THREADS": "1"}
+        return script("run", *argv, timeout=timeout, pi_os=self.os_name, cpu=self.cpu, extra_env=own)
 
     def python(self, runtime: str) -> str:
         return f"{VENVS[runtime]}/bin/python"

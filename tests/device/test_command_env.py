@@ -1,0 +1,54 @@
+"""The edgeq-device command runs numpy's OpenBLAS on one thread; edgeq_device imported as a library leaves it alone.
+
+OpenBLAS's spare threads spin for seconds after numpy's import (2**28 ticks of the CPU's
+counter: ~5 s on a Pi 4), on the cores the interpreter's threads are timed on.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from edgeq_device._command import is_the_command
+
+# What the console script does: its own path in argv[0] while it imports edgeq_device.
+PROBE = """
+import sys
+sys.argv[0] = {argv0!r}
+import edgeq_device, numpy, os
+print(os.environ.get("OPENBLAS_NUM_THREADS"), len(os.listdir("/proc/self/task")))
+"""
+
+
+def _probe(argv0: str, **env: str) -> tuple[str, int]:
+    clean = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    res = subprocess.run([sys.executable, "-c", PROBE.format(argv0=argv0)], capture_output=True, text=True,
+                         env={**clean, **env}, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    value, threads = res.stdout.split()
+    return value, int(threads)
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts threads in /proc")
+def test_the_command_runs_openblas_on_one_thread_and_a_library_import_does_not():
+    script = str(Path(sys.executable).parent / "edgeq-device")
+    assert Path(script).exists()
+    assert _probe(script) == ("1", 1)  # numpy loaded, no OpenBLAS thread beside the main one
+    value, threads = _probe("/srv/app/serve.py")  # any other program importing edgeq_device
+    assert value == "None"
+    if (os.cpu_count() or 1) > 1:
+        assert threads > 1  # OpenBLAS's own threads: what the command keeps out
+    assert _probe(script, OPENBLAS_NUM_THREADS="2") == ("2", 2)  # the user's setting wins
+
+
+def test_the_command_is_known_by_its_script_or_by_python_m():
+    assert is_the_command(["/usr/local/bin/edgeq-device", "bench"], [])
+    assert is_the_command(["/venv/Scripts/edgeq-device.exe"], [])
+    assert is_the_command(["-m"], ["python3", "-m", "edgeq_device.cli", "bench"])
+    assert is_the_command(["-m"], ["python3", "-X", "importtime", "-m", "edgeq_device"])
+    assert not is_the_command(["-m"], ["python3", "-m", "edgeq.cli", "deploy"])
+    assert not is_the_command(["/usr/bin/pytest"], ["python3", "/usr/bin/pytest"])
+    assert not is_the_command(["-c"], ["python3", "-c", "import edgeq_device"])
