@@ -1,10 +1,12 @@
 """What the ``edgeq-device`` command sets for its process before numpy is imported.
 
 The command measures a TFLite interpreter, whose threads are its own (``--threads``). numpy's
-OpenBLAS starts one thread per core when numpy is imported, and each spins until 2**28 ticks
-of the CPU's counter have passed before it sleeps: about 5 s on a Raspberry Pi 4 (a 54 MHz
-counter), and again after every BLAS call. Those spinning threads take the cores the
-interpreter's threads are timed on (and under qemu's emulation, ~1 CPU-second per second).
+OpenBLAS starts one thread per core when numpy is imported, and each spins, waiting for work,
+until its timeout (2**28 ticks of its cycle counter by default) before it sleeps, and again
+after every BLAS call: seconds on an ARM board, whose counter is slow (a Pi 4's runs at 54 MHz).
+Those spinning threads take the cores the interpreter's threads are timed on. Measured on the
+emulated Pi 4: ``python -c "import numpy, time; time.sleep(6)"`` takes 7.2 CPU-seconds, 0.7
+with one OpenBLAS thread; ``edgeq-device bench`` of a small model 8.6, now 3.5.
 So the command runs OpenBLAS on one thread unless ``OPENBLAS_NUM_THREADS`` is set already;
 importing ``edgeq_device`` as a library changes nothing. Done on import (``edgeq_device`` imports
 this module first).
