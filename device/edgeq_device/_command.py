@@ -34,12 +34,10 @@ def is_the_command(argv: list[str] | None = None, orig_argv: list[str] | None = 
     return False
 
 
-def limit_blas_threads() -> bool:
-    """Set ``OPENBLAS_NUM_THREADS=1`` for the command's process (and its workers) unless it is set; True if set."""
-    if not is_the_command() or "OPENBLAS_NUM_THREADS" in os.environ:
-        return False
-    os.environ["OPENBLAS_NUM_THREADS"] = "1"
-    return True
+def limit_blas_threads() -> None:
+    """Set ``OPENBLAS_NUM_THREADS=1`` for the command's process (and its workers) unless it is set."""
+    if is_the_command():
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 
 limit_blas_threads()

@@ -1,7 +1,7 @@
 """The edgeq-device command runs numpy's OpenBLAS on one thread; edgeq_device imported as a library leaves it alone.
 
-OpenBLAS's spare threads spin for seconds after numpy's import (2**28 ticks of the CPU's
-counter: ~5 s on a Pi 4), on the cores the interpreter's threads are timed on.
+OpenBLAS's spare threads spin after numpy's import, on the cores the interpreter's threads are
+timed on (``edgeq_device._command`` says how long, and what was measured).
 """
 
 from __future__ import annotations
